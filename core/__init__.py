@@ -1,0 +1,1 @@
+"""genq.core: the model library (networks, data, training, sampling, evaluation). No web, queue or database."""

@@ -1,0 +1,95 @@
+"""The model library's front door: what a worker calls to train a model kind or generate from a checkpoint.
+
+The worker passes plain values and a `Hooks` object; side effects (metrics, progress, checkpoints,
+stop requests) flow through the hooks so this library never touches the database or the queue.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """The data does not fit the model (wrong kind, too small, unreadable): the job fails with this message."""
+
+
+@dataclass
+class DataSource:
+    """A dataset as the worker found it: an uploaded file or folder, or a built-in name."""
+
+    kind: str  # text, images, audio, prompts
+    path: Path | None = None  # the uploaded file (a text file, a zip, a WAV) or an extracted folder
+    builtin: str | None = None  # digits, tones, pydoc
+
+
+@dataclass
+class Sample:
+    """One generated item. Images are PNG files and audio WAV files under the job's output folder."""
+
+    kind: str  # text, image, audio
+    prompt: str | None = None
+    text: str | None = None
+    path: Path | None = None
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped: str | None = None  # None: finished; "cancel" or "shutdown": stopped early after a checkpoint
+    samples: list[Sample] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # the final evaluation
+
+
+class Hooks:
+    """Callbacks from a running job to whoever runs it. The defaults do nothing, for tests and scripts."""
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        """Record metric values (names like train/loss, val/loss, eval/fid) at `step`."""
+
+    def progress(self, done: int, total: int) -> None:
+        """Report progress: training steps, or prompts generated."""
+
+    def checkpoint(self, step: int, path: Path) -> None:
+        """A checkpoint for `step` was written (atomically) at `path`."""
+
+    def stop_requested(self) -> str | None:
+        """'cancel' or 'shutdown' when the job should checkpoint and stop; None to go on. Cheap to call."""
+        return None
+
+    def log(self, message: str) -> None:
+        """A line for the job's log."""
+
+
+RECIPES = {
+    "gpt": "genq.core.recipes.gpt",
+    "gru": "genq.core.recipes.gru",
+    "dcgan": "genq.core.recipes.dcgan",
+    "vae": "genq.core.recipes.vae",
+    "wavenet": "genq.core.recipes.wavenet",
+}
+
+
+def _recipe(model: str):
+    if model not in RECIPES:
+        raise DataError(f"unknown model '{model}'")
+    return importlib.import_module(RECIPES[model])
+
+
+def train(model: str, params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
+          device: str = "cpu") -> TrainResult:
+    """Train `model` on `data`; resume from the newest checkpoint in `workdir` if there is one."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return _recipe(model).train(params, data, workdir, hooks, device)
+
+
+def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+             hooks: Hooks, device: str = "cpu") -> list[Sample]:
+    """Generate `params['num_samples']` samples per prompt from the trained model in `source_workdir`."""
+    from genq.core import checkpoint
+
+    model = checkpoint.load_model_kind(source_workdir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _recipe(model).generate(source_workdir, prompts, params, out_dir, hooks, device)

@@ -1,0 +1,52 @@
+"""Settings read from the environment (see the README's configuration table)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where genq keeps its state and how its parts find each other."""
+
+    home: Path
+    database_url: str
+    redis_url: str | None  # None: `genq up` starts an embedded server
+    artifacts: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = 200 * 1024 * 1024
+    lease_seconds: float = 30.0  # a running job's lease; heartbeats renew it every lease/3
+    dispatch_timeout_seconds: float = 60.0  # a dispatched but unclaimed job is re-sent after this
+    max_attempts: int = 3
+    secret_key: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Build settings from GENQ_* variables, filling in the documented defaults."""
+        home = Path(_env("GENQ_HOME", "./.genq")).resolve()
+        return cls(
+            home=home,
+            database_url=_env("GENQ_DATABASE_URL", f"sqlite:///{home / 'genq.db'}"),
+            redis_url=os.environ.get("GENQ_REDIS_URL") or None,
+            artifacts=Path(_env("GENQ_ARTIFACTS", str(home / "artifacts"))).resolve(),
+            host=_env("GENQ_HOST", "127.0.0.1"),
+            port=int(_env("GENQ_PORT", "8000")),
+            max_upload_bytes=int(_env("GENQ_MAX_UPLOAD_BYTES", str(200 * 1024 * 1024))),
+            lease_seconds=float(_env("GENQ_LEASE_SECONDS", "30")),
+            dispatch_timeout_seconds=float(_env("GENQ_DISPATCH_TIMEOUT_SECONDS", "60")),
+            max_attempts=int(_env("GENQ_MAX_ATTEMPTS", "3")),
+            secret_key=_env("GENQ_SECRET_KEY", ""),
+        )
+
+    def ensure_dirs(self) -> None:
+        """Create the home and artifact folders."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.artifacts.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,6 @@
+"""The database: the source of truth for teams, tokens, datasets, jobs and their results."""
+
+from genq.db.models import (  # noqa: F401
+    ApiToken, Artifact, Base, Dataset, Job, JobLog, Metric, Output, Team, Worker, utcnow,
+)
+from genq.db.session import Database  # noqa: F401

@@ -1,0 +1,166 @@
+"""SQLAlchemy 2.0 typed schema. Times are naive UTC, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+ROLES = ("admin", "member", "viewer")
+
+
+def utcnow() -> datetime:
+    """The current time as naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    # Named constraints so Alembic migrations behave the same on SQLite and PostgreSQL.
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    })
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    weight: Mapped[float] = mapped_column(default=1.0)  # fair-share weight
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the token itself is never stored
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in listings so people can tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+    team: Mapped[Team] = relationship()
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # text, images, audio, prompts
+    filename: Mapped[str] = mapped_column(String(255))  # the uploaded name, for display only, never a path
+    path: Mapped[str] = mapped_column(String(500))  # relative to the artifact store
+    size_bytes: Mapped[int]
+    info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    team: Mapped[Team] = relationship()
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_pool", "status", "pool"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    type: Mapped[str] = mapped_column(String(16))  # train, generate
+    model: Mapped[str] = mapped_column(String(32))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    builtin_dataset: Mapped[str | None] = mapped_column(String(32))
+    source_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # validated, defaults filled in
+    prompts: Mapped[list[Any] | None]
+    priority: Mapped[int] = mapped_column(default=0)
+    gpus: Mapped[int] = mapped_column(default=1)
+    pool: Mapped[str] = mapped_column(String(64), default="default")
+
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    step: Mapped[int] = mapped_column(default=0)
+    checkpoint_step: Mapped[int | None]
+    attempts: Mapped[int] = mapped_column(default=0)  # how many times a worker claimed it
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    dispatched_at: Mapped[datetime | None]  # when the scheduler last sent its message; None: not sent
+    lease_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    team: Mapped[Team] = relationship()
+    dataset: Mapped[Dataset | None] = relationship()
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_job_name_step", "job_id", "name", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int]
+    value: Mapped[float]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # checkpoint, sample, output
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(500))  # relative to the artifact store
+    size_bytes: Mapped[int] = mapped_column(default=0)
+    media_type: Mapped[str] = mapped_column(String(64), default="application/octet-stream")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Output(Base):
+    __tablename__ = "outputs"
+    __table_args__ = (Index("ix_outputs_job_index", "job_id", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    prompt: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # text, image, audio
+    text: Mapped[str | None] = mapped_column(Text)
+    artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
+
+
+class JobLog(Base):
+    __tablename__ = "job_logs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:random
+    hostname: Mapped[str] = mapped_column(String(200))
+    pool: Mapped[str] = mapped_column(String(64), default="default")
+    slots: Mapped[int] = mapped_column(default=1)
+    devices: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="online")  # online, stopped
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
