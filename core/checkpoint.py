@@ -1,0 +1,352 @@
+"""Atomic, crash-safe checkpoints in a job's workdir.
+
+Layout::
+
+    workdir/checkpoints/step-00000123/model.safetensors  weights: key "<module>.<param>", e.g. "model.wte.weight"
+    workdir/checkpoints/step-00000123/state.pt           everything else; torch.load(weights_only=True) reads it
+    workdir/checkpoints/step-00000123/meta.json          {"step", "kind", "modules"}: cheap to read
+    workdir/checkpoints/LATEST                           "step-00000123": the newest complete checkpoint
+
+Usage from a recipe::
+
+    from genq.core import checkpoint
+
+    path = checkpoint.save(workdir, step, {"model": net}, {
+        "kind": "gpt",                      # required: the model kind (api.generate dispatches on it)
+        "config": asdict(net.config),       # what rebuilds the network
+        "optimizer": opt.state_dict(),
+        "rng": checkpoint.rng_state(),      # torch/numpy/python (and CUDA) RNG states
+        "data": dataset.state_dict(),       # e.g. a torch.Generator state: the data position
+    })
+    hooks.checkpoint(step, path)
+
+    ckpt = checkpoint.load_latest(workdir)  # None when there is none
+    if ckpt is not None:
+        net = GPT(GPTConfig(**ckpt.config))
+        ckpt.load_into({"model": net})      # strict: every key must match
+        opt.load_state_dict(ckpt.state["optimizer"])
+        checkpoint.set_rng_state(ckpt.state["rng"])
+        start_step = ckpt.step
+
+`state` may hold only tensors, str, int, float, bool, None and dicts/lists/tuples of them (save() checks
+and names the offending key). Modules may share tensors (weight tying); module names may not contain ".".
+
+Crash safety: a step folder is written under a temporary name (files fsynced), renamed into place, the
+folder fsynced, and only then LATEST is replaced (temp file + fsync + os.replace + fsync). A writer killed
+at any point leaves LATEST naming a complete checkpoint; load_latest() also falls back to older step
+folders if the newest one cannot be read. The two newest checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from torch import nn
+
+from genq.core.api import DataError
+
+KEEP = 2
+WEIGHTS, STATE, META, LATEST = "model.safetensors", "state.pt", "meta.json", "LATEST"
+_PREFIX = "step-"
+_HOST = socket.gethostname().replace("-", "_")
+
+
+class CheckpointError(DataError):
+    """There is no loadable checkpoint where one is needed."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its step folder, step, model kind, state dict and per-module CPU tensors."""
+
+    path: Path
+    step: int
+    kind: str
+    state: dict[str, Any]
+    tensors: dict[str, dict[str, torch.Tensor]]
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The config dict that rebuilds the model (state['config'])."""
+        return self.state.get("config")
+
+    def load_into(self, modules: Mapping[str, nn.Module], strict: bool = True) -> None:
+        """Copy the saved weights into `modules` (name -> module), on whatever device they live."""
+        missing = set(modules) - set(self.tensors)
+        if missing:
+            raise CheckpointError(f"checkpoint {self.path} has no weights for module(s) {sorted(missing)}")
+        for name, module in modules.items():
+            module.load_state_dict(self.tensors[name], strict=strict)
+
+
+def checkpoint_dir(workdir: Path) -> Path:
+    """The folder holding the step folders and LATEST."""
+    return Path(workdir) / "checkpoints"
+
+
+def save(workdir: Path, step: int, modules: Mapping[str, nn.Module | Mapping[str, torch.Tensor]],
+         state: dict[str, Any]) -> Path:
+    """Write a checkpoint for `step` atomically, point LATEST at it, prune old ones; return its folder."""
+    kind = state.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("checkpoint state needs a 'kind' (the model kind, e.g. 'gpt')")
+    state = {**state, "step": int(step)}
+    _check_state(state, "state")
+    root = checkpoint_dir(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{_PREFIX}{int(step):08d}"
+    final = root / name
+
+    weights, aliases = _flatten(modules)
+    state_buf = io.BytesIO()
+    torch.save(state, state_buf)
+    meta = {"step": int(step), "kind": kind, "modules": sorted(modules), "format": 1}
+
+    if not _complete(final):  # the same step saved twice (e.g. cancelled right after a resume): keep the first
+        tmp = root / _tmp_name()
+        tmp.mkdir()
+        _write_file(tmp / WEIGHTS, st_save(weights, metadata={"aliases": json.dumps(aliases)}))
+        _write_file(tmp / STATE, state_buf.getvalue())
+        _write_file(tmp / META, json.dumps(meta).encode())
+        _fsync_dir(tmp)
+        if final.exists():  # an unreadable leftover with our name: move it out of the way first
+            _discard(final, root)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+    _write_file(root / _tmp_name(), (name + "\n").encode(), replace=root / LATEST)
+    _fsync_dir(root)
+    _prune(root, keep_name=name)
+    return final
+
+
+def load_latest(workdir: Path, map_location: str | torch.device = "cpu") -> Checkpoint | None:
+    """The newest checkpoint that loads (LATEST first, then step folders newest first); None if none."""
+    errors = []
+    for path in _candidates(checkpoint_dir(workdir)):
+        try:
+            return load(path, map_location)
+        except Exception as exc:  # a torn or corrupt folder: fall back to the previous one
+            errors.append(f"{path.name}: {exc}")
+    if errors:
+        raise CheckpointError(f"no checkpoint in {workdir} could be loaded: " + "; ".join(errors))
+    return None
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load one step folder; raises if any of its files is missing or unreadable."""
+    path = Path(path)
+    meta = json.loads((path / META).read_text())
+    state = torch.load(path / STATE, map_location=map_location, weights_only=True)
+    with safe_open(path / WEIGHTS, framework="pt", device="cpu") as f:
+        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        flat = {key: f.get_tensor(key) for key in f.keys()}
+    if state.get("step") != meta["step"] or state.get("kind") != meta["kind"]:
+        raise CheckpointError(f"{path}: meta.json and state.pt disagree")
+    tensors: dict[str, dict[str, torch.Tensor]] = {m: {} for m in meta["modules"]}
+    for key, t in flat.items():
+        module, _, param = key.partition(".")
+        tensors[module][param] = t.to(map_location)
+    for key, target in aliases.items():  # tied weights were written once
+        module, _, param = key.partition(".")
+        tmod, _, tparam = target.partition(".")
+        tensors[module][param] = tensors[tmod][tparam]
+    return Checkpoint(path=path, step=int(meta["step"]), kind=meta["kind"], state=state, tensors=tensors)
+
+
+def load_model_kind(workdir: Path) -> str:
+    """The model kind ('gpt', 'dcgan', ...) of the newest checkpoint in `workdir`."""
+    for path in _candidates(checkpoint_dir(workdir)):
+        try:
+            if _complete(path):
+                return json.loads((path / META).read_text())["kind"]
+        except (OSError, ValueError, KeyError):
+            continue
+    raise CheckpointError(f"no checkpoint found in {workdir}: the training job saved none")
+
+
+def latest_step(workdir: Path) -> int | None:
+    """The step of the newest complete checkpoint, without loading it; None if there is none."""
+    for path in _candidates(checkpoint_dir(workdir)):
+        if _complete(path):
+            return _step_of(path.name)
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states of python, numpy, torch (and CUDA when in use), in a weights_only-safe form."""
+    version, internal, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [np_name, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), int(np_pos),
+                  int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state() returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+def _flatten(modules) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Prefixed CPU tensors, writing storage shared by several keys (tied weights) only once."""
+    flat, aliases, seen = {}, {}, {}
+    for mname, module in modules.items():
+        if not mname or "." in mname:
+            raise ValueError(f"module name {mname!r} must be non-empty and contain no '.'")
+        sd = module.state_dict() if isinstance(module, nn.Module) else module
+        for pname, t in sd.items():
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"module {mname!r}: {pname!r} is not a tensor")
+            key = f"{mname}.{pname}"
+            ident = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+                     tuple(t.stride()), t.dtype) if t.numel() else None
+            if ident is not None and ident in seen:
+                aliases[key] = seen[ident]
+                continue
+            if ident is not None:
+                seen[ident] = key
+            flat[key] = t.detach().to("cpu", copy=True).contiguous()
+    return flat, aliases
+
+
+_PRIMITIVES = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.Size)
+
+
+def _check_state(value: Any, where: str) -> None:
+    """Refuse what torch.load(weights_only=True) could not read back, naming the key."""
+    if isinstance(value, _PRIMITIVES):
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"checkpoint {where}: key {k!r} must be a str or int")
+            _check_state(v, f"{where}[{k!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_state(v, f"{where}[{i}]")
+        return
+    raise TypeError(f"checkpoint {where} is a {type(value).__name__}: store only tensors, primitives, "
+                    "dicts and lists (torch.load(weights_only=True) must read it back)")
+
+
+def _tmp_name() -> str:
+    """A temp name in the checkpoints folder that says which writer made it (for cleaning up after kills)."""
+    return f".tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _write_file(path: Path, data: bytes, replace: Path | None = None) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    if replace is not None:
+        os.replace(path, replace)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _step_of(name: str) -> int | None:
+    if not name.startswith(_PREFIX):
+        return None
+    try:
+        return int(name[len(_PREFIX):])
+    except ValueError:
+        return None
+
+
+def _complete(path: Path) -> bool:
+    return all((path / f).is_file() for f in (WEIGHTS, STATE, META))
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Step folders to try, best first: the one LATEST names, then the rest newest first."""
+    if not root.is_dir():
+        return []
+    steps = sorted((p for p in root.iterdir() if _step_of(p.name) is not None and p.is_dir()),
+                   key=lambda p: _step_of(p.name), reverse=True)
+    try:
+        pointed = root / (root / LATEST).read_text().strip()
+    except OSError:
+        return steps
+    return [pointed] + [p for p in steps if p != pointed] if pointed in steps else steps
+
+
+def _discard(path: Path, root: Path) -> None:
+    """Rename out of the step namespace first (atomic), then delete: a half-deleted folder is never a candidate."""
+    trash = root / f".trash-{uuid.uuid4().hex[:8]}"
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _prune(root: Path, keep_name: str) -> None:
+    steps = sorted((p for p in root.iterdir() if _step_of(p.name) is not None), key=lambda p: _step_of(p.name))
+    keep = {p.name for p in steps[-KEEP:]} | {keep_name}
+    for p in steps:
+        if p.name not in keep:
+            _discard(p, root)
+    for p in root.iterdir():  # leftovers of killed writers
+        if p.name.startswith(".trash-"):
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(".tmp-") and _abandoned(p):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _abandoned(tmp: Path) -> bool:
+    """A temp entry whose writer is gone: our host and a dead pid, or older than a day."""
+    try:
+        if time.time() - tmp.stat().st_mtime > 86400:
+            return True
+    except OSError:
+        return False
+    parts = tmp.name.split("-")  # .tmp-HOST-PID-HEX
+    if len(parts) != 4 or parts[1] != _HOST:
+        return False
+    pid = parts[2]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
