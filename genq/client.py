@@ -1,0 +1,67 @@
+"""A small client for the HTTP API, used by the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from genq.errors import GenqError
+
+
+class ApiError(GenqError):
+    """The API answered with an error; the message is the server's."""
+
+
+class Client:
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, **kwargs) -> Any:
+        """Call `path` under /api/v1 and return its JSON, or raise ApiError with the server's message."""
+        try:
+            response = self.session.request(method, f"{self.url}/api/v1{path}", timeout=self.timeout, **kwargs)
+        except requests.ConnectionError:
+            raise ApiError(f"cannot reach genq at {self.url} (is `genq up` or `genq web` running? "
+                           "set GENQ_URL)") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text[:200]}
+        if response.status_code >= 400:
+            error = ApiError(body.get("message", response.reason))
+            error.code, error.status = body.get("error", "error"), response.status_code
+            raise error
+        return body
+
+    def upload(self, path: Path, name: str | None = None) -> dict:
+        """Upload a local file as a dataset."""
+        with path.open("rb") as f:
+            return self.request("POST", "/datasets", files={"file": (path.name, f)},
+                                data={"name": name or path.name})
+
+    def submit(self, payload: dict) -> dict:
+        return self.request("POST", "/jobs", json=payload)
+
+    def job(self, job_id: int) -> dict:
+        return self.request("GET", f"/jobs/{job_id}")
+
+    def jobs(self, **filters) -> list[dict]:
+        return self.request("GET", "/jobs", params={k: v for k, v in filters.items() if v})["jobs"]
+
+    def cancel(self, job_id: int) -> dict:
+        return self.request("POST", f"/jobs/{job_id}/cancel")
+
+    def logs(self, job_id: int, after: int | None = None) -> list[dict]:
+        return self.request("GET", f"/jobs/{job_id}/logs", params={"after": after} if after else None)["logs"]
+
+    def metrics(self, job_id: int, max_points: int = 200) -> dict:
+        return self.request("GET", f"/jobs/{job_id}/metrics", params={"max_points": max_points})["series"]
+
+    def outputs(self, job_id: int) -> list[dict]:
+        return self.request("GET", f"/jobs/{job_id}/outputs")["outputs"]

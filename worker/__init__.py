@@ -1,0 +1,1 @@
+"""genq.worker: the Celery app and tasks, the scheduler, and the processes that run them."""

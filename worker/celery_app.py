@@ -1,0 +1,80 @@
+"""The Celery app. Messages carry a job id only; the database row says what to run and whether to run it.
+
+Acks happen on receipt (no acks_late): a redelivery after the visibility timeout would otherwise run a
+long job twice. Lost messages and lost workers are recovered from the rows by the scheduler's reconciler.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+TASK_NAME = "genq.run_job"
+
+
+def queue_name(pool: str) -> str:
+    """The Redis queue a pool's workers consume."""
+    return f"gpu.{pool}"
+
+
+def make_celery(broker_url: str | None = None) -> Celery:
+    """A Celery app on `broker_url` (default: GENQ_REDIS_URL)."""
+    app = Celery("genq", broker=broker_url or os.environ.get("GENQ_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=False,
+        task_default_queue=queue_name("default"),
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,  # a busy worker takes no message it cannot start now
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # survive Redis restarts: keep reconnecting
+        broker_transport_options={"visibility_timeout": 3600},
+    )
+    return app
+
+
+app = make_celery()
+
+
+@app.task(name=TASK_NAME, ignore_result=True)
+def run_job(job_id: int) -> None:
+    """Claim job `job_id` and run it; a duplicate delivery of a claimed or finished job does nothing."""
+    from genq.worker import runner
+
+    runner.current().run(job_id)
+
+
+# Worker lifecycle: these signals fire only inside `celery worker` processes.
+from celery import signals  # noqa: E402
+
+
+@signals.worker_ready.connect
+def _worker_online(**_):
+    from genq.worker import runner
+
+    threads = os.environ.get("GENQ_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    runner.current().register()
+
+
+@signals.worker_shutting_down.connect
+def _worker_shutting_down(**_):
+    # Runs inside the SIGTERM/SIGINT handler: only set a flag; the training loop checkpoints and returns.
+    from genq.worker import runner
+
+    runner.current().request_shutdown()
+
+
+@signals.worker_shutdown.connect
+def _worker_offline(**_):
+    from genq.worker import runner
+
+    runner.current().deregister()

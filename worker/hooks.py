@@ -1,0 +1,147 @@
+"""How a running job reports back: batched metric and log writes, a lease-renewing heartbeat, stop requests.
+
+Every write to the job row is fenced on (job id, this worker, status running): a worker whose lease was
+taken away can no longer change the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, select, update
+
+from genq.core.api import Hooks
+from genq.db import Artifact, Database, Job, JobLog, Metric, Worker, utcnow
+from genq.worker.retry import with_retry
+
+log = logging.getLogger("genq.worker")
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now: stop without writing anything more."""
+
+
+def fenced(job_id: int, worker_id: str):
+    """An UPDATE of job `job_id` that only matches while `worker_id` holds it."""
+    return update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+
+
+class JobHooks(Hooks):
+    """core.api.Hooks writing to the database, at most about once a second (and at every checkpoint)."""
+
+    def __init__(self, db: Database, job_id: int, worker_id: str, artifacts_root: Path,
+                 stop_reason, flush_every: float = 1.0):
+        self.db, self.job_id, self.worker_id = db, job_id, worker_id
+        self.artifacts_root = artifacts_root
+        self._stop_reason = stop_reason  # () -> 'cancel' | 'shutdown' | None, from the worker's heartbeat
+        self.flush_every = flush_every
+        self._metrics: list[dict] = []
+        self._logs: list[dict] = []
+        self._step: int | None = None
+        self._progress: float | None = None
+        self._last_flush = time.monotonic()
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        now = utcnow()
+        self._metrics += [{"job_id": self.job_id, "name": k, "step": int(step), "value": float(v), "created_at": now}
+                          for k, v in values.items()]
+        self._step = max(self._step or 0, int(step))
+        self._maybe_flush()
+
+    def progress(self, done: int, total: int) -> None:
+        self._progress = min(1.0, done / total) if total else 0.0
+        self._maybe_flush()
+
+    def log(self, message: str) -> None:
+        self._logs.append({"job_id": self.job_id, "message": message, "created_at": utcnow()})
+        self._maybe_flush()
+
+    def checkpoint(self, step: int, path: Path) -> None:
+        self.flush()
+        weights = path / "model.safetensors" if path.is_dir() else path
+        relative = str(weights.relative_to(self.artifacts_root))
+
+        def write():
+            with self.db.session() as s:
+                if s.execute(fenced(self.job_id, self.worker_id).values(checkpoint_step=step)).rowcount == 0:
+                    raise LeaseLost(self.job_id)
+                row = s.scalar(select(Artifact).where(Artifact.job_id == self.job_id, Artifact.kind == "checkpoint"))
+                if row is None:
+                    row = Artifact(job_id=self.job_id, kind="checkpoint")
+                    s.add(row)
+                row.name, row.path = f"checkpoint-step-{step}.safetensors", relative
+                row.size_bytes, row.created_at = weights.stat().st_size, utcnow()
+        with_retry(write, "recording a checkpoint")
+
+    def stop_requested(self) -> str | None:
+        return self._stop_reason()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered metrics, logs, step and progress in one transaction."""
+        metrics, logs = self._metrics, self._logs
+        values = {k: v for k, v in (("step", self._step), ("progress", self._progress)) if v is not None}
+
+        def write():
+            with self.db.session() as s:
+                if values and s.execute(fenced(self.job_id, self.worker_id).values(**values)).rowcount == 0:
+                    raise LeaseLost(self.job_id)
+                if metrics:
+                    s.execute(insert(Metric), metrics)
+                if logs:
+                    s.execute(insert(JobLog), logs)
+        with_retry(write, "recording metrics")
+        self._metrics, self._logs = [], []
+        self._last_flush = time.monotonic()
+
+
+class Heartbeat(threading.Thread):
+    """Renews this worker's row and its job's lease; notices cancel requests and lost leases."""
+
+    def __init__(self, db: Database, worker_id: str, lease_seconds: float):
+        super().__init__(name="genq-heartbeat", daemon=True)
+        self.db, self.worker_id, self.lease = db, worker_id, lease_seconds
+        self.interval = min(2.0, lease_seconds / 3)
+        self.job_id: int | None = None
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self._stopped = threading.Event()
+
+    def watch(self, job_id: int | None) -> None:
+        """Start (or, with None, stop) renewing the lease of `job_id`."""
+        self.cancel.clear()
+        self.lost.clear()
+        self.job_id = job_id
+
+    def beat(self) -> None:
+        """One renewal: the worker row, then the job's lease, reading its cancel flag."""
+        now = utcnow()
+        job_id = self.job_id
+        with self.db.session() as s:
+            s.execute(update(Worker).where(Worker.id == self.worker_id).values(last_heartbeat=now, status="online"))
+            if job_id is None:
+                return
+            renewed = s.execute(fenced(job_id, self.worker_id)
+                                .values(lease_expires_at=now + timedelta(seconds=self.lease))
+                                .returning(Job.cancel_requested)).first()
+        if renewed is None:
+            self.lost.set()
+        elif renewed[0]:
+            self.cancel.set()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 - the database may be restarting; the lease covers the gap
+                log.warning("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -1,0 +1,84 @@
+"""Process management: Celery worker processes (one per GPU or CPU slot) and the supervisor that runs them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("genq")
+
+
+def run_celery_worker(pool: str, name: str) -> None:
+    """Run one solo-pool Celery worker in this process: one job at a time, cooperative cancel."""
+    from genq.worker.celery_app import app, queue_name
+
+    app.worker_main(["worker", "--pool", "solo", "--queues", queue_name(pool), "--hostname", f"{name}@%h",
+                     "--loglevel", os.environ.get("GENQ_LOG_LEVEL", "INFO"),
+                     "--without-gossip", "--without-mingle", "--without-heartbeat"])
+
+
+def genq_command(*args: str) -> list[str]:
+    """The command line that runs `genq ARGS` with this interpreter."""
+    return [sys.executable, "-m", "genq", *args]
+
+
+@dataclass
+class Supervisor:
+    """Starts child processes in their own sessions and stops them in order on SIGINT/SIGTERM."""
+
+    children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    stopping: bool = False
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        # Own session: a Ctrl-C reaches only the supervisor, which then stops the children in order.
+        process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, start_new_session=True)
+        self.children.append((name, process))
+        return process
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum, _frame):
+            self.stopping = True
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+
+    def wait(self) -> int:
+        """Block until a stop signal or a child's death; then stop all children. Returns an exit code."""
+        while not self.stopping:
+            for name, process in self.children:
+                if process.poll() is not None:
+                    log.error("%s exited with code %s; stopping everything", name, process.returncode)
+                    self.stop()
+                    return 1
+            time.sleep(0.5)
+        self.stop()
+        return 0
+
+    def stop(self, timeout: float = 90.0) -> None:
+        """SIGTERM every child (workers checkpoint and re-queue their jobs), SIGKILL what outlives `timeout`."""
+        for _name, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, process in reversed(self.children):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", name)
+                process.kill()
+                process.wait()
+
+
+def worker_children(gpus: list[str], slots: int, pool: str) -> list[tuple[str, list[str], dict[str, str]]]:
+    """The worker processes to start: one per GPU, else `slots` CPU processes sharing the cores."""
+    args = ["worker", "--pool", pool, "--slots", "1"]
+    if gpus:
+        return [(f"worker-gpu{g}", genq_command(*args, "--name", f"gpu{g}"),
+                 {"CUDA_VISIBLE_DEVICES": g, "GENQ_POOL": pool}) for g in gpus]
+    threads = str(max(1, (os.cpu_count() or 1) // slots))
+    return [(f"worker-cpu{i}", genq_command(*args, "--name", f"cpu{i}"),
+             {"CUDA_VISIBLE_DEVICES": "", "GENQ_POOL": pool, "GENQ_TORCH_THREADS": threads}) for i in range(slots)]

@@ -1,0 +1,204 @@
+"""Runs one job in a worker process: claim the row, call core, record the result.
+
+One WorkerContext per process (engines must not cross a fork). The Celery task calls `current().run(id)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from genq.config import Settings
+from genq.core import api as core
+from genq.db import Artifact, Database, Dataset, Job, JobLog, Output, Worker, utcnow
+from genq.errors import GenqError
+from genq.worker.devices import detect_devices
+from genq.worker.hooks import Heartbeat, JobHooks, LeaseLost, fenced
+from genq.worker.retry import TRANSIENT, with_retry
+
+log = logging.getLogger("genq.worker")
+MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
+
+_context: "WorkerContext | None" = None
+
+
+def current() -> "WorkerContext":
+    """This process' worker context, created on first use."""
+    global _context
+    if _context is None or _context.pid != os.getpid():
+        _context = WorkerContext(Settings.from_env(), pool=os.environ.get("GENQ_POOL", "default"))
+    return _context
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings, pool: str):
+        self.settings, self.pool, self.pid = settings, pool, os.getpid()
+        self.id = f"{socket.gethostname()}:{self.pid}:{secrets.token_hex(3)}"
+        self.db = Database(settings.database_url)
+        self.devices = detect_devices()
+        self.device = "cuda" if self.devices[0]["kind"] == "cuda" else "cpu"
+        self.heartbeat = Heartbeat(self.db, self.id, settings.lease_seconds)
+        self.shutting_down = False
+
+    # -- worker lifecycle -------------------------------------------------------------------------------------
+    def register(self) -> None:
+        """Announce this worker (its pool, slot and devices) and start the heartbeat."""
+        def write():
+            with self.db.session() as s:
+                s.merge(Worker(id=self.id, hostname=socket.gethostname(), pool=self.pool, slots=1,
+                               devices=self.devices, status="online", started_at=utcnow(), last_heartbeat=utcnow()))
+        with_retry(write, "registering the worker")
+        self.heartbeat.start()
+        log.info("worker %s online in pool %s on %s", self.id, self.pool, self.device)
+
+    def request_shutdown(self) -> None:
+        """SIGTERM/SIGINT: the running job checkpoints and goes back to the queue; no new job starts."""
+        self.shutting_down = True
+
+    def deregister(self) -> None:
+        self.heartbeat.stop()
+        try:
+            with self.db.session() as s:
+                s.execute(update(Worker).where(Worker.id == self.id).values(status="stopped"))
+        except TRANSIENT:
+            pass
+
+    def stop_reason(self) -> str | None:
+        if self.heartbeat.lost.is_set():
+            return "lost"
+        if self.heartbeat.cancel.is_set():
+            return "cancel"
+        return "shutdown" if self.shutting_down else None
+
+    # -- one job ----------------------------------------------------------------------------------------------
+    def claim(self, job_id: int) -> Job | None:
+        """Atomically take a queued job: the one UPDATE that decides who runs it."""
+        now = utcnow()
+
+        def write():
+            with self.db.session() as s:
+                claimed = s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
+                    .values(status="running", worker_id=self.id, attempts=Job.attempts + 1,
+                            lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
+                            started_at=func.coalesce(Job.started_at, now), error=None)
+                ).rowcount
+                if not claimed:
+                    return None
+                job = s.get(Job, job_id)
+                s.add(JobLog(job_id=job_id, message=f"attempt {job.attempts} started on {self.id} ({self.device})"))
+                return job
+        return with_retry(write, "claiming a job")
+
+    def run(self, job_id: int) -> None:
+        """Run job `job_id` if this worker can claim it; otherwise it is a duplicate delivery: drop it."""
+        if self.shutting_down:
+            return  # the reconciler re-sends it to a worker that stays
+        job = self.claim(job_id)
+        if job is None:
+            log.info("job %s: already claimed, finished or cancelled; message dropped", job_id)
+            return
+        self.heartbeat.watch(job.id)
+        hooks = JobHooks(self.db, job.id, self.id, self.settings.artifacts, self.stop_reason)
+        try:
+            stopped, samples = self._execute(job, hooks)
+            hooks.flush()
+            self._finish(job, stopped, samples)
+        except LeaseLost:
+            log.warning("job %s: lease lost to another worker; stopped", job_id)
+        except TRANSIENT as exc:
+            # The database or a connection is gone: leave the row running; its lease expires and the
+            # reconciler puts it back in the queue, from where it resumes at its last checkpoint.
+            log.error("job %s: transient failure, left for the reconciler: %s", job_id, exc)
+        except Exception as exc:  # noqa: BLE001 - any other failure ends the job with its message
+            message = str(exc) if isinstance(exc, (core.DataError, GenqError, ValueError)) \
+                else f"{type(exc).__name__}: {exc}"
+            log.error("job %s failed: %s", job_id, traceback.format_exc())
+            self._end(job.id, "failed", error=message or type(exc).__name__,
+                      log_line=f"failed: {traceback.format_exc(limit=5)}")
+        finally:
+            self.heartbeat.watch(None)
+
+    def _execute(self, job: Job, hooks: JobHooks) -> tuple[str | None, list[core.Sample]]:
+        workdir = self.settings.artifacts / "jobs" / str(job.id)
+        if job.type == "train":
+            result = core.train(job.model, job.params, self._data_source(job), workdir, hooks, self.device)
+            return result.stopped, result.samples
+        source = self.settings.artifacts / "jobs" / str(job.source_job_id)
+        prompts = job.prompts or [None]
+        samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
+        return hooks.stop_requested(), samples
+
+    def _data_source(self, job: Job) -> core.DataSource:
+        if job.builtin_dataset:
+            kind = {"digits": "images", "tones": "audio", "pydoc": "text"}[job.builtin_dataset]
+            return core.DataSource(kind=kind, builtin=job.builtin_dataset)
+        with self.db.session() as s:
+            dataset = s.get(Dataset, job.dataset_id)
+            if dataset is None:
+                raise core.DataError(f"dataset {job.dataset_id} no longer exists")
+            return core.DataSource(kind=dataset.kind, path=self.settings.artifacts / dataset.path)
+
+    def _finish(self, job: Job, stopped: str | None, samples: list[core.Sample]) -> None:
+        if stopped == "lost":
+            raise LeaseLost(job.id)
+        if stopped == "shutdown":
+            def requeue():
+                with self.db.session() as s:
+                    s.execute(fenced(job.id, self.id).values(status="queued", worker_id=None, dispatched_at=None,
+                                                             lease_expires_at=None))
+                    s.add(JobLog(job_id=job.id, message="worker shutting down: checkpointed and re-queued"))
+            with_retry(requeue, "re-queueing a job")
+            return
+        if stopped != "cancel" or job.type == "generate":
+            self._record_outputs(job, samples)
+        self._end(job.id, "cancelled" if stopped == "cancel" else "succeeded")
+
+    def _record_outputs(self, job: Job, samples: list[core.Sample]) -> None:
+        root = self.settings.artifacts
+
+        def write():
+            with self.db.session() as s:
+                lines = []
+                for index, sample in enumerate(samples):
+                    artifact_id = None
+                    if sample.path is not None:
+                        artifact = Artifact(job_id=job.id, kind="output" if job.type == "generate" else "sample",
+                                            name=sample.path.name, path=str(sample.path.relative_to(root)),
+                                            size_bytes=sample.path.stat().st_size,
+                                            media_type=MEDIA_TYPES.get(sample.path.suffix, "application/octet-stream"))
+                        s.add(artifact)
+                        s.flush()
+                        artifact_id = artifact.id
+                    s.add(Output(job_id=job.id, index=index, prompt=sample.prompt, kind=sample.kind,
+                                 text=sample.text, artifact_id=artifact_id))
+                    lines.append({"index": index, "prompt": sample.prompt, "kind": sample.kind, "text": sample.text,
+                                  "file": sample.path.name if sample.path else None})
+                if job.type == "generate" and samples:
+                    batch = root / "jobs" / str(job.id) / "outputs.jsonl"
+                    batch.parent.mkdir(parents=True, exist_ok=True)
+                    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+                    s.add(Artifact(job_id=job.id, kind="output", name="outputs.jsonl",
+                                   path=str(batch.relative_to(root)), size_bytes=batch.stat().st_size,
+                                   media_type=MEDIA_TYPES[".jsonl"]))
+        with_retry(write, "recording outputs")
+
+    def _end(self, job_id: int, status: str, error: str | None = None, log_line: str | None = None) -> None:
+        def write():
+            with self.db.session() as s:
+                values = dict(status=status, finished_at=utcnow(), lease_expires_at=None, error=error)
+                if status == "succeeded":
+                    values["progress"] = 1.0
+                if s.execute(fenced(job_id, self.id).values(**values)).rowcount == 0:
+                    raise LeaseLost(job_id)
+                s.add(JobLog(job_id=job_id, message=log_line or status))
+        with_retry(write, f"marking the job {status}")

@@ -1,0 +1,118 @@
+"""The scheduler process: reconciles job rows with reality, then dispatches queued jobs to free slots.
+
+Each tick:
+1. a running job whose lease expired goes back to the queue (or fails after max_attempts; a cancel
+   request on it ends it cancelled); a queued job whose message went unclaimed for too long is re-sent;
+   a worker silent for three leases is marked offline;
+2. for each pool, free slots = slots of its online workers minus its jobs in flight; the next jobs by
+   policy (genq.jobs.queue) get `dispatched_at` committed first and then a Celery message with their id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from genq.config import Settings
+from genq.db import Database, Job, JobLog, Worker, utcnow
+from genq.jobs.queue import waiting
+from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
+from genq.worker.retry import TRANSIENT
+
+log = logging.getLogger("genq.scheduler")
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, broker_url: str):
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.celery = make_celery(broker_url)
+
+    def reconcile(self) -> None:
+        """Recover what crashed workers and lost messages left behind."""
+        now = utcnow()
+        s_ = self.settings
+        with self.db.session() as s:
+            expired = s.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now)
+                                .with_for_update(skip_locked=True)).all()
+            for job in expired:
+                who = job.worker_id
+                if job.cancel_requested:
+                    job.status, job.finished_at = "cancelled", now
+                    message = f"cancelled; its worker {who} stopped answering"
+                elif job.attempts >= job.max_attempts:
+                    job.status, job.finished_at = "failed", now
+                    job.error = (f"the worker running this job stopped answering {job.attempts} times "
+                                 f"(max_attempts {job.max_attempts}); last worker: {who}")
+                    message = job.error
+                else:
+                    job.status, job.dispatched_at = "queued", None
+                    message = (f"lease of worker {who} expired; re-queued to resume from step "
+                               f"{job.checkpoint_step or 0}")
+                job.worker_id, job.lease_expires_at = None, None
+                s.add(JobLog(job_id=job.id, message=message))
+                log.warning("job %s: %s", job.id, message)
+            stale = now - timedelta(seconds=s_.dispatch_timeout_seconds)
+            resent = s.execute(update(Job).where(Job.status == "queued", Job.dispatched_at < stale)
+                               .values(dispatched_at=None)).rowcount
+            if resent:
+                log.warning("%d dispatched jobs were never claimed; sending them again", resent)
+            silent = now - timedelta(seconds=3 * s_.lease_seconds)
+            s.execute(update(Worker).where(Worker.status == "online", Worker.last_heartbeat < silent)
+                      .values(status="offline"))
+
+    def free_slots(self) -> dict[str, int]:
+        """Per pool: slots of online workers minus jobs dispatched or running there."""
+        with self.db.session() as s:
+            slots = dict(s.execute(select(Worker.pool, func.sum(Worker.slots))
+                                   .where(Worker.status == "online").group_by(Worker.pool)).all())
+            busy = dict(s.execute(select(Job.pool, func.count()).where(
+                (Job.status == "running") | ((Job.status == "queued") & Job.dispatched_at.is_not(None))
+            ).group_by(Job.pool)).all())
+        return {pool: int(n) - int(busy.get(pool, 0)) for pool, n in slots.items()}
+
+    def dispatch(self) -> int:
+        """Send the next jobs of each pool to its free slots; returns how many were sent."""
+        sent = 0
+        for pool, free in self.free_slots().items():
+            if free <= 0:
+                continue
+            with self.db.session() as s:
+                jobs = s.scalars(waiting(pool).limit(free).with_for_update(skip_locked=True)).all()
+                ids = [job.id for job in jobs]
+                for job in jobs:
+                    job.dispatched_at = utcnow()
+            for job_id in ids:
+                try:
+                    self.celery.send_task(TASK_NAME, args=[job_id], queue=queue_name(pool))
+                    sent += 1
+                except Exception as exc:  # noqa: BLE001 - Redis is down: undo, and try again next tick
+                    log.error("could not send job %s to %s: %s", job_id, queue_name(pool), exc)
+                    with self.db.session() as s:
+                        s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                                  .values(dispatched_at=None))
+                    break
+        return sent
+
+    def tick(self) -> None:
+        self.reconcile()
+        self.dispatch()
+
+    def run(self, interval: float = 1.0, stop=None) -> None:
+        """Tick every `interval` seconds until `stop()` is true; survive database and Redis outages."""
+        log.info("scheduler started")
+        delay = interval
+        while not (stop and stop()):
+            try:
+                self.tick()
+                delay = interval
+            except TRANSIENT as exc:
+                delay = min(delay * 2, 15.0)
+                log.warning("scheduler tick failed (%s); retrying in %.0f s", exc, delay)
+            except Exception:  # noqa: BLE001 - a scheduler that dies strands every job: log and go on
+                delay = min(delay * 2, 15.0)
+                log.exception("scheduler tick failed; retrying in %.0f s", delay)
+            time.sleep(delay)
