@@ -1,0 +1,104 @@
+"""The scheduler against a real database and a real Redis: dispatch to free slots, and reconciliation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import redis
+
+from genq.db import Job, JobLog, Team, Worker, utcnow
+from genq.worker.scheduler import Scheduler
+
+
+@pytest.fixture
+def scheduler(settings, redis_url):
+    redis.Redis.from_url(redis_url).flushdb()
+    s = Scheduler(settings, redis_url)
+    yield s
+    s.db.dispose()
+
+
+def queued_messages(redis_url: str, pool: str = "default") -> int:
+    return redis.Redis.from_url(redis_url).llen(f"gpu.{pool}")
+
+
+def add_jobs(db, n: int, **fields) -> list[int]:
+    with db.session() as s:
+        team = s.query(Team).filter_by(name="t").one_or_none() or Team(name="t")
+        s.add(team)
+        s.flush()
+        jobs = [Job(team_id=team.id, type="train", model="gpt", builtin_dataset="pydoc", **fields) for _ in range(n)]
+        s.add_all(jobs)
+        s.flush()
+        return [j.id for j in jobs]
+
+
+def add_worker(db, slots: int = 1, pool: str = "default", age: float = 0.0) -> None:
+    with db.session() as s:
+        s.add(Worker(id=f"w{slots}{pool}{age}", hostname="h", pool=pool, slots=slots,
+                     last_heartbeat=utcnow() - timedelta(seconds=age)))
+
+
+def test_dispatches_only_to_free_slots_in_priority_then_age_order(db, scheduler, redis_url):
+    low = add_jobs(db, 2)
+    high = add_jobs(db, 1, priority=5)
+    assert scheduler.dispatch() == 0, "no worker online: nothing is sent"
+    add_worker(db, slots=2)
+    assert scheduler.dispatch() == 2
+    assert queued_messages(redis_url) == 2
+    with db.session() as s:
+        sent = {j.id for j in s.query(Job).filter(Job.dispatched_at.is_not(None))}
+    assert sent == {high[0], low[0]}
+    assert scheduler.dispatch() == 0, "both slots are taken by dispatched jobs"
+
+
+def test_expired_lease_requeues_then_fails_after_max_attempts(db, scheduler):
+    past = utcnow() - timedelta(seconds=5)
+    (retry,) = add_jobs(db, 1, status="running", worker_id="dead", attempts=1, lease_expires_at=past, checkpoint_step=40)
+    (spent,) = add_jobs(db, 1, status="running", worker_id="dead", attempts=3, max_attempts=3, lease_expires_at=past)
+    (cancel,) = add_jobs(db, 1, status="running", worker_id="dead", attempts=1, lease_expires_at=past,
+                         cancel_requested=True)
+    (alive,) = add_jobs(db, 1, status="running", worker_id="w", attempts=1,
+                        lease_expires_at=utcnow() + timedelta(seconds=30))
+    scheduler.reconcile()
+    with db.session() as s:
+        assert (s.get(Job, retry).status, s.get(Job, retry).worker_id, s.get(Job, retry).dispatched_at) == \
+            ("queued", None, None)
+        assert "resume from step 40" in s.query(JobLog).filter_by(job_id=retry).one().message
+        assert s.get(Job, spent).status == "failed"
+        assert "stopped answering 3 times" in s.get(Job, spent).error
+        assert s.get(Job, cancel).status == "cancelled"
+        assert s.get(Job, alive).status == "running"
+
+
+def test_unclaimed_dispatch_is_sent_again(db, scheduler, settings, redis_url):
+    add_worker(db)
+    stale = utcnow() - timedelta(seconds=settings.dispatch_timeout_seconds + 1)
+    (job_id,) = add_jobs(db, 1, dispatched_at=stale)
+    scheduler.tick()
+    assert queued_messages(redis_url) == 1
+    with db.session() as s:
+        assert s.get(Job, job_id).dispatched_at > stale
+
+
+def test_silent_workers_go_offline_and_lose_their_slots(db, scheduler, settings):
+    add_worker(db, slots=4, age=10 * settings.lease_seconds)
+    add_jobs(db, 1)
+    scheduler.reconcile()
+    assert scheduler.free_slots() == {}
+    assert scheduler.dispatch() == 0
+
+
+def test_redis_down_leaves_jobs_waiting(db, settings):
+    from genq.redis_server import free_port
+
+    add_worker(db)
+    (job_id,) = add_jobs(db, 1)
+    s = Scheduler(settings, f"redis://127.0.0.1:{free_port()}/0")
+    s.celery.conf.broker_connection_timeout = 0.5
+    s.celery.conf.task_publish_retry_policy = {"max_retries": 0}
+    assert s.dispatch() == 0
+    with db.session() as session:
+        assert session.get(Job, job_id).dispatched_at is None
+    s.db.dispose()
