@@ -1,0 +1,49 @@
+"""The whole path with real processes: HTTP API → database → scheduler → Redis → Celery worker → core."""
+
+from __future__ import annotations
+
+from tests.worker.conftest import CORPUS, tiny_gpt
+
+
+def test_upload_train_generate_through_the_api(platform):
+    corpus = CORPUS.read_text()[:20_000]
+    dataset = platform.upload_text(corpus)
+    platform.start_scheduler()
+    platform.start_worker()
+
+    train = platform.submit({"type": "train", "model": "gpt", "dataset": dataset, "params": tiny_gpt(max_steps=120)})
+    job = platform.wait_status(train, ("succeeded", "failed"), timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 1 and job["progress"] == 1.0 and job["step"] == 120
+
+    series = platform.api("GET", f"/jobs/{train}/metrics").json()["series"]
+    loss = [value for _, value in series["train/loss"]]
+    assert loss[-1] < 0.8 * loss[0], f"training loss did not fall: {loss[0]:.3f} -> {loss[-1]:.3f}"
+    assert series["val/loss"] and series["val/perplexity"]
+    artifacts = platform.api("GET", f"/jobs/{train}/artifacts").json()["artifacts"]
+    assert any(a["kind"] == "checkpoint" for a in artifacts)
+
+    generate = platform.submit({"type": "generate", "source_job": train, "prompts": ["ROMEO:", "First"],
+                                "params": {"num_samples": 2, "max_new_tokens": 40, "seed": 7}})
+    job = platform.wait_status(generate, ("succeeded", "failed"), timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+    outputs = platform.api("GET", f"/jobs/{generate}/outputs").json()["outputs"]
+    assert [o["prompt"] for o in outputs] == ["ROMEO:", "ROMEO:", "First", "First"]
+    alphabet = set(corpus)
+    for output in outputs:
+        assert output["kind"] == "text" and output["text"].startswith(output["prompt"])
+        assert len(output["text"]) >= len(output["prompt"]) + 40 - 1
+        assert set(output["text"]) <= alphabet, "generated text decodes to characters outside the corpus"
+
+
+def test_a_job_failing_in_the_worker_shows_its_error(platform):
+    # 40 characters cannot fill one block of 64: the worker fails the job with a message a person can act on.
+    dataset = platform.upload_text("To be, or not to be, that is the question")
+    platform.start_scheduler()
+    platform.start_worker()
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": dataset,
+                              "params": tiny_gpt(block_size=64)})
+    job = platform.wait_status(job_id, ("succeeded", "failed"), timeout=120)
+    assert job["status"] == "failed"
+    assert "block_size" in job["error"] or "too short" in job["error"], job["error"]
+    assert job["finished_at"] is not None

@@ -1,0 +1,145 @@
+"""No job lost, none run twice: real worker processes killed, Redis killed, messages delivered twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from sqlalchemy import select
+
+from genq.db import Job, JobLog, Metric
+from genq.redis_server import EmbeddedRedis
+from genq.worker.celery_app import TASK_NAME, make_celery
+from tests.worker.conftest import tiny_gpt
+
+# Long enough to interrupt mid-way on one core, short enough for the suite.
+LONG = tiny_gpt(n_layer=2, n_embd=64, max_steps=1500, checkpoint_interval=50, eval_interval=500)
+
+
+def row(platform, job_id: int) -> Job:
+    with platform.db.session() as s:
+        return s.get(Job, job_id)
+
+
+def loss_steps(platform, job_id: int) -> list[int]:
+    """train/loss steps in the order they were recorded."""
+    with platform.db.session() as s:
+        return list(s.scalars(select(Metric.step).where(Metric.job_id == job_id, Metric.name == "train/loss")
+                              .order_by(Metric.id)))
+
+
+def started_lines(platform, job_id: int) -> list[str]:
+    with platform.db.session() as s:
+        return [m for m in s.scalars(select(JobLog.message).where(JobLog.job_id == job_id)) if "started on" in m]
+
+
+def wait_checkpoint(platform, job_id: int, at_least: int) -> int:
+    return platform.wait_for(lambda: (row(platform, job_id).checkpoint_step or 0) >= at_least and
+                             row(platform, job_id).checkpoint_step, 120, f"a checkpoint at step {at_least}")
+
+
+def kill(process, sig=signal.SIGKILL) -> None:
+    os.killpg(process.pid, sig)
+
+
+def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(platform):
+    platform.start_scheduler()
+    first = platform.start_worker("a")
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc", "params": LONG})
+    wait_checkpoint(platform, job_id, 100)
+    kill(first)
+    first.wait()
+    resumed_from = row(platform, job_id).checkpoint_step
+    platform.start_worker("b")
+    job = platform.wait_status(job_id, ("succeeded", "failed"), timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2
+    steps = loss_steps(platform, job_id)
+    backwards = [a - b for a, b in zip(steps, steps[1:]) if b < a]
+    assert backwards, "the job did not redo any steps: was the worker really killed mid-training?"
+    assert max(backwards) <= LONG["checkpoint_interval"], f"steps went back {max(backwards)}"
+    assert steps[-1] == LONG["max_steps"] or max(steps) == LONG["max_steps"]
+    # The loss curve continues from the checkpoint instead of restarting from scratch.
+    with platform.db.session() as s:
+        losses = s.execute(select(Metric.step, Metric.value).where(Metric.job_id == job_id,
+                                                                    Metric.name == "train/loss")
+                           .order_by(Metric.id)).all()
+    first_loss = losses[0][1]
+    after = [v for (st, v), (prev, _) in zip(losses[1:], losses) if st < prev]
+    assert after and after[0] < 0.9 * first_loss, f"resumed loss {after[0]:.3f} vs initial {first_loss:.3f}"
+    assert resumed_from >= 100
+
+
+def test_sigterm_requeues_with_checkpoint_then_finishes(platform):
+    platform.start_scheduler()
+    first = platform.start_worker("a")
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc", "params": LONG})
+    wait_checkpoint(platform, job_id, 50)
+    kill(first, signal.SIGTERM)
+    assert first.wait(60) == 0
+    job = row(platform, job_id)
+    assert job.status == "queued" and job.error is None and job.attempts == 1
+    assert job.checkpoint_step > 50, "SIGTERM saved no checkpoint at the step it stopped"
+    platform.start_worker("b")
+    final = platform.wait_status(job_id, ("succeeded", "failed"), timeout=240)
+    assert final["status"] == "succeeded" and final["attempts"] == 2
+
+
+def test_cancel_running_job_checkpoints_and_ends_within_10_seconds(platform):
+    platform.start_scheduler()
+    platform.start_worker()
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc", "params": LONG})
+    wait_checkpoint(platform, job_id, 50)
+    step_before = platform.job(job_id)["step"]
+    asked = time.monotonic()
+    assert platform.api("POST", f"/jobs/{job_id}/cancel").status_code == 202
+    job = platform.wait_status(job_id, ("cancelled", "succeeded", "failed"), timeout=10)
+    assert job["status"] == "cancelled" and time.monotonic() - asked < 10
+    assert row(platform, job_id).checkpoint_step >= step_before
+    artifacts = platform.api("GET", f"/jobs/{job_id}/artifacts").json()["artifacts"]
+    assert any(a["kind"] == "checkpoint" for a in artifacts)
+
+
+def test_cancel_queued_job_is_immediate(platform):
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc", "params": LONG})
+    assert platform.api("POST", f"/jobs/{job_id}/cancel").status_code == 202
+    assert platform.job(job_id)["status"] == "cancelled"
+
+
+def test_duplicate_delivery_and_short_visibility_timeout_run_the_job_once(platform):
+    platform.env["GENQ_VISIBILITY_TIMEOUT"] = "1"  # shorter than the job: Redis would redeliver an unacked message
+    platform.start_scheduler()
+    platform.start_worker("a")
+    platform.start_worker("b")
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc",
+                              "params": {**LONG, "max_steps": 600}})
+    platform.wait_for(lambda: row(platform, job_id).status == "running", 60, "the job to start")
+    celery = make_celery(platform.env["GENQ_REDIS_URL"])
+    for _ in range(2):  # the same message again, twice, while the job runs
+        celery.send_task(TASK_NAME, args=[job_id], queue="gpu.default")
+    job = platform.wait_status(job_id, ("succeeded", "failed"), timeout=240)
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+    assert len(started_lines(platform, job_id)) == 1
+    steps = loss_steps(platform, job_id)
+    assert steps == sorted(steps) and len(steps) == len(set(steps)), "some steps ran twice"
+    assert "message dropped" in platform.logs()
+
+
+def test_redis_killed_with_jobs_queued_and_restarted_empty(platform):
+    redis_server = EmbeddedRedis.start(data_dir=None)
+    platform.env["GENQ_REDIS_URL"] = redis_server.url
+    try:
+        platform.start_scheduler()
+        platform.start_worker()
+        jobs = [platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc",
+                                 "params": tiny_gpt(max_steps=150)}) for _ in range(3)]
+        platform.wait_for(lambda: row(platform, jobs[0]).status == "running", 60, "the first job to start")
+        redis_server.stop(kill=True)  # queued messages are gone with it
+        time.sleep(1)
+        redis_server = EmbeddedRedis.start(data_dir=None, port=redis_server.port)
+        for job_id in jobs:
+            job = platform.wait_status(job_id, ("succeeded", "failed", "cancelled"), timeout=180)
+            assert job["status"] == "succeeded", job["error"]
+    finally:
+        redis_server.stop()
