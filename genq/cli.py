@@ -104,6 +104,8 @@ def web(workers: int, threads: int) -> None:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", os.environ.get("GENQ_ACCESS_LOG") or None)
             self.cfg.set("timeout", 120)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn 24+: one shared socket path per user
+                self.cfg.set("control_socket_disable", True)
 
         def load(self):
             return create_app()

@@ -1,106 +1,16 @@
-"""A real platform for end-to-end tests: gunicorn web, scheduler and Celery workers as separate processes,
-on the test's database and a real Redis."""
+"""Fixtures for tests that run the real platform: gunicorn web, scheduler and Celery workers as separate
+processes, on the test's database and a real Redis."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-import requests
+import redis
 
 from genq.db import Database
-from genq.redis_server import free_port
 from genq.tokens import create_token
-
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyshakespeare.txt"
-
-
-@dataclass
-class Platform:
-    env: dict[str, str]
-    home: Path
-    db: Database
-    url: str = ""
-    token: str = ""
-    processes: list[subprocess.Popen] = field(default_factory=list)
-
-    def spawn(self, *args: str, **env: str) -> subprocess.Popen:
-        """Start `genq ARGS` as its own process (its own session, so tests can signal it alone)."""
-        log = open(self.home / f"{args[0]}-{len(self.processes)}.log", "wb")
-        process = subprocess.Popen([sys.executable, "-m", "genq", *args], env={**self.env, **env},
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.processes.append(process)
-        return process
-
-    def start_web(self) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.spawn("web", "--workers", "1", "--threads", "8", GENQ_PORT=str(port))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise RuntimeError("the web server did not start:\n" + self.logs())
-
-    def start_scheduler(self) -> subprocess.Popen:
-        return self.spawn("scheduler", "--interval", "0.2")
-
-    def start_worker(self, name: str = "cpu0") -> subprocess.Popen:
-        return self.spawn("worker", "--name", name)
-
-    def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
-        return requests.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
-
-    def job(self, job_id: int) -> dict:
-        response = self.api("GET", f"/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def wait_for(self, predicate, timeout: float = 120, what: str = "condition"):
-        """Poll `predicate()` until it returns something truthy; fail with the process logs otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
-
-    def wait_status(self, job_id: int, statuses: tuple[str, ...], timeout: float = 120) -> dict:
-        return self.wait_for(lambda: (j := self.job(job_id))["status"] in statuses and j,
-                             timeout, f"job {job_id} to be {'/'.join(statuses)}")
-
-    def upload_text(self, text: str, name: str = "corpus.txt") -> int:
-        response = self.api("POST", "/datasets", files={"file": (name, text.encode())})
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
-
-    def submit(self, payload: dict) -> int:
-        response = self.api("POST", "/jobs", json=payload)
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
-
-    def logs(self) -> str:
-        out = []
-        for path in sorted(self.home.glob("*.log")):
-            out.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-4000:])
-        return "\n".join(out)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+from tests.worker.platform import Platform
 
 
 @pytest.fixture
@@ -121,8 +31,6 @@ def platform(settings, redis_url, tmp_path):
         token = create_token(s, team="admin", role="admin")
     p = Platform(env=env, home=settings.home, db=db, token=token)
     # Messages left by an earlier test must not reach this test's workers (GENQ_TEST_REDIS_URL is wiped).
-    import redis
-
     redis.Redis.from_url(redis_url).flushdb()
     try:
         p.start_web()
@@ -131,11 +39,3 @@ def platform(settings, redis_url, tmp_path):
         p.stop()
         db.dispose()
 
-
-def tiny_gpt(**overrides) -> dict:
-    """A GPT small enough to train a few hundred steps in seconds on one core."""
-    params = dict(tokenizer="char", n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8, lr=3e-3,
-                  dropout=0.0, max_steps=80, eval_interval=20, eval_iters=4, checkpoint_interval=20,
-                  warmup_steps=5)
-    params.update(overrides)
-    return params

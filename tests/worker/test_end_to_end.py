@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.worker.conftest import CORPUS, tiny_gpt
+from tests.worker.platform import CORPUS, tiny_gpt
 
 
 def test_upload_train_generate_through_the_api(platform):

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from genq.db import Job, JobLog, Metric
 from genq.redis_server import EmbeddedRedis
 from genq.worker.celery_app import TASK_NAME, make_celery
-from tests.worker.conftest import tiny_gpt
+from tests.worker.platform import tiny_gpt
 
 # Long enough to interrupt mid-way on one core, short enough for the suite.
 LONG = tiny_gpt(n_layer=2, n_embd=64, max_steps=1500, checkpoint_interval=50, eval_interval=500)
