@@ -1,0 +1,247 @@
+"""Text data: the char, word and bpe tokenizers, and a dataset of random (x, y) blocks with a 90/10 split.
+
+A tokenizer has `name`, `vocab_size`, `encode(text) -> list[int]`, `decode(ids) -> str`, `start_ids()`
+(what an unconditional sample starts from), `eos_id` (None when it has none) and `to_state()`, a
+JSON-able dict that `tokenizer_from_state` turns back into the same tokenizer (for checkpoints).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from genq.core.api import DataError, DataSource
+
+# ---------------------------------------------------------------------------------------------- tokenizers
+
+
+class CharTokenizer:
+    """One token per character of the training text (nanoGPT's shakespeare_char)."""
+
+    name, eos_id = "char", None
+
+    def __init__(self, chars: list[str]):
+        self.chars = chars
+        self.stoi = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def train(cls, text: str) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError:
+            unknown = sorted({c for c in text if c not in self.stoi})
+            raise DataError("text contains characters the model was not trained on: "
+                            + ", ".join(repr(c) for c in unknown[:20])) from None
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def start_ids(self) -> list[int]:
+        return [self.stoi["\n"]] if "\n" in self.stoi else [0]
+
+    def to_state(self) -> dict:
+        return {"name": self.name, "chars": "".join(self.chars)}
+
+
+class WordTokenizer:
+    """The article's word vocabulary, fixed: <PAD>=0, <EOS>=1, <UNK>=2, then words by falling count.
+
+    Text is lower-cased and split into words, punctuation marks and newlines; unknown words map to <UNK>.
+    """
+
+    name = "word"
+    SPECIALS = ("<PAD>", "<EOS>", "<UNK>")
+    pad_id, eos_id, unk_id = 0, 1, 2
+    _TOKEN = re.compile(r"<pad>|<eos>|<unk>|\n|\w+(?:'\w+)*|[^\w\s]")
+    _NO_SPACE_BEFORE = set(".,;:!?)]}'\n")
+
+    def __init__(self, words: list[str]):
+        self.itos = list(self.SPECIALS) + words
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+    @classmethod
+    def split(cls, text: str) -> list[str]:
+        """Lower-cased words, punctuation and newlines; special tokens written in the text stay whole."""
+        return [t.upper() if t in ("<pad>", "<eos>", "<unk>") else t for t in cls._TOKEN.findall(text.lower())]
+
+    @classmethod
+    def train(cls, text: str) -> "WordTokenizer":
+        counts = Counter(w for w in cls.split(text) if w not in cls.SPECIALS)
+        # most frequent first; ties alphabetical so the vocabulary does not depend on dict order
+        return cls([w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.stoi.get(w, self.unk_id) for w in self.split(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        out: list[str] = []
+        for i in ids:
+            if i == self.pad_id:
+                continue
+            w = self.itos[i]
+            if out and out[-1] != "\n" and w[0] not in self._NO_SPACE_BEFORE and out[-1] not in "([{":
+                out.append(" ")
+            out.append(w)
+        return "".join(out)
+
+    def start_ids(self) -> list[int]:
+        return [self.eos_id]
+
+    def to_state(self) -> dict:
+        return {"name": self.name, "words": self.itos[len(self.SPECIALS):]}
+
+
+class BPETokenizer:
+    """Byte-level BPE trained on the dataset with Hugging Face `tokenizers` (GPT-2 style); any text encodes."""
+
+    name, eos_id = "bpe", None
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(list(ids))
+
+    def start_ids(self) -> list[int]:
+        return self.encode("\n")
+
+    def to_state(self) -> dict:
+        return {"name": self.name, "json": self.tok.to_str()}
+
+
+Tokenizer = CharTokenizer | WordTokenizer | BPETokenizer
+
+
+def build_tokenizer(name: str, text: str, vocab_size: int = 2000) -> Tokenizer:
+    """Train tokenizer `name` ('char', 'word', 'bpe') on `text`."""
+    if name == "char":
+        return CharTokenizer.train(text)
+    if name == "word":
+        return WordTokenizer.train(text)
+    if name == "bpe":
+        return BPETokenizer.train(text, vocab_size)
+    raise DataError(f"unknown tokenizer '{name}' (known: char, word, bpe)")
+
+
+def tokenizer_from_state(state: dict) -> Tokenizer:
+    """Rebuild a tokenizer from its to_state() dict."""
+    name = state.get("name")
+    if name == "char":
+        return CharTokenizer(list(state["chars"]))
+    if name == "word":
+        return WordTokenizer(list(state["words"]))
+    if name == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return BPETokenizer(HFTokenizer.from_str(state["json"]))
+    raise DataError(f"unknown tokenizer state '{name}'")
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def load_text(data: DataSource) -> str:
+    """The training text of a text DataSource (an uploaded UTF-8 file or the builtin 'pydoc')."""
+    if data.kind != "text":
+        raise DataError(f"this model trains on text, but the dataset is {data.kind}")
+    if data.builtin is not None:
+        if data.builtin != "pydoc":
+            raise DataError(f"unknown builtin text dataset '{data.builtin}' (known: pydoc)")
+        from genq.core.data.builtin_text import pydoc_text
+
+        return pydoc_text()
+    if data.path is None:
+        raise DataError("the dataset has neither a file nor a builtin name")
+    path = Path(data.path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        if len(files) != 1:
+            raise DataError(f"a text dataset is one UTF-8 text file; the folder holds {len(files)} files")
+        path = files[0]
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the dataset: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"the dataset is not UTF-8 text (undecodable byte at offset {exc.start})") from None
+    if "\x00" in text:
+        raise DataError("the dataset is not text (it contains NUL bytes)")
+    if not text.strip():
+        raise DataError("the dataset is empty")
+    return text.removeprefix("\ufeff")
+
+
+class TextData:
+    """Token ids split 90/10 into train/val; random (x, y) blocks from a seeded generator (the data position)."""
+
+    def __init__(self, ids: list[int] | torch.Tensor, block_size: int, batch_size: int, seed: int,
+                 device: str = "cpu"):
+        data = torch.as_tensor(ids, dtype=torch.long)
+        n = int(0.9 * len(data))
+        self.train, self.val = data[:n], data[n:]
+        self.block_size, self.batch_size, self.device, self.seed = block_size, batch_size, device, seed
+        if len(self.val) <= block_size:
+            need = (block_size + 1) * 10
+            raise DataError(f"the dataset is too short for block_size={block_size}: {len(data)} tokens, "
+                            f"needs at least {need} (10% of it is held out for validation)")
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def get_batch(self, split: str = "train", gen: torch.Generator | None = None,
+                  batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x, y of shape (B, block_size); y is x shifted by one token."""
+        data = self.train if split == "train" else self.val
+        b, t = batch_size or self.batch_size, self.block_size
+        ix = torch.randint(len(data) - t, (b,), generator=gen or self.gen)
+        offsets = torch.arange(t + 1)
+        blocks = data[ix[:, None] + offsets]  # (B, T+1)
+        x, y = blocks[:, :-1], blocks[:, 1:]
+        if self.device != "cpu":
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return x, y
+
+    def val_batches(self, n: int, batch_size: int | None = None):
+        """The same `n` validation batches every time (a fixed generator), so evaluations compare."""
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        for _ in range(n):
+            yield self.get_batch("val", gen, batch_size)
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])

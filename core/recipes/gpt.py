@@ -1,0 +1,47 @@
+"""The `gpt` recipe: a nanoGPT language model on text (char, word or bpe tokens).
+
+AdamW with betas (0.9, 0.99) and weight decay on matrices, linear warmup then cosine decay to min_lr
+(default lr / 10) over max_steps, gradient clipping: nanoGPT's shakespeare_char recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from genq.core import train as loop
+from genq.core.api import DataSource, Hooks, Sample, TrainResult
+from genq.core.nets.gpt import GPT, GPTConfig
+from genq.core.recipes import _text
+
+
+def _config(p: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+    return asdict(GPTConfig(vocab_size=vocab_size, block_size=p["block_size"], n_layer=p["n_layer"],
+                            n_head=p["n_head"], n_embd=p["n_embd"], dropout=p["dropout"]))
+
+
+def _schedule(p: dict[str, Any]):
+    min_lr = p["min_lr"] if p["min_lr"] is not None else p["lr"] / 10
+    return lambda step: loop.cosine_lr(step, p["lr"], min_lr, p["warmup_steps"], p["max_steps"])
+
+
+MODEL = _text.TextModel(
+    kind="gpt",
+    config=_config,
+    build=lambda config: GPT(GPTConfig(**config)),
+    optimizer=lambda net, p, device: net.optimizer(p["lr"], p["weight_decay"], (0.9, 0.99), device),
+    lr_schedule=_schedule,
+    autocast=True,
+)
+
+
+def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
+    """Train a GPT on a text dataset, resuming from the newest checkpoint in `workdir`."""
+    return _text.train(MODEL, params, data, workdir, hooks, device)
+
+
+def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+             hooks: Hooks, device: str) -> list[Sample]:
+    """Sample num_samples texts per prompt from the GPT trained in `source_workdir`."""
+    return _text.generate(MODEL, source_workdir, prompts, params, out_dir, hooks, device)

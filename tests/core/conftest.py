@@ -1,0 +1,69 @@
+"""Fixtures for the model library's tests: one torch thread, small texts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genq.core.api import DataSource, Hooks
+
+torch.set_num_threads(1)
+
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+    "All:\nResolved. resolved.\n\n"
+) * 12
+
+
+class RecordingHooks(Hooks):
+    """Hooks that remember what the job reported, and ask to stop at a chosen step."""
+
+    def __init__(self, stop_at: int | None = None, reason: str = "cancel"):
+        self.series: dict[str, list[tuple[int, float]]] = {}
+        self.checkpoints: list[tuple[int, object]] = []
+        self.progress_calls: list[tuple[int, int]] = []
+        self.lines: list[str] = []
+        self.stop_at, self.reason, self.asked = stop_at, reason, 0
+
+    def metrics(self, step, values):
+        for k, v in values.items():
+            self.series.setdefault(k, []).append((step, v))
+
+    def progress(self, done, total):
+        self.progress_calls.append((done, total))
+
+    def checkpoint(self, step, path):
+        self.checkpoints.append((step, path))
+
+    def stop_requested(self):
+        # the loop asks once per step, so the (stop_at + 1)-th question comes before step `stop_at` runs
+        self.asked += 1
+        return self.reason if self.stop_at is not None and self.asked > self.stop_at else None
+
+    def log(self, message):
+        self.lines.append(message)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return DataSource(kind="text", path=path)
+
+
+@pytest.fixture
+def hooks():
+    return RecordingHooks()
+
+
+@pytest.fixture
+def corpus() -> str:
+    return TEXT
+
+
+@pytest.fixture
+def make_hooks():
+    """RecordingHooks(stop_at=None, reason='cancel')."""
+    return RecordingHooks
