@@ -1,0 +1,104 @@
+"""`genq up` and the client commands, as a new user runs them: real processes, embedded Redis, SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from genq.redis_server import free_port
+
+TINY = ["--param", "n_layer=1", "--param", "n_head=2", "--param", "n_embd=32", "--param", "block_size=32",
+        "--param", "batch_size=8", "--param", "max_steps=40", "--param", "eval_interval=20",
+        "--param", "eval_iters=2", "--param", "lr=3e-3", "--param", "tokenizer=char"]
+
+
+@pytest.fixture
+def up_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
+    port = free_port()
+    env.update(GENQ_HOME=str(tmp_path / "home"), GENQ_PORT=str(port), GENQ_URL=f"http://127.0.0.1:{port}",
+               GENQ_TORCH_THREADS="1")
+    return env
+
+
+def start_up(env) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "genq", "up"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(env["GENQ_URL"] + "/healthz", timeout=1).ok:
+                return process
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.3)
+    process.kill()
+    raise AssertionError("genq up did not start:\n" + process.communicate()[0])
+
+
+def stop_up(process) -> str:
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, out
+    return out
+
+
+def genq(env, *args, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "genq", *args], env=env, capture_output=True, text=True,
+                            timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_up_trains_from_the_cli_stops_cleanly_and_keeps_its_data(up_env, tmp_path):
+    process = start_up(up_env)
+    try:
+        token_file = tmp_path / "home" / "admin-token"
+        token = token_file.read_text().strip()
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+        job_id = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(corpus), *TINY).stdout.strip()
+        assert job_id.isdigit()
+        genq(up_env, "wait", job_id, "--timeout", "240")
+        shown = genq(up_env, "show", job_id).stdout
+        assert '"status": "succeeded"' in shown and "train/loss" in shown
+        gen = genq(up_env, "submit", "generate", "--from", job_id, "--prompt", "the ",
+                   "--param", "num_samples=2", "--param", "max_new_tokens=20").stdout.strip()
+        genq(up_env, "wait", gen, "--timeout", "120")
+        assert genq(up_env, "show", gen).stdout.count("--- output") == 2
+        assert "attempt 1 started" in genq(up_env, "logs", job_id).stdout
+        bad = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", "pydoc", "--param", "n_layr=2",
+                   check=False)
+        assert bad.returncode != 0 and "n_layr" in bad.stderr
+    finally:
+        out = stop_up(process)
+    assert token in out and up_env["GENQ_URL"] in out
+
+    process = start_up(up_env)  # a restart keeps jobs, datasets and the admin token
+    try:
+        assert token_file.read_text().strip() == token
+        listed = genq(up_env, "jobs").stdout
+        assert f"{job_id}" in listed and "succeeded" in listed
+    finally:
+        stop_up(process)
+
+
+def test_wait_exits_nonzero_for_a_failed_job(up_env, tmp_path):
+    process = start_up(up_env)
+    try:
+        short = tmp_path / "short.txt"
+        short.write_text("too short")
+        job_id = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(short), *TINY).stdout.strip()
+        result = genq(up_env, "wait", job_id, "--timeout", "120", check=False)
+        assert result.returncode == 1 and "failed" in result.stderr
+    finally:
+        stop_up(process)
