@@ -143,3 +143,25 @@ def test_redis_killed_with_jobs_queued_and_restarted_empty(platform):
             assert job["status"] == "succeeded", job["error"]
     finally:
         redis_server.stop()
+
+
+def test_database_connections_dropped_mid_job_are_survived(platform, database_url):
+    """PostgreSQL only: every connection to the database is terminated, as a server restart would."""
+    if not database_url.startswith("postgresql"):
+        import pytest
+
+        pytest.skip("connection loss is a PostgreSQL scenario")
+    from sqlalchemy import text
+
+    platform.start_scheduler()
+    platform.start_worker()
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc",
+                              "params": {**LONG, "max_steps": 600}})
+    wait_checkpoint(platform, job_id, 50)
+    with platform.db.engine.connect() as conn:
+        dropped = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+    assert dropped >= 2  # at least the worker's and the scheduler's connections
+    job = platform.wait_status(job_id, ("succeeded", "failed"), timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+    assert platform.api("GET", "/jobs").status_code == 200  # the web reconnected too
