@@ -1,0 +1,255 @@
+"""Submitting, cancelling and describing jobs: the one implementation behind the API and the dashboard.
+
+Everything is validated before the first row is written, so a refused request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from genq.config import Settings
+from genq.datasets import BUILTIN_DATASETS, MAX_PROMPT_CHARS, MAX_PROMPTS, bad_string, dataset_file, read_prompts
+from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, utcnow
+from genq.errors import Conflict, Forbidden, InvalidInput, NotFound
+from genq.jobs.estimate import check_fits
+from genq.jobs.params import MODEL_DATA, MODELS, validate_generate_params, validate_train_params
+from genq.jobs.queue import queue_position
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL; bigger numbers cannot name a row
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class _JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    params: dict[str, Any] = Field(default_factory=dict, description="model or generation params")
+    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first within a team's share")
+    gpus: int = Field(1, ge=0, le=64, description="devices for the job; 0 runs it on a CPU worker")
+    team: Name | None = Field(None, description="must be the token's team when given")
+    pool: Name = Field("default", description="the worker pool to run in")
+
+
+class TrainJobRequest(_JobRequest):
+    """Train a model on an uploaded dataset (its id) or a built-in one (digits, tones, pydoc)."""
+
+    type: Literal["train"]
+    model: str = Field(json_schema_extra={"enum": list(MODELS)})
+    dataset: int | str = Field(description="an uploaded dataset id or a built-in name: digits, tones, pydoc")
+
+
+class GenerateJobRequest(_JobRequest):
+    """Sample from a succeeded training job, with prompts inline or from a prompts dataset."""
+
+    type: Literal["generate"]
+    source_job: int = Field(ge=1, le=MAX_ID)
+    prompts: list[Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=MAX_PROMPTS)
+    dataset: int | None = Field(None, ge=1, le=MAX_ID, description="a prompts dataset id, instead of prompts")
+
+
+REQUESTS: dict[str, type[_JobRequest]] = {"train": TrainJobRequest, "generate": GenerateJobRequest}
+
+
+def parse_request(body: object) -> TrainJobRequest | GenerateJobRequest:
+    """Validate a job submission body; InvalidInput names every bad field."""
+    if not isinstance(body, Mapping):
+        raise InvalidInput("the request body must be a JSON object")
+    cls = REQUESTS.get(body.get("type")) if isinstance(body.get("type"), str) else None
+    if cls is None:
+        raise InvalidInput("field 'type' must be 'train' or 'generate'")
+    try:
+        return cls.model_validate(dict(body))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "body"
+            problems.append(f"unknown field '{key}'" if err["type"] == "extra_forbidden"
+                            else f"field '{key}': {err['msg']}")
+        raise InvalidInput("invalid job: " + "; ".join(problems), details=problems) from None
+
+
+def check_clean(value: Any, where: str) -> None:
+    """Refuse NaN/infinite numbers, NUL characters and lone surrogates: SQL and JSON columns cannot hold them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{where} must be a finite number")
+    if isinstance(value, str) and bad_string(value):
+        raise InvalidInput(f"{where} holds a NUL character or invalid Unicode")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            check_clean(k, where)
+            check_clean(v, f"{where}.{k}")
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            check_clean(v, f"{where}[{i}]")
+
+
+def owned(session: Session, model: type, ident: object, team_id: int, what: str):
+    """The row `model(ident)` if it belongs to `team_id`, else NotFound (other teams' rows look missing)."""
+    if not isinstance(ident, int) or isinstance(ident, bool) or not 1 <= ident <= MAX_ID:
+        raise NotFound(f"{what} {ident} not found")
+    row = session.get(model, ident)
+    if row is None or row.team_id != team_id:
+        raise NotFound(f"{what} {ident} not found")
+    return row
+
+
+def _dataset_id(value: int | str) -> int | str:
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
+        return int(value.strip())
+    return value
+
+
+def submit_job(session: Session, settings: Settings, team: Team, body: object) -> Job:
+    """Validate `body` (see CONTRACT.md) for `team` and insert a queued job; raises a GenqError, writing nothing."""
+    req = parse_request(body)
+    check_clean(req.model_dump(), "request")
+    if req.team is not None and req.team != team.name:
+        raise Forbidden(f"this token belongs to team '{team.name}'; it cannot submit jobs for team '{req.team}'")
+    job = Job(team_id=team.id, type=req.type, priority=req.priority, gpus=req.gpus, pool=req.pool,
+              status="queued", max_attempts=settings.max_attempts)
+    if isinstance(req, TrainJobRequest):
+        if req.model not in MODELS:
+            raise InvalidInput(f"unknown model '{req.model}' (known: {', '.join(MODELS)})")
+        job.model = req.model
+        job.params = validate_train_params(req.model, req.params)
+        check_clean(job.params, "params")
+        need = MODEL_DATA[req.model]
+        ref = _dataset_id(req.dataset)
+        if isinstance(ref, str):
+            if ref not in BUILTIN_DATASETS:
+                raise NotFound(f"dataset '{clean(ref)}' not found: give an uploaded dataset id or a built-in "
+                               f"name ({', '.join(BUILTIN_DATASETS)})")
+            kind, job.builtin_dataset = BUILTIN_DATASETS[ref], ref
+            label = f"built-in dataset '{ref}'"
+        else:
+            dataset = owned(session, Dataset, ref, team.id, "dataset")
+            kind, job.dataset_id, label = dataset.kind, dataset.id, f"dataset {dataset.id}"
+        if kind != need:
+            raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
+        check_fits(session, req.model, job.params, req.pool, max(1, req.gpus))
+    else:
+        source = owned(session, Job, req.source_job, team.id, "source job")
+        if source.type != "train":
+            raise InvalidInput(f"source job {source.id} is a {source.type} job; generate from a train job")
+        if source.status != "succeeded":
+            raise Conflict(f"source job {source.id} is {source.status}; only a succeeded train job can generate")
+        job.model, job.source_job_id = source.model, source.id
+        job.params = validate_generate_params(req.params)
+        check_clean(job.params, "params")
+        if req.prompts is not None and req.dataset is not None:
+            raise InvalidInput("give either 'prompts' or a prompts 'dataset', not both")
+        if req.dataset is not None:
+            dataset = owned(session, Dataset, req.dataset, team.id, "dataset")
+            if dataset.kind != "prompts":
+                raise InvalidInput(f"dataset {dataset.id} holds {dataset.kind}; generate needs a prompts dataset")
+            job.dataset_id = dataset.id
+            job.prompts = read_prompts(dataset_file(settings, dataset), "." + dataset.path.rsplit(".", 1)[-1])
+        else:
+            job.prompts = req.prompts
+    session.add(job)
+    session.flush()
+    session.add(JobLog(job_id=job.id, message=f"submitted: {job.type} {job.model} in pool '{job.pool}'"))
+    return job
+
+
+def clean(text: str, limit: int = 80) -> str:
+    """`text` shortened for an error message."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop (the worker checkpoints and ends it)."""
+    now = utcnow()
+    # Conditional UPDATEs: a worker may claim or finish the job between our read and our write.
+    done = session.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(
+        status="cancelled", finished_at=now, cancel_requested=True, lease_expires_at=None))
+    if done.rowcount:
+        session.add(JobLog(job_id=job.id, message="cancelled before it started"))
+    else:
+        asked = session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(
+            cancel_requested=True))
+        if asked.rowcount:
+            session.add(JobLog(job_id=job.id, message="cancel requested; stopping at the next checkpoint"))
+    session.flush()
+    session.refresh(job)
+    if not done.rowcount and not asked.rowcount:
+        raise Conflict(f"job {job.id} already {job.status}; only a queued or running job can be cancelled")
+    return job
+
+
+def iso(value: datetime | None) -> str | None:
+    """Naive UTC datetime -> ISO 8601 with a Z."""
+    return None if value is None else value.isoformat() + "Z"
+
+
+def job_to_dict(session: Session, job: Job) -> dict[str, Any]:
+    """The JSON form of a job (CONTRACT.md's fields plus the submission)."""
+    return {
+        "id": job.id, "type": job.type, "model": job.model, "team": job.team.name, "status": job.status,
+        "progress": job.progress, "step": job.step, "attempts": job.attempts,
+        "queue_position": queue_position(session, job), "error": job.error,
+        "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+        "dataset": job.builtin_dataset or job.dataset_id, "source_job": job.source_job_id,
+        "params": job.params, "prompts": job.prompts, "priority": job.priority, "gpus": job.gpus,
+        "pool": job.pool, "max_attempts": job.max_attempts, "checkpoint_step": job.checkpoint_step,
+        "cancel_requested": job.cancel_requested, "finished": job.status in FINISHED,
+    }
+
+
+def parse_value(text: str) -> Any:
+    """A KEY=VALUE value: JSON when it parses (4, 0.1, true, null, "x"), else the plain string."""
+    try:
+        return json.loads(text, parse_constant=_refuse)
+    except ValueError:
+        return text
+
+
+def _refuse(name: str) -> None:
+    raise ValueError(name)
+
+
+def parse_param_lines(text: str) -> dict[str, Any]:
+    """Params from a JSON object or from KEY=VALUE lines (blank lines and # comments skipped)."""
+    text = (text or "").strip()
+    if text.startswith("{"):
+        try:
+            params = json.loads(text, parse_constant=_refuse)
+        except ValueError as exc:
+            raise InvalidInput(f"params are not a valid JSON object: {exc}") from None
+        if not isinstance(params, dict):
+            raise InvalidInput("params must be a JSON object")
+        return params
+    params: dict[str, Any] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"params line {number} must look like KEY=VALUE, got '{clean(line)}'")
+        params[key.strip()] = parse_value(value.strip())
+    return params
+
+
+def latest_jobs(session: Session, team_id: int, *, status: str | None = None, type: str | None = None,
+                limit: int = 50, before: int | None = None) -> tuple[list[Job], int | None]:
+    """A page of the team's jobs, newest first, and the cursor for the next page (None at the end)."""
+    query = select(Job).where(Job.team_id == team_id)
+    if status:
+        query = query.where(Job.status == status)
+    if type:
+        query = query.where(Job.type == type)
+    if before is not None:
+        query = query.where(Job.id < before)
+    jobs = list(session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jobs, (jobs[-1].id if more and jobs else None)

@@ -1,0 +1,75 @@
+"""API tokens: random secrets shown once; the database keeps only their sha256 and a short prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from genq.db.models import ROLES, ApiToken, Team, utcnow
+from genq.errors import InvalidInput, NotFound
+
+TOKEN_PREFIX = "genq_"
+MAX_TOKEN_CHARS = 200  # longer strings cannot be one of ours; refuse before hashing
+TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def hash_token(token: str) -> str:
+    """The sha256 hex digest stored for `token`."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_team_name(name: object) -> str:
+    """Return `name` if it is a valid team name, else raise InvalidInput."""
+    if not isinstance(name, str) or not TEAM_NAME.match(name):
+        raise InvalidInput(f"invalid team name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def ensure_team(session: Session, name: str) -> Team:
+    """The team called `name`, created if missing."""
+    team = session.scalar(select(Team).where(Team.name == check_team_name(name)))
+    if team is None:
+        team = Team(name=name)
+        session.add(team)
+        session.flush()
+    return team
+
+
+def create_token(session: Session, team: str, role: str = "admin") -> str:
+    """Create a token for `team` (created if missing) with `role`; return the token, which is never stored."""
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role '{role}' (known: {', '.join(ROLES)})")
+    team_row = ensure_team(session, team)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(team_id=team_row.id, role=role, token_hash=hash_token(token),
+                         prefix=token[: len(TOKEN_PREFIX) + 6]))
+    session.flush()
+    return token
+
+
+def authenticate(session: Session, token: str | None) -> ApiToken | None:
+    """The live ApiToken row for `token` (with its team loaded), or None."""
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        return None
+    digest = hash_token(token)
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)))
+    # The indexed lookup already matched; the constant-time compare keeps the check honest if that changes.
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    _ = row.team  # load while the session is open
+    return row
+
+
+def revoke_token(session: Session, prefix: str) -> int:
+    """Revoke every live token whose prefix is `prefix`; return how many were revoked."""
+    rows = session.scalars(select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None))).all()
+    if not rows:
+        raise NotFound(f"no live token with prefix '{prefix}'")
+    for row in rows:
+        row.revoked_at = utcnow()
+    return len(rows)

@@ -1,0 +1,123 @@
+"""POST/GET /api/v1/datasets: kinds detected from the bytes, limits, names that are never paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+from genq.db.models import Dataset
+from genq.web import create_app
+from tests.web.conftest import count, png, upload, wav, zipped
+
+
+def stored_files(settings) -> list[str]:
+    root = settings.artifacts / "datasets"
+    return sorted(str(p.relative_to(settings.artifacts)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("filename, data, kind, info", [
+    ("corpus.txt", "hello wörld\nline two\n".encode(), "text", {"lines": 3}),
+    ("digit.png", png(), "images", {"images": 1, "width": 8, "height": 8}),
+    ("photo.jpg", png(fmt="JPEG"), "images", {"images": 1, "width": 8, "height": 8}),
+    ("tone.wav", wav(), "audio", {"clips": 1, "channels": 1, "sample_rate": 8000, "seconds": 0.05}),
+    ("prompts.csv", b"prompt,label\nseven,7\na cat,0\n", "prompts", {"prompts": 2}),
+    ("prompts.csv", b"seven\nthree\n", "prompts", {"prompts": 2}),
+    ("prompts.jsonl", b'{"prompt": "once"}\n\n{"prompt": "upon", "x": 1}\n', "prompts", {"prompts": 2}),
+])
+def test_upload_detects_kind(client, auth, settings, filename, data, kind, info):
+    answer = upload(client, auth, data, filename, name="my data")
+    assert answer.status_code == 201, answer.json
+    body = answer.json
+    assert (body["kind"], body["name"], body["size_bytes"], body["info"]) == (kind, "my data", len(data), info)
+    assert set(body) >= {"id", "name", "kind", "size_bytes"}
+    [path] = stored_files(settings)
+    assert path.startswith(f"datasets/{body['id']}/data.")
+    assert (settings.artifacts / path).read_bytes() == data
+    assert client.get(f"/api/v1/datasets/{body['id']}", headers=auth).json == body
+
+
+def test_zip_of_images_with_class_folders(client, auth):
+    data = zipped({"digits/0/a.png": png(color=0), "digits/0/b.png": png(), "digits/7/c.jpg": png(fmt="JPEG"),
+                   "digits/.DS_Store": b"junk", "__MACOSX/digits/._a.png": b"junk"})
+    body = upload(client, auth, data, "digits.zip").json
+    assert body["kind"] == "images" and body["info"] == {"images": 3, "classes": ["0", "7"]}
+
+
+def test_zip_of_wavs(client, auth):
+    body = upload(client, auth, zipped({"a.wav": wav(), "b.wav": wav()}), "clips.zip").json
+    assert body["kind"] == "audio" and body["info"]["clips"] == 2
+
+
+@pytest.mark.parametrize("filename, data, words", [
+    ("bin.dat", b"\x7fELF\x02\x01\x01\x00\x00\x00", "NUL byte at offset 7"),
+    ("latin1.txt", "caf\xe9".encode("latin-1"), "not UTF-8"),
+    ("empty.txt", b"", "empty"),
+    ("mixed.zip", zipped({"a.png": png(), "b.wav": wav()}), "mixes images and audio"),
+    ("other.zip", zipped({"a.png": png(), "notes.txt": b"hi"}), "notes.txt"),
+    ("slip.zip", zipped({"../../evil.png": png()}), "unsafe path"),
+    ("broken.png", png()[:30], "cannot be read"),
+    ("bad.jsonl", b'{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
+    ("empty.csv", b"prompt\n", "no prompts"),
+    ("riff.wav", b"RIFF\x00\x00\x00\x00WAVEjunkjunk", "WAV"),
+])
+def test_upload_refuses_bad_files_naming_the_problem(client, auth, settings, filename, data, words):
+    answer = upload(client, auth, data, filename)
+    assert answer.status_code == 422, answer.json
+    assert answer.json["error"] == "invalid_input" and words in answer.json["message"]
+    assert count(client.application.extensions["genq"].db, Dataset) == 0
+    assert stored_files(settings) == []  # the temporary copy is gone too
+
+
+def test_binary_uploaded_as_text_is_refused(client, auth):
+    answer = upload(client, auth, png(), "digit.png", kind="text")
+    assert answer.status_code == 422 and "NUL byte" in answer.json["message"]
+    answer = upload(client, auth, b"plain words", "x.txt", kind="images")
+    assert answer.status_code == 422 and "holds text, not images" in answer.json["message"]
+    assert upload(client, auth, b"x", "x.txt", kind="nonsense").status_code == 422
+
+
+def test_missing_file_field(client, auth):
+    answer = client.post("/api/v1/datasets", headers=auth, data={"name": "x"}, content_type="multipart/form-data")
+    assert answer.status_code == 422 and "'file'" in answer.json["message"]
+
+
+def test_upload_too_large(settings, db, auth):
+    small = dataclasses.replace(settings, max_upload_bytes=1000)
+    client = create_app({"SETTINGS": small, "TESTING": True}).test_client()
+    assert upload(client, auth, b"a" * 1000, "ok.txt").status_code == 201
+    answer = upload(client, auth, b"a" * 1001, "big.txt")
+    assert answer.status_code == 413 and answer.json["error"] == "too_large"
+    # A body far over the limit is refused by the request size cap before it is parsed.
+    answer = upload(client, auth, b"a" * (3 * 1024 * 1024), "huge.txt")
+    assert answer.status_code == 413 and answer.json["error"] == "too_large"
+    assert count(db, Dataset) == 1
+
+
+@pytest.mark.parametrize("filename", ["../../../../etc/passwd", "..\\..\\win.ini", "/abs/path.txt",
+                                      "a/../../b.txt", "nul\x00name.txt", "..", "ünï\u202ecode.txt"])
+def test_filename_is_display_only(client, auth, settings, filename):
+    answer = upload(client, auth, b"some text", filename)
+    assert answer.status_code == 201, answer.json
+    body = answer.json
+    assert "/" not in body["filename"] and "\\" not in body["filename"] and "\x00" not in body["filename"]
+    assert stored_files(settings) == [f"datasets/{body['id']}/data.txt"]
+    outside = [p for p in settings.home.parent.rglob("*") if p.is_file() and p.name in ("passwd", "win.ini", "b.txt")]
+    assert outside == []
+
+
+def test_list_is_per_team(client, auth, other_auth):
+    mine = upload(client, auth, b"mine", "a.txt").json
+    theirs = upload(client, other_auth, b"theirs", "b.txt").json
+    assert [d["id"] for d in client.get("/api/v1/datasets", headers=auth).json["datasets"]] == [mine["id"]]
+    assert client.get(f"/api/v1/datasets/{theirs['id']}", headers=auth).status_code == 404
+    assert client.get("/api/v1/datasets?kind=text", headers=auth).json["datasets"][0]["id"] == mine["id"]
+    assert client.get("/api/v1/datasets?kind=images", headers=auth).json["datasets"] == []
+    assert client.get("/api/v1/datasets?kind=bogus", headers=auth).status_code == 422
+
+
+def test_no_leftovers_in_incoming(client, auth, settings):
+    upload(client, auth, b"\x00\x01", "x.bin")
+    upload(client, auth, b"fine", "x.txt")
+    assert os.listdir(settings.artifacts / "datasets" / ".incoming") == []

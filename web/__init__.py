@@ -1,0 +1,117 @@
+"""The web dashboard and JSON API: a Flask app factory. Writes job rows; never imports torch."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, g, request
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.routing import BaseConverter, ValidationError
+
+from genq.config import Settings
+from genq.db import Database
+from genq.jobs.service import MAX_ID
+
+csrf = CSRFProtect()
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@dataclass
+class State:
+    """What one app holds: its settings, its database and its Prometheus registry."""
+
+    settings: Settings
+    db: Database
+    telemetry: Any
+
+
+def state() -> State:
+    """The current app's State."""
+    return current_app.extensions["genq"]
+
+
+class IdConverter(BaseConverter):
+    """A row id: 1..2**31-1. Anything else does not match, so the route answers 404 instead of overflowing SQL."""
+
+    regex = r"[0-9]{1,10}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if not 1 <= number <= MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
+def secret_key(settings: Settings) -> str:
+    """settings.secret_key, else a random key kept in GENQ_HOME/secret-key so sessions survive restarts."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path(settings.home) / "secret-key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app; config may hold "SETTINGS" (else Settings.from_env()) and any Flask config keys."""
+    from genq.web import auth, dashboard, errors, ops
+    from genq.web.api import artifacts, datasets, jobs, openapi, workers
+
+    config = dict(config or {})
+    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
+    settings.ensure_dirs()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secret_key(settings),
+        SESSION_COOKIE_NAME="genq_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # The file limit is checked exactly while storing; this bounds the whole multipart body.
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + 1024 * 1024,
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked in _csrf below, only for cookie-authenticated requests
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.config.update(config)
+    database = Database(settings.database_url)
+    if app.config.get("MIGRATE"):
+        database.upgrade()
+    app.extensions["genq"] = State(settings, database, ops.Telemetry(database))
+    app.url_map.converters["id"] = IdConverter
+    csrf.init_app(app)
+    errors.register(app)
+
+    @app.before_request
+    def _csrf() -> None:
+        # A browser never adds an Authorization header on its own, so Bearer calls cannot be forged;
+        # cookie-authenticated form posts and fetches must carry the CSRF token.
+        if request.method not in UNSAFE_METHODS or "Authorization" in request.headers:
+            return
+        if request.path.startswith("/api/") and auth.current_principal() is None:
+            return  # the API answers 401 first
+        csrf.protect()
+
+    @app.after_request
+    def _headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
+                                    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        state().telemetry.count(request, response)
+        return response
+
+    for module in (auth, dashboard, ops, jobs, datasets, artifacts, workers, openapi):
+        app.register_blueprint(module.bp)
+    app.teardown_appcontext(lambda _exc: g.pop("principal", None))
+    return app

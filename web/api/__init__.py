@@ -1,0 +1,74 @@
+"""The JSON API under /api/v1: one blueprint per area, all behind Bearer (or session) authentication."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, g, request
+
+from genq.errors import BadRequest, InvalidInput
+from genq.jobs.service import check_clean
+from genq.web.auth import require_principal
+
+PREFIX = "/api/v1"
+
+
+def api_blueprint(name: str, public: bool = False) -> Blueprint:
+    """A blueprint under /api/v1 whose routes require a valid token unless `public`."""
+    bp = Blueprint(name, __name__, url_prefix=PREFIX)
+    if not public:
+        bp.before_request(_authenticate)
+    return bp
+
+
+def _authenticate() -> None:
+    g.caller = require_principal()
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json() -> Any:
+    """The request body as JSON: strict (no NaN/Infinity), clean strings, 400 naming the problem otherwise."""
+    data = request.get_data(cache=True)
+    if not data.strip():
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        body = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BadRequest(f"the request body is not valid JSON: {str(exc)[:200]}") from None
+    try:
+        check_clean(body, "body")
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
+    return body
+
+
+def query_int(name: str, default: int | None, lo: int, hi: int, clamp: bool = False) -> int | None:
+    """An integer query parameter within [lo, hi] (values above hi clamp when `clamp`), else 422."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.strip()) if len(raw) <= 20 else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise InvalidInput(f"query parameter '{name}' must be an integer")
+    if clamp and value > hi:
+        return hi
+    if not lo <= value <= hi:
+        raise InvalidInput(f"query parameter '{name}' must be between {lo} and {hi}")
+    return value
+
+
+def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    """A query parameter that must be one of `choices` (or absent), else 422."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise InvalidInput(f"query parameter '{name}' must be one of: {', '.join(choices)}")
+    return raw

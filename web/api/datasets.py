@@ -1,0 +1,56 @@
+"""/api/v1/datasets: upload (multipart), list, show."""
+
+from __future__ import annotations
+
+from flask import g, jsonify, request, url_for
+from sqlalchemy import select
+
+from genq.datasets import KINDS, dataset_to_dict, save_upload
+from genq.db.models import Dataset
+from genq.errors import InvalidInput
+from genq.jobs.service import owned
+from genq.web import state
+from genq.web.api import api_blueprint, query_choice
+from genq.web.auth import require_writer
+
+bp = api_blueprint("api_datasets")
+
+
+def store_request_file(team_id: int) -> dict:
+    """Store the request's `file` (with optional `name` and `kind`) as a dataset of `team_id`; its JSON form."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise InvalidInput("multipart field 'file' is required")
+    kind = request.form.get("kind") or None
+    if kind is not None and kind not in KINDS:
+        raise InvalidInput(f"unknown dataset kind '{kind[:40]}' (known: {', '.join(KINDS)})")
+    with state().db.session() as s:
+        dataset = save_upload(s, state().settings, team_id, upload.stream, upload.filename or "",
+                              request.form.get("name"), kind)
+        return dataset_to_dict(dataset)
+
+
+@bp.post("/datasets")
+def upload():
+    """Upload a dataset file: 201 {"id", "name", "kind", "size_bytes"}."""
+    caller = require_writer("upload datasets")
+    out = store_request_file(caller.team_id)
+    return jsonify(out), 201, {"Location": url_for("api_datasets.show", dataset_id=out["id"])}
+
+
+@bp.get("/datasets")
+def index():
+    """The team's datasets, newest first; ?kind= filters."""
+    kind = query_choice("kind", KINDS)
+    query = select(Dataset).where(Dataset.team_id == g.caller.team_id)
+    if kind:
+        query = query.where(Dataset.kind == kind)
+    with state().db.session() as s:
+        return jsonify({"datasets": [dataset_to_dict(d) for d in s.scalars(query.order_by(Dataset.id.desc()))]})
+
+
+@bp.get("/datasets/<id:dataset_id>")
+def show(dataset_id: int):
+    """One dataset."""
+    with state().db.session() as s:
+        return jsonify(dataset_to_dict(owned(s, Dataset, dataset_id, g.caller.team_id, "dataset")))

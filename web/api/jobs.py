@@ -1,0 +1,91 @@
+"""/api/v1/jobs: submit, list, show, cancel, and a job's metrics, outputs, artifacts and logs."""
+
+from __future__ import annotations
+
+from flask import g, jsonify, request, url_for
+
+from genq.db.models import JOB_STATUSES, Job, Team
+from genq.jobs.service import MAX_ID, cancel_job, job_to_dict, latest_jobs, owned, submit_job
+from genq.web import queries, state
+from genq.web.api import api_blueprint, query_choice, query_int, read_json
+from genq.web.auth import require_writer
+
+bp = api_blueprint("api_jobs")
+
+
+@bp.post("/jobs")
+def submit():
+    """Submit a train or generate job."""
+    caller = require_writer("submit jobs")
+    body = read_json()
+    with state().db.session() as s:
+        job = submit_job(s, state().settings, s.get(Team, caller.team_id), body)
+        out = job_to_dict(s, job)
+    return jsonify(out), 201, {"Location": url_for("api_jobs.show", job_id=out["id"])}
+
+
+@bp.get("/jobs")
+def index():
+    """The team's jobs, newest first: ?status=&type=&team=&limit=&before=."""
+    status = query_choice("status", JOB_STATUSES)
+    kind = query_choice("type", ("train", "generate"))
+    limit = query_int("limit", 50, 1, 200, clamp=True)
+    before = query_int("before", None, 1, MAX_ID, clamp=True)
+    team = request.args.get("team")
+    if team and team != g.caller.team:
+        return jsonify({"jobs": [], "next": None})  # a token sees only its own team
+    with state().db.session() as s:
+        jobs, cursor = latest_jobs(s, g.caller.team_id, status=status, type=kind, limit=limit, before=before)
+        return jsonify({"jobs": [job_to_dict(s, j) for j in jobs], "next": cursor})
+
+
+@bp.get("/jobs/<id:job_id>")
+def show(job_id: int):
+    """One job."""
+    with state().db.session() as s:
+        return jsonify(job_to_dict(s, owned(s, Job, job_id, g.caller.team_id, "job")))
+
+
+@bp.post("/jobs/<id:job_id>/cancel")
+def cancel(job_id: int):
+    """Cancel a queued job now, or ask a running one to stop after a checkpoint (202)."""
+    caller = require_writer("cancel jobs")
+    with state().db.session() as s:
+        job = cancel_job(s, owned(s, Job, job_id, caller.team_id, "job"))
+        return jsonify(job_to_dict(s, job)), 202
+
+
+@bp.get("/jobs/<id:job_id>/metrics")
+def metrics(job_id: int):
+    """{"series": {name: [[step, value], ...]}}; ?max_points=N downsamples each series, ?name= picks some."""
+    max_points = query_int("max_points", None, 1, 1_000_000)
+    names = tuple(n for n in request.args.getlist("name") if n) or None
+    with state().db.session() as s:
+        owned(s, Job, job_id, g.caller.team_id, "job")
+        return jsonify({"series": queries.metric_series(s, job_id, max_points, names)})
+
+
+@bp.get("/jobs/<id:job_id>/outputs")
+def outputs(job_id: int):
+    """{"outputs": [{"index", "prompt", "kind", "text" or "url"}]}."""
+    with state().db.session() as s:
+        owned(s, Job, job_id, g.caller.team_id, "job")
+        return jsonify({"outputs": queries.job_outputs(s, job_id)})
+
+
+@bp.get("/jobs/<id:job_id>/artifacts")
+def artifacts(job_id: int):
+    """{"artifacts": [...]}: checkpoints, samples and output files."""
+    with state().db.session() as s:
+        owned(s, Job, job_id, g.caller.team_id, "job")
+        return jsonify({"artifacts": queries.job_artifacts(s, job_id)})
+
+
+@bp.get("/jobs/<id:job_id>/logs")
+def logs(job_id: int):
+    """{"logs": [{"id", "time", "message"}]}; ?after=LOG_ID returns only newer lines (for `genq logs -f`)."""
+    after = query_int("after", None, 0, 2**63 - 1)
+    limit = query_int("limit", 1000, 1, 1000, clamp=True)
+    with state().db.session() as s:
+        owned(s, Job, job_id, g.caller.team_id, "job")
+        return jsonify({"logs": queries.job_logs(s, job_id, min(after, MAX_ID) if after else after, limit)})

@@ -1,0 +1,152 @@
+"""The dashboard pages: job list, job page, submit, datasets, workers. Same service calls as the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from genq.datasets import BUILTIN_DATASETS, dataset_to_dict
+from genq.db.models import JOB_STATUSES, Dataset, Job, Team
+from genq.errors import GenqError, InvalidInput
+from genq.jobs.params import MODEL_DATA, MODELS
+from genq.jobs.service import cancel_job, job_to_dict, latest_jobs, owned, parse_param_lines, submit_job
+from genq.web import queries, state
+from genq.web.api.datasets import store_request_file
+from genq.web.auth import current_principal, require_writer
+
+bp = Blueprint("dashboard", __name__)
+
+
+@bp.before_request
+def _signed_in():
+    g.caller = current_principal()
+    if g.caller is None:
+        if "Authorization" in request.headers:
+            from genq.web.auth import require_principal
+
+            require_principal()  # 401 page
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+@bp.get("/")
+def jobs():
+    """The team's jobs with live status and progress."""
+    status = request.args.get("status") if request.args.get("status") in JOB_STATUSES else None
+    kind = request.args.get("type") if request.args.get("type") in ("train", "generate") else None
+    with state().db.session() as s:
+        rows, _ = latest_jobs(s, g.caller.team_id, status=status, type=kind, limit=50)
+        items = [job_to_dict(s, j) for j in rows]
+    return render_template("jobs.html", jobs=items, status=status, type=kind, statuses=JOB_STATUSES)
+
+
+@bp.get("/jobs/<id:job_id>")
+def job(job_id: int):
+    """One job: status, progress, loss chart, eval metrics, outputs, artifacts, logs."""
+    with state().db.session() as s:
+        item = job_to_dict(s, owned(s, Job, job_id, g.caller.team_id, "job"))
+        series = queries.metric_series(s, job_id, max_points=500)
+        outputs = queries.job_outputs(s, job_id)
+        artifacts = queries.job_artifacts(s, job_id)
+        logs = queries.job_logs(s, job_id)[-50:]
+    chart = {name: series[name] for name in queries.LOSS_SERIES if name in series}
+    samples = [a for a in artifacts if a["kind"] == "sample"]
+    return render_template("job.html", job=item, chart=chart, evals=queries.latest_metrics(series),
+                           outputs=outputs, artifacts=artifacts, samples=samples, logs=logs)
+
+
+@bp.post("/jobs/<id:job_id>/cancel")
+def cancel(job_id: int):
+    """The cancel button."""
+    try:
+        caller = require_writer("cancel jobs")
+        with state().db.session() as s:
+            job = cancel_job(s, owned(s, Job, job_id, caller.team_id, "job"))
+            flash("Cancelled." if job.status == "cancelled" else "Cancel requested: the job stops at its next "
+                  "checkpoint.")
+    except GenqError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for("dashboard.job", job_id=job_id))
+
+
+def _int_field(form, name: str, default: int) -> int:
+    raw = (form.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw) if len(raw) <= 12 else int("x")
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number") from None
+
+
+def _form_body(form) -> dict[str, Any]:
+    """The API body for the submit form's fields."""
+    kind = form.get("type")
+    body: dict[str, Any] = {"type": kind, "params": parse_param_lines(form.get("params", "")),
+                            "priority": _int_field(form, "priority", 0)}
+    if form.get("pool", "").strip():
+        body["pool"] = form["pool"].strip()
+    if kind == "train":
+        body.update(model=form.get("model", ""), dataset=form.get("dataset", ""), gpus=_int_field(form, "gpus", 1))
+    elif kind == "generate":
+        body["source_job"] = _int_field(form, "source_job", 0)
+        prompts = [line.strip() for line in form.get("prompts", "").splitlines() if line.strip()]
+        if form.get("prompts_dataset"):
+            body["dataset"] = _int_field(form, "prompts_dataset", 0)
+        if prompts:
+            body["prompts"] = prompts
+    return body
+
+
+@bp.route("/submit", methods=["GET", "POST"])
+def submit():
+    """Forms for train and generate jobs; errors are shown on the form."""
+    error, status, form = None, 200, request.form if request.method == "POST" else request.args
+    if request.method == "POST":
+        try:
+            caller = require_writer("submit jobs")
+            body = _form_body(request.form)
+            with state().db.session() as s:
+                job = submit_job(s, state().settings, s.get(Team, caller.team_id), body)
+                job_id = job.id
+            flash(f"Job {job_id} queued.")
+            return redirect(url_for("dashboard.job", job_id=job_id))
+        except GenqError as exc:
+            error, status = exc.message, exc.status
+    with state().db.session() as s:
+        datasets = [dataset_to_dict(d) for d in s.scalars(
+            select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc()))]
+        sources = [{"id": j.id, "model": j.model} for j in s.scalars(
+            select(Job).where(Job.team_id == g.caller.team_id, Job.type == "train", Job.status == "succeeded")
+            .order_by(Job.id.desc()).limit(200))]
+    return render_template("submit.html", models=list(MODELS), model_data=MODEL_DATA, builtins=BUILTIN_DATASETS,
+                           datasets=datasets, sources=sources, form=form, error=error,
+                           mode=form.get("type") or ("generate" if form.get("source_job") else "train")), status
+
+
+@bp.route("/datasets", methods=["GET", "POST"])
+def datasets():
+    """The team's datasets and an upload form."""
+    error, status = None, 200
+    if request.method == "POST":
+        try:
+            caller = require_writer("upload datasets")
+            out = store_request_file(caller.team_id)
+            flash(f"Dataset {out['id']} stored as {out['kind']}.")
+            return redirect(url_for("dashboard.datasets"))
+        except GenqError as exc:
+            error, status = exc.message, exc.status
+    with state().db.session() as s:
+        rows = [dataset_to_dict(d) for d in s.scalars(
+            select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc()))]
+    return render_template("datasets.html", datasets=rows, builtins=BUILTIN_DATASETS, error=error), status
+
+
+@bp.get("/workers")
+def workers():
+    """Workers, devices and load."""
+    with state().db.session() as s:
+        rows = queries.workers(s, g.caller.team_id)
+    return render_template("workers.html", workers=rows)

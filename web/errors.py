@@ -1,0 +1,60 @@
+"""The one error helper: GenqError and HTTP errors become {"error", "message"} JSON (or a page for browsers)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from genq.errors import GenqError
+
+log = logging.getLogger(__name__)
+
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+         405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+         422: "invalid_input", 429: "too_many_requests", 500: "internal_error"}
+
+
+def wants_json() -> bool:
+    """API paths and machine clients get JSON; dashboard pages get HTML."""
+    if request.path.startswith("/api/") or request.path in ("/healthz", "/metrics"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def error_response(status: int, code: str, message: str, details: object = None):
+    """A JSON error body (or the error page) with `status`."""
+    if wants_json():
+        body = {"error": code, "message": message}
+        if details is not None:
+            body["details"] = details
+        response = jsonify(body)
+    else:
+        response = render_template("error.html", status=status, code=code, message=message)
+    headers = {"WWW-Authenticate": 'Bearer realm="genq"'} if status == 401 else {}
+    return response, status, headers
+
+
+def register(app: Flask) -> None:
+    """Install the handlers on `app`."""
+
+    @app.errorhandler(GenqError)
+    def _genq(exc: GenqError):
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 404 and not request.url_rule:
+            message = f"no such page or endpoint: {request.method} {request.path}"
+        if status == 413:
+            message = "the request is larger than the upload limit"
+        return error_response(status, CODES.get(status, exc.name.lower().replace(" ", "_")), message)
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error; the server log has the details")

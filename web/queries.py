@@ -1,0 +1,111 @@
+"""Read-side queries shared by the API and the dashboard: metrics, outputs, artifacts, logs, workers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from genq.db.models import Artifact, Job, JobLog, Metric, Output, Worker
+from genq.jobs.service import iso
+
+LOSS_SERIES = ("train/loss", "val/loss")
+
+
+def download_url(artifact_id: int) -> str:
+    """Where an artifact is downloaded from."""
+    return f"/api/v1/artifacts/{artifact_id}/download"
+
+
+def downsample(points: list[list[Any]], max_points: int | None) -> list[list[Any]]:
+    """At most `max_points` evenly spaced points, always keeping the first and the last."""
+    n = len(points)
+    if max_points is None or n <= max_points:
+        return points
+    if max_points == 1:
+        return [points[-1]]
+    picks = sorted({round(i * (n - 1) / (max_points - 1)) for i in range(max_points)})
+    return [points[i] for i in picks]
+
+
+def _finite(value: float) -> float | None:
+    # A diverged loss is NaN or inf; JSON has no such numbers, so the chart gets a gap instead.
+    return value if math.isfinite(value) else None
+
+
+def metric_series(session: Session, job_id: int, max_points: int | None = None,
+                  names: tuple[str, ...] | None = None) -> dict[str, list[list[Any]]]:
+    """{name: [[step, value], ...]} ordered by step; a step logged twice (after a resume) keeps its latest value."""
+    query = select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id)
+    if names:
+        query = query.where(Metric.name.in_(names))
+    latest: dict[str, dict[int, float]] = {}
+    for name, step, value in session.execute(query.order_by(Metric.name, Metric.step, Metric.id)):
+        latest.setdefault(name, {})[step] = value
+    return {name: downsample([[step, _finite(v)] for step, v in sorted(steps.items())], max_points)
+            for name, steps in latest.items()}
+
+
+def latest_metrics(series: dict[str, list[list[Any]]]) -> list[tuple[str, int, float | None]]:
+    """(name, step, value) of the last point of every series except the losses: the eval table."""
+    return [(name, points[-1][0], points[-1][1]) for name, points in sorted(series.items())
+            if points and name not in LOSS_SERIES]
+
+
+def artifact_to_dict(a: Artifact) -> dict[str, Any]:
+    """The JSON form of an artifact."""
+    return {"id": a.id, "job_id": a.job_id, "kind": a.kind, "name": a.name, "size_bytes": a.size_bytes,
+            "media_type": a.media_type, "created_at": iso(a.created_at), "url": download_url(a.id)}
+
+
+def job_artifacts(session: Session, job_id: int) -> list[dict[str, Any]]:
+    """The job's artifacts, oldest first."""
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))
+    return [artifact_to_dict(a) for a in rows]
+
+
+def job_outputs(session: Session, job_id: int) -> list[dict[str, Any]]:
+    """The job's outputs by index: text inline, images and audio by download URL."""
+    rows = session.execute(select(Output, Artifact.media_type).outerjoin(Artifact, Output.artifact_id == Artifact.id)
+                           .where(Output.job_id == job_id).order_by(Output.index, Output.id))
+    outputs = []
+    for out, media_type in rows:
+        item: dict[str, Any] = {"index": out.index, "prompt": out.prompt, "kind": out.kind}
+        if out.artifact_id is not None:
+            item.update(url=download_url(out.artifact_id), media_type=media_type)
+        if out.text is not None or out.artifact_id is None:
+            item["text"] = out.text or ""
+        outputs.append(item)
+    return outputs
+
+
+def job_logs(session: Session, job_id: int, after: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """Log lines of a job with id > `after`, oldest first."""
+    query = select(JobLog).where(JobLog.job_id == job_id)
+    if after is not None:
+        query = query.where(JobLog.id > after)
+    rows = session.scalars(query.order_by(JobLog.id).limit(limit))
+    return [{"id": r.id, "time": iso(r.created_at), "message": r.message} for r in rows]
+
+
+def workers(session: Session, team_id: int) -> list[dict[str, Any]]:
+    """Every registered worker with its devices and load; job ids only for the caller's own team."""
+    running: dict[str, list[tuple[int, int]]] = {}
+    for job_id, job_team, worker_id in session.execute(
+            select(Job.id, Job.team_id, Job.worker_id).where(Job.status == "running", Job.worker_id.is_not(None))):
+        running.setdefault(worker_id, []).append((job_id, job_team))
+    out = []
+    for w in session.scalars(select(Worker).order_by(Worker.pool, Worker.id)):
+        jobs = running.get(w.id, [])
+        out.append({"id": w.id, "hostname": w.hostname, "pool": w.pool, "slots": w.slots,
+                    "devices": w.devices or [], "status": w.status, "started_at": iso(w.started_at),
+                    "last_heartbeat": iso(w.last_heartbeat), "running": len(jobs),
+                    "running_jobs": [j for j, t in jobs if t == team_id]})
+    return out
+
+
+def job_counts(session: Session) -> dict[str, int]:
+    """Jobs per status, all teams (for /metrics)."""
+    return dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
