@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from genq.db.models import Artifact, Job, Metric, Output, Team
-from genq.tokens import create_token
+from genq.tokens import create_token, ensure_team
 from genq.web import create_app
 
 
@@ -64,7 +64,7 @@ def add_job(db, team: str = "alpha", **fields: Any) -> int:
                               "status": "queued"}
     values.update(fields)
     with db.session() as s:
-        job = Job(team_id=team_id(db, team), **values)
+        job = Job(team_id=ensure_team(s, team).id, **values)
         s.add(job)
         s.flush()
         return job.id

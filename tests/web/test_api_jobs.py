@@ -289,17 +289,10 @@ def test_workers(client, auth, db):
         s.add(Worker(id="host:1:ab", hostname="host", pool="default", slots=2,
                      devices=[{"kind": "cuda", "name": "H100", "memory_bytes": 80 * 2**30}]))
     mine = add_job(db, status="running", worker_id="host:1:ab")
-    add_job(db, team="beta", status="running", worker_id="host:1:ab") if _beta(db) else None
+    add_job(db, team="beta", status="running", worker_id="host:1:ab")
     [worker] = client.get("/api/v1/workers", headers=auth).json["workers"]
     assert worker["devices"][0]["name"] == "H100" and worker["slots"] == 2 and worker["last_heartbeat"]
     assert worker["running"] == 2 and worker["running_jobs"] == [mine]
-
-
-def _beta(db) -> bool:
-    from tests.web.conftest import make_token
-
-    make_token(db, "beta")
-    return True
 
 
 def test_unknown_routes_and_methods_are_json(client, auth):

@@ -1,0 +1,158 @@
+"""Dashboard pages: they render, post through the same service as the API, and show errors on the form."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from genq.db.models import Dataset, Job
+from tests.web.conftest import (add_artifact, add_job, add_metrics, add_output, bearer, count, csrf_from, login,
+                                make_token, png, wav)
+
+
+@pytest.fixture
+def browser(client, token):
+    """A test client signed in through /login."""
+    login(client, token)
+    return client
+
+
+def test_pages_render_with_a_bearer_header(client, auth, db):
+    job_id = add_job(db)
+    for path in ("/", f"/jobs/{job_id}", "/submit", "/submit?type=generate", "/datasets", "/workers"):
+        answer = client.get(path, headers=auth)
+        assert answer.status_code == 200 and answer.mimetype == "text/html", path
+    assert client.get("/").status_code == 302  # no credentials: to the login page
+    assert client.get("/").location.startswith("/login?next=/")
+
+
+def test_job_list_shows_status_and_progress(browser, db):
+    add_job(db, status="running", progress=0.42, step=42)
+    page = browser.get("/").text
+    assert 'class="status status-running"' in page and '<progress max="1" value="0.42">' in page
+    assert "42%" in page and 'data-poll="/api/v1/jobs?limit=50"' in page
+
+
+def test_job_page_shows_everything(browser, db, settings):
+    failed = add_job(db, status="failed", error="CUDA out of memory <script>", attempts=3)
+    add_metrics(db, failed, "train/loss", [3.0, 2.5, 2.0], every=10)
+    add_metrics(db, failed, "val/loss", [2.9, 2.4], every=20)
+    add_metrics(db, failed, "val/perplexity", [18.2, 11.0], every=20)
+    page = browser.get(f"/jobs/{failed}").text
+    assert "CUDA out of memory &lt;script&gt;" in page  # escaped
+    assert 'id="loss-chart"' in page and '"train/loss": [[0, 3.0], [10, 2.5], [20, 2.0]]' in page
+    assert "val/perplexity" in page and "11" in page
+    assert "Cancel" not in page.split("<main>")[1].split("</h1>")[1].split("</div>")[0]
+
+    gen = add_job(db, type="generate", status="succeeded", model="dcgan")
+    img = add_artifact(db, settings, gen, "o0.png", png(), "image/png")
+    snd = add_artifact(db, settings, gen, "o1.wav", wav(), "audio/wav")
+    add_output(db, gen, 0, "image", prompt="seven", artifact_id=img)
+    add_output(db, gen, 1, "audio", artifact_id=snd)
+    add_output(db, gen, 2, "text", prompt="Once", text="Once upon a time")
+    page = browser.get(f"/jobs/{gen}").text
+    assert f'<img src="/api/v1/artifacts/{img}/download"' in page
+    assert f'<audio controls preload="none" src="/api/v1/artifacts/{snd}/download">' in page
+    assert "Once upon a time" in page
+    assert browser.get(f"/api/v1/artifacts/{img}/download").status_code == 200  # the cookie fetches images
+
+    done = add_job(db, status="succeeded")
+    assert f"/submit?type=generate&amp;source_job={done}" in browser.get(f"/jobs/{done}").text
+
+
+def test_submit_train_form(browser, db):
+    page = browser.get("/submit").text
+    form = {"csrf_token": csrf_from(page), "type": "train", "model": "gpt", "dataset": "pydoc",
+            "params": "max_steps=50\nn_layer=2\n# a comment\ntokenizer=char\ndropout=0.1", "priority": "3",
+            "gpus": "1", "pool": "default"}
+    answer = browser.post("/submit", data=form)
+    assert answer.status_code == 302
+    with db.session() as s:
+        job = s.get(Job, int(answer.location.rsplit("/", 1)[-1]))
+        assert job.params["max_steps"] == 50 and job.params["dropout"] == 0.1 and job.priority == 3
+    json_form = {**form, "params": '{"max_steps": 7}'}
+    assert browser.post("/submit", data=json_form).status_code == 302
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"model": "nope"}, "unknown model"),
+    ({"params": "max_stepz=3"}, "unknown param"),
+    ({"params": "no equals sign"}, "KEY=VALUE"),
+    ({"params": "{broken"}, "JSON"),
+    ({"dataset": "digits"}, "trains on text data"),
+    ({"priority": "soon"}, "priority"),
+])
+def test_submit_form_shows_errors(browser, db, changes, words):
+    page = browser.get("/submit").text
+    form = {"csrf_token": csrf_from(page), "type": "train", "model": "gpt", "dataset": "pydoc", "params": "",
+            **changes}
+    answer = browser.post("/submit", data=form)
+    assert 400 <= answer.status_code < 500 and answer.mimetype == "text/html"
+    assert 'id="form-error"' in answer.text and words in answer.text
+    assert count(db, Job) == 0
+
+
+def test_submit_generate_form(browser, db):
+    source = add_job(db, status="succeeded")
+    page = browser.get(f"/submit?type=generate&source_job={source}").text
+    assert f'<option value="{source}" selected>' in page
+    answer = browser.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate",
+                                           "source_job": str(source), "prompts": "Once\n\nupon a time\n",
+                                           "params": "num_samples=2\ntemperature=0.8"})
+    assert answer.status_code == 302
+    with db.session() as s:
+        job = s.get(Job, int(answer.location.rsplit("/", 1)[-1]))
+        assert job.prompts == ["Once", "upon a time"] and job.params["temperature"] == 0.8
+    running = add_job(db, status="running")
+    answer = browser.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate",
+                                           "source_job": str(running)})
+    assert answer.status_code == 409 and "is running" in answer.text
+
+
+def test_dataset_upload_form(browser, db, settings):
+    page = browser.get("/datasets").text
+    ok = browser.post("/datasets", data={"csrf_token": csrf_from(page), "name": "tiny",
+                                         "file": (io.BytesIO(b"hello\n"), "../x.txt")},
+                      content_type="multipart/form-data")
+    assert ok.status_code == 302
+    listing = browser.get("/datasets").text
+    assert "tiny" in listing and "text" in listing
+    bad = browser.post("/datasets", data={"csrf_token": csrf_from(page), "kind": "text",
+                                          "file": (io.BytesIO(png()), "x.png")}, content_type="multipart/form-data")
+    assert bad.status_code == 422 and "NUL byte" in bad.text and 'id="form-error"' in bad.text
+    assert count(db, Dataset) == 1
+
+
+def test_cancel_button_and_viewer(client, db):
+    job_id = add_job(db)
+    viewer = make_token(db, "alpha", "viewer")
+    login(client, viewer)
+    page = client.get(f"/jobs/{job_id}").text
+    assert ">Cancel<" not in page  # viewers get no button
+    client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf_from(page)})
+    assert "viewer tokens cannot cancel" in client.get(f"/jobs/{job_id}").text
+    admin = client.application.test_client()
+    login(admin, make_token(db, "alpha", "admin"))
+    page = admin.get(f"/jobs/{job_id}").text
+    assert ">Cancel<" in page
+    assert admin.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf_from(page)}).status_code == 302
+    with db.session() as s:
+        assert s.get(Job, job_id).status == "cancelled"
+    assert "already cancelled" in admin.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf_from(page)},
+                                             follow_redirects=True).text
+
+
+def test_other_teams_job_page_is_404(client, db, auth):
+    theirs = add_job(db, team="beta")
+    assert client.get(f"/jobs/{theirs}", headers=auth).status_code == 404
+
+
+def test_workers_page(client, db, auth):
+    from genq.db.models import Worker
+
+    with db.session() as s:
+        s.add(Worker(id="gpu-box:1:x", hostname="gpu-box", devices=[{"kind": "cuda", "name": "A100",
+                                                                     "memory_bytes": 40 * 2**30}]))
+    page = client.get("/workers", headers=bearer(make_token(db))).text
+    assert "gpu-box" in page and "A100" in page and "40.0 GiB" in page
