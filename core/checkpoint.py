@@ -2,8 +2,8 @@
 
 Layout::
 
-    workdir/checkpoints/step-00000123/model.safetensors  weights: key "<module>.<param>", e.g. "model.wte.weight"
-    workdir/checkpoints/step-00000123/state.pt           everything else; torch.load(weights_only=True) reads it
+    workdir/checkpoints/step-00000123/model.safetensors  weights, keys "<module>.<param>" ("model.wte.weight")
+    workdir/checkpoints/step-00000123/state.pt           the rest, for torch.load(weights_only=True)
     workdir/checkpoints/step-00000123/meta.json          {"step", "kind", "modules"}: cheap to read
     workdir/checkpoints/LATEST                           "step-00000123": the newest complete checkpoint
 
@@ -117,7 +117,8 @@ def save(workdir: Path, step: int, modules: Mapping[str, nn.Module | Mapping[str
     torch.save(state, state_buf)
     meta = {"step": int(step), "kind": kind, "modules": sorted(modules), "format": 1}
 
-    if not _complete(final):  # the same step saved twice (e.g. cancelled right after a resume): keep the first
+    # the same step saved twice (cancelled right after a resume) holds the same state: keep the first
+    if not _complete(final):
         tmp = root / _tmp_name()
         tmp.mkdir()
         _write_file(tmp / WEIGHTS, st_save(weights, metadata={"aliases": json.dumps(aliases)}))
@@ -308,14 +309,15 @@ def _candidates(root: Path) -> list[Path]:
 
 
 def _discard(path: Path, root: Path) -> None:
-    """Rename out of the step namespace first (atomic), then delete: a half-deleted folder is never a candidate."""
+    """Rename out of the step namespace (atomic), then delete: a half-deleted folder is never a candidate."""
     trash = root / f".trash-{uuid.uuid4().hex[:8]}"
     os.rename(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 
 def _prune(root: Path, keep_name: str) -> None:
-    steps = sorted((p for p in root.iterdir() if _step_of(p.name) is not None), key=lambda p: _step_of(p.name))
+    steps = sorted((p for p in root.iterdir() if _step_of(p.name) is not None),
+                   key=lambda p: _step_of(p.name))
     keep = {p.name for p in steps[-KEEP:]} | {keep_name}
     for p in steps:
         if p.name not in keep:

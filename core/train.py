@@ -64,8 +64,9 @@ def metric_name(key: str) -> str:
 
 
 def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int, save_fn: Callable[[int], Path],
-        checkpoint_interval: int, start_step: int = 0, eval_fn: Callable[[int], dict[str, float]] | None = None,
-        eval_interval: int = 0, optimizers: Sequence[torch.optim.Optimizer] = (),
+        checkpoint_interval: int, start_step: int = 0,
+        eval_fn: Callable[[int], dict[str, float]] | None = None, eval_interval: int = 0,
+        optimizers: Sequence[torch.optim.Optimizer] = (),
         lr_schedule: Callable[[int], float] | None = None, log_interval: int = 10, items_per_step: int = 0,
         throughput_metric: str = "throughput/tokens_per_s") -> TrainResult:
     """Run steps start_step..max_steps-1 with logging, evaluation, checkpoints and stop checks."""

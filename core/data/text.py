@@ -72,7 +72,8 @@ class WordTokenizer:
     @classmethod
     def split(cls, text: str) -> list[str]:
         """Lower-cased words, punctuation and newlines; special tokens written in the text stay whole."""
-        return [t.upper() if t in ("<pad>", "<eos>", "<unk>") else t for t in cls._TOKEN.findall(text.lower())]
+        specials = ("<pad>", "<eos>", "<unk>")
+        return [t.upper() if t in specials else t for t in cls._TOKEN.findall(text.lower())]
 
     @classmethod
     def train(cls, text: str) -> "WordTokenizer":
@@ -106,7 +107,7 @@ class WordTokenizer:
 
 
 class BPETokenizer:
-    """Byte-level BPE trained on the dataset with Hugging Face `tokenizers` (GPT-2 style); any text encodes."""
+    """Byte-level BPE trained on the dataset with Hugging Face `tokenizers`: any text encodes."""
 
     name, eos_id = "bpe", None
 
@@ -207,7 +208,7 @@ def load_text(data: DataSource) -> str:
 
 
 class TextData:
-    """Token ids split 90/10 into train/val; random (x, y) blocks from a seeded generator (the data position)."""
+    """Token ids split 90/10 into train/val; random (x, y) blocks from a seeded generator."""
 
     def __init__(self, ids: list[int] | torch.Tensor, block_size: int, batch_size: int, seed: int,
                  device: str = "cpu"):

@@ -130,7 +130,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) -> logits (B, T, vocab), and the mean cross-entropy loss when targets (B, T) are given."""
+        """idx (B, T) -> logits (B, T, vocab), and the mean cross-entropy when targets (B, T) are given."""
         B, T = idx.size()
         start = 0 if cache is None else cache.length
         if start + T > self.config.block_size:
@@ -150,7 +150,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def step(self, idx: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, KVCache]:
-        """Incremental decoding: feed new tokens idx (B, T); return next-token logits (B, vocab) and the cache."""
+        """Incremental decoding: feed new tokens idx (B, T); return next-token logits (B, vocab), cache."""
         bs = self.config.block_size
         if cache is None:
             cache = KVCache(self.config.n_layer)

@@ -46,7 +46,7 @@ class GRULM(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, h: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) -> logits (B, T, vocab), and the mean cross-entropy loss when targets (B, T) are given."""
+        """idx (B, T) -> logits (B, T, vocab), and the mean cross-entropy when targets (B, T) are given."""
         logits, _ = self._run(idx, h)
         loss = None
         if targets is not None:

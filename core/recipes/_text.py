@@ -115,7 +115,7 @@ def generate(spec: TextModel, source_workdir: Path, prompts: list[str | None], p
     g = validate_generate_params(params)
     ckpt = checkpoint.load_latest(source_workdir)
     if ckpt is None:
-        raise checkpoint.CheckpointError(f"no checkpoint found in {source_workdir}: the training job saved none")
+        raise checkpoint.CheckpointError(f"no checkpoint in {source_workdir}: the training job saved none")
     if ckpt.kind != spec.kind:
         raise DataError(f"the checkpoint is a {ckpt.kind} model, not {spec.kind}")
     tok = tokenizer_from_state(ckpt.state["tokenizer"])

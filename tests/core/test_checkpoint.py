@@ -20,8 +20,8 @@ def net() -> GPT:
 
 
 def state(**kw):
-    return {"kind": "gpt", "config": {"vocab_size": 13, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16},
-            **kw}
+    config = {"vocab_size": 13, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16}
+    return {"kind": "gpt", "config": config, **kw}
 
 
 def test_round_trip_restores_weights_optimizer_and_rng(tmp_path):
@@ -31,7 +31,8 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     x = torch.randint(0, 13, (2, 8))
     a(x, x)[1].backward()
     opt.step()
-    path = checkpoint.save(tmp_path, 7, {"model": a}, state(optimizer=opt.state_dict(), rng=checkpoint.rng_state()))
+    path = checkpoint.save(tmp_path, 7, {"model": a},
+                           state(optimizer=opt.state_dict(), rng=checkpoint.rng_state()))
     expected_draw = torch.rand(3)
 
     torch.manual_seed(123)

@@ -12,7 +12,8 @@ from genq.core.sample import generate
 
 def tiny(**kw) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(**{"vocab_size": 11, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16, **kw}))
+    config = {"vocab_size": 11, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16, **kw}
+    return GPT(GPTConfig(**config))
 
 
 def test_shapes_tying_and_initial_loss():

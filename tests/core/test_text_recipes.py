@@ -7,8 +7,8 @@ import pytest
 from genq.core import api, checkpoint
 from genq.errors import InvalidInput
 
-GPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 8, "lr": 3e-3, "max_steps": 60,
-       "eval_interval": 30, "eval_iters": 2, "checkpoint_interval": 1000, "warmup_steps": 5}
+GPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 8, "lr": 3e-3,
+       "max_steps": 60, "eval_interval": 30, "eval_iters": 2, "checkpoint_interval": 1000, "warmup_steps": 5}
 GRU = {"n_embd": 16, "hidden_size": 48, "block_size": 16, "batch_size": 8, "lr": 1e-2, "max_steps": 60,
        "eval_interval": 30, "eval_iters": 2, "checkpoint_interval": 1000}
 
@@ -81,7 +81,8 @@ def test_other_tokenizers_train_and_generate(tokenizer, text_file, tmp_path, mak
 
 def test_bad_data_and_params_are_clear_errors(text_file, tmp_path, make_hooks):
     with pytest.raises(api.DataError, match="trains on text"):
-        api.train("gpt", GPT, api.DataSource(kind="images", path=text_file.path), tmp_path / "j", make_hooks())
+        images = api.DataSource(kind="images", path=text_file.path)
+        api.train("gpt", GPT, images, tmp_path / "j", make_hooks())
     with pytest.raises(api.DataError, match="too short for block_size=4096"):
         api.train("gpt", {**GPT, "block_size": 4096}, text_file, tmp_path / "j", make_hooks())
     with pytest.raises(InvalidInput, match="n_layers"):
