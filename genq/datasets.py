@@ -114,14 +114,14 @@ def _wav_info(f: BinaryIO, what: str) -> dict[str, Any]:
         with wave.open(f) as w:
             return {"channels": w.getnchannels(), "sample_rate": w.getframerate(),
                     "seconds": round(w.getnframes() / max(1, w.getframerate()), 3)}
-    except (wave.Error, EOFError) as exc:
+    except Exception as exc:  # wave.Error, EOFError, struct.error on truncated headers
         raise InvalidInput(f"{what} is not a readable PCM WAV file: {exc}") from None
 
 
 def _check_zip(path: Path, max_unpacked: int) -> Detected:
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # BadZipFile, undecodable names, truncated archives ...
         raise InvalidInput(f"the file is not a valid zip archive: {exc}") from None
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()
@@ -156,7 +156,7 @@ def _check_zip(path: Path, max_unpacked: int) -> Detected:
             folders = [f[1:] for f in folders]
         info: dict[str, Any] = {("images" if kind == "images" else "clips"): len(members)}
         if all(len(f) == 1 for f in folders):
-            info["classes"] = sorted({f[0] for f in folders})
+            info["classes"] = sorted({clean_name(f[0], 100) for f in folders})
         return Detected(kind, ".zip", info)
 
 

@@ -236,6 +236,7 @@ def test_metrics_ordered_and_downsampled(client, auth, db):
     only = client.get(f"/api/v1/jobs/{job_id}/metrics?name=val/loss", headers=auth).json["series"]
     assert list(only) == ["val/loss"]
     assert client.get(f"/api/v1/jobs/{job_id}/metrics?max_points=0", headers=auth).status_code == 422
+    assert client.get(f"/api/v1/jobs/{job_id}/metrics?name=a%00b", headers=auth).json == {"series": {}}
 
 
 def test_outputs_artifacts_and_download(client, auth, db, settings):
@@ -265,9 +266,12 @@ def test_download_refuses_paths_outside_the_store(client, auth, db, settings):
     from genq.db.models import Artifact
 
     with db.session() as s:
-        s.add(Artifact(job_id=job_id, kind="output", name="x", path="../../secret.txt", media_type="text/plain"))
-        s.add(Artifact(job_id=job_id, kind="output", name="y", path="jobs/none.bin"))
-    for artifact_id in (1, 2):
+        rows = [Artifact(job_id=job_id, kind="output", name="x", path="../../secret.txt", media_type="text/plain"),
+                Artifact(job_id=job_id, kind="output", name="y", path="jobs/none.bin")]
+        s.add_all(rows)
+        s.flush()
+        ids = [a.id for a in rows]
+    for artifact_id in ids:
         answer = client.get(f"/api/v1/artifacts/{artifact_id}/download", headers=auth)
         assert answer.status_code == 404 and b"top secret" not in answer.data
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
 
+from genq.datasets import bad_string
 from genq.db.models import JOB_STATUSES, Job, Team
 from genq.jobs.service import MAX_ID, cancel_job, job_to_dict, latest_jobs, owned, submit_job
 from genq.web import queries, state
@@ -59,7 +60,10 @@ def cancel(job_id: int):
 def metrics(job_id: int):
     """{"series": {name: [[step, value], ...]}}; ?max_points=N downsamples each series, ?name= picks some."""
     max_points = query_int("max_points", None, 1, 1_000_000)
-    names = tuple(n for n in request.args.getlist("name") if n) or None
+    # Metric names are short plain strings; anything else (NUL bytes, say) cannot match and must not reach SQL.
+    names = tuple(n for n in request.args.getlist("name") if n and len(n) <= 64 and not bad_string(n)) or None
+    if request.args.getlist("name") and names is None:
+        return jsonify({"series": {}})
     with state().db.session() as s:
         owned(s, Job, job_id, g.caller.team_id, "job")
         return jsonify({"series": queries.metric_series(s, job_id, max_points, names)})

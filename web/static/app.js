@@ -81,7 +81,23 @@
     if (FINISHED.indexOf(last) < 0) setTimeout(tick, PERIOD);
   }
 
+  // The submit form: offer only datasets whose kind the chosen model trains on.
+  function matchDatasets(model, dataset) {
+    function sync() {
+      var want = model.selectedOptions[0] && model.selectedOptions[0].dataset.kind, keep = null;
+      Array.prototype.forEach.call(dataset.options, function (o) {
+        o.disabled = o.hidden = o.dataset.kind !== want;
+        if (!o.disabled && (keep === null || o.selected)) keep = o;
+      });
+      if (keep && (dataset.selectedOptions[0] || {}).disabled !== false) keep.selected = true;
+    }
+    model.addEventListener("change", sync);
+    sync();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var model = document.getElementById("model"), dataset = document.getElementById("dataset");
+    if (model && dataset) matchDatasets(model, dataset);
     var table = document.getElementById("jobs");
     if (table && table.dataset.poll) pollList(table);
     var box = document.getElementById("job");

@@ -1,0 +1,124 @@
+"""A real browser against a real server: sign in, upload, submit, watch a job, read its chart and error."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from werkzeug.serving import make_server
+
+from genq.db.models import Job
+from tests.web.conftest import add_job, add_metrics
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
+pytestmark = pytest.mark.browser
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync"]
+SCREENSHOT = Path("/tmp/genq/dashboard.png")
+
+
+@pytest.fixture
+def server(app):
+    """The app on a free localhost port, served by a real HTTP server in a thread."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def page(server):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        outside: list[str] = []
+
+        def guard(route):
+            if urlsplit(route.request.url).hostname == "127.0.0.1":
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", guard)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.outside = outside
+        yield page
+        context.close()
+        browser.close()
+
+
+def test_dashboard_end_to_end(page, server, db, token, tmp_path):
+    chart_job = add_job(db, status="running", progress=0.25, step=250)
+    add_metrics(db, chart_job, "train/loss", [4.0 * 0.97 ** i + 0.02 * (i % 3) for i in range(60)], every=10)
+    add_metrics(db, chart_job, "val/loss", [4.1 * 0.97 ** (i * 10) for i in range(6)], every=100)
+    add_metrics(db, chart_job, "val/perplexity", [60.0, 30.0, 17.5], every=200)
+    failed = add_job(db, status="failed", error="RuntimeError: loss became NaN at step 120", attempts=3)
+
+    page.goto(f"{server}/")  # not signed in: the login page
+    assert "/login" in page.url
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/")
+    assert page.locator(".flash.ok").inner_text().startswith("Signed in to team alpha")
+
+    # Upload a dataset through the form.
+    page.goto(f"{server}/datasets")
+    corpus = tmp_path / "tiny shakespeare.txt"
+    corpus.write_text("To be, or not to be, that is the question.\n" * 20)
+    page.set_input_files("#file", str(corpus))
+    page.fill("#name", "shakespeare")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector(".flash.ok")
+    assert "stored as text" in page.locator(".flash.ok").inner_text()
+    assert "shakespeare" in page.locator("#datasets").inner_text()
+
+    # Submit a training job on it through the form; it shows up queued with a progress bar.
+    page.goto(f"{server}/submit")
+    page.select_option("#model", "gpt")
+    dataset_value = page.locator("#dataset option", has_text="shakespeare").get_attribute("value")
+    page.select_option("#dataset", dataset_value)
+    page.fill("#params", "max_steps=50\nn_layer=2\nbatch_size=4")
+    page.click("#train-form button[type=submit]")
+    page.wait_for_url(f"{server}/jobs/*")
+    new_id = int(page.url.rsplit("/", 1)[-1])
+    with db.session() as s:
+        job = s.get(Job, new_id)
+        assert (job.status, job.dataset_id, job.params["max_steps"]) == ("queued", int(dataset_value), 50)
+    page.goto(f"{server}/")
+    row = page.locator(f'tr[data-job-id="{new_id}"]')
+    assert row.locator(".status").inner_text() == "queued"
+    assert row.locator("progress").count() == 1
+
+    # The list polls the API: a worker's progress shows up without a reload.
+    with db.session() as s:
+        s.get(Job, chart_job).progress = 0.75
+    expect(page.locator(f'tr[data-job-id="{chart_job}"] progress')).to_have_attribute("value", "0.75", timeout=8000)
+
+    # The running job's page draws the loss chart.
+    page.goto(f"{server}/jobs/{chart_job}")
+    page.wait_for_selector("#loss-chart path.line")
+    paths = page.locator("#loss-chart path.line")
+    assert paths.count() == 2
+    assert {paths.nth(i).get_attribute("data-series") for i in range(2)} == {"train/loss", "val/loss"}
+    assert all(paths.nth(i).get_attribute("d").count("L") >= 5 for i in range(2))
+    assert "val/perplexity" in page.locator("table.evals").inner_text()
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # A failed job shows its error.
+    page.goto(f"{server}/jobs/{failed}")
+    error = page.locator("#job-error")
+    assert error.is_visible() and "loss became NaN at step 120" in error.inner_text()
+    assert page.locator("#job-status").inner_text() == "failed"
+
+    assert page.outside == [], f"requests left localhost: {page.outside}"
