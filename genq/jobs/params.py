@@ -71,10 +71,10 @@ class DCGANParams(TrainParams):
     # none: unconditional; class: a label id; prompt: a short text ("7", "seven", "a handwritten seven")
     conditional: Literal["none", "class", "prompt"] | bool = "none"
     image_size: int | None = Field(None, ge=8, le=256)  # default: the dataset's own (digits: 8, upsampled to 16)
-    base_channels: int = Field(64, ge=4, le=1024)
+    base_channels: int = Field(32, ge=4, le=1024)  # 32: digits reach ~99% class accuracy in ~2000 CPU steps
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(2e-4, gt=0, le=10)
-    max_steps: int = Field(3000, ge=1, le=10_000_000)
+    max_steps: int = Field(2000, ge=1, le=10_000_000)
     eval_interval: int = Field(500, ge=1)
     checkpoint_interval: int = Field(500, ge=1)
 
@@ -83,6 +83,11 @@ class DCGANParams(TrainParams):
     def _normalise(cls, v: str | bool) -> str:
         return {True: "prompt", False: "none"}.get(v, v) if isinstance(v, bool) else v
 
+    @field_validator("image_size")
+    @classmethod
+    def _power_of_two(cls, v: int | None) -> int | None:
+        return _check_power_of_two(v)
+
 
 class VAEParams(TrainParams):
     z_dim: int = Field(16, ge=1, le=4096)
@@ -90,19 +95,32 @@ class VAEParams(TrainParams):
     base_channels: int = Field(32, ge=4, le=1024)
     beta: float = Field(1.0, ge=0)
     batch_size: int = Field(64, ge=1, le=4096)
-    max_steps: int = Field(3000, ge=1, le=10_000_000)
+    max_steps: int = Field(2000, ge=1, le=10_000_000)
     eval_interval: int = Field(500, ge=1)
     checkpoint_interval: int = Field(500, ge=1)
+
+    @field_validator("image_size")
+    @classmethod
+    def _power_of_two(cls, v: int | None) -> int | None:
+        return _check_power_of_two(v)
+
+
+def _check_power_of_two(v: int | None) -> int | None:
+    # The image nets halve the side down to 4x4.
+    if v is not None and v & (v - 1):
+        raise ValueError(f"image_size must be a power of two (8, 16, 32, 64, 128 or 256), got {v}")
+    return v
 
 
 class WaveNetParams(TrainParams):
     n_layers: int = Field(10, ge=1, le=64)  # dilations 1, 2, 4, ... repeated every 10 layers
     residual_channels: int = Field(32, ge=4, le=1024)
     sample_rate: int = Field(8000, ge=1000, le=48000)
-    segment_length: int = Field(4096, ge=64, le=1_000_000)  # samples per training example
+    segment_length: int = Field(1024, ge=64, le=1_000_000)  # samples per training example (CPU-sized)
     conditional: bool = False  # condition on the clip's label (a tone, a folder name)
     batch_size: int = Field(8, ge=1, le=4096)
-    max_steps: int = Field(2000, ge=1, le=10_000_000)
+    lr: float = Field(2e-3, gt=0, le=10)
+    max_steps: int = Field(1000, ge=1, le=10_000_000)  # tones: every clip on pitch by ~500 steps
     eval_interval: int = Field(500, ge=1)
     checkpoint_interval: int = Field(250, ge=1)
 

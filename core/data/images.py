@@ -1,0 +1,186 @@
+"""Image datasets: a folder or a zip of PNG/JPEG files (labels = sub-folder names), or the built-in `digits`.
+
+Zip members are read in memory and their names are only used to find labels, never as paths on disk.
+Every image is center-cropped to a square and resized to `image_size` (a power of two, so the
+convolutional nets can halve it down to 4x4).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from genq.core.api import DataError, DataSource
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+MAX_IMAGES = 100_000
+MAX_FILE_BYTES = 20 * 2**20  # one image file
+BUILTIN_KINDS = {"digits": "images", "tones": "audio", "pydoc": "text"}
+
+
+@dataclass
+class ImageSet:
+    """Images as a uint8 tensor (N, C, H, W) with optional integer labels and the names of the classes."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8, C is 1 (grayscale) or 3 (RGB)
+    labels: torch.Tensor | None = None  # (N,) int64 class ids, None when the data has no classes
+    classes: list[str] = field(default_factory=list)  # class id -> name
+    synonyms: dict[int, list[str]] = field(default_factory=dict)  # class id -> other names ("seven")
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def floats(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """The images (or a subset) as float32 in [0, 1]."""
+        x = self.images if index is None else self.images[index]
+        return x.float() / 255.0
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
+        """A deterministic (train, validation) split."""
+        n = len(self.images)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, int(n * val_fraction)) if n > 1 else 0
+        parts = []
+        for idx in (perm[n_val:], perm[:n_val]):
+            labels = None if self.labels is None else self.labels[idx]
+            parts.append(ImageSet(self.images[idx], labels, self.classes, self.synonyms))
+        return parts[0], parts[1]
+
+
+def check_image_size(size: int) -> int:
+    """Return `size` if the nets can use it (a power of two, 8..256), else raise DataError."""
+    if size < 8 or size > 256 or size & (size - 1):
+        raise DataError(f"image_size must be a power of two between 8 and 256, got {size}")
+    return size
+
+
+def load_images(data: DataSource, image_size: int | None = None, model: str = "this model") -> ImageSet:
+    """Load an images dataset (built-in, folder or zip), resized to `image_size` (default: from the data)."""
+    if data.builtin:
+        kind = BUILTIN_KINDS.get(data.builtin)
+        if kind is None:
+            raise DataError(f"unknown built-in dataset '{data.builtin}' (known: {', '.join(BUILTIN_KINDS)})")
+        if kind != "images":
+            raise DataError(f"{model} needs an images dataset; the built-in '{data.builtin}' is {kind}")
+        from genq.core.data.builtin_media import digits
+
+        return digits(check_image_size(image_size or 16))
+    if data.kind != "images":
+        raise DataError(f"{model} needs an images dataset, got a {data.kind} dataset")
+    if data.path is None or not Path(data.path).exists():
+        raise DataError(f"images dataset not found at {data.path}")
+    files = list(_iter_files(Path(data.path)))
+    if not files:
+        raise DataError("the dataset holds no PNG or JPEG images")
+    if len(files) > MAX_IMAGES:
+        raise DataError(f"too many images ({len(files)}; at most {MAX_IMAGES})")
+    return _decode(files, image_size)
+
+
+def _iter_files(path: Path):
+    """Yield (relative posix name, bytes) for every image file in a folder or zip; skip hidden/system files."""
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            rel = PurePosixPath(p.relative_to(path).as_posix())
+            if p.is_file() and _wanted(rel):
+                if p.stat().st_size > MAX_FILE_BYTES:
+                    raise DataError(f"image {rel} is larger than {MAX_FILE_BYTES >> 20} MiB")
+                yield rel, p.read_bytes()
+        return
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        yield PurePosixPath(path.name), path.read_bytes()
+        return
+    if not zipfile.is_zipfile(path):
+        raise DataError("an images dataset must be a zip of PNG/JPEG files, a folder, or one image")
+    with zipfile.ZipFile(path) as zf:
+        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            rel = PurePosixPath(info.filename)
+            if info.is_dir() or not _wanted(rel):
+                continue
+            if info.file_size > MAX_FILE_BYTES:
+                raise DataError(f"image {rel} is larger than {MAX_FILE_BYTES >> 20} MiB")
+            yield rel, zf.read(info)
+
+
+def _wanted(rel: PurePosixPath) -> bool:
+    hidden = any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+    return not hidden and rel.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _decode(files: list[tuple[PurePosixPath, bytes]], image_size: int | None) -> ImageSet:
+    pics, names = [], []
+    for rel, raw in files:
+        try:
+            with Image.open(io.BytesIO(raw)) as im:
+                im.load()
+                pics.append(im.copy())
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise DataError(f"cannot read image {rel}: {exc}") from None
+        names.append(rel)
+    # Grayscale unless some image carries colour; every image then gets the same mode.
+    gray_modes = {"1", "L", "LA", "I", "I;16", "F"}
+    mode = "L" if all(p.mode in gray_modes for p in pics) else "RGB"
+    if image_size is None:
+        # The largest power of two not above the median short side, kept within 8..64 for CPU budgets.
+        side = int(np.median([min(p.size) for p in pics]))
+        image_size = int(min(64, max(8, 2 ** int(np.log2(max(side, 1))))))
+    check_image_size(image_size)
+    arrays = [np.asarray(_square(p.convert(mode), image_size)) for p in pics]
+    x = torch.from_numpy(np.stack(arrays))
+    x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
+    labels, classes = _labels(names)
+    return ImageSet(x.contiguous(), labels, classes)
+
+
+def _square(im: Image.Image, size: int) -> Image.Image:
+    """Center-crop to a square, then resize to size x size."""
+    w, h = im.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def _labels(names: list[PurePosixPath]) -> tuple[torch.Tensor | None, list[str]]:
+    """Label = the image's parent folder, when the images sit in more than one folder."""
+    parents = [n.parent.name for n in names]
+    if len(set(n.parent for n in names)) < 2:
+        return None, []
+    if any(p == "" for p in parents):
+        raise DataError("some images sit outside the class folders; put every image in a class sub-folder")
+    classes = sorted(set(parents), key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[p] for p in parents], dtype=torch.int64), classes
+
+
+def save_png(image: torch.Tensor, path: Path, scale: int = 1) -> Path:
+    """Write one image (C, H, W) float in [0, 1] as a PNG, optionally enlarged `scale` times (nearest)."""
+    arr = (image.detach().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    im = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format="PNG")
+    return path
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, scale: int = 4) -> Path:
+    """Write a batch (N, C, H, W) float in [0, 1] as one PNG grid with a 1-pixel gap."""
+    n, c, h, w = images.shape
+    ncol = min(nrow, n)
+    rows = (n + ncol - 1) // ncol
+    grid = torch.ones(c, rows * (h + 1) + 1, ncol * (w + 1) + 1) * 0.5
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        grid[:, 1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = images[i]
+    return save_png(grid, path, scale)

@@ -1,0 +1,86 @@
+"""What the media recipes (dcgan, vae, wavenet) share: params, checkpoints, seeds, prompts and file names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genq.core import checkpoint
+from genq.core.api import DataError, Hooks, Sample
+from genq.core.data.images import save_grid, save_png
+from genq.jobs.params import validate_generate_params, validate_train_params
+
+MIN_PNG_SIDE = 64  # tiny images (digits are 16x16) are enlarged with nearest-neighbour to at least this
+
+
+def train_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The full, validated training params (the worker already validated them; scripts may not have)."""
+    return validate_train_params(kind, params)
+
+
+def resume(kind: str, workdir: Path, device: str) -> checkpoint.Checkpoint | None:
+    """The newest checkpoint in `workdir` (None if there is none), refusing one of another model kind."""
+    ckpt = checkpoint.load_latest(workdir, map_location=device)
+    if ckpt is not None and ckpt.kind != kind:
+        raise DataError(f"the workdir holds a {ckpt.kind} checkpoint, not {kind}")
+    return ckpt
+
+
+def load_for_generation(kind: str, source_workdir: Path, params: dict[str, Any], device: str
+                        ) -> tuple[checkpoint.Checkpoint, dict[str, Any], torch.Generator]:
+    """(checkpoint, validated generation params, a CPU generator seeded from params['seed'] or at random)."""
+    g = validate_generate_params(params)
+    ckpt = checkpoint.load_latest(source_workdir, map_location=device)
+    if ckpt is None:
+        raise checkpoint.CheckpointError(f"no checkpoint found in {source_workdir}: the training job saved none")
+    if ckpt.kind != kind:
+        raise DataError(f"the checkpoint is a {ckpt.kind} model, not {kind}")
+    seed = g["seed"] if g["seed"] is not None else int.from_bytes(os.urandom(4), "little")
+    # Random numbers come from a CPU generator, so a seed gives the same samples on any device.
+    return ckpt, g, torch.Generator().manual_seed(seed)
+
+
+def names_per_class(classes: list[str], synonyms: dict[int, list[str]]) -> list[list[str]]:
+    """class id -> every name it answers to (its folder name first)."""
+    return [[c, *synonyms.get(i, [])] for i, c in enumerate(classes)]
+
+
+def match_class(prompt: str, classes: list[str], synonyms: dict[int, list[str]]) -> int | None:
+    """The class whose name or synonym equals the prompt (case and surrounding spaces ignored)."""
+    key = " ".join(prompt.lower().split())
+    for i, names in enumerate(names_per_class(classes, synonyms)):
+        if key in (n.lower() for n in names):
+            return i
+    return None
+
+
+def unknown_class(prompt: str, classes: list[str]) -> DataError:
+    shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
+    return DataError(f"the prompt {prompt!r} names no class of this model (classes: {shown})")
+
+
+def stop_between(hooks: Hooks, done: int, total: int) -> bool:
+    """Check for a stop request between prompts; log it when there is one."""
+    reason = hooks.stop_requested()
+    if reason:
+        hooks.log(f"stop requested ({reason}) after {done} of {total} prompts")
+    return bool(reason)
+
+
+def png_scale(image_size: int) -> int:
+    return max(1, MIN_PNG_SIDE // image_size)
+
+
+def image_samples(images: torch.Tensor, prompt: str | None, folder: Path, stem: str) -> list[Sample]:
+    """One PNG per image (B, C, S, S) in [0, 1], named by index: file names never come from prompts."""
+    scale = png_scale(images.shape[-1])
+    return [Sample(kind="image", prompt=prompt, path=save_png(img, folder / f"{stem}-{j:03d}.png", scale))
+            for j, img in enumerate(images)]
+
+
+def grid_sample(images: torch.Tensor, prompt: str | None, path: Path, nrow: int = 8) -> Sample:
+    """A grid PNG of a batch as one Sample."""
+    return Sample(kind="image", prompt=prompt, path=save_grid(images, path, nrow=nrow, scale=png_scale(images.shape[-1])))

@@ -1,0 +1,219 @@
+"""The `dcgan` recipe: a DCGAN on images, unconditional or conditioned on a class or a text prompt.
+
+Adam(lr, betas=(0.5, 0.999)) for both nets, one discriminator and one generator step per iteration
+(Radford et al.). conditional="class": prompts are class names (or synonyms such as "seven");
+conditional="prompt": a small text encoder, trained first on templated captions of the class names,
+maps free text to a class distribution that conditions the generator. A prompt the encoder matches to no
+class with confidence >= PROMPT_CONFIDENCE still yields images (drawn from its best guess, a mix of
+classes) and logs a warning naming the prompt.
+
+Metrics: train/loss (d_loss + g_loss), train/d_loss, train/g_loss, train/d_real and train/d_fake (the
+discriminator's mean probability on real and generated batches), throughput/samples_per_s, and
+eval/fid, eval/inception_score, eval/class_accuracy (see genq.core.eval.images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from genq.core import checkpoint
+from genq.core import train as loop
+from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
+from genq.core.data.images import ImageSet, load_images
+from genq.core.eval.images import image_metrics, train_classifier
+from genq.core.nets.dcgan import DCGANConfig, Discriminator, Generator, d_loss, g_loss
+from genq.core.nets.text_encoder import TextEncoder, TextEncoderConfig, train_text_encoder
+from genq.core.recipes import _media
+
+KIND = "dcgan"
+CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower these)
+TEXT_ENCODER_STEPS = 400
+EVAL_SAMPLES = 500
+PROMPT_CONFIDENCE = 0.5
+BATCH = 256  # images generated at once
+
+
+def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
+    """Train (or resume) a DCGAN on an images dataset; finish with sample PNGs and eval metrics."""
+    p = _media.train_params(KIND, params)
+    mode = p["conditional"]
+    ckpt = _media.resume(KIND, workdir, device)
+    size = ckpt.config["image_size"] if ckpt is not None else p["image_size"]
+    ds = load_images(data, size, KIND)
+    if mode != "none" and ds.labels is None:
+        raise DataError("a conditional dcgan needs labelled images: put the images in one sub-folder per class")
+    n_classes = len(ds.classes) if mode != "none" else 0
+    config = ckpt.config if ckpt is not None else asdict(DCGANConfig(
+        image_size=ds.image_size, channels=ds.channels, z_dim=p["z_dim"], base_channels=p["base_channels"],
+        n_classes=n_classes))
+    if config["channels"] != ds.channels or config["n_classes"] != n_classes:
+        raise DataError("the dataset no longer matches the checkpoint being resumed (channels or classes changed)")
+
+    torch.manual_seed(p["seed"])
+    G, D = Generator(DCGANConfig(**config)).to(device), Discriminator(DCGANConfig(**config)).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=p["lr"], betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=p["lr"], betas=(0.5, 0.999))
+    modules: dict[str, torch.nn.Module] = {"generator": G, "discriminator": D}
+    if mode == "prompt":
+        if ckpt is not None:
+            text = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"]))
+        else:
+            hooks.log("training the prompt encoder on captions of the class names")
+            text = train_text_encoder(_media.names_per_class(ds.classes, ds.synonyms), TEXT_ENCODER_STEPS,
+                                      p["seed"], stop=hooks.stop_requested)
+        modules["text"] = text
+    batches = torch.Generator().manual_seed(p["seed"])
+    start = 0
+    if ckpt is not None:
+        ckpt.load_into(modules)
+        opt_g.load_state_dict(ckpt.state["opt_g"])
+        opt_d.load_state_dict(ckpt.state["opt_d"])
+        batches.set_state(ckpt.state["batches"])
+        checkpoint.set_rng_state(ckpt.state["rng"])
+        start = ckpt.step
+        hooks.log(f"resumed from the checkpoint at step {start}")
+    else:
+        n_par = sum(q.numel() for m in (G, D) for q in m.parameters())
+        hooks.log(f"dcgan ({mode}): {ds.image_size}x{ds.image_size}x{ds.channels}, {len(ds.images)} images, "
+                  f"{n_par / 1e6:.2f}M parameters")
+
+    real_all = ds.floats()
+    bs = p["batch_size"]
+    clf = _classifier(ds, p["seed"], hooks, start)
+
+    def step_fn(step: int) -> dict[str, float]:
+        idx = torch.randint(len(real_all), (bs,), generator=batches)
+        real = (real_all[idx] * 2 - 1).to(device)
+        labels = ds.labels[idx].to(device) if n_classes else None
+        cond = F.one_hot(labels, n_classes).float() if n_classes else None
+        fake = G(torch.randn(bs, config["z_dim"], device=device), cond)
+        ld, sd = d_loss(D, real, fake, cond, labels)
+        opt_d.zero_grad(set_to_none=True)
+        ld.backward()
+        opt_d.step()
+        lg, sg = g_loss(D, fake, cond, labels)
+        opt_g.zero_grad(set_to_none=True)
+        lg.backward()
+        opt_g.step()
+        return {"loss": ld.item() + lg.item(), "d_loss": ld.item(), "g_loss": lg.item(),
+                "d_real": sd["d_real"], "d_fake": sd["d_fake"]}
+
+    def eval_fn(step: int) -> dict[str, float]:
+        requested = torch.arange(EVAL_SAMPLES) % n_classes if n_classes else None
+        fake = _draw(G, EVAL_SAMPLES, torch.Generator().manual_seed(p["seed"] + 1), device,
+                     _onehot(requested, n_classes))
+        metrics = image_metrics(clf, real_all[:2000], fake, ds.labels is not None, requested)
+        G.train()
+        return metrics
+
+    def save_fn(step: int) -> Path:
+        return checkpoint.save(workdir, step, modules, {
+            "kind": KIND, "config": config, "params": p, "conditional": mode, "classes": ds.classes,
+            "synonyms": ds.synonyms, "text_config": asdict(modules["text"].cfg) if "text" in modules else None,
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "batches": batches.get_state(),
+            "rng": checkpoint.rng_state()})
+
+    result = loop.run(step_fn, hooks, max_steps=p["max_steps"], start_step=start, save_fn=save_fn,
+                      checkpoint_interval=p["checkpoint_interval"], eval_fn=eval_fn,
+                      eval_interval=p["eval_interval"], items_per_step=bs,
+                      throughput_metric="throughput/samples_per_s")
+    if result.stopped:
+        return result
+    if not result.metrics:  # a finished job was resumed: evaluate again
+        result.metrics = eval_fn(result.step)
+        hooks.metrics(result.step, result.metrics)
+    result.samples = _final_samples(G, ds, n_classes, p["seed"], workdir / "samples", device)
+    return result
+
+
+def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+             hooks: Hooks, device: str) -> list[Sample]:
+    """num_samples PNG images per prompt: a class name or text (conditional models) or None."""
+    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params, device)
+    G = Generator(DCGANConfig(**ckpt.config)).to(device)
+    modules: dict[str, torch.nn.Module] = {"generator": G}
+    mode, classes, synonyms = ckpt.state["conditional"], ckpt.state["classes"], ckpt.state["synonyms"]
+    if mode == "prompt":
+        modules["text"] = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"])).to(device)
+    ckpt.load_into(modules)
+    n_classes = ckpt.config["n_classes"]
+    out: list[Sample] = []
+    hooks.progress(0, len(prompts))
+    for i, prompt in enumerate(prompts):
+        if _media.stop_between(hooks, i, len(prompts)):
+            break
+        n = g["num_samples"]
+        if n_classes == 0 or prompt is None:
+            if prompt is not None:
+                hooks.log(f"this dcgan is unconditional: the prompt {prompt!r} is ignored")
+            requested = torch.randint(n_classes, (n,), generator=gen) if n_classes else None
+            images = _draw(G, n, gen, device, _onehot(requested, n_classes))
+        else:
+            cond = _condition(prompt, mode, classes, synonyms, modules.get("text"), hooks)
+            images = _draw(G, n, gen, device, cond.expand(n, -1))
+        out.extend(_media.image_samples(images, prompt, out_dir, f"{i:04d}"))
+        hooks.progress(i + 1, len(prompts))
+    return out
+
+
+def _condition(prompt: str, mode: str, classes: list[str], synonyms: dict[int, list[str]],
+               text: TextEncoder | None, hooks: Hooks) -> torch.Tensor:
+    """The class distribution (1, n_classes) a prompt asks for."""
+    cls = _media.match_class(prompt, classes, synonyms)
+    if cls is not None:
+        return F.one_hot(torch.tensor([cls]), len(classes)).float()
+    if mode == "class" or text is None:
+        raise _media.unknown_class(prompt, classes)
+    cond, conf = text.encode([prompt])
+    best = int(cond.argmax())
+    if conf.item() < PROMPT_CONFIDENCE:
+        hooks.log(f"warning: the prompt {prompt!r} matches no class well (best: {classes[best]!r}, "
+                  f"confidence {conf.item():.2f}); drawing from the encoder's mix of classes")
+    else:
+        hooks.log(f"prompt {prompt!r} -> class {classes[best]!r} (confidence {conf.item():.2f})")
+    return cond.cpu()
+
+
+@torch.no_grad()
+def _draw(G: Generator, n: int, gen: torch.Generator, device: str, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """n images (n, C, S, S) in [0, 1] on the CPU; cond (n, n_classes) for a conditional generator."""
+    G.eval()
+    z = torch.randn(n, G.cfg.z_dim, generator=gen)  # drawn on the CPU: same seed, same images on any device
+    out = [G(z[i:i + BATCH].to(device), None if cond is None else cond[i:i + BATCH].to(device))
+           for i in range(0, n, BATCH)]
+    return ((torch.cat(out) + 1) / 2).clamp(0, 1).cpu()
+
+
+def _onehot(ids: torch.Tensor | None, n_classes: int) -> torch.Tensor | None:
+    return None if ids is None else F.one_hot(ids, n_classes).float()
+
+
+def _classifier(ds: ImageSet, seed: int, hooks: Hooks, step: int):
+    """The evaluation CNN, fitted on 90% of the images; its accuracy on the other 10% is logged."""
+    if ds.labels is None:
+        return train_classifier(ds, CLASSIFIER_STEPS, seed)
+    fit, held = ds.split(0.1, seed)
+    clf = train_classifier(fit, CLASSIFIER_STEPS, seed)
+    acc = clf.accuracy(held.floats(), held.labels)
+    hooks.metrics(step, {"eval/classifier_accuracy": acc})
+    hooks.log(f"evaluation classifier: {acc:.1%} accuracy on held-out real images")
+    return clf
+
+
+def _final_samples(G: Generator, ds: ImageSet, n_classes: int, seed: int, folder: Path, device: str) -> list[Sample]:
+    """A grid (8 per class, or 64) and one PNG per class (or 8 PNGs) under workdir/samples/."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    if n_classes:
+        grid = _draw(G, 8 * n_classes, gen, device, _onehot(torch.arange(n_classes).repeat_interleave(8), n_classes))
+        samples = [_media.grid_sample(grid, None, folder / "grid.png")]
+        for c in range(n_classes):
+            samples += _media.image_samples(grid[8 * c:8 * c + 1], ds.classes[c], folder, f"class-{c:03d}")
+        return samples
+    grid = _draw(G, 64, gen, device)
+    return [_media.grid_sample(grid, None, folder / "grid.png"),
+            *_media.image_samples(grid[:8], None, folder, "sample")]
