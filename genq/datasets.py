@@ -32,8 +32,15 @@ MAX_PROMPT_CHARS = 10_000
 MAX_ZIP_MEMBERS = 200_000
 ZIP_EXPANSION = 20  # a zip may unpack to at most this many times the upload limit (zip bombs)
 CHUNK = 1 << 20
-EXTENSIONS = {"text": ".txt", "png": ".png", "jpeg": ".jpg", "wav": ".wav", "zip": ".zip",
-              "csv": ".csv", "jsonl": ".jsonl"}
+EXTENSIONS = {
+    "text": ".txt",
+    "png": ".png",
+    "jpeg": ".jpg",
+    "wav": ".wav",
+    "zip": ".zip",
+    "csv": ".csv",
+    "jsonl": ".jsonl",
+}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -81,13 +88,16 @@ def check_text(path: Path) -> dict[str, Any]:
         while chunk := f.read(CHUNK):
             nul = chunk.find(b"\x00")
             if nul >= 0:
-                raise InvalidInput(f"the file is not text: NUL byte at offset {offset + nul} "
-                                   "(a binary file? text datasets must be UTF-8)")
+                raise InvalidInput(
+                    f"the file is not text: NUL byte at offset {offset + nul} "
+                    "(a binary file? text datasets must be UTF-8)"
+                )
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                raise InvalidInput(f"the file is not UTF-8 text: invalid byte near offset {offset + exc.start}"
-                                   ) from None
+                raise InvalidInput(
+                    f"the file is not UTF-8 text: invalid byte near offset {offset + exc.start}"
+                ) from None
             lines += chunk.count(b"\n")
             offset += len(chunk)
         try:
@@ -112,8 +122,11 @@ def _check_image(path: Path) -> dict[str, Any]:
 def _wav_info(f: BinaryIO, what: str) -> dict[str, Any]:
     try:
         with wave.open(f) as w:
-            return {"channels": w.getnchannels(), "sample_rate": w.getframerate(),
-                    "seconds": round(w.getnframes() / max(1, w.getframerate()), 3)}
+            return {
+                "channels": w.getnchannels(),
+                "sample_rate": w.getframerate(),
+                "seconds": round(w.getnframes() / max(1, w.getframerate()), 3),
+            }
     except Exception as exc:  # wave.Error, EOFError, struct.error on truncated headers
         raise InvalidInput(f"{what} is not a readable PCM WAV file: {exc}") from None
 
@@ -124,9 +137,13 @@ def _check_zip(path: Path, max_unpacked: int) -> Detected:
     except Exception as exc:  # BadZipFile, undecodable names, truncated archives ...
         raise InvalidInput(f"the file is not a valid zip archive: {exc}") from None
     with archive:
-        members = [m for m in archive.infolist() if not m.is_dir()
-                   and not m.filename.startswith("__MACOSX/")
-                   and not PurePosixPath(m.filename).name.startswith(".")]
+        members = [
+            m
+            for m in archive.infolist()
+            if not m.is_dir()
+            and not m.filename.startswith("__MACOSX/")
+            and not PurePosixPath(m.filename).name.startswith(".")
+        ]
         if not members:
             raise InvalidInput("the zip archive holds no files")
         if len(members) > MAX_ZIP_MEMBERS:
@@ -145,14 +162,20 @@ def _check_zip(path: Path, max_unpacked: int) -> Detected:
                 raise InvalidInput(f"zip member '{clean_name(m.filename)}' cannot be read: {exc}") from None
             kind = _magic(head)
             if kind not in ("png", "jpeg", "wav"):
-                raise InvalidInput(f"zip member '{clean_name(m.filename)}' is not a PNG/JPEG image or a WAV file")
+                raise InvalidInput(
+                    f"zip member '{clean_name(m.filename)}' is not a PNG/JPEG image or a WAV file"
+                )
             kinds.add("audio" if kind == "wav" else "images")
             folders.append(parts[:-1])
         if len(kinds) > 1:
             raise InvalidInput("the zip archive mixes images and audio; upload one kind per dataset")
         kind = kinds.pop()
         # One shared top folder (zip of a folder) is not a class; the level below it is.
-        if all(len(f) >= 1 for f in folders) and len({f[0] for f in folders}) == 1 and any(len(f) > 1 for f in folders):
+        if (
+            all(len(f) >= 1 for f in folders)
+            and len({f[0] for f in folders}) == 1
+            and any(len(f) > 1 for f in folders)
+        ):
             folders = [f[1:] for f in folders]
         info: dict[str, Any] = {("images" if kind == "images" else "clips"): len(members)}
         if all(len(f) == 1 for f in folders):
@@ -165,7 +188,9 @@ def read_prompts(path: Path, ext: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"the prompts file is not UTF-8 text (invalid byte near offset {exc.start})") from None
+        raise InvalidInput(
+            f"the prompts file is not UTF-8 text (invalid byte near offset {exc.start})"
+        ) from None
     prompts: list[str] = []
     if ext == ".jsonl":
         for number, line in enumerate(text.splitlines(), 1):
@@ -185,11 +210,13 @@ def read_prompts(path: Path, ext: str) -> list[str]:
             raise InvalidInput(f"the prompts file is not valid CSV: {exc}") from None
         header = [c.strip().lower() for c in rows[0]] if rows else []
         column = header.index("prompt") if "prompt" in header else 0
-        prompts = [r[column] if column < len(r) else "" for r in rows[1 if "prompt" in header else 0:]]
+        prompts = [r[column] if column < len(r) else "" for r in rows[1 if "prompt" in header else 0 :]]
     for number, prompt in enumerate(prompts, 1):
         if bad_string(prompt) or len(prompt) > MAX_PROMPT_CHARS:
-            raise InvalidInput(f"prompt {number} has a NUL character, invalid Unicode or more than "
-                               f"{MAX_PROMPT_CHARS} characters")
+            raise InvalidInput(
+                f"prompt {number} has a NUL character, invalid Unicode or more than "
+                f"{MAX_PROMPT_CHARS} characters"
+            )
     if not prompts:
         raise InvalidInput("the prompts file holds no prompts")
     if len(prompts) > MAX_PROMPTS:
@@ -201,7 +228,9 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def detect_kind(path: Path, filename: str = "", max_unpacked: int = 4 * 2**30, kind: str | None = None) -> Detected:
+def detect_kind(
+    path: Path, filename: str = "", max_unpacked: int = 4 * 2**30, kind: str | None = None
+) -> Detected:
     """What the file at `path` holds; `filename` only hints .csv/.jsonl prompts; `kind` asks for one kind."""
     if kind is not None and kind not in KINDS:
         raise InvalidInput(f"unknown dataset kind '{kind}' (known: {', '.join(KINDS)})")
@@ -230,9 +259,16 @@ def detect_kind(path: Path, filename: str = "", max_unpacked: int = 4 * 2**30, k
     return found
 
 
-def save_upload(session: Session, settings: Settings, team_id: int, stream: BinaryIO, filename: str,
-                name: str | None = None, kind: str | None = None) -> Dataset:
-    """Store an uploaded file as a new dataset of `team_id`, or raise TooLarge/InvalidInput and keep nothing."""
+def save_upload(
+    session: Session,
+    settings: Settings,
+    team_id: int,
+    stream: BinaryIO,
+    filename: str,
+    name: str | None = None,
+    kind: str | None = None,
+) -> Dataset:
+    """Store an upload as a new dataset of `team_id`, or raise TooLarge/InvalidInput and keep nothing."""
     root = settings.artifacts / "datasets"
     incoming = root / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
@@ -244,12 +280,21 @@ def save_upload(session: Session, settings: Settings, team_id: int, stream: Bina
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
                 if size > settings.max_upload_bytes:
-                    raise TooLarge(f"the file is larger than the upload limit of {settings.max_upload_bytes} bytes")
+                    raise TooLarge(
+                        f"the file is larger than the upload limit of {settings.max_upload_bytes} bytes"
+                    )
                 out.write(chunk)
         found = detect_kind(tmp, filename, ZIP_EXPANSION * settings.max_upload_bytes, kind)
         display = clean_name(filename, 255) or "upload"
-        dataset = Dataset(team_id=team_id, name=clean_name(name) or display[:200], kind=found.kind,
-                          filename=display, path="", size_bytes=size, info=found.info)
+        dataset = Dataset(
+            team_id=team_id,
+            name=clean_name(name) or display[:200],
+            kind=found.kind,
+            filename=display,
+            path="",
+            size_bytes=size,
+            info=found.info,
+        )
         session.add(dataset)
         session.flush()  # the id names the folder
         relative = f"datasets/{dataset.id}/data{found.ext}"
@@ -269,6 +314,12 @@ def dataset_file(settings: Settings, dataset: Dataset) -> Path:
 
 def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
     """The JSON form of a dataset."""
-    return {"id": dataset.id, "name": dataset.name, "kind": dataset.kind, "size_bytes": dataset.size_bytes,
-            "filename": dataset.filename, "info": dataset.info or {},
-            "created_at": dataset.created_at.isoformat() + "Z"}
+    return {
+        "id": dataset.id,
+        "name": dataset.name,
+        "kind": dataset.kind,
+        "size_bytes": dataset.size_bytes,
+        "filename": dataset.filename,
+        "info": dataset.info or {},
+        "created_at": dataset.created_at.isoformat() + "Z",
+    }

@@ -46,8 +46,14 @@ def create_token(session: Session, team: str, role: str = "admin") -> str:
         raise InvalidInput(f"unknown role '{role}' (known: {', '.join(ROLES)})")
     team_row = ensure_team(session, team)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(team_id=team_row.id, role=role, token_hash=hash_token(token),
-                         prefix=token[: len(TOKEN_PREFIX) + 6]))
+    session.add(
+        ApiToken(
+            team_id=team_row.id,
+            role=role,
+            token_hash=hash_token(token),
+            prefix=token[: len(TOKEN_PREFIX) + 6],
+        )
+    )
     session.flush()
     return token
 
@@ -67,7 +73,9 @@ def authenticate(session: Session, token: str | None) -> ApiToken | None:
 
 def revoke_token(session: Session, prefix: str) -> int:
     """Revoke every live token whose prefix is `prefix`; return how many were revoked."""
-    rows = session.scalars(select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None))).all()
+    rows = session.scalars(
+        select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None))
+    ).all()
     if not rows:
         raise NotFound(f"no live token with prefix '{prefix}'")
     for row in rows:

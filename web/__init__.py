@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def state() -> State:
 
 
 class IdConverter(BaseConverter):
-    """A row id: 1..2**31-1. Anything else does not match, so the route answers 404 instead of overflowing SQL."""
+    """A row id, 1..2**31-1; anything else does not match, so the route answers 404, not an SQL overflow."""
 
     regex = r"[0-9]{1,10}"
 
@@ -54,14 +55,20 @@ def secret_key(settings: Settings) -> str:
     if settings.secret_key:
         return settings.secret_key
     path = Path(settings.home) / "secret-key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return path.read_text().strip()
-    key = secrets.token_hex(32)
+    # Written whole to a temporary file, then linked into place: two processes starting at once
+    # agree on one key, and neither can read a half-written file.
+    fd, tmp = tempfile.mkstemp(dir=settings.home, prefix=".secret-key-")
     with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
+        f.write(secrets.token_hex(32) + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return path.read_text().strip()
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -105,8 +112,11 @@ def create_app(config: dict | None = None) -> Flask:
     @app.after_request
     def _headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
-                                    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        )
         response.headers.setdefault("Referrer-Policy", "same-origin")
         state().telemetry.count(request, response)
         return response

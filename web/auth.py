@@ -34,7 +34,7 @@ def _principal(row: ApiToken, via: str) -> Principal:
 
 
 def current_principal() -> Principal | None:
-    """The caller for this request, or None. A present but bad Authorization header never falls back to the cookie."""
+    """The caller, or None. A present but bad Authorization header never falls back to the cookie."""
     if "principal" in g:
         return g.principal
     from genq.web import state

@@ -38,7 +38,7 @@ def jobs():
     kind = request.args.get("type") if request.args.get("type") in ("train", "generate") else None
     with state().db.session() as s:
         rows, _ = latest_jobs(s, g.caller.team_id, status=status, type=kind, limit=50)
-        items = [job_to_dict(s, j) for j in rows]
+        items = [job_to_dict(s, j, brief=True) for j in rows]
     return render_template("jobs.html", jobs=items, status=status, type=kind, statuses=JOB_STATUSES)
 
 
@@ -53,8 +53,16 @@ def job(job_id: int):
         logs = queries.job_logs(s, job_id)[-50:]
     chart = {name: series[name] for name in queries.LOSS_SERIES if name in series}
     samples = [a for a in artifacts if a["kind"] == "sample"]
-    return render_template("job.html", job=item, chart=chart, evals=queries.latest_metrics(series),
-                           outputs=outputs, artifacts=artifacts, samples=samples, logs=logs)
+    return render_template(
+        "job.html",
+        job=item,
+        chart=chart,
+        evals=queries.latest_metrics(series),
+        outputs=outputs,
+        artifacts=artifacts,
+        samples=samples,
+        logs=logs,
+    )
 
 
 @bp.post("/jobs/<id:job_id>/cancel")
@@ -64,8 +72,11 @@ def cancel(job_id: int):
         caller = require_writer("cancel jobs")
         with state().db.session() as s:
             job = cancel_job(s, owned(s, Job, job_id, caller.team_id, "job"))
-            flash("Cancelled." if job.status == "cancelled" else "Cancel requested: the job stops at its next "
-                  "checkpoint.")
+            flash(
+                "Cancelled."
+                if job.status == "cancelled"
+                else "Cancel requested: the job stops at its next checkpoint."
+            )
     except GenqError as exc:
         flash(exc.message, "error")
     return redirect(url_for("dashboard.job", job_id=job_id))
@@ -84,12 +95,17 @@ def _int_field(form, name: str, default: int) -> int:
 def _form_body(form) -> dict[str, Any]:
     """The API body for the submit form's fields."""
     kind = form.get("type")
-    body: dict[str, Any] = {"type": kind, "params": parse_param_lines(form.get("params", "")),
-                            "priority": _int_field(form, "priority", 0)}
+    body: dict[str, Any] = {
+        "type": kind,
+        "params": parse_param_lines(form.get("params", "")),
+        "priority": _int_field(form, "priority", 0),
+    }
     if form.get("pool", "").strip():
         body["pool"] = form["pool"].strip()
     if kind == "train":
-        body.update(model=form.get("model", ""), dataset=form.get("dataset", ""), gpus=_int_field(form, "gpus", 1))
+        body.update(
+            model=form.get("model", ""), dataset=form.get("dataset", ""), gpus=_int_field(form, "gpus", 1)
+        )
     elif kind == "generate":
         body["source_job"] = _int_field(form, "source_job", 0)
         prompts = [line.strip() for line in form.get("prompts", "").splitlines() if line.strip()]
@@ -116,14 +132,32 @@ def submit():
         except GenqError as exc:
             error, status = exc.message, exc.status
     with state().db.session() as s:
-        datasets = [dataset_to_dict(d) for d in s.scalars(
-            select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc()))]
-        sources = [{"id": j.id, "model": j.model} for j in s.scalars(
-            select(Job).where(Job.team_id == g.caller.team_id, Job.type == "train", Job.status == "succeeded")
-            .order_by(Job.id.desc()).limit(200))]
-    return render_template("submit.html", models=list(MODELS), model_data=MODEL_DATA, builtins=BUILTIN_DATASETS,
-                           datasets=datasets, sources=sources, form=form, error=error,
-                           mode=form.get("type") or ("generate" if form.get("source_job") else "train")), status
+        datasets = [
+            dataset_to_dict(d)
+            for d in s.scalars(
+                select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc())
+            )
+        ]
+        sources = [
+            {"id": j.id, "model": j.model}
+            for j in s.scalars(
+                select(Job)
+                .where(Job.team_id == g.caller.team_id, Job.type == "train", Job.status == "succeeded")
+                .order_by(Job.id.desc())
+                .limit(200)
+            )
+        ]
+    return render_template(
+        "submit.html",
+        models=list(MODELS),
+        model_data=MODEL_DATA,
+        builtins=BUILTIN_DATASETS,
+        datasets=datasets,
+        sources=sources,
+        form=form,
+        error=error,
+        mode=form.get("type") or ("generate" if form.get("source_job") else "train"),
+    ), status
 
 
 @bp.route("/datasets", methods=["GET", "POST"])
@@ -139,8 +173,12 @@ def datasets():
         except GenqError as exc:
             error, status = exc.message, exc.status
     with state().db.session() as s:
-        rows = [dataset_to_dict(d) for d in s.scalars(
-            select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc()))]
+        rows = [
+            dataset_to_dict(d)
+            for d in s.scalars(
+                select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc())
+            )
+        ]
     return render_template("datasets.html", datasets=rows, builtins=BUILTIN_DATASETS, error=error), status
 
 

@@ -1,4 +1,4 @@
-"""The one error helper: GenqError and HTTP errors become {"error", "message"} JSON (or a page for browsers)."""
+"""The one error helper: GenqError and HTTP errors become {"error", "message"} JSON (pages for browsers)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,19 @@ from genq.errors import GenqError
 
 log = logging.getLogger(__name__)
 
-CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-         405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-         422: "invalid_input", 429: "too_many_requests", 500: "internal_error"}
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+    500: "internal_error",
+}
 
 
 def wants_json() -> bool:

@@ -1,4 +1,4 @@
-"""/healthz (no auth) and /metrics (Prometheus text): job and worker gauges read at scrape time, request counts."""
+"""/healthz (no auth) and /metrics (Prometheus text): job/worker gauges read when scraped, request counts."""
 
 from __future__ import annotations
 
@@ -38,8 +38,12 @@ class Telemetry:
 
     def __init__(self, db: Database):
         self.registry = CollectorRegistry()
-        self.requests = Counter("genq_http_requests", "HTTP requests answered", ["method", "endpoint", "status"],
-                                registry=self.registry)
+        self.requests = Counter(
+            "genq_http_requests",
+            "HTTP requests answered",
+            ["method", "endpoint", "status"],
+            registry=self.registry,
+        )
         self.registry.register(_DatabaseCollector(db))
 
     def count(self, req, response) -> None:
@@ -57,8 +61,13 @@ def healthz():
         with state().db.session() as s:
             s.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means "not healthy", not a crash
-        return jsonify({"status": "unavailable", "error": "database_unavailable",
-                        "message": f"the database does not answer: {type(exc).__name__}"}), 503
+        return jsonify(
+            {
+                "status": "unavailable",
+                "error": "database_unavailable",
+                "message": f"the database does not answer: {type(exc).__name__}",
+            }
+        ), 503
     return jsonify({"status": "ok"})
 
 

@@ -35,29 +35,43 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def metric_series(session: Session, job_id: int, max_points: int | None = None,
-                  names: tuple[str, ...] | None = None) -> dict[str, list[list[Any]]]:
-    """{name: [[step, value], ...]} ordered by step; a step logged twice (after a resume) keeps its latest value."""
+def metric_series(
+    session: Session, job_id: int, max_points: int | None = None, names: tuple[str, ...] | None = None
+) -> dict[str, list[list[Any]]]:
+    """{name: [[step, value], ...]} by step; a step logged twice (after a resume) keeps its latest value."""
     query = select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id)
     if names:
         query = query.where(Metric.name.in_(names))
     latest: dict[str, dict[int, float]] = {}
     for name, step, value in session.execute(query.order_by(Metric.name, Metric.step, Metric.id)):
         latest.setdefault(name, {})[step] = value
-    return {name: downsample([[step, _finite(v)] for step, v in sorted(steps.items())], max_points)
-            for name, steps in latest.items()}
+    return {
+        name: downsample([[step, _finite(v)] for step, v in sorted(steps.items())], max_points)
+        for name, steps in latest.items()
+    }
 
 
 def latest_metrics(series: dict[str, list[list[Any]]]) -> list[tuple[str, int, float | None]]:
     """(name, step, value) of the last point of every series except the losses: the eval table."""
-    return [(name, points[-1][0], points[-1][1]) for name, points in sorted(series.items())
-            if points and name not in LOSS_SERIES]
+    return [
+        (name, points[-1][0], points[-1][1])
+        for name, points in sorted(series.items())
+        if points and name not in LOSS_SERIES
+    ]
 
 
 def artifact_to_dict(a: Artifact) -> dict[str, Any]:
     """The JSON form of an artifact."""
-    return {"id": a.id, "job_id": a.job_id, "kind": a.kind, "name": a.name, "size_bytes": a.size_bytes,
-            "media_type": a.media_type, "created_at": iso(a.created_at), "url": download_url(a.id)}
+    return {
+        "id": a.id,
+        "job_id": a.job_id,
+        "kind": a.kind,
+        "name": a.name,
+        "size_bytes": a.size_bytes,
+        "media_type": a.media_type,
+        "created_at": iso(a.created_at),
+        "url": download_url(a.id),
+    }
 
 
 def job_artifacts(session: Session, job_id: int) -> list[dict[str, Any]]:
@@ -68,8 +82,12 @@ def job_artifacts(session: Session, job_id: int) -> list[dict[str, Any]]:
 
 def job_outputs(session: Session, job_id: int) -> list[dict[str, Any]]:
     """The job's outputs by index: text inline, images and audio by download URL."""
-    rows = session.execute(select(Output, Artifact.media_type).outerjoin(Artifact, Output.artifact_id == Artifact.id)
-                           .where(Output.job_id == job_id).order_by(Output.index, Output.id))
+    rows = session.execute(
+        select(Output, Artifact.media_type)
+        .outerjoin(Artifact, Output.artifact_id == Artifact.id)
+        .where(Output.job_id == job_id)
+        .order_by(Output.index, Output.id)
+    )
     outputs = []
     for out, media_type in rows:
         item: dict[str, Any] = {"index": out.index, "prompt": out.prompt, "kind": out.kind}
@@ -81,7 +99,9 @@ def job_outputs(session: Session, job_id: int) -> list[dict[str, Any]]:
     return outputs
 
 
-def job_logs(session: Session, job_id: int, after: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+def job_logs(
+    session: Session, job_id: int, after: int | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
     """Log lines of a job with id > `after`, oldest first."""
     query = select(JobLog).where(JobLog.job_id == job_id)
     if after is not None:
@@ -94,15 +114,26 @@ def workers(session: Session, team_id: int) -> list[dict[str, Any]]:
     """Every registered worker with its devices and load; job ids only for the caller's own team."""
     running: dict[str, list[tuple[int, int]]] = {}
     for job_id, job_team, worker_id in session.execute(
-            select(Job.id, Job.team_id, Job.worker_id).where(Job.status == "running", Job.worker_id.is_not(None))):
+        select(Job.id, Job.team_id, Job.worker_id).where(Job.status == "running", Job.worker_id.is_not(None))
+    ):
         running.setdefault(worker_id, []).append((job_id, job_team))
     out = []
     for w in session.scalars(select(Worker).order_by(Worker.pool, Worker.id)):
         jobs = running.get(w.id, [])
-        out.append({"id": w.id, "hostname": w.hostname, "pool": w.pool, "slots": w.slots,
-                    "devices": w.devices or [], "status": w.status, "started_at": iso(w.started_at),
-                    "last_heartbeat": iso(w.last_heartbeat), "running": len(jobs),
-                    "running_jobs": [j for j, t in jobs if t == team_id]})
+        out.append(
+            {
+                "id": w.id,
+                "hostname": w.hostname,
+                "pool": w.pool,
+                "slots": w.slots,
+                "devices": w.devices or [],
+                "status": w.status,
+                "started_at": iso(w.started_at),
+                "last_heartbeat": iso(w.last_heartbeat),
+                "running": len(jobs),
+                "running_jobs": [j for j, t in jobs if t == team_id],
+            }
+        )
     return out
 
 

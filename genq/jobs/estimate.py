@@ -95,7 +95,9 @@ def check_fits(session: Session, model: str, params: dict[str, Any], pool: str, 
     limit, where = largest_device_memory(session, pool)
     if need > limit:
         raise InvalidInput(
-            f"model '{model}' with these params needs about {human_bytes(need)} of memory to train, more than "
-            f"the largest device in pool '{pool}' ({human_bytes(limit)}, {where}); reduce the model size "
-            f"or batch_size", details={"estimated_bytes": need, "limit_bytes": limit})
+            f"model '{model}' with these params needs about {human_bytes(need)} of memory to train, "
+            f"more than the largest device in pool '{pool}' ({human_bytes(limit)}, {where}); "
+            "reduce the model size or batch_size",
+            details={"estimated_bytes": need, "limit_bytes": limit},
+        )
     return need

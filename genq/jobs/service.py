@@ -16,7 +16,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from genq.config import Settings
-from genq.datasets import BUILTIN_DATASETS, MAX_PROMPT_CHARS, MAX_PROMPTS, bad_string, dataset_file, read_prompts
+from genq.datasets import (
+    BUILTIN_DATASETS,
+    MAX_PROMPT_CHARS,
+    MAX_PROMPTS,
+    bad_string,
+    dataset_file,
+    read_prompts,
+)
 from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, utcnow
 from genq.errors import Conflict, Forbidden, InvalidInput, NotFound
 from genq.jobs.estimate import check_fits
@@ -51,7 +58,8 @@ class GenerateJobRequest(_JobRequest):
     type: Literal["generate"]
     source_job: int = Field(ge=1, le=MAX_ID)
     prompts: list[Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]] | None = Field(
-        None, min_length=1, max_length=MAX_PROMPTS)
+        None, min_length=1, max_length=MAX_PROMPTS
+    )
     dataset: int | None = Field(None, ge=1, le=MAX_ID, description="a prompts dataset id, instead of prompts")
 
 
@@ -71,13 +79,16 @@ def parse_request(body: object) -> TrainJobRequest | GenerateJobRequest:
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "body"
-            problems.append(f"unknown field '{key}'" if err["type"] == "extra_forbidden"
-                            else f"field '{key}': {err['msg']}")
+            problems.append(
+                f"unknown field '{key}'"
+                if err["type"] == "extra_forbidden"
+                else f"field '{key}': {err['msg']}"
+            )
         raise InvalidInput("invalid job: " + "; ".join(problems), details=problems) from None
 
 
 def check_clean(value: Any, where: str) -> None:
-    """Refuse NaN/infinite numbers, NUL characters and lone surrogates: SQL and JSON columns cannot hold them."""
+    """Refuse NaN/infinite numbers, NUL characters and lone surrogates: SQL and JSON cannot hold them."""
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{where} must be a finite number")
     if isinstance(value, str) and bad_string(value):
@@ -108,13 +119,22 @@ def _dataset_id(value: int | str) -> int | str:
 
 
 def submit_job(session: Session, settings: Settings, team: Team, body: object) -> Job:
-    """Validate `body` (see CONTRACT.md) for `team` and insert a queued job; raises a GenqError, writing nothing."""
+    """Validate `body` (see CONTRACT.md) for `team`, insert a queued job; a GenqError writes nothing."""
     req = parse_request(body)
     check_clean(req.model_dump(), "request")
     if req.team is not None and req.team != team.name:
-        raise Forbidden(f"this token belongs to team '{team.name}'; it cannot submit jobs for team '{req.team}'")
-    job = Job(team_id=team.id, type=req.type, priority=req.priority, gpus=req.gpus, pool=req.pool,
-              status="queued", max_attempts=settings.max_attempts)
+        raise Forbidden(
+            f"this token belongs to team '{team.name}'; it cannot submit jobs for team '{req.team}'"
+        )
+    job = Job(
+        team_id=team.id,
+        type=req.type,
+        priority=req.priority,
+        gpus=req.gpus,
+        pool=req.pool,
+        status="queued",
+        max_attempts=settings.max_attempts,
+    )
     if isinstance(req, TrainJobRequest):
         if req.model not in MODELS:
             raise InvalidInput(f"unknown model '{req.model}' (known: {', '.join(MODELS)})")
@@ -125,8 +145,10 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
         ref = _dataset_id(req.dataset)
         if isinstance(ref, str):
             if ref not in BUILTIN_DATASETS:
-                raise NotFound(f"dataset '{clean(ref)}' not found: give an uploaded dataset id or a built-in "
-                               f"name ({', '.join(BUILTIN_DATASETS)})")
+                raise NotFound(
+                    f"dataset '{clean(ref)}' not found: give an uploaded dataset id or a built-in "
+                    f"name ({', '.join(BUILTIN_DATASETS)})"
+                )
             kind, job.builtin_dataset = BUILTIN_DATASETS[ref], ref
             label = f"built-in dataset '{ref}'"
         else:
@@ -140,7 +162,9 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
         if source.type != "train":
             raise InvalidInput(f"source job {source.id} is a {source.type} job; generate from a train job")
         if source.status != "succeeded":
-            raise Conflict(f"source job {source.id} is {source.status}; only a succeeded train job can generate")
+            raise Conflict(
+                f"source job {source.id} is {source.status}; only a succeeded train job can generate"
+            )
         job.model, job.source_job_id = source.model, source.id
         job.params = validate_generate_params(req.params)
         check_clean(job.params, "params")
@@ -149,7 +173,9 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
         if req.dataset is not None:
             dataset = owned(session, Dataset, req.dataset, team.id, "dataset")
             if dataset.kind != "prompts":
-                raise InvalidInput(f"dataset {dataset.id} holds {dataset.kind}; generate needs a prompts dataset")
+                raise InvalidInput(
+                    f"dataset {dataset.id} holds {dataset.kind}; generate needs a prompts dataset"
+                )
             job.dataset_id = dataset.id
             job.prompts = read_prompts(dataset_file(settings, dataset), "." + dataset.path.rsplit(".", 1)[-1])
         else:
@@ -169,13 +195,17 @@ def cancel_job(session: Session, job: Job) -> Job:
     """Cancel a queued job at once, or ask a running one to stop (the worker checkpoints and ends it)."""
     now = utcnow()
     # Conditional UPDATEs: a worker may claim or finish the job between our read and our write.
-    done = session.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(
-        status="cancelled", finished_at=now, cancel_requested=True, lease_expires_at=None))
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == "queued")
+        .values(status="cancelled", finished_at=now, cancel_requested=True, lease_expires_at=None)
+    )
     if done.rowcount:
         session.add(JobLog(job_id=job.id, message="cancelled before it started"))
     else:
-        asked = session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(
-            cancel_requested=True))
+        asked = session.execute(
+            update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True)
+        )
         if asked.rowcount:
             session.add(JobLog(job_id=job.id, message="cancel requested; stopping at the next checkpoint"))
     session.flush()
@@ -190,18 +220,37 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat() + "Z"
 
 
-def job_to_dict(session: Session, job: Job) -> dict[str, Any]:
-    """The JSON form of a job (CONTRACT.md's fields plus the submission)."""
-    return {
-        "id": job.id, "type": job.type, "model": job.model, "team": job.team.name, "status": job.status,
-        "progress": job.progress, "step": job.step, "attempts": job.attempts,
-        "queue_position": queue_position(session, job), "error": job.error,
-        "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
-        "dataset": job.builtin_dataset or job.dataset_id, "source_job": job.source_job_id,
-        "params": job.params, "prompts": job.prompts, "priority": job.priority, "gpus": job.gpus,
-        "pool": job.pool, "max_attempts": job.max_attempts, "checkpoint_step": job.checkpoint_step,
-        "cancel_requested": job.cancel_requested, "finished": job.status in FINISHED,
+def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, Any]:
+    """The JSON form of a job (CONTRACT.md's fields plus the submission); `brief` leaves out the prompts."""
+    out = {
+        "id": job.id,
+        "type": job.type,
+        "model": job.model,
+        "team": job.team.name,
+        "status": job.status,
+        "progress": job.progress,
+        "step": job.step,
+        "attempts": job.attempts,
+        "queue_position": queue_position(session, job),
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "dataset": job.builtin_dataset or job.dataset_id,
+        "source_job": job.source_job_id,
+        "params": job.params,
+        "prompts": job.prompts,
+        "priority": job.priority,
+        "gpus": job.gpus,
+        "pool": job.pool,
+        "max_attempts": job.max_attempts,
+        "checkpoint_step": job.checkpoint_step,
+        "cancel_requested": job.cancel_requested,
+        "finished": job.status in FINISHED,
     }
+    if brief:
+        out["prompts"] = None if job.prompts is None else len(job.prompts)
+    return out
 
 
 def parse_value(text: str) -> Any:
@@ -239,8 +288,15 @@ def parse_param_lines(text: str) -> dict[str, Any]:
     return params
 
 
-def latest_jobs(session: Session, team_id: int, *, status: str | None = None, type: str | None = None,
-                limit: int = 50, before: int | None = None) -> tuple[list[Job], int | None]:
+def latest_jobs(
+    session: Session,
+    team_id: int,
+    *,
+    status: str | None = None,
+    type: str | None = None,
+    limit: int = 50,
+    before: int | None = None,
+) -> tuple[list[Job], int | None]:
     """A page of the team's jobs, newest first, and the cursor for the next page (None at the end)."""
     query = select(Job).where(Job.team_id == team_id)
     if status:

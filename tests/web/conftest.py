@@ -107,8 +107,13 @@ def team_id(db, name: str = "alpha") -> int:
 
 def add_job(db, team: str = "alpha", **fields: Any) -> int:
     """Insert a job row directly (as the worker would leave it); returns its id."""
-    values: dict[str, Any] = {"type": "train", "model": "gpt", "builtin_dataset": "pydoc", "params": {},
-                              "status": "queued"}
+    values: dict[str, Any] = {
+        "type": "train",
+        "model": "gpt",
+        "builtin_dataset": "pydoc",
+        "params": {},
+        "status": "queued",
+    }
     values.update(fields)
     with db.session() as s:
         job = Job(team_id=ensure_team(s, team).id, **values)
@@ -119,26 +124,41 @@ def add_job(db, team: str = "alpha", **fields: Any) -> int:
 
 def add_metrics(db, job_id: int, name: str, values: list[float], start: int = 0, every: int = 1) -> None:
     with db.session() as s:
-        s.add_all(Metric(job_id=job_id, name=name, step=start + i * every, value=v) for i, v in enumerate(values))
+        s.add_all(
+            Metric(job_id=job_id, name=name, step=start + i * every, value=v) for i, v in enumerate(values)
+        )
 
 
-def add_artifact(db, settings, job_id: int, name: str, data: bytes, media_type: str, kind: str = "output") -> int:
+def add_artifact(
+    db, settings, job_id: int, name: str, data: bytes, media_type: str, kind: str = "output"
+) -> int:
     """Write `data` under the artifact store and record it; returns the artifact id."""
     relative = f"jobs/{job_id}/{name}"
     path = settings.artifacts / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     with db.session() as s:
-        a = Artifact(job_id=job_id, kind=kind, name=name, path=relative, size_bytes=len(data), media_type=media_type)
+        a = Artifact(
+            job_id=job_id, kind=kind, name=name, path=relative, size_bytes=len(data), media_type=media_type
+        )
         s.add(a)
         s.flush()
         return a.id
 
 
-def add_output(db, job_id: int, index: int, kind: str, prompt: str | None = None, text: str | None = None,
-               artifact_id: int | None = None) -> None:
+def add_output(
+    db,
+    job_id: int,
+    index: int,
+    kind: str,
+    prompt: str | None = None,
+    text: str | None = None,
+    artifact_id: int | None = None,
+) -> None:
     with db.session() as s:
-        s.add(Output(job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id))
+        s.add(
+            Output(job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id)
+        )
 
 
 def count(db, model) -> int:
@@ -150,8 +170,12 @@ def count(db, model) -> int:
 
 def upload(client, headers, data: bytes, filename: str = "data.txt", **form: str):
     """POST a file to /api/v1/datasets."""
-    return client.post("/api/v1/datasets", headers=headers,
-                       data={"file": (io.BytesIO(data), filename), **form}, content_type="multipart/form-data")
+    return client.post(
+        "/api/v1/datasets",
+        headers=headers,
+        data={"file": (io.BytesIO(data), filename), **form},
+        content_type="multipart/form-data",
+    )
 
 
 def csrf_from(html: str) -> str:

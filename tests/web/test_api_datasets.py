@@ -17,20 +17,28 @@ def stored_files(settings) -> list[str]:
     return sorted(str(p.relative_to(settings.artifacts)) for p in root.rglob("*") if p.is_file())
 
 
-@pytest.mark.parametrize("filename, data, kind, info", [
-    ("corpus.txt", "hello wörld\nline two\n".encode(), "text", {"lines": 3}),
-    ("digit.png", png(), "images", {"images": 1, "width": 8, "height": 8}),
-    ("photo.jpg", png(fmt="JPEG"), "images", {"images": 1, "width": 8, "height": 8}),
-    ("tone.wav", wav(), "audio", {"clips": 1, "channels": 1, "sample_rate": 8000, "seconds": 0.05}),
-    ("prompts.csv", b"prompt,label\nseven,7\na cat,0\n", "prompts", {"prompts": 2}),
-    ("prompts.csv", b"seven\nthree\n", "prompts", {"prompts": 2}),
-    ("prompts.jsonl", b'{"prompt": "once"}\n\n{"prompt": "upon", "x": 1}\n', "prompts", {"prompts": 2}),
-])
+@pytest.mark.parametrize(
+    "filename, data, kind, info",
+    [
+        ("corpus.txt", "hello wörld\nline two\n".encode(), "text", {"lines": 3}),
+        ("digit.png", png(), "images", {"images": 1, "width": 8, "height": 8}),
+        ("photo.jpg", png(fmt="JPEG"), "images", {"images": 1, "width": 8, "height": 8}),
+        ("tone.wav", wav(), "audio", {"clips": 1, "channels": 1, "sample_rate": 8000, "seconds": 0.05}),
+        ("prompts.csv", b"prompt,label\nseven,7\na cat,0\n", "prompts", {"prompts": 2}),
+        ("prompts.csv", b"seven\nthree\n", "prompts", {"prompts": 2}),
+        ("prompts.jsonl", b'{"prompt": "once"}\n\n{"prompt": "upon", "x": 1}\n', "prompts", {"prompts": 2}),
+    ],
+)
 def test_upload_detects_kind(client, auth, settings, filename, data, kind, info):
     answer = upload(client, auth, data, filename, name="my data")
     assert answer.status_code == 201, answer.json
     body = answer.json
-    assert (body["kind"], body["name"], body["size_bytes"], body["info"]) == (kind, "my data", len(data), info)
+    assert (body["kind"], body["name"], body["size_bytes"], body["info"]) == (
+        kind,
+        "my data",
+        len(data),
+        info,
+    )
     assert set(body) >= {"id", "name", "kind", "size_bytes"}
     [path] = stored_files(settings)
     assert path.startswith(f"datasets/{body['id']}/data.")
@@ -39,8 +47,15 @@ def test_upload_detects_kind(client, auth, settings, filename, data, kind, info)
 
 
 def test_zip_of_images_with_class_folders(client, auth):
-    data = zipped({"digits/0/a.png": png(color=0), "digits/0/b.png": png(), "digits/7/c.jpg": png(fmt="JPEG"),
-                   "digits/.DS_Store": b"junk", "__MACOSX/digits/._a.png": b"junk"})
+    data = zipped(
+        {
+            "digits/0/a.png": png(color=0),
+            "digits/0/b.png": png(),
+            "digits/7/c.jpg": png(fmt="JPEG"),
+            "digits/.DS_Store": b"junk",
+            "__MACOSX/digits/._a.png": b"junk",
+        }
+    )
     body = upload(client, auth, data, "digits.zip").json
     assert body["kind"] == "images" and body["info"] == {"images": 3, "classes": ["0", "7"]}
 
@@ -50,18 +65,21 @@ def test_zip_of_wavs(client, auth):
     assert body["kind"] == "audio" and body["info"]["clips"] == 2
 
 
-@pytest.mark.parametrize("filename, data, words", [
-    ("bin.dat", b"\x7fELF\x02\x01\x01\x00\x00\x00", "NUL byte at offset 7"),
-    ("latin1.txt", "caf\xe9".encode("latin-1"), "not UTF-8"),
-    ("empty.txt", b"", "empty"),
-    ("mixed.zip", zipped({"a.png": png(), "b.wav": wav()}), "mixes images and audio"),
-    ("other.zip", zipped({"a.png": png(), "notes.txt": b"hi"}), "notes.txt"),
-    ("slip.zip", zipped({"../../evil.png": png()}), "unsafe path"),
-    ("broken.png", png()[:30], "cannot be read"),
-    ("bad.jsonl", b'{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
-    ("empty.csv", b"prompt\n", "no prompts"),
-    ("riff.wav", b"RIFF\x00\x00\x00\x00WAVEjunkjunk", "WAV"),
-])
+@pytest.mark.parametrize(
+    "filename, data, words",
+    [
+        ("bin.dat", b"\x7fELF\x02\x01\x01\x00\x00\x00", "NUL byte at offset 7"),
+        ("latin1.txt", "caf\xe9".encode("latin-1"), "not UTF-8"),
+        ("empty.txt", b"", "empty"),
+        ("mixed.zip", zipped({"a.png": png(), "b.wav": wav()}), "mixes images and audio"),
+        ("other.zip", zipped({"a.png": png(), "notes.txt": b"hi"}), "notes.txt"),
+        ("slip.zip", zipped({"../../evil.png": png()}), "unsafe path"),
+        ("broken.png", png()[:30], "cannot be read"),
+        ("bad.jsonl", b'{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
+        ("empty.csv", b"prompt\n", "no prompts"),
+        ("riff.wav", b"RIFF\x00\x00\x00\x00WAVEjunkjunk", "WAV"),
+    ],
+)
 def test_upload_refuses_bad_files_naming_the_problem(client, auth, settings, filename, data, words):
     answer = upload(client, auth, data, filename)
     assert answer.status_code == 422, answer.json
@@ -79,7 +97,9 @@ def test_binary_uploaded_as_text_is_refused(client, auth):
 
 
 def test_missing_file_field(client, auth):
-    answer = client.post("/api/v1/datasets", headers=auth, data={"name": "x"}, content_type="multipart/form-data")
+    answer = client.post(
+        "/api/v1/datasets", headers=auth, data={"name": "x"}, content_type="multipart/form-data"
+    )
     assert answer.status_code == 422 and "'file'" in answer.json["message"]
 
 
@@ -95,15 +115,27 @@ def test_upload_too_large(settings, db, auth):
     assert count(db, Dataset) == 1
 
 
-@pytest.mark.parametrize("filename", ["../../../../etc/passwd", "..\\..\\win.ini", "/abs/path.txt",
-                                      "a/../../b.txt", "nul\x00name.txt", "..", "ünï\u202ecode.txt"])
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "../../../../etc/passwd",
+        "..\\..\\win.ini",
+        "/abs/path.txt",
+        "a/../../b.txt",
+        "nul\x00name.txt",
+        "..",
+        "ünï\u202ecode.txt",
+    ],
+)
 def test_filename_is_display_only(client, auth, settings, filename):
     answer = upload(client, auth, b"some text", filename)
     assert answer.status_code == 201, answer.json
     body = answer.json
     assert "/" not in body["filename"] and "\\" not in body["filename"] and "\x00" not in body["filename"]
     assert stored_files(settings) == [f"datasets/{body['id']}/data.txt"]
-    outside = [p for p in settings.home.parent.rglob("*") if p.is_file() and p.name in ("passwd", "win.ini", "b.txt")]
+    outside = [
+        p for p in settings.home.parent.rglob("*") if p.is_file() and p.name in ("passwd", "win.ini", "b.txt")
+    ]
     assert outside == []
 
 

@@ -5,11 +5,24 @@ from __future__ import annotations
 import pytest
 
 from genq.db.models import Job, JobLog, Worker
-from tests.web.conftest import (add_artifact, add_job, add_metrics, add_output, count, png, upload, wav)
+from tests.web.conftest import add_artifact, add_job, add_metrics, add_output, count, png, upload, wav
 
 TRAIN = {"type": "train", "model": "gpt", "dataset": "pydoc", "params": {"max_steps": 20, "n_layer": 2}}
-CONTRACT_FIELDS = {"id", "type", "model", "team", "status", "progress", "step", "attempts", "queue_position",
-                   "error", "created_at", "started_at", "finished_at"}
+CONTRACT_FIELDS = {
+    "id",
+    "type",
+    "model",
+    "team",
+    "status",
+    "progress",
+    "step",
+    "attempts",
+    "queue_position",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+}
 
 
 def submit(client, auth, **overrides):
@@ -22,7 +35,12 @@ def test_submit_train_on_builtin(client, auth, db):
     job = answer.json
     assert CONTRACT_FIELDS <= set(job)
     assert (job["status"], job["type"], job["model"], job["team"], job["dataset"]) == (
-        "queued", "train", "gpt", "alpha", "pydoc")
+        "queued",
+        "train",
+        "gpt",
+        "alpha",
+        "pydoc",
+    )
     assert job["params"]["max_steps"] == 20 and job["params"]["n_head"] == 4  # defaults filled in
     assert job["queue_position"] == 0 and job["priority"] == 5 and job["pool"] == "default"
     assert answer.headers["Location"].endswith(f"/api/v1/jobs/{job['id']}")
@@ -31,10 +49,13 @@ def test_submit_train_on_builtin(client, auth, db):
         assert row.dispatched_at is None and row.status == "queued" and row.builtin_dataset == "pydoc"
 
 
-@pytest.mark.parametrize("model, dataset", [("gru", "pydoc"), ("dcgan", "digits"), ("vae", "digits"),
-                                            ("wavenet", "tones")])
+@pytest.mark.parametrize(
+    "model, dataset", [("gru", "pydoc"), ("dcgan", "digits"), ("vae", "digits"), ("wavenet", "tones")]
+)
 def test_submit_every_model_on_its_builtin(client, auth, model, dataset):
-    answer = client.post("/api/v1/jobs", headers=auth, json={"type": "train", "model": model, "dataset": dataset})
+    answer = client.post(
+        "/api/v1/jobs", headers=auth, json={"type": "train", "model": model, "dataset": dataset}
+    )
     assert answer.status_code == 201, answer.json
 
 
@@ -50,28 +71,31 @@ def test_submit_on_uploaded_dataset(client, auth):
     assert wrong.status_code == 422 and "audio" in wrong.json["message"] and "images" in wrong.json["message"]
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"model": "transformer-xl"}, 422, "unknown model 'transformer-xl'"),
-    ({"params": {"n_layers": 3}}, 422, "unknown param 'n_layers'"),
-    ({"params": {"n_layer": "four"}}, 422, "param 'n_layer'"),
-    ({"params": {"n_embd": 100, "n_head": 3}}, 422, "divisible"),
-    ({"params": [1, 2]}, 422, "params"),
-    ({"dataset": "nope"}, 404, "dataset 'nope' not found"),
-    ({"dataset": 999}, 404, "dataset 999 not found"),
-    ({"dataset": ""}, 404, "not found"),
-    ({"dataset": 10**30}, 404, "not found"),
-    ({"dataset": "digits"}, 422, "trains on text data"),
-    ({"type": "bake"}, 422, "'type'"),
-    ({"priority": 10**40}, 422, "priority"),
-    ({"priority": "high"}, 422, "priority"),
-    ({"gpus": -1}, 422, "gpus"),
-    ({"pool": "../etc"}, 422, "pool"),
-    ({"team": "beta"}, 403, "team 'beta'"),
-    ({"colour": "red"}, 422, "unknown field 'colour'"),
-    ({"params": {"tokenizer": "char\u0000"}}, 422, "NUL"),
-    ({"params": {"tokenizer": "\ud800"}}, 422, "Unicode"),
-    ({"params": {"n_layer": 96, "n_embd": 16384, "n_head": 128}}, 422, "memory"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"model": "transformer-xl"}, 422, "unknown model 'transformer-xl'"),
+        ({"params": {"n_layers": 3}}, 422, "unknown param 'n_layers'"),
+        ({"params": {"n_layer": "four"}}, 422, "param 'n_layer'"),
+        ({"params": {"n_embd": 100, "n_head": 3}}, 422, "divisible"),
+        ({"params": [1, 2]}, 422, "params"),
+        ({"dataset": "nope"}, 404, "dataset 'nope' not found"),
+        ({"dataset": 999}, 404, "dataset 999 not found"),
+        ({"dataset": ""}, 404, "not found"),
+        ({"dataset": 10**30}, 404, "not found"),
+        ({"dataset": "digits"}, 422, "trains on text data"),
+        ({"type": "bake"}, 422, "'type'"),
+        ({"priority": 10**40}, 422, "priority"),
+        ({"priority": "high"}, 422, "priority"),
+        ({"gpus": -1}, 422, "gpus"),
+        ({"pool": "../etc"}, 422, "pool"),
+        ({"team": "beta"}, 403, "team 'beta'"),
+        ({"colour": "red"}, 422, "unknown field 'colour'"),
+        ({"params": {"tokenizer": "char\u0000"}}, 422, "NUL"),
+        ({"params": {"tokenizer": "\ud800"}}, 422, "Unicode"),
+        ({"params": {"n_layer": 96, "n_embd": 16384, "n_head": 128}}, 422, "memory"),
+    ],
+)
 def test_submit_refuses_bad_input(client, auth, db, body, status, words):
     answer = submit(client, auth, **body)
     assert answer.status_code == status, answer.json
@@ -79,8 +103,20 @@ def test_submit_refuses_bad_input(client, auth, db, body, status, words):
     assert count(db, Job) == 0 and count(db, JobLog) == 0  # nothing half-created
 
 
-@pytest.mark.parametrize("raw", [b"{", b"", b"[]", b'"train"', b'{"type": "train", "model": NaN}',
-                                 b'{"a": Infinity}', b"\xff\xfe\x00", b"[" * 100000, b"null"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b"",
+        b"[]",
+        b'"train"',
+        b'{"type": "train", "model": NaN}',
+        b'{"a": Infinity}',
+        b"\xff\xfe\x00",
+        b"[" * 100000,
+        b"null",
+    ],
+)
 def test_malformed_json_is_a_client_error(client, auth, db, raw):
     answer = client.post("/api/v1/jobs", headers={**auth, "Content-Type": "application/json"}, data=raw)
     assert answer.status_code in (400, 422), answer.json
@@ -97,8 +133,14 @@ def test_overflowing_float_is_refused(client, auth, db):
 
 def test_memory_limit_follows_the_pool_workers(client, auth, db):
     with db.session() as s:
-        s.add(Worker(id="w1", hostname="h", pool="small", devices=[{"kind": "cuda", "name": "tiny",
-                                                                     "memory_bytes": 50 * 2**20}]))
+        s.add(
+            Worker(
+                id="w1",
+                hostname="h",
+                pool="small",
+                devices=[{"kind": "cuda", "name": "tiny", "memory_bytes": 50 * 2**20}],
+            )
+        )
     answer = submit(client, auth, pool="small")
     assert answer.status_code == 422 and "50.0 MiB" in answer.json["message"]
     assert answer.json["details"]["estimated_bytes"] > answer.json["details"]["limit_bytes"]
@@ -107,38 +149,57 @@ def test_memory_limit_follows_the_pool_workers(client, auth, db):
 
 def test_generate_from_succeeded_train_job(client, auth, db):
     source = add_job(db, status="succeeded", model="gru")
-    answer = client.post("/api/v1/jobs", headers=auth, json={
-        "type": "generate", "source_job": source, "prompts": ["Once", "upon"], "params": {"num_samples": 2}})
+    answer = client.post(
+        "/api/v1/jobs",
+        headers=auth,
+        json={
+            "type": "generate",
+            "source_job": source,
+            "prompts": ["Once", "upon"],
+            "params": {"num_samples": 2},
+        },
+    )
     assert answer.status_code == 201, answer.json
     job = answer.json
     assert (job["type"], job["model"], job["source_job"], job["prompts"], job["pool"]) == (
-        "generate", "gru", source, ["Once", "upon"], "default")
+        "generate",
+        "gru",
+        source,
+        ["Once", "upon"],
+        "default",
+    )
     assert job["params"]["num_samples"] == 2 and job["params"]["temperature"] == 1.0
 
 
 def test_generate_with_prompts_dataset(client, auth, db):
     source = add_job(db, status="succeeded", model="dcgan", builtin_dataset="digits")
     prompts = upload(client, auth, b"prompt\nseven\na handwritten three\n", "p.csv").json["id"]
-    job = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source,
-                                                          "dataset": prompts}).json
+    job = client.post(
+        "/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source, "dataset": prompts}
+    ).json
     assert job["prompts"] == ["seven", "a handwritten three"] and job["dataset"] == prompts
 
 
-@pytest.mark.parametrize("source_fields, extra, status, words", [
-    ({"status": "running"}, {}, 409, "is running"),
-    ({"status": "failed", "error": "boom"}, {}, 409, "is failed"),
-    ({"status": "queued"}, {}, 409, "queued"),
-    ({"status": "succeeded", "type": "generate"}, {}, 422, "generate job"),
-    ({"status": "succeeded"}, {"params": {"top_k": "many"}}, 422, "top_k"),
-    ({"status": "succeeded"}, {"params": {"max_steps": 3}}, 422, "unknown param 'max_steps'"),
-    ({"status": "succeeded"}, {"prompts": []}, 422, "prompts"),
-    ({"status": "succeeded"}, {"prompts": "not a list"}, 422, "prompts"),
-    ({"status": "succeeded"}, {"prompts": ["a", 3]}, 422, "prompts"),
-    ({"status": "succeeded"}, {"dataset": 12345}, 404, "dataset 12345"),
-])
+@pytest.mark.parametrize(
+    "source_fields, extra, status, words",
+    [
+        ({"status": "running"}, {}, 409, "is running"),
+        ({"status": "failed", "error": "boom"}, {}, 409, "is failed"),
+        ({"status": "queued"}, {}, 409, "queued"),
+        ({"status": "succeeded", "type": "generate"}, {}, 422, "generate job"),
+        ({"status": "succeeded"}, {"params": {"top_k": "many"}}, 422, "top_k"),
+        ({"status": "succeeded"}, {"params": {"max_steps": 3}}, 422, "unknown param 'max_steps'"),
+        ({"status": "succeeded"}, {"prompts": []}, 422, "prompts"),
+        ({"status": "succeeded"}, {"prompts": "not a list"}, 422, "prompts"),
+        ({"status": "succeeded"}, {"prompts": ["a", 3]}, 422, "prompts"),
+        ({"status": "succeeded"}, {"dataset": 12345}, 404, "dataset 12345"),
+    ],
+)
 def test_generate_refuses(client, auth, db, source_fields, extra, status, words):
     source = add_job(db, **source_fields)
-    answer = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source, **extra})
+    answer = client.post(
+        "/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source, **extra}
+    )
     assert answer.status_code == status, answer.json
     assert words in answer.json["message"]
     assert count(db, Job) == 1
@@ -151,11 +212,15 @@ def test_generate_refuses_other_teams_and_missing_sources(client, auth, other_au
         assert answer.status_code == 404 and f"source job {source} not found" in answer.json["message"]
     text_ds = upload(client, auth, b"plain", "t.txt").json["id"]
     mine = add_job(db, status="succeeded")
-    both = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": mine,
-                                                           "dataset": text_ds, "prompts": ["x"]})
+    both = client.post(
+        "/api/v1/jobs",
+        headers=auth,
+        json={"type": "generate", "source_job": mine, "dataset": text_ds, "prompts": ["x"]},
+    )
     assert both.status_code == 422 and "not both" in both.json["message"]
-    wrong_kind = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": mine,
-                                                                 "dataset": text_ds})
+    wrong_kind = client.post(
+        "/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": mine, "dataset": text_ds}
+    )
     assert wrong_kind.status_code == 422 and "prompts dataset" in wrong_kind.json["message"]
 
 
@@ -163,13 +228,20 @@ def test_get_job_and_queue_position(client, auth, db):
     first = submit(client, auth).json["id"]
     second = submit(client, auth).json["id"]
     urgent = submit(client, auth, priority=9).json["id"]
-    positions = {j: client.get(f"/api/v1/jobs/{j}", headers=auth).json["queue_position"]
-                 for j in (first, second, urgent)}
+    positions = {
+        j: client.get(f"/api/v1/jobs/{j}", headers=auth).json["queue_position"]
+        for j in (first, second, urgent)
+    }
     assert positions == {urgent: 0, first: 1, second: 2}
     running = add_job(db, status="running", progress=0.5, step=10, attempts=1)
     job = client.get(f"/api/v1/jobs/{running}", headers=auth).json
     assert (job["status"], job["progress"], job["step"], job["attempts"], job["queue_position"]) == (
-        "running", 0.5, 10, 1, None)
+        "running",
+        0.5,
+        10,
+        1,
+        None,
+    )
 
 
 def test_list_filters_and_pagination(client, auth, other_auth, db):
@@ -184,7 +256,8 @@ def test_list_filters_and_pagination(client, auth, other_auth, db):
         seen += [j["id"] for j in page["jobs"]]
     assert seen == sorted(ids + [gen], reverse=True)
     assert {j["status"] for j in client.get("/api/v1/jobs?status=succeeded", headers=auth).json["jobs"]} == {
-        "succeeded"}
+        "succeeded"
+    }
     assert [j["id"] for j in client.get("/api/v1/jobs?type=generate", headers=auth).json["jobs"]] == [gen]
     assert len(client.get("/api/v1/jobs?team=alpha", headers=auth).json["jobs"]) == 8
     assert client.get("/api/v1/jobs?team=beta", headers=auth).json == {"jobs": [], "next": None}
@@ -232,7 +305,8 @@ def test_metrics_ordered_and_downsampled(client, auth, db):
     steps = [p[0] for p in small["train/loss"]]
     assert len(steps) == 10 and steps[0] == 0 and steps[-1] == 990 and steps == sorted(steps)
     assert client.get(f"/api/v1/jobs/{job_id}/metrics?max_points=1", headers=auth).json["series"][
-        "train/loss"] == [[990, 0.5]]
+        "train/loss"
+    ] == [[990, 0.5]]
     only = client.get(f"/api/v1/jobs/{job_id}/metrics?name=val/loss", headers=auth).json["series"]
     assert list(only) == ["val/loss"]
     assert client.get(f"/api/v1/jobs/{job_id}/metrics?max_points=0", headers=auth).status_code == 422
@@ -256,7 +330,9 @@ def test_outputs_artifacts_and_download(client, auth, db, settings):
     assert client.get(outputs[1]["url"], headers=auth).mimetype == "audio/wav"
     listed = client.get(f"/api/v1/jobs/{job_id}/artifacts", headers=auth).json["artifacts"]
     assert [(a["id"], a["name"], a["media_type"]) for a in listed] == [
-        (art, "out-0.png", "image/png"), (sound, "out-1.wav", "audio/wav")]
+        (art, "out-0.png", "image/png"),
+        (sound, "out-1.wav", "audio/wav"),
+    ]
 
 
 def test_download_refuses_paths_outside_the_store(client, auth, db, settings):
@@ -266,8 +342,12 @@ def test_download_refuses_paths_outside_the_store(client, auth, db, settings):
     from genq.db.models import Artifact
 
     with db.session() as s:
-        rows = [Artifact(job_id=job_id, kind="output", name="x", path="../../secret.txt", media_type="text/plain"),
-                Artifact(job_id=job_id, kind="output", name="y", path="jobs/none.bin")]
+        rows = [
+            Artifact(
+                job_id=job_id, kind="output", name="x", path="../../secret.txt", media_type="text/plain"
+            ),
+            Artifact(job_id=job_id, kind="output", name="y", path="jobs/none.bin"),
+        ]
         s.add_all(rows)
         s.flush()
         ids = [a.id for a in rows]
@@ -290,8 +370,15 @@ def test_logs_after(client, auth, db):
 
 def test_workers(client, auth, db):
     with db.session() as s:
-        s.add(Worker(id="host:1:ab", hostname="host", pool="default", slots=2,
-                     devices=[{"kind": "cuda", "name": "H100", "memory_bytes": 80 * 2**30}]))
+        s.add(
+            Worker(
+                id="host:1:ab",
+                hostname="host",
+                pool="default",
+                slots=2,
+                devices=[{"kind": "cuda", "name": "H100", "memory_bytes": 80 * 2**30}],
+            )
+        )
     mine = add_job(db, status="running", worker_id="host:1:ab")
     add_job(db, team="beta", status="running", worker_id="host:1:ab")
     [worker] = client.get("/api/v1/workers", headers=auth).json["workers"]
@@ -300,8 +387,13 @@ def test_workers(client, auth, db):
 
 
 def test_unknown_routes_and_methods_are_json(client, auth):
-    for method, path, status in [("get", "/api/v1/nope", 404), ("delete", "/api/v1/jobs", 405),
-                                 ("get", "/api/v1/jobs/0", 404), ("get", "/api/v1/jobs/99999999999", 404),
-                                 ("get", "/api/v1/jobs/abc", 404), ("put", "/api/v1/jobs/1/cancel", 405)]:
+    for method, path, status in [
+        ("get", "/api/v1/nope", 404),
+        ("delete", "/api/v1/jobs", 405),
+        ("get", "/api/v1/jobs/0", 404),
+        ("get", "/api/v1/jobs/99999999999", 404),
+        ("get", "/api/v1/jobs/abc", 404),
+        ("put", "/api/v1/jobs/1/cancel", 405),
+    ]:
         answer = getattr(client, method)(path, headers=auth)
         assert answer.status_code == status and answer.is_json and answer.json["error"]

@@ -11,11 +11,17 @@ from genq.db.models import ApiToken, Dataset, Job, Team
 from genq.errors import InvalidInput, NotFound
 from genq.tokens import authenticate, create_token, revoke_token
 from genq.web import create_app
-from tests.web.conftest import (add_artifact, add_job, bearer, count, csrf_from, login, make_token, png, upload)
+from tests.web.conftest import add_artifact, add_job, bearer, count, csrf_from, login, make_token, png, upload
 
-READ_PATHS = ["/api/v1/jobs/{job}", "/api/v1/jobs/{job}/metrics", "/api/v1/jobs/{job}/outputs",
-              "/api/v1/jobs/{job}/artifacts", "/api/v1/jobs/{job}/logs", "/api/v1/artifacts/{art}/download",
-              "/api/v1/datasets/{ds}"]
+READ_PATHS = [
+    "/api/v1/jobs/{job}",
+    "/api/v1/jobs/{job}/metrics",
+    "/api/v1/jobs/{job}/outputs",
+    "/api/v1/jobs/{job}/artifacts",
+    "/api/v1/jobs/{job}/logs",
+    "/api/v1/artifacts/{art}/download",
+    "/api/v1/datasets/{ds}",
+]
 
 
 def test_tokens_are_stored_hashed(db):
@@ -47,11 +53,18 @@ def test_token_validation_and_revocation(db):
             revoke_token(s, prefix)
 
 
-@pytest.mark.parametrize("header", [None, "Bearer", "Bearer nope", "Basic dXNlcjpwdw==", "bearer  ", "Token x"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer", "Bearer nope", "Basic dXNlcjpwdw==", "bearer  ", "Token x"]
+)
 def test_api_needs_a_valid_token(client, header):
     headers = {"Authorization": header} if header is not None else {}
-    for method, path in [("get", "/api/v1/jobs"), ("post", "/api/v1/jobs"), ("get", "/api/v1/workers"),
-                         ("get", "/api/v1/datasets"), ("post", "/api/v1/jobs/1/cancel")]:
+    for method, path in [
+        ("get", "/api/v1/jobs"),
+        ("post", "/api/v1/jobs"),
+        ("get", "/api/v1/workers"),
+        ("get", "/api/v1/datasets"),
+        ("post", "/api/v1/jobs/1/cancel"),
+    ]:
         answer = getattr(client, method)(path, headers=headers)
         assert answer.status_code == 401, (method, path, answer.data)
         assert answer.json["error"] == "unauthorized" and "Bearer" in answer.headers["WWW-Authenticate"]
@@ -67,10 +80,13 @@ def test_viewer_reads_but_cannot_change(client, db, auth):
     viewer = bearer(make_token(db, "alpha", "viewer"))
     job_id = add_job(db)
     assert client.get(f"/api/v1/jobs/{job_id}", headers=viewer).status_code == 200
-    for answer in (client.post("/api/v1/jobs", headers=viewer, json={"type": "train", "model": "gpt",
-                                                                     "dataset": "pydoc"}),
-                   client.post(f"/api/v1/jobs/{job_id}/cancel", headers=viewer),
-                   upload(client, viewer, b"text", "a.txt")):
+    for answer in (
+        client.post(
+            "/api/v1/jobs", headers=viewer, json={"type": "train", "model": "gpt", "dataset": "pydoc"}
+        ),
+        client.post(f"/api/v1/jobs/{job_id}/cancel", headers=viewer),
+        upload(client, viewer, b"text", "a.txt"),
+    ):
         assert answer.status_code == 403 and answer.json["error"] == "forbidden"
         assert "viewer" in answer.json["message"]
     assert count(db, Job) == 1 and count(db, Dataset) == 0
@@ -99,7 +115,9 @@ def test_other_teams_rows_look_missing(client, db, settings, auth, other_auth):
 def test_login_sets_a_safe_cookie_and_logout_clears_it(client, token):
     assert client.get("/").status_code == 302
     page = client.get("/login?next=/workers")
-    answer = client.post("/login", data={"token": token, "csrf_token": csrf_from(page.text), "next": "/workers"})
+    answer = client.post(
+        "/login", data={"token": token, "csrf_token": csrf_from(page.text), "next": "/workers"}
+    )
     assert answer.status_code == 302 and answer.location == "/workers"
     cookie = next(c for c in answer.headers.getlist("Set-Cookie") if c.startswith("genq_session="))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
@@ -110,7 +128,9 @@ def test_login_sets_a_safe_cookie_and_logout_clears_it(client, token):
     assert client.get("/api/v1/jobs").status_code == 401
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example", "/\\evil", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example", "/\\evil", "javascript:alert(1)"]
+)
 def test_login_never_redirects_off_site(client, token, target):
     page = client.get("/login")
     answer = client.post("/login", data={"token": token, "csrf_token": csrf_from(page.text), "next": target})

@@ -16,8 +16,15 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
 pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 SCREENSHOT = Path("/tmp/genq/dashboard.png")
 
 
@@ -59,7 +66,7 @@ def page(server):
 
 def test_dashboard_end_to_end(page, server, db, token, tmp_path):
     chart_job = add_job(db, status="running", progress=0.25, step=250)
-    add_metrics(db, chart_job, "train/loss", [4.0 * 0.97 ** i + 0.02 * (i % 3) for i in range(60)], every=10)
+    add_metrics(db, chart_job, "train/loss", [4.0 * 0.97**i + 0.02 * (i % 3) for i in range(60)], every=10)
     add_metrics(db, chart_job, "val/loss", [4.1 * 0.97 ** (i * 10) for i in range(6)], every=100)
     add_metrics(db, chart_job, "val/perplexity", [60.0, 30.0, 17.5], every=200)
     failed = add_job(db, status="failed", error="RuntimeError: loss became NaN at step 120", attempts=3)
@@ -102,7 +109,9 @@ def test_dashboard_end_to_end(page, server, db, token, tmp_path):
     # The list polls the API: a worker's progress shows up without a reload.
     with db.session() as s:
         s.get(Job, chart_job).progress = 0.75
-    expect(page.locator(f'tr[data-job-id="{chart_job}"] progress')).to_have_attribute("value", "0.75", timeout=8000)
+    expect(page.locator(f'tr[data-job-id="{chart_job}"] progress')).to_have_attribute(
+        "value", "0.75", timeout=8000
+    )
 
     # The running job's page draws the loss chart.
     page.goto(f"{server}/jobs/{chart_job}")

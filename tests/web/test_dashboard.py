@@ -7,8 +7,19 @@ import io
 import pytest
 
 from genq.db.models import Dataset, Job
-from tests.web.conftest import (add_artifact, add_job, add_metrics, add_output, bearer, count, csrf_from, login,
-                                make_token, png, wav)
+from tests.web.conftest import (
+    add_artifact,
+    add_job,
+    add_metrics,
+    add_output,
+    bearer,
+    count,
+    csrf_from,
+    login,
+    make_token,
+    png,
+    wav,
+)
 
 
 @pytest.fixture
@@ -63,9 +74,16 @@ def test_job_page_shows_everything(browser, db, settings):
 
 def test_submit_train_form(browser, db):
     page = browser.get("/submit").text
-    form = {"csrf_token": csrf_from(page), "type": "train", "model": "gpt", "dataset": "pydoc",
-            "params": "max_steps=50\nn_layer=2\n# a comment\ntokenizer=char\ndropout=0.1", "priority": "3",
-            "gpus": "1", "pool": "default"}
+    form = {
+        "csrf_token": csrf_from(page),
+        "type": "train",
+        "model": "gpt",
+        "dataset": "pydoc",
+        "params": "max_steps=50\nn_layer=2\n# a comment\ntokenizer=char\ndropout=0.1",
+        "priority": "3",
+        "gpus": "1",
+        "pool": "default",
+    }
     answer = browser.post("/submit", data=form)
     assert answer.status_code == 302
     with db.session() as s:
@@ -75,18 +93,27 @@ def test_submit_train_form(browser, db):
     assert browser.post("/submit", data=json_form).status_code == 302
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"model": "nope"}, "unknown model"),
-    ({"params": "max_stepz=3"}, "unknown param"),
-    ({"params": "no equals sign"}, "KEY=VALUE"),
-    ({"params": "{broken"}, "JSON"),
-    ({"dataset": "digits"}, "trains on text data"),
-    ({"priority": "soon"}, "priority"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"model": "nope"}, "unknown model"),
+        ({"params": "max_stepz=3"}, "unknown param"),
+        ({"params": "no equals sign"}, "KEY=VALUE"),
+        ({"params": "{broken"}, "JSON"),
+        ({"dataset": "digits"}, "trains on text data"),
+        ({"priority": "soon"}, "priority"),
+    ],
+)
 def test_submit_form_shows_errors(browser, db, changes, words):
     page = browser.get("/submit").text
-    form = {"csrf_token": csrf_from(page), "type": "train", "model": "gpt", "dataset": "pydoc", "params": "",
-            **changes}
+    form = {
+        "csrf_token": csrf_from(page),
+        "type": "train",
+        "model": "gpt",
+        "dataset": "pydoc",
+        "params": "",
+        **changes,
+    }
     answer = browser.post("/submit", data=form)
     assert 400 <= answer.status_code < 500 and answer.mimetype == "text/html"
     assert 'id="form-error"' in answer.text and words in answer.text
@@ -97,29 +124,42 @@ def test_submit_generate_form(browser, db):
     source = add_job(db, status="succeeded")
     page = browser.get(f"/submit?type=generate&source_job={source}").text
     assert f'<option value="{source}" selected>' in page
-    answer = browser.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate",
-                                           "source_job": str(source), "prompts": "Once\n\nupon a time\n",
-                                           "params": "num_samples=2\ntemperature=0.8"})
+    answer = browser.post(
+        "/submit",
+        data={
+            "csrf_token": csrf_from(page),
+            "type": "generate",
+            "source_job": str(source),
+            "prompts": "Once\n\nupon a time\n",
+            "params": "num_samples=2\ntemperature=0.8",
+        },
+    )
     assert answer.status_code == 302
     with db.session() as s:
         job = s.get(Job, int(answer.location.rsplit("/", 1)[-1]))
         assert job.prompts == ["Once", "upon a time"] and job.params["temperature"] == 0.8
     running = add_job(db, status="running")
-    answer = browser.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate",
-                                           "source_job": str(running)})
+    answer = browser.post(
+        "/submit", data={"csrf_token": csrf_from(page), "type": "generate", "source_job": str(running)}
+    )
     assert answer.status_code == 409 and "is running" in answer.text
 
 
 def test_dataset_upload_form(browser, db, settings):
     page = browser.get("/datasets").text
-    ok = browser.post("/datasets", data={"csrf_token": csrf_from(page), "name": "tiny",
-                                         "file": (io.BytesIO(b"hello\n"), "../x.txt")},
-                      content_type="multipart/form-data")
+    ok = browser.post(
+        "/datasets",
+        data={"csrf_token": csrf_from(page), "name": "tiny", "file": (io.BytesIO(b"hello\n"), "../x.txt")},
+        content_type="multipart/form-data",
+    )
     assert ok.status_code == 302
     listing = browser.get("/datasets").text
     assert "tiny" in listing and "text" in listing
-    bad = browser.post("/datasets", data={"csrf_token": csrf_from(page), "kind": "text",
-                                          "file": (io.BytesIO(png()), "x.png")}, content_type="multipart/form-data")
+    bad = browser.post(
+        "/datasets",
+        data={"csrf_token": csrf_from(page), "kind": "text", "file": (io.BytesIO(png()), "x.png")},
+        content_type="multipart/form-data",
+    )
     assert bad.status_code == 422 and "NUL byte" in bad.text and 'id="form-error"' in bad.text
     assert count(db, Dataset) == 1
 
@@ -139,8 +179,12 @@ def test_cancel_button_and_viewer(client, db):
     assert admin.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf_from(page)}).status_code == 302
     with db.session() as s:
         assert s.get(Job, job_id).status == "cancelled"
-    assert "already cancelled" in admin.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf_from(page)},
-                                             follow_redirects=True).text
+    assert (
+        "already cancelled"
+        in admin.post(
+            f"/jobs/{job_id}/cancel", data={"csrf_token": csrf_from(page)}, follow_redirects=True
+        ).text
+    )
 
 
 def test_other_teams_job_page_is_404(client, db, auth):
@@ -152,7 +196,12 @@ def test_workers_page(client, db, auth):
     from genq.db.models import Worker
 
     with db.session() as s:
-        s.add(Worker(id="gpu-box:1:x", hostname="gpu-box", devices=[{"kind": "cuda", "name": "A100",
-                                                                     "memory_bytes": 40 * 2**30}]))
+        s.add(
+            Worker(
+                id="gpu-box:1:x",
+                hostname="gpu-box",
+                devices=[{"kind": "cuda", "name": "A100", "memory_bytes": 40 * 2**30}],
+            )
+        )
     page = client.get("/workers", headers=bearer(make_token(db))).text
     assert "gpu-box" in page and "A100" in page and "40.0 GiB" in page

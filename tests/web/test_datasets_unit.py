@@ -13,9 +13,12 @@ PREFIXES = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\x10\x00\x00\x00WA
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(prefix=st.sampled_from(PREFIXES), body=st.binary(max_size=300),
-       name=st.sampled_from(["x.txt", "x.csv", "x.jsonl", "x.png", "x.zip", ""]),
-       kind=st.sampled_from([None, "text", "images", "audio", "prompts"]))
+@given(
+    prefix=st.sampled_from(PREFIXES),
+    body=st.binary(max_size=300),
+    name=st.sampled_from(["x.txt", "x.csv", "x.jsonl", "x.png", "x.zip", ""]),
+    kind=st.sampled_from([None, "text", "images", "audio", "prompts"]),
+)
 def test_arbitrary_bytes_never_crash(tmp_path, prefix, body, name, kind):
     path = tmp_path / "upload"
     path.write_bytes(prefix + body)

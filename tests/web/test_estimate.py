@@ -21,8 +21,18 @@ def test_defaults_are_small_and_bigger_settings_cost_more(model):
 
 
 def test_gpt_weights_dominate_a_large_model():
-    params = validate_train_params("gpt", {"n_layer": 48, "n_embd": 1600, "n_head": 25, "batch_size": 1,
-                                           "block_size": 64, "tokenizer": "bpe", "vocab_size": 50257})
+    params = validate_train_params(
+        "gpt",
+        {
+            "n_layer": 48,
+            "n_embd": 1600,
+            "n_head": 25,
+            "batch_size": 1,
+            "block_size": 64,
+            "tokenizer": "bpe",
+            "vocab_size": 50257,
+        },
+    )
     # GPT-2 XL has ~1.5e9 parameters: 16 bytes each with Adam, about 24 GB.
     assert 20e9 < estimate_train_memory("gpt", params) < 30e9
 
@@ -33,13 +43,27 @@ def test_limit_comes_from_online_workers_of_the_pool(db, monkeypatch):
         assert largest_device_memory(s, "default") == (64 * 2**30, "GENQ_MAX_JOB_MEMORY_BYTES")
         monkeypatch.setenv("GENQ_MAX_JOB_MEMORY_BYTES", str(2**30))
         assert largest_device_memory(s, "default")[0] == 2**30
-        s.add_all([
-            Worker(id="a", hostname="a", pool="gpu", devices=[{"kind": "cuda", "name": "x", "memory_bytes": 8 * 2**30},
-                                                              {"kind": "cuda", "name": "y", "memory_bytes": 24 * 2**30}]),
-            Worker(id="b", hostname="b", pool="gpu", status="stopped",
-                   devices=[{"kind": "cuda", "name": "z", "memory_bytes": 80 * 2**30}]),
-            Worker(id="c", hostname="c", pool="gpu", devices=["garbage", {"memory_bytes": "lots"}]),
-        ])
+        s.add_all(
+            [
+                Worker(
+                    id="a",
+                    hostname="a",
+                    pool="gpu",
+                    devices=[
+                        {"kind": "cuda", "name": "x", "memory_bytes": 8 * 2**30},
+                        {"kind": "cuda", "name": "y", "memory_bytes": 24 * 2**30},
+                    ],
+                ),
+                Worker(
+                    id="b",
+                    hostname="b",
+                    pool="gpu",
+                    status="stopped",
+                    devices=[{"kind": "cuda", "name": "z", "memory_bytes": 80 * 2**30}],
+                ),
+                Worker(id="c", hostname="c", pool="gpu", devices=["garbage", {"memory_bytes": "lots"}]),
+            ]
+        )
         s.flush()
         assert largest_device_memory(s, "gpu") == (24 * 2**30, "cuda on worker a")
         huge = validate_train_params("gpt", {"n_layer": 48, "n_embd": 2048, "n_head": 16})

@@ -23,8 +23,13 @@ def served_spec() -> dict:
     """The document the app serves at /api/v1/openapi.json (fetching it needs no database)."""
     home = Path(tempfile.mkdtemp(prefix="genq-spec-"))
     try:
-        settings = Settings(home=home, database_url=f"sqlite:///{home / 'db'}", redis_url=None,
-                            artifacts=home / "artifacts", secret_key="spec")
+        settings = Settings(
+            home=home,
+            database_url=f"sqlite:///{home / 'db'}",
+            redis_url=None,
+            artifacts=home / "artifacts",
+            secret_key="spec",
+        )
         return create_app({"SETTINGS": settings}).test_client().get("/api/v1/openapi.json").json
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -47,6 +52,10 @@ def seeded(app, db, settings, token):
 
 
 @schema.parametrize()
-@hypothesis_settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@hypothesis_settings(
+    max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 def test_no_server_errors(case, seeded, token):
-    case.call_and_validate(app=seeded, headers={"Authorization": f"Bearer {token}"}, checks=[not_a_server_error])
+    case.call_and_validate(
+        app=seeded, headers={"Authorization": f"Bearer {token}"}, checks=[not_a_server_error]
+    )

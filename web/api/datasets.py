@@ -17,7 +17,7 @@ bp = api_blueprint("api_datasets")
 
 
 def store_request_file(team_id: int) -> dict:
-    """Store the request's `file` (with optional `name` and `kind`) as a dataset of `team_id`; its JSON form."""
+    """Store the request's `file` (optional `name`, `kind`) as a dataset of `team_id`; its JSON form."""
     upload = request.files.get("file")
     if upload is None:
         raise InvalidInput("multipart field 'file' is required")
@@ -25,8 +25,9 @@ def store_request_file(team_id: int) -> dict:
     if kind is not None and kind not in KINDS:
         raise InvalidInput(f"unknown dataset kind '{kind[:40]}' (known: {', '.join(KINDS)})")
     with state().db.session() as s:
-        dataset = save_upload(s, state().settings, team_id, upload.stream, upload.filename or "",
-                              request.form.get("name"), kind)
+        dataset = save_upload(
+            s, state().settings, team_id, upload.stream, upload.filename or "", request.form.get("name"), kind
+        )
         return dataset_to_dict(dataset)
 
 
@@ -46,7 +47,9 @@ def index():
     if kind:
         query = query.where(Dataset.kind == kind)
     with state().db.session() as s:
-        return jsonify({"datasets": [dataset_to_dict(d) for d in s.scalars(query.order_by(Dataset.id.desc()))]})
+        return jsonify(
+            {"datasets": [dataset_to_dict(d) for d in s.scalars(query.order_by(Dataset.id.desc()))]}
+        )
 
 
 @bp.get("/datasets/<id:dataset_id>")

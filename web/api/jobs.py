@@ -37,7 +37,7 @@ def index():
         return jsonify({"jobs": [], "next": None})  # a token sees only its own team
     with state().db.session() as s:
         jobs, cursor = latest_jobs(s, g.caller.team_id, status=status, type=kind, limit=limit, before=before)
-        return jsonify({"jobs": [job_to_dict(s, j) for j in jobs], "next": cursor})
+        return jsonify({"jobs": [job_to_dict(s, j, brief=True) for j in jobs], "next": cursor})
 
 
 @bp.get("/jobs/<id:job_id>")
@@ -60,7 +60,7 @@ def cancel(job_id: int):
 def metrics(job_id: int):
     """{"series": {name: [[step, value], ...]}}; ?max_points=N downsamples each series, ?name= picks some."""
     max_points = query_int("max_points", None, 1, 1_000_000)
-    # Metric names are short plain strings; anything else (NUL bytes, say) cannot match and must not reach SQL.
+    # Metric names are short plain strings; anything else (NUL bytes, say) cannot match: keep it from SQL.
     names = tuple(n for n in request.args.getlist("name") if n and len(n) <= 64 and not bad_string(n)) or None
     if request.args.getlist("name") and names is None:
         return jsonify({"series": {}})

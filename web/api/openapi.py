@@ -25,43 +25,144 @@ _TIME = {"type": ["string", "null"], "format": "date-time"}
 _OBJ = {"type": "object"}
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error", "message"],
-              "properties": {"error": _STR, "message": _STR, "details": {}}},
-    "Job": {"type": "object", "required": ["id", "type", "model", "team", "status", "progress", "step",
-                                           "attempts", "queue_position", "error", "created_at"],
-            "properties": {
-                "id": _INT, "type": {"enum": ["train", "generate"]}, "model": {"enum": list(MODELS)},
-                "team": _STR, "status": {"enum": list(JOB_STATUSES)},
-                "progress": {"type": "number", "minimum": 0, "maximum": 1}, "step": _INT, "attempts": _INT,
-                "queue_position": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
-                "created_at": _TIME, "started_at": _TIME, "finished_at": _TIME,
-                "dataset": {"type": ["integer", "string", "null"]}, "source_job": {"type": ["integer", "null"]},
-                "params": _OBJ, "prompts": {"type": ["array", "null"]}, "priority": _INT, "gpus": _INT,
-                "pool": _STR, "cancel_requested": {"type": "boolean"}}},
-    "JobList": {"type": "object", "required": ["jobs", "next"],
-                "properties": {"jobs": {"type": "array", "items": {"$ref": REF.format(model="Job")}},
-                               "next": {"type": ["integer", "null"], "description": "pass as ?before= for more"}}},
-    "Dataset": {"type": "object", "required": ["id", "name", "kind", "size_bytes"],
-                "properties": {"id": _INT, "name": _STR, "kind": {"enum": list(KINDS)}, "size_bytes": _INT,
-                               "filename": _STR, "info": _OBJ, "created_at": _TIME}},
-    "DatasetUpload": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary"},
-        "name": {"type": "string", "maxLength": 200, "description": "display name (default: the file name)"},
-        "kind": {"enum": list(KINDS), "description": "insist on a kind (default: detected from the bytes)"}}},
-    "Metrics": {"type": "object", "required": ["series"], "properties": {"series": {
-        "type": "object", "additionalProperties": {"type": "array", "items": {
-            "type": "array", "prefixItems": [_INT, {"type": ["number", "null"]}]}}}}},
-    "Output": {"type": "object", "required": ["index", "prompt", "kind"], "properties": {
-        "index": _INT, "prompt": {"type": ["string", "null"]}, "kind": _STR, "text": _STR,
-        "url": _STR, "media_type": {"type": ["string", "null"]}}},
-    "Artifact": {"type": "object", "properties": {
-        "id": _INT, "job_id": _INT, "kind": _STR, "name": _STR, "size_bytes": _INT, "media_type": _STR,
-        "created_at": _TIME, "url": _STR}},
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {"error": _STR, "message": _STR, "details": {}},
+    },
+    "Job": {
+        "type": "object",
+        "required": [
+            "id",
+            "type",
+            "model",
+            "team",
+            "status",
+            "progress",
+            "step",
+            "attempts",
+            "queue_position",
+            "error",
+            "created_at",
+        ],
+        "properties": {
+            "id": _INT,
+            "type": {"enum": ["train", "generate"]},
+            "model": {"enum": list(MODELS)},
+            "team": _STR,
+            "status": {"enum": list(JOB_STATUSES)},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "step": _INT,
+            "attempts": _INT,
+            "queue_position": {"type": ["integer", "null"]},
+            "error": {"type": ["string", "null"]},
+            "created_at": _TIME,
+            "started_at": _TIME,
+            "finished_at": _TIME,
+            "dataset": {"type": ["integer", "string", "null"]},
+            "source_job": {"type": ["integer", "null"]},
+            "params": _OBJ,
+            "prompts": {
+                "type": ["array", "integer", "null"],
+                "description": "the prompts; in listings only their number",
+            },
+            "priority": _INT,
+            "gpus": _INT,
+            "pool": _STR,
+            "cancel_requested": {"type": "boolean"},
+        },
+    },
+    "JobList": {
+        "type": "object",
+        "required": ["jobs", "next"],
+        "properties": {
+            "jobs": {"type": "array", "items": {"$ref": REF.format(model="Job")}},
+            "next": {"type": ["integer", "null"], "description": "pass as ?before= for more"},
+        },
+    },
+    "Dataset": {
+        "type": "object",
+        "required": ["id", "name", "kind", "size_bytes"],
+        "properties": {
+            "id": _INT,
+            "name": _STR,
+            "kind": {"enum": list(KINDS)},
+            "size_bytes": _INT,
+            "filename": _STR,
+            "info": _OBJ,
+            "created_at": _TIME,
+        },
+    },
+    "DatasetUpload": {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "name": {
+                "type": "string",
+                "maxLength": 200,
+                "description": "display name (default: the file name)",
+            },
+            "kind": {
+                "enum": list(KINDS),
+                "description": "insist on a kind (default: detected from the bytes)",
+            },
+        },
+    },
+    "Metrics": {
+        "type": "object",
+        "required": ["series"],
+        "properties": {
+            "series": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "array",
+                    "items": {"type": "array", "prefixItems": [_INT, {"type": ["number", "null"]}]},
+                },
+            }
+        },
+    },
+    "Output": {
+        "type": "object",
+        "required": ["index", "prompt", "kind"],
+        "properties": {
+            "index": _INT,
+            "prompt": {"type": ["string", "null"]},
+            "kind": _STR,
+            "text": _STR,
+            "url": _STR,
+            "media_type": {"type": ["string", "null"]},
+        },
+    },
+    "Artifact": {
+        "type": "object",
+        "properties": {
+            "id": _INT,
+            "job_id": _INT,
+            "kind": _STR,
+            "name": _STR,
+            "size_bytes": _INT,
+            "media_type": _STR,
+            "created_at": _TIME,
+            "url": _STR,
+        },
+    },
     "LogLine": {"type": "object", "properties": {"id": _INT, "time": _TIME, "message": _STR}},
-    "Worker": {"type": "object", "properties": {
-        "id": _STR, "hostname": _STR, "pool": _STR, "slots": _INT, "devices": {"type": "array"},
-        "status": _STR, "started_at": _TIME, "last_heartbeat": _TIME, "running": _INT,
-        "running_jobs": {"type": "array", "items": _INT}}},
+    "Worker": {
+        "type": "object",
+        "properties": {
+            "id": _STR,
+            "hostname": _STR,
+            "pool": _STR,
+            "slots": _INT,
+            "devices": {"type": "array"},
+            "status": _STR,
+            "started_at": _TIME,
+            "last_heartbeat": _TIME,
+            "running": _INT,
+            "running_jobs": {"type": "array", "items": _INT},
+        },
+    },
 }
 
 
@@ -93,72 +194,163 @@ def _query(name: str, schema: dict, description: str = "") -> dict:
 
 
 def _get(summary: str, response: dict, params: list | None = None, errors: tuple = (404,)) -> dict:
-    return {"get": {"summary": summary, "parameters": params or [], "responses": {"200": response, **_errors(*errors)}}}
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": params or [],
+            "responses": {"200": response, **_errors(*errors)},
+        }
+    }
 
 
 @cache
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
-    refs, defs = models_json_schema([(TrainJobRequest, "validation"), (GenerateJobRequest, "validation")],
-                                    ref_template=REF)
+    refs, defs = models_json_schema(
+        [(TrainJobRequest, "validation"), (GenerateJobRequest, "validation")], ref_template=REF
+    )
     schemas = {**SCHEMAS, **defs.get("$defs", {})}
-    schemas["JobRequest"] = {"oneOf": list(refs.values()), "discriminator": {"propertyName": "type", "mapping": {
-        "train": REF.format(model="TrainJobRequest"), "generate": REF.format(model="GenerateJobRequest")}}}
+    schemas["JobRequest"] = {
+        "oneOf": list(refs.values()),
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {
+                "train": REF.format(model="TrainJobRequest"),
+                "generate": REF.format(model="GenerateJobRequest"),
+            },
+        },
+    }
     job_id = [_path_id("job_id")]
     paths = {
         "/api/v1/jobs": {
-            "post": {"summary": "Submit a train or generate job", "requestBody": {
-                "required": True, "content": {"application/json": {"schema": _ref("JobRequest")}}},
-                "responses": {"201": _json(_ref("Job"), "queued"), **_errors(400, 403, 404, 409, 422)}},
-            **_get("The team's jobs, newest first", _json(_ref("JobList")), [
-                _query("status", {"enum": list(JOB_STATUSES)}), _query("type", {"enum": ["train", "generate"]}),
-                _query("team", _STR, "only this team (a token sees only its own)"),
-                _query("limit", {"type": "integer", "minimum": 1, "default": 50}, "page size, at most 200"),
-                _query("before", _ID, "a job id: list jobs older than it (the previous answer's next)")],
-                errors=(422,)),
+            "post": {
+                "summary": "Submit a train or generate job",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("JobRequest")}},
+                },
+                "responses": {"201": _json(_ref("Job"), "queued"), **_errors(400, 403, 404, 409, 422)},
+            },
+            **_get(
+                "The team's jobs, newest first",
+                _json(_ref("JobList")),
+                [
+                    _query("status", {"enum": list(JOB_STATUSES)}),
+                    _query("type", {"enum": ["train", "generate"]}),
+                    _query("team", _STR, "only this team (a token sees only its own)"),
+                    _query(
+                        "limit", {"type": "integer", "minimum": 1, "default": 50}, "page size, at most 200"
+                    ),
+                    _query("before", _ID, "a job id: list jobs older than it (the previous answer's next)"),
+                ],
+                errors=(422,),
+            ),
         },
         "/api/v1/jobs/{job_id}": _get("One job", _json(_ref("Job")), job_id),
-        "/api/v1/jobs/{job_id}/cancel": {"post": {
-            "summary": "Cancel a job (a running one stops after saving a checkpoint)", "parameters": job_id,
-            "responses": {"202": _json(_ref("Job"), "cancelled or cancel requested"), **_errors(403, 404, 409)}}},
-        "/api/v1/jobs/{job_id}/metrics": _get("Metric series", _json(_ref("Metrics")), job_id + [
-            _query("max_points", {"type": "integer", "minimum": 1, "maximum": 1_000_000}, "downsample each series"),
-            _query("name", _STR, "only this series (repeatable)")], errors=(404, 422)),
-        "/api/v1/jobs/{job_id}/outputs": _get("Generated samples", _json(_wrapped("outputs", "Output")), job_id),
-        "/api/v1/jobs/{job_id}/artifacts": _get("Checkpoints, samples, output files",
-                                                _json(_wrapped("artifacts", "Artifact")), job_id),
-        "/api/v1/jobs/{job_id}/logs": _get("Log lines", _json(_wrapped("logs", "LogLine")), job_id + [
-            _query("after", {"type": "integer", "minimum": 0}, "only lines with a bigger id"),
-            _query("limit", {"type": "integer", "minimum": 1, "default": 1000})], errors=(404, 422)),
-        "/api/v1/artifacts/{artifact_id}/download": _get(
-            "Download an artifact", {"description": "the file", "content": {"*/*": {"schema": {
-                "type": "string", "format": "binary"}}}}, [_path_id("artifact_id")]),
-        "/api/v1/datasets": {
-            "post": {"summary": "Upload a dataset", "requestBody": {"required": True, "content": {
-                "multipart/form-data": {"schema": _ref("DatasetUpload")}}},
-                "responses": {"201": _json(_ref("Dataset"), "stored"), **_errors(400, 403, 413, 422)}},
-            **_get("The team's datasets", _json(_wrapped("datasets", "Dataset")),
-                   [_query("kind", {"enum": list(KINDS)})], errors=(422,)),
+        "/api/v1/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel a job (a running one stops after saving a checkpoint)",
+                "parameters": job_id,
+                "responses": {
+                    "202": _json(_ref("Job"), "cancelled or cancel requested"),
+                    **_errors(403, 404, 409),
+                },
+            }
         },
-        "/api/v1/datasets/{dataset_id}": _get("One dataset", _json(_ref("Dataset")), [_path_id("dataset_id")]),
-        "/api/v1/workers": _get("Workers, devices, slots, load, heartbeats", _json(_wrapped("workers", "Worker")),
-                                errors=()),
-        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
-                                         "responses": {"200": _json(_OBJ)}}},
-        "/healthz": {"get": {"summary": "Liveness: the database answers", "security": [], "responses": {
-            "200": _json(_OBJ), "503": _json(_OBJ, "database unavailable")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
-            "200": {"description": "text exposition", "content": {"text/plain": {"schema": _STR}}}}}},
+        "/api/v1/jobs/{job_id}/metrics": _get(
+            "Metric series",
+            _json(_ref("Metrics")),
+            job_id
+            + [
+                _query(
+                    "max_points",
+                    {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                    "downsample each series",
+                ),
+                _query("name", _STR, "only this series (repeatable)"),
+            ],
+            errors=(404, 422),
+        ),
+        "/api/v1/jobs/{job_id}/outputs": _get(
+            "Generated samples", _json(_wrapped("outputs", "Output")), job_id
+        ),
+        "/api/v1/jobs/{job_id}/artifacts": _get(
+            "Checkpoints, samples, output files", _json(_wrapped("artifacts", "Artifact")), job_id
+        ),
+        "/api/v1/jobs/{job_id}/logs": _get(
+            "Log lines",
+            _json(_wrapped("logs", "LogLine")),
+            job_id
+            + [
+                _query("after", {"type": "integer", "minimum": 0}, "only lines with a bigger id"),
+                _query("limit", {"type": "integer", "minimum": 1, "default": 1000}),
+            ],
+            errors=(404, 422),
+        ),
+        "/api/v1/artifacts/{artifact_id}/download": _get(
+            "Download an artifact",
+            {
+                "description": "the file",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            [_path_id("artifact_id")],
+        ),
+        "/api/v1/datasets": {
+            "post": {
+                "summary": "Upload a dataset",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _ref("DatasetUpload")}},
+                },
+                "responses": {"201": _json(_ref("Dataset"), "stored"), **_errors(400, 403, 413, 422)},
+            },
+            **_get(
+                "The team's datasets",
+                _json(_wrapped("datasets", "Dataset")),
+                [_query("kind", {"enum": list(KINDS)})],
+                errors=(422,),
+            ),
+        },
+        "/api/v1/datasets/{dataset_id}": _get(
+            "One dataset", _json(_ref("Dataset")), [_path_id("dataset_id")]
+        ),
+        "/api/v1/workers": _get(
+            "Workers, devices, slots, load, heartbeats", _json(_wrapped("workers", "Worker")), errors=()
+        ),
+        "/api/v1/openapi.json": {
+            "get": {"summary": "This document", "security": [], "responses": {"200": _json(_OBJ)}}
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the database answers",
+                "security": [],
+                "responses": {"200": _json(_OBJ), "503": _json(_OBJ, "database unavailable")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {
+                    "200": {"description": "text exposition", "content": {"text/plain": {"schema": _STR}}}
+                },
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "genq", "version": __version__,
-                 "description": "Submit training and generation jobs; read their progress, metrics and outputs."},
+        "info": {
+            "title": "genq",
+            "version": __version__,
+            "description": "Submit training and generation jobs; read their progress, metrics and outputs.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
 
