@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.routing import BaseConverter, ValidationError
 
@@ -123,5 +123,4 @@ def create_app(config: dict | None = None) -> Flask:
 
     for module in (auth, dashboard, ops, jobs, datasets, artifacts, workers, openapi):
         app.register_blueprint(module.bp)
-    app.teardown_appcontext(lambda _exc: g.pop("principal", None))
     return app

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from genq.db import Database
 from genq.db.models import JOB_STATUSES, Worker
 from genq.web import queries
 
 bp = Blueprint("ops", __name__)
+disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
 
 
 class _DatabaseCollector:
@@ -23,9 +31,19 @@ class _DatabaseCollector:
     def collect(self):
         jobs = GaugeMetricFamily("genq_jobs", "Jobs by status", labels=["status"])
         workers = GaugeMetricFamily("genq_workers_online", "Workers whose status is online")
-        with self.db.session() as s:
-            counts = queries.job_counts(s)
-            online = s.scalar(select(func.count()).select_from(Worker).where(Worker.status == "online")) or 0
+        up = GaugeMetricFamily("genq_database_up", "1 if the database answered this scrape")
+        try:
+            with self.db.session() as s:
+                counts = queries.job_counts(s)
+                online = (
+                    s.scalar(select(func.count()).select_from(Worker).where(Worker.status == "online")) or 0
+                )
+        except SQLAlchemyError:  # a scrape during an outage reports the outage instead of failing
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
         for status in JOB_STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
         workers.add_metric([], online)
@@ -60,7 +78,7 @@ def healthz():
     try:
         with state().db.session() as s:
             s.execute(text("SELECT 1"))
-    except Exception as exc:  # any driver error means "not healthy", not a crash
+    except SQLAlchemyError as exc:  # any driver error means "not healthy", not a crash
         return jsonify(
             {
                 "status": "unavailable",

@@ -13,6 +13,8 @@ def test_healthz_reports_a_dead_database(settings, tmp_path):
     client = create_app({"SETTINGS": broken}).test_client()
     answer = client.get("/healthz")
     assert answer.status_code == 503 and answer.json["status"] == "unavailable"
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and "genq_database_up 0.0" in metrics.text
 
 
 def test_prometheus_metrics(client, auth, db):
@@ -22,7 +24,8 @@ def test_prometheus_metrics(client, auth, db):
     client.get("/api/v1/jobs", headers=auth)
     text = client.get("/metrics").text
     assert 'genq_jobs{status="running"} 2.0' in text and 'genq_jobs{status="queued"} 1.0' in text
-    assert "genq_workers_online 0.0" in text
+    assert "genq_workers_online 0.0" in text and "genq_database_up 1.0" in text
+    assert "_created" not in text
     assert 'genq_http_requests_total{endpoint="/api/v1/jobs",method="GET",status="200"} 1.0' in text
 
 
