@@ -20,6 +20,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 def _logging() -> None:
     logging.basicConfig(level=os.environ.get("GENQ_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @click.group()
@@ -54,8 +55,9 @@ def up() -> None:
         supervisor.start("scheduler", genq_command("scheduler"), env)
         for name, argv, extra in worker_children(gpu_ids(), 1, "default"):
             supervisor.start(name, argv, {**env, **extra})
-        supervisor.start("web", genq_command("web"), env)
+        web = supervisor.start("web", genq_command("web"), env)
         url = f"http://{settings.host}:{settings.port}"
+        _wait_until_serving(url, web)
         click.echo(f"\ngenq is up: {url}\nadmin token: {token}\n(also in {settings.home / 'admin-token'}; "
                    "Ctrl-C stops everything)\n")
         code = supervisor.wait()
@@ -64,6 +66,19 @@ def up() -> None:
         if redis is not None:
             redis.stop()
     sys.exit(code)
+
+
+def _wait_until_serving(url: str, process, timeout: float = 60.0) -> None:
+    """Wait for the web server to answer /healthz, so the URL we print works when it is printed."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.2)
 
 
 def _admin_token(settings: Settings) -> str:
@@ -319,7 +334,8 @@ def wait(job_id: int, timeout: float) -> None:
 
     client = _client()
     start = time.monotonic()
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}") as bar:
+    # disable=None: a bar on a terminal, nothing when piped; the outcome is printed either way.
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}", disable=None) as bar:
         while True:
             job = client.job(job_id)
             bar.n = round(job["progress"] * 100, 1)
@@ -329,8 +345,9 @@ def wait(job_id: int, timeout: float) -> None:
             if timeout and time.monotonic() - start > timeout:
                 raise click.ClickException(f"job {job_id} still {job['status']} after {timeout:.0f} s")
             time.sleep(1)
+    click.echo(f"job {job_id} {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
+               err=job["status"] != "succeeded")
     if job["status"] != "succeeded":
-        click.echo(f"job {job_id} {job['status']}" + (f": {job['error']}" if job.get("error") else ""), err=True)
         sys.exit(1)
 
 
