@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from genq.config import Settings
 from genq.db.models import Dataset
-from genq.errors import InvalidInput, TooLarge
+from genq.errors import InvalidInput, NotFound, TooLarge
 
 BUILTIN_DATASETS = {"digits": "images", "tones": "audio", "pydoc": "text"}
 KINDS = ("text", "images", "audio", "prompts")
@@ -187,6 +187,8 @@ def read_prompts(path: Path, ext: str) -> list[str]:
     """The prompts in a .csv or .jsonl file; InvalidInput naming the line for anything else."""
     try:
         text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise NotFound(f"the prompts file {path.name} is missing from the artifact store") from None
     except UnicodeDecodeError as exc:
         raise InvalidInput(
             f"the prompts file is not UTF-8 text (invalid byte near offset {exc.start})"

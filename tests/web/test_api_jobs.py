@@ -171,13 +171,18 @@ def test_generate_from_succeeded_train_job(client, auth, db):
     assert job["params"]["num_samples"] == 2 and job["params"]["temperature"] == 1.0
 
 
-def test_generate_with_prompts_dataset(client, auth, db):
+def test_generate_with_prompts_dataset(client, auth, db, settings):
     source = add_job(db, status="succeeded", model="dcgan", builtin_dataset="digits")
     prompts = upload(client, auth, b"prompt\nseven\na handwritten three\n", "p.csv").json["id"]
     job = client.post(
         "/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source, "dataset": prompts}
     ).json
     assert job["prompts"] == ["seven", "a handwritten three"] and job["dataset"] == prompts
+    (settings.artifacts / "datasets" / str(prompts) / "data.csv").unlink()
+    gone = client.post(
+        "/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source, "dataset": prompts}
+    )
+    assert gone.status_code == 404 and "missing" in gone.json["message"]
 
 
 @pytest.mark.parametrize(
