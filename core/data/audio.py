@@ -15,10 +15,9 @@ from math import gcd
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from scipy.signal import resample_poly
-
 from genq.core.api import DataError, DataSource
 from genq.core.data.images import BUILTIN_KINDS
+from scipy.signal import resample_poly
 
 MAX_FILE_BYTES = 200 * 2**20
 MAX_TOTAL_SECONDS = 4 * 3600

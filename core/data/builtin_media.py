@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from genq.core.data.audio import AudioSet
 from genq.core.data.images import ImageSet
 
@@ -37,7 +36,7 @@ def digits(image_size: int = 16) -> ImageSet:
 def tone(freq: float, sample_rate: int, seconds: float = 1.0, rng: np.random.Generator | None = None) -> np.ndarray:
     """One harmonic tone: a fundamental with two weaker overtones, a short attack and a gentle decay."""
     rng = rng or np.random.default_rng(0)
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     t = np.arange(n) / sample_rate
     phase = rng.uniform(0, 2 * np.pi)
     h2, h3 = rng.uniform(0.15, 0.35), rng.uniform(0.05, 0.15)

@@ -14,14 +14,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-
 from genq.core.api import DataError, DataSource
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MAX_IMAGES = 100_000
 MAX_FILE_BYTES = 20 * 2**20  # one image file
 BUILTIN_KINDS = {"digits": "images", "tones": "audio", "pydoc": "text"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ImageSet:
         x = self.images if index is None else self.images[index]
         return x.float() / 255.0
 
-    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[ImageSet, ImageSet]:
         """A deterministic (train, validation) split."""
         n = len(self.images)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -119,27 +119,32 @@ def _wanted(rel: PurePosixPath) -> bool:
 
 
 def _decode(files: list[tuple[PurePosixPath, bytes]], image_size: int | None) -> ImageSet:
-    pics, names = [], []
+    # Pass 1 reads only the headers (size, mode); pass 2 decodes and shrinks one image at a time, so
+    # memory holds the compressed files plus the small resized arrays, never every full-size bitmap.
+    sides, gray = [], True
     for rel, raw in files:
         try:
             with Image.open(io.BytesIO(raw)) as im:
-                im.load()
-                pics.append(im.copy())
+                sides.append(min(im.size))
+                gray &= im.mode in GRAY_MODES
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot read image {rel}: {exc}") from None
-        names.append(rel)
-    # Grayscale unless some image carries colour; every image then gets the same mode.
-    gray_modes = {"1", "L", "LA", "I", "I;16", "F"}
-    mode = "L" if all(p.mode in gray_modes for p in pics) else "RGB"
+    mode = "L" if gray else "RGB"  # grayscale unless some image carries colour
     if image_size is None:
         # The largest power of two not above the median short side, kept within 8..64 for CPU budgets.
-        side = int(np.median([min(p.size) for p in pics]))
+        side = int(np.median(sides))
         image_size = int(min(64, max(8, 2 ** int(np.log2(max(side, 1))))))
     check_image_size(image_size)
-    arrays = [np.asarray(_square(p.convert(mode), image_size)) for p in pics]
+    arrays = []
+    for rel, raw in files:
+        try:
+            with Image.open(io.BytesIO(raw)) as im:
+                arrays.append(np.asarray(_square(im.convert(mode), image_size)))
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise DataError(f"cannot read image {rel}: {exc}") from None
     x = torch.from_numpy(np.stack(arrays))
     x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
-    labels, classes = _labels(names)
+    labels, classes = _labels([rel for rel, _ in files])
     return ImageSet(x.contiguous(), labels, classes)
 
 
@@ -154,7 +159,7 @@ def _square(im: Image.Image, size: int) -> Image.Image:
 def _labels(names: list[PurePosixPath]) -> tuple[torch.Tensor | None, list[str]]:
     """Label = the image's parent folder, when the images sit in more than one folder."""
     parents = [n.parent.name for n in names]
-    if len(set(n.parent for n in names)) < 2:
+    if len({n.parent for n in names}) < 2:
         return None, []
     if any(p == "" for p in parents):
         raise DataError("some images sit outside the class folders; put every image in a class sub-folder")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from genq.core.data.audio import AudioSet
 
 METRIC_DESCRIPTIONS = {

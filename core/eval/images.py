@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from scipy import linalg
-
 from genq.core.data.images import ImageSet
+from scipy import linalg
+from torch import nn
 
 METRIC_DESCRIPTIONS = {
     "eval/fid": "Frechet distance between generated and real images in the feature space of a small CNN "
@@ -26,6 +25,11 @@ METRIC_DESCRIPTIONS = {
                            "requested class",
     "eval/classifier_accuracy": "validation accuracy of that CNN classifier on real images (the ceiling "
                                 "for class_accuracy)",
+    # VAE
+    "eval/elbo": "evidence lower bound on log p(x), nats per held-out image (Bernoulli pixels); higher is better",
+    "eval/reconstruction_error": "mean squared error per pixel (in [0, 1]) of reconstructions of held-out images",
+    "eval/reconstruction_accuracy": "fraction of reconstructions of held-out images that the dataset's CNN "
+                                    "classifier labels like the original",
 }
 
 

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass
@@ -102,7 +102,7 @@ def d_loss(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, cond: torch
            labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Discriminator loss: -log D(x) - log(1 - D(G(z))) (BCE with logits), plus the auxiliary class loss."""
     real_logit, real_cls = D(real, cond)
-    fake_logit, fake_cls = D(fake.detach(), cond)
+    fake_logit, _ = D(fake.detach(), cond)
     adv = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
            + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
     loss, stats = adv, {"d_adv": adv.item()}

@@ -15,8 +15,8 @@ import zlib
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 TEMPLATES = [
     "{}", "a {}", "an {}", "the {}", "{} please", "digit {}", "the digit {}", "number {}", "the number {}",

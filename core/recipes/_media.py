@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from genq.core import checkpoint
 from genq.core.api import DataError, Hooks, Sample
 from genq.core.data.images import save_grid, save_png
+
 from genq.jobs.params import validate_generate_params, validate_train_params
 
 MIN_PNG_SIDE = 64  # tiny images (digits are 16x16) are enlarged with nearest-neighbour to at least this
@@ -21,19 +21,20 @@ def train_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     return validate_train_params(kind, params)
 
 
-def resume(kind: str, workdir: Path, device: str) -> checkpoint.Checkpoint | None:
+def resume(kind: str, workdir: Path) -> checkpoint.Checkpoint | None:
     """The newest checkpoint in `workdir` (None if there is none), refusing one of another model kind."""
-    ckpt = checkpoint.load_latest(workdir, map_location=device)
+    # State stays on the CPU (RNG states must); load_into() and Optimizer.load_state_dict() move the rest.
+    ckpt = checkpoint.load_latest(workdir)
     if ckpt is not None and ckpt.kind != kind:
         raise DataError(f"the workdir holds a {ckpt.kind} checkpoint, not {kind}")
     return ckpt
 
 
-def load_for_generation(kind: str, source_workdir: Path, params: dict[str, Any], device: str
+def load_for_generation(kind: str, source_workdir: Path, params: dict[str, Any]
                         ) -> tuple[checkpoint.Checkpoint, dict[str, Any], torch.Generator]:
     """(checkpoint, validated generation params, a CPU generator seeded from params['seed'] or at random)."""
     g = validate_generate_params(params)
-    ckpt = checkpoint.load_latest(source_workdir, map_location=device)
+    ckpt = checkpoint.load_latest(source_workdir)
     if ckpt is None:
         raise checkpoint.CheckpointError(f"no checkpoint found in {source_workdir}: the training job saved none")
     if ckpt.kind != kind:

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from genq.core import checkpoint
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
@@ -42,7 +41,7 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
     """Train (or resume) a DCGAN on an images dataset; finish with sample PNGs and eval metrics."""
     p = _media.train_params(KIND, params)
     mode = p["conditional"]
-    ckpt = _media.resume(KIND, workdir, device)
+    ckpt = _media.resume(KIND, workdir)
     size = ckpt.config["image_size"] if ckpt is not None else p["image_size"]
     ds = load_images(data, size, KIND)
     if mode != "none" and ds.labels is None:
@@ -64,8 +63,8 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
             text = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"]))
         else:
             hooks.log("training the prompt encoder on captions of the class names")
-            text = train_text_encoder(_media.names_per_class(ds.classes, ds.synonyms), TEXT_ENCODER_STEPS,
-                                      p["seed"], stop=hooks.stop_requested)
+            # A few seconds: not interrupted, so a checkpoint never holds a half-trained encoder.
+            text = train_text_encoder(_media.names_per_class(ds.classes, ds.synonyms), TEXT_ENCODER_STEPS, p["seed"])
         modules["text"] = text
     batches = torch.Generator().manual_seed(p["seed"])
     start = 0
@@ -96,7 +95,7 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
         opt_d.zero_grad(set_to_none=True)
         ld.backward()
         opt_d.step()
-        lg, sg = g_loss(D, fake, cond, labels)
+        lg, _ = g_loss(D, fake, cond, labels)
         opt_g.zero_grad(set_to_none=True)
         lg.backward()
         opt_g.step()
@@ -134,7 +133,7 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str) -> list[Sample]:
     """num_samples PNG images per prompt: a class name or text (conditional models) or None."""
-    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params, device)
+    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params)
     G = Generator(DCGANConfig(**ckpt.config)).to(device)
     modules: dict[str, torch.nn.Module] = {"generator": G}
     mode, classes, synonyms = ckpt.state["conditional"], ckpt.state["classes"], ckpt.state["synonyms"]

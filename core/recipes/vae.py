@@ -4,7 +4,7 @@
 throughput/samples_per_s, val/loss (the training objective on the held-out images), and eval/elbo (nats
 per image, one-sample estimate), eval/reconstruction_error (per-pixel MSE of mean reconstructions),
 eval/reconstruction_accuracy (the dataset's CNN classifier on reconstructions, labelled data only) and
-eval/fid of samples from the prior (see genq.core.eval.images).
+eval/fid of samples from the prior (descriptions in genq.core.eval.images.METRIC_DESCRIPTIONS).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from genq.core import checkpoint
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
@@ -28,18 +27,10 @@ CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower this)
 EVAL_SAMPLES = 500
 BATCH = 256
 
-METRIC_DESCRIPTIONS = {
-    "eval/elbo": "evidence lower bound on log p(x), nats per held-out image (Bernoulli pixels); higher is better",
-    "eval/reconstruction_error": "mean squared error per pixel (in [0, 1]) of reconstructions of held-out images",
-    "eval/reconstruction_accuracy": "fraction of reconstructions of held-out images that the dataset's CNN "
-                                    "classifier labels like the original",
-}
-
-
 def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
     """Train (or resume) a VAE on an images dataset; finish with samples, reconstructions and eval metrics."""
     p = _media.train_params(KIND, params)
-    ckpt = _media.resume(KIND, workdir, device)
+    ckpt = _media.resume(KIND, workdir)
     ds = load_images(data, ckpt.config["image_size"] if ckpt is not None else p["image_size"], KIND)
     if len(ds.images) < 2:
         raise DataError("a vae needs at least 2 images (one is held out for validation)")
@@ -132,7 +123,7 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str) -> list[Sample]:
     """num_samples PNG images per prompt, decoded from the prior (the VAE takes no condition)."""
-    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params, device)
+    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params)
     net = VAE(VAEConfig(**ckpt.config)).to(device)
     ckpt.load_into({"model": net})
     out: list[Sample] = []

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from genq.core import checkpoint
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
@@ -34,7 +33,7 @@ VAL_FRACTION = 0.1
 def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
     """Train (or resume) a WaveNet on an audio dataset; finish with WAV samples and eval metrics."""
     p = _media.train_params(KIND, params)
-    ckpt = _media.resume(KIND, workdir, device)
+    ckpt = _media.resume(KIND, workdir)
     rate = ckpt.config["sample_rate"] if ckpt is not None else p["sample_rate"]
     audio = load_audio(data, rate, KIND)
     if p["conditional"] and audio.labels is None:
@@ -111,7 +110,7 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str) -> list[Sample]:
     """num_samples WAVs of `seconds` seconds per prompt (a label name for a conditional model, or None)."""
-    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params, device)
+    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params)
     net = WaveNet(WaveNetConfig(**ckpt.config)).to(device)
     ckpt.load_into({"model": net})
     rate, classes = net.cfg.sample_rate, ckpt.state["classes"]
@@ -143,7 +142,7 @@ def _generate(net: WaveNet, n: int, seconds: float, prompt: str | None, gen: tor
             label = torch.full((n,), cls)
     elif prompt is not None:
         hooks.log(f"this wavenet is unconditional: the prompt {prompt!r} is ignored")
-    length = max(1, int(round(seconds * net.cfg.sample_rate)))
+    length = max(1, round(seconds * net.cfg.sample_rate))
     wave = net.generate(n, length, label, generator=gen, stop=hooks.stop_requested)
     return list(wave.numpy()), names
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from genq.core.data.builtin_media import TONE_NOTES, digits, tone, tones
-from genq.core.eval.audio import audio_metrics, dominant_frequency, pitch_accuracy, reference_pitches, spectral_distance
-from genq.core.eval.images import (features_and_probs, frechet_distance, image_metrics, inception_score,
-                                   train_classifier)
+from genq.core.eval.audio import (
+    audio_metrics,
+    dominant_frequency,
+    pitch_accuracy,
+    reference_pitches,
+    spectral_distance,
+)
+from genq.core.eval.images import (
+    features_and_probs,
+    frechet_distance,
+    image_metrics,
+    inception_score,
+    train_classifier,
+)
 
 
 @pytest.fixture(scope="module")

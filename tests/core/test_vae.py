@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
 from genq.core.data.builtin_media import digits

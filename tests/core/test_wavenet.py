@@ -7,7 +7,6 @@ import wave
 import numpy as np
 import pytest
 import torch
-
 from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
 from genq.core.nets.wavenet import FastState, WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
@@ -25,7 +24,7 @@ def fast_recipe(monkeypatch):
 
 
 def tiny(n_classes: int = 0, **kw) -> WaveNet:
-    cfg = dict(n_layers=6, residual_channels=8, skip_channels=8, dilation_cycle=3, n_classes=n_classes)
+    cfg = {"n_layers": 6, "residual_channels": 8, "skip_channels": 8, "dilation_cycle": 3, "n_classes": n_classes}
     return WaveNet(WaveNetConfig(**{**cfg, **kw}))
 
 
