@@ -40,8 +40,8 @@ BATCH = 256  # images generated at once
 def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
     """Train (or resume) a DCGAN on an images dataset; finish with sample PNGs and eval metrics."""
     p = _media.train_params(KIND, params)
-    mode = p["conditional"]
     ckpt = _media.resume(KIND, workdir)
+    mode = ckpt.state["conditional"] if ckpt is not None else p["conditional"]  # a resumed job keeps its mode
     size = ckpt.config["image_size"] if ckpt is not None else p["image_size"]
     ds = load_images(data, size, KIND)
     if mode != "none" and ds.labels is None:
