@@ -118,14 +118,14 @@ def save(workdir: Path, step: int, modules: Mapping[str, nn.Module | Mapping[str
     meta = {"step": int(step), "kind": kind, "modules": sorted(modules), "format": 1}
 
     # the same step saved twice (cancelled right after a resume) holds the same state: keep the first
-    if not _complete(final):
+    if not (final.exists() and _loads(final)):
         tmp = root / _tmp_name()
         tmp.mkdir()
         _write_file(tmp / WEIGHTS, st_save(weights, metadata={"aliases": json.dumps(aliases)}))
         _write_file(tmp / STATE, state_buf.getvalue())
         _write_file(tmp / META, json.dumps(meta).encode())
         _fsync_dir(tmp)
-        if final.exists():  # an unreadable leftover with our name: move it out of the way first
+        if final.exists():  # an unreadable folder with our name: move it out of the way first
             _discard(final, root)
         os.rename(tmp, final)
         _fsync_dir(root)
@@ -306,6 +306,14 @@ def _candidates(root: Path) -> list[Path]:
     except OSError:
         return steps
     return [pointed] + [p for p in steps if p != pointed] if pointed in steps else steps
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load(path)
+        return True
+    except Exception:
+        return False
 
 
 def _discard(path: Path, root: Path) -> None:

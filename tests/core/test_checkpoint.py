@@ -120,3 +120,12 @@ def test_writers_killed_mid_save_never_leave_an_unloadable_checkpoint(tmp_path):
     leftovers = [p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir() if p.name.startswith(".")]
     checkpoint.save(tmp_path, last + 1, {"model": model}, state())  # a save cleans up after killed writers
     assert not [p for p in checkpoint.checkpoint_dir(tmp_path).iterdir() if p.name.startswith(".")], leftovers
+
+
+def test_saving_a_step_again_replaces_a_damaged_folder(tmp_path):
+    m = nn.Linear(2, 2)
+    path = checkpoint.save(tmp_path, 3, {"model": m}, state())
+    (path / checkpoint.STATE).write_bytes(b"garbage")
+    checkpoint.save(tmp_path, 3, {"model": m}, state())
+    assert checkpoint.load_latest(tmp_path).step == 3
+    assert checkpoint.load(path).step == 3
