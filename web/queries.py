@@ -52,12 +52,8 @@ def metric_series(
 
 
 def latest_metrics(series: dict[str, list[list[Any]]]) -> list[tuple[str, int, float | None]]:
-    """(name, step, value) of the last point of every series except the losses: the eval table."""
-    return [
-        (name, points[-1][0], points[-1][1])
-        for name, points in sorted(series.items())
-        if points and name not in LOSS_SERIES
-    ]
+    """(name, step, value) of the last point of every series: the metrics table (the final val/loss included)."""
+    return [(name, points[-1][0], points[-1][1]) for name, points in sorted(series.items()) if points]
 
 
 def artifact_to_dict(a: Artifact) -> dict[str, Any]:

@@ -120,7 +120,8 @@ def test_dashboard_end_to_end(page, server, db, token, tmp_path):
     assert paths.count() == 2
     assert {paths.nth(i).get_attribute("data-series") for i in range(2)} == {"train/loss", "val/loss"}
     assert all(paths.nth(i).get_attribute("d").count("L") >= 5 for i in range(2))
-    assert "val/perplexity" in page.locator("table.evals").inner_text()
+    table = page.locator("table.evals").inner_text()
+    assert "val/perplexity" in table and "val/loss" in table  # the final loss is on the page as a number too
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
