@@ -5,6 +5,8 @@ for next to its target, and the wall time next to the reference time where there
 
     .venv/bin/python bench/quality.py            # all models
     .venv/bin/python bench/quality.py gpt gru    # some of them
+
+GENQ_BENCH_HOME=DIR keeps the platform's data there (to look at the jobs' pages afterwards with `genq up`).
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ def run(client: Client, name: str, corpus_id: int) -> None:
 
 def main(names: list[str]) -> None:
     names = names or list(RUNS)
-    with tempfile.TemporaryDirectory() as home:
-        process, client = start_platform(Path(home))
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(os.environ.get("GENQ_BENCH_HOME") or tmp)
+        process, client = start_platform(home)
         try:
             corpus_id = client.upload(CORPUS)["id"] if {"gpt", "gru"} & set(names) else 0
             for name in names:
