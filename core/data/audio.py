@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import io
 import wave
-import zipfile
 from dataclasses import dataclass, field
 from math import gcd
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from genq.core.api import DataError, DataSource
-from genq.core.data.images import BUILTIN_KINDS
+from genq.core.data.files import class_labels, iter_files, require_kind
 from scipy.signal import resample_poly
 
 MAX_FILE_BYTES = 200 * 2**20
@@ -81,22 +80,14 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 def load_audio(data: DataSource, sample_rate: int, model: str = "this model") -> AudioSet:
     """Load an audio dataset (built-in, WAV, folder or zip of WAVs) as mono clips at `sample_rate`."""
+    require_kind(data, "audio", model)
     if data.builtin:
-        kind = BUILTIN_KINDS.get(data.builtin)
-        if kind is None:
-            raise DataError(f"unknown built-in dataset '{data.builtin}' (known: {', '.join(BUILTIN_KINDS)})")
-        if kind != "audio":
-            raise DataError(f"{model} needs an audio dataset; the built-in '{data.builtin}' is {kind}")
         from genq.core.data.builtin_media import tones
 
         return tones(sample_rate)
-    if data.kind != "audio":
-        raise DataError(f"{model} needs an audio dataset, got a {data.kind} dataset")
-    if data.path is None or not Path(data.path).exists():
-        raise DataError(f"audio dataset not found at {data.path}")
     clips, names = [], []
     total = 0
-    for rel, raw in _iter_files(Path(data.path)):
+    for rel, raw in iter_files(Path(data.path), {".wav"}, MAX_FILE_BYTES):
         x, rate = read_wav(raw, str(rel))
         x = resample(x, rate, sample_rate)
         total += len(x)
@@ -106,43 +97,8 @@ def load_audio(data: DataSource, sample_rate: int, model: str = "this model") ->
         names.append(rel)
     if not clips:
         raise DataError("the dataset holds no WAV files")
-    parents = [n.parent for n in names]
-    if len(set(parents)) < 2:
-        return AudioSet(clips, sample_rate)
-    if any(p.name == "" for p in parents):
-        raise DataError("some WAV files sit outside the class folders; put every file in a class sub-folder")
-    classes = sorted({p.name for p in parents})
-    return AudioSet(clips, sample_rate, [classes.index(p.name) for p in parents], classes)
-
-
-def _iter_files(path: Path):
-    """Yield (relative name, bytes) for each .wav in a folder, a zip, or a single file."""
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            rel = PurePosixPath(p.relative_to(path).as_posix())
-            if p.is_file() and _wanted(rel):
-                if p.stat().st_size > MAX_FILE_BYTES:
-                    raise DataError(f"{rel} is larger than {MAX_FILE_BYTES >> 20} MiB")
-                yield rel, p.read_bytes()
-        return
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            for info in sorted(zf.infolist(), key=lambda i: i.filename):
-                rel = PurePosixPath(info.filename)
-                if info.is_dir() or not _wanted(rel):
-                    continue
-                if info.file_size > MAX_FILE_BYTES:
-                    raise DataError(f"{rel} is larger than {MAX_FILE_BYTES >> 20} MiB")
-                yield rel, zf.read(info)
-        return
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise DataError(f"the audio file is larger than {MAX_FILE_BYTES >> 20} MiB")
-    yield PurePosixPath(path.name), path.read_bytes()  # a single file: read_wav says if it is no WAV
-
-
-def _wanted(rel: PurePosixPath) -> bool:
-    hidden = any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
-    return not hidden and rel.suffix.lower() == ".wav"
+    labels, classes = class_labels(names, "WAV files")
+    return AudioSet(clips, sample_rate, labels, classes)
 
 
 def segments(audio: AudioSet, length: int, batch_size: int, rng: np.random.Generator,

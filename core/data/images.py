@@ -15,12 +15,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 from genq.core.api import DataError, DataSource
+from genq.core.data.files import class_labels, iter_files, require_kind
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MAX_IMAGES = 100_000
 MAX_FILE_BYTES = 20 * 2**20  # one image file
-BUILTIN_KINDS = {"digits": "images", "tones": "audio", "pydoc": "text"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
@@ -67,55 +67,20 @@ def check_image_size(size: int) -> int:
 
 def load_images(data: DataSource, image_size: int | None = None, model: str = "this model") -> ImageSet:
     """Load an images dataset (built-in, folder or zip), resized to `image_size` (default: from the data)."""
+    require_kind(data, "images", model)
     if data.builtin:
-        kind = BUILTIN_KINDS.get(data.builtin)
-        if kind is None:
-            raise DataError(f"unknown built-in dataset '{data.builtin}' (known: {', '.join(BUILTIN_KINDS)})")
-        if kind != "images":
-            raise DataError(f"{model} needs an images dataset; the built-in '{data.builtin}' is {kind}")
         from genq.core.data.builtin_media import digits
 
         return digits(check_image_size(image_size or 16))
-    if data.kind != "images":
-        raise DataError(f"{model} needs an images dataset, got a {data.kind} dataset")
-    if data.path is None or not Path(data.path).exists():
-        raise DataError(f"images dataset not found at {data.path}")
-    files = list(_iter_files(Path(data.path)))
+    path = Path(data.path)
+    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES and not zipfile.is_zipfile(path):
+        raise DataError("an images dataset must be a zip of PNG/JPEG files, a folder, or one image")
+    files = list(iter_files(path, IMAGE_SUFFIXES, MAX_FILE_BYTES))
     if not files:
         raise DataError("the dataset holds no PNG or JPEG images")
     if len(files) > MAX_IMAGES:
         raise DataError(f"too many images ({len(files)}; at most {MAX_IMAGES})")
     return _decode(files, image_size)
-
-
-def _iter_files(path: Path):
-    """Yield (relative posix name, bytes) for every image file in a folder or zip; skip hidden/system files."""
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            rel = PurePosixPath(p.relative_to(path).as_posix())
-            if p.is_file() and _wanted(rel):
-                if p.stat().st_size > MAX_FILE_BYTES:
-                    raise DataError(f"image {rel} is larger than {MAX_FILE_BYTES >> 20} MiB")
-                yield rel, p.read_bytes()
-        return
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        yield PurePosixPath(path.name), path.read_bytes()
-        return
-    if not zipfile.is_zipfile(path):
-        raise DataError("an images dataset must be a zip of PNG/JPEG files, a folder, or one image")
-    with zipfile.ZipFile(path) as zf:
-        for info in sorted(zf.infolist(), key=lambda i: i.filename):
-            rel = PurePosixPath(info.filename)
-            if info.is_dir() or not _wanted(rel):
-                continue
-            if info.file_size > MAX_FILE_BYTES:
-                raise DataError(f"image {rel} is larger than {MAX_FILE_BYTES >> 20} MiB")
-            yield rel, zf.read(info)
-
-
-def _wanted(rel: PurePosixPath) -> bool:
-    hidden = any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
-    return not hidden and rel.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _decode(files: list[tuple[PurePosixPath, bytes]], image_size: int | None) -> ImageSet:
@@ -158,14 +123,8 @@ def _square(im: Image.Image, size: int) -> Image.Image:
 
 def _labels(names: list[PurePosixPath]) -> tuple[torch.Tensor | None, list[str]]:
     """Label = the image's parent folder, when the images sit in more than one folder."""
-    parents = [n.parent.name for n in names]
-    if len({n.parent for n in names}) < 2:
-        return None, []
-    if any(p == "" for p in parents):
-        raise DataError("some images sit outside the class folders; put every image in a class sub-folder")
-    classes = sorted(set(parents), key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
-    index = {c: i for i, c in enumerate(classes)}
-    return torch.tensor([index[p] for p in parents], dtype=torch.int64), classes
+    labels, classes = class_labels(names, "images")
+    return (None if labels is None else torch.tensor(labels, dtype=torch.int64)), classes
 
 
 def save_png(image: torch.Tensor, path: Path, scale: int = 1) -> Path:
