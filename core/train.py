@@ -131,5 +131,8 @@ def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int, sav
 
     if saved_at != step:  # resumed a finished job: make sure its final checkpoint exists
         checkpoint()
+    if eval_fn is not None and not last_eval:  # resumed a finished job: its final evaluation is redone
+        last_eval = dict(eval_fn(step))
+        hooks.metrics(step, last_eval)
     hooks.progress(step, max_steps)
     return TrainResult(step=step, metrics=last_eval)

@@ -123,9 +123,6 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
                       throughput_metric="throughput/samples_per_s")
     if result.stopped:
         return result
-    if not result.metrics:  # a finished job was resumed: evaluate again
-        result.metrics = eval_fn(result.step)
-        hooks.metrics(result.step, result.metrics)
     result.samples = _final_samples(G, ds, n_classes, p["seed"], workdir / "samples", device)
     return result
 

@@ -106,9 +106,6 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
                       throughput_metric="throughput/samples_per_s")
     if result.stopped:
         return result
-    if not result.metrics:  # a finished job was resumed: evaluate again
-        result.metrics = eval_fn(result.step)
-        hooks.metrics(result.step, result.metrics)
     folder = workdir / "samples"
     gen = torch.Generator().manual_seed(p["seed"] + 2)
     samples = _sample(net, 64, gen, device)

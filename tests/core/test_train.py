@@ -65,3 +65,12 @@ def test_cosine_schedule_shape():
 def test_diverged_loss_is_an_error(make_hooks):
     with pytest.raises(FloatingPointError, match="train/loss is not finite at step 10"):
         run(make_hooks(), losses=lambda s: {"loss": math.nan})
+
+
+def test_resuming_a_finished_run_checkpoints_and_evaluates_without_training(make_hooks):
+    hooks = make_hooks()
+    steps = []
+    result, saved = run(hooks, max_steps=25, start_step=25, losses=lambda s: steps.append(s) or {"loss": 1.0})
+    assert steps == [] and result.step == 25 and result.stopped is None
+    assert saved == [25] and result.metrics == {"val/loss": 0.5}
+    assert hooks.series["val/loss"] == [(25, 0.5)]
