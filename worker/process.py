@@ -27,6 +27,15 @@ def genq_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "genq", *args]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the supervisor dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class Supervisor:
     """Starts child processes in their own sessions and stops them in order on SIGINT/SIGTERM."""
@@ -36,7 +45,8 @@ class Supervisor:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         # Own session: a Ctrl-C reaches only the supervisor, which then stops the children in order.
-        process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, start_new_session=True)
+        process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, start_new_session=True,
+                                   preexec_fn=_die_with_parent)
         self.children.append((name, process))
         return process
 

@@ -47,3 +47,28 @@ def test_a_job_failing_in_the_worker_shows_its_error(platform):
     assert job["status"] == "failed"
     assert "block_size" in job["error"] or "too short" in job["error"], job["error"]
     assert job["finished_at"] is not None
+
+
+def test_a_worker_with_two_slots_runs_two_jobs_at_once_and_stops_cleanly(platform):
+    import signal
+
+    from sqlalchemy import select
+
+    from genq.db import Job
+
+    platform.start_scheduler()
+    supervisor = platform.spawn("worker", "--slots", "2")
+    platform.wait_for(lambda: len(platform.api("GET", "/workers").json()["workers"]) == 2, 60, "two worker slots")
+    params = tiny_gpt(max_steps=100_000, checkpoint_interval=1000)
+    jobs = [platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc", "params": params})
+            for _ in range(3)]
+
+    def running():
+        with platform.db.session() as s:
+            return s.scalars(select(Job.status).where(Job.id.in_(jobs))).all().count("running") == 2
+    platform.wait_for(running, 60, "two jobs running at once")
+    assert platform.job(jobs[2])["status"] == "queued" and platform.job(jobs[2])["queue_position"] == 0
+
+    supervisor.send_signal(signal.SIGTERM)  # the supervisor stops both slots; their jobs go back to the queue
+    assert supervisor.wait(90) == 0
+    assert {platform.job(j)["status"] for j in jobs} == {"queued"}
