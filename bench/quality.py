@@ -46,8 +46,10 @@ def start_platform(home: Path) -> tuple[subprocess.Popen, Client]:
     env = {**os.environ, "GENQ_HOME": str(home), "GENQ_PORT": str(port)}
     env.pop("GENQ_REDIS_URL", None)
     env.pop("GENQ_DATABASE_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "genq", "up"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "up.log", "wb")  # noqa: SIM115 - the platform's output, for when a run goes wrong
+    process = subprocess.Popen([sys.executable, "-m", "genq", "up"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
