@@ -116,6 +116,12 @@ def _form_body(form) -> dict[str, Any]:
     return body
 
 
+def _team_datasets(s) -> list[dict]:
+    """The caller's team's datasets, newest first."""
+    query = select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc())
+    return [dataset_to_dict(d) for d in s.scalars(query)]
+
+
 @bp.route("/submit", methods=["GET", "POST"])
 def submit():
     """Forms for train and generate jobs; errors are shown on the form."""
@@ -132,12 +138,7 @@ def submit():
         except GenqError as exc:
             error, status = exc.message, exc.status
     with state().db.session() as s:
-        datasets = [
-            dataset_to_dict(d)
-            for d in s.scalars(
-                select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc())
-            )
-        ]
+        datasets = _team_datasets(s)
         sources = [
             {"id": j.id, "model": j.model}
             for j in s.scalars(
@@ -173,12 +174,7 @@ def datasets():
         except GenqError as exc:
             error, status = exc.message, exc.status
     with state().db.session() as s:
-        rows = [
-            dataset_to_dict(d)
-            for d in s.scalars(
-                select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc())
-            )
-        ]
+        rows = _team_datasets(s)
     return render_template("datasets.html", datasets=rows, builtins=BUILTIN_DATASETS, error=error), status
 
 
