@@ -1,4 +1,4 @@
-"""The `gpt` recipe: a nanoGPT language model on text (char, word or bpe tokens).
+"""The `gpt` recipe: a nanoGPT-style language model on text (char, word or bpe tokens).
 
 AdamW with betas (0.9, 0.99) and weight decay on matrices, linear warmup then cosine decay to min_lr
 (default lr / 10) over max_steps, gradient clipping: nanoGPT's shakespeare_char recipe.
@@ -12,6 +12,7 @@ from typing import Any
 
 from genq.core import train as loop
 from genq.core.api import DataSource, Hooks, Sample, TrainResult
+from genq.core.checkpoint import CheckpointError
 from genq.core.nets.gpt import GPT, GPTConfig
 from genq.core.recipes import _text
 
@@ -19,6 +20,13 @@ from genq.core.recipes import _text
 def _config(p: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     return asdict(GPTConfig(vocab_size=vocab_size, block_size=p["block_size"], n_layer=p["n_layer"],
                             n_head=p["n_head"], n_embd=p["n_embd"], dropout=p["dropout"]))
+
+
+def _build(config: dict[str, Any]) -> GPT:
+    if "rope_base" not in config:  # saved before rotary positions replaced learned ones (nanoGPT's network)
+        raise CheckpointError("the checkpoint holds a GPT with learned positions, a network genq no longer "
+                              "builds: train the model again")
+    return GPT(GPTConfig(**config))
 
 
 def _schedule(p: dict[str, Any]):
@@ -29,7 +37,7 @@ def _schedule(p: dict[str, Any]):
 MODEL = _text.TextModel(
     kind="gpt",
     config=_config,
-    build=lambda config: GPT(GPTConfig(**config)),
+    build=_build,
     optimizer=lambda net, p, device: net.optimizer(p["lr"], p["weight_decay"], (0.9, 0.99), device),
     lr_schedule=_schedule,
     autocast=True,

@@ -50,6 +50,8 @@ class GPTParams(TextParams):
     def _heads_divide_width(self) -> "GPTParams":
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_embd // self.n_head % 2:  # rotary position embeddings turn pairs of channels
+            raise ValueError(f"the head size n_embd / n_head ({self.n_embd // self.n_head}) must be even")
         return self
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from genq.core import api, checkpoint
+from genq.core.data.text import load_text, tokenizer_from_state
+from genq.core.recipes import gpt
 from genq.errors import InvalidInput
 
 GPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 8, "lr": 3e-3,
@@ -89,3 +92,29 @@ def test_bad_data_and_params_are_clear_errors(text_file, tmp_path, make_hooks):
         api.train("gpt", {"n_layers": 2}, text_file, tmp_path / "j", make_hooks())
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
         api.generate(tmp_path / "nothing", [None], {}, tmp_path / "o", make_hooks())
+
+
+def test_final_val_loss_reads_the_whole_validation_split(text_file, tmp_path, make_hooks):
+    params = {**GPT, "max_steps": 20, "eval_interval": 10, "block_size": 2}  # 104 blocks: two batches
+    result = api.train("gpt", params, text_file, tmp_path / "j", make_hooks())
+    ckpt = checkpoint.load_latest(tmp_path / "j")
+    net = gpt.MODEL.build(ckpt.config).eval()
+    ckpt.load_into({"model": net})
+    ids = torch.tensor(tokenizer_from_state(ckpt.state["tokenizer"]).encode(load_text(text_file)))
+    val, t = ids[int(0.9 * len(ids)):], 2
+    n = (len(val) - 1) // t
+    with torch.no_grad():  # every non-overlapping block once, all in one batch
+        expected = net(val[:n * t].view(n, t), val[1:n * t + 1].view(n, t))[1].item()
+    assert abs(result.metrics["val/loss"] - expected) < 1e-5
+
+
+def test_gpt_checkpoint_of_the_learned_position_network_is_a_clear_error():
+    old = {"vocab_size": 11, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0,
+           "bias": False}  # what checkpoints held before rotary positions
+    with pytest.raises(checkpoint.CheckpointError, match="learned positions"):
+        gpt.MODEL.build(old)
+
+
+def test_gpt_head_size_must_be_even(text_file, tmp_path, make_hooks):
+    with pytest.raises(InvalidInput, match="head size"):
+        api.train("gpt", {**GPT, "n_embd": 30, "n_head": 2}, text_file, tmp_path / "j", make_hooks())
