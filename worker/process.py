@@ -52,6 +52,7 @@ class Supervisor:
 
     def install_signal_handlers(self) -> None:
         def handle(signum, _frame):
+            log.warning("received %s: stopping", signal.Signals(signum).name)
             self.stopping = True
         signal.signal(signal.SIGINT, handle)
         signal.signal(signal.SIGTERM, handle)
