@@ -6,8 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from genq.errors import GenqError
+
+# GETs are retried when a connection drops (a keep-alive connection the server closed as we reused it, a
+# restarting server); other methods are not, so a submission is never sent twice.
+RETRY = Retry(total=5, connect=5, read=3, status=0, backoff_factor=0.3, allowed_methods=frozenset({"GET"}))
 
 
 class ApiError(GenqError):
@@ -18,6 +24,8 @@ class Client:
     def __init__(self, url: str, token: str | None, timeout: float = 30.0):
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(max_retries=RETRY))
+        self.session.mount("https://", HTTPAdapter(max_retries=RETRY))
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
