@@ -64,7 +64,7 @@ class KVCache:
 
 
 def rotate(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """RoPE: turn each pair (x[2i], x[2i+1]) of x (B, T, heads, hs) as a complex number by turns (T, 1, hs/2)."""
+    """RoPE: turn each pair (x[2i], x[2i+1]) of x (B, T, heads, hs), a complex number, by turns (T, 1, hs/2)."""
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, heads, hs/2)
     return torch.view_as_real(pairs * turns).flatten(-2).to(x.dtype)
 

@@ -84,7 +84,7 @@ def train(spec: TextModel, params: dict[str, Any], data: DataSource, workdir: Pa
         return {"loss": loss.detach()}
 
     def eval_fn(step: int) -> dict[str, float]:
-        if step >= p["max_steps"]:  # the number the job reports: the whole validation split, no sampling noise
+        if step >= p["max_steps"]:  # the job's reported number: the whole validation split, no sampling noise
             return _full_val_loss(net, ds, amp)
         with amp:
             return val_loss(net, ds.val_batches(p["eval_iters"]))
