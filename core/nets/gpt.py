@@ -37,7 +37,7 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
-    bias: bool = False  # biases in the Linear layers: nanoGPT found them slightly worse and slower
+    bias: bool = False  # biases in Linear and LayerNorm layers: nanoGPT found them slightly worse and slower
     rope_base: float = 10000.0  # RoPE's wavelengths run from 2*pi to 2*pi*rope_base positions
 
 
