@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from genq.web import create_app
 
 from genq.db import Database
 from genq.db.models import Artifact, Base, Job, Metric, Output, Team
 from genq.tokens import create_token, ensure_team
-from genq.web import create_app
-
-
-from tests.conftest import BACKENDS  # noqa: E402
+from tests.conftest import BACKENDS
 
 
 @pytest.fixture(scope="session")
@@ -221,3 +219,11 @@ def zipped(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             z.writestr(name, data)
     return buf.getvalue()
+
+
+TRAIN_JOB = {"type": "train", "model": "gpt", "dataset": "pydoc", "params": {"max_steps": 20, "n_layer": 2}}
+
+
+def submit(client, headers, **overrides):
+    """POST a small gpt training job on pydoc, with `overrides` replacing top-level fields."""
+    return client.post("/api/v1/jobs", headers=headers, json={**TRAIN_JOB, **overrides})
