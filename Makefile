@@ -24,9 +24,10 @@ install: $(STAMP)
 up: install
 	$(BIN)/genq up
 
-# A real Redis (GENQ_TEST_REDIS_URL, else one the suite starts), SQLite, and PostgreSQL when
+# ruff, then the suite: a real Redis (GENQ_TEST_REDIS_URL, else one the suite starts), SQLite, and PostgreSQL when
 # GENQ_TEST_DATABASE_URL is set.
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: install

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
+
 from genq.core import api, checkpoint
 from genq.core.data.builtin_media import DIGIT_WORDS, TONE_NOTES, digits
 from genq.core.eval.audio import dominant_frequency
 from genq.core.nets.vae import VAE, VAEConfig
-from sklearn.datasets import load_digits
-from sklearn.svm import SVC
-
 from genq.jobs.params import validate_train_params
 
 

@@ -23,10 +23,8 @@ Usage from a recipe::
     ckpt = checkpoint.load_latest(workdir)  # None when there is none
     if ckpt is not None:
         net = GPT(GPTConfig(**ckpt.config))
-        ckpt.load_into({"model": net})      # strict: every key must match
-        opt.load_state_dict(ckpt.state["optimizer"])
-        checkpoint.set_rng_state(ckpt.state["rng"])
-        start_step = ckpt.step
+        # weights (strict: every key must match), optimizer state saved under "optimizer", RNG states
+        start_step = ckpt.restore({"model": net}, {"optimizer": opt})
 
 `state` may hold only tensors, str, int, float, bool, None and dicts/lists/tuples of them (save() checks
 and names the offending key). Modules may share tensors (weight tying); module names may not contain ".".
@@ -92,6 +90,14 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint {self.path} has no weights for module(s) {sorted(missing)}")
         for name, module in modules.items():
             module.load_state_dict(self.tensors[name], strict=strict)
+
+    def restore(self, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer]) -> int:
+        """Resume training: weights, each optimizer's state (saved under its key), RNG states; return the step."""
+        self.load_into(modules)
+        for key, optimizer in optimizers.items():
+            optimizer.load_state_dict(self.state[key])
+        set_rng_state(self.state["rng"])
+        return self.step
 
 
 def checkpoint_dir(workdir: Path) -> Path:

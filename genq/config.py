@@ -29,7 +29,7 @@ class Settings:
     secret_key: str = field(default="", repr=False)
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         """Build settings from GENQ_* variables, filling in the documented defaults."""
         home = Path(_env("GENQ_HOME", "./.genq")).resolve()
         return cls(

@@ -49,7 +49,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls, data_dir: Path | None, port: int | None = None, timeout: float = 15.0) -> "EmbeddedRedis":
+    def start(cls, data_dir: Path | None, port: int | None = None, timeout: float = 15.0) -> EmbeddedRedis:
         """Start a server (persistent when `data_dir` is given) and wait until it answers PING."""
         port = port or free_port()
         args = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -12,9 +12,8 @@ import secrets
 import socket
 import traceback
 from datetime import timedelta
-from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, update
 
 from genq.config import Settings
 from genq.core import api as core
@@ -27,10 +26,10 @@ from genq.worker.retry import TRANSIENT, with_retry
 log = logging.getLogger("genq.worker")
 MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
 
-_context: "WorkerContext | None" = None
+_context: WorkerContext | None = None
 
 
-def current() -> "WorkerContext":
+def current() -> WorkerContext:
     """This process' worker context, created on first use."""
     global _context
     if _context is None or _context.pid != os.getpid():

@@ -14,9 +14,10 @@ from math import gcd
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import resample_poly
+
 from genq.core.api import DataError, DataSource
 from genq.core.data.files import class_labels, iter_files, require_kind
-from scipy.signal import resample_poly
 
 MAX_FILE_BYTES = 200 * 2**20
 MAX_TOTAL_SECONDS = 4 * 3600

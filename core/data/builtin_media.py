@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from genq.core.data.audio import AudioSet
 from genq.core.data.images import ImageSet
 

@@ -14,9 +14,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+
 from genq.core.api import DataError, DataSource
 from genq.core.data.files import class_labels, iter_files, require_kind
-from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MAX_IMAGES = 100_000

@@ -28,7 +28,7 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(chars)}
 
     @classmethod
-    def train(cls, text: str) -> "CharTokenizer":
+    def train(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
 
     @property
@@ -76,7 +76,7 @@ class WordTokenizer:
         return [t.upper() if t in specials else t for t in cls._TOKEN.findall(text.lower())]
 
     @classmethod
-    def train(cls, text: str) -> "WordTokenizer":
+    def train(cls, text: str) -> WordTokenizer:
         counts = Counter(w for w in cls.split(text) if w not in cls.SPECIALS)
         # most frequent first; ties alphabetical so the vocabulary does not depend on dict order
         return cls([w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))])
@@ -115,7 +115,7 @@ class BPETokenizer:
         self.tok = tok
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
+    def train(cls, text: str, vocab_size: int) -> BPETokenizer:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+
 from genq.core.data.audio import AudioSet
 
 METRIC_DESCRIPTIONS = {
     "eval/pitch_accuracy": "fraction of generated clips whose dominant FFT frequency is within 3% of the "
                            "dominant frequency of some training clip",
     "eval/spectral_distance": "RMS difference in dB between the average power spectra of generated and "
-                              "training clips (512-point frames, floored 60 dB below the training peak); lower is better",
+                              "training clips (512-point frames, floored 60 dB below the training peak); "
+                              "lower is better",
 }
 SILENCE_RMS = 1e-3
 

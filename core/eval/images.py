@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from genq.core.data.images import ImageSet
 from scipy import linalg
 from torch import nn
+
+from genq.core.data.images import ImageSet
 
 METRIC_DESCRIPTIONS = {
     "eval/fid": "Frechet distance between generated and real images in the feature space of a small CNN "

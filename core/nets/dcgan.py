@@ -42,7 +42,8 @@ class Generator(nn.Module):
         self.project = nn.Sequential(nn.Linear(in_dim, width * 16, bias=False), nn.BatchNorm1d(width * 16), nn.ReLU())
         layers: list[nn.Module] = []
         for _ in range(cfg.stages - 1):  # 4 -> 8 -> ... -> image_size / 2
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU()]
+            up = nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False)
+            layers += [up, nn.BatchNorm2d(width // 2), nn.ReLU()]
             width //= 2
         layers += [nn.ConvTranspose2d(width, cfg.channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)

@@ -51,7 +51,8 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.bag = nn.EmbeddingBag(cfg.n_buckets, cfg.n_embd, mode="mean")
-        self.head = nn.Sequential(nn.Linear(cfg.n_embd, cfg.n_embd), nn.ReLU(), nn.Linear(cfg.n_embd, cfg.n_classes + 1))
+        self.head = nn.Sequential(nn.Linear(cfg.n_embd, cfg.n_embd), nn.ReLU(),
+                                  nn.Linear(cfg.n_embd, cfg.n_classes + 1))
 
     def _batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = [ngram_ids(t, self.cfg.n_buckets, self.cfg.max_n) for t in texts]

@@ -79,7 +79,8 @@ class VAE(nn.Module):
         return self.decode(z)
 
 
-def loss_terms(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_terms(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image reconstruction (BCE summed over pixels) and KL to N(0, I), both (B,) in nats."""
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from genq.core import checkpoint
 from genq.core.api import DataError, Hooks, Sample
 from genq.core.data.images import save_grid, save_png
-
 from genq.jobs.params import validate_generate_params, validate_train_params
 
 MIN_PNG_SIDE = 64  # tiny images (digits are 16x16) are enlarged with nearest-neighbour to at least this
@@ -84,4 +84,5 @@ def image_samples(images: torch.Tensor, prompt: str | None, folder: Path, stem: 
 
 def grid_sample(images: torch.Tensor, prompt: str | None, path: Path, nrow: int = 8) -> Sample:
     """A grid PNG of a batch as one Sample."""
-    return Sample(kind="image", prompt=prompt, path=save_grid(images, path, nrow=nrow, scale=png_scale(images.shape[-1])))
+    path = save_grid(images, path, nrow=nrow, scale=png_scale(images.shape[-1]))
+    return Sample(kind="image", prompt=prompt, path=path)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genq.core import checkpoint
+from genq.core import checkpoint, nets
 from genq.core import sample as sampling
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
@@ -60,14 +60,11 @@ def train(spec: TextModel, params: dict[str, Any], data: DataSource, workdir: Pa
     opt = spec.optimizer(net, p, device)
     start = 0
     if ckpt is not None:
-        ckpt.load_into({"model": net})
-        opt.load_state_dict(ckpt.state["optimizer"])
+        start = ckpt.restore({"model": net}, {"optimizer": opt})
         ds.load_state_dict(ckpt.state["data"])
-        checkpoint.set_rng_state(ckpt.state["rng"])
-        start = ckpt.step
         hooks.log(f"resumed from the checkpoint at step {start}")
     else:
-        hooks.log(f"{spec.kind}: {sum(q.numel() for q in net.parameters()) / 1e6:.2f}M parameters")
+        hooks.log(f"{spec.kind}: {nets.size(net)}")
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if spec.autocast and device.startswith("cuda")
            else nullcontext())
     clip = p.get("grad_clip", 0.0)

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from genq.core import checkpoint
+
+from genq.core import checkpoint, nets
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
 from genq.core.data.images import ImageSet, load_images
@@ -69,17 +70,12 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
     batches = torch.Generator().manual_seed(p["seed"])
     start = 0
     if ckpt is not None:
-        ckpt.load_into(modules)
-        opt_g.load_state_dict(ckpt.state["opt_g"])
-        opt_d.load_state_dict(ckpt.state["opt_d"])
+        start = ckpt.restore(modules, {"opt_g": opt_g, "opt_d": opt_d})
         batches.set_state(ckpt.state["batches"])
-        checkpoint.set_rng_state(ckpt.state["rng"])
-        start = ckpt.step
         hooks.log(f"resumed from the checkpoint at step {start}")
     else:
-        n_par = sum(q.numel() for m in (G, D) for q in m.parameters())
         hooks.log(f"dcgan ({mode}): {ds.image_size}x{ds.image_size}x{ds.channels}, {len(ds.images)} images, "
-                  f"{n_par / 1e6:.2f}M parameters")
+                  f"{nets.size(G, D)}")
 
     real_all = ds.floats()
     bs = p["batch_size"]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from genq.core import checkpoint
+
+from genq.core import checkpoint, nets
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
 from genq.core.data.images import load_images
@@ -46,15 +47,12 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
     batches = torch.Generator().manual_seed(p["seed"])
     start = 0
     if ckpt is not None:
-        ckpt.load_into({"model": net})
-        opt.load_state_dict(ckpt.state["optimizer"])
+        start = ckpt.restore({"model": net}, {"optimizer": opt})
         batches.set_state(ckpt.state["batches"])
-        checkpoint.set_rng_state(ckpt.state["rng"])
-        start = ckpt.step
         hooks.log(f"resumed from the checkpoint at step {start}")
     else:
         hooks.log(f"vae: {ds.image_size}x{ds.image_size}x{ds.channels}, {len(fit.images)} training and "
-                  f"{len(val.images)} validation images, {sum(q.numel() for q in net.parameters()) / 1e6:.2f}M parameters")
+                  f"{len(val.images)} validation images, {nets.size(net)}")
 
     x_fit, x_val = fit.floats(), val.floats()
     clf = train_classifier(fit, CLASSIFIER_STEPS, p["seed"])

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from genq.core import checkpoint
+
+from genq.core import checkpoint, nets
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
 from genq.core.data.audio import AudioSet, load_audio, segments, write_wav
@@ -54,16 +55,13 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
     rng = np.random.default_rng(p["seed"])
     start = 0
     if ckpt is not None:
-        ckpt.load_into({"model": net})
-        opt.load_state_dict(ckpt.state["optimizer"])
+        start = ckpt.restore({"model": net}, {"optimizer": opt})
         rng.bit_generator.state = ckpt.state["batches"]
-        checkpoint.set_rng_state(ckpt.state["rng"])
-        start = ckpt.step
         hooks.log(f"resumed from the checkpoint at step {start}")
     else:
         seconds = sum(len(c) for c in audio.clips) / rate
         hooks.log(f"wavenet: {len(audio.clips)} clips ({seconds:.1f} s at {rate} Hz), receptive field "
-                  f"{net.cfg.receptive_field} samples, {sum(q.numel() for q in net.parameters()) / 1e6:.2f}M parameters")
+                  f"{net.cfg.receptive_field} samples, {nets.size(net)}")
     pitches = reference_pitches(audio)
     seg = p["segment_length"]
 

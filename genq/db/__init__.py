@@ -1,6 +1,16 @@
 """The database: the source of truth for teams, tokens, datasets, jobs and their results."""
 
 from genq.db.models import (  # noqa: F401
-    ApiToken, Artifact, Base, Dataset, Job, JobLog, Metric, Output, Team, Worker, utcnow,
+    ApiToken,
+    Artifact,
+    Base,
+    Dataset,
+    Job,
+    JobLog,
+    Metric,
+    Output,
+    Team,
+    Worker,
+    utcnow,
 )
 from genq.db.session import Database  # noqa: F401

@@ -27,7 +27,7 @@ AUDIO_CLASSES = 256  # 8-bit mu-law
 def _gpt(p: dict[str, Any]) -> tuple[int, int]:
     V = CHAR_VOCAB if p["tokenizer"] == "char" else p["vocab_size"]
     L, d, h, T, B = p["n_layer"], p["n_embd"], p["n_head"], p["block_size"], p["batch_size"]
-    params = 12 * L * d * d + V * d + T * d
+    params = 12 * L * d * d + V * d  # tied embedding/head; rotary positions have no weights
     # fp16 tally of Korthikanti et al. is s*b*h*(34 + 5*a*s/h) bytes per layer; fp32 doubles it.
     acts = 2 * L * B * T * (34 * d + 5 * h * T) + 3 * B * T * V * FLOAT
     return params, acts

@@ -47,7 +47,7 @@ class GPTParams(TextParams):
     grad_clip: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "GPTParams":
+    def _heads_divide_width(self) -> GPTParams:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_embd // self.n_head % 2:  # rotary position embeddings turn pairs of channels

@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from genq.core.api import DataError, DataSource
 from genq.core.data.audio import load_audio, read_wav, segments, write_wav
 from genq.core.data.builtin_media import TONE_NOTES, tones

@@ -98,7 +98,7 @@ def test_writers_killed_mid_save_never_leave_an_unloadable_checkpoint(tmp_path):
     checkpoint.save(tmp_path, 0, {"model": model}, state())
     rnd = random.Random(0)
     last = 0
-    for round_ in range(8):
+    for _ in range(8):
         pid = os.fork()
         if pid == 0:  # the writer: saves as fast as it can until killed
             try:

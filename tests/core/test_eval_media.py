@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from genq.core.data.builtin_media import TONE_NOTES, digits, tone, tones
 from genq.core.eval.audio import (
     audio_metrics,

@@ -8,10 +8,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from genq.core.api import DataError, DataSource
 from genq.core.data.builtin_media import digits
 from genq.core.data.images import load_images, save_grid, save_png
-from PIL import Image
 
 
 def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -33,7 +34,8 @@ def class_zip(tmp_path):
     members = {}
     for cls, value in (("cat", 40), ("dog", 200)):
         for i in range(3):
-            members[f"pets/{cls}/{i}.png"] = png_bytes(np.full((20, 30), value, np.uint8) + rng.integers(0, 5, (20, 30), dtype=np.uint8))
+            noise = rng.integers(0, 5, (20, 30), dtype=np.uint8)
+            members[f"pets/{cls}/{i}.png"] = png_bytes(np.full((20, 30), value, np.uint8) + noise)
     members["pets/README.txt"] = b"not an image, skipped"
     members["__MACOSX/pets/cat/._0.png"] = b"resource fork junk"
     return make_zip(tmp_path / "pets.zip", members)

@@ -7,8 +7,15 @@ import torch
 
 from genq.core.api import DataError, DataSource
 from genq.core.data.builtin_text import pydoc_text
-from genq.core.data.text import (BPETokenizer, CharTokenizer, TextData, WordTokenizer, build_tokenizer,
-                                 load_text, tokenizer_from_state)
+from genq.core.data.text import (
+    BPETokenizer,
+    CharTokenizer,
+    TextData,
+    WordTokenizer,
+    build_tokenizer,
+    load_text,
+    tokenizer_from_state,
+)
 
 
 def test_char_round_trip_and_unknown_chars_named(corpus):

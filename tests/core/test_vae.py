@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
 from genq.core.data.builtin_media import digits

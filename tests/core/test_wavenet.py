@@ -7,6 +7,7 @@ import wave
 import numpy as np
 import pytest
 import torch
+
 from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
 from genq.core.nets.wavenet import FastState, WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode

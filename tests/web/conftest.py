@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from genq.web import create_app
 
 from genq.db import Database
 from genq.db.models import Artifact, Base, Job, Metric, Output, Team
 from genq.tokens import create_token, ensure_team
+from genq.web import create_app
 from tests.conftest import BACKENDS
 
 

@@ -6,9 +6,9 @@ import dataclasses
 import os
 
 import pytest
-from genq.web import create_app
 
 from genq.db.models import Dataset
+from genq.web import create_app
 from tests.web.conftest import count, png, upload, wav, zipped
 
 

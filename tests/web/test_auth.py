@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from genq.web import create_app
 from sqlalchemy import select
 
 from genq.db.models import ApiToken, Dataset, Job, Team
 from genq.errors import InvalidInput, NotFound
 from genq.tokens import authenticate, create_token, revoke_token
+from genq.web import create_app
 from tests.web.conftest import add_artifact, add_job, bearer, count, csrf_from, login, make_token, png, upload
 
 READ_PATHS = [

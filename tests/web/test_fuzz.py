@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from genq.web import create_app
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 
 from genq.config import Settings
+from genq.web import create_app
 from tests.web.conftest import add_artifact, add_job, add_metrics, add_output, png
 
 pytestmark = pytest.mark.fuzz

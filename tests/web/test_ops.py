@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from genq.web import create_app
-
 from tests.web.conftest import add_job
 
 

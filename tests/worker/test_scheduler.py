@@ -55,7 +55,8 @@ def test_dispatches_only_to_free_slots_in_priority_then_age_order(db, scheduler,
 
 def test_expired_lease_requeues_then_fails_after_max_attempts(db, scheduler):
     past = utcnow() - timedelta(seconds=5)
-    (retry,) = add_jobs(db, 1, status="running", worker_id="dead", attempts=1, lease_expires_at=past, checkpoint_step=40)
+    (retry,) = add_jobs(db, 1, status="running", worker_id="dead", attempts=1, lease_expires_at=past,
+                        checkpoint_step=40)
     (spent,) = add_jobs(db, 1, status="running", worker_id="dead", attempts=3, max_attempts=3, lease_expires_at=past)
     (cancel,) = add_jobs(db, 1, status="running", worker_id="dead", attempts=1, lease_expires_at=past,
                          cancel_requested=True)
