@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,17 +19,24 @@ TINY = ["--param", "n_layer=1", "--param", "n_head=2", "--param", "n_embd=32", "
         "--param", "eval_iters=2", "--param", "lr=3e-3", "--param", "tokenizer=char"]
 
 
+# The console script pip installed, as a user runs it.
+GENQ = str(Path(sys.executable).with_name("genq"))
+
+
 @pytest.fixture
-def up_env(tmp_path):
+def up_env(tmp_path, monkeypatch):
+    # Run from a folder holding a `genq` folder (here GENQ_HOME itself): it must not shadow the package
+    # in the processes `genq up` starts.
+    monkeypatch.chdir(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     port = free_port()
-    env.update(GENQ_HOME=str(tmp_path / "home"), GENQ_PORT=str(port), GENQ_URL=f"http://127.0.0.1:{port}",
+    env.update(GENQ_HOME=str(tmp_path / "genq"), GENQ_PORT=str(port), GENQ_URL=f"http://127.0.0.1:{port}",
                GENQ_TORCH_THREADS="1")
     return env
 
 
 def start_up(env) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "genq", "up"], env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen([GENQ, "up"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -52,7 +60,7 @@ def stop_up(process) -> str:
 
 
 def genq(env, *args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "genq", *args], env=env, capture_output=True, text=True,
+    result = subprocess.run([GENQ, *args], env=env, capture_output=True, text=True,
                             timeout=300)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -62,7 +70,7 @@ def genq(env, *args, check=True) -> subprocess.CompletedProcess:
 def test_up_trains_from_the_cli_stops_cleanly_and_keeps_its_data(up_env, tmp_path):
     process = start_up(up_env)
     try:
-        token_file = tmp_path / "home" / "admin-token"
+        token_file = tmp_path / "genq" / "admin-token"
         token = token_file.read_text().strip()
         corpus = tmp_path / "corpus.txt"
         corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)

@@ -24,7 +24,8 @@ def run_celery_worker(pool: str, name: str) -> None:
 
 def genq_command(*args: str) -> list[str]:
     """The command line that runs `genq ARGS` with this interpreter."""
-    return [sys.executable, "-m", "genq", *args]
+    # -P: no current directory on sys.path, where a `genq` folder (a GENQ_HOME, say) would shadow the package
+    return [sys.executable, "-P", "-m", "genq", *args]
 
 
 def _die_with_parent() -> None:
