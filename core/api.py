@@ -7,6 +7,7 @@ stop requests) flow through the hooks so this library never touches the database
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,21 @@ class Hooks:
 
     def log(self, message: str) -> None:
         """A line for the job's log."""
+
+
+def each_prompt(prompts: list[str | None], hooks: Hooks,
+                make: Callable[[int, str | None], Iterable[Sample]]) -> list[Sample]:
+    """The samples of make(i, prompt) for every prompt, reporting progress and stopping between prompts."""
+    out: list[Sample] = []
+    hooks.progress(0, len(prompts))
+    for i, prompt in enumerate(prompts):
+        reason = hooks.stop_requested()
+        if reason:
+            hooks.log(f"stop requested ({reason}) after {i} of {len(prompts)} prompts")
+            break
+        out.extend(make(i, prompt))
+        hooks.progress(i + 1, len(prompts))
+    return out
 
 
 RECIPES = {

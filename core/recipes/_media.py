@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from genq.core import checkpoint
-from genq.core.api import DataError, Hooks, Sample
+from genq.core.api import DataError, Sample
 from genq.core.data.images import save_grid, save_png
 from genq.jobs.params import validate_generate_params, validate_train_params
 
@@ -61,14 +61,6 @@ def match_class(prompt: str, classes: list[str], synonyms: dict[int, list[str]])
 def unknown_class(prompt: str, classes: list[str]) -> DataError:
     shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
     return DataError(f"the prompt {prompt!r} names no class of this model (classes: {shown})")
-
-
-def stop_between(hooks: Hooks, done: int, total: int) -> bool:
-    """Check for a stop request between prompts; log it when there is one."""
-    reason = hooks.stop_requested()
-    if reason:
-        hooks.log(f"stop requested ({reason}) after {done} of {total} prompts")
-    return bool(reason)
 
 
 def png_scale(image_size: int) -> int:

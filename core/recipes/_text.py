@@ -19,7 +19,7 @@ from torch import nn
 from genq.core import checkpoint, nets
 from genq.core import sample as sampling
 from genq.core import train as loop
-from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
+from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.text import TextData, build_tokenizer, load_text, tokenizer_from_state
 from genq.core.eval.text import sample_metrics, val_loss
 from genq.jobs.params import validate_generate_params, validate_train_params
@@ -126,18 +126,13 @@ def generate(spec: TextModel, source_workdir: Path, prompts: list[str | None], p
     seed = g["seed"] if g["seed"] is not None else int.from_bytes(os.urandom(4), "little")
     gen = torch.Generator(device=device).manual_seed(seed)
 
-    out: list[Sample] = []
-    hooks.progress(0, len(prompts))
-    for i, prompt in enumerate(prompts):
-        reason = hooks.stop_requested()
-        if reason:
-            hooks.log(f"stop requested ({reason}) after {i} of {len(prompts)} prompts")
-            break
+
+    def make(i: int, prompt: str | None) -> list[Sample]:
         texts = _sample(net, tok, prompt, g["num_samples"], gen, device, max_new_tokens=g["max_new_tokens"],
                         temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
-        out.extend(Sample(kind="text", prompt=prompt, text=t) for t in texts)
-        hooks.progress(i + 1, len(prompts))
-    return out
+        return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
+
+    return each_prompt(prompts, hooks, make)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from genq.core import checkpoint, nets
 from genq.core import train as loop
-from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
+from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.images import ImageSet, load_images
 from genq.core.eval.images import image_metrics, train_classifier
 from genq.core.nets.dcgan import DCGANConfig, Discriminator, Generator, d_loss, g_loss
@@ -133,13 +133,9 @@ def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, 
     if mode == "prompt":
         modules["text"] = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"])).to(device)
     ckpt.load_into(modules)
-    n_classes = ckpt.config["n_classes"]
-    out: list[Sample] = []
-    hooks.progress(0, len(prompts))
-    for i, prompt in enumerate(prompts):
-        if _media.stop_between(hooks, i, len(prompts)):
-            break
-        n = g["num_samples"]
+    n_classes, n = ckpt.config["n_classes"], g["num_samples"]
+
+    def make(i: int, prompt: str | None) -> list[Sample]:
         if n_classes == 0 or prompt is None:
             if prompt is not None:
                 hooks.log(f"this dcgan is unconditional: the prompt {prompt!r} is ignored")
@@ -148,9 +144,9 @@ def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, 
         else:
             cond = _condition(prompt, mode, classes, synonyms, modules.get("text"), hooks)
             images = _draw(G, n, gen, device, cond.expand(n, -1))
-        out.extend(_media.image_samples(images, prompt, out_dir, f"{i:04d}"))
-        hooks.progress(i + 1, len(prompts))
-    return out
+        return _media.image_samples(images, prompt, out_dir, f"{i:04d}")
+
+    return each_prompt(prompts, hooks, make)
 
 
 def _condition(prompt: str, mode: str, classes: list[str], synonyms: dict[int, list[str]],

@@ -17,7 +17,7 @@ import torch
 
 from genq.core import checkpoint, nets
 from genq.core import train as loop
-from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
+from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.images import load_images
 from genq.core.eval.images import features_and_probs, frechet_distance, train_classifier
 from genq.core.nets.vae import VAE, VAEConfig, loss_terms, vae_loss
@@ -121,16 +121,13 @@ def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, 
     ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params)
     net = VAE(VAEConfig(**ckpt.config)).to(device)
     ckpt.load_into({"model": net})
-    out: list[Sample] = []
-    hooks.progress(0, len(prompts))
-    for i, prompt in enumerate(prompts):
-        if _media.stop_between(hooks, i, len(prompts)):
-            break
+
+    def make(i: int, prompt: str | None) -> list[Sample]:
         if prompt:
             hooks.log(f"a vae is unconditional: the prompt {prompt!r} is ignored")
-        out.extend(_media.image_samples(_sample(net, g["num_samples"], gen, device), prompt, out_dir, f"{i:04d}"))
-        hooks.progress(i + 1, len(prompts))
-    return out
+        return _media.image_samples(_sample(net, g["num_samples"], gen, device), prompt, out_dir, f"{i:04d}")
+
+    return each_prompt(prompts, hooks, make)
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from genq.core import checkpoint, nets
 from genq.core import train as loop
-from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult
+from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.audio import AudioSet, load_audio, segments, write_wav
 from genq.core.eval.audio import audio_metrics, reference_pitches
 from genq.core.nets.wavenet import WaveNet, WaveNetConfig, mu_law_encode
@@ -109,16 +109,13 @@ def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, 
     net = WaveNet(WaveNetConfig(**ckpt.config)).to(device)
     ckpt.load_into({"model": net})
     rate, classes = net.cfg.sample_rate, ckpt.state["classes"]
-    out: list[Sample] = []
-    hooks.progress(0, len(prompts))
-    for i, prompt in enumerate(prompts):
-        if _media.stop_between(hooks, i, len(prompts)):
-            break
+
+    def make(i: int, prompt: str | None) -> list[Sample]:
         clips, _ = _generate(net, g["num_samples"], g["seconds"], prompt, gen, classes, hooks)
-        out.extend(Sample(kind="audio", prompt=prompt, path=write_wav(out_dir / f"{i:04d}-{j:03d}.wav", clip, rate))
-                   for j, clip in enumerate(clips))
-        hooks.progress(i + 1, len(prompts))
-    return out
+        return [Sample(kind="audio", prompt=prompt, path=write_wav(out_dir / f"{i:04d}-{j:03d}.wav", clip, rate))
+                for j, clip in enumerate(clips)]
+
+    return each_prompt(prompts, hooks, make)
 
 
 def _generate(net: WaveNet, n: int, seconds: float, prompt: str | None, gen: torch.Generator,
