@@ -6,7 +6,7 @@ from tests.worker.platform import CORPUS, tiny_gpt
 
 
 def test_upload_train_generate_through_the_api(platform):
-    corpus = CORPUS.read_text()[:20_000]
+    corpus = CORPUS.read_text()
     dataset = platform.upload_text(corpus)
     platform.start_scheduler()
     platform.start_worker()
