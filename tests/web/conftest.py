@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from genq.db import Database
-from genq.db.models import Artifact, Base, Job, Metric, Output, Team
+from genq.db.models import Artifact, Base, Job, Metric, Output, Team, Worker
 from genq.tokens import create_token, ensure_team
 from genq.web import create_app
 from tests.conftest import BACKENDS
@@ -157,6 +157,13 @@ def add_output(
         s.add(
             Output(job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id)
         )
+
+
+def add_worker(db, worker_id: str, gpu: str, memory_gib: float, **fields: Any) -> None:
+    """An online worker row with one CUDA device of `memory_gib` GiB."""
+    device = {"kind": "cuda", "name": gpu, "memory_bytes": int(memory_gib * 2**30)}
+    with db.session() as s:
+        s.add(Worker(id=worker_id, hostname=worker_id.split(":")[0], devices=[device], **fields))
 
 
 def count(db, model) -> int:

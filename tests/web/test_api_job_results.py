@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from genq.db.models import Job, JobLog, Worker
-from tests.web.conftest import add_artifact, add_job, add_metrics, add_output, png, submit, wav
+from genq.db.models import Job, JobLog
+from tests.web.conftest import add_artifact, add_job, add_metrics, add_output, add_worker, png, submit, wav
 
 
 def test_get_job_and_queue_position(client, auth, db):
@@ -153,16 +153,7 @@ def test_logs_after(client, auth, db):
 
 
 def test_workers(client, auth, db):
-    with db.session() as s:
-        s.add(
-            Worker(
-                id="host:1:ab",
-                hostname="host",
-                pool="default",
-                slots=2,
-                devices=[{"kind": "cuda", "name": "H100", "memory_bytes": 80 * 2**30}],
-            )
-        )
+    add_worker(db, "host:1:ab", "H100", 80, slots=2)
     mine = add_job(db, status="running", worker_id="host:1:ab")
     add_job(db, team="beta", status="running", worker_id="host:1:ab")
     [worker] = client.get("/api/v1/workers", headers=auth).json["workers"]

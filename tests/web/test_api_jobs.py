@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from genq.db.models import Job, JobLog, Worker
-from tests.web.conftest import add_job, count, png, submit, upload, wav
+from genq.db.models import Job, JobLog
+from tests.web.conftest import add_job, add_worker, count, png, submit, upload, wav
 
 CONTRACT_FIELDS = {
     "id",
@@ -127,15 +127,7 @@ def test_overflowing_float_is_refused(client, auth, db):
 
 
 def test_memory_limit_follows_the_pool_workers(client, auth, db):
-    with db.session() as s:
-        s.add(
-            Worker(
-                id="w1",
-                hostname="h",
-                pool="small",
-                devices=[{"kind": "cuda", "name": "tiny", "memory_bytes": 50 * 2**20}],
-            )
-        )
+    add_worker(db, "w1", "tiny", 50 / 1024, pool="small")
     answer = submit(client, auth, pool="small")
     assert answer.status_code == 422 and "50.0 MiB" in answer.json["message"]
     assert answer.json["details"]["estimated_bytes"] > answer.json["details"]["limit_bytes"]

@@ -12,6 +12,7 @@ from tests.web.conftest import (
     add_job,
     add_metrics,
     add_output,
+    add_worker,
     bearer,
     count,
     csrf_from,
@@ -193,15 +194,6 @@ def test_other_teams_job_page_is_404(client, db, auth):
 
 
 def test_workers_page(client, db, auth):
-    from genq.db.models import Worker
-
-    with db.session() as s:
-        s.add(
-            Worker(
-                id="gpu-box:1:x",
-                hostname="gpu-box",
-                devices=[{"kind": "cuda", "name": "A100", "memory_bytes": 40 * 2**30}],
-            )
-        )
+    add_worker(db, "gpu-box:1:x", "A100", 40)
     page = client.get("/workers", headers=bearer(make_token(db))).text
     assert "gpu-box" in page and "A100" in page and "40.0 GiB" in page
