@@ -20,7 +20,7 @@ Usage from a recipe::
     })
     hooks.checkpoint(step, path)
 
-    ckpt = checkpoint.load_latest(workdir)  # None when there is none
+    ckpt = checkpoint.load_latest(workdir, "gpt")  # None when there is none; refuses another kind
     if ckpt is not None:
         net = GPT(GPTConfig(**ckpt.config))
         # weights (strict: every key must match), optimizer state saved under "optimizer", RNG states
@@ -141,17 +141,34 @@ def save(workdir: Path, step: int, modules: Mapping[str, nn.Module | Mapping[str
     return final
 
 
-def load_latest(workdir: Path, map_location: str | torch.device = "cpu") -> Checkpoint | None:
-    """The newest checkpoint that loads (LATEST first, then step folders newest first); None if none."""
+def load_latest(workdir: Path, kind: str | None = None, map_location: str | torch.device = "cpu"
+                ) -> Checkpoint | None:
+    """The newest checkpoint that loads (LATEST first, then step folders newest first); None if none.
+
+    With `kind`, a checkpoint of another model kind is refused. State stays on the CPU by default (RNG
+    states must); load_into() and Optimizer.load_state_dict() move the rest to the model's device.
+    """
     errors = []
     for path in _candidates(checkpoint_dir(workdir)):
         try:
-            return load(path, map_location)
+            ckpt = load(path, map_location)
         except Exception as exc:  # a torn or corrupt folder: fall back to the previous one
             errors.append(f"{path.name}: {exc}")
+            continue
+        if kind is not None and ckpt.kind != kind:
+            raise CheckpointError(f"the workdir holds a {ckpt.kind} checkpoint, not {kind}")
+        return ckpt
     if errors:
         raise CheckpointError(f"no checkpoint in {workdir} could be loaded: " + "; ".join(errors))
     return None
+
+
+def load_trained(workdir: Path, kind: str) -> Checkpoint:
+    """The newest checkpoint of model `kind` that a training job left in `workdir`; raises if there is none."""
+    ckpt = load_latest(workdir, kind)
+    if ckpt is None:
+        raise CheckpointError(f"no checkpoint found in {workdir}: the training job saved none")
+    return ckpt
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:

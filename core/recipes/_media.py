@@ -1,4 +1,4 @@
-"""What the media recipes (dcgan, vae, wavenet) share: params, checkpoints, seeds, prompts and file names."""
+"""What the media recipes (dcgan, vae, wavenet) share: loading for generation, prompts and file names."""
 
 from __future__ import annotations
 
@@ -11,34 +11,16 @@ import torch
 from genq.core import checkpoint
 from genq.core.api import DataError, Sample
 from genq.core.data.images import save_grid, save_png
-from genq.jobs.params import validate_generate_params, validate_train_params
+from genq.jobs.params import validate_generate_params
 
 MIN_PNG_SIDE = 64  # tiny images (digits are 16x16) are enlarged with nearest-neighbour to at least this
-
-
-def train_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The full, validated training params (the worker already validated them; scripts may not have)."""
-    return validate_train_params(kind, params)
-
-
-def resume(kind: str, workdir: Path) -> checkpoint.Checkpoint | None:
-    """The newest checkpoint in `workdir` (None if there is none), refusing one of another model kind."""
-    # State stays on the CPU (RNG states must); load_into() and Optimizer.load_state_dict() move the rest.
-    ckpt = checkpoint.load_latest(workdir)
-    if ckpt is not None and ckpt.kind != kind:
-        raise DataError(f"the workdir holds a {ckpt.kind} checkpoint, not {kind}")
-    return ckpt
 
 
 def load_for_generation(kind: str, source_workdir: Path, params: dict[str, Any]
                         ) -> tuple[checkpoint.Checkpoint, dict[str, Any], torch.Generator]:
     """(checkpoint, validated generation params, a CPU generator seeded from params['seed'] or at random)."""
     g = validate_generate_params(params)
-    ckpt = checkpoint.load_latest(source_workdir)
-    if ckpt is None:
-        raise checkpoint.CheckpointError(f"no checkpoint found in {source_workdir}: the training job saved none")
-    if ckpt.kind != kind:
-        raise DataError(f"the checkpoint is a {ckpt.kind} model, not {kind}")
+    ckpt = checkpoint.load_trained(source_workdir, kind)
     seed = g["seed"] if g["seed"] is not None else int.from_bytes(os.urandom(4), "little")
     # Random numbers come from a CPU generator, so a seed gives the same samples on any device.
     return ckpt, g, torch.Generator().manual_seed(seed)

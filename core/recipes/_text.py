@@ -43,9 +43,7 @@ def train(spec: TextModel, params: dict[str, Any], data: DataSource, workdir: Pa
           device: str) -> TrainResult:
     """Train (or resume) a text model of `spec` and finish with a few samples and eval metrics."""
     p = validate_train_params(spec.kind, params)
-    ckpt = checkpoint.load_latest(workdir)
-    if ckpt is not None and ckpt.kind != spec.kind:
-        raise DataError(f"the workdir holds a {ckpt.kind} checkpoint, not {spec.kind}")
+    ckpt = checkpoint.load_latest(workdir, spec.kind)
     text = load_text(data)
     if ckpt is not None:
         tok = tokenizer_from_state(ckpt.state["tokenizer"])
@@ -114,11 +112,7 @@ def generate(spec: TextModel, source_workdir: Path, prompts: list[str | None], p
              out_dir: Path, hooks: Hooks, device: str) -> list[Sample]:
     """num_samples texts per prompt (None: unconditional); stops between prompts when asked to."""
     g = validate_generate_params(params)
-    ckpt = checkpoint.load_latest(source_workdir)
-    if ckpt is None:
-        raise checkpoint.CheckpointError(f"no checkpoint in {source_workdir}: the training job saved none")
-    if ckpt.kind != spec.kind:
-        raise DataError(f"the checkpoint is a {ckpt.kind} model, not {spec.kind}")
+    ckpt = checkpoint.load_trained(source_workdir, spec.kind)
     tok = tokenizer_from_state(ckpt.state["tokenizer"])
     net = spec.build(ckpt.config).to(device)
     ckpt.load_into({"model": net})

@@ -29,6 +29,7 @@ from genq.core.eval.images import image_metrics, train_classifier
 from genq.core.nets.dcgan import DCGANConfig, Discriminator, Generator, d_loss, g_loss
 from genq.core.nets.text_encoder import TextEncoder, TextEncoderConfig, train_text_encoder
 from genq.core.recipes import _media
+from genq.jobs.params import validate_train_params
 
 KIND = "dcgan"
 CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower these)
@@ -40,8 +41,8 @@ BATCH = 256  # images generated at once
 
 def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
     """Train (or resume) a DCGAN on an images dataset; finish with sample PNGs and eval metrics."""
-    p = _media.train_params(KIND, params)
-    ckpt = _media.resume(KIND, workdir)
+    p = validate_train_params(KIND, params)
+    ckpt = checkpoint.load_latest(workdir, KIND)
     mode = ckpt.state["conditional"] if ckpt is not None else p["conditional"]  # a resumed job keeps its mode
     size = ckpt.config["image_size"] if ckpt is not None else p["image_size"]
     ds = load_images(data, size, KIND)

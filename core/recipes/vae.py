@@ -22,6 +22,7 @@ from genq.core.data.images import load_images
 from genq.core.eval.images import features_and_probs, frechet_distance, train_classifier
 from genq.core.nets.vae import VAE, VAEConfig, loss_terms, vae_loss
 from genq.core.recipes import _media
+from genq.jobs.params import validate_train_params
 
 KIND = "vae"
 CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower this)
@@ -30,8 +31,8 @@ BATCH = 256
 
 def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
     """Train (or resume) a VAE on an images dataset; finish with samples, reconstructions and eval metrics."""
-    p = _media.train_params(KIND, params)
-    ckpt = _media.resume(KIND, workdir)
+    p = validate_train_params(KIND, params)
+    ckpt = checkpoint.load_latest(workdir, KIND)
     ds = load_images(data, ckpt.config["image_size"] if ckpt is not None else p["image_size"], KIND)
     if len(ds.images) < 2:
         raise DataError("a vae needs at least 2 images (one is held out for validation)")

@@ -24,6 +24,7 @@ from genq.core.data.audio import AudioSet, load_audio, segments, write_wav
 from genq.core.eval.audio import audio_metrics, reference_pitches
 from genq.core.nets.wavenet import WaveNet, WaveNetConfig, mu_law_encode
 from genq.core.recipes import _media
+from genq.jobs.params import validate_train_params
 
 KIND = "wavenet"
 EVAL_CLIPS = 8  # one-second clips generated per evaluation
@@ -33,8 +34,8 @@ VAL_FRACTION = 0.1
 
 def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
     """Train (or resume) a WaveNet on an audio dataset; finish with WAV samples and eval metrics."""
-    p = _media.train_params(KIND, params)
-    ckpt = _media.resume(KIND, workdir)
+    p = validate_train_params(KIND, params)
+    ckpt = checkpoint.load_latest(workdir, KIND)
     rate = ckpt.config["sample_rate"] if ckpt is not None else p["sample_rate"]
     audio = load_audio(data, rate, KIND)
     if p["conditional"] and audio.labels is None:
