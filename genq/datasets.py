@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, NamedTuple
 from sqlalchemy.orm import Session
 
 from genq.config import Settings
-from genq.db.models import Dataset
+from genq.db.models import Dataset, iso
 from genq.errors import InvalidInput, NotFound, TooLarge
 
 BUILTIN_DATASETS = {"digits": "images", "tones": "audio", "pydoc": "text"}
@@ -323,5 +323,5 @@ def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
         "size_bytes": dataset.size_bytes,
         "filename": dataset.filename,
         "info": dataset.info or {},
-        "created_at": dataset.created_at.isoformat() + "Z",
+        "created_at": iso(dataset.created_at),
     }

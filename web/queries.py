@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from genq.db.models import Artifact, Job, JobLog, Metric, Output, Worker
-from genq.jobs.service import iso
+from genq.db.models import Artifact, Job, JobLog, Metric, Output, Worker, iso
 
 LOSS_SERIES = ("train/loss", "val/loss")
 

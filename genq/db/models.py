@@ -18,6 +18,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def iso(value: datetime | None) -> str | None:
+    """Naive UTC datetime -> ISO 8601 with a Z, as the API writes times."""
+    return None if value is None else value.isoformat() + "Z"
+
+
 class Base(DeclarativeBase):
     # Named constraints so Alembic migrations behave the same on SQLite and PostgreSQL.
     metadata = MetaData(naming_convention={

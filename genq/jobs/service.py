@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -24,7 +23,7 @@ from genq.datasets import (
     dataset_file,
     read_prompts,
 )
-from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, utcnow
+from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, iso, utcnow
 from genq.errors import Conflict, Forbidden, InvalidInput, NotFound
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODEL_DATA, MODELS, validate_generate_params, validate_train_params
@@ -213,11 +212,6 @@ def cancel_job(session: Session, job: Job) -> Job:
     if not done.rowcount and not asked.rowcount:
         raise Conflict(f"job {job.id} already {job.status}; only a queued or running job can be cancelled")
     return job
-
-
-def iso(value: datetime | None) -> str | None:
-    """Naive UTC datetime -> ISO 8601 with a Z."""
-    return None if value is None else value.isoformat() + "Z"
 
 
 def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, Any]:
