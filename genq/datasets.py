@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import os
 import re
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from sqlalchemy.orm import Session
 
+from genq import strict_json
 from genq.config import Settings
 from genq.db.models import Dataset, iso
 from genq.errors import InvalidInput, NotFound, TooLarge
@@ -199,7 +199,7 @@ def read_prompts(path: Path, ext: str) -> list[str]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line, parse_constant=_no_constant)
+                row = strict_json.loads(line)
             except ValueError as exc:
                 raise InvalidInput(f"prompts line {number} is not JSON: {exc}") from None
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
@@ -224,10 +224,6 @@ def read_prompts(path: Path, ext: str) -> list[str]:
     if len(prompts) > MAX_PROMPTS:
         raise InvalidInput(f"the prompts file holds {len(prompts)} prompts (at most {MAX_PROMPTS})")
     return prompts
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def detect_kind(

@@ -5,7 +5,6 @@ Everything is validated before the first row is written, so a refused request le
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from genq import strict_json
 from genq.config import Settings
 from genq.datasets import (
     BUILTIN_DATASETS,
@@ -250,13 +250,9 @@ def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, An
 def parse_value(text: str) -> Any:
     """A KEY=VALUE value: JSON when it parses (4, 0.1, true, null, "x"), else the plain string."""
     try:
-        return json.loads(text, parse_constant=_refuse)
+        return strict_json.loads(text)
     except ValueError:
         return text
-
-
-def _refuse(name: str) -> None:
-    raise ValueError(name)
 
 
 def parse_param_lines(text: str) -> dict[str, Any]:
@@ -264,7 +260,7 @@ def parse_param_lines(text: str) -> dict[str, Any]:
     text = (text or "").strip()
     if text.startswith("{"):
         try:
-            params = json.loads(text, parse_constant=_refuse)
+            params = strict_json.loads(text)
         except ValueError as exc:
             raise InvalidInput(f"params are not a valid JSON object: {exc}") from None
         if not isinstance(params, dict):

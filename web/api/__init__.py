@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, g, request
 
+from genq import strict_json
 from genq.errors import BadRequest, InvalidInput
 from genq.jobs.service import check_clean
 from genq.web.auth import require_principal
@@ -26,17 +26,13 @@ def _authenticate() -> None:
     g.caller = require_principal()
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def read_json() -> Any:
     """The request body as JSON: strict (no NaN/Infinity), clean strings, 400 naming the problem otherwise."""
     data = request.get_data(cache=True)
     if not data.strip():
         raise BadRequest("the request body must be a JSON object")
     try:
-        body = json.loads(data, parse_constant=_refuse_constant)
+        body = strict_json.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequest(f"the request body is not valid JSON: {str(exc)[:200]}") from None
     try:
