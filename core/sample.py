@@ -7,8 +7,17 @@ decoding with a KV cache or a hidden state), a `forward(idx) -> (logits (B, T, v
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
+
+
+def seeded_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator on `device` seeded with `seed`, or with a fresh random seed when it is None."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 from genq.core import checkpoint
 from genq.core.api import DataError, Sample
 from genq.core.data.images import save_grid, save_png
+from genq.core.sample import seeded_generator
 from genq.jobs.params import validate_generate_params
 
 MIN_PNG_SIDE = 64  # tiny images (digits are 16x16) are enlarged with nearest-neighbour to at least this
@@ -21,9 +21,8 @@ def load_for_generation(kind: str, source_workdir: Path, params: dict[str, Any]
     """(checkpoint, validated generation params, a CPU generator seeded from params['seed'] or at random)."""
     g = validate_generate_params(params)
     ckpt = checkpoint.load_trained(source_workdir, kind)
-    seed = g["seed"] if g["seed"] is not None else int.from_bytes(os.urandom(4), "little")
     # Random numbers come from a CPU generator, so a seed gives the same samples on any device.
-    return ckpt, g, torch.Generator().manual_seed(seed)
+    return ckpt, g, seeded_generator(g["seed"])
 
 
 def names_per_class(classes: list[str], synonyms: dict[int, list[str]]) -> list[list[str]]:

@@ -6,7 +6,6 @@ A recipe describes its network with a `TextModel`; `train` and `generate` below 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -117,8 +116,7 @@ def generate(spec: TextModel, source_workdir: Path, prompts: list[str | None], p
     net = spec.build(ckpt.config).to(device)
     ckpt.load_into({"model": net})
     net.eval()
-    seed = g["seed"] if g["seed"] is not None else int.from_bytes(os.urandom(4), "little")
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = sampling.seeded_generator(g["seed"], device)
 
 
     def make(i: int, prompt: str | None) -> list[Sample]:
