@@ -61,8 +61,10 @@ class JobHooks(Hooks):
         self._maybe_flush()
 
     def checkpoint(self, step: int, path: Path) -> None:
+        from genq.core.checkpoint import WEIGHTS  # torch is loaded by now: the job is training
+
         self.flush()
-        weights = path / "model.safetensors" if path.is_dir() else path
+        weights = path / WEIGHTS if path.is_dir() else path
         relative = str(weights.relative_to(self.artifacts_root))
 
         def write():
