@@ -17,13 +17,17 @@ class DataError(ValueError):
     """The data does not fit the model (wrong kind, too small, unreadable): the job fails with this message."""
 
 
+# The datasets that ship with genq (generated or read locally, never downloaded) and their kinds.
+BUILTIN_DATASETS = {"digits": "images", "tones": "audio", "pydoc": "text"}
+
+
 @dataclass
 class DataSource:
     """A dataset as the worker found it: an uploaded file or folder, or a built-in name."""
 
     kind: str  # text, images, audio, prompts
     path: Path | None = None  # the uploaded file (a text file, a zip, a WAV) or an extracted folder
-    builtin: str | None = None  # digits, tones, pydoc
+    builtin: str | None = None  # one of BUILTIN_DATASETS
 
 
 @dataclass

@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session
 
 from genq import strict_json
 from genq.config import Settings
+from genq.core.api import BUILTIN_DATASETS as BUILTIN_DATASETS  # the platform reads core's list (torch-free)
 from genq.db.models import Dataset, iso
 from genq.errors import InvalidInput, NotFound, TooLarge
 
-BUILTIN_DATASETS = {"digits": "images", "tones": "audio", "pydoc": "text"}
 KINDS = ("text", "images", "audio", "prompts")
 MAX_PROMPTS = 10_000
 MAX_PROMPT_CHARS = 10_000

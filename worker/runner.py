@@ -139,7 +139,7 @@ class WorkerContext:
 
     def _data_source(self, job: Job) -> core.DataSource:
         if job.builtin_dataset:
-            kind = {"digits": "images", "tones": "audio", "pydoc": "text"}[job.builtin_dataset]
+            kind = core.BUILTIN_DATASETS[job.builtin_dataset]
             return core.DataSource(kind=kind, builtin=job.builtin_dataset)
         with self.db.session() as s:
             dataset = s.get(Dataset, job.dataset_id)

@@ -6,17 +6,15 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from genq.core.api import DataError, DataSource
-
-BUILTIN_KINDS = {"digits": "images", "tones": "audio", "pydoc": "text"}
+from genq.core.api import BUILTIN_DATASETS, DataError, DataSource
 
 
 def require_kind(data: DataSource, kind: str, model: str) -> None:
     """Raise DataError unless `data` is a `kind` dataset that exists (a built-in or a file/folder on disk)."""
     if data.builtin:
-        found = BUILTIN_KINDS.get(data.builtin)
+        found = BUILTIN_DATASETS.get(data.builtin)
         if found is None:
-            raise DataError(f"unknown built-in dataset '{data.builtin}' (known: {', '.join(BUILTIN_KINDS)})")
+            raise DataError(f"unknown built-in dataset '{data.builtin}' (known: {', '.join(BUILTIN_DATASETS)})")
         if found != kind:
             raise DataError(f"{model} needs an {kind} dataset; the built-in '{data.builtin}' is {found}")
         return
