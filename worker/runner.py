@@ -12,6 +12,7 @@ import secrets
 import socket
 import traceback
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import func, update
 
@@ -127,12 +128,16 @@ class WorkerContext:
         finally:
             self.heartbeat.watch(None)
 
+    def _workdir(self, job_id: int) -> Path:
+        """A job's folder in the artifact store: checkpoints, samples, outputs."""
+        return self.settings.artifacts / "jobs" / str(job_id)
+
     def _execute(self, job: Job, hooks: JobHooks) -> tuple[str | None, list[core.Sample]]:
-        workdir = self.settings.artifacts / "jobs" / str(job.id)
+        workdir = self._workdir(job.id)
         if job.type == "train":
             result = core.train(job.model, job.params, self._data_source(job), workdir, hooks, self.device)
             return result.stopped, result.samples
-        source = self.settings.artifacts / "jobs" / str(job.source_job_id)
+        source = self._workdir(job.source_job_id)
         prompts = job.prompts or [None]
         samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
         return hooks.stop_requested(), samples
@@ -183,7 +188,7 @@ class WorkerContext:
                     lines.append({"index": index, "prompt": sample.prompt, "kind": sample.kind, "text": sample.text,
                                   "file": sample.path.name if sample.path else None})
                 if job.type == "generate" and samples:
-                    batch = root / "jobs" / str(job.id) / "outputs.jsonl"
+                    batch = self._workdir(job.id) / "outputs.jsonl"
                     batch.parent.mkdir(parents=True, exist_ok=True)
                     batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
                     s.add(Artifact(job_id=job.id, kind="output", name="outputs.jsonl",
