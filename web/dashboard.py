@@ -50,7 +50,7 @@ def job(job_id: int):
         series = queries.metric_series(s, job_id, max_points=500)
         outputs = queries.job_outputs(s, job_id)
         artifacts = queries.job_artifacts(s, job_id)
-        logs = queries.job_logs(s, job_id)[-50:]
+        logs = queries.newest_job_logs(s, job_id, 50)
     chart = {name: series[name] for name in queries.LOSS_SERIES if name in series}
     samples = [a for a in artifacts if a["kind"] == "sample"]
     return render_template(

@@ -102,7 +102,17 @@ def job_logs(
     if after is not None:
         query = query.where(JobLog.id > after)
     rows = session.scalars(query.order_by(JobLog.id).limit(limit))
-    return [{"id": r.id, "time": iso(r.created_at), "message": r.message} for r in rows]
+    return [_log_to_dict(r) for r in rows]
+
+
+def newest_job_logs(session: Session, job_id: int, n: int) -> list[dict[str, Any]]:
+    """The newest `n` log lines of a job, oldest first."""
+    rows = session.scalars(select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id.desc()).limit(n)).all()
+    return [_log_to_dict(r) for r in reversed(rows)]
+
+
+def _log_to_dict(row: JobLog) -> dict[str, Any]:
+    return {"id": row.id, "time": iso(row.created_at), "message": row.message}
 
 
 def workers(session: Session, team_id: int) -> list[dict[str, Any]]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
-from genq.db.models import Dataset, Job
+from genq.db.models import Dataset, Job, JobLog
 from tests.web.conftest import (
     add_artifact,
     add_job,
@@ -71,6 +72,15 @@ def test_job_page_shows_everything(browser, db, settings):
 
     done = add_job(db, status="succeeded")
     assert f"/submit?type=generate&amp;source_job={done}" in browser.get(f"/jobs/{done}").text
+
+
+def test_job_page_shows_the_newest_log_lines(browser, db):
+    job_id = add_job(db, status="running")
+    with db.session() as s:
+        s.add_all(JobLog(job_id=job_id, message=f"line {i:04d}") for i in range(1100))
+    page = browser.get(f"/jobs/{job_id}").text
+    shown = [int(n) for n in re.findall(r"line (\d{4})", page)]
+    assert shown == list(range(1050, 1100))
 
 
 def test_submit_train_form(browser, db):
