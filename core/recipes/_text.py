@@ -95,14 +95,13 @@ def train(spec: TextModel, params: dict[str, Any], data: DataSource, workdir: Pa
     if result.stopped:
         return result
 
-    metrics = result.metrics or eval_fn(result.step)  # empty when a finished job was resumed
     gen = torch.Generator(device=device).manual_seed(p["seed"])
     max_new = 200 if p["tokenizer"] == "char" else 60
     texts = _sample(net, tok, None, FINAL_SAMPLES, gen, device, max_new_tokens=max_new, temperature=0.8,
                     top_k=None, top_p=None)
     extra = sample_metrics(texts)
     hooks.metrics(result.step, extra)
-    result.metrics = {**metrics, **extra}
+    result.metrics = {**result.metrics, **extra}  # the loop's final evaluation, redone when a finished job resumes
     result.samples = [Sample(kind="text", prompt=None, text=t) for t in texts]
     return result
 
