@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from genq.core import checkpoint
-from genq.core.api import DataError, Sample
-from genq.core.data.images import save_grid, save_png
+from genq.core.api import DataError, Hooks, Sample
+from genq.core.data.images import ImageSet, save_grid, save_png
+from genq.core.eval.images import ImageClassifier, train_classifier
 from genq.core.sample import seeded_generator
 from genq.jobs.params import validate_generate_params
 
@@ -59,3 +60,14 @@ def grid_sample(images: torch.Tensor, prompt: str | None, path: Path, nrow: int 
     """A grid PNG of a batch as one Sample."""
     path = save_grid(images, path, nrow=nrow, scale=png_scale(images.shape[-1]))
     return Sample(kind="image", prompt=prompt, path=path)
+
+
+def evaluation_classifier(fit: ImageSet, held: ImageSet | None, steps: int, seed: int, hooks: Hooks,
+                          step: int) -> ImageClassifier:
+    """The evaluation CNN fitted on `fit`; its accuracy on labelled `held` images is recorded and logged."""
+    clf = train_classifier(fit, steps, seed)
+    if held is not None and held.labels is not None:
+        acc = clf.accuracy(held.floats(), held.labels)
+        hooks.metrics(step, {"eval/classifier_accuracy": acc})
+        hooks.log(f"evaluation classifier: {acc:.1%} accuracy on held-out real images")
+    return clf

@@ -25,7 +25,7 @@ from genq.core import checkpoint, nets
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.images import ImageSet, load_images
-from genq.core.eval.images import image_metrics, train_classifier
+from genq.core.eval.images import image_metrics
 from genq.core.nets.dcgan import DCGANConfig, Discriminator, Generator, d_loss, g_loss
 from genq.core.nets.text_encoder import TextEncoder, TextEncoderConfig, train_text_encoder
 from genq.core.recipes import _media
@@ -80,7 +80,8 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
 
     real_all = ds.floats()
     bs = p["batch_size"]
-    clf = _classifier(ds, p["seed"], hooks, start)
+    fit, held = ds.split(0.1, p["seed"]) if ds.labels is not None else (ds, None)
+    clf = _media.evaluation_classifier(fit, held, CLASSIFIER_STEPS, p["seed"], hooks, start)
 
     def step_fn(step: int) -> dict[str, float]:
         idx = torch.randint(len(real_all), (bs,), generator=batches)
@@ -180,18 +181,6 @@ def _draw(G: Generator, n: int, gen: torch.Generator, device: str, cond: torch.T
 
 def _onehot(ids: torch.Tensor | None, n_classes: int) -> torch.Tensor | None:
     return None if ids is None else F.one_hot(ids, n_classes).float()
-
-
-def _classifier(ds: ImageSet, seed: int, hooks: Hooks, step: int):
-    """The evaluation CNN, fitted on 90% of the images; its accuracy on the other 10% is logged."""
-    if ds.labels is None:
-        return train_classifier(ds, CLASSIFIER_STEPS, seed)
-    fit, held = ds.split(0.1, seed)
-    clf = train_classifier(fit, CLASSIFIER_STEPS, seed)
-    acc = clf.accuracy(held.floats(), held.labels)
-    hooks.metrics(step, {"eval/classifier_accuracy": acc})
-    hooks.log(f"evaluation classifier: {acc:.1%} accuracy on held-out real images")
-    return clf
 
 
 def _final_samples(G: Generator, ds: ImageSet, n_classes: int, seed: int, folder: Path, device: str) -> list[Sample]:

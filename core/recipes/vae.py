@@ -19,7 +19,7 @@ from genq.core import checkpoint, nets
 from genq.core import train as loop
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.images import load_images
-from genq.core.eval.images import features_and_probs, frechet_distance, train_classifier
+from genq.core.eval.images import features_and_probs, frechet_distance
 from genq.core.nets.vae import VAE, VAEConfig, loss_terms, vae_loss
 from genq.core.recipes import _media
 from genq.jobs.params import validate_train_params
@@ -56,11 +56,7 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
                   f"{len(val.images)} validation images, {nets.size(net)}")
 
     x_fit, x_val = fit.floats(), val.floats()
-    clf = train_classifier(fit, CLASSIFIER_STEPS, p["seed"])
-    if fit.labels is not None:
-        acc = clf.accuracy(x_val, val.labels)
-        hooks.metrics(start, {"eval/classifier_accuracy": acc})
-        hooks.log(f"evaluation classifier: {acc:.1%} accuracy on held-out real images")
+    clf = _media.evaluation_classifier(fit, val, CLASSIFIER_STEPS, p["seed"], hooks, start)
     f_real, _ = features_and_probs(clf, x_fit[:2000])
 
     def step_fn(step: int) -> dict[str, float]:
