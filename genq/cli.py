@@ -57,7 +57,9 @@ def up() -> None:
             supervisor.start(name, argv, {**env, **extra})
         web = supervisor.start("web", genq_command("web"), env)
         url = f"http://{settings.host}:{settings.port}"
-        _wait_until_serving(url, web)
+        if not _wait_until_serving(url, web):
+            raise click.ClickException(f"the web server is not serving {url} (exit code {web.poll()}); "
+                                       "its output is above")
         click.echo(f"\ngenq is up: {url}\nadmin token: {token}\n(also in {settings.home / 'admin-token'}; "
                    "Ctrl-C stops everything)\n")
         code = supervisor.wait()
@@ -68,17 +70,18 @@ def up() -> None:
     sys.exit(code)
 
 
-def _wait_until_serving(url: str, process, timeout: float = 60.0) -> None:
-    """Wait for the web server to answer /healthz, so the URL we print works when it is printed."""
+def _wait_until_serving(url: str, process, timeout: float = 60.0) -> bool:
+    """Whether the web server answers /healthz within `timeout` (False once it has exited)."""
     import requests
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
             if requests.get(f"{url}/healthz", timeout=1).ok:
-                return
+                return True
         except requests.RequestException:
             time.sleep(0.2)
+    return False
 
 
 def _admin_token(settings: Settings) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -110,3 +111,13 @@ def test_wait_exits_nonzero_for_a_failed_job(up_env, tmp_path):
         assert result.returncode == 1 and "failed" in result.stderr
     finally:
         stop_up(process)
+
+
+def test_up_says_so_when_the_web_server_cannot_start(up_env):
+    with socket.socket() as taken:  # the port is taken: gunicorn gives up binding it and exits
+        taken.bind(("127.0.0.1", int(up_env["GENQ_PORT"])))
+        taken.listen()
+        result = subprocess.run([GENQ, "up"], env=up_env, capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0
+    assert "genq is up" not in result.stdout
+    assert "the web server is not serving" in result.stderr
