@@ -19,9 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
-from genq.client import Client
+from genq.client import Client, wait_until_serving
 from genq.redis_server import free_port
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -51,12 +49,8 @@ def start_platform(home: Path) -> tuple[subprocess.Popen, Client]:
     process = subprocess.Popen([sys.executable, "-m", "genq", "up"], env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if requests.get(url + "/healthz", timeout=1).ok:
-                return process, Client(url, (home / "admin-token").read_text().strip())
-        except requests.ConnectionError:
-            time.sleep(0.3)
+    if wait_until_serving(url, process, timeout=300):
+        return process, Client(url, (home / "admin-token").read_text().strip())
     process.kill()
     raise SystemExit("genq up did not start")
 

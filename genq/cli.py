@@ -33,6 +33,7 @@ def main() -> None:
 @main.command()
 def up() -> None:
     """The whole platform on one machine: database, Redis, scheduler, workers and the dashboard."""
+    from genq.client import wait_until_serving
     from genq.db.session import upgrade
     from genq.redis_server import EmbeddedRedis
     from genq.worker.devices import gpu_ids
@@ -57,7 +58,7 @@ def up() -> None:
             supervisor.start(name, argv, {**env, **extra})
         web = supervisor.start("web", genq_command("web"), env)
         url = f"http://{settings.host}:{settings.port}"
-        if not _wait_until_serving(url, web):
+        if not wait_until_serving(url, web):
             raise click.ClickException(f"the web server is not serving {url} (exit code {web.poll()}); "
                                        "its output is above")
         click.echo(f"\ngenq is up: {url}\nadmin token: {token}\n(also in {settings.home / 'admin-token'}; "
@@ -68,20 +69,6 @@ def up() -> None:
         if redis is not None:
             redis.stop()
     sys.exit(code)
-
-
-def _wait_until_serving(url: str, process, timeout: float = 60.0) -> bool:
-    """Whether the web server answers /healthz within `timeout` (False once it has exited)."""
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).ok:
-                return True
-        except requests.RequestException:
-            time.sleep(0.2)
-    return False
 
 
 def _admin_token(settings: Settings) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,16 @@ class Client:
 
     def outputs(self, job_id: int) -> list[dict]:
         return self.request("GET", f"/jobs/{job_id}/outputs")["outputs"]
+
+
+def wait_until_serving(url: str, server: subprocess.Popen | None = None, timeout: float = 60.0) -> bool:
+    """Whether `url` answers /healthz within `timeout` seconds; False as soon as `server` (its process) exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (server is None or server.poll() is None):
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).ok:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    return False

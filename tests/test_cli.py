@@ -7,12 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
+from genq.client import wait_until_serving
 from genq.redis_server import free_port
 
 TINY = ["--param", "n_layer=1", "--param", "n_head=2", "--param", "n_embd=32", "--param", "block_size=32",
@@ -39,16 +38,8 @@ def up_env(tmp_path, monkeypatch):
 def start_up(env) -> subprocess.Popen:
     process = subprocess.Popen([GENQ, "up"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(env["GENQ_URL"] + "/healthz", timeout=1).ok:
-                return process
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.3)
+    if wait_until_serving(env["GENQ_URL"], process, timeout=90):
+        return process
     process.kill()
     raise AssertionError("genq up did not start:\n" + process.communicate()[0])
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import requests
 
+from genq.client import wait_until_serving
 from genq.db import Database
 from genq.redis_server import free_port
 
@@ -42,14 +43,8 @@ class Platform:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         web = self.spawn("web", "--workers", "1", "--threads", "8", GENQ_PORT=str(port))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and web.poll() is None:
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise RuntimeError("the web server did not start:\n" + self.logs())
+        if not wait_until_serving(self.url, web):
+            raise RuntimeError("the web server did not start:\n" + self.logs())
 
     def start_scheduler(self) -> subprocess.Popen:
         return self.spawn("scheduler", "--interval", "0.2")
