@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -15,6 +17,18 @@ TEXT = (
     "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
     "All:\nResolved. resolved.\n\n"
 ) * 12
+
+
+def fit_one_batch(loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer, steps: int) -> tuple[float, float]:
+    """Take `steps` optimiser steps on loss_fn() (one fixed batch); (first loss, last loss)."""
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses[0], losses[-1]
 
 
 class RecordingHooks(Hooks):

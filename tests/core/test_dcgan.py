@@ -12,6 +12,7 @@ from genq.core.data.builtin_media import DIGIT_WORDS
 from genq.core.nets.dcgan import DCGANConfig, Discriminator, Generator, d_loss, g_loss
 from genq.core.nets.text_encoder import train_text_encoder
 from genq.core.recipes import dcgan as recipe
+from tests.core.conftest import fit_one_batch
 
 DIGITS = DataSource(kind="images", builtin="digits")
 TINY = {"base_channels": 8, "z_dim": 8, "batch_size": 16, "image_size": 8, "max_steps": 12,
@@ -46,24 +47,13 @@ def test_discriminator_and_generator_each_learn_one_batch():
     cond = F.one_hot(labels, 3).float()
     z = torch.randn(16, 8)
     opt_d = torch.optim.Adam(D.parameters(), 1e-2)
-    first = None
-    for _ in range(30):  # D alone: separate this real batch from these fakes
-        loss, _ = d_loss(D, real, G(z, cond).detach(), cond, labels)
-        first = first if first is not None else loss.item()
-        opt_d.zero_grad()
-        loss.backward()
-        opt_d.step()
-    assert loss.item() < 0.2 * first
+    # D alone: separate this real batch from these fakes
+    first, last = fit_one_batch(lambda: d_loss(D, real, G(z, cond).detach(), cond, labels)[0], opt_d, 30)
+    assert last < 0.2 * first
     D.eval()
     opt_g = torch.optim.Adam(G.parameters(), 1e-2)
-    g_first = None
-    for _ in range(30):  # G alone: fool the frozen D
-        loss, _ = g_loss(D, G(z, cond), cond, labels)
-        g_first = g_first if g_first is not None else loss.item()
-        opt_g.zero_grad()
-        loss.backward()
-        opt_g.step()
-    assert loss.item() < 0.5 * g_first
+    first, last = fit_one_batch(lambda: g_loss(D, G(z, cond), cond, labels)[0], opt_g, 30)  # G fools frozen D
+    assert last < 0.5 * first
 
 
 def test_text_encoder_maps_phrasings_to_the_class():

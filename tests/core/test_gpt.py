@@ -9,6 +9,7 @@ import torch
 
 from genq.core.nets.gpt import GPT, GPTConfig, KVCache
 from genq.core.sample import generate
+from tests.core.conftest import fit_one_batch
 
 
 def tiny(**kw) -> GPT:
@@ -38,13 +39,8 @@ def test_overfits_one_batch():
     x = torch.randint(0, 11, (4, 16))
     y = torch.roll(x, -1, dims=1)
     opt = net.optimizer(lr=1e-2, weight_decay=0.0)
-    first = net(x, y)[1].item()
-    for _ in range(150):
-        _, loss = net(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.1 * first
+    first, last = fit_one_batch(lambda: net(x, y)[1], opt, 150)
+    assert last < 0.1 * first
 
 
 def test_rotary_positions_are_relative():

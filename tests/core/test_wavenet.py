@@ -12,6 +12,7 @@ from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
 from genq.core.nets.wavenet import FastState, WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
 from genq.core.recipes import wavenet as recipe
+from tests.core.conftest import fit_one_batch
 
 TONES = DataSource(kind="audio", builtin="tones")
 TINY = {"n_layers": 4, "residual_channels": 8, "segment_length": 128, "batch_size": 4, "max_steps": 10,
@@ -66,13 +67,8 @@ def test_learns_a_sine_and_same_seed_same_clip():
     net = tiny()
     audio = 0.6 * torch.sin(2 * torch.pi * torch.arange(257) / 16).repeat(4, 1)
     opt = torch.optim.Adam(net.parameters(), 1e-2)
-    first = net.loss(audio).item()
-    for _ in range(60):
-        loss = net.loss(audio)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.2 * first
+    first, last = fit_one_batch(lambda: net.loss(audio), opt, 60)
+    assert last < 0.2 * first
     net.eval()
     a = net.generate(2, 200, generator=torch.Generator().manual_seed(1))
     b = net.generate(2, 200, generator=torch.Generator().manual_seed(1))
