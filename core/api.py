@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-class DataError(ValueError):
-    """The data does not fit the model (wrong kind, too small, unreadable): the job fails with this message."""
-
+from genq.core.errors import CoreError, DataError, ParamError  # noqa: F401 - the front door names its errors
 
 # The datasets that ship with genq (generated or read locally, never downloaded) and their kinds.
 BUILTIN_DATASETS = {"digits": "images", "tones": "audio", "pydoc": "text"}

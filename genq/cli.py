@@ -73,8 +73,8 @@ def up() -> None:
 
 def _admin_token(settings: Settings) -> str:
     """The admin token kept in GENQ_HOME/admin-token, created on first start."""
+    from genq.api_tokens import authenticate, create_token
     from genq.db import Database
-    from genq.tokens import authenticate, create_token
 
     path = settings.home / "admin-token"
     db = Database(settings.database_url)
@@ -181,9 +181,9 @@ def token() -> None:
 @click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True)
 def token_create(team: str, role: str) -> None:
     """Print a new API token for TEAM."""
+    from genq.api_tokens import create_token
     from genq.db import Database
     from genq.db.session import upgrade
-    from genq.tokens import create_token
 
     settings = Settings.from_env()
     settings.ensure_dirs()

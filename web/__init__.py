@@ -15,7 +15,7 @@ from werkzeug.routing import BaseConverter, ValidationError
 
 from genq.config import Settings
 from genq.db import Database
-from genq.jobs.service import MAX_ID
+from genq.jobs.schemas import MAX_ID
 
 csrf = CSRFProtect()
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -73,7 +73,7 @@ def secret_key(settings: Settings) -> str:
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config may hold "SETTINGS" (else Settings.from_env()) and any Flask config keys."""
-    from genq.web import auth, dashboard, errors, ops
+    from genq.web import auth, dashboard, errors, monitoring
     from genq.web.api import artifacts, datasets, jobs, openapi, workers
 
     config = dict(config or {})
@@ -94,7 +94,7 @@ def create_app(config: dict | None = None) -> Flask:
     database = Database(settings.database_url)
     if app.config.get("MIGRATE"):
         database.upgrade()
-    app.extensions["genq"] = State(settings, database, ops.Telemetry(database))
+    app.extensions["genq"] = State(settings, database, monitoring.Telemetry(database))
     app.url_map.converters["id"] = IdConverter
     csrf.init_app(app)
     errors.register(app)
@@ -121,6 +121,6 @@ def create_app(config: dict | None = None) -> Flask:
         state().telemetry.count(request, response)
         return response
 
-    for module in (auth, dashboard, ops, jobs, datasets, artifacts, workers, openapi):
+    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, openapi):
         app.register_blueprint(module.bp)
     return app

@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 
+from genq.api_tokens import authenticate
 from genq.db.models import ApiToken
 from genq.errors import Forbidden, Unauthorized
-from genq.tokens import authenticate
 
 bp = Blueprint("auth", __name__)
 

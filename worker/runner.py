@@ -21,7 +21,8 @@ from genq.core import api as core
 from genq.db import Artifact, Database, Dataset, Job, JobLog, Output, Worker, utcnow
 from genq.errors import GenqError
 from genq.worker.devices import detect_devices
-from genq.worker.hooks import Heartbeat, JobHooks, LeaseLost, fenced
+from genq.worker.heartbeat import Heartbeat
+from genq.worker.hooks import JobHooks, LeaseLost, fenced
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")

@@ -5,7 +5,7 @@ Each tick:
    request on it ends it cancelled); a queued job whose message went unclaimed for too long is re-sent;
    a worker silent for three leases is marked offline;
 2. for each pool, free slots = slots of its online workers minus its jobs in flight; the next jobs by
-   policy (genq.jobs.queue) get `dispatched_at` committed first and then a Celery message with their id.
+   policy (genq.jobs.scheduling_order) get `dispatched_at` committed first and then a Celery message with their id.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from genq.config import Settings
 from genq.db import Database, Job, JobLog, Worker, utcnow
-from genq.jobs.queue import waiting
+from genq.jobs.scheduling_order import waiting
 from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
 from genq.worker.retry import TRANSIENT
 

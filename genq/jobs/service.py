@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -17,8 +16,6 @@ from genq import strict_json
 from genq.config import Settings
 from genq.datasets import (
     BUILTIN_DATASETS,
-    MAX_PROMPT_CHARS,
-    MAX_PROMPTS,
     bad_string,
     dataset_file,
     read_prompts,
@@ -27,63 +24,8 @@ from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, iso, utcnow
 from genq.errors import Conflict, Forbidden, InvalidInput, NotFound
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODEL_DATA, MODELS, validate_generate_params, validate_train_params
-from genq.jobs.queue import queue_position
-
-MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL; bigger numbers cannot name a row
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-
-
-class _JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    params: dict[str, Any] = Field(default_factory=dict, description="model or generation params")
-    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first within a team's share")
-    gpus: int = Field(1, ge=0, le=64, description="devices for the job; 0 runs it on a CPU worker")
-    team: Name | None = Field(None, description="must be the token's team when given")
-    pool: Name = Field("default", description="the worker pool to run in")
-
-
-class TrainJobRequest(_JobRequest):
-    """Train a model on an uploaded dataset (its id) or a built-in one (digits, tones, pydoc)."""
-
-    type: Literal["train"]
-    model: str = Field(json_schema_extra={"enum": list(MODELS)})
-    dataset: int | str = Field(description="an uploaded dataset id or a built-in name: digits, tones, pydoc")
-
-
-class GenerateJobRequest(_JobRequest):
-    """Sample from a succeeded training job, with prompts inline or from a prompts dataset."""
-
-    type: Literal["generate"]
-    source_job: int = Field(ge=1, le=MAX_ID)
-    prompts: list[Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]] | None = Field(
-        None, min_length=1, max_length=MAX_PROMPTS
-    )
-    dataset: int | None = Field(None, ge=1, le=MAX_ID, description="a prompts dataset id, instead of prompts")
-
-
-REQUESTS: dict[str, type[_JobRequest]] = {"train": TrainJobRequest, "generate": GenerateJobRequest}
-
-
-def parse_request(body: object) -> TrainJobRequest | GenerateJobRequest:
-    """Validate a job submission body; InvalidInput names every bad field."""
-    if not isinstance(body, Mapping):
-        raise InvalidInput("the request body must be a JSON object")
-    cls = REQUESTS.get(body.get("type")) if isinstance(body.get("type"), str) else None
-    if cls is None:
-        raise InvalidInput("field 'type' must be 'train' or 'generate'")
-    try:
-        return cls.model_validate(dict(body))
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "body"
-            problems.append(
-                f"unknown field '{key}'"
-                if err["type"] == "extra_forbidden"
-                else f"field '{key}': {err['msg']}"
-            )
-        raise InvalidInput("invalid job: " + "; ".join(problems), details=problems) from None
+from genq.jobs.scheduling_order import queue_position
+from genq.jobs.schemas import MAX_ID, JobOut, TrainJobRequest, parse_request
 
 
 def check_clean(value: Any, where: str) -> None:
@@ -216,32 +158,32 @@ def cancel_job(session: Session, job: Job) -> Job:
 
 def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, Any]:
     """The JSON form of a job (CONTRACT.md's fields plus the submission); `brief` leaves out the prompts."""
-    out = {
-        "id": job.id,
-        "type": job.type,
-        "model": job.model,
-        "team": job.team.name,
-        "status": job.status,
-        "progress": job.progress,
-        "step": job.step,
-        "attempts": job.attempts,
-        "queue_position": queue_position(session, job),
-        "error": job.error,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "dataset": job.builtin_dataset or job.dataset_id,
-        "source_job": job.source_job_id,
-        "params": job.params,
-        "prompts": job.prompts,
-        "priority": job.priority,
-        "gpus": job.gpus,
-        "pool": job.pool,
-        "max_attempts": job.max_attempts,
-        "checkpoint_step": job.checkpoint_step,
-        "cancel_requested": job.cancel_requested,
-        "finished": job.status in FINISHED,
-    }
+    out = JobOut(
+        id=job.id,
+        type=job.type,
+        model=job.model,
+        team=job.team.name,
+        status=job.status,
+        progress=job.progress,
+        step=job.step,
+        attempts=job.attempts,
+        queue_position=queue_position(session, job),
+        error=job.error,
+        created_at=iso(job.created_at),
+        started_at=iso(job.started_at),
+        finished_at=iso(job.finished_at),
+        dataset=job.builtin_dataset or job.dataset_id,
+        source_job=job.source_job_id,
+        params=job.params,
+        prompts=job.prompts,
+        priority=job.priority,
+        gpus=job.gpus,
+        pool=job.pool,
+        max_attempts=job.max_attempts,
+        checkpoint_step=job.checkpoint_step,
+        cancel_requested=job.cancel_requested,
+        finished=job.status in FINISHED,
+    ).model_dump()
     if brief:
         out["prompts"] = None if job.prompts is None else len(job.prompts)
     return out

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from genq.api_tokens import create_token, ensure_team
 from genq.db import Database
 from genq.db.models import Artifact, Base, Job, Metric, Output, Team, Worker
-from genq.tokens import create_token, ensure_team
 from genq.web import create_app
 from tests.conftest import BACKENDS
 

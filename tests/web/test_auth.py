@@ -7,9 +7,9 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
+from genq.api_tokens import authenticate, create_token, revoke_token
 from genq.db.models import ApiToken, Dataset, Job, Team
 from genq.errors import InvalidInput, NotFound
-from genq.tokens import authenticate, create_token, revoke_token
 from genq.web import create_app
 from tests.web.conftest import add_artifact, add_job, bearer, count, csrf_from, login, make_token, png, upload
 

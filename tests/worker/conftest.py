@@ -8,8 +8,8 @@ import os
 import pytest
 import redis
 
+from genq.api_tokens import create_token
 from genq.db import Database
-from genq.tokens import create_token
 from tests.worker.platform import Platform
 
 

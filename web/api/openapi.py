@@ -12,8 +12,7 @@ from pydantic.json_schema import models_json_schema
 from genq import __version__
 from genq.datasets import KINDS
 from genq.db.models import JOB_STATUSES
-from genq.jobs.params import MODELS
-from genq.jobs.service import MAX_ID, GenerateJobRequest, TrainJobRequest
+from genq.jobs.schemas import MAX_ID, GenerateJobRequest, JobOut, TrainJobRequest
 from genq.web.api import api_blueprint
 
 bp = api_blueprint("api_openapi", public=True)
@@ -29,48 +28,6 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["error", "message"],
         "properties": {"error": _STR, "message": _STR, "details": {}},
-    },
-    "Job": {
-        "type": "object",
-        "required": [
-            "id",
-            "type",
-            "model",
-            "team",
-            "status",
-            "progress",
-            "step",
-            "attempts",
-            "queue_position",
-            "error",
-            "created_at",
-        ],
-        "properties": {
-            "id": _INT,
-            "type": {"enum": ["train", "generate"]},
-            "model": {"enum": list(MODELS)},
-            "team": _STR,
-            "status": {"enum": list(JOB_STATUSES)},
-            "progress": {"type": "number", "minimum": 0, "maximum": 1},
-            "step": _INT,
-            "attempts": _INT,
-            "queue_position": {"type": ["integer", "null"]},
-            "error": {"type": ["string", "null"]},
-            "created_at": _TIME,
-            "started_at": _TIME,
-            "finished_at": _TIME,
-            "dataset": {"type": ["integer", "string", "null"]},
-            "source_job": {"type": ["integer", "null"]},
-            "params": _OBJ,
-            "prompts": {
-                "type": ["array", "integer", "null"],
-                "description": "the prompts; in listings only their number",
-            },
-            "priority": _INT,
-            "gpus": _INT,
-            "pool": _STR,
-            "cancel_requested": {"type": "boolean"},
-        },
     },
     "JobList": {
         "type": "object",
@@ -206,12 +163,12 @@ def _get(summary: str, response: dict, params: list | None = None, errors: tuple
 @cache
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
-    refs, defs = models_json_schema(
-        [(TrainJobRequest, "validation"), (GenerateJobRequest, "validation")], ref_template=REF
-    )
+    requests = [(TrainJobRequest, "validation"), (GenerateJobRequest, "validation")]
+    refs, defs = models_json_schema([*requests, (JobOut, "serialization")], ref_template=REF)
     schemas = {**SCHEMAS, **defs.get("$defs", {})}
+    schemas["Job"] = schemas.pop("JobOut")
     schemas["JobRequest"] = {
-        "oneOf": list(refs.values()),
+        "oneOf": [refs[r] for r in requests],
         "discriminator": {
             "propertyName": "type",
             "mapping": {

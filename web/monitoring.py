@@ -18,7 +18,7 @@ from genq.db import Database
 from genq.db.models import JOB_STATUSES, Worker
 from genq.web import queries
 
-bp = Blueprint("ops", __name__)
+bp = Blueprint("monitoring", __name__)
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
 
 

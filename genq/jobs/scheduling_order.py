@@ -1,4 +1,4 @@
-"""The scheduling policy: which queued job runs next in a pool. Plain FIFO within priority for now."""
+"""The scheduling order: which queued job runs next in a pool. Plain FIFO within priority for now."""
 
 from __future__ import annotations
 

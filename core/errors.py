@@ -1,0 +1,20 @@
+"""The model library's errors: a person can act on each; the platform maps them to its own (4xx, job failed)."""
+
+from __future__ import annotations
+
+
+class CoreError(ValueError):
+    """Base class: the model library refuses the request with a message naming the problem."""
+
+
+class DataError(CoreError):
+    """The data does not fit the model (wrong kind, too small, unreadable): the job fails with this message."""
+
+
+class ParamError(CoreError):
+    """Params that the model does not take: unknown keys, wrong types, values out of range. `problems` names
+    each bad key."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or []

@@ -1,0 +1,110 @@
+"""The job API's request and response models: the API validates with them and the OpenAPI document is built
+from them, so the fields are written once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from genq.datasets import MAX_PROMPT_CHARS, MAX_PROMPTS
+from genq.db.models import JOB_STATUSES
+from genq.errors import InvalidInput
+from genq.jobs.params import MODELS
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL; bigger numbers cannot name a row
+MAX_GPUS = 1  # every job runs on one device until multi-device jobs land
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class _JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    params: dict[str, Any] = Field(default_factory=dict, description="model or generation params")
+    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first within the pool")
+    gpus: int = Field(1, description=f"devices for the job; genq runs every job on {MAX_GPUS} device for now")
+    team: Name | None = Field(None, description="must be the token's team when given")
+    pool: Name = Field("default", description="the worker pool to run in")
+
+    @field_validator("gpus")
+    @classmethod
+    def _one_device(cls, v: int) -> int:
+        if v != MAX_GPUS:
+            raise ValueError(f"genq runs every job on one device for now: gpus must be {MAX_GPUS}, got {v}")
+        return v
+
+
+class TrainJobRequest(_JobRequest):
+    """Train a model on an uploaded dataset (its id) or a built-in one (digits, tones, pydoc)."""
+
+    type: Literal["train"]
+    model: str = Field(json_schema_extra={"enum": list(MODELS)})
+    dataset: int | str = Field(description="an uploaded dataset id or a built-in name: digits, tones, pydoc")
+
+
+class GenerateJobRequest(_JobRequest):
+    """Sample from a succeeded training job, with prompts inline or from a prompts dataset."""
+
+    type: Literal["generate"]
+    source_job: int = Field(ge=1, le=MAX_ID)
+    prompts: list[Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=MAX_PROMPTS
+    )
+    dataset: int | None = Field(None, ge=1, le=MAX_ID, description="a prompts dataset id, instead of prompts")
+
+
+REQUESTS: dict[str, type[_JobRequest]] = {"train": TrainJobRequest, "generate": GenerateJobRequest}
+
+
+def parse_request(body: object) -> TrainJobRequest | GenerateJobRequest:
+    """Validate a job submission body; InvalidInput names every bad field."""
+    if not isinstance(body, Mapping):
+        raise InvalidInput("the request body must be a JSON object")
+    cls = REQUESTS.get(body.get("type")) if isinstance(body.get("type"), str) else None
+    if cls is None:
+        raise InvalidInput("field 'type' must be 'train' or 'generate'")
+    try:
+        return cls.model_validate(dict(body))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "body"
+            problems.append(
+                f"unknown field '{key}'"
+                if err["type"] == "extra_forbidden"
+                else f"field '{key}': {err['msg'].removeprefix('Value error, ')}"
+            )
+        raise InvalidInput("invalid job: " + "; ".join(problems), details=problems) from None
+
+
+Time = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]
+
+
+class JobOut(BaseModel):
+    """A job as the API answers it (CONTRACT.md's fields plus the submission)."""
+
+    id: int
+    type: Literal["train", "generate"]
+    model: str = Field(json_schema_extra={"enum": list(MODELS)})
+    team: str
+    status: Literal[JOB_STATUSES]  # type: ignore[valid-type]
+    progress: float = Field(ge=0, le=1)
+    step: int
+    attempts: int
+    queue_position: int | None = Field(description="jobs that will be dispatched before this one; null once it left")
+    error: str | None
+    created_at: Time
+    started_at: Time
+    finished_at: Time
+    dataset: int | str | None
+    source_job: int | None
+    params: dict[str, Any]
+    prompts: list[str] | int | None = Field(description="the prompts; in listings only their number")
+    priority: int
+    gpus: int
+    pool: str
+    max_attempts: int
+    checkpoint_step: int | None
+    cancel_requested: bool
+    finished: bool

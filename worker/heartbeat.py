@@ -1,0 +1,59 @@
+"""The worker's heartbeat thread: renews the worker row and its job's lease, notices cancels and lost leases."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from genq.db import Database, Job, Worker, utcnow
+from genq.worker.hooks import fenced
+
+log = logging.getLogger("genq.worker")
+
+
+class Heartbeat(threading.Thread):
+    """Renews this worker's row and its job's lease; notices cancel requests and lost leases."""
+
+    def __init__(self, db: Database, worker_id: str, lease_seconds: float):
+        super().__init__(name="genq-heartbeat", daemon=True)
+        self.db, self.worker_id, self.lease = db, worker_id, lease_seconds
+        self.interval = min(2.0, lease_seconds / 3)
+        self.job_id: int | None = None
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self._stopped = threading.Event()
+
+    def watch(self, job_id: int | None) -> None:
+        """Start (or, with None, stop) renewing the lease of `job_id`."""
+        self.cancel.clear()
+        self.lost.clear()
+        self.job_id = job_id
+
+    def beat(self) -> None:
+        """One renewal: the worker row, then the job's lease, reading its cancel flag."""
+        now = utcnow()
+        job_id = self.job_id
+        with self.db.session() as s:
+            s.execute(update(Worker).where(Worker.id == self.worker_id).values(last_heartbeat=now, status="online"))
+            if job_id is None:
+                return
+            renewed = s.execute(fenced(job_id, self.worker_id)
+                                .values(lease_expires_at=now + timedelta(seconds=self.lease))
+                                .returning(Job.cancel_requested)).first()
+        if renewed is None:
+            self.lost.set()
+        elif renewed[0]:
+            self.cancel.set()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 - the database may be restarting; the lease covers the gap
+                log.warning("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stopped.set()
