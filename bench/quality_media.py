@@ -27,11 +27,10 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.svm import SVC
 
-from genq.core import api, checkpoint
+from genq.core import api, checkpoint, spec
 from genq.core.data.builtin_media import DIGIT_WORDS, TONE_NOTES, digits
 from genq.core.eval.audio import dominant_frequency
-from genq.core.nets.vae import VAE, VAEConfig
-from genq.jobs.params import validate_train_params
+from genq.core.models.vae.net import VAE, VAEConfig
 
 
 class PrintHooks(api.Hooks):
@@ -71,7 +70,7 @@ def bench_dcgan(root: Path, extra: dict) -> dict:
     samples = api.generate(root / "dcgan", prompts, {"num_samples": per_prompt, "seed": 7}, root / "dcgan-out",
                            api.Hooks())
     images = torch.stack([load_png(s.path) for s in samples])
-    size = validate_train_params("dcgan", params)["image_size"] or 16
+    size = spec.get("dcgan").train_params(params)["image_size"] or 16
     images = F.interpolate(images, size=(size, size), mode="area")  # undo the PNG enlargement
     labels = np.repeat(wanted, per_prompt)
     score = float((svc().predict(to_8x8(images)) == labels).mean())
@@ -83,7 +82,7 @@ def bench_vae(root: Path, extra: dict) -> dict:
     t = time.time()
     res = api.train("vae", extra, api.DataSource("images", builtin="digits"), root / "vae", PrintHooks())
     train_s = time.time() - t
-    p = validate_train_params("vae", extra)
+    p = spec.get("vae").train_params(extra)
     ckpt = checkpoint.load_latest(root / "vae")
     net = VAE(VAEConfig(**ckpt.config))
     ckpt.load_into({"model": net})
@@ -99,7 +98,7 @@ def bench_wavenet(root: Path, extra: dict) -> dict:
     t = time.time()
     res = api.train("wavenet", extra, api.DataSource("audio", builtin="tones"), root / "wavenet", PrintHooks())
     train_s = time.time() - t
-    rate = validate_train_params("wavenet", extra)["sample_rate"]
+    rate = spec.get("wavenet").train_params(extra)["sample_rate"]
     samples = api.generate(root / "wavenet", [None], {"num_samples": 16, "seconds": 1.0, "seed": 7},
                            root / "wavenet-out", api.Hooks())
     from genq.core.data.audio import read_wav

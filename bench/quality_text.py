@@ -20,7 +20,6 @@ random batches, which is off by 0.01-0.02 either way).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import statistics
@@ -33,8 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from genq.core import api
-from genq.core.nets.gpt import GPT, GPTConfig
-from genq.core.recipes import _text, gpt
+from genq.core.models.gpt.net import GPT, GPTConfig
+from genq.core.models.gpt.recipe import GPTRecipe
+from genq.core.recipe import fit
 
 RUNS = {
     "gpt": ({"tokenizer": "char", "n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64,
@@ -103,7 +103,10 @@ class ClassicGPT(nn.Module):
         return self(context)[0][:, -1, :], context
 
 
-PEER = dataclasses.replace(gpt.MODEL, build=ClassicGPT)
+class PeerRecipe(GPTRecipe):
+    """Our gpt recipe (data, schedule, optimizer, evaluation) around nanoGPT's network."""
+
+    network = staticmethod(ClassicGPT)
 
 
 class PrintHooks(api.Hooks):
@@ -157,7 +160,7 @@ def main() -> None:
         ours = run(model, lambda *a, m=model: api.train(m, *a), params, target, data, args.device)
         rows.append((ours, target, budget))
         if model == "gpt" and not args.no_peer:
-            peer = run("peer", lambda *a: _text.train(PEER, *a), params, target, data, args.device)
+            peer = run("peer", lambda *a: fit(PeerRecipe, *a), params, target, data, args.device)
             rows.append((peer, target, budget))
     print(f"\nseed {args.seed}, {args.threads} threads, device {args.device}")
     print("model  steps  val/loss  target  wall_s  reached_s  budget_s  tok/s  ok")

@@ -6,7 +6,6 @@ stop requests) flow through the hooks so this library never touches the database
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,33 +79,21 @@ def each_prompt(prompts: list[str | None], hooks: Hooks,
     return out
 
 
-RECIPES = {
-    "gpt": "genq.core.recipes.gpt",
-    "gru": "genq.core.recipes.gru",
-    "dcgan": "genq.core.recipes.dcgan",
-    "vae": "genq.core.recipes.vae",
-    "wavenet": "genq.core.recipes.wavenet",
-}
-
-
-def _recipe(model: str):
-    if model not in RECIPES:
-        raise DataError(f"unknown model '{model}'")
-    return importlib.import_module(RECIPES[model])
-
-
 def train(model: str, params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
           device: str = "cpu") -> TrainResult:
     """Train `model` on `data`; resume from the newest checkpoint in `workdir` if there is one."""
+    from genq.core import spec
+
+    recipe = spec.get(model).load_recipe()
     workdir.mkdir(parents=True, exist_ok=True)
-    return _recipe(model).train(params, data, workdir, hooks, device)
+    return recipe.train(params, data, workdir, hooks, device)
 
 
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str = "cpu") -> list[Sample]:
     """Generate `params['num_samples']` samples per prompt from the trained model in `source_workdir`."""
-    from genq.core import checkpoint
+    from genq.core import checkpoint, spec
 
-    model = checkpoint.load_model_kind(source_workdir)
+    recipe = spec.get(checkpoint.load_model_kind(source_workdir)).load_recipe()
     out_dir.mkdir(parents=True, exist_ok=True)
-    return _recipe(model).generate(source_workdir, prompts, params, out_dir, hooks, device)
+    return recipe.generate(source_workdir, prompts, params, out_dir, hooks, device)

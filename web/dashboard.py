@@ -10,7 +10,7 @@ from sqlalchemy import select
 from genq.datasets import BUILTIN_DATASETS, dataset_to_dict
 from genq.db.models import JOB_STATUSES, Dataset, Job, Team
 from genq.errors import GenqError, InvalidInput
-from genq.jobs.params import MODEL_DATA, MODELS
+from genq.jobs.params import MODELS
 from genq.jobs.service import cancel_job, job_to_dict, latest_jobs, owned, parse_param_lines, submit_job
 from genq.web import queries, state
 from genq.web.api.datasets import store_request_file
@@ -151,7 +151,7 @@ def submit():
     return render_template(
         "submit.html",
         models=list(MODELS),
-        model_data=MODEL_DATA,
+        model_data={name: model.data for name, model in MODELS.items()},
         builtins=BUILTIN_DATASETS,
         datasets=datasets,
         sources=sources,

@@ -76,10 +76,13 @@ class WordTokenizer:
         return [t.upper() if t in specials else t for t in cls._TOKEN.findall(text.lower())]
 
     @classmethod
-    def train(cls, text: str) -> WordTokenizer:
+    def train(cls, text: str, vocab_size: int) -> WordTokenizer:
+        """The `vocab_size` - 3 most frequent words of `text` (the rest read as <UNK>): a corpus' own
+        vocabulary is unbounded, and the network's embedding and head grow with it."""
         counts = Counter(w for w in cls.split(text) if w not in cls.SPECIALS)
         # most frequent first; ties alphabetical so the vocabulary does not depend on dict order
-        return cls([w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))])
+        words = [w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))]
+        return cls(words[:max(0, vocab_size - len(cls.SPECIALS))])
 
     @property
     def vocab_size(self) -> int:
@@ -151,7 +154,7 @@ def build_tokenizer(name: str, text: str, vocab_size: int = 2000) -> Tokenizer:
     if name == "char":
         return CharTokenizer.train(text)
     if name == "word":
-        return WordTokenizer.train(text)
+        return WordTokenizer.train(text, vocab_size)
     if name == "bpe":
         return BPETokenizer.train(text, vocab_size)
     raise DataError(f"unknown tokenizer '{name}' (known: char, word, bpe)")

@@ -23,7 +23,7 @@ from genq.datasets import (
 from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, iso, utcnow
 from genq.errors import Conflict, Forbidden, InvalidInput, NotFound
 from genq.jobs.estimate import check_fits
-from genq.jobs.params import MODEL_DATA, MODELS, validate_generate_params, validate_train_params
+from genq.jobs.params import MODELS, validate_generate_params, validate_train_params
 from genq.jobs.scheduling_order import queue_position
 from genq.jobs.schemas import MAX_ID, JobOut, TrainJobRequest, parse_request
 
@@ -77,12 +77,10 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
         max_attempts=settings.max_attempts,
     )
     if isinstance(req, TrainJobRequest):
-        if req.model not in MODELS:
-            raise InvalidInput(f"unknown model '{req.model}' (known: {', '.join(MODELS)})")
         job.model = req.model
         job.params = validate_train_params(req.model, req.params)
         check_clean(job.params, "params")
-        need = MODEL_DATA[req.model]
+        need = MODELS[req.model].data
         ref = _dataset_id(req.dataset)
         if isinstance(ref, str):
             if ref not in BUILTIN_DATASETS:
@@ -97,7 +95,7 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
             kind, job.dataset_id, label = dataset.kind, dataset.id, f"dataset {dataset.id}"
         if kind != need:
             raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
-        check_fits(session, req.model, job.params, req.pool, max(1, req.gpus))
+        check_fits(session, req.model, job.params, req.pool)
     else:
         source = owned(session, Job, req.source_job, team.id, "source job")
         if source.type != "train":

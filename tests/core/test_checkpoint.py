@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from genq.core import checkpoint
-from genq.core.nets.gpt import GPT, GPTConfig
+from genq.core.models.gpt.net import GPT, GPTConfig
 
 
 def net() -> GPT:

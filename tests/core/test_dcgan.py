@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
 from genq.core.data.builtin_media import DIGIT_WORDS
-from genq.core.nets.dcgan import DCGANConfig, Discriminator, Generator, d_loss, g_loss
-from genq.core.nets.text_encoder import train_text_encoder
-from genq.core.recipes import dcgan as recipe
+from genq.core.models.dcgan import recipe
+from genq.core.models.dcgan.net import DCGANConfig, Discriminator, Generator, d_loss, g_loss
+from genq.core.models.dcgan.text_encoder import train_text_encoder
 from tests.core.conftest import fit_one_batch
 
 DIGITS = DataSource(kind="images", builtin="digits")

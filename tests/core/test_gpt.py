@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from genq.core.nets.gpt import GPT, GPTConfig, KVCache
+from genq.core.models.gpt.net import GPT, GPTConfig, KVCache
 from genq.core.sample import generate
 from tests.core.conftest import fit_one_batch
 

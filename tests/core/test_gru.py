@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genq.core.nets.gru import GRULM, GRUConfig
+from genq.core.models.gru.net import GRULM, GRUConfig
 from genq.core.sample import generate
 from tests.core.conftest import fit_one_batch
 

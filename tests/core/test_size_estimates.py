@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import pytest
 
-from genq.core.recipes import gpt, gru
-from genq.jobs.estimate import CHAR_VOCAB, ESTIMATORS
-from genq.jobs.params import validate_train_params
+from genq.core import spec
+from genq.core.data.text import build_tokenizer
+from genq.core.models._text_params import CHAR_VOCAB
+from genq.core.models.gpt.recipe import GPTRecipe
+from genq.core.models.gru.recipe import GRURecipe
+
+
+def _parameters(recipe, p: dict, vocab_size: int) -> int:
+    net = recipe.network(recipe.network_config(p, vocab_size))
+    return sum(q.numel() for q in net.parameters())
 
 
 @pytest.mark.parametrize(("recipe", "params"), [
-    (gpt, {}),
-    (gpt, {"n_layer": 2, "n_embd": 64, "n_head": 2, "block_size": 32}),
-    (gru, {}),
-    (gru, {"n_layer": 2, "hidden_size": 128, "n_embd": 64}),
+    (GPTRecipe, {}),
+    (GPTRecipe, {"n_layer": 2, "n_embd": 64, "n_head": 2, "block_size": 32}),
+    (GRURecipe, {}),
+    (GRURecipe, {"n_layer": 2, "hidden_size": 128, "n_embd": 64}),
 ])
 def test_parameter_count_matches_the_network(recipe, params):
-    p = validate_train_params(recipe.MODEL.kind, params)
-    net = recipe.MODEL.build(recipe.MODEL.config(p, CHAR_VOCAB))
-    actual = sum(q.numel() for q in net.parameters())
-    estimated, _ = ESTIMATORS[recipe.MODEL.kind](p)
+    model = spec.get(recipe.kind)
+    p = model.train_params(params)
+    actual = _parameters(recipe, p, CHAR_VOCAB)
+    estimated, _ = model.estimate(p)
     assert abs(estimated - actual) <= 0.01 * actual, (estimated, actual)
+
+
+@pytest.mark.parametrize("recipe", [GPTRecipe, GRURecipe])
+def test_a_word_corpus_larger_than_vocab_size_stays_within_the_estimate(recipe):
+    # 5000 distinct words: the corpus' own vocabulary would be 50x what the estimate counted.
+    corpus = " ".join(f"w{i} w{i % 50}" for i in range(5000))
+    p = spec.get(recipe.kind).train_params({"tokenizer": "word", "vocab_size": 100, "n_embd": 64})
+    tok = build_tokenizer("word", corpus, p["vocab_size"])
+    assert tok.vocab_size == 100
+    estimated, _ = spec.get(recipe.kind).estimate(p)
+    actual = _parameters(recipe, p, tok.vocab_size)
+    assert actual <= estimated * 1.01, (estimated, actual)

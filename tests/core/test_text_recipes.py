@@ -7,8 +7,8 @@ import torch
 
 from genq.core import api, checkpoint
 from genq.core.data.text import load_text, tokenizer_from_state
-from genq.core.recipes import gpt
-from genq.errors import InvalidInput
+from genq.core.errors import ParamError
+from genq.core.models.gpt import recipe as gpt
 
 GPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 8, "lr": 3e-3,
        "max_steps": 60, "eval_interval": 30, "eval_iters": 2, "checkpoint_interval": 1000, "warmup_steps": 5}
@@ -88,7 +88,7 @@ def test_bad_data_and_params_are_clear_errors(text_file, tmp_path, make_hooks):
         api.train("gpt", GPT, images, tmp_path / "j", make_hooks())
     with pytest.raises(api.DataError, match="too short for block_size=4096"):
         api.train("gpt", {**GPT, "block_size": 4096}, text_file, tmp_path / "j", make_hooks())
-    with pytest.raises(InvalidInput, match="n_layers"):
+    with pytest.raises(ParamError, match="n_layers"):
         api.train("gpt", {"n_layers": 2}, text_file, tmp_path / "j", make_hooks())
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
         api.generate(tmp_path / "nothing", [None], {}, tmp_path / "o", make_hooks())
@@ -98,7 +98,7 @@ def test_final_val_loss_reads_the_whole_validation_split(text_file, tmp_path, ma
     params = {**GPT, "max_steps": 20, "eval_interval": 10, "block_size": 2}  # 104 blocks: two batches
     result = api.train("gpt", params, text_file, tmp_path / "j", make_hooks())
     ckpt = checkpoint.load_latest(tmp_path / "j")
-    net = gpt.MODEL.build(ckpt.config).eval()
+    net = gpt.GPTRecipe.network(ckpt.config).eval()
     ckpt.load_into({"model": net})
     ids = torch.tensor(tokenizer_from_state(ckpt.state["tokenizer"]).encode(load_text(text_file)))
     val, t = ids[int(0.9 * len(ids)):], 2
@@ -112,9 +112,9 @@ def test_gpt_checkpoint_of_the_learned_position_network_is_a_clear_error():
     old = {"vocab_size": 11, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0,
            "bias": False}  # what checkpoints held before rotary positions
     with pytest.raises(checkpoint.CheckpointError, match="learned positions"):
-        gpt.MODEL.build(old)
+        gpt.GPTRecipe.network(old)
 
 
 def test_gpt_head_size_must_be_even(text_file, tmp_path, make_hooks):
-    with pytest.raises(InvalidInput, match="head size"):
+    with pytest.raises(ParamError, match="head size"):
         api.train("gpt", {**GPT, "n_embd": 30, "n_head": 2}, text_file, tmp_path / "j", make_hooks())

@@ -30,7 +30,7 @@ def test_char_round_trip_and_unknown_chars_named(corpus):
 
 
 def test_word_vocab_specials_and_counts():
-    tok = WordTokenizer.train("b a a c b a <EOS>")
+    tok = WordTokenizer.train("b a a c b a <EOS>", 100)
     assert tok.itos[:6] == ["<PAD>", "<EOS>", "<UNK>", "a", "b", "c"]  # by count, ties alphabetical
     assert (tok.pad_id, tok.eos_id, tok.unk_id) == (0, 1, 2)
     assert tok.encode("A b zebra <EOS>") == [3, 4, 2, 1]

@@ -8,8 +8,8 @@ import torch
 from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
 from genq.core.data.builtin_media import digits
-from genq.core.nets.vae import VAE, VAEConfig, loss_terms, vae_loss
-from genq.core.recipes import vae as recipe
+from genq.core.models.vae import recipe
+from genq.core.models.vae.net import VAE, VAEConfig, loss_terms, vae_loss
 
 DIGITS = DataSource(kind="images", builtin="digits")
 TINY = {"base_channels": 8, "z_dim": 4, "batch_size": 16, "image_size": 8, "max_steps": 12,

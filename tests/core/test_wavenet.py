@@ -10,8 +10,8 @@ import torch
 
 from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
-from genq.core.nets.wavenet import FastState, WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
-from genq.core.recipes import wavenet as recipe
+from genq.core.models.wavenet import recipe
+from genq.core.models.wavenet.net import FastState, WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
 from tests.core.conftest import fit_one_batch
 
 TONES = DataSource(kind="audio", builtin="tones")

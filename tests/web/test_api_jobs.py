@@ -83,6 +83,8 @@ def test_submit_on_uploaded_dataset(client, auth):
         ({"priority": 10**40}, 422, "priority"),
         ({"priority": "high"}, 422, "priority"),
         ({"gpus": -1}, 422, "gpus"),
+        ({"gpus": 2}, 422, "gpus must be 1, got 2"),  # one device per job until multi-device jobs land
+        ({"gpus": 0}, 422, "gpus must be 1, got 0"),
         ({"pool": "../etc"}, 422, "pool"),
         ({"team": "beta"}, 403, "team 'beta'"),
         ({"colour": "red"}, 422, "unknown field 'colour'"),

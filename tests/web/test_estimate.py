@@ -6,8 +6,12 @@ import pytest
 
 from genq.db.models import Worker
 from genq.errors import InvalidInput
-from genq.jobs.estimate import check_fits, estimate_train_memory, human_bytes, largest_device_memory
+from genq.jobs.estimate import check_fits, human_bytes, largest_device_memory
 from genq.jobs.params import MODELS, validate_train_params
+
+
+def estimate_train_memory(model: str, params: dict) -> int:
+    return MODELS[model].memory_bytes(params)
 
 
 @pytest.mark.parametrize("model", list(MODELS))
@@ -17,7 +21,14 @@ def test_defaults_are_small_and_bigger_settings_cost_more(model):
     assert 2**20 < small < 4 * 2**30  # a default model trains on a laptop
     bigger = validate_train_params(model, {"batch_size": base["batch_size"] * 8})
     assert estimate_train_memory(model, bigger) > small
-    assert estimate_train_memory(model, bigger, gpus=4) < estimate_train_memory(model, bigger)
+
+
+@pytest.mark.parametrize("model", ["gpt", "gru"])
+def test_a_word_vocabulary_is_bounded_by_vocab_size(model):
+    # The word tokenizer keeps the vocab_size most frequent words, so a bigger vocab_size costs more.
+    small = validate_train_params(model, {"tokenizer": "word", "vocab_size": 1000})
+    large = validate_train_params(model, {"tokenizer": "word", "vocab_size": 100_000})
+    assert estimate_train_memory(model, large) > estimate_train_memory(model, small) + 1000 * 99_000 * 4
 
 
 def test_gpt_weights_dominate_a_large_model():

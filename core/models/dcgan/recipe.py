@@ -21,17 +21,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from genq.core import checkpoint, nets
-from genq.core import train as loop
+from genq.core import checkpoint
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.images import ImageSet, load_images
 from genq.core.eval.images import image_metrics
-from genq.core.nets.dcgan import DCGANConfig, Discriminator, Generator, d_loss, g_loss
-from genq.core.nets.text_encoder import TextEncoder, TextEncoderConfig, train_text_encoder
-from genq.core.recipes import _media
-from genq.jobs.params import validate_train_params
+from genq.core.models import _media
+from genq.core.models.dcgan.net import DCGANConfig, Discriminator, Generator, d_loss, g_loss
+from genq.core.models.dcgan.text_encoder import TextEncoder, TextEncoderConfig, train_text_encoder
+from genq.core.recipe import Recipe, fit
 
-KIND = "dcgan"
 CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower these)
 TEXT_ENCODER_STEPS = 400
 EVAL_SAMPLES = 500
@@ -39,57 +37,64 @@ PROMPT_CONFIDENCE = 0.5
 BATCH = 256  # images generated at once
 
 
-def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
-    """Train (or resume) a DCGAN on an images dataset; finish with sample PNGs and eval metrics."""
-    p = validate_train_params(KIND, params)
-    ckpt = checkpoint.load_latest(workdir, KIND)
-    mode = ckpt.state["conditional"] if ckpt is not None else p["conditional"]  # a resumed job keeps its mode
-    size = ckpt.config["image_size"] if ckpt is not None else p["image_size"]
-    ds = load_images(data, size, KIND)
-    if mode != "none" and ds.labels is None:
-        raise DataError("a conditional dcgan needs labelled images: put the images in one sub-folder per class")
-    n_classes = len(ds.classes) if mode != "none" else 0
-    config = ckpt.config if ckpt is not None else asdict(DCGANConfig(
-        image_size=ds.image_size, channels=ds.channels, z_dim=p["z_dim"], base_channels=p["base_channels"],
-        n_classes=n_classes))
-    if config["channels"] != ds.channels or config["n_classes"] != n_classes:
-        raise DataError("the dataset no longer matches the checkpoint being resumed (channels or classes changed)")
+class DCGANRecipe(Recipe):
+    kind = "dcgan"
 
-    torch.manual_seed(p["seed"])
-    G, D = Generator(DCGANConfig(**config)).to(device), Discriminator(DCGANConfig(**config)).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=p["lr"], betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=p["lr"], betas=(0.5, 0.999))
-    modules: dict[str, torch.nn.Module] = {"generator": G, "discriminator": D}
-    if mode == "prompt":
-        if ckpt is not None:
-            text = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"]))
-        else:
-            hooks.log("training the prompt encoder on captions of the class names")
-            # A few seconds: not interrupted, so a checkpoint never holds a half-trained encoder.
-            text = train_text_encoder(_media.names_per_class(ds.classes, ds.synonyms), TEXT_ENCODER_STEPS, p["seed"])
-        modules["text"] = text
-    batches = torch.Generator().manual_seed(p["seed"])
-    start = 0
-    if ckpt is not None:
-        start = ckpt.restore(modules, {"opt_g": opt_g, "opt_d": opt_d})
-        batches.set_state(ckpt.state["batches"])
-        hooks.log(f"resumed from the checkpoint at step {start}")
-    else:
-        hooks.log(f"dcgan ({mode}): {ds.image_size}x{ds.image_size}x{ds.channels}, {len(ds.images)} images, "
-                  f"{nets.size(G, D)}")
+    def build(self, data: DataSource, resumed: checkpoint.Checkpoint | None) -> None:
+        p = self.p
+        self.mode = resumed.state["conditional"] if resumed is not None else p["conditional"]  # a resumed job keeps it
+        ds = self.ds = load_images(data, resumed.config["image_size"] if resumed is not None else p["image_size"],
+                                   self.kind)
+        if self.mode != "none" and ds.labels is None:
+            raise DataError("a conditional dcgan needs labelled images: put the images in one sub-folder per class")
+        self.n_classes = len(ds.classes) if self.mode != "none" else 0
+        self.config = resumed.config if resumed is not None else asdict(DCGANConfig(
+            image_size=ds.image_size, channels=ds.channels, z_dim=p["z_dim"], base_channels=p["base_channels"],
+            n_classes=self.n_classes))
+        if self.config["channels"] != ds.channels or self.config["n_classes"] != self.n_classes:
+            raise DataError("the dataset no longer matches the checkpoint being resumed (channels or classes changed)")
+        cfg = DCGANConfig(**self.config)
+        self.G, self.D = Generator(cfg).to(self.device), Discriminator(cfg).to(self.device)
+        self.modules = {"generator": self.G, "discriminator": self.D}
+        self.optimizers = {"opt_g": torch.optim.Adam(self.G.parameters(), lr=p["lr"], betas=(0.5, 0.999)),
+                           "opt_d": torch.optim.Adam(self.D.parameters(), lr=p["lr"], betas=(0.5, 0.999))}
+        if self.mode == "prompt":
+            if resumed is not None:
+                self.modules["text"] = TextEncoder(TextEncoderConfig(**resumed.state["text_config"]))
+            else:
+                self.hooks.log("training the prompt encoder on captions of the class names")
+                # A few seconds: not interrupted, so a checkpoint never holds a half-trained encoder.
+                self.modules["text"] = train_text_encoder(_media.names_per_class(ds.classes, ds.synonyms),
+                                                          TEXT_ENCODER_STEPS, p["seed"])
+        self.batches = torch.Generator().manual_seed(p["seed"])
+        self.real_all = ds.floats()
 
-    real_all = ds.floats()
-    bs = p["batch_size"]
-    fit, held = ds.split(0.1, p["seed"]) if ds.labels is not None else (ds, None)
-    clf = _media.evaluation_classifier(fit, held, CLASSIFIER_STEPS, p["seed"], hooks, start)
+    def describe(self) -> str:
+        ds = self.ds
+        return f"dcgan ({self.mode}): {ds.image_size}x{ds.image_size}x{ds.channels}, {len(ds.images)} images"
 
-    def step_fn(step: int) -> dict[str, float]:
-        idx = torch.randint(len(real_all), (bs,), generator=batches)
-        real = (real_all[idx] * 2 - 1).to(device)
-        labels = ds.labels[idx].to(device) if n_classes else None
-        cond = F.one_hot(labels, n_classes).float() if n_classes else None
-        fake = G(torch.randn(bs, config["z_dim"], device=device), cond)
+    def extra_state(self) -> dict[str, Any]:
+        text = self.modules.get("text")
+        return {"conditional": self.mode, "classes": self.ds.classes, "synonyms": self.ds.synonyms,
+                "text_config": asdict(text.cfg) if text is not None else None, "batches": self.batches.get_state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.batches.set_state(state["batches"])
+
+    def prepare(self, start: int) -> None:
+        ds = self.ds
+        fit_set, held = ds.split(0.1, self.p["seed"]) if ds.labels is not None else (ds, None)
+        self.clf = _media.evaluation_classifier(fit_set, held, CLASSIFIER_STEPS, self.p["seed"], self.hooks, start)
+
+    def step(self, step: int) -> dict[str, float]:
+        G, D, n, bs, dev = self.G, self.D, self.n_classes, self.p["batch_size"], self.device
+        idx = torch.randint(len(self.real_all), (bs,), generator=self.batches)
+        real = (self.real_all[idx] * 2 - 1).to(dev)
+        labels = self.ds.labels[idx].to(dev) if n else None
+        cond = F.one_hot(labels, n).float() if n else None
+        fake = G(torch.randn(bs, self.config["z_dim"], device=dev), cond)
         ld, sd = d_loss(D, real, fake, cond, labels)
+        opt_g, opt_d = self.optimizers["opt_g"], self.optimizers["opt_d"]
         opt_d.zero_grad(set_to_none=True)
         ld.backward()
         opt_d.step()
@@ -100,35 +105,28 @@ def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
         return {"loss": ld.item() + lg.item(), "d_loss": ld.item(), "g_loss": lg.item(),
                 "d_real": sd["d_real"], "d_fake": sd["d_fake"]}
 
-    def eval_fn(step: int) -> dict[str, float]:
-        requested = torch.arange(EVAL_SAMPLES) % n_classes if n_classes else None
-        fake = _draw(G, EVAL_SAMPLES, torch.Generator().manual_seed(p["seed"] + 1), device,
-                     _onehot(requested, n_classes))
-        metrics = image_metrics(clf, real_all[:2000], fake, ds.labels is not None, requested)
-        G.train()
+    def evaluate(self, step: int) -> dict[str, float]:
+        n = self.n_classes
+        requested = torch.arange(EVAL_SAMPLES) % n if n else None
+        fake = _draw(self.G, EVAL_SAMPLES, torch.Generator().manual_seed(self.p["seed"] + 1), self.device,
+                     _onehot(requested, n))
+        metrics = image_metrics(self.clf, self.real_all[:2000], fake, self.ds.labels is not None, requested)
+        self.G.train()
         return metrics
 
-    def save_fn(step: int) -> Path:
-        return checkpoint.save(workdir, step, modules, {
-            "kind": KIND, "config": config, "params": p, "conditional": mode, "classes": ds.classes,
-            "synonyms": ds.synonyms, "text_config": asdict(modules["text"].cfg) if "text" in modules else None,
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "batches": batches.get_state(),
-            "rng": checkpoint.rng_state()})
+    def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
+        return _final_samples(self.G, self.ds, self.n_classes, self.p["seed"], folder, self.device)
 
-    result = loop.run(step_fn, hooks, max_steps=p["max_steps"], start_step=start, save_fn=save_fn,
-                      checkpoint_interval=p["checkpoint_interval"], eval_fn=eval_fn,
-                      eval_interval=p["eval_interval"], items_per_step=bs,
-                      throughput_metric="throughput/samples_per_s")
-    if result.stopped:
-        return result
-    result.samples = _final_samples(G, ds, n_classes, p["seed"], workdir / "samples", device)
-    return result
+
+def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
+    """Train (or resume) a DCGAN on an images dataset; finish with sample PNGs and eval metrics."""
+    return fit(DCGANRecipe, params, data, workdir, hooks, device)
 
 
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str) -> list[Sample]:
     """num_samples PNG images per prompt: a class name or text (conditional models) or None."""
-    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params)
+    ckpt, g, gen = _media.load_for_generation(DCGANRecipe.kind, source_workdir, params)
     G = Generator(DCGANConfig(**ckpt.config)).to(device)
     modules: dict[str, torch.nn.Module] = {"generator": G}
     mode, classes, synonyms = ckpt.state["conditional"], ckpt.state["classes"], ckpt.state["synonyms"]

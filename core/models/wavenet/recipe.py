@@ -17,96 +17,94 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genq.core import checkpoint, nets
-from genq.core import train as loop
+from genq.core import checkpoint
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.audio import AudioSet, load_audio, segments, write_wav
 from genq.core.eval.audio import audio_metrics, reference_pitches
-from genq.core.nets.wavenet import WaveNet, WaveNetConfig, mu_law_encode
-from genq.core.recipes import _media
-from genq.jobs.params import validate_train_params
+from genq.core.models import _media
+from genq.core.models.wavenet.net import WaveNet, WaveNetConfig, mu_law_encode
+from genq.core.recipe import Recipe, fit
 
-KIND = "wavenet"
 EVAL_CLIPS = 8  # one-second clips generated per evaluation
 EVAL_SECONDS = 1.0
 VAL_FRACTION = 0.1
 
 
-def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
-    """Train (or resume) a WaveNet on an audio dataset; finish with WAV samples and eval metrics."""
-    p = validate_train_params(KIND, params)
-    ckpt = checkpoint.load_latest(workdir, KIND)
-    rate = ckpt.config["sample_rate"] if ckpt is not None else p["sample_rate"]
-    audio = load_audio(data, rate, KIND)
-    if p["conditional"] and audio.labels is None:
-        raise DataError("a conditional wavenet needs labelled audio: put the WAV files in one sub-folder per label")
-    fit, val = _split(audio)
-    if sum(len(c) for c in fit.clips) < 2:
-        raise DataError("the audio is too short to train on")
-    n_classes = len(audio.classes) if p["conditional"] else 0
-    config = ckpt.config if ckpt is not None else asdict(WaveNetConfig(
-        n_layers=p["n_layers"], residual_channels=p["residual_channels"], skip_channels=p["residual_channels"],
-        n_classes=n_classes, sample_rate=rate))
-    if config["n_classes"] != n_classes:
-        raise DataError("the dataset no longer matches the checkpoint being resumed (labels changed)")
+class WaveNetRecipe(Recipe):
+    kind = "wavenet"
 
-    torch.manual_seed(p["seed"])
-    net = WaveNet(WaveNetConfig(**config)).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=p["lr"])
-    rng = np.random.default_rng(p["seed"])
-    start = 0
-    if ckpt is not None:
-        start = ckpt.restore({"model": net}, {"optimizer": opt})
-        rng.bit_generator.state = ckpt.state["batches"]
-        hooks.log(f"resumed from the checkpoint at step {start}")
-    else:
+    def build(self, data: DataSource, resumed: checkpoint.Checkpoint | None) -> None:
+        p = self.p
+        rate = resumed.config["sample_rate"] if resumed is not None else p["sample_rate"]
+        audio = self.audio = load_audio(data, rate, self.kind)
+        if p["conditional"] and audio.labels is None:
+            raise DataError("a conditional wavenet needs labelled audio: put the WAV files in one sub-folder per label")
+        self.fit_set, self.val = _split(audio)
+        if sum(len(c) for c in self.fit_set.clips) < 2:
+            raise DataError("the audio is too short to train on")
+        self.n_classes = len(audio.classes) if p["conditional"] else 0
+        self.config = resumed.config if resumed is not None else asdict(WaveNetConfig(
+            n_layers=p["n_layers"], residual_channels=p["residual_channels"], skip_channels=p["residual_channels"],
+            n_classes=self.n_classes, sample_rate=rate))
+        if self.config["n_classes"] != self.n_classes:
+            raise DataError("the dataset no longer matches the checkpoint being resumed (labels changed)")
+        self.net = WaveNet(WaveNetConfig(**self.config)).to(self.device)
+        self.modules = {"model": self.net}
+        self.optimizers = {"optimizer": torch.optim.Adam(self.net.parameters(), lr=p["lr"])}
+        self.rng = np.random.default_rng(p["seed"])
+        self.pitches = reference_pitches(audio)
+
+    def describe(self) -> str:
+        audio, rate = self.audio, self.audio.sample_rate
         seconds = sum(len(c) for c in audio.clips) / rate
-        hooks.log(f"wavenet: {len(audio.clips)} clips ({seconds:.1f} s at {rate} Hz), receptive field "
-                  f"{net.cfg.receptive_field} samples, {nets.size(net)}")
-    pitches = reference_pitches(audio)
-    seg = p["segment_length"]
+        return (f"wavenet: {len(audio.clips)} clips ({seconds:.1f} s at {rate} Hz), receptive field "
+                f"{self.net.cfg.receptive_field} samples")
 
-    def step_fn(step: int) -> dict[str, float]:
-        x, labels = segments(fit, seg + 1, p["batch_size"], rng)
-        label = torch.from_numpy(labels).to(device) if n_classes else None
-        loss = net.loss(torch.from_numpy(x).to(device), label)
+    def extra_state(self) -> dict[str, Any]:
+        return {"classes": self.audio.classes, "batches": self.rng.bit_generator.state}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["batches"]
+
+    def items_per_step(self) -> int:
+        return self.p["batch_size"] * self.p["segment_length"]
+
+    def step(self, step: int) -> dict[str, float]:
+        x, labels = segments(self.fit_set, self.p["segment_length"] + 1, self.p["batch_size"], self.rng)
+        label = torch.from_numpy(labels).to(self.device) if self.n_classes else None
+        loss = self.net.loss(torch.from_numpy(x).to(self.device), label)
+        opt = self.optimizers["optimizer"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         opt.step()
         return {"loss": loss.item()}
 
-    def eval_fn(step: int) -> dict[str, float]:
-        out = {"val/loss": _val_loss(net, val, n_classes, device)}
-        clips, _ = _generate(net, EVAL_CLIPS, EVAL_SECONDS, None, torch.Generator().manual_seed(p["seed"] + 1),
-                             audio.classes, hooks)
-        out.update(audio_metrics(clips, audio, pitches))
-        net.train()
+    def evaluate(self, step: int) -> dict[str, float]:
+        out = {"val/loss": _val_loss(self.net, self.val, self.n_classes, self.device)}
+        clips, _ = _generate(self.net, EVAL_CLIPS, EVAL_SECONDS, None,
+                             torch.Generator().manual_seed(self.p["seed"] + 1), self.audio.classes, self.hooks)
+        out.update(audio_metrics(clips, self.audio, self.pitches))
+        self.net.train()
         return out
 
-    def save_fn(step: int) -> Path:
-        return checkpoint.save(workdir, step, {"model": net}, {
-            "kind": KIND, "config": config, "params": p, "classes": audio.classes,
-            "optimizer": opt.state_dict(), "batches": rng.bit_generator.state, "rng": checkpoint.rng_state()})
+    def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
+        clips, prompts = _generate(self.net, EVAL_CLIPS, EVAL_SECONDS, None,
+                                   torch.Generator().manual_seed(self.p["seed"] + 2), self.audio.classes, self.hooks)
+        rate = self.audio.sample_rate
+        return [Sample(kind="audio", prompt=prompt, path=write_wav(folder / f"clip-{j:03d}.wav", clip, rate))
+                for j, (clip, prompt) in enumerate(zip(clips, prompts))]
 
-    result = loop.run(step_fn, hooks, max_steps=p["max_steps"], start_step=start, save_fn=save_fn,
-                      checkpoint_interval=p["checkpoint_interval"], eval_fn=eval_fn,
-                      eval_interval=p["eval_interval"], items_per_step=p["batch_size"] * seg,
-                      throughput_metric="throughput/samples_per_s")
-    if result.stopped:
-        return result
-    clips, prompts = _generate(net, EVAL_CLIPS, EVAL_SECONDS, None, torch.Generator().manual_seed(p["seed"] + 2),
-                               audio.classes, hooks)
-    folder = workdir / "samples"
-    result.samples = [Sample(kind="audio", prompt=prompt, path=write_wav(folder / f"clip-{j:03d}.wav", clip, rate))
-                      for j, (clip, prompt) in enumerate(zip(clips, prompts))]
-    return result
+
+def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
+    """Train (or resume) a WaveNet on an audio dataset; finish with WAV samples and eval metrics."""
+    return fit(WaveNetRecipe, params, data, workdir, hooks, device)
 
 
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str) -> list[Sample]:
     """num_samples WAVs of `seconds` seconds per prompt (a label name for a conditional model, or None)."""
-    ckpt, g, gen = _media.load_for_generation(KIND, source_workdir, params)
+    ckpt, g, gen = _media.load_for_generation(WaveNetRecipe.kind, source_workdir, params)
     net = WaveNet(WaveNetConfig(**ckpt.config)).to(device)
     ckpt.load_into({"model": net})
     rate, classes = net.cfg.sample_rate, ckpt.state["classes"]

@@ -12,7 +12,7 @@ from genq.core.api import DataError, Hooks, Sample
 from genq.core.data.images import ImageSet, save_grid, save_png
 from genq.core.eval.images import ImageClassifier, train_classifier
 from genq.core.sample import seeded_generator
-from genq.jobs.params import validate_generate_params
+from genq.core.spec import generate_params
 
 MIN_PNG_SIDE = 64  # tiny images (digits are 16x16) are enlarged with nearest-neighbour to at least this
 
@@ -20,7 +20,7 @@ MIN_PNG_SIDE = 64  # tiny images (digits are 16x16) are enlarged with nearest-ne
 def load_for_generation(kind: str, source_workdir: Path, params: dict[str, Any]
                         ) -> tuple[checkpoint.Checkpoint, dict[str, Any], torch.Generator]:
     """(checkpoint, validated generation params, a CPU generator seeded from params['seed'] or at random)."""
-    g = validate_generate_params(params)
+    g = generate_params(params)
     ckpt = checkpoint.load_trained(source_workdir, kind)
     # Random numbers come from a CPU generator, so a seed gives the same samples on any device.
     return ckpt, g, seeded_generator(g["seed"])

@@ -1,0 +1,163 @@
+"""What the text recipes (gpt, gru) share: data and tokenizer, the step, evaluation, final samples, generation.
+
+A text model subclasses `TextRecipe` with its network config, network and optimizer; `generate` below
+samples from a trained one.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genq.core import checkpoint
+from genq.core import sample as sampling
+from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
+from genq.core.data.text import TextData, build_tokenizer, load_text, tokenizer_from_state
+from genq.core.eval.text import sample_metrics, val_loss
+from genq.core.recipe import Recipe
+from genq.core.spec import generate_params
+
+FINAL_SAMPLES = 3
+GEN_BATCH = 64  # rows decoded at once when a prompt asks for many samples
+FINAL_EVAL_BLOCKS = 4096  # the final val/loss reads up to this many blocks: all of tinyshakespeare's 1742
+
+
+class TextRecipe(Recipe):
+    """A language model on a text dataset: tokenizer, (x, y) blocks, cross-entropy. Subclasses say how the
+    network is configured and built and which optimizer trains it."""
+
+    throughput_metric = "throughput/tokens_per_s"
+    autocast = False  # bf16 autocast on CUDA
+
+    @staticmethod
+    def network_config(p: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+        """The network config dict for params `p` and the tokenizer's vocabulary."""
+        raise NotImplementedError
+
+    @staticmethod
+    def network(config: dict[str, Any]) -> nn.Module:
+        """The network of a config dict (from network_config, or a checkpoint's)."""
+        raise NotImplementedError
+
+    def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def build(self, data: DataSource, resumed: checkpoint.Checkpoint | None) -> None:
+        p = self.p
+        text = load_text(data)
+        if resumed is not None:
+            self.tok = tokenizer_from_state(resumed.state["tokenizer"])
+        else:
+            self.tok = build_tokenizer(p["tokenizer"], text, p["vocab_size"])
+            self.hooks.log(f"{p['tokenizer']} tokenizer: {self.tok.vocab_size} tokens")
+        self.ds = TextData(self.tok.encode(text), p["block_size"], p["batch_size"], p["seed"], self.device)
+        self.config = resumed.config if resumed is not None else self.network_config(p, self.tok.vocab_size)
+        self.net = self.network(self.config).to(self.device)
+        self.modules = {"model": self.net}
+        self.optimizers = {"optimizer": self.optimizer(self.net)}
+        self.amp = (torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast and self.device.startswith("cuda")
+                    else nullcontext())
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"tokenizer": self.tok.to_state(), "data": self.ds.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.ds.load_state_dict(state["data"])
+
+    def items_per_step(self) -> int:
+        return self.p["batch_size"] * self.p["block_size"]
+
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        x, y = self.ds.get_batch("train")
+        with self.amp:
+            _, loss = self.net(x, y)
+        opt = self.optimizers["optimizer"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.p.get("grad_clip"):
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.p["grad_clip"])
+        opt.step()
+        return {"loss": loss.detach()}
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        if step >= self.p["max_steps"]:  # the job's reported number: the whole validation split, no sampling noise
+            return _full_val_loss(self.net, self.ds, self.amp)
+        with self.amp:
+            return val_loss(self.net, self.ds.val_batches(self.p["eval_iters"]))
+
+    def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
+        gen = torch.Generator(device=self.device).manual_seed(self.p["seed"])
+        max_new = 200 if self.p["tokenizer"] == "char" else 60
+        texts = _sample(self.net, self.tok, None, FINAL_SAMPLES, gen, self.device, max_new_tokens=max_new,
+                        temperature=0.8, top_k=None, top_p=None)
+        extra = sample_metrics(texts)
+        self.hooks.metrics(result.step, extra)
+        result.metrics = {**result.metrics, **extra}
+        return [Sample(kind="text", prompt=None, text=t) for t in texts]
+
+
+def generate(recipe: type[TextRecipe], source_workdir: Path, prompts: list[str | None], params: dict[str, Any],
+             out_dir: Path, hooks: Hooks, device: str) -> list[Sample]:
+    """num_samples texts per prompt (None: unconditional); stops between prompts when asked to."""
+    g = generate_params(params)
+    ckpt = checkpoint.load_trained(source_workdir, recipe.kind)
+    tok = tokenizer_from_state(ckpt.state["tokenizer"])
+    net = recipe.network(ckpt.config).to(device)
+    ckpt.load_into({"model": net})
+    net.eval()
+    gen = sampling.seeded_generator(g["seed"], device)
+
+    def make(i: int, prompt: str | None) -> list[Sample]:
+        texts = _sample(net, tok, prompt, g["num_samples"], gen, device, max_new_tokens=g["max_new_tokens"],
+                        temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
+        return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
+
+    return each_prompt(prompts, hooks, make)
+
+
+@torch.no_grad()
+def _full_val_loss(net: nn.Module, ds: TextData, amp, rows: int = 64) -> dict[str, float]:
+    """val/loss over the non-overlapping blocks of the validation split (evenly spaced, FINAL_EVAL_BLOCKS at
+    most): the estimate from eval_iters random batches (nanoGPT's) is off by 0.01-0.02 either way."""
+    t = ds.block_size
+    n = (len(ds.val) - 1) // t  # block i reads val[i*t : i*t + t + 1]
+    starts = torch.arange(n) * t
+    if n > FINAL_EVAL_BLOCKS:
+        starts = starts[torch.linspace(0, n - 1, FINAL_EVAL_BLOCKS).long()]
+    offsets = torch.arange(t + 1)
+    was_training = net.training
+    net.eval()
+    total = torch.zeros((), device=ds.device)
+    for chunk in starts.split(rows):
+        blocks = ds.val[chunk[:, None] + offsets].to(ds.device)  # (rows, t + 1)
+        with amp:
+            _, loss = net(blocks[:, :-1], blocks[:, 1:])
+        total += loss.float() * len(chunk)  # weighted by rows: the last batch may be short
+    net.train(was_training)
+    loss = (total / len(starts)).item()
+    return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 700.0))}
+
+
+def _sample(net: nn.Module, tok, prompt: str | None, n: int, gen: torch.Generator, device: str,
+            **sampling_args) -> list[str]:
+    """n texts continuing `prompt` (the prompt included), or from the tokenizer's start token."""
+    ids = tok.encode(prompt) if prompt else []
+    if prompt and not ids:
+        raise DataError(f"the prompt {prompt!r} has no tokens the model knows")
+    start = ids or tok.start_ids()
+    texts = []
+    for done in range(0, n, GEN_BATCH):
+        rows = min(GEN_BATCH, n - done)
+        x = torch.tensor([start] * rows, dtype=torch.long, device=device)
+        y = sampling.generate(net, x, generator=gen, eos_id=tok.eos_id, **sampling_args).tolist()
+        for row in y:
+            new = row[len(start):]
+            if tok.eos_id is not None and tok.eos_id in new:
+                new = new[:new.index(tok.eos_id)]
+            texts.append(tok.decode(ids + new))
+    return texts

@@ -1,0 +1,23 @@
+"""What the text models (gpt, gru) share before torch: their params and the vocabulary the estimate assumes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from genq.core.spec import TrainParams
+
+CHAR_VOCAB = 256  # a char tokenizer's vocabulary is the corpus' characters: a few hundred at most
+
+
+class TextParams(TrainParams):
+    tokenizer: Literal["char", "word", "bpe"] = "char"
+    # bpe: the vocabulary it learns; word: the most frequent words kept (the rest read as <UNK>); char: unused
+    vocab_size: int = Field(2000, ge=16, le=200_000)
+    block_size: int = Field(64, ge=2, le=8192)
+
+
+def vocab_bound(p: dict[str, Any]) -> int:
+    """The largest vocabulary these params can give: what the memory estimate counts."""
+    return CHAR_VOCAB if p["tokenizer"] == "char" else p["vocab_size"]

@@ -1,0 +1,34 @@
+"""`dcgan`: a DCGAN on images, unconditional or conditioned on a class or a short text prompt."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from genq.core.models._image_params import check_power_of_two, conv_pair_estimate
+from genq.core.spec import ModelSpec, TrainParams
+
+
+class DCGANParams(TrainParams):
+    z_dim: int = Field(64, ge=1, le=4096)
+    # none: unconditional; class: a label id; prompt: a short text ("7", "seven", "a handwritten seven")
+    conditional: Literal["none", "class", "prompt"] | bool = "none"
+    image_size: int | None = Field(None, ge=8, le=256)  # default: the dataset's own (digits: 8, upsampled to 16)
+    base_channels: int = Field(32, ge=4, le=1024)  # 32: digits reach ~99% class accuracy in ~2000 CPU steps
+    batch_size: int = Field(64, ge=1, le=4096)
+    lr: float = Field(2e-4, gt=0, le=10)
+    max_steps: int = Field(2000, ge=1, le=10_000_000)
+    eval_interval: int = Field(500, ge=1)
+    checkpoint_interval: int = Field(500, ge=1)
+
+    @field_validator("conditional")
+    @classmethod
+    def _normalise(cls, v: str | bool) -> str:
+        return {True: "prompt", False: "none"}.get(v, v) if isinstance(v, bool) else v
+
+    _power_of_two = field_validator("image_size")(check_power_of_two)
+
+
+SPEC = ModelSpec(name="dcgan", data="images", params=DCGANParams, estimate=conv_pair_estimate,
+                 recipe="genq.core.models.dcgan.recipe", summary=__doc__.split(": ", 1)[1])

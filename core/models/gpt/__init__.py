@@ -1,0 +1,46 @@
+"""`gpt`: a nanoGPT-style transformer language model (rotary positions, QK-norm, squared-ReLU MLP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from genq.core.models._text_params import TextParams, vocab_bound
+from genq.core.spec import ModelSpec
+
+
+class GPTParams(TextParams):
+    n_layer: int = Field(4, ge=1, le=96)
+    n_head: int = Field(4, ge=1, le=128)
+    n_embd: int = Field(128, ge=8, le=16384)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    batch_size: int = Field(12, ge=1, le=4096)
+    max_steps: int = Field(2000, ge=1, le=10_000_000)
+    eval_interval: int = Field(250, ge=1)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    min_lr: float | None = Field(None, ge=0)  # default: lr / 10, nanoGPT's cosine schedule
+    grad_clip: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> GPTParams:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_embd // self.n_head % 2:  # rotary position embeddings turn pairs of channels
+            raise ValueError(f"the head size n_embd / n_head ({self.n_embd // self.n_head}) must be even")
+        return self
+
+
+def estimate(p: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, activation bytes) of one training step."""
+    V = vocab_bound(p)
+    L, d, h, T, B = p["n_layer"], p["n_embd"], p["n_head"], p["block_size"], p["batch_size"]
+    params = 12 * L * d * d + V * d  # tied embedding/head; rotary positions have no weights
+    # fp16 tally of Korthikanti et al. is s*b*h*(34 + 5*a*s/h) bytes per layer; fp32 doubles it.
+    acts = 2 * L * B * T * (34 * d + 5 * h * T) + 3 * B * T * V * 4
+    return params, acts
+
+
+SPEC = ModelSpec(name="gpt", data="text", params=GPTParams, estimate=estimate,
+                 recipe="genq.core.models.gpt.recipe", summary=__doc__.split(": ", 1)[1])

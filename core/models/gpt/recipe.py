@@ -1,0 +1,54 @@
+"""The `gpt` recipe: a nanoGPT-style language model on text (char, word or bpe tokens).
+
+AdamW with betas (0.9, 0.99) and weight decay on matrices, linear warmup then cosine decay to min_lr
+(default lr / 10) over max_steps, gradient clipping: nanoGPT's shakespeare_char recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from genq.core import train as loop
+from genq.core.api import DataSource, Hooks, Sample, TrainResult
+from genq.core.checkpoint import CheckpointError
+from genq.core.models import _text
+from genq.core.models.gpt.net import GPT, GPTConfig
+from genq.core.recipe import fit
+
+
+class GPTRecipe(_text.TextRecipe):
+    kind = "gpt"
+    autocast = True
+
+    @staticmethod
+    def network_config(p: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+        return asdict(GPTConfig(vocab_size=vocab_size, block_size=p["block_size"], n_layer=p["n_layer"],
+                                n_head=p["n_head"], n_embd=p["n_embd"], dropout=p["dropout"]))
+
+    @staticmethod
+    def network(config: dict[str, Any]) -> GPT:
+        if "rope_base" not in config:  # saved before rotary positions replaced learned ones (nanoGPT's network)
+            raise CheckpointError("the checkpoint holds a GPT with learned positions, a network genq no longer "
+                                  "builds: train the model again")
+        return GPT(GPTConfig(**config))
+
+    def optimizer(self, net: GPT):
+        return net.optimizer(self.p["lr"], self.p["weight_decay"], (0.9, 0.99), self.device)
+
+    def lr_schedule(self):
+        p = self.p
+        min_lr = p["min_lr"] if p["min_lr"] is not None else p["lr"] / 10
+        return lambda step: loop.cosine_lr(step, p["lr"], min_lr, p["warmup_steps"], p["max_steps"])
+
+
+def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
+    """Train a GPT on a text dataset, resuming from the newest checkpoint in `workdir`."""
+    return fit(GPTRecipe, params, data, workdir, hooks, device)
+
+
+def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+             hooks: Hooks, device: str) -> list[Sample]:
+    """Sample num_samples texts per prompt from the GPT trained in `source_workdir`."""
+    return _text.generate(GPTRecipe, source_workdir, prompts, params, out_dir, hooks, device)

@@ -1,0 +1,44 @@
+"""The `gru` recipe: the article's Embedding -> GRU -> Linear language model, bugs fixed (see net.py).
+
+Adam as in the article (constant learning rate), with gradient clipping, which recurrent nets need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genq.core.api import DataSource, Hooks, Sample, TrainResult
+from genq.core.models import _text
+from genq.core.models.gru.net import GRULM, GRUConfig
+from genq.core.recipe import fit
+
+
+class GRURecipe(_text.TextRecipe):
+    kind = "gru"
+
+    @staticmethod
+    def network_config(p: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+        return asdict(GRUConfig(vocab_size=vocab_size, n_embd=p["n_embd"], hidden_size=p["hidden_size"],
+                                n_layer=p["n_layer"], dropout=p["dropout"]))
+
+    @staticmethod
+    def network(config: dict[str, Any]) -> GRULM:
+        return GRULM(GRUConfig(**config))
+
+    def optimizer(self, net: GRULM):
+        return torch.optim.Adam(net.parameters(), lr=self.p["lr"])
+
+
+def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
+    """Train the GRU language model on a text dataset, resuming from the newest checkpoint in `workdir`."""
+    return fit(GRURecipe, params, data, workdir, hooks, device)
+
+
+def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+             hooks: Hooks, device: str) -> list[Sample]:
+    """Sample num_samples texts per prompt from the GRU trained in `source_workdir`."""
+    return _text.generate(GRURecipe, source_workdir, prompts, params, out_dir, hooks, device)

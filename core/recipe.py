@@ -1,0 +1,115 @@
+"""One resumable training skeleton for every model kind: build -> restore -> loop -> finish.
+
+A model kind subclasses `Recipe` and supplies only what is its own: how it builds its networks and
+optimizers from the params and the data (or from the checkpoint being resumed), one optimisation step, one
+evaluation, the extra state its checkpoints carry (data position, tokenizer, class names) and its final
+samples. `fit` does the rest, the same way for all of them: validate the params, find the newest checkpoint,
+seed, build, restore weights/optimizers/RNG/extra state, run the loop (genq.core.train) with its evaluations
+and checkpoints, and finish with the samples unless the job was asked to stop.
+
+A checkpoint holds the modules' weights (safetensors) and, in its state, "kind", "config", "params", "rng",
+each optimizer's state under its name in `optimizers`, and whatever `extra_state()` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genq.core import checkpoint, spec
+from genq.core import train as loop
+from genq.core.api import DataSource, Hooks, Sample, TrainResult
+from genq.core.train import LossDict
+
+
+def size(*modules: nn.Module) -> str:
+    """The parameter count of `modules` for a log line: "0.80M parameters"."""
+    return f"{sum(p.numel() for m in modules for p in m.parameters()) / 1e6:.2f}M parameters"
+
+
+class Recipe:
+    """How one model kind trains. Subclasses set `kind` and fill `config`, `modules` and `optimizers` in
+    `build`; the rest has defaults a simple model keeps."""
+
+    kind: str
+    throughput_metric = "throughput/samples_per_s"
+
+    def __init__(self, p: dict[str, Any], device: str, hooks: Hooks):
+        self.p, self.device, self.hooks = p, device, hooks
+        self.config: dict[str, Any] = {}  # what rebuilds the networks; saved in every checkpoint
+        self.modules: dict[str, nn.Module] = {}  # checkpointed by name
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}  # checkpointed by name
+
+    def build(self, data: DataSource, resumed: checkpoint.Checkpoint | None) -> None:
+        """Load the data and build config, modules and optimizers (from `resumed.config` when resuming)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The first log line of a new job (the size is added)."""
+        return self.kind
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a checkpoint carries besides weights, optimizers and RNG (the data position, say)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what extra_state() saved."""
+
+    def prepare(self, start: int) -> None:
+        """After build and restore, before the first step (fit evaluation helpers, say)."""
+
+    def step(self, step: int) -> LossDict:
+        """One optimisation step; the losses to log (tensors are fine)."""
+        raise NotImplementedError
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Metrics at an evaluation step; `step == p["max_steps"]` is the final one."""
+        return {}
+
+    def lr_schedule(self) -> Callable[[int], float] | None:
+        """step -> learning rate for every optimizer, or None for a fixed one."""
+        return None
+
+    def items_per_step(self) -> int:
+        """What the throughput metric counts per step (samples; tokens for text)."""
+        return self.p["batch_size"]
+
+    def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
+        """The final samples, written under `folder`; may add to result.metrics."""
+        return []
+
+
+def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
+        device: str) -> TrainResult:
+    """Train (or resume from the newest checkpoint in `workdir`) the model kind of `recipe`."""
+    p = spec.get(recipe.kind).train_params(params)
+    resumed = checkpoint.load_latest(workdir, recipe.kind)
+    r = recipe(p, device, hooks)
+    torch.manual_seed(p["seed"])
+    r.build(data, resumed)
+    start = 0
+    if resumed is not None:
+        start = resumed.restore(r.modules, r.optimizers)
+        r.load_extra_state(resumed.state)
+        hooks.log(f"resumed from the checkpoint at step {start}")
+    else:
+        hooks.log(f"{r.describe()}, {size(*r.modules.values())}")
+    r.prepare(start)
+
+    def save(step: int) -> Path:
+        state = {"kind": r.kind, "config": r.config, "params": p, "rng": checkpoint.rng_state(),
+                 **{name: opt.state_dict() for name, opt in r.optimizers.items()}, **r.extra_state()}
+        return checkpoint.save(workdir, step, r.modules, state)
+
+    result = loop.run(r.step, hooks, max_steps=p["max_steps"], start_step=start, save_fn=save,
+                      checkpoint_interval=p["checkpoint_interval"], eval_fn=r.evaluate,
+                      eval_interval=p["eval_interval"], optimizers=list(r.optimizers.values()),
+                      lr_schedule=r.lr_schedule(), items_per_step=r.items_per_step(),
+                      throughput_metric=r.throughput_metric)
+    if not result.stopped:
+        result.samples = r.finish(result, workdir / "samples")
+    return result

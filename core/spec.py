@@ -1,0 +1,137 @@
+"""What a model kind is, in one place, and the registry of the kinds genq knows.
+
+Each folder under genq/core/models/ is one model kind. Its `__init__.py` declares `SPEC = ModelSpec(...)`:
+the kind's name, the data it trains on, its typed params, its memory estimate, and the module holding its
+recipe (network config, training, generation). The registry finds the folders, so adding a model kind is
+adding a folder; the platform (API, dashboard, worker) reads everything it needs from `MODELS`.
+
+Torch-free on purpose: the web process validates submissions and estimates memory with this module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from genq.core.errors import ParamError
+
+DataKind = Literal["text", "images", "audio"]
+DATA_KINDS = ("text", "images", "audio")
+
+# The memory estimate: weights, gradients and the two Adam moments take 16 bytes per fp32 parameter; each
+# model estimates its activations (Korthikanti et al. 2022 for transformers, a per-layer tally for the rest).
+# The aim is the right order of magnitude, not a byte count.
+BYTES_PER_PARAM = 16
+FLOAT = 4
+OVERHEAD = 128 * 2**20  # allocator slack, framework buffers
+
+
+class Params(BaseModel):
+    # strict: "four" is not an int and "1" is not a bool; extra keys are refused by name.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TrainParams(Params):
+    """What every training job takes; each model kind subclasses it with its own fields and defaults."""
+
+    batch_size: int = Field(32, ge=1, le=4096)
+    lr: float = Field(1e-3, gt=0, le=10)
+    max_steps: int = Field(1000, ge=1, le=10_000_000)
+    eval_interval: int = Field(100, ge=1)
+    eval_iters: int = Field(20, ge=1, le=1000)
+    checkpoint_interval: int = Field(100, ge=1)
+    seed: int = Field(1337, ge=0)
+
+
+class GenerateParams(Params):
+    """What a generation job takes; each model reads the fields that apply to it."""
+
+    num_samples: int = Field(1, ge=1, le=1000)
+    seed: int | None = Field(None, ge=0)
+    # text
+    max_new_tokens: int = Field(200, ge=1, le=100_000)
+    temperature: float = Field(1.0, gt=0, le=100)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    # audio
+    seconds: float = Field(1.0, gt=0, le=600)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model kind: everything the platform needs to know about it without loading torch."""
+
+    name: str
+    data: DataKind
+    params: type[TrainParams]
+    estimate: Callable[[dict[str, Any]], tuple[int, int]]  # validated params -> (parameters, activation bytes)
+    recipe: str  # module with train(params, data, workdir, hooks, device) and generate(...); it loads torch
+    summary: str  # one line for listings and the README
+
+    def train_params(self, params: object) -> dict[str, Any]:
+        """The full params for a training job, or ParamError naming each bad key."""
+        return validate(self.params, params, f"params for model '{self.name}'")
+
+    def memory_bytes(self, params: dict[str, Any]) -> int:
+        """Bytes one device needs to train this model with validated `params`."""
+        n_params, activations = self.estimate(params)
+        return n_params * BYTES_PER_PARAM + activations + OVERHEAD
+
+    def load_recipe(self):
+        """The recipe module (imports torch)."""
+        return importlib.import_module(self.recipe)
+
+
+def validate(cls: type[Params], params: object, what: str) -> dict[str, Any]:
+    """`params` checked against `cls` with defaults filled in, or ParamError naming every bad key."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ParamError(f"{what} must be a JSON object of key/value pairs")
+    try:
+        return cls.model_validate(params).model_dump()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "params"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown param '{key}' (known: {', '.join(sorted(cls.model_fields))})")
+            else:
+                problems.append(f"param '{key}': {err['msg'].removeprefix('Value error, ')}")
+        raise ParamError(f"invalid {what}: " + "; ".join(problems), problems) from None
+
+
+def generate_params(params: object) -> dict[str, Any]:
+    """The full generation params, or ParamError naming each bad key."""
+    return validate(GenerateParams, params, "generation params")
+
+
+@cache
+def registry() -> dict[str, ModelSpec]:
+    """Every model kind: the SPEC of each package under genq.core.models, by name."""
+    from genq.core import models
+
+    found = []
+    for info in pkgutil.iter_modules(models.__path__):
+        if info.ispkg and not info.name.startswith("_"):
+            spec = importlib.import_module(f"{models.__name__}.{info.name}").SPEC
+            if spec.name != info.name:
+                raise ImportError(f"genq.core.models.{info.name} declares a model named '{spec.name}'")
+            found.append(spec)
+    # Listed by data kind (text first), then name: the order of menus and messages.
+    found.sort(key=lambda s: (DATA_KINDS.index(s.data), s.name))
+    return {spec.name: spec for spec in found}
+
+
+def get(name: object) -> ModelSpec:
+    """The spec of model kind `name`, or ParamError listing the known ones."""
+    spec = registry().get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ParamError(f"unknown model '{name}' (known: {', '.join(registry())})")
+    return spec
