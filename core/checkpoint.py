@@ -94,6 +94,10 @@ class Checkpoint:
     def restore(self, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer]) -> int:
         """Resume training: weights, each optimizer's state (saved under its key), RNG states; return the step."""
         self.load_into(modules)
+        missing = sorted(set(optimizers) - set(self.state))
+        if missing:
+            raise CheckpointError(f"checkpoint {self.path} has no state for optimizer(s) {missing}: it was written "
+                                  "by a version of this model that trained differently; train the model again")
         for key, optimizer in optimizers.items():
             optimizer.load_state_dict(self.state[key])
         set_rng_state(self.state["rng"])

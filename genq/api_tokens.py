@@ -10,8 +10,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from genq.db.models import ROLES, ApiToken, Team, utcnow
-from genq.errors import InvalidInput, NotFound
+from genq.db.models import ROLES, ApiToken, Team, iso, utcnow
+from genq.errors import Conflict, InvalidInput, NotFound
 
 TOKEN_PREFIX = "genq_"
 MAX_TOKEN_CHARS = 200  # longer strings cannot be one of ours; refuse before hashing
@@ -71,13 +71,24 @@ def authenticate(session: Session, token: str | None) -> ApiToken | None:
     return row
 
 
-def revoke_token(session: Session, prefix: str) -> int:
-    """Revoke every live token whose prefix is `prefix`; return how many were revoked."""
-    rows = session.scalars(
-        select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None))
-    ).all()
-    if not rows:
-        raise NotFound(f"no live token with prefix '{prefix}'")
+def list_tokens(session: Session, team: str | None = None) -> list[ApiToken]:
+    """Every token (of `team`), oldest first, with its team loaded."""
+    query = select(ApiToken).join(Team).order_by(ApiToken.id)
+    if team is not None:
+        query = query.where(Team.name == team)
+    rows = list(session.scalars(query))
     for row in rows:
-        row.revoked_at = utcnow()
-    return len(rows)
+        _ = row.team
+    return rows
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken:
+    """Revoke token `token_id`: from now on it authenticates nothing. NotFound or Conflict otherwise."""
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"token {token_id} not found (see `genq token list`)")
+    if row.revoked_at is not None:
+        raise Conflict(f"token {token_id} was already revoked at {iso(row.revoked_at)}")
+    row.revoked_at = utcnow()
+    _ = row.team
+    return row

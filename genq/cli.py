@@ -176,20 +176,50 @@ def token() -> None:
     """API tokens."""
 
 
-@token.command("create")
-@click.option("--team", required=True)
-@click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True)
-def token_create(team: str, role: str) -> None:
-    """Print a new API token for TEAM."""
-    from genq.api_tokens import create_token
+def _operator_session():
+    """A session on the configured database, migrated first: the token commands act on it directly."""
     from genq.db import Database
     from genq.db.session import upgrade
 
     settings = Settings.from_env()
     settings.ensure_dirs()
     upgrade(settings.database_url)
-    with Database(settings.database_url).session() as s:
+    return Database(settings.database_url).session()
+
+
+@token.command("create")
+@click.option("--team", required=True)
+@click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True)
+def token_create(team: str, role: str) -> None:
+    """Print a new API token for TEAM."""
+    from genq.api_tokens import create_token
+
+    with _operator_session() as s:
         click.echo(create_token(s, team=team, role=role))
+
+
+@token.command("list")
+@click.option("--team", help="only this team's tokens")
+def token_list(team: str | None) -> None:
+    """List tokens: id, team, role, prefix, created, revoked (never the secret)."""
+    from genq.api_tokens import list_tokens
+    from genq.db.models import iso
+
+    with _operator_session() as s:
+        for row in list_tokens(s, team):
+            click.echo(f"{row.id}\t{row.team.name}\t{row.role}\t{row.prefix}...\t{iso(row.created_at)}\t"
+                       f"{'revoked ' + iso(row.revoked_at) if row.revoked_at else 'live'}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke token TOKEN_ID (see `genq token list`): requests with it are refused at once."""
+    from genq.api_tokens import revoke_token
+
+    with _operator_session() as s:
+        row = revoke_token(s, token_id)
+        click.echo(f"revoked token {row.id} ({row.prefix}..., team {row.team.name}, role {row.role})")
 
 
 # -- client commands ------------------------------------------------------------------------------------------

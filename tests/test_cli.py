@@ -112,3 +112,22 @@ def test_up_says_so_when_the_web_server_cannot_start(up_env):
     assert result.returncode != 0
     assert "genq is up" not in result.stdout
     assert "the web server is not serving" in result.stderr
+
+
+def test_operator_lists_and_revokes_tokens(up_env):
+    process = start_up(up_env)
+    try:
+        token = genq(up_env, "token", "create", "--team", "vision", "--role", "viewer").stdout.strip()
+        client = {**up_env, "GENQ_TOKEN": token}
+        assert genq(client, "jobs").returncode == 0
+        listed = genq(up_env, "token", "list", "--team", "vision").stdout.split("\t")
+        token_id, prefix = listed[0], listed[3]
+        assert listed[1:3] == ["vision", "viewer"] and token.startswith(prefix.removesuffix("..."))
+        assert token not in genq(up_env, "token", "list").stdout  # never the secret
+        assert "revoked token" in genq(up_env, "token", "revoke", token_id).stdout
+        refused = genq(client, "jobs", check=False)
+        assert refused.returncode != 0 and "revoked" in refused.stderr  # at once, not after a cache expiry
+        again = genq(up_env, "token", "revoke", token_id, check=False)
+        assert again.returncode != 0 and "already revoked" in again.stderr
+    finally:
+        stop_up(process)

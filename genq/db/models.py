@@ -40,7 +40,7 @@ class Team(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    weight: Mapped[float] = mapped_column(default=1.0)  # fair-share weight
+    weight: Mapped[float] = mapped_column(default=1.0)  # for fair share (not yet built): nothing reads or shows it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

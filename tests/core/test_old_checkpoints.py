@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from genq.core import api, checkpoint
 from genq.core.models.dcgan import recipe as dcgan_recipe
@@ -50,3 +51,14 @@ def test_a_0_1_checkpoint_resumes_and_generates(model, tmp_path, make_hooks):
     samples = api.generate(workdir, [None], {"num_samples": 1, "seed": 1, "max_new_tokens": 5, "seconds": 0.01},
                            tmp_path / "out", make_hooks())
     assert len(samples) >= 1
+
+
+def test_a_checkpoint_the_recipe_cannot_resume_is_refused_by_name(tmp_path, make_hooks):
+    # A recipe whose optimizers changed name cannot take this state: say so instead of a KeyError.
+    workdir = tmp_path / "vae"
+    shutil.copytree(OLD / "vae", workdir)
+    old = checkpoint.load_latest(workdir, "vae")
+    net = vae_recipe.VAE(vae_recipe.VAEConfig(**old.config))
+    opt = torch.optim.Adam(net.parameters())
+    with pytest.raises(checkpoint.CheckpointError, match=r"no state for optimizer\(s\) \['opt_renamed'\]"):
+        old.restore({"model": net}, {"opt_renamed": opt})

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from genq.api_tokens import authenticate, create_token, revoke_token
 from genq.db.models import ApiToken, Dataset, Job, Team
-from genq.errors import InvalidInput, NotFound
+from genq.errors import Conflict, InvalidInput, NotFound
 from genq.web import create_app
 from tests.web.conftest import add_artifact, add_job, bearer, count, csrf_from, login, make_token, png, upload
 
@@ -46,11 +46,13 @@ def test_token_validation_and_revocation(db):
         with pytest.raises(InvalidInput, match="team name"):
             create_token(s, "../evil")
         token = create_token(s, "t")
-        prefix = s.scalar(select(ApiToken.prefix))
-        assert revoke_token(s, prefix) == 1
+        token_id = s.scalar(select(ApiToken.id))
+        assert revoke_token(s, token_id).revoked_at is not None
         assert authenticate(s, token) is None
+        with pytest.raises(Conflict, match="already revoked"):
+            revoke_token(s, token_id)
         with pytest.raises(NotFound):
-            revoke_token(s, prefix)
+            revoke_token(s, 999)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +173,7 @@ def test_bad_bearer_header_does_not_fall_back_to_the_cookie(client, token):
 def test_revoked_token_ends_the_session(client, db, token):
     login(client, token)
     with db.session() as s:
-        revoke_token(s, s.scalar(select(ApiToken.prefix)))
+        revoke_token(s, s.scalar(select(ApiToken.id)))
     assert client.get("/").status_code == 302
 
 
