@@ -6,8 +6,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import select
 
+from genq.db import Job, JobLog
 from genq.worker.heartbeat import Heartbeat
+from genq.worker.hooks import JobHooks, LeaseLost
 from tests.worker.test_scheduler import add_jobs
 
 ME = "me"
@@ -44,3 +47,21 @@ def test_a_heartbeat_for_the_last_job_does_not_stop_the_next(db, ended):
     assert heartbeat.job_id == b
     assert not heartbeat.lost.is_set() and not heartbeat.cancel.is_set()
 
+
+def test_a_worker_that_lost_the_job_writes_no_log_line(db, tmp_path):
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="someone-else")
+
+    def hooks(worker_id: str) -> JobHooks:
+        return JobHooks(db, job_id, worker_id, tmp_path, stop_reason=lambda: None, flush_every=float("inf"))
+
+    stale = hooks(ME)
+    stale.log("written after the lease was lost")
+    with pytest.raises(LeaseLost):
+        stale.flush()
+    owner = hooks("someone-else")
+    owner.log("written by the worker that holds the job")
+    owner.flush()
+    with db.session() as s:
+        assert list(s.scalars(select(JobLog.message).where(JobLog.job_id == job_id))) == \
+            ["written by the worker that holds the job"]
+        assert s.get(Job, job_id).status == "running"
