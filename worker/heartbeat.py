@@ -25,17 +25,24 @@ class Heartbeat(threading.Thread):
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self._stopped = threading.Event()
+        # Counts watch() calls: a beat raises a flag only if no watch() came between its read and its answer,
+        # so what a beat learned about one run of a job never lands on the next (or on the same job run again).
+        self._watching = 0
+        self._lock = threading.Lock()
 
     def watch(self, job_id: int | None) -> None:
         """Start (or, with None, stop) renewing the lease of `job_id`."""
-        self.cancel.clear()
-        self.lost.clear()
-        self.job_id = job_id
+        with self._lock:
+            self.cancel.clear()
+            self.lost.clear()
+            self.job_id = job_id
+            self._watching += 1
 
     def beat(self) -> None:
         """One renewal: the worker row, then the job's lease, reading its cancel flag."""
         now = utcnow()
-        job_id = self.job_id
+        with self._lock:
+            job_id, watching = self.job_id, self._watching
         with self.db.session() as s:
             s.execute(update(Worker).where(Worker.id == self.worker_id).values(last_heartbeat=now, status="online"))
             if job_id is None:
@@ -43,10 +50,13 @@ class Heartbeat(threading.Thread):
             renewed = s.execute(fenced(job_id, self.worker_id)
                                 .values(lease_expires_at=now + timedelta(seconds=self.lease))
                                 .returning(Job.cancel_requested)).first()
-        if renewed is None:
-            self.lost.set()
-        elif renewed[0]:
-            self.cancel.set()
+        with self._lock:
+            if watching != self._watching:
+                return  # the job this beat was for ended meanwhile: its answer says nothing about the next one
+            if renewed is None:
+                self.lost.set()
+            elif renewed[0]:
+                self.cancel.set()
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval):

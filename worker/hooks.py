@@ -85,13 +85,18 @@ class JobHooks(Hooks):
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered metrics, logs, step and progress in one transaction."""
+        """Write buffered metrics, logs, step and progress in one transaction, only while this worker holds the job."""
         metrics, logs = self._metrics, self._logs
         values = {k: v for k, v in (("step", self._step), ("progress", self._progress)) if v is not None}
+        if not (metrics or logs or values):
+            return
 
         def write():
             with self.db.session() as s:
-                if values and s.execute(fenced(self.job_id, self.worker_id).values(**values)).rowcount == 0:
+                # Every write is fenced, log lines alone included: with no step or progress to set, the UPDATE
+                # sets step to itself, which matches no row once the lease is lost (and locks it until commit).
+                fence = fenced(self.job_id, self.worker_id).values(**values or {"step": Job.step})
+                if s.execute(fence).rowcount == 0:
                     raise LeaseLost(self.job_id)
                 if metrics:
                     s.execute(insert(Metric), metrics)

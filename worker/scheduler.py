@@ -85,14 +85,18 @@ class Scheduler:
                 ids = [job.id for job in jobs]
                 for job in jobs:
                     job.dispatched_at = utcnow()
-            for job_id in ids:
+            for index, job_id in enumerate(ids):
                 try:
                     self.celery.send_task(TASK_NAME, args=[job_id], queue=queue_name(pool))
                     sent += 1
                 except Exception as exc:  # noqa: BLE001 - Redis is down: undo, and try again next tick
-                    log.error("could not send job %s to %s: %s", job_id, queue_name(pool), exc)
+                    # This job and the rest of the batch were never sent: left dispatched, they would hold
+                    # their slots until the dispatch timeout.
+                    unsent = ids[index:]
+                    log.error("could not send job %s to %s (%d jobs left for the next tick): %s",
+                              job_id, queue_name(pool), len(unsent), exc)
                     with self.db.session() as s:
-                        s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                        s.execute(update(Job).where(Job.id.in_(unsent), Job.status == "queued")
                                   .values(dispatched_at=None))
                     break
         return sent

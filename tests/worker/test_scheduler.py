@@ -103,3 +103,23 @@ def test_redis_down_leaves_jobs_waiting(db, settings):
     with db.session() as session:
         assert session.get(Job, job_id).dispatched_at is None
     s.db.dispose()
+
+
+def test_a_failed_send_frees_the_rest_of_the_batch(db, scheduler, redis_url, monkeypatch):
+    add_worker(db, slots=3)
+    add_jobs(db, 3)
+    send, sent = scheduler.celery.send_task, []
+
+    def second_send_fails(name, args, **kwargs):
+        if len(sent) == 1:
+            raise ConnectionError("Redis went away")
+        sent.append(args[0])
+        return send(name, args=args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(scheduler.celery, "send_task", second_send_fails)
+        assert scheduler.dispatch() == 1
+    with db.session() as s:
+        assert {j.id for j in s.query(Job).filter(Job.dispatched_at.is_not(None))} == set(sent)
+    assert scheduler.dispatch() == 2, "the two unsent jobs go out on the next tick"
+    assert queued_messages(redis_url) == 3
