@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
 
 from genq.core.api import Hooks
 from genq.db import Artifact, Database, Job, JobLog, Metric, utcnow
@@ -26,6 +27,14 @@ class LeaseLost(Exception):
 def fenced(job_id: int, worker_id: str):
     """An UPDATE of job `job_id` that only matches while `worker_id` holds it."""
     return update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+
+
+def hold(session: Session, job_id: int, holder: str, /, **values: object) -> None:
+    """Set `values` on job `job_id` while worker `holder` holds it, else raise LeaseLost. Run it first in a
+    transaction that writes for the job: with no values it sets step to itself, which still matches no row
+    once the lease is lost, and locks the row until commit."""
+    if session.execute(fenced(job_id, holder).values(**values or {"step": Job.step})).rowcount == 0:
+        raise LeaseLost(job_id)
 
 
 class JobHooks(Hooks):
@@ -67,8 +76,7 @@ class JobHooks(Hooks):
 
         def write():
             with self.db.session() as s:
-                if s.execute(fenced(self.job_id, self.worker_id).values(checkpoint_step=step)).rowcount == 0:
-                    raise LeaseLost(self.job_id)
+                hold(s, self.job_id, self.worker_id, checkpoint_step=step)
                 row = s.scalar(select(Artifact).where(Artifact.job_id == self.job_id, Artifact.kind == "checkpoint"))
                 if row is None:
                     row = Artifact(job_id=self.job_id, kind="checkpoint")
@@ -93,11 +101,7 @@ class JobHooks(Hooks):
 
         def write():
             with self.db.session() as s:
-                # Every write is fenced, log lines alone included: with no step or progress to set, the UPDATE
-                # sets step to itself, which matches no row once the lease is lost (and locks it until commit).
-                fence = fenced(self.job_id, self.worker_id).values(**values or {"step": Job.step})
-                if s.execute(fence).rowcount == 0:
-                    raise LeaseLost(self.job_id)
+                hold(s, self.job_id, self.worker_id, **values)  # log lines alone are fenced too
                 if metrics:
                     s.execute(insert(Metric), metrics)
                 if logs:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import func, update
+from sqlalchemy.orm import Session
 
 from genq.config import Settings
 from genq.core import api as core
@@ -22,7 +23,7 @@ from genq.db import Artifact, Database, Dataset, Job, JobLog, Output, Worker, ut
 from genq.errors import GenqError
 from genq.worker.devices import detect_devices
 from genq.worker.heartbeat import Heartbeat
-from genq.worker.hooks import JobHooks, LeaseLost, fenced
+from genq.worker.hooks import JobHooks, LeaseLost, hold
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")
@@ -159,51 +160,49 @@ class WorkerContext:
         if stopped == "shutdown":
             def requeue():
                 with self.db.session() as s:
-                    s.execute(fenced(job.id, self.id).values(status="queued", worker_id=None, dispatched_at=None,
-                                                             lease_expires_at=None))
+                    hold(s, job.id, self.id, status="queued", worker_id=None, dispatched_at=None, lease_expires_at=None)
                     s.add(JobLog(job_id=job.id, message="worker shutting down: checkpointed and re-queued"))
             with_retry(requeue, "re-queueing a job")
             return
-        if stopped != "cancel" or job.type == "generate":
-            self._record_outputs(job, samples)
-        self._end(job.id, "cancelled" if stopped == "cancel" else "succeeded")
+        keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
+        self._end(job.id, "cancelled" if stopped == "cancel" else "succeeded", outputs=(job, samples) if keep else None)
 
-    def _record_outputs(self, job: Job, samples: list[core.Sample]) -> None:
+    def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample]) -> None:
+        """Output rows (and artifacts for files) for `samples`, in the caller's transaction."""
         root = self.settings.artifacts
+        lines = []
+        for index, sample in enumerate(samples):
+            artifact_id = None
+            if sample.path is not None:
+                artifact = Artifact(job_id=job.id, kind="output" if job.type == "generate" else "sample",
+                                    name=sample.path.name, path=str(sample.path.relative_to(root)),
+                                    size_bytes=sample.path.stat().st_size,
+                                    media_type=MEDIA_TYPES.get(sample.path.suffix, "application/octet-stream"))
+                s.add(artifact)
+                s.flush()
+                artifact_id = artifact.id
+            s.add(Output(job_id=job.id, index=index, prompt=sample.prompt, kind=sample.kind,
+                         text=sample.text, artifact_id=artifact_id))
+            lines.append({"index": index, "prompt": sample.prompt, "kind": sample.kind, "text": sample.text,
+                          "file": sample.path.name if sample.path else None})
+        if job.type == "generate" and samples:
+            batch = self._workdir(job.id) / "outputs.jsonl"
+            batch.parent.mkdir(parents=True, exist_ok=True)
+            batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            s.add(Artifact(job_id=job.id, kind="output", name="outputs.jsonl",
+                           path=str(batch.relative_to(root)), size_bytes=batch.stat().st_size,
+                           media_type=MEDIA_TYPES[".jsonl"]))
 
-        def write():
-            with self.db.session() as s:
-                lines = []
-                for index, sample in enumerate(samples):
-                    artifact_id = None
-                    if sample.path is not None:
-                        artifact = Artifact(job_id=job.id, kind="output" if job.type == "generate" else "sample",
-                                            name=sample.path.name, path=str(sample.path.relative_to(root)),
-                                            size_bytes=sample.path.stat().st_size,
-                                            media_type=MEDIA_TYPES.get(sample.path.suffix, "application/octet-stream"))
-                        s.add(artifact)
-                        s.flush()
-                        artifact_id = artifact.id
-                    s.add(Output(job_id=job.id, index=index, prompt=sample.prompt, kind=sample.kind,
-                                 text=sample.text, artifact_id=artifact_id))
-                    lines.append({"index": index, "prompt": sample.prompt, "kind": sample.kind, "text": sample.text,
-                                  "file": sample.path.name if sample.path else None})
-                if job.type == "generate" and samples:
-                    batch = self._workdir(job.id) / "outputs.jsonl"
-                    batch.parent.mkdir(parents=True, exist_ok=True)
-                    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
-                    s.add(Artifact(job_id=job.id, kind="output", name="outputs.jsonl",
-                                   path=str(batch.relative_to(root)), size_bytes=batch.stat().st_size,
-                                   media_type=MEDIA_TYPES[".jsonl"]))
-        with_retry(write, "recording outputs")
-
-    def _end(self, job_id: int, status: str, error: str | None = None, log_line: str | None = None) -> None:
+    def _end(self, job_id: int, status: str, error: str | None = None, log_line: str | None = None,
+             outputs: tuple[Job, list[core.Sample]] | None = None) -> None:
+        """End the job and record its outputs in one fenced transaction: both land, or neither."""
         def write():
             with self.db.session() as s:
                 values = dict(status=status, finished_at=utcnow(), lease_expires_at=None, error=error)
                 if status == "succeeded":
                     values["progress"] = 1.0
-                if s.execute(fenced(job_id, self.id).values(**values)).rowcount == 0:
-                    raise LeaseLost(job_id)
+                hold(s, job_id, self.id, **values)
+                if outputs is not None:
+                    self._record_outputs(s, *outputs)
                 s.add(JobLog(job_id=job_id, message=log_line or status))
         with_retry(write, f"marking the job {status}")

@@ -65,3 +65,21 @@ def test_a_worker_that_lost_the_job_writes_no_log_line(db, tmp_path):
         assert list(s.scalars(select(JobLog.message).where(JobLog.job_id == job_id))) == \
             ["written by the worker that holds the job"]
         assert s.get(Job, job_id).status == "running"
+
+
+@pytest.mark.parametrize("stopped", [None, "shutdown"], ids=["finished", "shutting-down"])
+def test_a_worker_that_lost_the_job_records_no_outputs_and_no_end(db, settings, stopped):
+    from genq.core.api import Sample
+    from genq.db import Output
+    from genq.worker.runner import WorkerContext
+
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="someone-else")
+    worker = WorkerContext(settings, "default")
+    with db.session() as s:
+        job = s.get(Job, job_id)
+    with pytest.raises(LeaseLost):
+        worker._finish(job, stopped, [Sample(kind="text", text="late")])
+    with db.session() as s:
+        assert s.scalars(select(Output).where(Output.job_id == job_id)).all() == []
+        assert s.scalars(select(JobLog).where(JobLog.job_id == job_id)).all() == []
+        assert (s.get(Job, job_id).status, s.get(Job, job_id).worker_id) == ("running", "someone-else")
