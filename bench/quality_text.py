@@ -145,12 +145,18 @@ def run(name: str, train, params: dict, target: float, data: api.DataSource, dev
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*", default=["gpt", "gru"])
-    ap.add_argument("--data", default="/work/shared/data/tinyshakespeare.txt")
+    ap.add_argument("--data", default=os.environ.get("GENQ_BENCH_CORPUS"),
+                    help="the whole tinyshakespeare.txt (default: $GENQ_BENCH_CORPUS)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--no-peer", action="store_true", help="skip nanoGPT's network after ours")
     args = ap.parse_args()
+    # tests/data holds only a 20k-character excerpt: too small for the targets to mean anything
+    if not args.data:
+        ap.error("the benchmark needs the whole tinyshakespeare.txt: pass --data PATH or set GENQ_BENCH_CORPUS")
+    if not Path(args.data).is_file():
+        ap.error(f"the corpus {args.data} does not exist")
     torch.set_num_threads(args.threads)
     data = api.DataSource(kind="text", path=Path(args.data))
     rows = []

@@ -40,6 +40,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import random
 import shutil
 import socket
@@ -176,10 +177,15 @@ def load_trained(workdir: Path, kind: str) -> Checkpoint:
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load one step folder; raises if any of its files is missing or unreadable."""
+    """Load one step folder; raises if any of its files is missing or unreadable (CheckpointError if refused)."""
     path = Path(path)
     meta = json.loads((path / META).read_text())
-    state = torch.load(path / STATE, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path / STATE, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own message advises weights_only=False, which would run whatever code the file holds
+        raise CheckpointError(f"{path}: {STATE} refused: it may hold only tensors and plain values "
+                              f"({_unpickler_refusal(exc)})") from None
     with safe_open(path / WEIGHTS, framework="pt", device="cpu") as f:
         aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
         flat = {key: f.get_tensor(key) for key in f.keys()}
@@ -285,6 +291,13 @@ def _check_state(value: Any, where: str) -> None:
         return
     raise TypeError(f"checkpoint {where} is a {type(value).__name__}: store only tensors, primitives, "
                     "dicts and lists (torch.load(weights_only=True) must read it back)")
+
+
+def _unpickler_refusal(exc: Exception) -> str:
+    """The reason in torch's weights_only error ("Unsupported global: GLOBAL posix.system ..."), without its advice."""
+    _, _, reason = str(exc).partition("WeightsUnpickler error:")
+    reason = reason.strip().split("\n\n")[0].split(". ")[0].strip()
+    return reason or "torch.load(weights_only=True) cannot read it"
 
 
 def _tmp_name() -> str:

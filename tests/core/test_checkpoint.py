@@ -1,9 +1,11 @@
-"""Checkpoints: round trips, pruning, fallbacks, and writers killed mid-save."""
+"""Checkpoints: round trips, pruning, fallbacks, writers killed mid-save, and crafted state files refused."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import shutil
 import signal
 import time
 
@@ -129,3 +131,47 @@ def test_saving_a_step_again_replaces_a_damaged_folder(tmp_path):
     checkpoint.save(tmp_path, 3, {"model": m}, state())
     assert checkpoint.load_latest(tmp_path).step == 3
     assert checkpoint.load(path).step == 3
+
+
+class RunsCode:
+    """Unpickling this calls exec(), which writes `marker`: what a crafted state.pt would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_a_state_file_that_would_run_code_is_refused_without_running_it(tmp_path, writer):
+    marker = tmp_path / "ran"
+    checkpoint.save(tmp_path, 1, {"model": nn.Linear(2, 2)}, state())
+    path = checkpoint.save(tmp_path, 2, {"model": nn.Linear(2, 2)}, state())
+    # meta.json and the weights stay valid, and the payload agrees with meta.json: only the unpickler stands
+    # in the way
+    payload = {**state(), "step": 2, "evil": RunsCode(marker)}
+    if writer == "torch.save":
+        torch.save(payload, path / checkpoint.STATE)
+    else:  # protocol 2: the one torch's legacy format uses, so the refusal is about the global, not an opcode
+        (path / checkpoint.STATE).write_bytes(pickle.dumps(payload, protocol=2))
+
+    # the file is live: an unrestricted load runs its code
+    try:
+        torch.load(path / checkpoint.STATE, weights_only=False)
+    except RuntimeError:
+        pass  # the legacy reader runs the code before it finds no magic number
+    assert marker.read_text() == "ran"
+    marker.unlink()
+
+    refusal = (r"step-00000002: state.pt refused: it may hold only tensors and plain values "
+               r"\(Unsupported global: GLOBAL exec was not an allowed global by default\)")
+    with pytest.raises(checkpoint.CheckpointError, match=refusal):
+        checkpoint.load(path)
+    # with an older good checkpoint the crafted one is skipped; with none, loading names it and the refusal
+    assert checkpoint.load_latest(tmp_path, "gpt").step == 1
+    shutil.rmtree(checkpoint.checkpoint_dir(tmp_path) / "step-00000001")
+    for load in (checkpoint.load_latest, checkpoint.load_trained):
+        with pytest.raises(checkpoint.CheckpointError, match=refusal):
+            load(tmp_path, "gpt")
+    assert not marker.exists()

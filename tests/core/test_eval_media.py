@@ -102,5 +102,20 @@ def test_spectral_distance_is_zero_for_the_same_clips_and_grows_for_noise():
     similar = [tone(f, rate, rng=np.random.default_rng(99)) for f in TONE_NOTES.values()]
     noise = [np.random.default_rng(i).uniform(-0.5, 0.5, rate) for i in range(8)]
     assert spectral_distance(similar, data.clips) < spectral_distance(noise, data.clips)
-    m = audio_metrics(similar, data)
-    assert m["eval/pitch_accuracy"] == 1.0 and m["eval/spectral_distance"] >= 0
+    # The distance is in dB: the same clips at half the volume are 20*log10(2) ~ 6 dB away (with the floor
+    # out of the way, since quiet bins pinned to it would not move).
+    half = [0.5 * c for c in data.clips]
+    assert spectral_distance(half, data.clips, floor_db=200) == pytest.approx(20 * np.log10(2), rel=0.03)
+
+
+def test_audio_metrics_tell_the_right_notes_from_wrong_ones():
+    rate = 8000
+    data = tones(rate, clips_per_note=2)
+    right = [tone(f, rate, rng=np.random.default_rng(99)) for f in TONE_NOTES.values()]
+    sharp = [tone(f * 1.06, rate, rng=np.random.default_rng(99)) for f in TONE_NOTES.values()]
+    m, off = audio_metrics(right, data), audio_metrics(sharp, data)
+    assert m["eval/spectral_distance"] == spectral_distance(right, data.clips)
+    # Same notes with other phases, overtones and decays: about 1 dB; 6% sharp (outside the 3% pitch
+    # tolerance): about 19 dB.
+    assert m["eval/pitch_accuracy"] == 1.0 and m["eval/spectral_distance"] < 2.0
+    assert off["eval/pitch_accuracy"] == 0.0 and off["eval/spectral_distance"] > 10.0

@@ -34,6 +34,8 @@ class Platform:
     def spawn(self, *args: str, **env: str) -> subprocess.Popen:
         """Start `genq ARGS` as its own process (its own session, so tests can signal it alone)."""
         log = open(self.home / f"{args[0]}-{len(self.processes)}.log", "wb")
+        # libpq names the process's PostgreSQL connections after PGAPPNAME, so a test can tell whose it dropped
+        env = {"PGAPPNAME": f"genq-{args[0]}", **env}
         process = subprocess.Popen([sys.executable, "-m", "genq", *args], env={**self.env, **env},
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
