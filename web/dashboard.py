@@ -103,9 +103,7 @@ def _form_body(form) -> dict[str, Any]:
     if form.get("pool", "").strip():
         body["pool"] = form["pool"].strip()
     if kind == "train":
-        body.update(
-            model=form.get("model", ""), dataset=form.get("dataset", ""), gpus=_int_field(form, "gpus", 1)
-        )
+        body.update(model=form.get("model", ""), dataset=form.get("dataset", ""))  # one device per job for now
     elif kind == "generate":
         body["source_job"] = _int_field(form, "source_job", 0)
         prompts = [line.strip() for line in form.get("prompts", "").splitlines() if line.strip()]
