@@ -3,7 +3,7 @@ FROM python:3.11-slim
 ARG TORCH=torch==2.13.0
 ENV PYTHONUNBUFFERED=1 GENQ_HOME=/data GENQ_ARTIFACTS=/data/artifacts GENQ_HOST=0.0.0.0
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY genq genq
 COPY core core
 COPY web web

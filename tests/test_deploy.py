@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,19 @@ def test_compose_cli_accepts_the_file():
         assert result.returncode == 0, result.stderr
         return
     pytest.skip("no working Compose CLI")
+
+
+def test_a_regular_install_ships_every_package(tmp_path):
+    # The Dockerfile installs with `pip install .`, not in editable mode: every package folder must be in the
+    # wheel (a model kind added as a folder under core/models/ included) and the templates with them.
+    root = COMPOSE.parent
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             "-w", str(tmp_path), str(root)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("genq-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    packages = {"genq": "genq", "core": "genq/core", "web": "genq/web", "worker": "genq/worker"}
+    expected = {f"{package}/{init.relative_to(root / folder).as_posix()}"
+                for folder, package in packages.items() for init in (root / folder).rglob("__init__.py")}
+    assert expected - shipped == set()
+    assert {"genq/core/models/gpt/recipe.py", "genq/web/templates/job.html"} <= shipped
