@@ -19,10 +19,10 @@ from torch import nn
 
 @dataclass
 class DCGANConfig:
-    image_size: int = 16  # a power of two >= 8
-    channels: int = 1  # 1 grayscale, 3 RGB
-    z_dim: int = 64
-    base_channels: int = 64  # width of the widest (4x4) generator layer is base_channels * 2**(stages-1)
+    image_size: int  # a power of two >= 8
+    channels: int  # 1 grayscale, 3 RGB
+    z_dim: int
+    base_channels: int  # width of the widest (4x4) generator layer is base_channels * 2**(stages-1)
     n_classes: int = 0  # 0: unconditional
     embed_dim: int = 32
 

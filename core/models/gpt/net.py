@@ -32,10 +32,10 @@ from torch import nn
 @dataclass
 class GPTConfig:
     vocab_size: int
-    block_size: int = 64  # the attention window: a token sees itself and the block_size - 1 before it
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
+    block_size: int  # the attention window: a token sees itself and the block_size - 1 before it
+    n_layer: int
+    n_head: int
+    n_embd: int
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm layers: nanoGPT found them slightly worse and slower
     rope_base: float = 10000.0  # RoPE's wavelengths run from 2*pi to 2*pi*rope_base positions

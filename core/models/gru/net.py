@@ -18,9 +18,9 @@ from torch import nn
 @dataclass
 class GRUConfig:
     vocab_size: int
-    n_embd: int = 256  # the article's embedding_dim
-    hidden_size: int = 512  # the article's rnn_units
-    n_layer: int = 1
+    n_embd: int  # the article's embedding_dim
+    hidden_size: int  # the article's rnn_units
+    n_layer: int
     dropout: float = 0.0  # between GRU layers and before the head
 
 

@@ -17,10 +17,10 @@ from torch import nn
 
 @dataclass
 class VAEConfig:
-    image_size: int = 16  # a power of two >= 8
-    channels: int = 1
-    z_dim: int = 16
-    base_channels: int = 32
+    image_size: int  # a power of two >= 8
+    channels: int
+    z_dim: int
+    base_channels: int
 
     @property
     def stages(self) -> int:

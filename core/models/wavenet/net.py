@@ -33,9 +33,9 @@ def mu_law_decode(codes: torch.Tensor, mu: int = MU) -> torch.Tensor:
 
 @dataclass
 class WaveNetConfig:
-    n_layers: int = 10
-    residual_channels: int = 32
-    skip_channels: int = 64
+    n_layers: int
+    residual_channels: int
+    skip_channels: int
     dilation_cycle: int = 10  # dilations 1, 2, ..., 2**(cycle-1), then again
     n_classes: int = 0  # > 0: globally conditioned on a label
     sample_rate: int = 8000
