@@ -16,7 +16,6 @@ GENQ_BENCH_HOME=DIR keeps the platform's data there (to look at the jobs' pages 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 from genq.client import Client, wait_until_serving
+from genq.jobs.service import parse_param_lines
 from genq.redis_server import free_port
 
 # name: (model, dataset, params, metric, target, better, reference seconds or None)
@@ -110,13 +110,7 @@ def main(argv: list[str]) -> int:
     names = args.models or list(RUNS)
     if unknown := [n for n in names if n not in RUNS]:
         ap.error(f"no model {', '.join(unknown)}: the models are {', '.join(RUNS)}")
-    extra = {}
-    for kv in args.param:
-        key, _, value = kv.partition("=")
-        try:
-            extra[key] = json.loads(value)
-        except json.JSONDecodeError:
-            extra[key] = value
+    extra = parse_param_lines("\n".join(args.param))  # the CLI's KEY=VALUE reading
     corpus = None
     if {"gpt", "gru"} & set(names):
         # checked before the platform starts: a missing corpus would otherwise surface minutes in

@@ -31,6 +31,7 @@ from genq.core import api, checkpoint, spec
 from genq.core.data.builtin_media import DIGIT_WORDS, TONE_NOTES, digits
 from genq.core.eval.audio import dominant_frequency
 from genq.core.models.vae.net import VAE, VAEConfig
+from genq.jobs.service import parse_param_lines
 
 
 class PrintHooks(api.Hooks):
@@ -120,13 +121,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    extra = {}
-    for kv in args.param:
-        key, _, value = kv.partition("=")
-        try:
-            extra[key] = json.loads(value)
-        except json.JSONDecodeError:
-            extra[key] = value
+    extra = parse_param_lines("\n".join(args.param))  # the CLI's KEY=VALUE reading
     runs = {"dcgan": bench_dcgan, "vae": bench_vae, "wavenet": bench_wavenet}
     ok = True
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genq.core import spec
 from genq.core.errors import CoreError, DataError, ParamError  # noqa: F401 - the front door names its errors
 
 # The datasets that ship with genq (generated or read locally, never downloaded) and their kinds.
@@ -82,17 +83,17 @@ def each_prompt(prompts: list[str | None], hooks: Hooks,
 def train(model: str, params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
           device: str = "cpu") -> TrainResult:
     """Train `model` on `data`; resume from the newest checkpoint in `workdir` if there is one."""
-    from genq.core import spec
+    from genq.core.recipe import fit
 
     recipe = spec.get(model).load_recipe()
     workdir.mkdir(parents=True, exist_ok=True)
-    return recipe.train(params, data, workdir, hooks, device)
+    return fit(recipe, params, data, workdir, hooks, device)
 
 
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str = "cpu") -> list[Sample]:
     """Generate `params['num_samples']` samples per prompt from the trained model in `source_workdir`."""
-    from genq.core import checkpoint, spec
+    from genq.core import checkpoint
 
     recipe = spec.get(checkpoint.load_model_kind(source_workdir)).load_recipe()
     out_dir.mkdir(parents=True, exist_ok=True)

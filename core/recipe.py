@@ -2,10 +2,11 @@
 
 A model kind subclasses `Recipe` and supplies only what is its own: how it builds its networks and
 optimizers from the params and the data (or from the checkpoint being resumed), one optimisation step, one
-evaluation, the extra state its checkpoints carry (data position, tokenizer, class names) and its final
-samples. `fit` does the rest, the same way for all of them: validate the params, find the newest checkpoint,
-seed, build, restore weights/optimizers/RNG/extra state, run the loop (genq.core.train) with its evaluations
-and checkpoints, and finish with the samples unless the job was asked to stop.
+evaluation, the extra state its checkpoints carry (data position, tokenizer, class names), its final
+samples, and how it generates from a trained checkpoint. `fit` does the rest, the same way for all of
+them: validate the params, find the newest checkpoint, seed, build, restore weights/optimizers/RNG/extra
+state, run the loop (genq.core.train) with its evaluations and checkpoints, and finish with the samples
+unless the job was asked to stop.
 
 A checkpoint holds the modules' weights (safetensors) and, in its state, "kind", "config", "params", "rng",
 each optimizer's state under its name in `optimizers`, and whatever `extra_state()` returns.
@@ -81,6 +82,12 @@ class Recipe:
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         """The final samples, written under `folder`; may add to result.metrics."""
         return []
+
+    @classmethod
+    def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+                 hooks: Hooks, device: str) -> list[Sample]:
+        """num_samples samples per prompt from the model trained in `source_workdir`, written under `out_dir`."""
+        raise NotImplementedError
 
 
 def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,

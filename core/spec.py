@@ -1,9 +1,10 @@
 """What a model kind is, in one place, and the registry of the kinds genq knows.
 
 Each folder under genq/core/models/ is one model kind. Its `__init__.py` declares `SPEC = ModelSpec(...)`:
-the kind's name, the data it trains on, its typed params, its memory estimate, and the module holding its
-recipe (network config, training, generation). The registry finds the folders, so adding a model kind is
-adding a folder; the platform (API, dashboard, worker) reads everything it needs from `MODELS`.
+the kind's name, the data it trains on, its typed params, its memory estimate, and its recipe (a
+genq.core.recipe.Recipe subclass: network config, training step, evaluation, generation). The registry
+finds the folders, so adding a model kind is adding a folder; the platform (API, dashboard, worker) reads
+everything it needs from `registry()`.
 
 Torch-free on purpose: the web process validates submissions and estimates memory with this module.
 """
@@ -71,7 +72,7 @@ class ModelSpec:
     data: DataKind
     params: type[TrainParams]
     estimate: Callable[[dict[str, Any]], tuple[int, int]]  # validated params -> (parameters, activation bytes)
-    recipe: str  # module with train(params, data, workdir, hooks, device) and generate(...); it loads torch
+    recipe: str  # "module:Class" of its genq.core.recipe.Recipe subclass (training and generation); loads torch
     summary: str  # one line for listings and the README
 
     def train_params(self, params: object) -> dict[str, Any]:
@@ -84,8 +85,9 @@ class ModelSpec:
         return n_params * BYTES_PER_PARAM + activations + OVERHEAD
 
     def load_recipe(self):
-        """The recipe module (imports torch)."""
-        return importlib.import_module(self.recipe)
+        """The Recipe subclass (imports torch)."""
+        module, _, name = self.recipe.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 def validate(cls: type[Params], params: object, what: str) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """What the text recipes (gpt, gru) share: data and tokenizer, the step, evaluation, final samples, generation.
 
-A text model subclasses `TextRecipe` with its network config, network and optimizer; `generate` below
-samples from a trained one.
+A text model subclasses `TextRecipe` with its network config, network and optimizer.
 """
 
 from __future__ import annotations
@@ -100,24 +99,24 @@ class TextRecipe(Recipe):
         result.metrics = {**result.metrics, **extra}
         return [Sample(kind="text", prompt=None, text=t) for t in texts]
 
+    @classmethod
+    def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+                 hooks: Hooks, device: str) -> list[Sample]:
+        """num_samples texts per prompt (None: unconditional); stops between prompts when asked to."""
+        g = generate_params(params)
+        ckpt = checkpoint.load_trained(source_workdir, cls.kind)
+        tok = tokenizer_from_state(ckpt.state["tokenizer"])
+        net = cls.network(ckpt.config).to(device)
+        ckpt.load_into({"model": net})
+        net.eval()
+        gen = sampling.seeded_generator(g["seed"], device)
 
-def generate(recipe: type[TextRecipe], source_workdir: Path, prompts: list[str | None], params: dict[str, Any],
-             out_dir: Path, hooks: Hooks, device: str) -> list[Sample]:
-    """num_samples texts per prompt (None: unconditional); stops between prompts when asked to."""
-    g = generate_params(params)
-    ckpt = checkpoint.load_trained(source_workdir, recipe.kind)
-    tok = tokenizer_from_state(ckpt.state["tokenizer"])
-    net = recipe.network(ckpt.config).to(device)
-    ckpt.load_into({"model": net})
-    net.eval()
-    gen = sampling.seeded_generator(g["seed"], device)
+        def make(i: int, prompt: str | None) -> list[Sample]:
+            texts = _sample(net, tok, prompt, g["num_samples"], gen, device, max_new_tokens=g["max_new_tokens"],
+                            temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
+            return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
 
-    def make(i: int, prompt: str | None) -> list[Sample]:
-        texts = _sample(net, tok, prompt, g["num_samples"], gen, device, max_new_tokens=g["max_new_tokens"],
-                        temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
-        return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
-
-    return each_prompt(prompts, hooks, make)
+        return each_prompt(prompts, hooks, make)
 
 
 @torch.no_grad()

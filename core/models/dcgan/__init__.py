@@ -31,4 +31,4 @@ class DCGANParams(TrainParams):
 
 
 SPEC = ModelSpec(name="dcgan", data="images", params=DCGANParams, estimate=conv_pair_estimate,
-                 recipe="genq.core.models.dcgan.recipe", summary=__doc__.split(": ", 1)[1])
+                 recipe="genq.core.models.dcgan.recipe:DCGANRecipe", summary=__doc__.split(": ", 1)[1])

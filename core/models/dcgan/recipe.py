@@ -28,7 +28,7 @@ from genq.core.eval.images import image_metrics
 from genq.core.models import _media
 from genq.core.models.dcgan.net import DCGANConfig, Discriminator, Generator, d_loss, g_loss
 from genq.core.models.dcgan.text_encoder import TextEncoder, TextEncoderConfig, train_text_encoder
-from genq.core.recipe import Recipe, fit
+from genq.core.recipe import Recipe
 
 CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower these)
 TEXT_ENCODER_STEPS = 400
@@ -117,36 +117,31 @@ class DCGANRecipe(Recipe):
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         return _final_samples(self.G, self.ds, self.n_classes, self.p["seed"], folder, self.device)
 
+    @classmethod
+    def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+                 hooks: Hooks, device: str) -> list[Sample]:
+        """num_samples PNG images per prompt: a class name or text (conditional models) or None."""
+        ckpt, g, gen = _media.load_for_generation(cls.kind, source_workdir, params)
+        G = Generator(DCGANConfig(**ckpt.config)).to(device)
+        modules: dict[str, torch.nn.Module] = {"generator": G}
+        mode, classes, synonyms = ckpt.state["conditional"], ckpt.state["classes"], ckpt.state["synonyms"]
+        if mode == "prompt":
+            modules["text"] = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"])).to(device)
+        ckpt.load_into(modules)
+        n_classes, n = ckpt.config["n_classes"], g["num_samples"]
 
-def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
-    """Train (or resume) a DCGAN on an images dataset; finish with sample PNGs and eval metrics."""
-    return fit(DCGANRecipe, params, data, workdir, hooks, device)
+        def make(i: int, prompt: str | None) -> list[Sample]:
+            if n_classes == 0 or prompt is None:
+                if prompt is not None:
+                    hooks.log(f"this dcgan is unconditional: the prompt {prompt!r} is ignored")
+                requested = torch.randint(n_classes, (n,), generator=gen) if n_classes else None
+                images = _draw(G, n, gen, device, _onehot(requested, n_classes))
+            else:
+                cond = _condition(prompt, mode, classes, synonyms, modules.get("text"), hooks)
+                images = _draw(G, n, gen, device, cond.expand(n, -1))
+            return _media.image_samples(images, prompt, out_dir, f"{i:04d}")
 
-
-def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
-             hooks: Hooks, device: str) -> list[Sample]:
-    """num_samples PNG images per prompt: a class name or text (conditional models) or None."""
-    ckpt, g, gen = _media.load_for_generation(DCGANRecipe.kind, source_workdir, params)
-    G = Generator(DCGANConfig(**ckpt.config)).to(device)
-    modules: dict[str, torch.nn.Module] = {"generator": G}
-    mode, classes, synonyms = ckpt.state["conditional"], ckpt.state["classes"], ckpt.state["synonyms"]
-    if mode == "prompt":
-        modules["text"] = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"])).to(device)
-    ckpt.load_into(modules)
-    n_classes, n = ckpt.config["n_classes"], g["num_samples"]
-
-    def make(i: int, prompt: str | None) -> list[Sample]:
-        if n_classes == 0 or prompt is None:
-            if prompt is not None:
-                hooks.log(f"this dcgan is unconditional: the prompt {prompt!r} is ignored")
-            requested = torch.randint(n_classes, (n,), generator=gen) if n_classes else None
-            images = _draw(G, n, gen, device, _onehot(requested, n_classes))
-        else:
-            cond = _condition(prompt, mode, classes, synonyms, modules.get("text"), hooks)
-            images = _draw(G, n, gen, device, cond.expand(n, -1))
-        return _media.image_samples(images, prompt, out_dir, f"{i:04d}")
-
-    return each_prompt(prompts, hooks, make)
+        return each_prompt(prompts, hooks, make)
 
 
 def _condition(prompt: str, mode: str, classes: list[str], synonyms: dict[int, list[str]],

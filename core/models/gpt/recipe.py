@@ -7,15 +7,12 @@ AdamW with betas (0.9, 0.99) and weight decay on matrices, linear warmup then co
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from genq.core import train as loop
-from genq.core.api import DataSource, Hooks, Sample, TrainResult
 from genq.core.checkpoint import CheckpointError
 from genq.core.models import _text
 from genq.core.models.gpt.net import GPT, GPTConfig
-from genq.core.recipe import fit
 
 
 class GPTRecipe(_text.TextRecipe):
@@ -41,14 +38,3 @@ class GPTRecipe(_text.TextRecipe):
         p = self.p
         min_lr = p["min_lr"] if p["min_lr"] is not None else p["lr"] / 10
         return lambda step: loop.cosine_lr(step, p["lr"], min_lr, p["warmup_steps"], p["max_steps"])
-
-
-def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
-    """Train a GPT on a text dataset, resuming from the newest checkpoint in `workdir`."""
-    return fit(GPTRecipe, params, data, workdir, hooks, device)
-
-
-def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
-             hooks: Hooks, device: str) -> list[Sample]:
-    """Sample num_samples texts per prompt from the GPT trained in `source_workdir`."""
-    return _text.generate(GPTRecipe, source_workdir, prompts, params, out_dir, hooks, device)

@@ -6,15 +6,12 @@ Adam as in the article (constant learning rate), with gradient clipping, which r
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from genq.core.api import DataSource, Hooks, Sample, TrainResult
 from genq.core.models import _text
 from genq.core.models.gru.net import GRULM, GRUConfig
-from genq.core.recipe import fit
 
 
 class GRURecipe(_text.TextRecipe):
@@ -31,14 +28,3 @@ class GRURecipe(_text.TextRecipe):
 
     def optimizer(self, net: GRULM):
         return torch.optim.Adam(net.parameters(), lr=self.p["lr"])
-
-
-def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
-    """Train the GRU language model on a text dataset, resuming from the newest checkpoint in `workdir`."""
-    return fit(GRURecipe, params, data, workdir, hooks, device)
-
-
-def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
-             hooks: Hooks, device: str) -> list[Sample]:
-    """Sample num_samples texts per prompt from the GRU trained in `source_workdir`."""
-    return _text.generate(GRURecipe, source_workdir, prompts, params, out_dir, hooks, device)

@@ -22,4 +22,4 @@ class VAEParams(TrainParams):
 
 
 SPEC = ModelSpec(name="vae", data="images", params=VAEParams, estimate=conv_pair_estimate,
-                 recipe="genq.core.models.vae.recipe", summary=__doc__.split(": ", 1)[1])
+                 recipe="genq.core.models.vae.recipe:VAERecipe", summary=__doc__.split(": ", 1)[1])

@@ -21,7 +21,7 @@ from genq.core.data.images import load_images
 from genq.core.eval.images import features_and_probs, frechet_distance
 from genq.core.models import _media
 from genq.core.models.vae.net import VAE, VAEConfig, loss_terms, vae_loss
-from genq.core.recipe import Recipe, fit
+from genq.core.recipe import Recipe
 
 CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower this)
 EVAL_SAMPLES = 500
@@ -103,25 +103,20 @@ class VAERecipe(Recipe):
                 _media.grid_sample(pairs, "reconstructions", folder / "reconstructions.png"),
                 *_media.image_samples(samples[:8], None, folder, "sample")]
 
+    @classmethod
+    def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+                 hooks: Hooks, device: str) -> list[Sample]:
+        """num_samples PNG images per prompt, decoded from the prior (the VAE takes no condition)."""
+        ckpt, g, gen = _media.load_for_generation(cls.kind, source_workdir, params)
+        net = VAE(VAEConfig(**ckpt.config)).to(device)
+        ckpt.load_into({"model": net})
 
-def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
-    """Train (or resume) a VAE on an images dataset; finish with samples, reconstructions and eval metrics."""
-    return fit(VAERecipe, params, data, workdir, hooks, device)
+        def make(i: int, prompt: str | None) -> list[Sample]:
+            if prompt:
+                hooks.log(f"a vae is unconditional: the prompt {prompt!r} is ignored")
+            return _media.image_samples(_sample(net, g["num_samples"], gen, device), prompt, out_dir, f"{i:04d}")
 
-
-def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
-             hooks: Hooks, device: str) -> list[Sample]:
-    """num_samples PNG images per prompt, decoded from the prior (the VAE takes no condition)."""
-    ckpt, g, gen = _media.load_for_generation(VAERecipe.kind, source_workdir, params)
-    net = VAE(VAEConfig(**ckpt.config)).to(device)
-    ckpt.load_into({"model": net})
-
-    def make(i: int, prompt: str | None) -> list[Sample]:
-        if prompt:
-            hooks.log(f"a vae is unconditional: the prompt {prompt!r} is ignored")
-        return _media.image_samples(_sample(net, g["num_samples"], gen, device), prompt, out_dir, f"{i:04d}")
-
-    return each_prompt(prompts, hooks, make)
+        return each_prompt(prompts, hooks, make)
 
 
 @torch.no_grad()

@@ -33,4 +33,4 @@ def estimate(p: dict[str, Any]) -> tuple[int, int]:
 
 
 SPEC = ModelSpec(name="wavenet", data="audio", params=WaveNetParams, estimate=estimate,
-                 recipe="genq.core.models.wavenet.recipe", summary=__doc__.split(": ", 1)[1])
+                 recipe="genq.core.models.wavenet.recipe:WaveNetRecipe", summary=__doc__.split(": ", 1)[1])

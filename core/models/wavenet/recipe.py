@@ -23,7 +23,7 @@ from genq.core.data.audio import AudioSet, load_audio, segments, write_wav
 from genq.core.eval.audio import audio_metrics, reference_pitches
 from genq.core.models import _media
 from genq.core.models.wavenet.net import WaveNet, WaveNetConfig, mu_law_encode
-from genq.core.recipe import Recipe, fit
+from genq.core.recipe import Recipe
 
 EVAL_CLIPS = 8  # one-second clips generated per evaluation
 EVAL_SECONDS = 1.0
@@ -95,26 +95,21 @@ class WaveNetRecipe(Recipe):
         return [Sample(kind="audio", prompt=prompt, path=write_wav(folder / f"clip-{j:03d}.wav", clip, rate))
                 for j, (clip, prompt) in enumerate(zip(clips, prompts))]
 
+    @classmethod
+    def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+                 hooks: Hooks, device: str) -> list[Sample]:
+        """num_samples WAVs of `seconds` seconds per prompt (a label name for a conditional model, or None)."""
+        ckpt, g, gen = _media.load_for_generation(cls.kind, source_workdir, params)
+        net = WaveNet(WaveNetConfig(**ckpt.config)).to(device)
+        ckpt.load_into({"model": net})
+        rate, classes = net.cfg.sample_rate, ckpt.state["classes"]
 
-def train(params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks, device: str) -> TrainResult:
-    """Train (or resume) a WaveNet on an audio dataset; finish with WAV samples and eval metrics."""
-    return fit(WaveNetRecipe, params, data, workdir, hooks, device)
+        def make(i: int, prompt: str | None) -> list[Sample]:
+            clips, _ = _generate(net, g["num_samples"], g["seconds"], prompt, gen, classes, hooks)
+            return [Sample(kind="audio", prompt=prompt, path=write_wav(out_dir / f"{i:04d}-{j:03d}.wav", clip, rate))
+                    for j, clip in enumerate(clips)]
 
-
-def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
-             hooks: Hooks, device: str) -> list[Sample]:
-    """num_samples WAVs of `seconds` seconds per prompt (a label name for a conditional model, or None)."""
-    ckpt, g, gen = _media.load_for_generation(WaveNetRecipe.kind, source_workdir, params)
-    net = WaveNet(WaveNetConfig(**ckpt.config)).to(device)
-    ckpt.load_into({"model": net})
-    rate, classes = net.cfg.sample_rate, ckpt.state["classes"]
-
-    def make(i: int, prompt: str | None) -> list[Sample]:
-        clips, _ = _generate(net, g["num_samples"], g["seconds"], prompt, gen, classes, hooks)
-        return [Sample(kind="audio", prompt=prompt, path=write_wav(out_dir / f"{i:04d}-{j:03d}.wav", clip, rate))
-                for j, clip in enumerate(clips)]
-
-    return each_prompt(prompts, hooks, make)
+        return each_prompt(prompts, hooks, make)
 
 
 def _generate(net: WaveNet, n: int, seconds: float, prompt: str | None, gen: torch.Generator,

@@ -12,4 +12,4 @@ class BigramParams(TrainParams):
 
 SPEC = ModelSpec(name="bigram", data="text", params=BigramParams,
                  estimate=lambda p: (256 * 256, p["batch_size"] * p["block_size"] * 256 * 4),
-                 recipe="genq.core.models.bigram.recipe", summary="a next-character table")
+                 recipe="genq.core.models.bigram.recipe:BigramRecipe", summary="a next-character table")

@@ -7,7 +7,7 @@ from torch import nn
 from genq.core import checkpoint
 from genq.core.api import Sample
 from genq.core.data.text import CharTokenizer, TextData, load_text, tokenizer_from_state
-from genq.core.recipe import Recipe, fit
+from genq.core.recipe import Recipe
 
 
 class BigramRecipe(Recipe):
@@ -38,19 +38,16 @@ class BigramRecipe(Recipe):
         return {"loss": loss.detach()}
 
 
-def train(params, data, workdir, hooks, device):
-    return fit(BigramRecipe, params, data, workdir, hooks, device)
-
-
-def generate(source_workdir, prompts, params, out_dir, hooks, device):
-    ckpt = checkpoint.load_trained(source_workdir, "bigram")
-    tok = tokenizer_from_state(ckpt.state["tokenizer"])
-    net = nn.Embedding(ckpt.config["vocab_size"], ckpt.config["vocab_size"])
-    ckpt.load_into({"model": net})
-    out = []
-    for prompt in prompts:
-        ids = tok.encode(prompt or "\n")
-        for _ in range(params.get("max_new_tokens", 20)):
-            ids.append(int(net(torch.tensor(ids[-1:])).argmax()))
-        out.append(Sample(kind="text", prompt=prompt, text=tok.decode(ids)))
-    return out
+    @classmethod
+    def generate(cls, source_workdir, prompts, params, out_dir, hooks, device):
+        ckpt = checkpoint.load_trained(source_workdir, cls.kind)
+        tok = tokenizer_from_state(ckpt.state["tokenizer"])
+        net = nn.Embedding(ckpt.config["vocab_size"], ckpt.config["vocab_size"])
+        ckpt.load_into({"model": net})
+        out = []
+        for prompt in prompts:
+            ids = tok.encode(prompt or "\n")
+            for _ in range(params.get("max_new_tokens", 20)):
+                ids.append(int(net(torch.tensor(ids[-1:])).argmax()))
+            out.append(Sample(kind="text", prompt=prompt, text=tok.decode(ids)))
+        return out
