@@ -95,6 +95,17 @@ def test_builtin_tones_are_deterministic_labelled_notes():
     assert len(tones(1000).clips) < len(a.clips)  # notes above Nyquist are left out
 
 
+def test_builtin_tones_name_only_the_notes_below_nyquist():
+    low = tones(1000, clips_per_note=1)  # Nyquist 500 Hz: A3 to A4 fit, C5 to A5 do not
+    assert low.classes == ["A3", "C4", "E4", "G4", "A4"]
+    assert low.labels == list(range(5))  # every class has its clip, and every label names a class
+    for clip, label in zip(low.clips, low.labels):
+        freq = TONE_NOTES[low.classes[label]]
+        assert abs(dominant_frequency(clip, 1000) - freq) <= 0.01 * freq
+    with pytest.raises(DataError, match="sample rate of 400 Hz is too low for the tones dataset"):
+        tones(400)
+
+
 def test_segments_are_windows_of_the_clips():
     audio = tones(8000, clips_per_note=1)
     x, labels = segments(audio, 256, 16, np.random.default_rng(0))
