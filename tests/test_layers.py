@@ -26,3 +26,14 @@ def test_package_does_not_load(package, forbidden):
     result = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"{package} loads {result.stdout.strip()}"
+
+
+def test_dataset_formats_load_without_torch():
+    # The upload check (web) and the loaders (worker) share these rules, so they must not need torch, nor any
+    # genq module outside the model library.
+    code = ("import sys, genq.core.data.formats\n"
+            "print(' '.join(sorted(m for m in sys.modules if m == 'torch'\n"
+            "    or (m.startswith('genq.') and not m.startswith('genq.core')))))")
+    result = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"genq.core.data.formats loads {result.stdout.strip()}"
