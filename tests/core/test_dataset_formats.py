@@ -79,6 +79,17 @@ def test_zip_members_get_one_verdict(tmp_path, members, kind, expected):
     assert same_verdict(tmp_path, "data.zip", zipped(members), kind) == expected
 
 
+def test_truncated_jpeg_is_refused_by_both(tmp_path):
+    # JPEG has no checksums: the upload check decodes it (as training does) to find the missing data.
+    noise = Image.frombytes("L", (64, 64), np.random.default_rng(0).bytes(64 * 64))
+    jpeg = io.BytesIO()
+    noise.save(jpeg, format="JPEG")
+    verdict = same_verdict(tmp_path, "data.zip", zipped({"cats/a.jpg": jpeg.getvalue()[:-400], "dogs/b.png": png()}),
+                           "images")
+    assert verdict[1].startswith("zip member 'cats/a.jpg' looks like an image but cannot be read: image file is "
+                                 "truncated")
+
+
 def test_single_files_are_typed_by_their_bytes(tmp_path):
     assert same_verdict(tmp_path, "photo.dat", png(), "images") == ("images", 1, [])
     assert same_verdict(tmp_path, "tone.png", wav(), "audio") == ("audio", 1, [])
