@@ -2,19 +2,19 @@
 
 Kinds: `text` (UTF-8 without NUL bytes), `images` (a PNG/JPEG or a zip of them, optionally in class
 folders), `audio` (a WAV or a zip of WAVs), `prompts` (a .csv with a `prompt` column or prompts in the
-first column, or .jsonl objects with a "prompt" key).
+first column, or .jsonl objects with a "prompt" key). The rules for text, images, audio and zips are
+genq.core.data.formats, the ones the training loaders apply, so that what uploads is what trains.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import os
 import re
 import tempfile
-import wave
-import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, NamedTuple
 
@@ -23,13 +23,14 @@ from sqlalchemy.orm import Session
 from genq import strict_json
 from genq.config import Settings
 from genq.core.api import BUILTIN_DATASETS as BUILTIN_DATASETS  # the platform reads core's list (torch-free)
+from genq.core.data import formats
+from genq.core.errors import DataError
 from genq.db.models import Dataset, iso
 from genq.errors import InvalidInput, NotFound, TooLarge
 
 KINDS = ("text", "images", "audio", "prompts")
 MAX_PROMPTS = 10_000
 MAX_PROMPT_CHARS = 10_000
-MAX_ZIP_MEMBERS = 200_000
 ZIP_EXPANSION = 20  # a zip may unpack to at most this many times the upload limit (zip bombs)
 CHUNK = 1 << 20
 EXTENSIONS = {
@@ -68,119 +69,57 @@ def bad_string(text: str) -> bool:
     return False
 
 
-def _magic(head: bytes) -> str | None:
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    return None
+@contextmanager
+def _refused_as_invalid_input() -> Iterator[None]:
+    """The shared format rules' DataError as the API's InvalidInput (422), with the same message."""
+    try:
+        yield
+    except DataError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def check_text(path: Path) -> dict[str, Any]:
-    """Line count of a UTF-8 text file; InvalidInput naming the first NUL or invalid byte otherwise."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, lines = 0, 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            nul = chunk.find(b"\x00")
-            if nul >= 0:
-                raise InvalidInput(
-                    f"the file is not text: NUL byte at offset {offset + nul} "
-                    "(a binary file? text datasets must be UTF-8)"
-                )
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                raise InvalidInput(
-                    f"the file is not UTF-8 text: invalid byte near offset {offset + exc.start}"
-                ) from None
-            lines += chunk.count(b"\n")
-            offset += len(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise InvalidInput("the file is not UTF-8 text: it ends inside a multi-byte character") from None
-    return {"lines": lines + 1}
+    """Line count of a UTF-8 text file that holds more than whitespace; InvalidInput naming the first NUL or
+    invalid byte otherwise."""
+    with _refused_as_invalid_input(), open(path, "rb") as f:
+        return {"lines": formats.text_lines(f)}
 
 
-def _check_image(path: Path) -> dict[str, Any]:
-    from PIL import Image
+def _read_media(path: Path, max_unpacked: int | None) -> tuple[formats.Media, list[Any]]:
+    """The media files of an image, a WAV or a zip of them, and their headers: each file read and checked in
+    the order and by the rules of the training loaders."""
+    headers: list[Any] = []
+    seconds = 0.0
+    with _refused_as_invalid_input(), formats.Media(path, max_unpacked) as media:
+        for file in media.files:
+            raw = io.BytesIO(media.read(file))
+            if media.kind == "images":
+                headers.append(formats.image_header(raw, file.what))
+            else:
+                headers.append(formats.wav_info(raw, file.what))
+                seconds += headers[-1].seconds
+                formats.check_audio_seconds(seconds)
+    return media, headers
 
-    try:
-        with Image.open(path) as img:
-            img.verify()
-            width, height = img.size
-    except Exception as exc:  # Pillow raises many types for corrupt or oversized images
-        raise InvalidInput(f"the file looks like an image but cannot be read: {exc}") from None
-    return {"images": 1, "width": width, "height": height}
 
-
-def _wav_info(f: BinaryIO, what: str) -> dict[str, Any]:
-    try:
-        with wave.open(f) as w:
-            return {
-                "channels": w.getnchannels(),
-                "sample_rate": w.getframerate(),
-                "seconds": round(w.getnframes() / max(1, w.getframerate()), 3),
-            }
-    except Exception as exc:  # wave.Error, EOFError, struct.error on truncated headers
-        raise InvalidInput(f"{what} is not a readable PCM WAV file: {exc}") from None
+def _check_file(path: Path) -> Detected:
+    """One PNG/JPEG image or one WAV file."""
+    media, [header] = _read_media(path, None)
+    if media.kind == "images":
+        return Detected("images", EXTENSIONS[media.files[0].type],
+                        {"images": 1, "width": header.width, "height": header.height})
+    info = {"clips": 1, "channels": header.channels, "sample_rate": header.sample_rate,
+            "seconds": round(header.seconds, 3)}
+    return Detected("audio", ".wav", info)
 
 
 def _check_zip(path: Path, max_unpacked: int) -> Detected:
-    try:
-        archive = zipfile.ZipFile(path)
-    except Exception as exc:  # BadZipFile, undecodable names, truncated archives ...
-        raise InvalidInput(f"the file is not a valid zip archive: {exc}") from None
-    with archive:
-        members = [
-            m
-            for m in archive.infolist()
-            if not m.is_dir()
-            and not m.filename.startswith("__MACOSX/")
-            and not PurePosixPath(m.filename).name.startswith(".")
-        ]
-        if not members:
-            raise InvalidInput("the zip archive holds no files")
-        if len(members) > MAX_ZIP_MEMBERS:
-            raise InvalidInput(f"the zip archive holds {len(members)} files (at most {MAX_ZIP_MEMBERS})")
-        if sum(m.file_size for m in members) > max_unpacked:
-            raise InvalidInput(f"the zip archive unpacks to more than {max_unpacked} bytes")
-        kinds, folders = set(), []
-        for m in members:
-            parts = PurePosixPath(m.filename.replace("\\", "/")).parts
-            if m.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise InvalidInput(f"zip member '{clean_name(m.filename, 300)}' has an unsafe path")
-            try:
-                with archive.open(m) as f:
-                    head = f.read(16)
-            except Exception as exc:  # encrypted, unsupported compression, corrupt
-                raise InvalidInput(f"zip member '{clean_name(m.filename)}' cannot be read: {exc}") from None
-            kind = _magic(head)
-            if kind not in ("png", "jpeg", "wav"):
-                raise InvalidInput(
-                    f"zip member '{clean_name(m.filename)}' is not a PNG/JPEG image or a WAV file"
-                )
-            kinds.add("audio" if kind == "wav" else "images")
-            folders.append(parts[:-1])
-        if len(kinds) > 1:
-            raise InvalidInput("the zip archive mixes images and audio; upload one kind per dataset")
-        kind = kinds.pop()
-        # One shared top folder (zip of a folder) is not a class; the level below it is.
-        if (
-            all(len(f) >= 1 for f in folders)
-            and len({f[0] for f in folders}) == 1
-            and any(len(f) > 1 for f in folders)
-        ):
-            folders = [f[1:] for f in folders]
-        info: dict[str, Any] = {("images" if kind == "images" else "clips"): len(members)}
-        if all(len(f) == 1 for f in folders):
-            info["classes"] = sorted({clean_name(f[0], 100) for f in folders})
-        return Detected(kind, ".zip", info)
+    """A zip of images or of WAV files, with the classes its folders name."""
+    media, _ = _read_media(path, max_unpacked)
+    info: dict[str, Any] = {("images" if media.kind == "images" else "clips"): len(media.files)}
+    if media.classes:
+        info["classes"] = media.classes
+    return Detected(media.kind, ".zip", info)
 
 
 def read_prompts(path: Path, ext: str) -> list[str]:
@@ -242,14 +181,11 @@ def detect_kind(
     if kind == "prompts" or (kind is None and suffix in (".csv", ".jsonl")):
         ext = suffix if suffix in (".csv", ".jsonl") else ".csv"
         return Detected("prompts", ext, {"prompts": len(read_prompts(path, ext))})
-    magic = _magic(head)
-    if magic in ("png", "jpeg"):
-        found = Detected("images", EXTENSIONS[magic], _check_image(path))
-    elif magic == "wav":
-        with open(path, "rb") as f:
-            found = Detected("audio", ".wav", {"clips": 1, **_wav_info(f, "the file")})
-    elif magic == "zip":
+    magic = formats.magic(head)
+    if magic == "zip":
         found = _check_zip(path, max_unpacked)
+    elif magic in formats.MEDIA_KINDS:
+        found = _check_file(path)
     else:
         found = Detected("text", ".txt", check_text(path))
     if kind is not None and found.kind != kind:

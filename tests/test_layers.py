@@ -52,8 +52,13 @@ def test_core_imports_only_genq_core():
     assert offenders == []
 
 
-def test_model_specs_load_without_torch():
-    # The web process validates params and estimates memory from the specs: they must not pull in torch.
-    code = "import sys; from genq.core import spec; spec.registry(); print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.stdout.strip() == "False", result.stderr
+@pytest.mark.parametrize("code", [
+    "from genq.core import spec; spec.registry()",  # the web validates params and estimates memory with the specs
+    "import genq.core.data.formats",  # the upload check (web) and the loaders (worker) share these rules
+], ids=["model specs", "dataset formats"])
+def test_torch_free_parts_of_core(code):
+    probe = (f"{code}\nimport sys\nprint(' '.join(sorted(m for m in sys.modules if m == 'torch'\n"
+             "    or (m.startswith('genq.') and not m.startswith('genq.core')))))")
+    result = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"{code} loads {result.stdout.strip()}"

@@ -1,8 +1,9 @@
-"""Audio datasets: 16-bit PCM WAV files (one file, a folder or a zip; labels = sub-folder names), or `tones`.
+"""Audio datasets: 16-bit PCM WAV files (one file, a folder or a zip; labels = class folder names), or `tones`.
 
 Decisions: only 16-bit PCM is accepted (8/24/32-bit and float WAVs are refused with a DataError that says
-so); stereo and multi-channel files are downmixed to mono by averaging; any sample rate is resampled to
-the model's `sample_rate` with a polyphase filter (scipy.signal.resample_poly).
+so; the rules are genq.core.data.formats, the upload check's); stereo and multi-channel files are downmixed
+to mono by averaging; any sample rate is resampled to the model's `sample_rate` with a polyphase filter
+(scipy.signal.resample_poly).
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-from genq.core.api import DataError, DataSource
-from genq.core.data.files import class_labels, iter_files, require_kind
-
-MAX_FILE_BYTES = 200 * 2**20
-MAX_TOTAL_SECONDS = 4 * 3600
+from genq.core.api import DataSource
+from genq.core.data.files import open_media, require_kind
+from genq.core.data.formats import WavInfo, check_audio_seconds, wav_frames
 
 
 @dataclass
@@ -41,22 +40,16 @@ class AudioSet:
         return None
 
 
-def read_wav(raw: bytes, name: str = "audio") -> tuple[np.ndarray, int]:
+def read_wav(raw: bytes, name: str = "the file") -> tuple[np.ndarray, int]:
     """Decode a 16-bit PCM WAV to mono float32 in [-1, 1]; return (samples, sample_rate)."""
-    try:
-        with wave.open(io.BytesIO(raw), "rb") as w:
-            width, channels, rate, frames = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
-            data = w.readframes(frames)
-    except (wave.Error, EOFError) as exc:
-        raise DataError(f"{name} is not a PCM WAV file ({exc})") from None
-    if width != 2:
-        raise DataError(f"{name} is {8 * width}-bit; only 16-bit PCM WAV files are supported")
-    x = np.frombuffer(data[: len(data) - len(data) % (2 * channels)], dtype="<i2").astype(np.float32) / 32768.0
-    if channels > 1:
-        x = x.reshape(-1, channels).mean(axis=1)  # downmix to mono
-    if x.size == 0:
-        raise DataError(f"{name} holds no audio samples")
-    return x, rate
+    info, data = wav_frames(io.BytesIO(raw), name)
+    return _mono(info, data), info.sample_rate
+
+
+def _mono(info: WavInfo, data: bytes) -> np.ndarray:
+    frame = 2 * info.channels
+    x = np.frombuffer(data[: len(data) - len(data) % frame], dtype="<i2").astype(np.float32) / 32768.0
+    return x.reshape(-1, info.channels).mean(axis=1) if info.channels > 1 else x  # downmix to mono
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
@@ -86,20 +79,14 @@ def load_audio(data: DataSource, sample_rate: int, model: str = "this model") ->
         from genq.core.data.builtin_media import tones
 
         return tones(sample_rate)
-    clips, names = [], []
-    total = 0
-    for rel, raw in iter_files(Path(data.path), {".wav"}, MAX_FILE_BYTES):
-        x, rate = read_wav(raw, str(rel))
-        x = resample(x, rate, sample_rate)
-        total += len(x)
-        if total > MAX_TOTAL_SECONDS * sample_rate:
-            raise DataError(f"the dataset holds more than {MAX_TOTAL_SECONDS // 3600} hours of audio")
-        clips.append(x)
-        names.append(rel)
-    if not clips:
-        raise DataError("the dataset holds no WAV files")
-    labels, classes = class_labels(names, "WAV files")
-    return AudioSet(clips, sample_rate, labels, classes)
+    clips, seconds = [], 0.0
+    with open_media(Path(data.path), "audio") as media:
+        for file in media.files:
+            info, frames = wav_frames(io.BytesIO(media.read(file)), file.what)
+            seconds += info.seconds
+            check_audio_seconds(seconds)
+            clips.append(resample(_mono(info, frames), info.sample_rate, sample_rate))
+        return AudioSet(clips, sample_rate, media.labels, media.classes)
 
 
 def segments(audio: AudioSet, length: int, batch_size: int, rng: np.random.Generator,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from genq.core.data.audio import AudioSet
 from genq.core.data.images import ImageSet
+from genq.core.errors import DataError
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 # Eight notes from A3 to A5 (Hz); neighbours differ by >= 12%, so a 3% pitch tolerance is unambiguous.
@@ -50,13 +51,17 @@ def tone(freq: float, sample_rate: int, seconds: float = 1.0, rng: np.random.Gen
 
 
 def tones(sample_rate: int = 8000, clips_per_note: int = 8, seconds: float = 1.0) -> AudioSet:
-    """The `tones` dataset: `clips_per_note` one-second clips per note, labelled by note name."""
+    """The `tones` dataset: `clips_per_note` one-second clips per note below Nyquist, labelled by note name."""
+    # A note at or above half the sample rate cannot be sampled, so it is no class at this rate.
+    notes = {name: freq for name, freq in TONE_NOTES.items() if freq < sample_rate / 2}
+    if not notes:
+        lowest = min(TONE_NOTES.values())
+        raise DataError(f"a sample rate of {sample_rate} Hz is too low for the tones dataset: its lowest note "
+                        f"({lowest:g} Hz) needs a sample rate above {2 * lowest:g} Hz")
     rng = np.random.default_rng(1234)
     clips, labels = [], []
-    for label, freq in enumerate(TONE_NOTES.values()):
-        if freq >= sample_rate / 2:
-            continue  # above Nyquist at this rate
+    for label, freq in enumerate(notes.values()):
         for _ in range(clips_per_note):
             clips.append(tone(freq, sample_rate, seconds, rng))
             labels.append(label)
-    return AudioSet(clips, sample_rate, labels, list(TONE_NOTES))
+    return AudioSet(clips, sample_rate, labels, list(notes))

@@ -1,4 +1,5 @@
-"""Image datasets: a folder or a zip of PNG/JPEG files (labels = sub-folder names), or the built-in `digits`.
+"""Image datasets: one PNG/JPEG, or a folder or a zip of them (labels = class folder names), or the built-in
+`digits`. Files are typed, checked and labelled by genq.core.data.formats, as at upload.
 
 Zip members are read in memory and their names are only used to find labels, never as paths on disk.
 Every image is center-cropped to a square and resized to `image_size` (a power of two, so the
@@ -8,20 +9,17 @@ convolutional nets can halve it down to 4x4).
 from __future__ import annotations
 
 import io
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from genq.core.api import DataError, DataSource
-from genq.core.data.files import class_labels, iter_files, require_kind
+from genq.core.data.files import open_media, require_kind
+from genq.core.data.formats import image_header, load_image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-MAX_IMAGES = 100_000
-MAX_FILE_BYTES = 20 * 2**20  # one image file
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
@@ -73,45 +71,23 @@ def load_images(data: DataSource, image_size: int | None = None, model: str = "t
         from genq.core.data.builtin_media import digits
 
         return digits(check_image_size(image_size or 16))
-    path = Path(data.path)
-    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES and not zipfile.is_zipfile(path):
-        raise DataError("an images dataset must be a zip of PNG/JPEG files, a folder, or one image")
-    files = list(iter_files(path, IMAGE_SUFFIXES, MAX_FILE_BYTES))
-    if not files:
-        raise DataError("the dataset holds no PNG or JPEG images")
-    if len(files) > MAX_IMAGES:
-        raise DataError(f"too many images ({len(files)}; at most {MAX_IMAGES})")
-    return _decode(files, image_size)
-
-
-def _decode(files: list[tuple[PurePosixPath, bytes]], image_size: int | None) -> ImageSet:
-    # Pass 1 reads only the headers (size, mode); pass 2 decodes and shrinks one image at a time, so
-    # memory holds the compressed files plus the small resized arrays, never every full-size bitmap.
-    sides, gray = [], True
-    for rel, raw in files:
-        try:
-            with Image.open(io.BytesIO(raw)) as im:
-                sides.append(min(im.size))
-                gray &= im.mode in GRAY_MODES
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise DataError(f"cannot read image {rel}: {exc}") from None
-    mode = "L" if gray else "RGB"  # grayscale unless some image carries colour
+    # Pass 1 reads and checks each file's header as the upload check does; pass 2 decodes and shrinks one
+    # image at a time, so memory holds the compressed files plus the small resized arrays, never every
+    # full-size bitmap.
+    with open_media(Path(data.path), "images") as media:
+        files = [(file.what, media.read(file)) for file in media.files]
+        labels, classes = media.labels, media.classes
+    headers = [image_header(io.BytesIO(raw), what) for what, raw in files]
+    mode = "L" if all(h.mode in GRAY_MODES for h in headers) else "RGB"  # grayscale unless some has colour
     if image_size is None:
         # The largest power of two not above the median short side, kept within 8..64 for CPU budgets.
-        side = int(np.median(sides))
+        side = int(np.median([min(h.width, h.height) for h in headers]))
         image_size = int(min(64, max(8, 2 ** int(np.log2(max(side, 1))))))
     check_image_size(image_size)
-    arrays = []
-    for rel, raw in files:
-        try:
-            with Image.open(io.BytesIO(raw)) as im:
-                arrays.append(np.asarray(_square(im.convert(mode), image_size)))
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise DataError(f"cannot read image {rel}: {exc}") from None
+    arrays = [np.asarray(_square(load_image(io.BytesIO(raw), mode, what), image_size)) for what, raw in files]
     x = torch.from_numpy(np.stack(arrays))
     x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
-    labels, classes = _labels([rel for rel, _ in files])
-    return ImageSet(x.contiguous(), labels, classes)
+    return ImageSet(x.contiguous(), None if labels is None else torch.tensor(labels, dtype=torch.int64), classes)
 
 
 def _square(im: Image.Image, size: int) -> Image.Image:
@@ -120,12 +96,6 @@ def _square(im: Image.Image, size: int) -> Image.Image:
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
     return im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
-
-
-def _labels(names: list[PurePosixPath]) -> tuple[torch.Tensor | None, list[str]]:
-    """Label = the image's parent folder, when the images sit in more than one folder."""
-    labels, classes = class_labels(names, "images")
-    return (None if labels is None else torch.tensor(labels, dtype=torch.int64)), classes
 
 
 def save_png(image: torch.Tensor, path: Path, scale: int = 1) -> Path:

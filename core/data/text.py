@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from genq.core.api import DataError, DataSource
+from genq.core.data.formats import decode_text
 
 # ---------------------------------------------------------------------------------------------- tokenizers
 
@@ -199,15 +200,7 @@ def load_text(data: DataSource) -> str:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read the dataset: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"the dataset is not UTF-8 text (undecodable byte at offset {exc.start})") from None
-    if "\x00" in text:
-        raise DataError("the dataset is not text (it contains NUL bytes)")
-    if not text.strip():
-        raise DataError("the dataset is empty")
-    return text.removeprefix("\ufeff")
+    return decode_text(raw)  # the upload check's rules: UTF-8, no NUL bytes, more than whitespace
 
 
 class TextData:

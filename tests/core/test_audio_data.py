@@ -13,6 +13,7 @@ from genq.core.api import DataError, DataSource
 from genq.core.data.audio import load_audio, read_wav, segments, write_wav
 from genq.core.data.builtin_media import TONE_NOTES, tones
 from genq.core.eval.audio import dominant_frequency
+from tests.web.conftest import png, zipped
 
 
 def wav_bytes(samples: np.ndarray, rate: int, width: int = 2, channels: int = 1) -> bytes:
@@ -38,7 +39,7 @@ def test_wav_zip_with_label_folders_is_resampled(tmp_path):
         zf.writestr("low/a.wav", wav_bytes(sine(220, 16000), 16000))
         zf.writestr("low/b.wav", wav_bytes(sine(220, 8000), 8000))
         zf.writestr("high/c.wav", wav_bytes(sine(660, 16000), 16000))
-        zf.writestr("notes.txt", b"skipped")
+        zf.writestr("__MACOSX/low/._a.wav", b"resource fork junk, skipped")
     audio = load_audio(DataSource(kind="audio", path=path), sample_rate=8000)
     assert audio.classes == ["high", "low"] and audio.labels == [0, 1, 1]  # files in name order
     assert [len(c) for c in audio.clips] == [4000, 4000, 4000]  # 0.5 s each at 8 kHz
@@ -61,8 +62,10 @@ def test_write_then_read_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("raw, message", [
-    (wav_bytes(sine(440, 8000), 8000, width=1), "8-bit; only 16-bit PCM"),
-    (b"ID3\x03 an mp3 file, not a wav", "not a PCM WAV"),
+    (wav_bytes(sine(440, 8000), 8000, width=1), "the file is 8-bit; only 16-bit PCM"),
+    (wav_bytes(sine(440, 8000), 8000, width=3), "the file is 24-bit; only 16-bit PCM"),
+    (b"ID3\x03 an mp3 file, not a wav", "not a PNG/JPEG image, a WAV file or a zip archive"),
+    (b"RIFF\x00\x00\x00\x00WAVEfmt junk", "not a readable PCM WAV file"),
     (wav_bytes(np.zeros(0), 8000), "no audio samples"),
 ])
 def test_unsupported_files_raise_data_error(tmp_path, raw, message):
@@ -72,12 +75,16 @@ def test_unsupported_files_raise_data_error(tmp_path, raw, message):
         load_audio(DataSource(kind="audio", path=path), 8000)
 
 
-def test_empty_zip_and_wrong_kind(tmp_path):
-    path = tmp_path / "empty.zip"
+def test_zip_without_wavs_and_wrong_kind(tmp_path):
+    path = tmp_path / "readme.zip"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("readme.md", b"no audio here")
-    with pytest.raises(DataError, match="no WAV files"):
+    with pytest.raises(DataError, match="zip member 'readme.md' is not a PNG/JPEG image or a WAV file"):
         load_audio(DataSource(kind="audio", path=path), 8000)
+    images = tmp_path / "images.zip"
+    images.write_bytes(zipped({"a.png": png()}))
+    with pytest.raises(DataError, match="the dataset holds images, not audio"):
+        load_audio(DataSource(kind="audio", path=images), 8000)
     with pytest.raises(DataError, match="needs an audio dataset, got a images"):
         load_audio(DataSource(kind="images", path=path), 8000, model="wavenet")
     with pytest.raises(DataError, match="built-in 'digits' is images"):
@@ -93,6 +100,17 @@ def test_builtin_tones_are_deterministic_labelled_notes():
         assert len(clip) == 8000 and np.abs(clip).max() <= 1
         assert abs(dominant_frequency(clip, 8000) - freqs[label]) <= 0.01 * freqs[label]
     assert len(tones(1000).clips) < len(a.clips)  # notes above Nyquist are left out
+
+
+def test_builtin_tones_name_only_the_notes_below_nyquist():
+    low = tones(1000, clips_per_note=1)  # Nyquist 500 Hz: A3 to A4 fit, C5 to A5 do not
+    assert low.classes == ["A3", "C4", "E4", "G4", "A4"]
+    assert low.labels == list(range(5))  # every class has its clip, and every label names a class
+    for clip, label in zip(low.clips, low.labels):
+        freq = TONE_NOTES[low.classes[label]]
+        assert abs(dominant_frequency(clip, 1000) - freq) <= 0.01 * freq
+    with pytest.raises(DataError, match="sample rate of 400 Hz is too low for the tones dataset"):
+        tones(400)
 
 
 def test_segments_are_windows_of_the_clips():

@@ -36,8 +36,8 @@ def class_zip(tmp_path):
         for i in range(3):
             noise = rng.integers(0, 5, (20, 30), dtype=np.uint8)
             members[f"pets/{cls}/{i}.png"] = png_bytes(np.full((20, 30), value, np.uint8) + noise)
-    members["pets/README.txt"] = b"not an image, skipped"
-    members["__MACOSX/pets/cat/._0.png"] = b"resource fork junk"
+    members["pets/.DS_Store"] = b"hidden, skipped"
+    members["__MACOSX/pets/cat/._0.png"] = b"resource fork junk, skipped"
     return make_zip(tmp_path / "pets.zip", members)
 
 
@@ -68,8 +68,12 @@ def test_digit_class_folders_sort_numerically(tmp_path):
 
 
 @pytest.mark.parametrize("members, message", [
-    ({}, "no PNG or JPEG"),
-    ({"a/x.png": b"this is not a png"}, "cannot read image a/x.png"),
+    ({".DS_Store": b"junk"}, "the zip archive holds no files"),
+    ({"a/x.png": b"this is not a png"}, "zip member 'a/x.png' is not a PNG/JPEG image or a WAV file"),
+    ({"a/x.png": png_bytes(np.zeros((8, 8), np.uint8))[:-10]},
+     "zip member 'a/x.png' looks like an image but cannot be read: truncated PNG file"),
+    ({"a/x.png": png_bytes(np.zeros((8, 8), np.uint8)), "a/README.txt": b"notes"},
+     "zip member 'a/README.txt' is not a PNG/JPEG image"),
     ({"a/x.png": png_bytes(np.zeros((8, 8), np.uint8)), "y.png": png_bytes(np.zeros((8, 8), np.uint8))},
      "outside the class folders"),
 ])
@@ -81,7 +85,7 @@ def test_bad_zips_raise_data_error_naming_the_problem(tmp_path, members, message
 def test_not_a_zip_and_wrong_kind_and_bad_size(tmp_path):
     junk = tmp_path / "data.bin"
     junk.write_bytes(b"\x00" * 100)
-    with pytest.raises(DataError, match="zip of PNG/JPEG"):
+    with pytest.raises(DataError, match="not a PNG/JPEG image, a WAV file or a zip archive"):
         load_images(DataSource(kind="images", path=junk))
     with pytest.raises(DataError, match="needs an images dataset, got a audio"):
         load_images(DataSource(kind="audio", path=junk), model="dcgan")

@@ -205,16 +205,16 @@ def png(size: int = 8, color: int = 128, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-def wav(seconds: float = 0.05, rate: int = 8000) -> bytes:
-    """A short silent 16-bit mono WAV."""
+def wav(seconds: float = 0.05, rate: int = 8000, width: int = 2) -> bytes:
+    """A short silent mono PCM WAV, 16-bit unless `width` (bytes per sample) says otherwise."""
     import wave
 
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
-        w.setsampwidth(2)
+        w.setsampwidth(width)
         w.setframerate(rate)
-        w.writeframes(b"\x00\x00" * int(seconds * rate))
+        w.writeframes(b"\x00" * width * int(seconds * rate))
     return buf.getvalue()
 
 

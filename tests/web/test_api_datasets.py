@@ -52,12 +52,14 @@ def test_zip_of_images_with_class_folders(client, auth):
             "digits/0/a.png": png(color=0),
             "digits/0/b.png": png(),
             "digits/7/c.jpg": png(fmt="JPEG"),
+            "digits/10/d.png": png(),
             "digits/.DS_Store": b"junk",
             "__MACOSX/digits/._a.png": b"junk",
         }
     )
     body = upload(client, auth, data, "digits.zip").json
-    assert body["kind"] == "images" and body["info"] == {"images": 3, "classes": ["0", "7"]}
+    # The classes the loaders give, in their order: numbers numerically ("7" before "10"), then names.
+    assert body["kind"] == "images" and body["info"] == {"images": 4, "classes": ["0", "7", "10"]}
 
 
 def test_zip_of_wavs(client, auth):
@@ -71,6 +73,7 @@ def test_zip_of_wavs(client, auth):
         ("bin.dat", b"\x7fELF\x02\x01\x01\x00\x00\x00", "NUL byte at offset 7"),
         ("latin1.txt", "caf\xe9".encode("latin-1"), "not UTF-8"),
         ("empty.txt", b"", "empty"),
+        ("blank.txt", b"  \n\t\n", "empty: it holds no text but whitespace"),
         ("mixed.zip", zipped({"a.png": png(), "b.wav": wav()}), "mixes images and audio"),
         ("other.zip", zipped({"a.png": png(), "notes.txt": b"hi"}), "notes.txt"),
         ("slip.zip", zipped({"../../evil.png": png()}), "unsafe path"),
@@ -78,6 +81,11 @@ def test_zip_of_wavs(client, auth):
         ("bad.jsonl", b'{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
         ("empty.csv", b"prompt\n", "no prompts"),
         ("riff.wav", b"RIFF\x00\x00\x00\x00WAVEjunkjunk", "WAV"),
+        ("8bit.wav", wav(width=1), "the file is 8-bit; only 16-bit PCM WAV files are supported"),
+        ("24bit.wav", wav(width=3), "the file is 24-bit; only 16-bit PCM WAV files are supported"),
+        ("8bit.zip", zipped({"a.wav": wav(), "b.wav": wav(width=1)}), "zip member 'b.wav' is 8-bit"),
+        ("24bit.zip", zipped({"a.wav": wav(width=3)}), "zip member 'a.wav' is 24-bit"),
+        ("loose.zip", zipped({"cat/a.png": png(), "b.png": png()}), "'b.png' sits outside the class folders"),
     ],
 )
 def test_upload_refuses_bad_files_naming_the_problem(client, auth, settings, filename, data, words):
