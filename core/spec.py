@@ -87,7 +87,10 @@ class ModelSpec:
     def load_recipe(self):
         """The Recipe subclass (imports torch)."""
         module, _, name = self.recipe.partition(":")
-        return getattr(importlib.import_module(module), name)
+        recipe = getattr(importlib.import_module(module), name)
+        if recipe.kind != self.name:  # its checkpoints would carry another kind's name
+            raise ImportError(f"{self.recipe} trains '{recipe.kind}', not '{self.name}'")
+        return recipe
 
 
 def validate(cls: type[Params], params: object, what: str) -> dict[str, Any]:

@@ -123,8 +123,9 @@ def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int, sav
         t0 = time.perf_counter()
         if eval_fn is not None and eval_interval and (step % eval_interval == 0 or step == max_steps):
             last_eval = dict(eval_fn(step))
-            hooks.metrics(step, last_eval)
-            hooks.log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+            if last_eval:
+                hooks.metrics(step, last_eval)
+                hooks.log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
         if step % checkpoint_interval == 0 or step == max_steps:
             checkpoint()
         busy += time.perf_counter() - t0
