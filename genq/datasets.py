@@ -13,8 +13,6 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, NamedTuple
 
@@ -24,9 +22,8 @@ from genq import strict_json
 from genq.config import Settings
 from genq.core.api import BUILTIN_DATASETS as BUILTIN_DATASETS  # the platform reads core's list (torch-free)
 from genq.core.data import formats
-from genq.core.errors import DataError
 from genq.db.models import Dataset, iso
-from genq.errors import InvalidInput, NotFound, TooLarge
+from genq.errors import InvalidInput, NotFound, TooLarge, refused_as_invalid_input
 
 KINDS = ("text", "images", "audio", "prompts")
 MAX_PROMPTS = 10_000
@@ -69,19 +66,10 @@ def bad_string(text: str) -> bool:
     return False
 
 
-@contextmanager
-def _refused_as_invalid_input() -> Iterator[None]:
-    """The shared format rules' DataError as the API's InvalidInput (422), with the same message."""
-    try:
-        yield
-    except DataError as exc:
-        raise InvalidInput(str(exc)) from None
-
-
 def check_text(path: Path) -> dict[str, Any]:
     """Line count of a UTF-8 text file that holds more than whitespace; InvalidInput naming the first NUL or
     invalid byte otherwise."""
-    with _refused_as_invalid_input(), open(path, "rb") as f:
+    with refused_as_invalid_input(), open(path, "rb") as f:
         return {"lines": formats.text_lines(f)}
 
 
@@ -90,7 +78,7 @@ def _read_media(path: Path, max_unpacked: int | None) -> tuple[formats.Media, li
     the order and by the rules of the training loaders."""
     headers: list[Any] = []
     seconds = 0.0
-    with _refused_as_invalid_input(), formats.Media(path, max_unpacked) as media:
+    with refused_as_invalid_input(), formats.Media(path, max_unpacked) as media:
         for file in media.files:
             raw = io.BytesIO(media.read(file))
             if media.kind == "images":

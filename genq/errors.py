@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from genq.core.errors import CoreError
+
 
 class GenqError(Exception):
     """Base class: an error a person can act on. `code` and `status` shape the JSON answer."""
@@ -57,3 +62,13 @@ class JobError(GenqError):
     """A job cannot run as submitted (bad data for the model, say): fail it at once, do not retry."""
 
     code, status = "job_error", 422
+
+
+@contextmanager
+def refused_as_invalid_input() -> Iterator[None]:
+    """The model library's refusals (bad params, bad data: CoreError) as InvalidInput, a 422 with the same
+    message and the bad keys as details."""
+    try:
+        yield
+    except CoreError as exc:
+        raise InvalidInput(str(exc), details=getattr(exc, "problems", None) or None) from None
