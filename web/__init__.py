@@ -74,7 +74,7 @@ def secret_key(settings: Settings) -> str:
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config may hold "SETTINGS" (else Settings.from_env()) and any Flask config keys."""
     from genq.web import auth, dashboard, errors, monitoring
-    from genq.web.api import artifacts, datasets, jobs, openapi, workers
+    from genq.web.api import artifacts, datasets, evaluation, jobs, openapi, workers
 
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
@@ -121,6 +121,6 @@ def create_app(config: dict | None = None) -> Flask:
         state().telemetry.count(request, response)
         return response
 
-    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, openapi):
+    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, openapi):
         app.register_blueprint(module.bp)
     return app

@@ -75,23 +75,30 @@ def job_artifacts(session: Session, job_id: int) -> list[dict[str, Any]]:
     return [artifact_to_dict(a) for a in rows]
 
 
+def output_to_dict(out: Output, media_type: str | None) -> dict[str, Any]:
+    """The JSON form of an output: text inline, images and audio by download URL."""
+    item: dict[str, Any] = {"id": out.id, "index": out.index, "prompt": out.prompt, "kind": out.kind}
+    if out.artifact_id is not None:
+        item.update(url=download_url(out.artifact_id), media_type=media_type)
+    if out.text is not None or out.artifact_id is None:
+        item["text"] = out.text or ""
+    return item
+
+
+def _outputs_with_media_type():
+    return select(Output, Artifact.media_type).outerjoin(Artifact, Output.artifact_id == Artifact.id)
+
+
 def job_outputs(session: Session, job_id: int) -> list[dict[str, Any]]:
-    """The job's outputs by index: text inline, images and audio by download URL."""
-    rows = session.execute(
-        select(Output, Artifact.media_type)
-        .outerjoin(Artifact, Output.artifact_id == Artifact.id)
-        .where(Output.job_id == job_id)
-        .order_by(Output.index, Output.id)
-    )
-    outputs = []
-    for out, media_type in rows:
-        item: dict[str, Any] = {"index": out.index, "prompt": out.prompt, "kind": out.kind}
-        if out.artifact_id is not None:
-            item.update(url=download_url(out.artifact_id), media_type=media_type)
-        if out.text is not None or out.artifact_id is None:
-            item["text"] = out.text or ""
-        outputs.append(item)
-    return outputs
+    """The job's outputs by index."""
+    rows = session.execute(_outputs_with_media_type().where(Output.job_id == job_id).order_by(Output.index, Output.id))
+    return [output_to_dict(out, media_type) for out, media_type in rows]
+
+
+def outputs_by_id(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{output id: its JSON form} for `ids` (the caller checked they are the team's)."""
+    rows = session.execute(_outputs_with_media_type().where(Output.id.in_(ids)))
+    return {out.id: output_to_dict(out, media_type) for out, media_type in rows}
 
 
 def job_logs(
