@@ -1,4 +1,5 @@
-"""A real browser against a real server: sign in, upload, submit, watch a job, read its chart and error."""
+"""A real browser against a real server: sign in, upload, submit, watch a job, read its chart and error; rate
+outputs and judge blind pairs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from genq.db.models import Job
-from tests.web.conftest import add_job, add_metrics
+from genq.db.models import Job, PreferenceVote, Rating
+from tests.web.conftest import add_job, add_metrics, count
+from tests.web.judging import text_jobs
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
@@ -131,4 +134,49 @@ def test_dashboard_end_to_end(page, server, db, token, tmp_path):
     assert error.is_visible() and "loss became NaN at step 120" in error.inner_text()
     assert page.locator("#job-status").inner_text() == "failed"
 
+    assert page.outside == [], f"requests left localhost: {page.outside}"
+
+
+def test_rating_and_blind_votes(page, server, db, token):
+    x, y = text_jobs(db, [f"prompt {i}" for i in range(5)])
+    page.goto(f"{server}/login")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/")
+
+    # Rate an output on the job page by keyboard: focus its "4" and press Enter.
+    page.goto(f"{server}/jobs/{x}")
+    four = page.locator(".rate").first.locator('button[data-score="4"]')
+    four.focus()
+    page.keyboard.press("Enter")
+    expect(four).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#rating-mean")).to_have_text("4.00")
+    expect(page.locator("#rating-count")).to_have_text("1")
+    with db.session() as s:
+        assert s.scalars(select(Rating.score)).all() == [4]
+
+    # Five blind votes for X's outputs, by button and by key; each brings a new pair and a new leaderboard.
+    page.goto(f"{server}/rate?jobs={x},{y}")
+    ratings = page.locator("#leaderboard td.rating")
+    assert ratings.all_inner_texts() == ["1000", "1000"]
+    for i in range(5):
+        expect(page.locator('button[data-winner="tie"]')).to_be_enabled()  # the last vote is done
+        prompt = page.locator("#pair-prompt").inner_text()
+        side = "a" if page.locator("#side-a pre").inner_text().startswith("X:") else "b"
+        if i % 2:
+            page.keyboard.press(side)
+        else:
+            page.click(f'button[data-winner="{side}"]')
+        expect(page.locator("#board-votes")).to_have_text(str(i + 1))
+        if i < 4:  # unjudged pairs come first: a new prompt each time
+            expect(page.locator("#pair-prompt")).not_to_have_text(prompt)
+    expect(page.locator("#leaderboard tbody tr").first).to_have_attribute("data-job-id", str(x))
+    top, bottom = (int(t) for t in ratings.all_inner_texts())
+    assert top > 1150 and bottom < 850 and top + bottom == 2000
+    assert "5 / 0 / 0" in page.locator("#leaderboard tbody tr").first.inner_text()
+    assert count(db, PreferenceVote) == 5
+
+    # At phone width nothing scrolls sideways.
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
     assert page.outside == [], f"requests left localhost: {page.outside}"
