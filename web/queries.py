@@ -75,12 +75,13 @@ def job_artifacts(session: Session, job_id: int) -> list[dict[str, Any]]:
     return [artifact_to_dict(a) for a in rows]
 
 
-def job_outputs(session: Session, job_id: int) -> list[dict[str, Any]]:
-    """The job's outputs by index: text inline, images and audio by download URL."""
+def job_outputs(session: Session, job_id: int, step: int | None = None) -> list[dict[str, Any]]:
+    """The job's final outputs (or, with `step`, the gallery drawn at that training step) by index: text
+    inline, images and audio by download URL."""
     rows = session.execute(
         select(Output, Artifact.media_type)
         .outerjoin(Artifact, Output.artifact_id == Artifact.id)
-        .where(Output.job_id == job_id)
+        .where(Output.job_id == job_id, Output.step.is_(None) if step is None else Output.step == step)
         .order_by(Output.index, Output.id)
     )
     outputs = []
@@ -92,6 +93,12 @@ def job_outputs(session: Session, job_id: int) -> list[dict[str, Any]]:
             item["text"] = out.text or ""
         outputs.append(item)
     return outputs
+
+
+def sample_steps(session: Session, job_id: int) -> list[int]:
+    """The training steps that have gallery samples, in order."""
+    query = select(Output.step).where(Output.job_id == job_id, Output.step.is_not(None)).distinct()
+    return list(session.scalars(query.order_by(Output.step)))
 
 
 def job_logs(

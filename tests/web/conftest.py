@@ -152,10 +152,14 @@ def add_output(
     prompt: str | None = None,
     text: str | None = None,
     artifact_id: int | None = None,
+    step: int | None = None,
 ) -> None:
+    """An output row: a final one, or with `step` a gallery sample drawn at that training step."""
     with db.session() as s:
         s.add(
-            Output(job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id)
+            Output(
+                job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id, step=step
+            )
         )
 
 
