@@ -2,7 +2,7 @@
 
 Revision ID: 0002_steps
 Revises: 0001
-Create Date: 2026-12-02 10:00:00.000000
+Create Date: 2026-11-28 19:50:00.000000
 
 """
 from collections.abc import Sequence
