@@ -99,6 +99,9 @@ def visible_output(session: Session, output_id: int, team_id: int) -> Output:
     )
     if out is None:
         raise NotFound(f"output {output_id} not found")
+    if out.step is not None:  # a gallery sample is replaced when its step is evaluated again: not judged
+        raise Conflict(f"output {output_id} is a sample drawn at training step {out.step}; rate the job's "
+                       "final outputs")
     return out
 
 
@@ -174,7 +177,9 @@ def next_pair(
     prompt_of: dict[int, str | None] = {}
     groups: dict[str | None, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))  # prompt: job: outputs
     for output_id, job_id, prompt in session.execute(
-        select(Output.id, Output.job_id, Output.prompt).where(Output.job_id.in_(ids)).order_by(Output.id)
+        # Final outputs only: gallery samples drawn during training (a step) are not what the job produced.
+        select(Output.id, Output.job_id, Output.prompt).where(Output.job_id.in_(ids), Output.step.is_(None))
+        .order_by(Output.id)
     ):
         job_of[output_id], prompt_of[output_id] = job_id, prompt
         groups[prompt][job_id].append(output_id)

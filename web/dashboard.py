@@ -56,6 +56,8 @@ def job(job_id: int):
         own_scores = evaluation.own_scores(s, g.caller.token_id, job_id)
         artifacts = queries.job_artifacts(s, job_id)
         logs = queries.newest_job_logs(s, job_id, 50)
+        steps = queries.sample_steps(s, job_id)
+        gallery = queries.job_outputs(s, job_id, steps[-1]) if steps else []
     chart = {name: series[name] for name in queries.LOSS_SERIES if name in series}
     samples = [a for a in artifacts if a["kind"] == "sample"]
     return render_template(
@@ -66,9 +68,11 @@ def job(job_id: int):
         outputs=outputs,
         ratings=ratings,
         own_scores=own_scores,
-        artifacts=artifacts,
+        artifacts=[a for a in artifacts if a["kind"] != "gallery"],  # those are under "Samples by step"
         samples=samples,
         logs=logs,
+        gallery_steps=steps,
+        gallery=gallery,
     )
 
 

@@ -23,11 +23,10 @@ from genq.db import Artifact, Database, Dataset, Job, JobLog, Output, Worker, ut
 from genq.errors import GenqError
 from genq.worker.devices import detect_devices
 from genq.worker.heartbeat import Heartbeat
-from genq.worker.hooks import JobHooks, LeaseLost, hold
+from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, hold
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")
-MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
 
 _context: WorkerContext | None = None
 

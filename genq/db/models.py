@@ -129,7 +129,7 @@ class Artifact(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))  # checkpoint, sample, output
+    kind: Mapped[str] = mapped_column(String(32))  # checkpoint, sample (final), gallery (at a step), output
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(String(500))  # relative to the artifact store
     size_bytes: Mapped[int] = mapped_column(default=0)
@@ -139,7 +139,7 @@ class Artifact(Base):
 
 class Output(Base):
     __tablename__ = "outputs"
-    __table_args__ = (Index("ix_outputs_job_index", "job_id", "index"),)
+    __table_args__ = (Index("ix_outputs_job_index", "job_id", "index"), Index("ix_outputs_job_step", "job_id", "step"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -148,6 +148,7 @@ class Output(Base):
     kind: Mapped[str] = mapped_column(String(16))  # text, image, audio
     text: Mapped[str | None] = mapped_column(Text)
     artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
+    step: Mapped[int | None]  # the training step of a gallery sample; None for a job's final outputs
 
 
 class JobLog(Base):

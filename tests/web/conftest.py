@@ -152,10 +152,12 @@ def add_output(
     prompt: str | None = None,
     text: str | None = None,
     artifact_id: int | None = None,
+    step: int | None = None,
 ) -> int:
-    """Insert an output row; returns its id."""
+    """An output row (a final one, or with `step` a gallery sample drawn at that training step); its id."""
     with db.session() as s:
-        out = Output(job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id)
+        out = Output(job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id,
+                     step=step)
         s.add(out)
         s.flush()
         return out.id

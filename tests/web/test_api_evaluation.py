@@ -120,6 +120,18 @@ def test_next_pair_prefers_unjudged_pairs_and_never_pairs_a_job_with_itself(clie
     assert fresh["judged"] is False and fresh["unjudged"] == 8
 
 
+def test_gallery_samples_drawn_during_training_are_never_paired(client, auth, db):
+    x, y = text_jobs(db, ["p0"])
+    for job in (x, y):  # what each job drew at step 10 for the same prompt: not what it produced
+        add_output(db, job, 0, "text", prompt="p0", text="gallery", step=10)
+    pairs = judge(client, auth, [x, y], prefer("X"), 3)
+    assert all("gallery" not in (p["a"]["text"], p["b"]["text"]) for p in pairs)
+    assert {p["unjudged"] for p in pairs} == {1, 0}  # one final pair only
+    sample = client.get(f"/api/v1/jobs/{x}/samples", headers=auth).json["samples"][0]["id"]
+    refused = client.put(f"/api/v1/outputs/{sample}/rating", headers=auth, json={"score": 3})
+    assert refused.status_code == 409 and "training step 10" in refused.json["message"]
+
+
 def test_media_outputs_in_a_pair_come_by_url(client, auth, db, settings):
     jobs = []
     for color in (10, 200):

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from genq.db.models import Job, PreferenceVote, Rating
-from tests.web.conftest import add_job, add_metrics, count
+from tests.web.conftest import add_artifact, add_job, add_metrics, add_output, count, png, wav
 from tests.web.judging import text_jobs
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -179,4 +179,50 @@ def test_rating_and_blind_votes(page, server, db, token):
     # At phone width nothing scrolls sideways.
     page.set_viewport_size({"width": 375, "height": 800})
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert page.outside == [], f"requests left localhost: {page.outside}"
+
+
+def test_the_sample_slider_walks_through_the_steps(page, server, db, settings, token):
+    job_id = add_job(db, status="succeeded", step=30)
+    for step in (10, 20):
+        for i in range(2):
+            add_output(db, job_id, i, "text", text=f"sample {i} at step {step}", step=step)
+    grid = add_artifact(db, settings, job_id, "step-30-grid.png", png(size=16), "image/png", kind="gallery")
+    clip = add_artifact(db, settings, job_id, "step-30-clip-000.wav", wav(), "audio/wav", kind="gallery")
+    add_output(db, job_id, 0, "image", artifact_id=grid, step=30)
+    add_output(db, job_id, 1, "audio", prompt="A3", artifact_id=clip, step=30)
+    live = add_job(db, status="running", step=10)
+    add_output(db, live, 0, "text", text="early", step=10)
+
+    page.goto(f"{server}/login")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/")
+
+    page.goto(f"{server}/jobs/{job_id}")
+    label, shown = page.locator("#gallery-step"), page.locator("#gallery-samples")
+    expect(label).to_have_text("step 30")  # the last step first
+    expect(shown.locator("img")).to_have_count(1)
+    page.wait_for_function("document.querySelector('#gallery-samples img').naturalWidth > 0")
+    expect(shown.locator("audio[controls]")).to_have_count(1)
+
+    page.locator("#gallery-slider").fill("0")  # dragged to the first step
+    expect(label).to_have_text("step 10")
+    expect(shown.locator("pre")).to_have_text(["sample 0 at step 10", "sample 1 at step 10"])
+    expect(shown.locator("img")).to_have_count(0)
+    page.locator("#gallery-slider").press("ArrowRight")  # the keyboard moves one step
+    expect(label).to_have_text("step 20")
+    expect(shown.locator("pre")).to_have_text(["sample 0 at step 20", "sample 1 at step 20"])
+    page.keyboard.press("ArrowRight")
+    expect(label).to_have_text("step 30")
+    expect(shown.locator("img")).to_have_count(1)
+    expect(shown.locator("figcaption q")).to_have_text("A3")
+
+    # A running job's page adds the steps drawn after it was loaded; a slider at the last step follows them.
+    page.goto(f"{server}/jobs/{live}")
+    expect(label).to_have_text("step 10")
+    add_output(db, live, 0, "text", text="later", step=20)
+    expect(label).to_have_text("step 20", timeout=12_000)
+    expect(shown.locator("pre")).to_have_text(["later"])
+    assert page.locator("#gallery-slider").get_attribute("max") == "1"
     assert page.outside == [], f"requests left localhost: {page.outside}"

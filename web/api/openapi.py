@@ -15,6 +15,7 @@ from genq.db.models import JOB_STATUSES, WINNERS
 from genq.evaluation import RatingRequest, VoteRequest
 from genq.jobs.schemas import MAX_ID, GenerateJobRequest, JobOut, TrainJobRequest
 from genq.web.api import api_blueprint
+from genq.web.api.jobs import MAX_STEP
 
 bp = api_blueprint("api_openapi", public=True)
 REF = "#/components/schemas/{model}"
@@ -92,6 +93,19 @@ SCHEMAS: dict[str, Any] = {
             "text": _STR,
             "url": _STR,
             "media_type": {"type": ["string", "null"]},
+        },
+    },
+    "Samples": {
+        "type": "object",
+        "required": ["steps", "step", "samples"],
+        "properties": {
+            "steps": {
+                "type": "array",
+                "items": _INT,
+                "description": "the training steps with gallery samples, in order",
+            },
+            "step": {"type": ["integer", "null"], "description": "the step of `samples`: ?step=, else the last"},
+            "samples": {"type": "array", "items": {"$ref": REF.format(model="Output")}},
         },
     },
     "Artifact": {
@@ -300,6 +314,19 @@ def spec() -> dict[str, Any]:
         ),
         "/api/v1/jobs/{job_id}/outputs": _get(
             "Generated samples", _json(_wrapped("outputs", "Output")), job_id
+        ),
+        "/api/v1/jobs/{job_id}/samples": _get(
+            "Samples drawn after each evaluation of a training job, one step at a time",
+            _json(_ref("Samples")),
+            job_id
+            + [
+                _query(
+                    "step",
+                    {"type": "integer", "minimum": 0, "maximum": MAX_STEP},
+                    "a training step (default: the last with samples)",
+                )
+            ],
+            errors=(404, 422),
         ),
         "/api/v1/jobs/{job_id}/artifacts": _get(
             "Checkpoints, samples, output files", _json(_wrapped("artifacts", "Artifact")), job_id
