@@ -67,8 +67,9 @@ class ImageClassifier(nn.Module):
 def train_classifier(data: ImageSet, steps: int = 300, seed: int = 0, batch_size: int = 128) -> ImageClassifier:
     """Fit the evaluation CNN on labelled images (light noise and shift augmentation); random CNN if unlabelled."""
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = ImageClassifier(data.channels, len(data.classes))
+    with torch.random.fork_rng(devices=[]):  # seeds its weights without moving the caller's (a resumed job's) RNG
+        torch.manual_seed(seed)
+        model = ImageClassifier(data.channels, len(data.classes))
     if data.labels is None:
         return model.eval()  # fixed random features for FID
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
