@@ -78,6 +78,9 @@ def test_a_job_page_follows_its_job_live_without_reloading_or_polling(platform):
         expect(page.locator("#job-results .outputs figure").first).to_be_visible()
         assert "succeeded" in page.locator("#job-log").inner_text()
         assert page.locator("#job-step").inner_text() == "1200"
+        # The page opened before the first metric point: every point of the curve came as an event.
+        curve = page.locator('#loss-chart path.line[data-series="train/loss"]').get_attribute("d")
+        assert curve.count("L") >= 60, curve
 
         # The list learnt of the new job and followed it to the end through its own stream.
         row = listing.locator(f'tr[data-job-id="{job}"]')

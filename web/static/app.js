@@ -9,6 +9,7 @@
   var STALE = 40000;                 // the server pings every 15 s: this long without a word, the stream is dead
   var RETRY_FIRST = 5000, RETRY_MOST = 60000;  // waits before trying events again while polling
   var CHART_SERIES = ["train/loss", "val/loss"];  // what the job page's chart draws (queries.LOSS_SERIES)
+  var MAX_POINTS = 2000;             // per series kept for the chart while a job runs
 
   function finished(status) { return FINISHED.indexOf(status) >= 0; }
 
@@ -155,7 +156,12 @@
       shown = job.status;
     }
 
-    // The chart: window.genqChart.append(name, points) where the chart offers it, else a redraw of our copy.
+    // The chart: window.genqChart.append(name, points) where the chart offers it, else a redraw of our copy,
+    // which keeps every other point once it grows past MAX_POINTS (the first and the last stay).
+    function thin(points) {
+      if (points.length <= MAX_POINTS) return points;
+      return points.filter(function (_, i) { return i % 2 === 0 || i === points.length - 1; });
+    }
     function draw() {
       drawTimer = 0;
       if (svg && window.genqChart) window.genqChart.draw(svg, series);
@@ -164,7 +170,7 @@
       var chart = window.genqChart;
       Object.keys(m.series).forEach(function (name) {
         if (chart && typeof chart.append === "function") chart.append(name, m.series[name]);
-        else if (CHART_SERIES.indexOf(name) >= 0) series[name] = (series[name] || []).concat(m.series[name]);
+        else if (CHART_SERIES.indexOf(name) >= 0) series[name] = thin((series[name] || []).concat(m.series[name]));
       });
       if (!(chart && typeof chart.append === "function") && !drawTimer) drawTimer = setTimeout(draw, 500);
     }
