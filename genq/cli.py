@@ -131,9 +131,11 @@ def _streams_end_with_the_worker(worker) -> None:
     import signal
 
     graceful_stop = worker.handle_exit
+    state = getattr(worker.wsgi, "extensions", {}).get("genq")  # None when the app failed to load
 
     def handle(signum, frame):
-        worker.wsgi.extensions["genq"].relay.close()
+        if state is not None:
+            state.relay.close()
         graceful_stop(signum, frame)
     signal.signal(signal.SIGTERM, handle)
 

@@ -69,6 +69,7 @@ class Subscription:
                 log.debug("ignored a malformed event on %s", message.get("channel"))
 
     def close(self) -> None:
+        """Unsubscribe and free the slot (the generator's end and the response's close both call it)."""
         if not self._closed:
             self._closed = True
             self._pubsub.close()

@@ -147,3 +147,9 @@ def test_workers_send_celery_events_for_flower_when_asked(platform, redis_url):
     assert {"task-sent", "task-received", "task-started", "task-succeeded", "worker-heartbeat"} <= types, types
     sent = next(e for e in seen if e["type"] == "task-sent")
     assert sent["name"] == TASK_NAME
+
+
+def test_celery_events_are_off_unless_asked(monkeypatch):
+    monkeypatch.delenv("GENQ_CELERY_EVENTS", raising=False)
+    conf = make_celery("redis://127.0.0.1:1/0").conf
+    assert conf.worker_send_task_events is False and conf.task_send_sent_event is False
