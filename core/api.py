@@ -57,6 +57,9 @@ class Hooks:
     def checkpoint(self, step: int, path: Path) -> None:
         """A checkpoint for `step` was written (atomically) at `path`."""
 
+    def samples(self, step: int, samples: list[Sample]) -> None:
+        """The gallery drawn after the evaluation at `step` (files under workdir/samples/step-XXXXXXXX/)."""
+
     def stop_requested(self) -> str | None:
         """'cancel' or 'shutdown' when the job should checkpoint and stop; None to go on. Cheap to call."""
         return None

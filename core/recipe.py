@@ -2,11 +2,12 @@
 
 A model kind subclasses `Recipe` and supplies only what is its own: how it builds its networks and
 optimizers from the params and the data (or from the checkpoint being resumed), one optimisation step, one
-evaluation, the extra state its checkpoints carry (data position, tokenizer, class names), its final
-samples, and how it generates from a trained checkpoint. `fit` does the rest, the same way for all of
-them: validate the params, find the newest checkpoint, seed, build, restore weights/optimizers/RNG/extra
-state, run the loop (genq.core.train) with its evaluations and checkpoints, and finish with the samples
-unless the job was asked to stop.
+evaluation, the gallery of samples drawn after each evaluation, the extra state its checkpoints carry (data
+position, tokenizer, class names), its final samples, and how it generates from a trained checkpoint. `fit`
+does the rest, the same way for all of them: validate the params, find the newest checkpoint, seed, build,
+restore weights/optimizers/RNG/extra state, run the loop (genq.core.train) with its evaluations (each
+followed by the gallery, handed to hooks.samples) and checkpoints, and finish with the samples unless the
+job was asked to stop.
 
 A checkpoint holds the modules' weights (safetensors) and, in its state, "kind", "config", "params", "rng",
 each optimizer's state under its name in `optimizers`, and whatever `extra_state()` returns.
@@ -25,6 +26,8 @@ from genq.core import checkpoint, spec
 from genq.core import train as loop
 from genq.core.api import DataSource, Hooks, Sample, TrainResult
 from genq.core.train import LossDict
+
+GALLERY_SEED = 3  # added to the job's seed for the gallery's generators (evaluation and final samples use others)
 
 
 def size(*modules: nn.Module) -> str:
@@ -71,6 +74,12 @@ class Recipe:
         """Metrics at an evaluation step; `step == p["max_steps"]` is the final one."""
         return {}
 
+    def gallery(self, step: int, folder: Path) -> list[Sample]:
+        """A few samples after the evaluation at `step`, files written under `folder`. It runs at every
+        evaluation, so it must be cheap, and draw from generators of its own with a fixed seed: the same
+        latents at every step (so steps compare), and training's random streams untouched."""
+        return []
+
     def lr_schedule(self) -> Callable[[int], float] | None:
         """step -> learning rate for every optimizer, or None for a fixed one."""
         return None
@@ -88,6 +97,11 @@ class Recipe:
                  hooks: Hooks, device: str) -> list[Sample]:
         """num_samples samples per prompt from the model trained in `source_workdir`, written under `out_dir`."""
         raise NotImplementedError
+
+
+def gallery_folder(workdir: Path, step: int) -> Path:
+    """Where the gallery of `step` is written: workdir/samples/step-XXXXXXXX/."""
+    return workdir / "samples" / f"step-{step:08d}"
 
 
 def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
@@ -112,8 +126,15 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
                  **{name: opt.state_dict() for name, opt in r.optimizers.items()}, **r.extra_state()}
         return checkpoint.save(workdir, step, r.modules, state)
 
+    def evaluate(step: int) -> dict[str, float]:
+        metrics = r.evaluate(step)
+        drawn = r.gallery(step, gallery_folder(workdir, step))
+        if drawn:
+            hooks.samples(step, drawn)
+        return metrics
+
     result = loop.run(r.step, hooks, max_steps=p["max_steps"], start_step=start, save_fn=save,
-                      checkpoint_interval=p["checkpoint_interval"], eval_fn=r.evaluate,
+                      checkpoint_interval=p["checkpoint_interval"], eval_fn=evaluate,
                       eval_interval=p["eval_interval"], optimizers=list(r.optimizers.values()),
                       lr_schedule=r.lr_schedule(), items_per_step=r.items_per_step(),
                       throughput_metric=r.throughput_metric)

@@ -1,4 +1,4 @@
-"""The dashboard pages: job list, job page, submit, datasets, workers. Same service calls as the API."""
+"""The dashboard pages: job list, job page, submit, datasets, workers, blind rating. Same service calls as the API."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from typing import Any
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from genq import evaluation
 from genq.datasets import BUILTIN_DATASETS, dataset_to_dict
-from genq.db.models import JOB_STATUSES, Dataset, Job, Team
+from genq.db.models import JOB_STATUSES, Dataset, Job, Output, Team
 from genq.errors import GenqError, InvalidInput
 from genq.jobs.params import MODELS
 from genq.jobs.service import cancel_job, job_to_dict, latest_jobs, owned, parse_param_lines, submit_job
 from genq.web import queries, state
+from genq.web.api import query_job_ids
 from genq.web.api.datasets import store_request_file
+from genq.web.api.evaluation import pair_to_dict
 from genq.web.auth import current_principal, require_writer
 
 bp = Blueprint("dashboard", __name__)
@@ -49,8 +52,12 @@ def job(job_id: int):
         item = job_to_dict(s, owned(s, Job, job_id, g.caller.team_id, "job"))
         series = queries.metric_series(s, job_id, max_points=500)
         outputs = queries.job_outputs(s, job_id)
+        ratings = evaluation.rating_summary(s, job_id)
+        own_scores = evaluation.own_scores(s, g.caller.token_id, job_id)
         artifacts = queries.job_artifacts(s, job_id)
         logs = queries.newest_job_logs(s, job_id, 50)
+        steps = queries.sample_steps(s, job_id)
+        gallery = queries.job_outputs(s, job_id, steps[-1]) if steps else []
     chart = {name: series[name] for name in queries.LOSS_SERIES if name in series}
     samples = [a for a in artifacts if a["kind"] == "sample"]
     return render_template(
@@ -59,9 +66,13 @@ def job(job_id: int):
         chart=chart,
         evals=queries.latest_metrics(series),
         outputs=outputs,
-        artifacts=artifacts,
+        ratings=ratings,
+        own_scores=own_scores,
+        artifacts=[a for a in artifacts if a["kind"] != "gallery"],  # those are under "Samples by step"
         samples=samples,
         logs=logs,
+        gallery_steps=steps,
+        gallery=gallery,
     )
 
 
@@ -179,3 +190,22 @@ def workers():
     with state().db.session() as s:
         rows = queries.workers(s, g.caller.team_id)
     return render_template("workers.html", workers=rows)
+
+
+@bp.get("/rate")
+def rate():
+    """Blind A/B judging between the jobs of ?jobs=, with their leaderboard; without ?jobs=, a form to pick them."""
+    ids = query_job_ids()
+    with state().db.session() as s:
+        if ids is None:
+            with_outputs = select(Output.job_id).distinct()
+            candidates = s.scalars(
+                select(Job)
+                .where(Job.team_id == g.caller.team_id, Job.id.in_(with_outputs))
+                .order_by(Job.id.desc())
+                .limit(100)
+            ).all()
+            return render_template("rate.html", candidates=candidates, board=None)
+        board = evaluation.leaderboard(s, g.caller.team_id, ids)
+        pair = pair_to_dict(s, evaluation.next_pair(s, g.caller.token_id, g.caller.team_id, ids))
+    return render_template("rate.html", jobs=",".join(map(str, dict.fromkeys(ids))), board=board, pair=pair)

@@ -75,23 +75,38 @@ def job_artifacts(session: Session, job_id: int) -> list[dict[str, Any]]:
     return [artifact_to_dict(a) for a in rows]
 
 
-def job_outputs(session: Session, job_id: int) -> list[dict[str, Any]]:
-    """The job's outputs by index: text inline, images and audio by download URL."""
-    rows = session.execute(
-        select(Output, Artifact.media_type)
-        .outerjoin(Artifact, Output.artifact_id == Artifact.id)
-        .where(Output.job_id == job_id)
-        .order_by(Output.index, Output.id)
-    )
-    outputs = []
-    for out, media_type in rows:
-        item: dict[str, Any] = {"index": out.index, "prompt": out.prompt, "kind": out.kind}
-        if out.artifact_id is not None:
-            item.update(url=download_url(out.artifact_id), media_type=media_type)
-        if out.text is not None or out.artifact_id is None:
-            item["text"] = out.text or ""
-        outputs.append(item)
-    return outputs
+def output_to_dict(out: Output, media_type: str | None) -> dict[str, Any]:
+    """The JSON form of an output: text inline, images and audio by download URL."""
+    item: dict[str, Any] = {"id": out.id, "index": out.index, "prompt": out.prompt, "kind": out.kind}
+    if out.artifact_id is not None:
+        item.update(url=download_url(out.artifact_id), media_type=media_type)
+    if out.text is not None or out.artifact_id is None:
+        item["text"] = out.text or ""
+    return item
+
+
+def _outputs_with_media_type():
+    return select(Output, Artifact.media_type).outerjoin(Artifact, Output.artifact_id == Artifact.id)
+
+
+def job_outputs(session: Session, job_id: int, step: int | None = None) -> list[dict[str, Any]]:
+    """The job's final outputs (or, with `step`, the gallery drawn at that training step) by index."""
+    at_step = Output.step.is_(None) if step is None else Output.step == step
+    rows = session.execute(_outputs_with_media_type().where(Output.job_id == job_id, at_step)
+                           .order_by(Output.index, Output.id))
+    return [output_to_dict(out, media_type) for out, media_type in rows]
+
+
+def outputs_by_id(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{output id: its JSON form} for `ids` (the caller checked they are the team's)."""
+    rows = session.execute(_outputs_with_media_type().where(Output.id.in_(ids)))
+    return {out.id: output_to_dict(out, media_type) for out, media_type in rows}
+
+
+def sample_steps(session: Session, job_id: int) -> list[int]:
+    """The training steps that have gallery samples, in order."""
+    query = select(Output.step).where(Output.job_id == job_id, Output.step.is_not(None)).distinct()
+    return list(session.scalars(query.order_by(Output.step)))
 
 
 def job_logs(

@@ -11,15 +11,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from genq.core.api import Hooks
-from genq.db import Artifact, Database, Job, JobLog, Metric, utcnow
+from genq.core.api import Hooks, Sample
+from genq.db import Artifact, Database, Job, JobLog, Metric, Output, utcnow
 from genq.events import flush_events
 from genq.worker.retry import with_retry
 
 log = logging.getLogger("genq.worker")
+MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
 
 
 class LeaseLost(Exception):
@@ -87,6 +88,30 @@ class JobHooks(Hooks):
                 row.name, row.path = f"checkpoint-step-{step}.safetensors", relative
                 row.size_bytes, row.created_at = weights.stat().st_size, utcnow()
         with_retry(write, "recording a checkpoint")
+
+    def samples(self, step: int, samples: list[Sample]) -> None:
+        """Record the gallery of `step` as Output rows carrying the step, files as `gallery` artifacts. A job
+        resumed from a checkpoint before `step` draws it again: the new rows replace the old."""
+        def write():
+            with self.db.session() as s:
+                hold(s, self.job_id, self.worker_id)
+                at_step = (Output.job_id == self.job_id, Output.step == step)
+                stale = [a for a in s.scalars(select(Output.artifact_id).where(*at_step)) if a is not None]
+                s.execute(delete(Output).where(*at_step))
+                if stale:
+                    s.execute(delete(Artifact).where(Artifact.id.in_(stale)))
+                for index, sample in enumerate(samples):
+                    artifact = None
+                    if sample.path is not None:
+                        artifact = Artifact(job_id=self.job_id, kind="gallery", name=f"step-{step}-{sample.path.name}",
+                                            path=str(sample.path.relative_to(self.artifacts_root)),
+                                            size_bytes=sample.path.stat().st_size,
+                                            media_type=MEDIA_TYPES.get(sample.path.suffix, "application/octet-stream"))
+                        s.add(artifact)
+                        s.flush()
+                    s.add(Output(job_id=self.job_id, step=step, index=index, prompt=sample.prompt, kind=sample.kind,
+                                 text=sample.text, artifact_id=artifact and artifact.id))
+        with_retry(write, "recording samples")
 
     def stop_requested(self) -> str | None:
         return self._stop_reason()

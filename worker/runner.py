@@ -25,11 +25,10 @@ from genq.errors import GenqError
 from genq.events import Publisher
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
-from genq.worker.hooks import JobHooks, LeaseLost, hold
+from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, hold
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")
-MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
 
 _context: WorkerContext | None = None
 

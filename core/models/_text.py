@@ -18,10 +18,12 @@ from genq.core import sample as sampling
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.text import TextData, build_tokenizer, load_text, tokenizer_from_state
 from genq.core.eval.text import sample_metrics, val_loss
-from genq.core.recipe import Recipe
+from genq.core.recipe import GALLERY_SEED, Recipe
 from genq.core.spec import generate_params
 
 FINAL_SAMPLES = 3
+GALLERY_SAMPLES = 3
+GALLERY_TOKENS = 100  # new characters per gallery sample (a third as many word or bpe tokens, as in finish)
 GEN_BATCH = 64  # rows decoded at once when a prompt asks for many samples
 FINAL_EVAL_BLOCKS = 4096  # the final val/loss reads up to this many blocks: all of tinyshakespeare's 1742
 
@@ -88,6 +90,14 @@ class TextRecipe(Recipe):
             return _full_val_loss(self.net, self.ds, self.amp)
         with self.amp:
             return val_loss(self.net, self.ds.val_batches(self.p["eval_iters"]))
+
+    def gallery(self, step: int, folder: Path) -> list[Sample]:
+        """A few short unconditional texts, from the same seed at every step."""
+        gen = torch.Generator(device=self.device).manual_seed(self.p["seed"] + GALLERY_SEED)
+        max_new = GALLERY_TOKENS if self.p["tokenizer"] == "char" else GALLERY_TOKENS // 3
+        texts = _sample(self.net, self.tok, None, GALLERY_SAMPLES, gen, self.device, max_new_tokens=max_new,
+                        temperature=0.8, top_k=None, top_p=None)
+        return [Sample(kind="text", prompt=None, text=t) for t in texts]
 
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         gen = torch.Generator(device=self.device).manual_seed(self.p["seed"])

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 ROLES = ("admin", "member", "viewer")
+WINNERS = ("a", "b", "tie")  # a preference vote's outcome, relative to the stored (canonical) order
 
 
 def utcnow() -> datetime:
@@ -128,7 +129,7 @@ class Artifact(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))  # checkpoint, sample, output
+    kind: Mapped[str] = mapped_column(String(32))  # checkpoint, sample (final), gallery (at a step), output
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(String(500))  # relative to the artifact store
     size_bytes: Mapped[int] = mapped_column(default=0)
@@ -138,7 +139,7 @@ class Artifact(Base):
 
 class Output(Base):
     __tablename__ = "outputs"
-    __table_args__ = (Index("ix_outputs_job_index", "job_id", "index"),)
+    __table_args__ = (Index("ix_outputs_job_index", "job_id", "index"), Index("ix_outputs_job_step", "job_id", "step"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -147,6 +148,7 @@ class Output(Base):
     kind: Mapped[str] = mapped_column(String(16))  # text, image, audio
     text: Mapped[str | None] = mapped_column(Text)
     artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
+    step: Mapped[int | None]  # the training step of a gallery sample; None for a job's final outputs
 
 
 class JobLog(Base):
@@ -169,3 +171,57 @@ class Worker(Base):
     status: Mapped[str] = mapped_column(String(16), default="online")  # online, stopped
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Rating(Base):
+    """One rater's (token's) 1-5 score of one output; a second rating by the same token replaces the first."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("output_id", "token_id"),
+        CheckConstraint("score >= 1 AND score <= 5", name="score_range"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id", ondelete="CASCADE"))
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    score: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PreferenceVote(Base):
+    """One rater's verdict on two outputs of the same prompt: a_output_id < b_output_id, `winner` relative to
+    that order; one vote per rater and pair (a repeat replaces it)."""
+
+    __tablename__ = "preference_votes"
+    __table_args__ = (
+        UniqueConstraint("token_id", "a_output_id", "b_output_id"),
+        CheckConstraint("a_output_id < b_output_id", name="canonical_order"),
+        CheckConstraint("winner IN ('a', 'b', 'tie')", name="winner"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    a_output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id", ondelete="CASCADE"), index=True)
+    b_output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id", ondelete="CASCADE"), index=True)
+    winner: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ShownPair(Base):
+    """A pair of outputs GET /preferences/next served to a rater: only such pairs take votes, so nobody votes
+    on outputs they picked themselves (and so knew the jobs of)."""
+
+    __tablename__ = "shown_pairs"
+    __table_args__ = (
+        UniqueConstraint("token_id", "a_output_id", "b_output_id"),
+        CheckConstraint("a_output_id < b_output_id", name="canonical_order"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    a_output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id", ondelete="CASCADE"), index=True)
+    b_output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id", ondelete="CASCADE"), index=True)
+    shown_at: Mapped[datetime] = mapped_column(default=utcnow)

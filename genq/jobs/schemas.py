@@ -67,15 +67,20 @@ def parse_request(body: object) -> TrainJobRequest | GenerateJobRequest:
     try:
         return cls.model_validate(dict(body))
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "body"
-            problems.append(
-                f"unknown field '{key}'"
-                if err["type"] == "extra_forbidden"
-                else f"field '{key}': {err['msg'].removeprefix('Value error, ')}"
-            )
-        raise InvalidInput("invalid job: " + "; ".join(problems), details=problems) from None
+        raise refused(exc, "job") from None
+
+
+def refused(exc: ValidationError, what: str) -> InvalidInput:
+    """A pydantic ValidationError as InvalidInput ("invalid WHAT: field 'x': ...") naming every bad field."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "body"
+        problems.append(
+            f"unknown field '{key}'"
+            if err["type"] == "extra_forbidden"
+            else f"field '{key}': {err['msg'].removeprefix('Value error, ')}"
+        )
+    return InvalidInput(f"invalid {what}: " + "; ".join(problems), details=problems)
 
 
 Time = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]

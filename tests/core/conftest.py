@@ -37,6 +37,7 @@ class RecordingHooks(Hooks):
     def __init__(self, stop_at: int | None = None, reason: str = "cancel"):
         self.series: dict[str, list[tuple[int, float]]] = {}
         self.checkpoints: list[tuple[int, object]] = []
+        self.galleries: list[tuple[int, list]] = []  # (step, samples) of each hooks.samples call
         self.progress_calls: list[tuple[int, int]] = []
         self.lines: list[str] = []
         self.stop_at, self.reason, self.asked = stop_at, reason, 0
@@ -50,6 +51,9 @@ class RecordingHooks(Hooks):
 
     def checkpoint(self, step, path):
         self.checkpoints.append((step, path))
+
+    def samples(self, step, samples):
+        self.galleries.append((step, samples))
 
     def stop_requested(self):
         # the loop asks once per step, so the (stop_at + 1)-th question comes before step `stop_at` runs

@@ -152,11 +152,15 @@ def add_output(
     prompt: str | None = None,
     text: str | None = None,
     artifact_id: int | None = None,
-) -> None:
+    step: int | None = None,
+) -> int:
+    """An output row (a final one, or with `step` a gallery sample drawn at that training step); its id."""
     with db.session() as s:
-        s.add(
-            Output(job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id)
-        )
+        out = Output(job_id=job_id, index=index, kind=kind, prompt=prompt, text=text, artifact_id=artifact_id,
+                     step=step)
+        s.add(out)
+        s.flush()
+        return out.id
 
 
 def add_worker(db, worker_id: str, gpu: str, memory_gib: float, **fields: Any) -> None:

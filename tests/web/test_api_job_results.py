@@ -104,11 +104,11 @@ def test_outputs_artifacts_and_download(client, auth, db, settings):
     sound = add_artifact(db, settings, job_id, "out-1.wav", wav(), "audio/wav")
     add_output(db, job_id, 1, "audio", prompt="tone", artifact_id=sound)
     add_output(db, job_id, 0, "image", prompt="seven", artifact_id=art)
-    add_output(db, job_id, 2, "text", prompt="Once", text="Once upon a time")
+    text = add_output(db, job_id, 2, "text", prompt="Once", text="Once upon a time")
     outputs = client.get(f"/api/v1/jobs/{job_id}/outputs", headers=auth).json["outputs"]
     assert [o["index"] for o in outputs] == [0, 1, 2]
     assert outputs[0]["url"] == f"/api/v1/artifacts/{art}/download" and outputs[0]["prompt"] == "seven"
-    assert outputs[2] == {"index": 2, "prompt": "Once", "kind": "text", "text": "Once upon a time"}
+    assert outputs[2] == {"id": text, "index": 2, "prompt": "Once", "kind": "text", "text": "Once upon a time"}
     got = client.get(outputs[0]["url"], headers=auth)
     assert got.status_code == 200 and got.data == image and got.mimetype == "image/png"
     assert client.get(outputs[1]["url"], headers=auth).mimetype == "audio/wav"

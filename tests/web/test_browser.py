@@ -1,4 +1,5 @@
-"""A real browser against a real server: sign in, upload, submit, watch a job, read its chart and error."""
+"""A real browser against a real server: sign in, upload, submit, watch a job, read its chart and error; rate
+outputs and judge blind pairs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from genq.db.models import Job
-from tests.web.conftest import add_job, add_metrics
+from genq.db.models import Job, PreferenceVote, Rating
+from tests.web.conftest import add_artifact, add_job, add_metrics, add_output, count, png, wav
+from tests.web.judging import text_jobs
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
@@ -131,4 +134,95 @@ def test_dashboard_end_to_end(page, server, db, token, tmp_path):
     assert error.is_visible() and "loss became NaN at step 120" in error.inner_text()
     assert page.locator("#job-status").inner_text() == "failed"
 
+    assert page.outside == [], f"requests left localhost: {page.outside}"
+
+
+def test_rating_and_blind_votes(page, server, db, token):
+    x, y = text_jobs(db, [f"prompt {i}" for i in range(5)])
+    page.goto(f"{server}/login")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/")
+
+    # Rate an output on the job page by keyboard: focus its "4" and press Enter.
+    page.goto(f"{server}/jobs/{x}")
+    four = page.locator(".rate").first.locator('button[data-score="4"]')
+    four.focus()
+    page.keyboard.press("Enter")
+    expect(four).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#rating-mean")).to_have_text("4.00")
+    expect(page.locator("#rating-count")).to_have_text("1")
+    with db.session() as s:
+        assert s.scalars(select(Rating.score)).all() == [4]
+
+    # Five blind votes for X's outputs, by button and by key; each brings a new pair and a new leaderboard.
+    page.goto(f"{server}/rate?jobs={x},{y}")
+    ratings = page.locator("#leaderboard td.rating")
+    assert ratings.all_inner_texts() == ["1000", "1000"]
+    for i in range(5):
+        expect(page.locator('button[data-winner="tie"]')).to_be_enabled()  # the last vote is done
+        prompt = page.locator("#pair-prompt").inner_text()
+        side = "a" if page.locator("#side-a pre").inner_text().startswith("X:") else "b"
+        if i % 2:
+            page.keyboard.press(side)
+        else:
+            page.click(f'button[data-winner="{side}"]')
+        expect(page.locator("#board-votes")).to_have_text(str(i + 1))
+        if i < 4:  # unjudged pairs come first: a new prompt each time
+            expect(page.locator("#pair-prompt")).not_to_have_text(prompt)
+    expect(page.locator("#leaderboard tbody tr").first).to_have_attribute("data-job-id", str(x))
+    top, bottom = (int(t) for t in ratings.all_inner_texts())
+    assert top > 1150 and bottom < 850 and top + bottom == 2000
+    assert "5 / 0 / 0" in page.locator("#leaderboard tbody tr").first.inner_text()
+    assert count(db, PreferenceVote) == 5
+
+    # At phone width nothing scrolls sideways.
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert page.outside == [], f"requests left localhost: {page.outside}"
+
+
+def test_the_sample_slider_walks_through_the_steps(page, server, db, settings, token):
+    job_id = add_job(db, status="succeeded", step=30)
+    for step in (10, 20):
+        for i in range(2):
+            add_output(db, job_id, i, "text", text=f"sample {i} at step {step}", step=step)
+    grid = add_artifact(db, settings, job_id, "step-30-grid.png", png(size=16), "image/png", kind="gallery")
+    clip = add_artifact(db, settings, job_id, "step-30-clip-000.wav", wav(), "audio/wav", kind="gallery")
+    add_output(db, job_id, 0, "image", artifact_id=grid, step=30)
+    add_output(db, job_id, 1, "audio", prompt="A3", artifact_id=clip, step=30)
+    live = add_job(db, status="running", step=10)
+    add_output(db, live, 0, "text", text="early", step=10)
+
+    page.goto(f"{server}/login")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/")
+
+    page.goto(f"{server}/jobs/{job_id}")
+    label, shown = page.locator("#gallery-step"), page.locator("#gallery-samples")
+    expect(label).to_have_text("step 30")  # the last step first
+    expect(shown.locator("img")).to_have_count(1)
+    page.wait_for_function("document.querySelector('#gallery-samples img').naturalWidth > 0")
+    expect(shown.locator("audio[controls]")).to_have_count(1)
+
+    page.locator("#gallery-slider").fill("0")  # dragged to the first step
+    expect(label).to_have_text("step 10")
+    expect(shown.locator("pre")).to_have_text(["sample 0 at step 10", "sample 1 at step 10"])
+    expect(shown.locator("img")).to_have_count(0)
+    page.locator("#gallery-slider").press("ArrowRight")  # the keyboard moves one step
+    expect(label).to_have_text("step 20")
+    expect(shown.locator("pre")).to_have_text(["sample 0 at step 20", "sample 1 at step 20"])
+    page.keyboard.press("ArrowRight")
+    expect(label).to_have_text("step 30")
+    expect(shown.locator("img")).to_have_count(1)
+    expect(shown.locator("figcaption q")).to_have_text("A3")
+
+    # A running job's page adds the steps drawn after it was loaded; a slider at the last step follows them.
+    page.goto(f"{server}/jobs/{live}")
+    expect(label).to_have_text("step 10")
+    add_output(db, live, 0, "text", text="later", step=20)
+    expect(label).to_have_text("step 20", timeout=12_000)
+    expect(shown.locator("pre")).to_have_text(["later"])
+    assert page.locator("#gallery-slider").get_attribute("max") == "1"
     assert page.outside == [], f"requests left localhost: {page.outside}"

@@ -48,6 +48,7 @@ def seeded(app, db, settings, token):
     add_metrics(db, source, "train/loss", [2.0, 1.5, 1.0])
     art = add_artifact(db, settings, source, "s.png", png(), "image/png", kind="sample")
     add_output(db, source, 0, "image", prompt="seven", artifact_id=art)
+    add_output(db, source, 0, "text", text="a sample at step 10", step=10)
     add_job(db, status="running")
     return app
 

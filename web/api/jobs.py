@@ -12,6 +12,7 @@ from genq.web.api import api_blueprint, query_choice, query_int, read_json
 from genq.web.auth import require_writer
 
 bp = api_blueprint("api_jobs")
+MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the database
 
 
 @bp.post("/jobs")
@@ -77,6 +78,19 @@ def outputs(job_id: int):
     with state().db.session() as s:
         owned(s, Job, job_id, g.caller.team_id, "job")
         return jsonify({"outputs": queries.job_outputs(s, job_id)})
+
+
+@bp.get("/jobs/<id:job_id>/samples")
+def samples(job_id: int):
+    """{"steps", "step", "samples"}: the steps with gallery samples, and the samples of ?step= (default: the last)."""
+    step = query_int("step", None, 0, MAX_STEP)
+    with state().db.session() as s:
+        owned(s, Job, job_id, g.caller.team_id, "job")
+        steps = queries.sample_steps(s, job_id)
+        if step is None and steps:
+            step = steps[-1]
+        drawn = queries.job_outputs(s, job_id, step) if step is not None else []
+        return jsonify({"steps": steps, "step": step, "samples": drawn})
 
 
 @bp.get("/jobs/<id:job_id>/artifacts")

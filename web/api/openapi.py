@@ -11,9 +11,11 @@ from pydantic.json_schema import models_json_schema
 
 from genq import __version__
 from genq.datasets import KINDS
-from genq.db.models import JOB_STATUSES
+from genq.db.models import JOB_STATUSES, WINNERS
+from genq.evaluation import RatingRequest, VoteRequest
 from genq.jobs.schemas import MAX_ID, GenerateJobRequest, JobOut, TrainJobRequest
 from genq.web.api import api_blueprint
+from genq.web.api.jobs import MAX_STEP
 
 bp = api_blueprint("api_openapi", public=True)
 REF = "#/components/schemas/{model}"
@@ -22,6 +24,7 @@ _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _OBJ = {"type": "object"}
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -81,14 +84,28 @@ SCHEMAS: dict[str, Any] = {
     },
     "Output": {
         "type": "object",
-        "required": ["index", "prompt", "kind"],
+        "required": ["id", "index", "prompt", "kind"],
         "properties": {
+            "id": {**_INT, "description": "what ratings and preference votes name"},
             "index": _INT,
             "prompt": {"type": ["string", "null"]},
             "kind": _STR,
             "text": _STR,
             "url": _STR,
             "media_type": {"type": ["string", "null"]},
+        },
+    },
+    "Samples": {
+        "type": "object",
+        "required": ["steps", "step", "samples"],
+        "properties": {
+            "steps": {
+                "type": "array",
+                "items": _INT,
+                "description": "the training steps with gallery samples, in order",
+            },
+            "step": {"type": ["integer", "null"], "description": "the step of `samples`: ?step=, else the last"},
+            "samples": {"type": "array", "items": {"$ref": REF.format(model="Output")}},
         },
     },
     "Artifact": {
@@ -102,6 +119,61 @@ SCHEMAS: dict[str, Any] = {
             "media_type": _STR,
             "created_at": _TIME,
             "url": _STR,
+        },
+    },
+    "RatingSummary": {
+        "type": "object",
+        "required": ["count", "mean", "histogram"],
+        "properties": {
+            "count": _INT,
+            "mean": _NUMBER_OR_NULL,
+            "histogram": {"type": "array", "items": _INT, "minItems": 5, "maxItems": 5,
+                          "description": "how many 1s, 2s, 3s, 4s and 5s"},
+        },
+    },
+    "Rating": {
+        "type": "object",
+        "properties": {"output_id": _INT, "score": _INT, "replaced": {"type": "boolean"}},
+    },
+    "BlindPair": {
+        "type": "object",
+        "required": ["prompt", "a", "b", "judged", "unjudged"],
+        "properties": {
+            "prompt": {"type": ["string", "null"]},
+            "a": {"$ref": REF.format(model="BlindOutput")},
+            "b": {"$ref": REF.format(model="BlindOutput")},
+            "judged": {"type": "boolean", "description": "you voted on this pair before; a new vote replaces it"},
+            "unjudged": {**_INT, "description": "pairs of these jobs you have not voted on"},
+        },
+    },
+    "BlindOutput": {
+        "type": "object",
+        "required": ["id", "kind"],
+        "properties": {"id": _INT, "kind": _STR, "text": _STR, "url": _STR, "media_type": {"type": ["string", "null"]}},
+    },
+    "Vote": {
+        "type": "object",
+        "properties": {"a": _INT, "b": _INT, "winner": {"enum": list(WINNERS)}, "replaced": {"type": "boolean"}},
+    },
+    "Leaderboard": {
+        "type": "object",
+        "required": ["jobs", "votes", "agreement", "method"],
+        "properties": {
+            "jobs": {"type": "array", "items": {"type": "object", "properties": {
+                "job": _INT, "model": _STR, "type": _STR,
+                "rating": {"type": "number", "description": "Bradley-Terry, 1000 = the jobs' average"},
+                "interval": {"type": "array", "items": {"type": "number"}, "description": "95%"},
+                "votes": _INT, "wins": _INT, "losses": _INT, "ties": _INT,
+                "scores": {"type": "object", "properties": {"count": _INT, "mean": _NUMBER_OR_NULL}},
+            }}},
+            "votes": _INT,
+            "agreement": {"type": "object", "properties": {
+                "pairs": {**_INT, "description": "pairs judged by two raters or more"},
+                "rater_pairs": _INT,
+                "fraction": {**_NUMBER_OR_NULL, "description": "rater pairs that agree"},
+                "alpha": {**_NUMBER_OR_NULL, "description": "Krippendorff's alpha, nominal"},
+            }},
+            "method": _STR,
         },
     },
     "LogLine": {"type": "object", "properties": {"id": _INT, "time": _TIME, "message": _STR}},
@@ -196,11 +268,22 @@ def _get(summary: str, response: dict, params: list | None = None, errors: tuple
     }
 
 
+def _replacing(summary: str, request: str, answer: str, errors: tuple, params: list | None = None) -> dict:
+    """A PUT or POST of the caller's one rating or vote: 201 when new, 200 when it replaced the caller's last."""
+    return {
+        "summary": summary + " (the caller's earlier one is replaced)",
+        "parameters": params or [],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(request)}}},
+        "responses": {"200": _json(_ref(answer), "replaced"), "201": _json(_ref(answer), "new"), **_errors(*errors)},
+    }
+
+
 @cache
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
     requests = [(TrainJobRequest, "validation"), (GenerateJobRequest, "validation")]
-    refs, defs = models_json_schema([*requests, (JobOut, "serialization")], ref_template=REF)
+    judging = [(RatingRequest, "validation"), (VoteRequest, "validation")]
+    refs, defs = models_json_schema([*requests, *judging, (JobOut, "serialization")], ref_template=REF)
     schemas = {**SCHEMAS, **defs.get("$defs", {})}
     schemas["Job"] = schemas.pop("JobOut")
     schemas["JobRequest"] = {
@@ -214,6 +297,7 @@ def spec() -> dict[str, Any]:
         },
     }
     job_id = [_path_id("job_id")]
+    jobs = _query("jobs", {"type": "string", "pattern": r"^[0-9]{1,10}(,[0-9]{1,10})*$"}, "job ids: 3,5")
     paths = {
         "/api/v1/jobs": {
             "post": {
@@ -267,6 +351,19 @@ def spec() -> dict[str, Any]:
         "/api/v1/jobs/{job_id}/outputs": _get(
             "Generated samples", _json(_wrapped("outputs", "Output")), job_id
         ),
+        "/api/v1/jobs/{job_id}/samples": _get(
+            "Samples drawn after each evaluation of a training job, one step at a time",
+            _json(_ref("Samples")),
+            job_id
+            + [
+                _query(
+                    "step",
+                    {"type": "integer", "minimum": 0, "maximum": MAX_STEP},
+                    "a training step (default: the last with samples)",
+                )
+            ],
+            errors=(404, 422),
+        ),
         "/api/v1/jobs/{job_id}/artifacts": _get(
             "Checkpoints, samples, output files", _json(_wrapped("artifacts", "Artifact")), job_id
         ),
@@ -278,6 +375,33 @@ def spec() -> dict[str, Any]:
                 _query("after", {"type": "integer", "minimum": 0}, "only lines with a bigger id"),
                 _query("limit", {"type": "integer", "minimum": 1, "default": 1000}),
             ],
+            errors=(404, 422),
+        ),
+        "/api/v1/jobs/{job_id}/ratings": _get("Its outputs' 1-5 ratings", _json(_ref("RatingSummary")), job_id),
+        "/api/v1/outputs/{output_id}/rating": {
+            "put": _replacing(
+                "Rate an output 1-5", "RatingRequest", "Rating", (400, 404, 422), [_path_id("output_id")]
+            )
+        },
+        "/api/v1/preferences/next": _get(
+            "A blind pair: outputs of two of the jobs for the same prompt, in random order",
+            _json(_ref("BlindPair")),
+            [{**jobs, "required": True}],
+            errors=(404, 422),
+        ),
+        "/api/v1/preferences": {
+            "post": _replacing("Vote on a pair /preferences/next served", "VoteRequest", "Vote", (400, 404, 409, 422))
+        },
+        "/api/v1/leaderboard": _get(
+            "The jobs ranked by Bradley-Terry rating from the votes, with 95% intervals and agreement",
+            _json(_ref("Leaderboard")),
+            [{**jobs, "required": True}],
+            errors=(404, 422),
+        ),
+        "/api/v1/preferences/export": _get(
+            "The votes as a preference dataset: JSONL of {prompt, chosen, rejected}; ties skipped",
+            {"description": "JSON lines", "content": {"application/x-ndjson": {"schema": _STR}}},
+            [jobs],
             errors=(404, 422),
         ),
         "/api/v1/artifacts/{artifact_id}/download": _get(

@@ -28,13 +28,14 @@ from genq.core.eval.images import image_metrics
 from genq.core.models import _media
 from genq.core.models.dcgan.net import DCGANConfig, Discriminator, Generator, d_loss, g_loss
 from genq.core.models.dcgan.text_encoder import TextEncoder, TextEncoderConfig, train_text_encoder
-from genq.core.recipe import Recipe
+from genq.core.recipe import GALLERY_SEED, Recipe
 
 CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower these)
 TEXT_ENCODER_STEPS = 400
 EVAL_SAMPLES = 500
 PROMPT_CONFIDENCE = 0.5
 BATCH = 256  # images generated at once
+GALLERY_IMAGES = 32  # about this many in the grid drawn after each evaluation
 
 
 class DCGANRecipe(Recipe):
@@ -113,6 +114,17 @@ class DCGANRecipe(Recipe):
         metrics = image_metrics(self.clf, self.real_all[:2000], fake, self.ds.labels is not None, requested)
         self.G.train()
         return metrics
+
+    def gallery(self, step: int, folder: Path) -> list[Sample]:
+        """One grid from the same latents at every step; a conditional model's columns are its classes."""
+        n = self.n_classes
+        cols = n if 0 < n <= 16 else 8
+        count = cols * max(1, GALLERY_IMAGES // cols)
+        requested = torch.arange(count) % n if n else None
+        images = _draw(self.G, count, torch.Generator().manual_seed(self.p["seed"] + GALLERY_SEED), self.device,
+                       _onehot(requested, n))
+        self.G.train()
+        return [_media.grid_sample(images, None, folder / "grid.png", nrow=cols)]
 
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         return _final_samples(self.G, self.ds, self.n_classes, self.p["seed"], folder, self.device)

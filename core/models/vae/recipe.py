@@ -21,11 +21,12 @@ from genq.core.data.images import load_images
 from genq.core.eval.images import features_and_probs, frechet_distance
 from genq.core.models import _media
 from genq.core.models.vae.net import VAE, VAEConfig, loss_terms, vae_loss
-from genq.core.recipe import Recipe
+from genq.core.recipe import GALLERY_SEED, Recipe
 
 CLASSIFIER_STEPS = 300  # the evaluation CNN (tests lower this)
 EVAL_SAMPLES = 500
 BATCH = 256
+GALLERY_IMAGES = 32  # decoded from the prior after each evaluation
 
 class VAERecipe(Recipe):
     kind = "vae"
@@ -94,6 +95,13 @@ class VAERecipe(Recipe):
         out["eval/fid"] = frechet_distance(self.f_real, f_fake)
         net.train()
         return out
+
+    def gallery(self, step: int, folder: Path) -> list[Sample]:
+        """One grid decoded from the same prior latents at every step."""
+        images = _sample(self.net, GALLERY_IMAGES, torch.Generator().manual_seed(self.p["seed"] + GALLERY_SEED),
+                         self.device)
+        self.net.train()
+        return [_media.grid_sample(images, None, folder / "grid.png")]
 
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         samples = _sample(self.net, 64, torch.Generator().manual_seed(self.p["seed"] + 2), self.device)

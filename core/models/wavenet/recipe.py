@@ -27,6 +27,7 @@ from genq.core.recipe import Recipe
 
 EVAL_CLIPS = 8  # one-second clips generated per evaluation
 EVAL_SECONDS = 1.0
+GALLERY_CLIPS = 2  # of the evaluation's clips, kept after each evaluation
 VAL_FRACTION = 0.1
 
 
@@ -53,6 +54,7 @@ class WaveNetRecipe(Recipe):
         self.optimizers = {"optimizer": torch.optim.Adam(self.net.parameters(), lr=p["lr"])}
         self.rng = np.random.default_rng(p["seed"])
         self.pitches = reference_pitches(audio)
+        self.eval_clips: tuple[int, list[np.ndarray], list[str | None]] | None = None  # (step, clips, prompts)
 
     def describe(self) -> str:
         audio, rate = self.audio, self.audio.sample_rate
@@ -82,11 +84,28 @@ class WaveNetRecipe(Recipe):
 
     def evaluate(self, step: int) -> dict[str, float]:
         out = {"val/loss": _val_loss(self.net, self.val, self.n_classes, self.device)}
-        clips, _ = _generate(self.net, EVAL_CLIPS, EVAL_SECONDS, None,
-                             torch.Generator().manual_seed(self.p["seed"] + 1), self.audio.classes, self.hooks)
+        clips, _ = self._evaluation_clips(step)
         out.update(audio_metrics(clips, self.audio, self.pitches))
         self.net.train()
         return out
+
+    def gallery(self, step: int, folder: Path) -> list[Sample]:
+        """The first clips the evaluation generated at this step (from the same seed at every step): generation
+        is autoregressive, and drawing clips of its own would nearly double the evaluation's time."""
+        clips, prompts = self._evaluation_clips(step)
+        self.net.train()
+        rate = self.audio.sample_rate
+        return [Sample(kind="audio", prompt=prompt, path=write_wav(folder / f"clip-{j:03d}.wav", clip, rate))
+                for j, (clip, prompt) in enumerate(zip(clips[:GALLERY_CLIPS], prompts))]
+
+    def _evaluation_clips(self, step: int) -> tuple[list[np.ndarray], list[str | None]]:
+        """The evaluation's clips at `step`, generated once for its metrics and the gallery."""
+        if self.eval_clips is None or self.eval_clips[0] != step:
+            clips, prompts = _generate(self.net, EVAL_CLIPS, EVAL_SECONDS, None,
+                                       torch.Generator().manual_seed(self.p["seed"] + 1), self.audio.classes,
+                                       self.hooks)
+            self.eval_clips = (step, clips, prompts)
+        return self.eval_clips[1], self.eval_clips[2]
 
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         clips, prompts = _generate(self.net, EVAL_CLIPS, EVAL_SECONDS, None,
