@@ -112,6 +112,8 @@ class JobHooks(Hooks):
                     s.add(Output(job_id=self.job_id, step=step, index=index, prompt=sample.prompt, kind=sample.kind,
                                  text=sample.text, artifact_id=artifact and artifact.id))
         with_retry(write, "recording samples")
+        if self._publish is not None:
+            self._publish([("outputs", {"count": len(samples), "step": step})])
 
     def stop_requested(self) -> str | None:
         return self._stop_reason()

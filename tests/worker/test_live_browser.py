@@ -75,7 +75,10 @@ def test_a_job_page_follows_its_job_live_without_reloading_or_polling(platform):
         polled = [url for _, url in after if urlsplit(url).path == f"/api/v1/jobs/{job}"]
         assert polled == [], f"the page polled the job: {polled}"
         # What the worker recorded at the end is on the page too, swapped in without a reload.
-        expect(page.locator("#job-results .outputs figure").first).to_be_visible()
+        first = page.locator("#outputs figure").first
+        expect(first).to_be_visible()
+        first.locator("button[data-score='4']").click()  # rating.js binds the buttons that came in live
+        expect(first.locator(".rate-status")).to_have_text("rated 4")
         assert "succeeded" in page.locator("#job-log").inner_text()
         assert page.locator("#job-step").inner_text() == "1200"
         # The page opened before the first metric point: every point of the curve came as an event.

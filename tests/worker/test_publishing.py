@@ -76,6 +76,23 @@ def test_a_flush_publishes_after_its_commit_and_a_lost_lease_publishes_nothing(d
     assert len(published) == 1
 
 
+def test_a_gallery_publishes_its_outputs_once_they_are_rows(db, tmp_path):
+    from genq.core.api import Sample
+    from genq.db import Output
+
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="me")
+    published: list[list] = []
+
+    def publish(events):
+        with db.session() as s:
+            assert len(s.scalars(select(Output).where(Output.job_id == job_id, Output.step == 100)).all()) == 2
+        published.append(events)
+
+    hooks = JobHooks(db, job_id, "me", tmp_path, stop_reason=lambda: None, publish=publish)
+    hooks.samples(100, [Sample(kind="text", text="a"), Sample(kind="text", text="b")])
+    assert published == [[("outputs", {"count": 2, "step": 100})]]
+
+
 def test_the_worker_publishes_the_end_with_its_outputs(db, settings, redis_url, listen):
     from genq.core.api import Sample
     from genq.worker.runner import WorkerContext

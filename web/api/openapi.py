@@ -228,7 +228,8 @@ EVENTS = """A text/event-stream. Each event is `event: NAME` and `data: JSON`:
 - `progress`: `{"progress": 0..1, "step": N}`;
 - `metrics`: new points, `{"series": {"train/loss": [[step, value], ...], ...}}` (a diverged value is null);
 - `log`: new log lines, `{"lines": [{"id", "time", "message"}]}`;
-- `outputs`: outputs were recorded, `{"count": N}` (read them at /api/v1/jobs/{id}/outputs);
+- `outputs`: outputs were recorded, `{"count": N}` at the end (read them at /api/v1/jobs/{id}/outputs), or
+  a training job's samples at an evaluation, `{"count": N, "step": S}` (at /api/v1/jobs/{id}/samples);
 - `ping`: a keep-alive (with a comment line) every 15 s.
 
 The stream ends after the job has finished (after its last status event), or after a maximum lifetime

@@ -151,7 +151,7 @@
       if (err) { err.hidden = !job.error; err.textContent = job.error || ""; }
       if (finished(job.status)) {
         if (stop) stop();
-        if (!finished(shown)) refreshSoon();  // outputs, samples, artifacts, the generate button
+        if (!finished(shown)) refreshSoon();  // final evaluation, outputs, samples, artifacts, the buttons
       }
       shown = job.status;
     }
@@ -192,9 +192,9 @@
       while (log.children.length > 200) log.removeChild(log.firstChild);
     }
 
-    // What ends up on the page server-side (outputs, samples, artifacts): the same page fetched again, and
-    // each [data-refresh] element of it put in place of ours. Listeners bound to the old nodes are gone:
-    // bind by delegation, or on the "genq:refreshed" event.
+    // What the page shows from rows the worker adds (evaluation, outputs, samples, artifacts): the same page
+    // fetched again, each [data-refresh] element of it put in place of ours (at an outputs event, and once
+    // the job has finished). Listeners bound to the old nodes are gone: bind again on "genq:refreshed".
     function refresh() {
       refreshTimer = 0;
       fetch(location.pathname, { credentials: "same-origin", headers: { Accept: "text/html" } })
