@@ -156,23 +156,25 @@
       shown = job.status;
     }
 
-    // The chart: window.genqChart.append(name, points) where the chart offers it, else a redraw of our copy,
-    // which keeps every other point once it grows past MAX_POINTS (the first and the last stay).
+    // The chart (web/static/chart.js), through what it offers: append(name, points) takes the new points; else
+    // refresh() makes it fetch what it draws (at most every 2 s); else we keep a copy of the loss series and
+    // draw(svg, series) it, keeping every other point once it grows past MAX_POINTS (first and last stay).
+    function offers(name) { return window.genqChart && typeof window.genqChart[name] === "function"; }
     function thin(points) {
       if (points.length <= MAX_POINTS) return points;
       return points.filter(function (_, i) { return i % 2 === 0 || i === points.length - 1; });
     }
-    function draw() {
+    function redraw() {
       drawTimer = 0;
-      if (svg && window.genqChart) window.genqChart.draw(svg, series);
+      if (offers("refresh")) window.genqChart.refresh();
+      else if (svg && offers("draw")) window.genqChart.draw(svg, series);
     }
     function metrics(m) {
-      var chart = window.genqChart;
       Object.keys(m.series).forEach(function (name) {
-        if (chart && typeof chart.append === "function") chart.append(name, m.series[name]);
+        if (offers("append")) window.genqChart.append(name, m.series[name]);
         else if (CHART_SERIES.indexOf(name) >= 0) series[name] = thin((series[name] || []).concat(m.series[name]));
       });
-      if (!(chart && typeof chart.append === "function") && !drawTimer) drawTimer = setTimeout(draw, 500);
+      if (!offers("append") && !drawTimer) drawTimer = setTimeout(redraw, offers("refresh") ? 2000 : 500);
     }
 
     function lines(answer) {
@@ -212,9 +214,10 @@
 
     // What a stream that just (re)connected, or a polling round, may have missed: metric points and log lines.
     function resync() {
-      if (svg && window.genqChart) {
+      if (offers("refresh")) window.genqChart.refresh();
+      else if (svg && offers("draw")) {
         getJSON("/api/v1/jobs/" + id + "/metrics?max_points=500&name=" + CHART_SERIES.join("&name="))
-          .then(function (m) { series = m.series; draw(); }).catch(function () {});
+          .then(function (m) { series = m.series; redraw(); }).catch(function () {});
       }
       if (log) getJSON("/api/v1/jobs/" + id + "/logs?after=" + lastLog).then(lines).catch(function () {});
     }
