@@ -92,14 +92,20 @@ def _admin_token(settings: Settings) -> str:
 
 @main.command()
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
-@click.option("--threads", default=4, show_default=True, help="threads per worker process")
+@click.option("--threads", default=16, show_default=True,
+              help="threads per worker process (live event streams take at most half of them)")
 def web(workers: int, threads: int) -> None:
     """Serve the dashboard and the HTTP API (gunicorn)."""
+    import dataclasses
+
     from gunicorn.app.base import BaseApplication
 
     from genq.web import create_app
 
     settings = Settings.from_env()
+    # An open event stream holds a thread until it ends: half the threads always serve ordinary requests.
+    streams = min(settings.max_event_streams, threads // 2)
+    settings = dataclasses.replace(settings, max_event_streams=streams)
 
     class Server(BaseApplication):
         def load_config(self):
@@ -111,11 +117,27 @@ def web(workers: int, threads: int) -> None:
             self.cfg.set("timeout", 120)
             if "control_socket_disable" in self.cfg.settings:  # gunicorn 24+: one shared socket path per user
                 self.cfg.set("control_socket_disable", True)
+            self.cfg.set("post_worker_init", _streams_end_with_the_worker)
 
         def load(self):
-            return create_app()
+            return create_app({"SETTINGS": settings})
 
     Server().run()
+
+
+def _streams_end_with_the_worker(worker) -> None:
+    """gunicorn's post_worker_init: on SIGTERM the worker's event streams end too, so a graceful stop is not held
+    up by open dashboards until its graceful timeout."""
+    import signal
+
+    graceful_stop = worker.handle_exit
+    state = getattr(worker.wsgi, "extensions", {}).get("genq")  # None when the app failed to load
+
+    def handle(signum, frame):
+        if state is not None:
+            state.relay.close()
+        graceful_stop(signum, frame)
+    signal.signal(signal.SIGTERM, handle)
 
 
 @main.command()

@@ -26,6 +26,12 @@ class Settings:
     lease_seconds: float = 30.0  # a running job's lease; heartbeats renew it every lease/3
     dispatch_timeout_seconds: float = 60.0  # a dispatched but unclaimed job is re-sent after this
     max_attempts: int = 3
+    # Live events: a server-sent event stream holds one web server thread, so a process serves at most this
+    # many at once (`genq web` also keeps it to half its threads); each ends after event_stream_seconds (the
+    # browser reconnects) and sends a keep-alive every event_keepalive_seconds.
+    max_event_streams: int = 8
+    event_stream_seconds: float = 300.0
+    event_keepalive_seconds: float = 15.0
     secret_key: str = field(default="", repr=False)
 
     @classmethod
@@ -43,6 +49,9 @@ class Settings:
             lease_seconds=float(_env("GENQ_LEASE_SECONDS", "30")),
             dispatch_timeout_seconds=float(_env("GENQ_DISPATCH_TIMEOUT_SECONDS", "60")),
             max_attempts=int(_env("GENQ_MAX_ATTEMPTS", "3")),
+            max_event_streams=int(_env("GENQ_MAX_EVENT_STREAMS", "8")),
+            event_stream_seconds=float(_env("GENQ_EVENT_STREAM_SECONDS", "300")),
+            event_keepalive_seconds=float(_env("GENQ_EVENT_KEEPALIVE_SECONDS", "15")),
             secret_key=_env("GENQ_SECRET_KEY", ""),
         )
 

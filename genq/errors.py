@@ -58,6 +58,16 @@ class TooLarge(GenqError):
     code, status = "too_large", 413
 
 
+class Unavailable(GenqError):
+    """The server cannot take this request now; `retry_after` seconds later it may."""
+
+    code, status = "unavailable", 503
+
+    def __init__(self, message: str, *, retry_after: int = 15):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class JobError(GenqError):
     """A job cannot run as submitted (bad data for the model, say): fail it at once, do not retry."""
 

@@ -15,6 +15,7 @@ from werkzeug.routing import BaseConverter, ValidationError
 
 from genq.config import Settings
 from genq.db import Database
+from genq.events import Publisher
 from genq.jobs.schemas import MAX_ID
 
 csrf = CSRFProtect()
@@ -23,11 +24,14 @@ UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 @dataclass
 class State:
-    """What one app holds: its settings, its database and its Prometheus registry."""
+    """What one app holds: its settings, its database, its Prometheus registry, and its live events (what it
+    publishes, and the streams it relays)."""
 
     settings: Settings
     db: Database
     telemetry: Any
+    events: Publisher
+    relay: Any
 
 
 def state() -> State:
@@ -74,7 +78,8 @@ def secret_key(settings: Settings) -> str:
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config may hold "SETTINGS" (else Settings.from_env()) and any Flask config keys."""
     from genq.web import auth, dashboard, errors, monitoring
-    from genq.web.api import artifacts, datasets, evaluation, jobs, openapi, workers
+    from genq.web.api import artifacts, datasets, evaluation, events, jobs, openapi, workers
+    from genq.web.streams import Relay
 
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
@@ -94,7 +99,10 @@ def create_app(config: dict | None = None) -> Flask:
     database = Database(settings.database_url)
     if app.config.get("MIGRATE"):
         database.upgrade()
-    app.extensions["genq"] = State(settings, database, monitoring.Telemetry(database))
+    relay = Relay(settings.redis_url, settings.max_event_streams, settings.event_stream_seconds,
+                  settings.event_keepalive_seconds)
+    app.extensions["genq"] = State(settings, database, monitoring.Telemetry(database, relay),
+                                   Publisher(settings.redis_url), relay)
     app.url_map.converters["id"] = IdConverter
     csrf.init_app(app)
     errors.register(app)
@@ -121,6 +129,6 @@ def create_app(config: dict | None = None) -> Flask:
         state().telemetry.count(request, response)
         return response
 
-    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, openapi):
+    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, events, openapi):
         app.register_blueprint(module.bp)
     return app

@@ -82,12 +82,9 @@ def cancel(job_id: int):
     try:
         caller = require_writer("cancel jobs")
         with state().db.session() as s:
-            job = cancel_job(s, owned(s, Job, job_id, caller.team_id, "job"))
-            flash(
-                "Cancelled."
-                if job.status == "cancelled"
-                else "Cancel requested: the job stops at its next checkpoint."
-            )
+            status = cancel_job(s, owned(s, Job, job_id, caller.team_id, "job")).status
+        state().events.status(job_id, caller.team_id, status)
+        flash("Cancelled." if status == "cancelled" else "Cancel requested: the job stops at its next checkpoint.")
     except GenqError as exc:
         flash(exc.message, "error")
     return redirect(url_for("dashboard.job", job_id=job_id))
@@ -140,8 +137,8 @@ def submit():
             caller = require_writer("submit jobs")
             body = _form_body(request.form)
             with state().db.session() as s:
-                job = submit_job(s, state().settings, s.get(Team, caller.team_id), body)
-                job_id = job.id
+                job_id = submit_job(s, state().settings, s.get(Team, caller.team_id), body).id
+            state().events.status(job_id, caller.team_id, "queued")
             flash(f"Job {job_id} queued.")
             return redirect(url_for("dashboard.job", job_id=job_id))
         except GenqError as exc:

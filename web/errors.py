@@ -7,7 +7,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from genq.errors import GenqError
+from genq.errors import GenqError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ CODES = {
     422: "invalid_input",
     429: "too_many_requests",
     500: "internal_error",
+    503: "unavailable",
 }
 
 
@@ -52,7 +53,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(GenqError)
     def _genq(exc: GenqError):
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response, status, headers = error_response(exc.status, exc.code, exc.message, exc.details)
+        if isinstance(exc, Unavailable):
+            headers["Retry-After"] = str(exc.retry_after)
+        return response, status, headers
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -13,6 +13,11 @@ from celery import Celery
 TASK_NAME = "genq.run_job"
 
 
+def celery_events() -> bool:
+    """GENQ_CELERY_EVENTS=1: workers send Celery task events and event heartbeats, so Flower can watch them."""
+    return os.environ.get("GENQ_CELERY_EVENTS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def queue_name(pool: str) -> str:
     """The Redis queue a pool's workers consume."""
     return f"gpu.{pool}"
@@ -30,7 +35,8 @@ def make_celery(broker_url: str | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         worker_disable_prefetch=True,  # a busy worker takes no message it cannot start now
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=celery_events(),
+        task_send_sent_event=celery_events(),  # the scheduler's sends show up in Flower too
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # survive Redis restarts: keep reconnecting
         # Irrelevant to correctness (messages are acked on receipt); settable so tests can shrink it.

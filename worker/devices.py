@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
+
+log = logging.getLogger("genq.worker")
 
 
 def detect_devices() -> list[dict]:
@@ -15,8 +19,9 @@ def detect_devices() -> list[dict]:
 
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
+            uuid = getattr(props, "uuid", None)  # what NVML knows the device by (CUDA and NVML number GPUs apart)
             return [{"kind": "cuda", "name": props.name, "memory_bytes": int(props.total_memory),
-                     "visible_id": os.environ["CUDA_VISIBLE_DEVICES"]}]
+                     "visible_id": os.environ["CUDA_VISIBLE_DEVICES"], "uuid": f"GPU-{uuid}" if uuid else None}]
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return [{"kind": "cpu", "name": platform.processor() or platform.machine(), "memory_bytes": int(memory),
              "cores": os.cpu_count() or 1}]
@@ -32,3 +37,27 @@ def gpu_ids() -> list[str]:
     except (subprocess.SubprocessError, OSError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def device_usage(devices: list[dict]) -> Callable[[], list[dict]] | None:
+    """A function giving `devices` with their current utilisation (0..1) and memory in use, read through NVML;
+    None without a CUDA device or without NVML: a CPU worker reports nothing rather than a made-up number."""
+    uuids = [d.get("uuid") for d in devices if d["kind"] == "cuda"]
+    if not uuids or None in uuids:
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handles = [pynvml.nvmlDeviceGetHandleByUUID(uuid) for uuid in uuids]
+    except Exception as exc:  # noqa: BLE001 - no driver library, an old driver: utilisation is optional
+        log.info("no GPU utilisation in heartbeats: NVML is not available (%s)", exc)
+        return None
+
+    def sample() -> list[dict]:
+        out = []
+        for device, handle in zip(devices, handles):
+            rates, memory = pynvml.nvmlDeviceGetUtilizationRates(handle), pynvml.nvmlDeviceGetMemoryInfo(handle)
+            out.append({**device, "utilization": rates.gpu / 100, "memory_used_bytes": int(memory.used)})
+        return out
+    return sample

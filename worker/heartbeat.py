@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -17,9 +18,11 @@ log = logging.getLogger("genq.worker")
 class Heartbeat(threading.Thread):
     """Renews this worker's row and its job's lease; notices cancel requests and lost leases."""
 
-    def __init__(self, db: Database, worker_id: str, lease_seconds: float):
+    def __init__(self, db: Database, worker_id: str, lease_seconds: float,
+                 usage: Callable[[], list[dict]] | None = None):
         super().__init__(name="genq-heartbeat", daemon=True)
         self.db, self.worker_id, self.lease = db, worker_id, lease_seconds
+        self.usage = usage  # the devices with their utilisation now (GPU workers with NVML), for /metrics
         self.interval = min(2.0, lease_seconds / 3)
         self.job_id: int | None = None
         self.cancel = threading.Event()
@@ -43,8 +46,14 @@ class Heartbeat(threading.Thread):
         now = utcnow()
         with self._lock:
             job_id, watching = self.job_id, self._watching
+        worker = {"last_heartbeat": now, "status": "online"}
+        if self.usage is not None:
+            try:
+                worker["devices"] = self.usage()
+            except Exception as exc:  # noqa: BLE001 - a failed reading must not stop the lease renewal
+                log.debug("reading device utilisation failed: %s", exc)
         with self.db.session() as s:
-            s.execute(update(Worker).where(Worker.id == self.worker_id).values(last_heartbeat=now, status="online"))
+            s.execute(update(Worker).where(Worker.id == self.worker_id).values(**worker))
             if job_id is None:
                 return
             renewed = s.execute(fenced(job_id, self.worker_id)

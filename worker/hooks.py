@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from genq.core.api import Hooks, Sample
 from genq.db import Artifact, Database, Job, JobLog, Metric, Output, utcnow
+from genq.events import flush_events
 from genq.worker.retry import with_retry
 
 log = logging.getLogger("genq.worker")
@@ -42,8 +44,9 @@ class JobHooks(Hooks):
     """core.api.Hooks writing to the database, at most about once a second (and at every checkpoint)."""
 
     def __init__(self, db: Database, job_id: int, worker_id: str, artifacts_root: Path,
-                 stop_reason, flush_every: float = 1.0):
+                 stop_reason, flush_every: float = 1.0, publish: Callable[[list], None] | None = None):
         self.db, self.job_id, self.worker_id = db, job_id, worker_id
+        self._publish = publish  # live events [(name, data)] for this job, sent after each committed flush
         self.artifacts_root = artifacts_root
         self._stop_reason = stop_reason  # () -> 'cancel' | 'shutdown' | None, from the worker's heartbeat
         self.flush_every = flush_every
@@ -109,6 +112,8 @@ class JobHooks(Hooks):
                     s.add(Output(job_id=self.job_id, step=step, index=index, prompt=sample.prompt, kind=sample.kind,
                                  text=sample.text, artifact_id=artifact and artifact.id))
         with_retry(write, "recording samples")
+        if self._publish is not None:
+            self._publish([("outputs", {"count": len(samples), "step": step})])
 
     def stop_requested(self) -> str | None:
         return self._stop_reason()
@@ -132,5 +137,7 @@ class JobHooks(Hooks):
                 if logs:
                     s.execute(insert(JobLog), logs)
         with_retry(write, "recording metrics")
+        if self._publish is not None:
+            self._publish(flush_events(metrics, logs, values))
         self._metrics, self._logs = [], []
         self._last_flush = time.monotonic()

@@ -12,6 +12,7 @@ import secrets
 import socket
 import traceback
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import func, update
@@ -21,7 +22,8 @@ from genq.config import Settings
 from genq.core import api as core
 from genq.db import Artifact, Database, Dataset, Job, JobLog, Output, Worker, utcnow
 from genq.errors import GenqError
-from genq.worker.devices import detect_devices
+from genq.events import Publisher
+from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, hold
 from genq.worker.retry import TRANSIENT, with_retry
@@ -46,7 +48,8 @@ class WorkerContext:
         self.db = Database(settings.database_url)
         self.devices = detect_devices()
         self.device = "cuda" if self.devices[0]["kind"] == "cuda" else "cpu"
-        self.heartbeat = Heartbeat(self.db, self.id, settings.lease_seconds)
+        self.heartbeat = Heartbeat(self.db, self.id, settings.lease_seconds, usage=device_usage(self.devices))
+        self.events = Publisher(settings.redis_url)
         self.shutting_down = False
 
     # -- worker lifecycle -------------------------------------------------------------------------------------
@@ -108,8 +111,10 @@ class WorkerContext:
         if job is None:
             log.info("job %s: already claimed, finished or cancelled; message dropped", job_id)
             return
+        self.events.status(job.id, job.team_id, "running")
         self.heartbeat.watch(job.id)
-        hooks = JobHooks(self.db, job.id, self.id, self.settings.artifacts, self.stop_reason)
+        hooks = JobHooks(self.db, job.id, self.id, self.settings.artifacts, self.stop_reason,
+                         publish=partial(self.events.publish, job.id, job.team_id))
         try:
             stopped, samples = self._execute(job, hooks)
             hooks.flush()
@@ -124,7 +129,7 @@ class WorkerContext:
             message = str(exc) if isinstance(exc, (core.DataError, GenqError, ValueError)) \
                 else f"{type(exc).__name__}: {exc}"
             log.error("job %s failed: %s", job_id, traceback.format_exc())
-            self._end(job.id, "failed", error=message or type(exc).__name__,
+            self._end(job, "failed", error=message or type(exc).__name__,
                       log_line=f"failed: {traceback.format_exc(limit=5)}")
         finally:
             self.heartbeat.watch(None)
@@ -162,9 +167,10 @@ class WorkerContext:
                     hold(s, job.id, self.id, status="queued", worker_id=None, dispatched_at=None, lease_expires_at=None)
                     s.add(JobLog(job_id=job.id, message="worker shutting down: checkpointed and re-queued"))
             with_retry(requeue, "re-queueing a job")
+            self.events.status(job.id, job.team_id, "queued")
             return
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
-        self._end(job.id, "cancelled" if stopped == "cancel" else "succeeded", outputs=(job, samples) if keep else None)
+        self._end(job, "cancelled" if stopped == "cancel" else "succeeded", outputs=(job, samples) if keep else None)
 
     def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample]) -> None:
         """Output rows (and artifacts for files) for `samples`, in the caller's transaction."""
@@ -192,9 +198,11 @@ class WorkerContext:
                            path=str(batch.relative_to(root)), size_bytes=batch.stat().st_size,
                            media_type=MEDIA_TYPES[".jsonl"]))
 
-    def _end(self, job_id: int, status: str, error: str | None = None, log_line: str | None = None,
+    def _end(self, job: Job, status: str, error: str | None = None, log_line: str | None = None,
              outputs: tuple[Job, list[core.Sample]] | None = None) -> None:
         """End the job and record its outputs in one fenced transaction: both land, or neither."""
+        job_id = job.id
+
         def write():
             with self.db.session() as s:
                 values = dict(status=status, finished_at=utcnow(), lease_expires_at=None, error=error)
@@ -205,3 +213,5 @@ class WorkerContext:
                     self._record_outputs(s, *outputs)
                 s.add(JobLog(job_id=job_id, message=log_line or status))
         with_retry(write, f"marking the job {status}")
+        events = [("outputs", {"count": len(outputs[1])})] if outputs and outputs[1] else []
+        self.events.publish(job_id, job.team_id, [*events, ("status", {"status": status})])

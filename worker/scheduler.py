@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 
 from genq.config import Settings
 from genq.db import Database, Job, JobLog, Worker, utcnow
+from genq.events import Publisher
 from genq.jobs.scheduling_order import waiting
 from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
 from genq.worker.retry import TRANSIENT
@@ -30,11 +31,13 @@ class Scheduler:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.celery = make_celery(broker_url)
+        self.events = Publisher(broker_url)
 
     def reconcile(self) -> None:
         """Recover what crashed workers and lost messages left behind."""
         now = utcnow()
         s_ = self.settings
+        changed: list[tuple[int, int, str]] = []  # (job, team, status), published once committed
         with self.db.session() as s:
             expired = s.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now)
                                 .with_for_update(skip_locked=True)).all()
@@ -53,6 +56,7 @@ class Scheduler:
                     message = (f"lease of worker {who} expired; re-queued to resume from step "
                                f"{job.checkpoint_step or 0}")
                 job.worker_id, job.lease_expires_at = None, None
+                changed.append((job.id, job.team_id, job.status))
                 s.add(JobLog(job_id=job.id, message=message))
                 log.warning("job %s: %s", job.id, message)
             stale = now - timedelta(seconds=s_.dispatch_timeout_seconds)
@@ -63,6 +67,8 @@ class Scheduler:
             silent = now - timedelta(seconds=3 * s_.lease_seconds)
             s.execute(update(Worker).where(Worker.status == "online", Worker.last_heartbeat < silent)
                       .values(status="offline"))
+        for job_id, team_id, status in changed:
+            self.events.status(job_id, team_id, status)
 
     def free_slots(self) -> dict[str, int]:
         """Per pool: slots of online workers minus jobs dispatched or running there."""

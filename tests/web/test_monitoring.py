@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from genq.web import create_app
 from tests.web.conftest import add_job
 
@@ -56,3 +58,53 @@ def test_security_headers(client):
     answer = client.get("/login")
     assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_prometheus_ops_series_from_the_rows(client, db):
+    from datetime import timedelta
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from genq.db.models import Worker, utcnow
+
+    now = utcnow()
+    for _ in range(2):
+        add_job(db, status="queued")
+    add_job(db, team="beta", status="queued", pool="big")
+    add_job(db, status="running")
+    ago = lambda seconds: now - timedelta(seconds=seconds)  # noqa: E731
+    add_job(db, status="succeeded", started_at=ago(700), finished_at=ago(600))  # ran 100 s
+    add_job(db, status="failed", started_at=ago(5300), finished_at=ago(300))  # ran 5000 s
+    add_job(db, status="succeeded", started_at=ago(8000), finished_at=ago(7300))  # finished over an hour ago
+    add_job(db, status="cancelled", finished_at=ago(60))  # never started: no run time
+    gpu = {"kind": "cuda", "name": "H100", "visible_id": "1", "utilization": 0.5, "memory_used_bytes": 2**30}
+    cpu = {"kind": "cpu", "name": "x86_64", "memory_bytes": 2**34}
+    with db.session() as s:
+        s.add(Worker(id="gpu-w", hostname="a", pool="big", devices=[gpu], last_heartbeat=ago(7)))
+        s.add(Worker(id="cpu-w", hostname="b", devices=[cpu], last_heartbeat=ago(1)))
+        s.add(Worker(id="gone", hostname="c", devices=[gpu], status="stopped", last_heartbeat=ago(3600)))
+
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+
+    def samples(name: str) -> dict:
+        family = families[name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")]
+        return {tuple(sorted(s.labels.items())): s.value for s in family.samples if s.name == name}
+
+    assert samples("genq_queue_depth") == {(("pool", "default"), ("team", "alpha")): 2,
+                                           (("pool", "big"), ("team", "beta")): 1}
+    count = samples("genq_job_duration_seconds_count")
+    assert count == {(("status", "failed"), ("type", "train")): 1, (("status", "succeeded"), ("type", "train")): 1}
+    assert samples("genq_job_duration_seconds_sum")[(("status", "succeeded"), ("type", "train"))] == \
+        pytest.approx(100, abs=1)
+    buckets = samples("genq_job_duration_seconds_bucket")
+    assert buckets[(("le", "60"), ("status", "succeeded"), ("type", "train"))] == 0
+    assert buckets[(("le", "300"), ("status", "succeeded"), ("type", "train"))] == 1
+    assert buckets[(("le", "3600"), ("status", "failed"), ("type", "train"))] == 0
+    assert buckets[(("le", "7200"), ("status", "failed"), ("type", "train"))] == 1
+    age = samples("genq_worker_heartbeat_age_seconds")
+    assert set(age) == {(("pool", "big"), ("status", "online"), ("worker", "gpu-w")),
+                        (("pool", "default"), ("status", "online"), ("worker", "cpu-w"))}
+    assert age[(("pool", "big"), ("status", "online"), ("worker", "gpu-w"))] == pytest.approx(7, abs=2)
+    device = (("device", "1"), ("name", "H100"), ("worker", "gpu-w"))
+    assert samples("genq_device_utilization_ratio") == {device: 0.5}  # the CPU worker reports none
+    assert samples("genq_device_memory_used_bytes") == {device: 2**30}

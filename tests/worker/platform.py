@@ -41,10 +41,11 @@ class Platform:
         self.processes.append(process)
         return process
 
-    def start_web(self) -> None:
+    def start_web(self, **env: str) -> None:
+        """A gunicorn web server (one process, 8 threads) with `env` on top; `url` points at it from now on."""
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        web = self.spawn("web", "--workers", "1", "--threads", "8", GENQ_PORT=str(port))
+        web = self.spawn("web", "--workers", "1", "--threads", "8", GENQ_PORT=str(port), **env)
         if not wait_until_serving(self.url, web):
             raise RuntimeError("the web server did not start:\n" + self.logs())
 

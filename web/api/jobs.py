@@ -23,6 +23,7 @@ def submit():
     with state().db.session() as s:
         job = submit_job(s, state().settings, s.get(Team, caller.team_id), body)
         out = job_to_dict(s, job)
+    state().events.status(out["id"], caller.team_id, "queued")
     return jsonify(out), 201, {"Location": url_for("api_jobs.show", job_id=out["id"])}
 
 
@@ -53,8 +54,9 @@ def cancel(job_id: int):
     """Cancel a queued job now, or ask a running one to stop after a checkpoint (202)."""
     caller = require_writer("cancel jobs")
     with state().db.session() as s:
-        job = cancel_job(s, owned(s, Job, job_id, caller.team_id, "job"))
-        return jsonify(job_to_dict(s, job)), 202
+        out = job_to_dict(s, cancel_job(s, owned(s, Job, job_id, caller.team_id, "job")))
+    state().events.status(job_id, caller.team_id, out["status"])
+    return jsonify(out), 202
 
 
 @bp.get("/jobs/<id:job_id>/metrics")

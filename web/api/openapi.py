@@ -222,6 +222,43 @@ def _query(name: str, schema: dict, description: str = "") -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+EVENTS = """A text/event-stream. Each event is `event: NAME` and `data: JSON`:
+- `status`: the job as GET /api/v1/jobs/{id} shows it; always the first event, so a late client starts right,
+  and again whenever it changes status;
+- `progress`: `{"progress": 0..1, "step": N}`;
+- `metrics`: new points, `{"series": {"train/loss": [[step, value], ...], ...}}` (a diverged value is null);
+- `log`: new log lines, `{"lines": [{"id", "time", "message"}]}`;
+- `outputs`: outputs were recorded, `{"count": N}` at the end (read them at /api/v1/jobs/{id}/outputs), or
+  a training job's samples at an evaluation, `{"count": N, "step": S}` (at /api/v1/jobs/{id}/samples);
+- `ping`: a keep-alive (with a comment line) every 15 s.
+
+The stream ends after the job has finished (after its last status event), or after a maximum lifetime
+(GENQ_EVENT_STREAM_SECONDS, 300 s; reconnect and the first event brings you up to date). 503 with Retry-After
+when the server holds its limit of open streams (GENQ_MAX_EVENT_STREAMS) or has no Redis: poll the JSON API."""
+
+LIST_EVENTS = """A text/event-stream of the caller's team's jobs:
+- `jobs`: `{"jobs": [...]}`, the list GET /api/v1/jobs gives with the same filters; first, and again after
+  jobs change status (at most once a second);
+- `progress`: `{"id", "progress", "step"}` of a running job;
+- `ping`: a keep-alive every 15 s.
+
+Ends after a maximum lifetime like the job stream; 503 with Retry-After in the same cases."""
+
+
+def _stream(summary: str, description: str, params: list, errors: tuple) -> dict:
+    return {
+        "get": {
+            "summary": summary,
+            "description": description,
+            "parameters": params,
+            "responses": {
+                "200": {"description": "the stream", "content": {"text/event-stream": {"schema": _STR}}},
+                **_errors(*errors),
+            },
+        }
+    }
+
+
 def _get(summary: str, response: dict, params: list | None = None, errors: tuple = (404,)) -> dict:
     return {
         "get": {
@@ -397,6 +434,21 @@ def spec() -> dict[str, Any]:
         ),
         "/api/v1/workers": _get(
             "Workers, devices, slots, load, heartbeats", _json(_wrapped("workers", "Worker")), errors=()
+        ),
+        "/api/v1/events": _stream(
+            "Live events of one job (server-sent events)",
+            EVENTS,
+            [{"name": "job", "in": "query", "required": True, "schema": _ID}],
+            (404, 422, 503),
+        ),
+        "/api/v1/events/jobs": _stream(
+            "Live events of the team's job list (server-sent events)",
+            LIST_EVENTS,
+            [
+                _query("status", {"enum": list(JOB_STATUSES)}),
+                _query("type", {"enum": ["train", "generate"]}),
+            ],
+            (422, 503),
         ),
         "/api/v1/openapi.json": {
             "get": {"summary": "This document", "security": [], "responses": {"200": _json(_OBJ)}}

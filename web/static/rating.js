@@ -148,10 +148,16 @@
       : "No pair has been judged by two raters yet.");
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
+  function bindOutputs() {
     var outputs = document.getElementById("outputs");
     if (outputs && outputs.dataset.jobId) ratingButtons(outputs);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    bindOutputs();
     var box = document.getElementById("judge");
     if (box && box.dataset.jobs) judge(box);
   });
+  // A live job page puts the outputs in place when the job ends (app.js): new buttons to bind.
+  document.addEventListener("genq:refreshed", bindOutputs);
 })();

@@ -1,0 +1,97 @@
+"""Live job events on Redis pub/sub, for pages that update without polling.
+
+Whoever commits a change to a job publishes a small event after the commit: the worker (running, progress,
+metric points, log lines, outputs, the end, a re-queue at shutdown), the scheduler (a lost worker's job
+re-queued or failed) and the web (submitted, cancelled). The web relays them as server-sent events
+(genq.web.streams). The database stays the record: an event lost while Redis is away makes a page late,
+never wrong, because the relay reads the row for every status and rechecks it at each keep-alive.
+
+Channels: `genq:job:<id>` carries every event of one job; `genq:jobs:<team id>` carries the status and
+progress events of a team's jobs (the job list). A message is JSON: {"event", "job", "data"}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger("genq.events")
+
+TEAM_EVENTS = ("status", "progress")  # what the job list needs; the rest goes to the job's own channel only
+
+
+def job_channel(job_id: int) -> str:
+    """The channel of one job's events."""
+    return f"genq:job:{job_id}"
+
+
+def team_channel(team_id: int) -> str:
+    """The channel of the status and progress events of a team's jobs."""
+    return f"genq:jobs:{team_id}"
+
+
+def finite(value: float) -> float | None:
+    """`value`, or None for NaN and infinities, which JSON cannot hold (the chart draws a gap)."""
+    return value if math.isfinite(value) else None
+
+
+def flush_events(metrics: list[dict], logs: list[dict], values: dict) -> list[tuple[str, dict]]:
+    """The events for one flush of a job's hooks: metric rows as compact series, a count of new log lines,
+    and the job's step and progress."""
+    events: list[tuple[str, dict]] = []
+    if values:
+        events.append(("progress", dict(values)))
+    if metrics:
+        series: dict[str, list[list]] = {}
+        for row in metrics:
+            series.setdefault(row["name"], []).append([row["step"], finite(row["value"])])
+        events.append(("metrics", {"series": series}))
+    if logs:
+        events.append(("log", {"count": len(logs)}))
+    return events
+
+
+class Publisher:
+    """Publishes job events. Never raises and never waits long: after a failure it stays quiet for `pause`
+    seconds, so a Redis outage costs a running job one short timeout now and then, nothing more."""
+
+    def __init__(self, redis_url: str | None, timeout: float = 0.5, pause: float = 5.0):
+        self.pause = pause
+        self._paused_until = 0.0
+        self._redis = None
+        if redis_url:
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                               retry=Retry(NoBackoff(), 0))
+
+    def status(self, job_id: int, team_id: int, status: str) -> None:
+        """Job `job_id` of team `team_id` is now `status` (committed already)."""
+        self.publish(job_id, team_id, [("status", {"status": status})])
+
+    def publish(self, job_id: int, team_id: int | None, events: Iterable[tuple[str, dict]]) -> None:
+        """Publish `events` [(name, data)] of job `job_id` in one round trip: each on the job's channel, and
+        status and progress also on its team's."""
+        if self._redis is None or time.monotonic() < self._paused_until:
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for name, data in events:
+                message = json.dumps({"event": name, "job": job_id, "data": data}, separators=(",", ":"))
+                pipe.publish(job_channel(job_id), message)
+                if team_id is not None and name in TEAM_EVENTS:
+                    pipe.publish(team_channel(team_id), message)
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - a live page is never worth failing or slowing a job
+            log.debug("events of job %s not published (%s); quiet for %.0f s", job_id, exc, self.pause)
+            self._paused_until = time.monotonic() + self.pause
+
+    def close(self) -> None:
+        """Drop the connections."""
+        if self._redis is not None:
+            self._redis.close()
