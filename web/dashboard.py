@@ -50,7 +50,7 @@ def job(job_id: int):
     """One job: status, progress, loss chart, eval metrics, outputs, artifacts, logs."""
     with state().db.session() as s:
         item = job_to_dict(s, owned(s, Job, job_id, g.caller.team_id, "job"))
-        series = queries.metric_series(s, job_id, max_points=500)
+        evals = queries.latest_metrics(s, job_id)
         outputs = queries.job_outputs(s, job_id)
         ratings = evaluation.rating_summary(s, job_id)
         own_scores = evaluation.own_scores(s, g.caller.token_id, job_id)
@@ -58,13 +58,12 @@ def job(job_id: int):
         logs = queries.newest_job_logs(s, job_id, 50)
         steps = queries.sample_steps(s, job_id)
         gallery = queries.job_outputs(s, job_id, steps[-1]) if steps else []
-    chart = {name: series[name] for name in queries.LOSS_SERIES if name in series}
     samples = [a for a in artifacts if a["kind"] == "sample"]
     return render_template(
         "job.html",
         job=item,
-        chart=chart,
-        evals=queries.latest_metrics(series),
+        chart_sources=[{"job": job_id, "name": name, "label": name} for name in queries.LOSS_SERIES],
+        evals=evals,
         outputs=outputs,
         ratings=ratings,
         own_scores=own_scores,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from genq import metrics
 from genq.db.models import Artifact, Job, JobLog, Metric, Output, Worker, iso
 
 LOSS_SERIES = ("train/loss", "val/loss")
@@ -29,30 +29,49 @@ def downsample(points: list[list[Any]], max_points: int | None) -> list[list[Any
     return [points[i] for i in picks]
 
 
-def _finite(value: float) -> float | None:
-    # A diverged loss is NaN or inf; JSON has no such numbers, so the chart gets a gap instead.
-    return value if math.isfinite(value) else None
-
-
 def metric_series(
-    session: Session, job_id: int, max_points: int | None = None, names: tuple[str, ...] | None = None
+    session: Session,
+    job_id: int,
+    max_points: int | None = None,
+    names: tuple[str, ...] | None = None,
+    start: int = 0,
+    end: int = metrics.MAX_STEP,
 ) -> dict[str, list[list[Any]]]:
-    """{name: [[step, value], ...]} by step; a step logged twice (after a resume) keeps its latest value."""
-    query = select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id)
+    """{name: [[step, value], ...]} by step, every point within steps start..end (or `max_points` evenly
+    spaced ones); a step logged twice (after a resume) keeps its latest value."""
+    query = select(Metric.name, Metric.step, Metric.value).where(
+        Metric.job_id == job_id, Metric.step.between(start, end)
+    )
     if names:
         query = query.where(Metric.name.in_(names))
     latest: dict[str, dict[int, float]] = {}
     for name, step, value in session.execute(query.order_by(Metric.name, Metric.step, Metric.id)):
         latest.setdefault(name, {})[step] = value
     return {
-        name: downsample([[step, _finite(v)] for step, v in sorted(steps.items())], max_points)
+        name: downsample([[step, metrics.finite(v)] for step, v in sorted(steps.items())], max_points)
         for name, steps in latest.items()
     }
 
 
-def latest_metrics(series: dict[str, list[list[Any]]]) -> list[tuple[str, int, float | None]]:
+def bucketed_series(
+    session: Session, job_id: int, names: tuple[str, ...] | None, start: int, end: int, points: int
+) -> dict[str, dict[str, Any]]:
+    """Each series (`names`, else all) within steps start..end as at most `points` buckets, computed in SQL:
+    {"series": {name: [[step, last]]}, "bands": {name: [[step, min, max]]}, "bucket": {name: steps}}."""
+    if names is None:
+        names = tuple(metrics.series_names(session, [job_id]).get(job_id, []))
+    out: dict[str, dict[str, Any]] = {"series": {}, "bands": {}, "bucket": {}}
+    for name in names:
+        found = metrics.downsample(session, job_id, name, start, end, points)
+        if found.points:
+            out["series"][name], out["bands"][name], out["bucket"][name] = found.points, found.bands, found.bucket
+    return out
+
+
+def latest_metrics(session: Session, job_id: int) -> list[tuple[str, int, float | None]]:
     """(name, step, value) of the last point of every series: the metrics table (the final val/loss included)."""
-    return [(name, points[-1][0], points[-1][1]) for name, points in sorted(series.items()) if points]
+    latest = metrics.latest_points(session, [job_id]).get(job_id, {})
+    return [(name, step, value) for name, (step, value) in sorted(latest.items())]
 
 
 def artifact_to_dict(a: Artifact) -> dict[str, Any]:

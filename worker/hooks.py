@@ -15,8 +15,9 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from genq.core.api import Hooks, Sample
-from genq.db import Artifact, Database, Job, JobLog, Metric, Output, utcnow
+from genq.db import Artifact, Database, Job, JobLog, Output, utcnow
 from genq.events import flush_events
+from genq.metrics import record_metrics
 from genq.worker.retry import with_retry
 
 log = logging.getLogger("genq.worker")
@@ -132,8 +133,7 @@ class JobHooks(Hooks):
         def write():
             with self.db.session() as s:
                 hold(s, self.job_id, self.worker_id, **values)  # log lines alone are fenced too
-                if metrics:
-                    s.execute(insert(Metric), metrics)
+                record_metrics(s, metrics)  # the points and the block summaries charts read
                 if logs:
                     s.execute(insert(JobLog), logs)
         with_retry(write, "recording metrics")

@@ -8,6 +8,7 @@ from genq.db.models import (  # noqa: F401
     Job,
     JobLog,
     Metric,
+    MetricRollup,
     Output,
     PreferenceVote,
     Rating,

@@ -124,6 +124,22 @@ class Metric(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MetricRollup(Base):
+    """A block of BASE**level steps of one metric series, summarised (genq.metrics keeps it in step with metrics):
+    the min and max finite value and the last point, so a chart of a long series reads blocks, not points."""
+
+    __tablename__ = "metric_rollups"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[int] = mapped_column(primary_key=True)
+    block: Mapped[int] = mapped_column(primary_key=True)  # the block's first step is block * BASE**level
+    lo: Mapped[float | None]  # None: no finite value in the block
+    hi: Mapped[float | None]
+    last_step: Mapped[int]
+    last_value: Mapped[float | None]  # as logged last at last_step (NaN reads back as None on SQLite)
+
+
 class Artifact(Base):
     __tablename__ = "artifacts"
 

@@ -13,7 +13,8 @@ import pytest
 
 from genq.api_tokens import create_token, ensure_team
 from genq.db import Database
-from genq.db.models import Artifact, Base, Job, Metric, Output, Team, Worker
+from genq.db.models import Artifact, Base, Job, Output, Team, Worker
+from genq.metrics import record_metrics
 from genq.web import create_app
 from tests.conftest import BACKENDS
 
@@ -121,10 +122,10 @@ def add_job(db, team: str = "alpha", **fields: Any) -> int:
 
 
 def add_metrics(db, job_id: int, name: str, values: list[float], start: int = 0, every: int = 1) -> None:
+    """Record points as the worker does (with their block summaries)."""
+    rows = [{"job_id": job_id, "name": name, "step": start + i * every, "value": v} for i, v in enumerate(values)]
     with db.session() as s:
-        s.add_all(
-            Metric(job_id=job_id, name=name, step=start + i * every, value=v) for i, v in enumerate(values)
-        )
+        record_metrics(s, rows)
 
 
 def add_artifact(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import pytest
@@ -54,7 +55,10 @@ def test_job_page_shows_everything(browser, db, settings):
     add_metrics(db, failed, "val/perplexity", [18.2, 11.0], every=20)
     page = browser.get(f"/jobs/{failed}").text
     assert "CUDA out of memory &lt;script&gt;" in page  # escaped
-    assert 'id="loss-chart"' in page and '"train/loss": [[0, 3.0], [10, 2.5], [20, 2.0]]' in page
+    sources = json.loads(re.search(r"id=\"loss-chart\"[^>]*data-sources='([^']*)'", page).group(1))
+    assert sources == [{"job": failed, "name": n, "label": n} for n in ("train/loss", "val/loss")]
+    drawn = browser.get(f"/api/v1/jobs/{failed}/metrics?points=800&name=train/loss").json  # what the chart fetches
+    assert drawn["series"] == {"train/loss": [[0, 3.0], [10, 2.5], [20, 2.0]]}
     assert "val/perplexity" in page and "11" in page
     assert "Cancel" not in page.split("<main>")[1].split("</h1>")[1].split("</div>")[0]
 

@@ -1,0 +1,74 @@
+"""Metric block summaries (genq.metrics): a worker's flushes keep them in step with the points, the migration
+that adds them fills them for points recorded before it, and the bucket width honours the point budget."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import insert
+
+from genq.db import Database, Metric
+from genq.db.session import MIGRATIONS
+from genq.metrics import MAX_STEP, bucket_width, downsample, latest_points
+from genq.worker.hooks import JobHooks
+from tests.web.test_api_metrics import brute_force
+from tests.worker.test_scheduler import add_jobs
+
+
+def answer(db, job_id: int, points: int):
+    with db.session() as s:
+        found = downsample(s, job_id, "train/loss", 0, MAX_STEP, points)
+    return found.points, found.bands, found.bucket
+
+
+def test_worker_flushes_keep_the_summaries_with_the_latest_value_of_a_resumed_step(db, tmp_path):
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="me")
+    hooks = JobHooks(db, job_id, "me", tmp_path, stop_reason=lambda: None, flush_every=float("inf"))
+    for step in range(600):
+        hooks.metrics(step, {"train/loss": 1.0 + step})
+    hooks.flush()
+    for step in range(500, 700):  # the run lost its worker and resumed from the checkpoint at step 500
+        hooks.metrics(step, {"train/loss": -float(step)})
+        if step % 64 == 0:
+            hooks.flush()
+    hooks.flush()
+    truth = {s: 1.0 + s for s in range(500)} | {s: -float(s) for s in range(500, 700)}
+    for points in (1, 7, 50, 1000):
+        series, bands, width = answer(db, job_id, points)
+        assert (series, bands) == brute_force(truth, 0, MAX_STEP, width)
+    with db.session() as s:
+        assert latest_points(s, [job_id]) == {job_id: {"train/loss": (699, -699.0)}}
+
+
+def test_the_migration_summarises_points_recorded_before_it(database_url):
+    db = Database(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with db.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0003")
+        (job_id,) = add_jobs(db, 1, status="succeeded")
+        truth = {step: (step % 97) / 7.0 for step in range(0, 30_000, 5)}
+        rows = [{"job_id": job_id, "name": "train/loss", "step": step, "value": -1.0} for step in range(0, 500, 5)]
+        rows += [{"job_id": job_id, "name": "train/loss", "step": step, "value": v} for step, v in truth.items()]
+        with db.session() as s:
+            s.execute(insert(Metric), rows)  # steps 0..495 twice: the later rows win
+        db.upgrade()
+        for points in (3, 300):
+            series, bands, width = answer(db, job_id, points)
+            assert width > 5 and (series, bands) == brute_force(truth, 0, MAX_STEP, width)
+    finally:
+        db.upgrade()
+        db.dispose()
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 0), (0, 999_999), (5, 6), (12_345, 987_654), (0, MAX_STEP), (7, 23)])
+@pytest.mark.parametrize("points", [1, 2, 3, 799, 800, 10_000])
+def test_bucket_width_fits_the_budget_in_whole_blocks(lo, hi, points):
+    width, level = bucket_width(lo, hi, points)
+    assert width % 16**level == 0
+    assert hi // width - lo // width + 1 <= points
+    if points > 1 and hi - lo + 1 >= 2 * points:  # no coarser than needed: within 2x of the narrowest width
+        assert width <= 2 * -(-(hi - lo + 1) // points) + 16**level
