@@ -79,7 +79,21 @@ SCHEMAS: dict[str, Any] = {
                     "type": "array",
                     "items": {"type": "array", "prefixItems": [_INT, {"type": ["number", "null"]}]},
                 },
-            }
+            },
+            "bands": {
+                "description": "with ?points: each bucket's [last step, min, max] (finite values; null if none)",
+                "type": "object",
+                "additionalProperties": {
+                    "type": "array",
+                    "items": {"type": "array", "prefixItems": [_INT, {"type": ["number", "null"]},
+                                                               {"type": ["number", "null"]}]},
+                },
+            },
+            "bucket": {
+                "description": "with ?points: steps per bucket, per series",
+                "type": "object",
+                "additionalProperties": _INT,
+            },
         },
     },
     "Output": {
@@ -341,9 +355,16 @@ def spec() -> dict[str, Any]:
             job_id
             + [
                 _query(
+                    "points",
+                    {"type": "integer", "minimum": 1, "maximum": 10_000},
+                    "at most this many buckets per series: each bucket's last point, and its min and max in bands",
+                ),
+                _query("start", {"type": "integer", "minimum": 0}, "first step of the range"),
+                _query("end", {"type": "integer", "minimum": 0}, "last step of the range (not below start)"),
+                _query(
                     "max_points",
                     {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-                    "downsample each series",
+                    "keep this many evenly spaced points per series (not with points)",
                 ),
                 _query("name", _STR, "only this series (repeatable)"),
             ],
