@@ -13,6 +13,7 @@ from genq.db.models import JOB_STATUSES, Dataset, Job, Output, Team
 from genq.errors import GenqError, InvalidInput
 from genq.jobs.params import MODELS
 from genq.jobs.service import cancel_job, job_to_dict, latest_jobs, owned, parse_param_lines, submit_job
+from genq.web import compare as compare_view
 from genq.web import queries, state
 from genq.web.api import query_job_ids
 from genq.web.api.datasets import store_request_file
@@ -75,6 +76,15 @@ def job(job_id: int):
     )
 
 
+@bp.get("/compare")
+def compare():
+    """Runs side by side: overlaid curves per metric, the params that differ, final metrics, outputs by prompt."""
+    ids = compare_view.job_ids(request.args)
+    with state().db.session() as s:
+        view = compare_view.comparison(s, g.caller.team_id, ids)
+    return render_template("compare.html", ids=ids, **view)
+
+
 @bp.post("/jobs/<id:job_id>/cancel")
 def cancel(job_id: int):
     """The cancel button."""
@@ -127,9 +137,20 @@ def _team_datasets(s) -> list[dict]:
     return [dataset_to_dict(d) for d in s.scalars(query)]
 
 
+# The form field an error message is about: the first of these words that it contains (in this order, so that
+# "model 'gpt' trains on text data, but dataset 3 holds images" points at the dataset).
+FIELD_WORDS = (("param", "params"), ("KEY=VALUE", "params"), ("source job", "source_job"), ("prompt", "prompts"),
+               ("dataset", "dataset"), ("model", "model"), ("priority", "priority"), ("pool", "pool"))
+
+
+def error_field(message: str) -> str | None:
+    """The submit form's field that `message` names, or None (the error then shows above the form)."""
+    return next((field for word, field in FIELD_WORDS if word in message), None)
+
+
 @bp.route("/submit", methods=["GET", "POST"])
 def submit():
-    """Forms for train and generate jobs; errors are shown on the form."""
+    """Forms for train and generate jobs; an error is shown next to the field it names."""
     error, status, form = None, 200, request.form if request.method == "POST" else request.args
     if request.method == "POST":
         try:
@@ -153,6 +174,10 @@ def submit():
                 .limit(200)
             )
         ]
+    mode = form.get("type") or ("generate" if form.get("source_job") else "train")
+    field = error and error_field(error)
+    if mode != "generate" and field in ("source_job", "prompts"):
+        field = None  # fields the training form lacks: the error shows above the form
     return render_template(
         "submit.html",
         models=list(MODELS),
@@ -162,7 +187,8 @@ def submit():
         sources=sources,
         form=form,
         error=error,
-        mode=form.get("type") or ("generate" if form.get("source_job") else "train"),
+        error_field=field,
+        mode=mode,
     ), status
 
 

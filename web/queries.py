@@ -108,11 +108,14 @@ def _outputs_with_media_type():
     return select(Output, Artifact.media_type).outerjoin(Artifact, Output.artifact_id == Artifact.id)
 
 
-def job_outputs(session: Session, job_id: int, step: int | None = None) -> list[dict[str, Any]]:
-    """The job's final outputs (or, with `step`, the gallery drawn at that training step) by index."""
+def job_outputs(
+    session: Session, job_id: int, step: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The job's final outputs (or, with `step`, the gallery drawn at that training step) by index; the first
+    `limit` of them."""
     at_step = Output.step.is_(None) if step is None else Output.step == step
     rows = session.execute(_outputs_with_media_type().where(Output.job_id == job_id, at_step)
-                           .order_by(Output.index, Output.id))
+                           .order_by(Output.index, Output.id).limit(limit))
     return [output_to_dict(out, media_type) for out, media_type in rows]
 
 

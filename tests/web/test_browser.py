@@ -1,5 +1,5 @@
 """A real browser against a real server: sign in, upload, submit, watch a job, read its chart and error; rate
-outputs and judge blind pairs."""
+outputs and judge blind pairs; zoom a chart, compare runs, fit a phone's width."""
 
 from __future__ import annotations
 
@@ -225,4 +225,79 @@ def test_the_sample_slider_walks_through_the_steps(page, server, db, settings, t
     expect(label).to_have_text("step 20", timeout=12_000)
     expect(shown.locator("pre")).to_have_text(["later"])
     assert page.locator("#gallery-slider").get_attribute("max") == "1"
+    assert page.outside == [], f"requests left localhost: {page.outside}"
+
+
+def sign_in(page, server, token) -> None:
+    page.goto(f"{server}/login")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/")
+
+
+def drawn(page, selector: str) -> int:
+    """How many times the chart at `selector` has drawn (its data-drawn counter), once it has."""
+    page.wait_for_selector(f"{selector}[data-drawn]")
+    return int(page.get_attribute(selector, "data-drawn"))
+
+
+def test_charts_zoom_compare_and_fit_a_phone(page, server, db, token):
+    a, b = add_job(db, status="succeeded"), add_job(db, status="succeeded", params={"lr": 0.01})
+    spiky = [3.0 - i / 3000 for i in range(6000)]
+    spiky[4321] = 9.0
+    add_metrics(db, a, "train/loss", spiky)
+    add_metrics(db, a, "val/loss", [3.0, 2.0, 1.5], every=2500)
+    add_metrics(db, b, "train/loss", [3.5 - i / 2000 for i in range(4000)])
+    sign_in(page, server, token)
+
+    # The job page: the chart asks for as many buckets as it is wide and draws the spike in its band.
+    with page.expect_response(lambda r: f"/api/v1/jobs/{a}/metrics?points=" in r.url) as first:
+        page.goto(f"{server}/jobs/{a}")
+    answer = first.value.json()
+    assert 400 <= len(answer["series"]["train/loss"]) < 6000 and answer["bucket"]["train/loss"] > 1
+    assert max(band[2] for band in answer["bands"]["train/loss"]) == 9.0
+    count = drawn(page, "#loss-chart")
+    lines = page.locator("#loss-chart path.line")
+    assert {lines.nth(i).get_attribute("data-series") for i in range(lines.count())} == {"train/loss", "val/loss"}
+    assert page.locator('#loss-chart path.band[data-series="train/loss"]').count() == 1
+
+    # Drag across a tenth of the plot: the chart asks for that range and shows it one point a step.
+    box = page.locator("#loss-chart").bounding_box()
+    left, width, y = box["x"] + box["width"] * 58 / 720, box["width"] * 644 / 720, box["y"] + box["height"] / 2
+    with page.expect_response(lambda r: "start=" in r.url) as zoomed:
+        page.mouse.move(left + width * 0.70, y)
+        page.mouse.down()
+        page.mouse.move(left + width * 0.75, y, steps=4)
+        page.mouse.up()
+    answer = zoomed.value.json()
+    steps = [step for step, _ in answer["series"]["train/loss"]]
+    assert answer["bucket"]["train/loss"] == 1 and 150 < len(steps) < 450 and 4000 < steps[0] < steps[-1] < 4700
+    expect(page.locator("#loss-chart")).not_to_have_attribute("data-drawn", str(count))
+    assert page.locator("#loss-chart path.line[data-series='train/loss']").get_attribute("d").count("L") >= 150
+    reset = page.locator('[data-reset-for="loss-chart"]')
+    assert reset.is_visible()
+    with page.expect_response(lambda r: "/metrics?points=" in r.url and "start=" not in r.url):
+        reset.click()
+    expect(reset).to_be_hidden()
+
+    # Compare: one chart per metric, a line per job, a legend naming them.
+    page.goto(f"{server}/compare?jobs={a},{b}")
+    chart = 'svg[data-metric="train/loss"]'
+    drawn(page, chart)
+    series = page.locator(f"{chart} path.line")
+    assert {series.nth(i).get_attribute("data-series") for i in range(series.count())} == {f"#{a}", f"#{b}"}
+    assert page.locator(f"{chart} .legend text").all_text_contents() == [f"#{a}", f"#{b}"]
+    assert "lr" in page.locator("#compare-params").inner_text()
+
+    # A param error shows next to the params field.
+    page.goto(f"{server}/submit")
+    page.fill("#params", "max_stepz=3")
+    page.click("#train-form button[type=submit]")
+    assert "unknown param 'max_stepz'" in page.locator("#error-params").inner_text()
+
+    # At phone width no page scrolls sideways: wide tables scroll inside their own box.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/", f"/jobs/{a}", "/submit", "/datasets", "/workers", f"/compare?jobs={a},{b}"):
+        page.goto(f"{server}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     assert page.outside == [], f"requests left localhost: {page.outside}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -109,17 +110,18 @@ def test_submit_train_form(browser, db):
 
 
 @pytest.mark.parametrize(
-    "changes, words",
+    "changes, words, field",
     [
-        ({"model": "nope"}, "unknown model"),
-        ({"params": "max_stepz=3"}, "unknown param"),
-        ({"params": "no equals sign"}, "KEY=VALUE"),
-        ({"params": "{broken"}, "JSON"),
-        ({"dataset": "digits"}, "trains on text data"),
-        ({"priority": "soon"}, "priority"),
+        ({"model": "nope"}, "unknown model", "model"),
+        ({"params": "max_stepz=3"}, "unknown param", "params"),
+        ({"params": "no equals sign"}, "KEY=VALUE", "params"),
+        ({"params": "{broken"}, "JSON", "params"),
+        ({"params": "n_layer=2000\nn_embd=4096"}, "n_layer", "params"),
+        ({"dataset": "digits"}, "trains on text data", "dataset"),
+        ({"priority": "soon"}, "priority", "priority"),
     ],
 )
-def test_submit_form_shows_errors(browser, db, changes, words):
+def test_submit_form_shows_errors_next_to_the_field(browser, db, changes, words, field):
     page = browser.get("/submit").text
     form = {
         "csrf_token": csrf_from(page),
@@ -131,8 +133,19 @@ def test_submit_form_shows_errors(browser, db, changes, words):
     }
     answer = browser.post("/submit", data=form)
     assert 400 <= answer.status_code < 500 and answer.mimetype == "text/html"
-    assert 'id="form-error"' in answer.text and words in answer.text
+    error = re.search(r'<p class="field-error" id="error-(\w+)" role="alert">([^<]*)</p>', answer.text)
+    assert error and error.group(1) == field and words in error.group(2), answer.text
+    control = answer.text.index(f'id="{field}"')
+    assert control < error.start() and "<label" not in answer.text[control:error.start()]  # right below it
+    assert 'id="form-error"' not in answer.text
     assert count(db, Job) == 0
+
+
+def test_submit_form_shows_other_errors_above_it(browser, db):
+    page = browser.get("/submit").text
+    form = {"csrf_token": csrf_from(page), "type": "train", "model": "gpt", "dataset": "pydoc", "gpus": "2"}
+    answer = browser.post("/submit", data={**form, "type": "bogus"})
+    assert answer.status_code == 422 and 'id="form-error"' in answer.text and "'type'" in html.unescape(answer.text)
 
 
 def test_submit_generate_form(browser, db):
