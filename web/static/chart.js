@@ -72,7 +72,7 @@
       return null;
     }
     var xr = opts.x || extent(xs), yr = extent(ys), x0 = xr[0], x1 = xr[1], y0 = yr[0], y1 = yr[1];
-    if (x0 === x1) { x0 -= 1; x1 += 1; }
+    if (x0 === x1) { x0 -= Math.max(1, Math.abs(x0) * 0.05); x1 += Math.max(1, Math.abs(x1) * 0.05); }
     var pad = (y1 - y0) * 0.06 || Math.abs(y1) * 0.1 || 1;
     y0 -= pad; y1 += pad;
     function X(v) { return M.left + (v - x0) / (x1 - x0) * PW; }
