@@ -76,7 +76,7 @@ def run(client: Client, name: str, corpus_id: int, extra: dict) -> str | None:
     if job["status"] != "succeeded":
         print(f"{name:8} job {job_id} {job['status']}: {job['error']}")
         return f"job {job_id} {job['status']}"
-    series = client.metrics(job_id, max_points=10_000)
+    series = client.metrics(job_id, points=10_000)
     if not series.get(metric):
         print(f"{name:8} job {job_id} reported no {metric}")
         return f"no {metric}"

@@ -338,7 +338,7 @@ def show(job_id: int) -> None:
     client = _client()
     job = client.job(job_id)
     click.echo(json.dumps(job, indent=2))
-    series = client.metrics(job_id, max_points=1)
+    series = client.metrics(job_id, points=1)
     if series:
         click.echo("metrics (latest):")
         for name, points in sorted(series.items()):

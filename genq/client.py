@@ -70,8 +70,10 @@ class Client:
     def logs(self, job_id: int, after: int | None = None) -> list[dict]:
         return self.request("GET", f"/jobs/{job_id}/logs", params={"after": after} if after else None)["logs"]
 
-    def metrics(self, job_id: int, max_points: int = 200) -> dict:
-        return self.request("GET", f"/jobs/{job_id}/metrics", params={"max_points": max_points})["series"]
+    def metrics(self, job_id: int, points: int = 200) -> dict:
+        """{name: [[step, value], ...]}: each series in at most `points` buckets (a bucket's last value), so
+        points=1 gives the latest value; the server reads stored summaries, not every point."""
+        return self.request("GET", f"/jobs/{job_id}/metrics", params={"points": points})["series"]
 
     def outputs(self, job_id: int) -> list[dict]:
         return self.request("GET", f"/jobs/{job_id}/outputs")["outputs"]
