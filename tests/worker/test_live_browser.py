@@ -81,7 +81,8 @@ def test_a_job_page_follows_its_job_live_without_reloading_or_polling(platform):
         expect(first.locator(".rate-status")).to_have_text("rated 4")
         assert "succeeded" in page.locator("#job-log").inner_text()
         assert page.locator("#job-step").inner_text() == "1200"
-        # The page opened before the first metric point: every point of the curve came as an event.
+        # The page opened before the first metric point: the curve was drawn after metric events told the chart
+        # to fetch its view again (no reload).
         curve = page.locator('#loss-chart path.line[data-series="train/loss"]').get_attribute("d")
         assert curve.count("L") >= 60, curve
 

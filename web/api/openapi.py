@@ -11,202 +11,14 @@ from pydantic.json_schema import models_json_schema
 
 from genq import __version__
 from genq.datasets import KINDS
-from genq.db.models import JOB_STATUSES, WINNERS
+from genq.db.models import JOB_STATUSES
 from genq.evaluation import RatingRequest, VoteRequest
 from genq.jobs.schemas import MAX_ID, GenerateJobRequest, JobOut, TrainJobRequest
 from genq.web.api import api_blueprint
 from genq.web.api.jobs import MAX_STEP
+from genq.web.api.openapi_schemas import OBJ, REF, SCHEMAS, STR
 
 bp = api_blueprint("api_openapi", public=True)
-REF = "#/components/schemas/{model}"
-
-_STR = {"type": "string"}
-_INT = {"type": "integer"}
-_TIME = {"type": ["string", "null"], "format": "date-time"}
-_OBJ = {"type": "object"}
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "message"],
-        "properties": {"error": _STR, "message": _STR, "details": {}},
-    },
-    "JobList": {
-        "type": "object",
-        "required": ["jobs", "next"],
-        "properties": {
-            "jobs": {"type": "array", "items": {"$ref": REF.format(model="Job")}},
-            "next": {"type": ["integer", "null"], "description": "pass as ?before= for more"},
-        },
-    },
-    "Dataset": {
-        "type": "object",
-        "required": ["id", "name", "kind", "size_bytes"],
-        "properties": {
-            "id": _INT,
-            "name": _STR,
-            "kind": {"enum": list(KINDS)},
-            "size_bytes": _INT,
-            "filename": _STR,
-            "info": _OBJ,
-            "created_at": _TIME,
-        },
-    },
-    "DatasetUpload": {
-        "type": "object",
-        "required": ["file"],
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "name": {
-                "type": "string",
-                "maxLength": 200,
-                "description": "display name (default: the file name)",
-            },
-            "kind": {
-                "enum": list(KINDS),
-                "description": "insist on a kind (default: detected from the bytes)",
-            },
-        },
-    },
-    "Metrics": {
-        "type": "object",
-        "required": ["series"],
-        "properties": {
-            "series": {
-                "type": "object",
-                "additionalProperties": {
-                    "type": "array",
-                    "items": {"type": "array", "prefixItems": [_INT, {"type": ["number", "null"]}]},
-                },
-            },
-            "bands": {
-                "description": "with ?points: each bucket's [last step, min, max] (finite values; null if none)",
-                "type": "object",
-                "additionalProperties": {
-                    "type": "array",
-                    "items": {"type": "array", "prefixItems": [_INT, {"type": ["number", "null"]},
-                                                               {"type": ["number", "null"]}]},
-                },
-            },
-            "bucket": {
-                "description": "with ?points: steps per bucket, per series",
-                "type": "object",
-                "additionalProperties": _INT,
-            },
-        },
-    },
-    "Output": {
-        "type": "object",
-        "required": ["id", "index", "prompt", "kind"],
-        "properties": {
-            "id": {**_INT, "description": "what ratings and preference votes name"},
-            "index": _INT,
-            "prompt": {"type": ["string", "null"]},
-            "kind": _STR,
-            "text": _STR,
-            "url": _STR,
-            "media_type": {"type": ["string", "null"]},
-        },
-    },
-    "Samples": {
-        "type": "object",
-        "required": ["steps", "step", "samples"],
-        "properties": {
-            "steps": {
-                "type": "array",
-                "items": _INT,
-                "description": "the training steps with gallery samples, in order",
-            },
-            "step": {"type": ["integer", "null"], "description": "the step of `samples`: ?step=, else the last"},
-            "samples": {"type": "array", "items": {"$ref": REF.format(model="Output")}},
-        },
-    },
-    "Artifact": {
-        "type": "object",
-        "properties": {
-            "id": _INT,
-            "job_id": _INT,
-            "kind": _STR,
-            "name": _STR,
-            "size_bytes": _INT,
-            "media_type": _STR,
-            "created_at": _TIME,
-            "url": _STR,
-        },
-    },
-    "RatingSummary": {
-        "type": "object",
-        "required": ["count", "mean", "histogram"],
-        "properties": {
-            "count": _INT,
-            "mean": _NUMBER_OR_NULL,
-            "histogram": {"type": "array", "items": _INT, "minItems": 5, "maxItems": 5,
-                          "description": "how many 1s, 2s, 3s, 4s and 5s"},
-        },
-    },
-    "Rating": {
-        "type": "object",
-        "properties": {"output_id": _INT, "score": _INT, "replaced": {"type": "boolean"}},
-    },
-    "BlindPair": {
-        "type": "object",
-        "required": ["prompt", "a", "b", "judged", "unjudged"],
-        "properties": {
-            "prompt": {"type": ["string", "null"]},
-            "a": {"$ref": REF.format(model="BlindOutput")},
-            "b": {"$ref": REF.format(model="BlindOutput")},
-            "judged": {"type": "boolean", "description": "you voted on this pair before; a new vote replaces it"},
-            "unjudged": {**_INT, "description": "pairs of these jobs you have not voted on"},
-        },
-    },
-    "BlindOutput": {
-        "type": "object",
-        "required": ["id", "kind"],
-        "properties": {"id": _INT, "kind": _STR, "text": _STR, "url": _STR, "media_type": {"type": ["string", "null"]}},
-    },
-    "Vote": {
-        "type": "object",
-        "properties": {"a": _INT, "b": _INT, "winner": {"enum": list(WINNERS)}, "replaced": {"type": "boolean"}},
-    },
-    "Leaderboard": {
-        "type": "object",
-        "required": ["jobs", "votes", "agreement", "method"],
-        "properties": {
-            "jobs": {"type": "array", "items": {"type": "object", "properties": {
-                "job": _INT, "model": _STR, "type": _STR,
-                "rating": {"type": "number", "description": "Bradley-Terry, 1000 = the jobs' average"},
-                "interval": {"type": "array", "items": {"type": "number"}, "description": "95%"},
-                "votes": _INT, "wins": _INT, "losses": _INT, "ties": _INT,
-                "scores": {"type": "object", "properties": {"count": _INT, "mean": _NUMBER_OR_NULL}},
-            }}},
-            "votes": _INT,
-            "agreement": {"type": "object", "properties": {
-                "pairs": {**_INT, "description": "pairs judged by two raters or more"},
-                "rater_pairs": _INT,
-                "fraction": {**_NUMBER_OR_NULL, "description": "rater pairs that agree"},
-                "alpha": {**_NUMBER_OR_NULL, "description": "Krippendorff's alpha, nominal"},
-            }},
-            "method": _STR,
-        },
-    },
-    "LogLine": {"type": "object", "properties": {"id": _INT, "time": _TIME, "message": _STR}},
-    "Worker": {
-        "type": "object",
-        "properties": {
-            "id": _STR,
-            "hostname": _STR,
-            "pool": _STR,
-            "slots": _INT,
-            "devices": {"type": "array"},
-            "status": _STR,
-            "started_at": _TIME,
-            "last_heartbeat": _TIME,
-            "running": _INT,
-            "running_jobs": {"type": "array", "items": _INT},
-        },
-    },
-}
 
 
 def _ref(name: str) -> dict:
@@ -266,7 +78,7 @@ def _stream(summary: str, description: str, params: list, errors: tuple) -> dict
             "description": description,
             "parameters": params,
             "responses": {
-                "200": {"description": "the stream", "content": {"text/event-stream": {"schema": _STR}}},
+                "200": {"description": "the stream", "content": {"text/event-stream": {"schema": STR}}},
                 **_errors(*errors),
             },
         }
@@ -329,7 +141,7 @@ def spec() -> dict[str, Any]:
                 [
                     _query("status", {"enum": list(JOB_STATUSES)}),
                     _query("type", {"enum": ["train", "generate"]}),
-                    _query("team", _STR, "only this team (a token sees only its own)"),
+                    _query("team", STR, "only this team (a token sees only its own)"),
                     _query(
                         "limit", {"type": "integer", "minimum": 1, "default": 50}, "page size, at most 200"
                     ),
@@ -366,7 +178,7 @@ def spec() -> dict[str, Any]:
                     {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                     "keep this many evenly spaced points per series (not with points)",
                 ),
-                _query("name", _STR, "only this series (repeatable)"),
+                _query("name", STR, "only this series (repeatable)"),
             ],
             errors=(404, 422),
         ),
@@ -422,7 +234,7 @@ def spec() -> dict[str, Any]:
         ),
         "/api/v1/preferences/export": _get(
             "The votes as a preference dataset: JSONL of {prompt, chosen, rejected}; ties skipped",
-            {"description": "JSON lines", "content": {"application/x-ndjson": {"schema": _STR}}},
+            {"description": "JSON lines", "content": {"application/x-ndjson": {"schema": STR}}},
             [jobs],
             errors=(404, 422),
         ),
@@ -472,13 +284,13 @@ def spec() -> dict[str, Any]:
             (422, 503),
         ),
         "/api/v1/openapi.json": {
-            "get": {"summary": "This document", "security": [], "responses": {"200": _json(_OBJ)}}
+            "get": {"summary": "This document", "security": [], "responses": {"200": _json(OBJ)}}
         },
         "/healthz": {
             "get": {
                 "summary": "Liveness: the database answers",
                 "security": [],
-                "responses": {"200": _json(_OBJ), "503": _json(_OBJ, "database unavailable")},
+                "responses": {"200": _json(OBJ), "503": _json(OBJ, "database unavailable")},
             }
         },
         "/metrics": {
@@ -486,7 +298,7 @@ def spec() -> dict[str, Any]:
                 "summary": "Prometheus metrics",
                 "security": [],
                 "responses": {
-                    "200": {"description": "text exposition", "content": {"text/plain": {"schema": _STR}}}
+                    "200": {"description": "text exposition", "content": {"text/plain": {"schema": STR}}}
                 },
             }
         },
