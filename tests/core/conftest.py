@@ -85,3 +85,15 @@ def corpus() -> str:
 def make_hooks():
     """RecordingHooks(stop_at=None, reason='cancel')."""
     return RecordingHooks
+
+
+@pytest.fixture
+def quick_evaluation(monkeypatch):
+    """The media recipes' evaluation at test size: a 5-step classifier, 0.05 s of generated audio."""
+    from genq.core.models.dcgan import recipe as dcgan_recipe
+    from genq.core.models.vae import recipe as vae_recipe
+    from genq.core.models.wavenet import recipe as wavenet_recipe
+
+    monkeypatch.setattr(dcgan_recipe, "CLASSIFIER_STEPS", 5)
+    monkeypatch.setattr(vae_recipe, "CLASSIFIER_STEPS", 5)
+    monkeypatch.setattr(wavenet_recipe, "EVAL_SECONDS", 0.05)

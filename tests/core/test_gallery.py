@@ -9,9 +9,6 @@ import pytest
 from PIL import Image
 
 from genq.core import api, checkpoint, spec
-from genq.core.models.dcgan import recipe as dcgan_recipe
-from genq.core.models.vae import recipe as vae_recipe
-from genq.core.models.wavenet import recipe as wavenet_recipe
 from genq.core.recipe import Recipe, gallery_folder
 
 # Tiny jobs of 4 steps, evaluated (and so drawn) at steps 2 and 4. Dropout on the text models: their
@@ -30,11 +27,7 @@ STEPS = {"max_steps": 4, "eval_interval": 2, "checkpoint_interval": 2}
 BUILTIN = {"images": "digits", "audio": "tones"}
 
 
-@pytest.fixture(autouse=True)
-def _quick_evaluation(monkeypatch):
-    monkeypatch.setattr(dcgan_recipe, "CLASSIFIER_STEPS", 5)
-    monkeypatch.setattr(vae_recipe, "CLASSIFIER_STEPS", 5)
-    monkeypatch.setattr(wavenet_recipe, "EVAL_SECONDS", 0.05)
+pytestmark = pytest.mark.usefixtures("quick_evaluation")
 
 
 def source(kind: str, text_file) -> api.DataSource:

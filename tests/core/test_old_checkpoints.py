@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from genq.core import api, checkpoint
-from genq.core.models.dcgan import recipe as dcgan_recipe
 from genq.core.models.vae import recipe as vae_recipe
 
 OLD = Path(__file__).parent.parent / "data" / "checkpoints-0.1"
@@ -28,10 +27,7 @@ PARAMS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _quick_evaluation(monkeypatch):
-    monkeypatch.setattr(dcgan_recipe, "CLASSIFIER_STEPS", 5)
-    monkeypatch.setattr(vae_recipe, "CLASSIFIER_STEPS", 5)
+pytestmark = pytest.mark.usefixtures("quick_evaluation")
 
 
 @pytest.mark.parametrize("model", list(DATA))

@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from genq.core import api, checkpoint
-from genq.core.models.dcgan import recipe as dcgan_recipe
-from genq.core.models.vae import recipe as vae_recipe
 
 RUNS = {
     "vae": ("images", "digits", {"z_dim": 4, "base_channels": 4, "image_size": 8, "batch_size": 8}),
@@ -20,10 +18,7 @@ RUNS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _quick_evaluation(monkeypatch):
-    monkeypatch.setattr(dcgan_recipe, "CLASSIFIER_STEPS", 5)
-    monkeypatch.setattr(vae_recipe, "CLASSIFIER_STEPS", 5)
+pytestmark = pytest.mark.usefixtures("quick_evaluation")
 
 
 @pytest.mark.parametrize("model", list(RUNS))
