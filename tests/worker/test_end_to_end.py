@@ -20,6 +20,9 @@ def test_upload_train_generate_through_the_api(platform):
     loss = [value for _, value in series["train/loss"]]
     assert loss[-1] < 0.8 * loss[0], f"training loss did not fall: {loss[0]:.3f} -> {loss[-1]:.3f}"
     assert series["val/loss"] and series["val/perplexity"]
+    # a CPU worker: what the job used (its process' peak resident set rise), and no MFU without a GPU's peak
+    assert series["memory/peak_bytes"] and series["memory/peak_bytes"][-1][1] > 0
+    assert "throughput/mfu" not in series
     artifacts = platform.api("GET", f"/jobs/{train}/artifacts").json()["artifacts"]
     assert any(a["kind"] == "checkpoint" for a in artifacts)
 
@@ -27,6 +30,7 @@ def test_upload_train_generate_through_the_api(platform):
                                 "params": {"num_samples": 2, "max_new_tokens": 40, "seed": 7}})
     job = platform.wait_status(generate, ("succeeded", "failed"), timeout=120)
     assert job["status"] == "succeeded", job["error"]
+    assert platform.api("GET", f"/jobs/{generate}/metrics").json()["series"]["memory/peak_bytes"][0][1] >= 0
     outputs = platform.api("GET", f"/jobs/{generate}/outputs").json()["outputs"]
     assert [o["prompt"] for o in outputs] == ["ROMEO:", "ROMEO:", "First", "First"]
     alphabet = set(corpus)
