@@ -85,19 +85,29 @@ def each_prompt(prompts: list[str | None], hooks: Hooks,
 
 def train(model: str, params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
           device: str = "cpu") -> TrainResult:
-    """Train `model` on `data`; resume from the newest checkpoint in `workdir` if there is one."""
+    """Train `model` on `data`; resume from the newest checkpoint in `workdir` if there is one. Besides the
+    model's own metrics: throughput, memory/peak_bytes, and throughput/mfu on a GPU whose peak is known."""
+    from genq.core import device as dev
     from genq.core.recipe import fit
 
     recipe = spec.get(model).load_recipe()
     workdir.mkdir(parents=True, exist_ok=True)
+    dev.prepare(device)
     return fit(recipe, params, data, workdir, hooks, device)
 
 
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str = "cpu") -> list[Sample]:
-    """Generate `params['num_samples']` samples per prompt from the trained model in `source_workdir`."""
+    """Generate `params['num_samples']` samples per prompt from the trained model in `source_workdir`; records
+    memory/peak_bytes (at step 0) when done."""
     from genq.core import checkpoint
+    from genq.core import device as dev
 
     recipe = spec.get(checkpoint.load_model_kind(source_workdir)).load_recipe()
     out_dir.mkdir(parents=True, exist_ok=True)
-    return recipe.generate(source_workdir, prompts, params, out_dir, hooks, device)
+    dev.prepare(device)
+    memory = dev.PeakMemory(device)
+    samples = recipe.generate(source_workdir, prompts, params, out_dir, hooks, device)
+    if (peak := memory.bytes()) is not None:
+        hooks.metrics(0, {"memory/peak_bytes": peak})
+    return samples

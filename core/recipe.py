@@ -7,7 +7,9 @@ position, tokenizer, class names), its final samples, and how it generates from 
 does the rest, the same way for all of them: validate the params, find the newest checkpoint, seed, build,
 restore weights/optimizers/RNG/extra state, run the loop (genq.core.train) with its evaluations (each
 followed by the gallery, handed to hooks.samples) and checkpoints, and finish with the samples unless the
-job was asked to stop.
+job was asked to stop. Along the way it records memory/peak_bytes (genq.core.device.PeakMemory) at every log
+step and once more at the end, and throughput/mfu on a GPU of known peak for a recipe whose flops_per_item()
+is not None.
 
 A checkpoint holds the modules' weights (safetensors) and, in its state, "kind", "config", "params", "rng",
 each optimizer's state under its name in `optimizers`, and whatever `extra_state()` returns.
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from genq.core import checkpoint, spec
+from genq.core import device as dev
 from genq.core import train as loop
 from genq.core.api import DataSource, Hooks, Sample, TrainResult
 from genq.core.train import LossDict
@@ -88,6 +91,10 @@ class Recipe:
         """What the throughput metric counts per step (samples; tokens for text)."""
         return self.p["batch_size"]
 
+    def flops_per_item(self) -> float | None:
+        """Training FLOPs per item that items_per_step counts, for throughput/mfu on a GPU; None: no MFU."""
+        return None
+
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         """The final samples, written under `folder`; may add to result.metrics."""
         return []
@@ -108,6 +115,7 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
         device: str) -> TrainResult:
     """Train (or resume from the newest checkpoint in `workdir`) the model kind of `recipe`."""
     p = spec.get(recipe.kind).train_params(params)
+    memory = dev.PeakMemory(device)  # before the data and the model: the whole job counts
     resumed = checkpoint.load_latest(workdir, recipe.kind)
     r = recipe(p, device, hooks)
     torch.manual_seed(p["seed"])
@@ -120,6 +128,7 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
     else:
         hooks.log(f"{r.describe()}, {size(*r.modules.values())}")
     r.prepare(start)
+    flops = r.flops_per_item()
 
     def save(step: int) -> Path:
         state = {"kind": r.kind, "config": r.config, "params": p, "rng": checkpoint.rng_state(),
@@ -137,7 +146,10 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
                       checkpoint_interval=p["checkpoint_interval"], eval_fn=evaluate,
                       eval_interval=p["eval_interval"], optimizers=list(r.optimizers.values()),
                       lr_schedule=r.lr_schedule(), items_per_step=r.items_per_step(),
-                      throughput_metric=r.throughput_metric)
+                      throughput_metric=r.throughput_metric, flops_per_item=flops,
+                      peak_flops=dev.peak_flops(device) if flops else None, peak_memory=memory.bytes)
     if not result.stopped:
         result.samples = r.finish(result, workdir / "samples")
+    if (peak := memory.bytes()) is not None:  # the final evaluation and samples included
+        hooks.metrics(result.step, {"memory/peak_bytes": peak})
     return result

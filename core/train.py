@@ -5,7 +5,7 @@ learning rate, metric logging, evaluation, checkpoints, progress, and cooperativ
 
 Usage::
 
-    from genq.core import train as loop
+    from genq.core import device, train as loop
 
     def step_fn(step: int) -> dict[str, torch.Tensor | float]:
         x, y = data.get_batch("train")
@@ -23,14 +23,19 @@ Usage::
                       save_fn=save_fn, checkpoint_interval=p["checkpoint_interval"],
                       eval_fn=eval_fn, eval_interval=p["eval_interval"],
                       optimizers=[opt], lr_schedule=lambda s: loop.cosine_lr(s, 1e-3, 1e-4, 100, 2000),
-                      items_per_step=batch_size * block_size, throughput_metric="throughput/tokens_per_s")
+                      items_per_step=batch_size * block_size, throughput_metric="throughput/tokens_per_s",
+                      flops_per_item=net.flops_per_token(), peak_flops=device.peak_flops("cuda"),
+                      peak_memory=device.PeakMemory("cuda").bytes)
     # result: api.TrainResult(step, stopped=None|"cancel"|"shutdown", metrics=<last eval>)
 
 Steps count completed optimisation steps: step_fn(s) runs step s (0-based) and afterwards `s + 1` steps are
 done; metrics, evaluations and checkpoints are labelled with that count. Loss keys become metric names:
 "loss" -> "train/loss", "loss_d" -> "train/loss_d", a key containing "/" is used as is. Train losses are
-averaged over the log interval. Every step starts with hooks.stop_requested(): on "cancel"/"shutdown" the
-loop saves a checkpoint (unless one exists for this step) and returns TrainResult(stopped=reason).
+averaged over the log interval. Each log step also records the throughput (items per second of step time),
+"throughput/mfu" (model FLOPs utilisation: items/s x flops_per_item / peak_flops) when both are given, and
+"memory/peak_bytes" when peak_memory() gives a number. Every step starts with hooks.stop_requested(): on
+"cancel"/"shutdown" the loop saves a checkpoint (unless one exists for this step) and returns
+TrainResult(stopped=reason).
 A non-finite train loss raises FloatingPointError naming the step (lower the learning rate).
 """
 
@@ -68,7 +73,8 @@ def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int, sav
         eval_fn: Callable[[int], dict[str, float]] | None = None, eval_interval: int = 0,
         optimizers: Sequence[torch.optim.Optimizer] = (),
         lr_schedule: Callable[[int], float] | None = None, log_interval: int = 10, items_per_step: int = 0,
-        throughput_metric: str = "throughput/tokens_per_s") -> TrainResult:
+        throughput_metric: str = "throughput/tokens_per_s", flops_per_item: float | None = None,
+        peak_flops: float | None = None, peak_memory: Callable[[], int | None] | None = None) -> TrainResult:
     """Run steps start_step..max_steps-1 with logging, evaluation, checkpoints and stop checks."""
     step = start_step
     saved_at: int | None = None
@@ -113,7 +119,12 @@ def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int, sav
                                          "training diverged (try a lower lr)")
             now = time.perf_counter()
             if items_per_step:
-                values[throughput_metric] = items_per_step * n_summed / max(1e-9, now - t_mark - busy)
+                rate = items_per_step * n_summed / max(1e-9, now - t_mark - busy)
+                values[throughput_metric] = rate
+                if flops_per_item and peak_flops:
+                    values["throughput/mfu"] = rate * flops_per_item / peak_flops
+            if peak_memory is not None and (peak := peak_memory()) is not None:
+                values["memory/peak_bytes"] = peak
             if lr is not None:
                 values["train/lr"] = lr
             hooks.metrics(step, values)

@@ -11,6 +11,7 @@ from genq import evaluation
 from genq.datasets import BUILTIN_DATASETS, dataset_to_dict
 from genq.db.models import JOB_STATUSES, Dataset, Job, Output, Team
 from genq.errors import GenqError, InvalidInput
+from genq.jobs.estimate import training_estimate
 from genq.jobs.params import MODELS
 from genq.jobs.service import cancel_job, job_to_dict, latest_jobs, owned, parse_param_lines, submit_job
 from genq.web import compare as compare_view
@@ -65,6 +66,7 @@ def job(job_id: int):
         job=item,
         chart_sources=[{"job": job_id, "name": name, "label": name} for name in queries.LOSS_SERIES],
         evals=evals,
+        estimate=training_estimate(item["model"], item["params"]) if item["type"] == "train" else None,
         outputs=outputs,
         ratings=ratings,
         own_scores=own_scores,

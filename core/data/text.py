@@ -15,6 +15,7 @@ import torch
 
 from genq.core.api import DataError, DataSource
 from genq.core.data.formats import decode_text
+from genq.core.device import to_device
 
 # ---------------------------------------------------------------------------------------------- tokenizers
 
@@ -225,11 +226,8 @@ class TextData:
         b, t = batch_size or self.batch_size, self.block_size
         ix = torch.randint(len(data) - t, (b,), generator=gen or self.gen)
         offsets = torch.arange(t + 1)
-        blocks = data[ix[:, None] + offsets]  # (B, T+1)
-        x, y = blocks[:, :-1], blocks[:, 1:]
-        if self.device != "cpu":
-            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        return x, y
+        blocks = to_device(data[ix[:, None] + offsets], self.device)  # (B, T+1): one copy for x and y
+        return blocks[:, :-1], blocks[:, 1:]
 
     def val_batches(self, n: int, batch_size: int | None = None):
         """The same `n` validation batches every time (a fixed generator), so evaluations compare."""

@@ -6,7 +6,7 @@ A text model subclasses `TextRecipe` with its network config, network and optimi
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from genq.core import checkpoint
+from genq.core import device as dev
 from genq.core import sample as sampling
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.text import TextData, build_tokenizer, load_text, tokenizer_from_state
@@ -33,7 +34,12 @@ class TextRecipe(Recipe):
     network is configured and built and which optimizer trains it."""
 
     throughput_metric = "throughput/tokens_per_s"
-    autocast = False  # bf16 autocast on CUDA
+    autocast = False  # bf16 autocast on CUDA, for training, evaluation and sampling
+
+    @classmethod
+    def amp(cls, device: str) -> AbstractContextManager:
+        """The autocast context of this model on `device` (nothing on a CPU, or for a model without it)."""
+        return dev.autocast(device) if cls.autocast else nullcontext()
 
     @staticmethod
     def network_config(p: dict[str, Any], vocab_size: int) -> dict[str, Any]:
@@ -59,10 +65,13 @@ class TextRecipe(Recipe):
         self.ds = TextData(self.tok.encode(text), p["block_size"], p["batch_size"], p["seed"], self.device)
         self.config = resumed.config if resumed is not None else self.network_config(p, self.tok.vocab_size)
         self.net = self.network(self.config).to(self.device)
-        self.modules = {"model": self.net}
+        self.modules = {"model": self.net}  # checkpoints hold the module itself: no "_orig_mod." prefixes
         self.optimizers = {"optimizer": self.optimizer(self.net)}
-        self.amp = (torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast and self.device.startswith("cuda")
-                    else nullcontext())
+        # Only the training step runs compiled: evaluation (eval mode, other batch shapes) and sampling (a
+        # cache that grows every token) would each compile graphs of their own for little gain.
+        self.train_net = torch.compile(self.net) if p.get("compile") else self.net
+        if p.get("compile"):
+            self.hooks.log("torch.compile: the first steps include compiling the model")
 
     def extra_state(self) -> dict[str, Any]:
         return {"tokenizer": self.tok.to_state(), "data": self.ds.state_dict()}
@@ -75,8 +84,8 @@ class TextRecipe(Recipe):
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
         x, y = self.ds.get_batch("train")
-        with self.amp:
-            _, loss = self.net(x, y)
+        with self.amp(self.device):
+            _, loss = self.train_net(x, y)
         opt = self.optimizers["optimizer"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -87,23 +96,25 @@ class TextRecipe(Recipe):
 
     def evaluate(self, step: int) -> dict[str, float]:
         if step >= self.p["max_steps"]:  # the job's reported number: the whole validation split, no sampling noise
-            return _full_val_loss(self.net, self.ds, self.amp)
-        with self.amp:
+            return _full_val_loss(self.net, self.ds, self.amp(self.device))
+        with self.amp(self.device):
             return val_loss(self.net, self.ds.val_batches(self.p["eval_iters"]))
 
     def gallery(self, step: int, folder: Path) -> list[Sample]:
         """A few short unconditional texts, from the same seed at every step."""
         gen = torch.Generator(device=self.device).manual_seed(self.p["seed"] + GALLERY_SEED)
         max_new = GALLERY_TOKENS if self.p["tokenizer"] == "char" else GALLERY_TOKENS // 3
-        texts = _sample(self.net, self.tok, None, GALLERY_SAMPLES, gen, self.device, max_new_tokens=max_new,
-                        temperature=0.8, top_k=None, top_p=None)
+        with self.amp(self.device):
+            texts = _sample(self.net, self.tok, None, GALLERY_SAMPLES, gen, self.device, max_new_tokens=max_new,
+                            temperature=0.8, top_k=None, top_p=None)
         return [Sample(kind="text", prompt=None, text=t) for t in texts]
 
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         gen = torch.Generator(device=self.device).manual_seed(self.p["seed"])
         max_new = 200 if self.p["tokenizer"] == "char" else 60
-        texts = _sample(self.net, self.tok, None, FINAL_SAMPLES, gen, self.device, max_new_tokens=max_new,
-                        temperature=0.8, top_k=None, top_p=None)
+        with self.amp(self.device):
+            texts = _sample(self.net, self.tok, None, FINAL_SAMPLES, gen, self.device, max_new_tokens=max_new,
+                            temperature=0.8, top_k=None, top_p=None)
         extra = sample_metrics(texts)
         self.hooks.metrics(result.step, extra)
         result.metrics = {**result.metrics, **extra}
@@ -122,8 +133,9 @@ class TextRecipe(Recipe):
         gen = sampling.seeded_generator(g["seed"], device)
 
         def make(i: int, prompt: str | None) -> list[Sample]:
-            texts = _sample(net, tok, prompt, g["num_samples"], gen, device, max_new_tokens=g["max_new_tokens"],
-                            temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
+            with cls.amp(device):
+                texts = _sample(net, tok, prompt, g["num_samples"], gen, device, max_new_tokens=g["max_new_tokens"],
+                                temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
             return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
 
         return each_prompt(prompts, hooks, make)
@@ -143,7 +155,7 @@ def _full_val_loss(net: nn.Module, ds: TextData, amp, rows: int = 64) -> dict[st
     net.eval()
     total = torch.zeros((), device=ds.device)
     for chunk in starts.split(rows):
-        blocks = ds.val[chunk[:, None] + offsets].to(ds.device)  # (rows, t + 1)
+        blocks = dev.to_device(ds.val[chunk[:, None] + offsets], ds.device)  # (rows, t + 1)
         with amp:
             _, loss = net(blocks[:, :-1], blocks[:, 1:])
         total += loss.float() * len(chunk)  # weighted by rows: the last batch may be short

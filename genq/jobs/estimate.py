@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from genq.core import spec
+from genq.core.errors import CoreError
 from genq.db.models import Worker
 from genq.errors import InvalidInput
 
@@ -37,6 +38,15 @@ def human_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} EiB"
+
+
+def training_estimate(model: str, params: dict[str, Any]) -> int | None:
+    """The bytes a training job with these stored (validated) params was estimated to need at submission;
+    None for a model kind or params this version no longer knows."""
+    try:
+        return spec.get(model).memory_bytes(params)
+    except (CoreError, KeyError, TypeError):
+        return None
 
 
 def check_fits(session: Session, model: str, params: dict[str, Any], pool: str) -> int:

@@ -224,3 +224,20 @@ def test_workers_page(client, db, auth):
     add_worker(db, "gpu-box:1:x", "A100", 40)
     page = client.get("/workers", headers=bearer(make_token(db))).text
     assert "gpu-box" in page and "A100" in page and "40.0 GiB" in page
+
+
+def test_job_page_shows_peak_memory_beside_the_submission_estimate(browser, db):
+    from genq.core import spec
+
+    params = spec.get("gpt").train_params({"n_layer": 2, "batch_size": 8})
+    job = add_job(db, status="succeeded", params=params)
+    add_metrics(db, job, "memory/peak_bytes", [100 * 2**20, 150 * 2**20], every=10)
+    estimate = spec.get("gpt").memory_bytes(params)
+    row = next(line for line in browser.get(f"/jobs/{job}").text.split("<tr>") if "memory/peak_bytes" in line)
+    assert "150.0 MiB" in row and f"estimated at submission: {estimate / 2**20:.1f} MiB" in row
+    # a generation job has no estimate of its own; a job whose params no longer validate shows none either
+    for fields in ({"type": "generate", "params": {}}, {"params": {}}):
+        other = add_job(db, status="succeeded", **fields)
+        add_metrics(db, other, "memory/peak_bytes", [2**20])
+        row = next(line for line in browser.get(f"/jobs/{other}").text.split("<tr>") if "memory/peak_bytes" in line)
+        assert "1.0 MiB" in row and "estimated" not in row

@@ -26,6 +26,9 @@ def test_upload_train_generate_through_the_api(platform):
     every = {step: value for step, value in series["train/loss"]}
     assert (chart["series"]["train/loss"], chart["bands"]["train/loss"]) == \
         brute_force(every, 0, max(every), chart["bucket"]["train/loss"])
+    # a CPU worker: what the job used (its process' peak resident set rise), and no MFU without a GPU's peak
+    assert series["memory/peak_bytes"] and series["memory/peak_bytes"][-1][1] > 0
+    assert "throughput/mfu" not in series
     artifacts = platform.api("GET", f"/jobs/{train}/artifacts").json()["artifacts"]
     assert any(a["kind"] == "checkpoint" for a in artifacts)
 
@@ -33,6 +36,7 @@ def test_upload_train_generate_through_the_api(platform):
                                 "params": {"num_samples": 2, "max_new_tokens": 40, "seed": 7}})
     job = platform.wait_status(generate, ("succeeded", "failed"), timeout=120)
     assert job["status"] == "succeeded", job["error"]
+    assert platform.api("GET", f"/jobs/{generate}/metrics").json()["series"]["memory/peak_bytes"][0][1] >= 0
     outputs = platform.api("GET", f"/jobs/{generate}/outputs").json()["outputs"]
     assert [o["prompt"] for o in outputs] == ["ROMEO:", "ROMEO:", "First", "First"]
     alphabet = set(corpus)

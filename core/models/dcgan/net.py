@@ -100,30 +100,32 @@ def _init(m: nn.Module) -> None:
 
 
 def d_loss(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor | None = None,
-           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Discriminator loss: -log D(x) - log(1 - D(G(z))) (BCE with logits), plus the auxiliary class loss."""
+           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Discriminator loss: -log D(x) - log(1 - D(G(z))) (BCE with logits), plus the auxiliary class loss; with
+    statistics for logging (detached tensors: no host sync)."""
     real_logit, real_cls = D(real, cond)
     fake_logit, _ = D(fake.detach(), cond)
     adv = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
            + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
-    loss, stats = adv, {"d_adv": adv.item()}
+    loss, stats = adv, {"d_adv": adv.detach()}
     if real_cls is not None and labels is not None:
         cls = F.cross_entropy(real_cls, labels)  # learn classes from real images only
         loss = loss + cls
-        stats["d_cls"] = cls.item()
-    stats["d_real"] = torch.sigmoid(real_logit).mean().item()
-    stats["d_fake"] = torch.sigmoid(fake_logit).mean().item()
+        stats["d_cls"] = cls.detach()
+    stats["d_real"] = torch.sigmoid(real_logit).mean().detach()
+    stats["d_fake"] = torch.sigmoid(fake_logit).mean().detach()
     return loss, stats
 
 
 def g_loss(D: Discriminator, fake: torch.Tensor, cond: torch.Tensor | None = None,
-           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Non-saturating generator loss -log D(G(z)), plus making D's classifier see the requested class."""
+           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Non-saturating generator loss -log D(G(z)), plus making D's classifier see the requested class; with
+    statistics for logging (detached tensors)."""
     logit, cls_logits = D(fake, cond)
     adv = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
-    loss, stats = adv, {"g_adv": adv.item()}
+    loss, stats = adv, {"g_adv": adv.detach()}
     if cls_logits is not None and labels is not None:
         cls = F.cross_entropy(cls_logits, labels)
         loss = loss + cls
-        stats["g_cls"] = cls.item()
+        stats["g_cls"] = cls.detach()
     return loss, stats

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from genq.core import checkpoint
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.images import ImageSet, load_images
+from genq.core.device import to_device
 from genq.core.eval.images import image_metrics
 from genq.core.models import _media
 from genq.core.models.dcgan.net import DCGANConfig, Discriminator, Generator, d_loss, g_loss
@@ -87,11 +88,11 @@ class DCGANRecipe(Recipe):
         fit_set, held = ds.split(0.1, self.p["seed"]) if ds.labels is not None else (ds, None)
         self.clf = _media.evaluation_classifier(fit_set, held, CLASSIFIER_STEPS, self.p["seed"], self.hooks, start)
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict[str, torch.Tensor]:
         G, D, n, bs, dev = self.G, self.D, self.n_classes, self.p["batch_size"], self.device
         idx = torch.randint(len(self.real_all), (bs,), generator=self.batches)
-        real = (self.real_all[idx] * 2 - 1).to(dev)
-        labels = self.ds.labels[idx].to(dev) if n else None
+        real = to_device(self.real_all[idx] * 2 - 1, dev)
+        labels = to_device(self.ds.labels[idx], dev) if n else None
         cond = F.one_hot(labels, n).float() if n else None
         fake = G(torch.randn(bs, self.config["z_dim"], device=dev), cond)
         ld, sd = d_loss(D, real, fake, cond, labels)
@@ -103,8 +104,8 @@ class DCGANRecipe(Recipe):
         opt_g.zero_grad(set_to_none=True)
         lg.backward()
         opt_g.step()
-        return {"loss": ld.item() + lg.item(), "d_loss": ld.item(), "g_loss": lg.item(),
-                "d_real": sd["d_real"], "d_fake": sd["d_fake"]}
+        ld, lg = ld.detach(), lg.detach()  # tensors: the loop reads them at log steps, not every step
+        return {"loss": ld + lg, "d_loss": ld, "g_loss": lg, "d_real": sd["d_real"], "d_fake": sd["d_fake"]}
 
     def evaluate(self, step: int) -> dict[str, float]:
         n = self.n_classes

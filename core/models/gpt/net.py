@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genq.core.device import fused_adamw
+
 
 @dataclass
 class GPTConfig:
@@ -63,10 +65,13 @@ class KVCache:
         return k, v
 
 
-def rotate(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """RoPE: turn each pair (x[2i], x[2i+1]) of x (B, T, heads, hs), a complex number, by turns (T, 1, hs/2)."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, heads, hs/2)
-    return torch.view_as_real(pairs * turns).flatten(-2).to(x.dtype)
+def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """RoPE: turn each pair (x[2i], x[2i+1]) of x (B, T, heads, hs) by an angle whose cosine and sine are
+    rope (T, 1, hs/2, 2). Real arithmetic, the same products as a complex multiplication: torch.compile's
+    inductor generates no code for complex tensors and would cut the graph around them."""
+    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, T, heads, hs/2) each
+    cos, sin = rope.unbind(-1)
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -165,14 +170,20 @@ class GPT(nn.Module):
         """Parameters (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
 
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (PaLM's appendix B, nanoGPT's estimate_mfu): 6N for the weights' matrix
+        products forward and backward (the tied head among them), 12 L d T for attention's scores and sums."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
+
     def _rope(self, start: int, T: int, device: torch.device) -> torch.Tensor:
-        """RoPE's unit complex turns (T, 1, hs/2) for positions start..start+T-1 (float64 angles: exact at any
+        """RoPE's cosines and sines (T, 1, hs/2, 2) for positions start..start+T-1 (float64 angles: exact at any
         position)."""
         hs = self.config.n_embd // self.config.n_head
         inv_freq = self.config.rope_base ** -(torch.arange(0, hs, 2, dtype=torch.float64, device=device) / hs)
         pos = torch.arange(start, start + T, dtype=torch.float64, device=device)
         angles = torch.outer(pos, inv_freq)[:, None, :]  # radians
-        return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+        return torch.stack((angles.cos(), angles.sin()), dim=-1).float()
 
     def _mask(self, past: int, T: int, device: torch.device) -> torch.Tensor | None:
         """(T, past + T) bool, True where query i (at past + i) may see key j: the newest block_size keys.
@@ -217,10 +228,10 @@ class GPT(nn.Module):
     def optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.99),
                   device: str = "cpu") -> torch.optim.AdamW:
         """AdamW with weight decay on matrices and embeddings only (nanoGPT); the fused kernel on CPU and CUDA
-        (on the CPU a quarter of the time of the per-tensor loop: ~2% of a step of the CPU recipe)."""
+        (on the CPU a quarter of the time of the per-tensor loop: ~2% of a step of the CPU recipe), the
+        default elsewhere."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        fused = device.split(":")[0] in ("cpu", "cuda") or None
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused_adamw(device))

@@ -34,6 +34,9 @@ class GPTRecipe(_text.TextRecipe):
     def optimizer(self, net: GPT):
         return net.optimizer(self.p["lr"], self.p["weight_decay"], (0.9, 0.99), self.device)
 
+    def flops_per_item(self) -> float:
+        return self.net.flops_per_token()
+
     def lr_schedule(self):
         p = self.p
         min_lr = p["min_lr"] if p["min_lr"] is not None else p["lr"] / 10

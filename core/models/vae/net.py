@@ -87,9 +87,9 @@ def loss_terms(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: 
     return recon, kl
 
 
-def vae_loss(model: VAE, x: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean over the batch of recon + beta * KL, with the parts for logging."""
+def vae_loss(model: VAE, x: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean over the batch of recon + beta * KL, with the parts for logging (detached tensors: no host sync)."""
     logits, mu, logvar = model(x)
     recon, kl = loss_terms(logits, x, mu, logvar)
     loss = (recon + beta * kl).mean()
-    return loss, {"recon": recon.mean().item(), "kl": kl.mean().item()}
+    return loss, {"recon": recon.mean().detach(), "kl": kl.mean().detach()}

@@ -18,6 +18,7 @@ import torch
 from genq.core import checkpoint
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.images import load_images
+from genq.core.device import to_device
 from genq.core.eval.images import features_and_probs, frechet_distance
 from genq.core.models import _media
 from genq.core.models.vae.net import VAE, VAEConfig, loss_terms, vae_loss
@@ -63,14 +64,14 @@ class VAERecipe(Recipe):
                                                 self.hooks, start)
         self.f_real, _ = features_and_probs(self.clf, self.x_fit[:2000])
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict[str, torch.Tensor]:
         x = self.x_fit[torch.randint(len(self.x_fit), (self.p["batch_size"],), generator=self.batches)]
-        loss, parts = vae_loss(self.net, x.to(self.device), self.p["beta"])
+        loss, parts = vae_loss(self.net, to_device(x, self.device), self.p["beta"])
         opt = self.optimizers["optimizer"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), **parts}
+        return {"loss": loss.detach(), **parts}
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:

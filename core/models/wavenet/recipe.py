@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from genq.core import checkpoint
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
 from genq.core.data.audio import AudioSet, load_audio, segments, write_wav
+from genq.core.device import to_device
 from genq.core.eval.audio import audio_metrics, reference_pitches
 from genq.core.models import _media
 from genq.core.models.wavenet.net import WaveNet, WaveNetConfig, mu_law_encode
@@ -71,16 +72,16 @@ class WaveNetRecipe(Recipe):
     def items_per_step(self) -> int:
         return self.p["batch_size"] * self.p["segment_length"]
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict[str, torch.Tensor]:
         x, labels = segments(self.fit_set, self.p["segment_length"] + 1, self.p["batch_size"], self.rng)
-        label = torch.from_numpy(labels).to(self.device) if self.n_classes else None
-        loss = self.net.loss(torch.from_numpy(x).to(self.device), label)
+        label = to_device(torch.from_numpy(labels), self.device) if self.n_classes else None
+        loss = self.net.loss(to_device(torch.from_numpy(x), self.device), label)
         opt = self.optimizers["optimizer"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         opt.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     def evaluate(self, step: int) -> dict[str, float]:
         out = {"val/loss": _val_loss(self.net, self.val, self.n_classes, self.device)}

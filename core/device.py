@@ -1,0 +1,129 @@
+"""What training and generation need to know about their device: bf16 autocast, fused AdamW, pinned copies to
+a GPU, the GPU's peak bf16 throughput (for MFU), and the peak memory a job used.
+
+Every choice here is made from the device string ("cpu", "cuda", "cuda:1"), so the CUDA paths can be tested
+for their selection on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+# Dense bf16 tensor-core FLOP/s with fp32 accumulation, from the vendor's datasheets (the sparse figures are
+# twice these). Matched in order against torch.cuda.get_device_name(); the first match wins.
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    (r"H[12]00 NVL", 835e12),
+    (r"H100 PCIe", 756e12),
+    (r"H[12]00", 989e12),  # SXM, and GH200
+    (r"A100", 312e12),
+    (r"\bA10\b", 125e12),
+    (r"L40S", 362e12),
+    (r"\bL40\b", 181e12),
+    (r"\bL4\b", 121e12),
+    (r"RTX 4090", 165e12),
+    (r"RTX 3090", 71e12),
+)
+
+
+def is_cuda(device: str) -> bool:
+    """Whether `device` names a CUDA GPU."""
+    return torch.device(device).type == "cuda"
+
+
+def prepare(device: str) -> None:
+    """Process settings for work on `device`: TF32 for the float32 matrix products left outside autocast on a
+    GPU (nanoGPT's setting; strict float32 runs them at a fraction of the tensor cores' rate)."""
+    if is_cuda(device):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: str) -> AbstractContextManager:
+    """bf16 autocast on a GPU; nothing on a CPU (bf16 matrix products there are slower than float32)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if is_cuda(device) else nullcontext()
+
+
+def fused_adamw(device: str) -> bool | None:
+    """`fused=` for torch.optim.AdamW: True where torch has the fused kernel (CPU, CUDA), else None (default)."""
+    return True if torch.device(device).type in ("cpu", "cuda") else None
+
+
+def pins(device: str) -> bool:
+    """Whether copies to `device` go through pinned memory: only a GPU reads it without a host-side copy."""
+    return is_cuda(device)
+
+
+def to_device(t: torch.Tensor, device: str) -> torch.Tensor:
+    """`t` on `device`. To a GPU through pinned memory and without waiting: a non_blocking copy from pageable
+    memory is synchronous, and the host would stall at every batch."""
+    if pins(device):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def peak_flops_of(name: str) -> float | None:
+    """The dense bf16 FLOP/s of the GPU called `name`, or None for one not in PEAK_BF16_FLOPS."""
+    for pattern, flops in PEAK_BF16_FLOPS:
+        if re.search(pattern, name, re.IGNORECASE):
+            return flops
+    return None
+
+
+def peak_flops(device: str) -> float | None:
+    """The peak bf16 FLOP/s of `device`; None on a CPU or an unknown GPU (no MFU rather than a guess)."""
+    return peak_flops_of(torch.cuda.get_device_name(torch.device(device))) if is_cuda(device) else None
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A "kB" line of /proc/self/status (VmRSS, VmHWM) in bytes; None where there is no such file."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _release_free_heap() -> None:
+    """Hand the C heap's free pages back to the kernel (glibc's malloc_trim), where there is such a call: an
+    earlier job's freed memory would otherwise stay resident, and a job reusing it would not count it."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class PeakMemory:
+    """The most memory one job used, from its start: on a GPU the tensors PyTorch's allocator held at once
+    (torch.cuda.max_memory_allocated; the CUDA context's few hundred MB are not in it); on a CPU how far the
+    process' resident set rose above where it stood at the start (Linux: the kernel's high-water mark VmHWM,
+    reset through /proc/self/clear_refs so an earlier job's peak does not count; memory the process already
+    held, such as the interpreter and torch, is not the job's). None where neither is available (a CPU
+    without /proc, or one that refuses the reset)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.base: int | None = None
+        if is_cuda(device):
+            torch.cuda.reset_peak_memory_stats(torch.device(device))
+            return
+        _release_free_heap()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # 5: reset the peak resident set size to the current one (Linux 4.0+)
+        except OSError:
+            return
+        self.base = _proc_status_bytes("VmRSS")
+
+    def bytes(self) -> int | None:
+        """The peak so far (bytes), or None where it cannot be measured."""
+        if is_cuda(self.device):
+            return int(torch.cuda.max_memory_allocated(torch.device(self.device)))
+        peak = _proc_status_bytes("VmHWM") if self.base is not None else None
+        return None if peak is None else max(0, peak - self.base)

@@ -1,0 +1,114 @@
+"""The device choices (autocast, fused AdamW, pinned copies, MFU's peak) select correctly without a GPU, and
+every CPU job records its peak memory and no MFU."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from genq.core import api
+from genq.core import device as dev
+from genq.core import train as loop
+from genq.core.data.text import TextData
+from genq.core.models.gpt.net import GPT, GPTConfig
+
+GPT_PARAMS = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 8, "max_steps": 20,
+              "eval_interval": 20, "eval_iters": 1, "checkpoint_interval": 1000, "warmup_steps": 2}
+
+
+def test_autocast_is_bf16_on_a_gpu_and_nothing_on_a_cpu():
+    assert isinstance(dev.autocast("cpu"), nullcontext)
+    with pytest.warns(UserWarning, match="CUDA is not available"):  # built here, it turns itself off
+        on_gpu = dev.autocast("cuda:0")
+    assert isinstance(on_gpu, torch.autocast) and on_gpu.device == "cuda" and on_gpu.fast_dtype == torch.bfloat16
+
+
+def test_fused_adamw_only_where_torch_has_the_kernel():
+    assert dev.fused_adamw("cpu") is True and dev.fused_adamw("cuda") is True and dev.fused_adamw("cuda:1") is True
+    assert dev.fused_adamw("mps") is None and dev.fused_adamw("meta") is None
+    net = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    assert net.optimizer(1e-3, 0.1, device="cpu").defaults["fused"] is True
+    assert net.optimizer(1e-3, 0.1, device="mps").defaults["fused"] is None
+
+
+def test_batches_are_pinned_only_for_a_gpu():
+    assert dev.pins("cuda") and dev.pins("cuda:3")
+    assert not dev.pins("cpu") and not dev.pins("mps")
+    ds = TextData(list(range(50)) * 10, block_size=8, batch_size=4, seed=0, device="cpu")
+    x, y = ds.get_batch()
+    assert x.shape == y.shape == (4, 8) and torch.equal(x[:, 1:], y[:, :-1])
+    assert not x.is_pinned() and x.device.type == "cpu"
+
+
+@pytest.mark.parametrize(("name", "flops"), [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H200", 989e12), ("NVIDIA GH200 480GB", 989e12),
+    ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12), ("NVIDIA H200 NVL", 835e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100-PCIE-40GB", 312e12), ("NVIDIA A10", 125e12),
+    ("NVIDIA L4", 121e12), ("NVIDIA L40", 181e12), ("NVIDIA L40S", 362e12),
+    ("NVIDIA GeForce RTX 4090", 165e12), ("NVIDIA GeForce RTX 3090", 71e12),
+    ("Tesla T4", None), ("NVIDIA GeForce GTX 1080", None), ("NVIDIA RTX A6000", None),
+])
+def test_peak_flops_by_device_name(name, flops):
+    assert dev.peak_flops_of(name) == flops
+
+
+def test_no_peak_flops_on_a_cpu():
+    assert dev.peak_flops("cpu") is None
+
+
+def test_flops_per_token_at_gpt2_small_shape():
+    with torch.device("meta"):  # the arithmetic needs no weights
+        net = GPT(GPTConfig(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768))
+    # 12 layers of 12 d^2 matrices, the tied embedding once, LayerNorm gains (two per block, the final one,
+    # each block's per-head QK-norm): 123.6M, nanoGPT's GPT-2 small without its position table
+    n = 12 * 12 * 768**2 + 50304 * 768 + 12 * (2 * 768 + 64) + 768
+    assert net.num_params() == n == 123_588_096
+    assert net.flops_per_token() == 6 * n + 12 * 12 * 768 * 1024
+
+
+def test_the_loop_logs_mfu_only_with_a_peak_and_peak_memory_when_given(make_hooks):
+    def run(**kw):
+        hooks = make_hooks()
+        loop.run(lambda s: {"loss": 1.0}, hooks, max_steps=20, save_fn=lambda s: None, checkpoint_interval=1000,
+                 items_per_step=100, **kw)
+        return hooks.series
+
+    with_peak = run(flops_per_item=1e6, peak_flops=1e12, peak_memory=lambda: 1234)
+    for (s1, rate), (s2, mfu) in zip(with_peak["throughput/tokens_per_s"], with_peak["throughput/mfu"]):
+        assert s1 == s2 and mfu == pytest.approx(rate * 1e6 / 1e12)
+    assert with_peak["memory/peak_bytes"] == [(10, 1234), (20, 1234)]
+    without = run(flops_per_item=1e6, peak_flops=None, peak_memory=lambda: None)
+    assert "throughput/tokens_per_s" in without and "throughput/mfu" not in without
+    assert "memory/peak_bytes" not in without
+
+
+@pytest.mark.skipif(dev._proc_status_bytes("VmRSS") is None, reason="no /proc/self/status (not Linux)")
+def test_cpu_peak_memory_counts_this_job_only():
+    # Both tensors are larger than glibc's largest mmap threshold (32 MiB): fresh pages, not reused heap
+    # memory that earlier tests freed (a job reusing memory its process already holds does not raise the RSS).
+    first = dev.PeakMemory("cpu")
+    big = torch.ones(32 * 2**20)  # 128 MiB, written
+    assert first.bytes() >= 120 * 2**20
+    del big
+    second = dev.PeakMemory("cpu")  # a later job: the first one's peak is not its own
+    smaller = torch.ones(12 * 2**20)  # 48 MiB
+    assert 44 * 2**20 <= second.bytes() < 100 * 2**20
+    del smaller
+
+
+@pytest.mark.skipif(dev._proc_status_bytes("VmRSS") is None, reason="no /proc/self/status (not Linux)")
+def test_a_cpu_training_and_generation_job_record_peak_memory_and_no_mfu(text_file, tmp_path, make_hooks):
+    hooks = make_hooks()
+    api.train("gpt", GPT_PARAMS, text_file, tmp_path / "job", hooks)
+    peaks = hooks.series["memory/peak_bytes"]
+    assert [s for s, _ in peaks] == [10, 20, 20]  # each log step, and once more at the end
+    assert all(v > 0 for _, v in peaks) and peaks[-1][1] >= peaks[-2][1]
+    assert "throughput/mfu" not in hooks.series and hooks.series["throughput/tokens_per_s"]
+
+    gen = make_hooks()
+    api.generate(tmp_path / "job", [None], {"num_samples": 2, "max_new_tokens": 10, "seed": 1}, tmp_path / "out",
+                 gen)
+    # a generation this small may fit in memory the process already holds: present, perhaps 0
+    assert [s for s, _ in gen.series["memory/peak_bytes"]] == [0] and gen.series["memory/peak_bytes"][0][1] >= 0
