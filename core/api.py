@@ -88,12 +88,22 @@ def train(model: str, params: dict[str, Any], data: DataSource, workdir: Path, h
     """Train `model` on `data`; resume from the newest checkpoint in `workdir` if there is one. Besides the
     model's own metrics: throughput, memory/peak_bytes, and throughput/mfu on a GPU whose peak is known."""
     from genq.core import device as dev
+    from genq.core import model_cache
     from genq.core.recipe import fit
 
+    model_cache.clear()  # the models generation kept loaded would take memory the training needs
     recipe = spec.get(model).load_recipe()
     workdir.mkdir(parents=True, exist_ok=True)
     dev.prepare(device)
     return fit(recipe, params, data, workdir, hooks, device)
+
+
+def keep_models(max_models: int, max_bytes: int) -> None:
+    """How many trained models generate() keeps loaded between jobs in this process (0: none), and how many
+    bytes of weights at most (genq.core.model_cache)."""
+    from genq.core import model_cache
+
+    model_cache.configure(max_models, max_bytes)
 
 
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,

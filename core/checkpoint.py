@@ -221,6 +221,25 @@ def latest_step(workdir: Path) -> int | None:
     return None
 
 
+def identity(workdir: Path) -> tuple | None:
+    """What names the checkpoint load_latest() would load now, without reading it: folder_identity() of the
+    newest complete step folder; None when there is none."""
+    for path in _candidates(checkpoint_dir(workdir)):
+        if _complete(path) and (found := folder_identity(path)) is not None:
+            return found
+    return None
+
+
+def folder_identity(path: Path) -> tuple | None:
+    """A step folder's path and the inode, size and modification time of its files, which any rewrite changes;
+    None if it is gone (pruned meanwhile)."""
+    try:
+        stats = [(path / f).stat() for f in (WEIGHTS, STATE, META)]
+    except OSError:
+        return None
+    return (str(Path(path).resolve()), *((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats))
+
+
 def rng_state() -> dict[str, Any]:
     """The RNG states of python, numpy, torch (and CUDA when in use), in a weights_only-safe form."""
     version, internal, gauss = random.getstate()

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genq.core import checkpoint, spec
+from genq.core import checkpoint, model_cache, spec
 from genq.core import device as dev
 from genq.core import train as loop
 from genq.core.api import DataSource, Hooks, Sample, TrainResult
@@ -104,6 +104,17 @@ class Recipe:
                  hooks: Hooks, device: str) -> list[Sample]:
         """num_samples samples per prompt from the model trained in `source_workdir`, written under `out_dir`."""
         raise NotImplementedError
+
+    @classmethod
+    def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> Any:
+        """What generate() needs of a trained checkpoint (networks on `device` in eval mode, a tokenizer).
+        genq.core.model_cache keeps it between jobs: generating must not change it."""
+        raise NotImplementedError
+
+    @classmethod
+    def loaded(cls, source_workdir: Path, device: str) -> Any:
+        """generation_model() of the newest checkpoint in `source_workdir`, from the model cache when it is there."""
+        return model_cache.get(source_workdir, cls.kind, device, cls.generation_model)
 
 
 def gallery_folder(workdir: Path, step: int) -> Path:

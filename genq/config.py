@@ -32,6 +32,9 @@ class Settings:
     max_event_streams: int = 8
     event_stream_seconds: float = 300.0
     event_keepalive_seconds: float = 15.0
+    # A worker keeps this many trained models loaded for generation jobs (0: none), of this many bytes at most.
+    model_cache_models: int = 4
+    model_cache_bytes: int = 2 * 1024**3
     secret_key: str = field(default="", repr=False)
 
     @classmethod
@@ -52,6 +55,8 @@ class Settings:
             max_event_streams=int(_env("GENQ_MAX_EVENT_STREAMS", "8")),
             event_stream_seconds=float(_env("GENQ_EVENT_STREAM_SECONDS", "300")),
             event_keepalive_seconds=float(_env("GENQ_EVENT_KEEPALIVE_SECONDS", "15")),
+            model_cache_models=int(_env("GENQ_MODEL_CACHE", "4")),
+            model_cache_bytes=int(_env("GENQ_MODEL_CACHE_MB", "2048")) * 1024**2,
             secret_key=_env("GENQ_SECRET_KEY", ""),
         )
 

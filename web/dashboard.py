@@ -94,7 +94,7 @@ def cancel(job_id: int):
         caller = require_writer("cancel jobs")
         with state().db.session() as s:
             status = cancel_job(s, owned(s, Job, job_id, caller.team_id, "job")).status
-        state().events.status(job_id, caller.team_id, status)
+        state().events.status(job_id, caller.team_id, status, wake=True)
         flash("Cancelled." if status == "cancelled" else "Cancel requested: the job stops at its next checkpoint.")
     except GenqError as exc:
         flash(exc.message, "error")
@@ -160,7 +160,7 @@ def submit():
             body = _form_body(request.form)
             with state().db.session() as s:
                 job_id = submit_job(s, state().settings, s.get(Team, caller.team_id), body).id
-            state().events.status(job_id, caller.team_id, "queued")
+            state().events.status(job_id, caller.team_id, "queued", wake=True)
             flash(f"Job {job_id} queued.")
             return redirect(url_for("dashboard.job", job_id=job_id))
         except GenqError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
@@ -123,11 +123,14 @@ class JobHooks(Hooks):
         if time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()
 
-    def flush(self) -> None:
-        """Write buffered metrics, logs, step and progress in one transaction, only while this worker holds the job."""
+    def flush(self, also: Callable[[Session], None] | None = None, events: Sequence[tuple[str, dict]] = (),
+              what: str = "recording metrics") -> None:
+        """Write buffered metrics, logs, step and progress in one transaction, only while this worker holds the
+        job; `also(session)` adds its writes to that transaction (the job's end: one commit, not two) and
+        `events` are published with the flush's once it commits."""
         metrics, logs = self._metrics, self._logs
         values = {k: v for k, v in (("step", self._step), ("progress", self._progress)) if v is not None}
-        if not (metrics or logs or values):
+        if not (metrics or logs or values or also):
             return
 
         def write():
@@ -136,8 +139,14 @@ class JobHooks(Hooks):
                 record_metrics(s, metrics)  # the points and the block summaries charts read
                 if logs:
                     s.execute(insert(JobLog), logs)
-        with_retry(write, "recording metrics")
+                if also is not None:
+                    also(s)
+        with_retry(write, what)
         if self._publish is not None:
-            self._publish(flush_events(metrics, logs, values))
+            self._publish([*flush_events(metrics, logs, values), *events])
         self._metrics, self._logs = [], []
         self._last_flush = time.monotonic()
+
+    def discard(self) -> None:
+        """Forget what is buffered (a failed job ends without it: it may be what failed)."""
+        self._metrics, self._logs, self._step, self._progress = [], [], None, None

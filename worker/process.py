@@ -93,5 +93,10 @@ def worker_children(gpus: list[str], slots: int, pool: str) -> list[tuple[str, l
         return [(f"worker-gpu{g}", genq_command(*args, "--name", f"gpu{g}"),
                  {"CUDA_VISIBLE_DEVICES": g, "GENQ_POOL": pool}) for g in gpus]
     threads = str(max(1, (os.cpu_count() or 1) // slots))
+    # OpenMP threads that sleep, not spin, between parallel regions: the cores are shared with the web, the
+    # scheduler and the other slots, and spinning threads starve them. On 2 shared cores spinning threads made
+    # a 5-token generation job up to 4x slower and a small GPT's training step 2.5x to 12x (README, Dispatch).
+    wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     return [(f"worker-cpu{i}", genq_command(*args, "--name", f"cpu{i}"),
-             {"CUDA_VISIBLE_DEVICES": "", "GENQ_POOL": pool, "GENQ_TORCH_THREADS": threads}) for i in range(slots)]
+             {"CUDA_VISIBLE_DEVICES": "", "GENQ_POOL": pool, "GENQ_TORCH_THREADS": threads,
+              "OMP_WAIT_POLICY": wait_policy}) for i in range(slots)]

@@ -51,6 +51,8 @@ class WorkerContext:
         self.heartbeat = Heartbeat(self.db, self.id, settings.lease_seconds, usage=device_usage(self.devices))
         self.events = Publisher(settings.redis_url)
         self.shutting_down = False
+        # Loads the model library (torch) now, not in the first job.
+        core.keep_models(settings.model_cache_models, settings.model_cache_bytes)
 
     # -- worker lifecycle -------------------------------------------------------------------------------------
     def register(self) -> None:
@@ -61,6 +63,7 @@ class WorkerContext:
                                devices=self.devices, status="online", started_at=utcnow(), last_heartbeat=utcnow()))
         with_retry(write, "registering the worker")
         self.heartbeat.start()
+        self.events.wake_scheduler()  # a new slot: the scheduler need not wait for its tick to fill it
         log.info("worker %s online in pool %s on %s", self.id, self.pool, self.device)
 
     def request_shutdown(self) -> None:
@@ -105,6 +108,12 @@ class WorkerContext:
 
     def run(self, job_id: int) -> None:
         """Run job `job_id` if this worker can claim it; otherwise it is a duplicate delivery: drop it."""
+        try:
+            self._run(job_id)
+        finally:
+            self.events.wake_scheduler()  # this slot is free: the scheduler sends the next job now
+
+    def _run(self, job_id: int) -> None:
         if self.shutting_down:
             return  # the reconciler re-sends it to a worker that stays
         job = self.claim(job_id)
@@ -113,12 +122,10 @@ class WorkerContext:
             return
         self.events.status(job.id, job.team_id, "running")
         self.heartbeat.watch(job.id)
-        hooks = JobHooks(self.db, job.id, self.id, self.settings.artifacts, self.stop_reason,
-                         publish=partial(self.events.publish, job.id, job.team_id))
+        hooks = self.hooks(job)
         try:
             stopped, samples = self._execute(job, hooks)
-            hooks.flush()
-            self._finish(job, stopped, samples)
+            self._finish(job, hooks, stopped, samples)
         except LeaseLost:
             log.warning("job %s: lease lost to another worker; stopped", job_id)
         except TRANSIENT as exc:
@@ -129,10 +136,16 @@ class WorkerContext:
             message = str(exc) if isinstance(exc, (core.DataError, GenqError, ValueError)) \
                 else f"{type(exc).__name__}: {exc}"
             log.error("job %s failed: %s", job_id, traceback.format_exc())
-            self._end(job, "failed", error=message or type(exc).__name__,
+            hooks.discard()
+            self._end(job, hooks, "failed", error=message or type(exc).__name__,
                       log_line=f"failed: {traceback.format_exc(limit=5)}")
         finally:
             self.heartbeat.watch(None)
+
+    def hooks(self, job: Job) -> JobHooks:
+        """The hooks through which a run of `job` reports: fenced writes, then live events."""
+        return JobHooks(self.db, job.id, self.id, self.settings.artifacts, self.stop_reason,
+                        publish=partial(self.events.publish, job.id, job.team_id))
 
     def _workdir(self, job_id: int) -> Path:
         """A job's folder in the artifact store: checkpoints, samples, outputs."""
@@ -158,19 +171,18 @@ class WorkerContext:
                 raise core.DataError(f"dataset {job.dataset_id} no longer exists")
             return core.DataSource(kind=dataset.kind, path=self.settings.artifacts / dataset.path)
 
-    def _finish(self, job: Job, stopped: str | None, samples: list[core.Sample]) -> None:
+    def _finish(self, job: Job, hooks: JobHooks, stopped: str | None, samples: list[core.Sample]) -> None:
         if stopped == "lost":
             raise LeaseLost(job.id)
         if stopped == "shutdown":
-            def requeue():
-                with self.db.session() as s:
-                    hold(s, job.id, self.id, status="queued", worker_id=None, dispatched_at=None, lease_expires_at=None)
-                    s.add(JobLog(job_id=job.id, message="worker shutting down: checkpointed and re-queued"))
-            with_retry(requeue, "re-queueing a job")
-            self.events.status(job.id, job.team_id, "queued")
+            def requeue(s: Session) -> None:
+                hold(s, job.id, self.id, status="queued", worker_id=None, dispatched_at=None, lease_expires_at=None)
+                s.add(JobLog(job_id=job.id, message="worker shutting down: checkpointed and re-queued"))
+            hooks.flush(also=requeue, events=[("status", {"status": "queued"})], what="re-queueing a job")
             return
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
-        self._end(job, "cancelled" if stopped == "cancel" else "succeeded", outputs=(job, samples) if keep else None)
+        self._end(job, hooks, "cancelled" if stopped == "cancel" else "succeeded",
+                  outputs=(job, samples) if keep else None)
 
     def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample]) -> None:
         """Output rows (and artifacts for files) for `samples`, in the caller's transaction."""
@@ -198,20 +210,17 @@ class WorkerContext:
                            path=str(batch.relative_to(root)), size_bytes=batch.stat().st_size,
                            media_type=MEDIA_TYPES[".jsonl"]))
 
-    def _end(self, job: Job, status: str, error: str | None = None, log_line: str | None = None,
+    def _end(self, job: Job, hooks: JobHooks, status: str, error: str | None = None, log_line: str | None = None,
              outputs: tuple[Job, list[core.Sample]] | None = None) -> None:
-        """End the job and record its outputs in one fenced transaction: both land, or neither."""
-        job_id = job.id
-
-        def write():
-            with self.db.session() as s:
-                values = dict(status=status, finished_at=utcnow(), lease_expires_at=None, error=error)
-                if status == "succeeded":
-                    values["progress"] = 1.0
-                hold(s, job_id, self.id, **values)
-                if outputs is not None:
-                    self._record_outputs(s, *outputs)
-                s.add(JobLog(job_id=job_id, message=log_line or status))
-        with_retry(write, f"marking the job {status}")
+        """End the job and record its outputs in one fenced transaction with what the hooks still buffer: all of
+        it lands, or none."""
+        def end(s: Session) -> None:
+            values = dict(status=status, finished_at=utcnow(), lease_expires_at=None, error=error)
+            if status == "succeeded":
+                values["progress"] = 1.0
+            hold(s, job.id, self.id, **values)
+            if outputs is not None:
+                self._record_outputs(s, *outputs)
+            s.add(JobLog(job_id=job.id, message=log_line or status))
         events = [("outputs", {"count": len(outputs[1])})] if outputs and outputs[1] else []
-        self.events.publish(job_id, job.team_id, [*events, ("status", {"status": status})])
+        hooks.flush(also=end, events=[*events, ("status", {"status": status})], what=f"marking the job {status}")

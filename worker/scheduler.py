@@ -1,11 +1,17 @@
 """The scheduler process: reconciles job rows with reality, then dispatches queued jobs to free slots.
 
-Each tick:
-1. a running job whose lease expired goes back to the queue (or fails after max_attempts; a cancel
-   request on it ends it cancelled); a queued job whose message went unclaimed for too long is re-sent;
-   a worker silent for three leases is marked offline;
-2. for each pool, free slots = slots of its online workers minus its jobs in flight; the next jobs by
-   policy (genq.jobs.scheduling_order) get `dispatched_at` committed first and then a Celery message with their id.
+Each tick (every `interval` seconds):
+1. reconcile: a running job whose lease expired goes back to the queue (or fails after max_attempts; a
+   cancel request on it ends it cancelled); a queued job whose message went unclaimed for too long is
+   re-sent; a worker silent for three leases is marked offline;
+2. dispatch: for each pool, free slots = slots of its online workers minus its jobs in flight; the next jobs
+   by policy (genq.jobs.scheduling_order) get `dispatched_at` committed first and then a Celery message with
+   their id.
+
+Between ticks it blocks on the wake list (genq.events.WakeSignal) and dispatches, without reconciling, as
+soon as a worker starts or ends a job or the web queues or cancels one: a job reaches an idle worker in
+milliseconds rather than at the next tick. Reconciling stays on the tick: it is what finds the work lost
+with a worker or a message, and the tick alone still does everything when wakes are lost.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from sqlalchemy import func, select, update
 
 from genq.config import Settings
 from genq.db import Database, Job, JobLog, Worker, utcnow
-from genq.events import Publisher
+from genq.events import Publisher, WakeSignal
 from genq.jobs.scheduling_order import waiting
 from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
 from genq.worker.retry import TRANSIENT
@@ -28,7 +34,7 @@ log = logging.getLogger("genq.scheduler")
 
 class Scheduler:
     def __init__(self, settings: Settings, broker_url: str):
-        self.settings = settings
+        self.settings, self.broker_url = settings, broker_url
         self.db = Database(settings.database_url)
         self.celery = make_celery(broker_url)
         self.events = Publisher(broker_url)
@@ -111,18 +117,26 @@ class Scheduler:
         self.reconcile()
         self.dispatch()
 
-    def run(self, interval: float = 1.0, stop=None) -> None:
-        """Tick every `interval` seconds until `stop()` is true; survive database and Redis outages."""
+    def run(self, interval: float = 1.0, stop=None, wakes: WakeSignal | None = None) -> None:
+        """Tick every `interval` seconds and dispatch whenever woken in between, until `stop()` is true; survive
+        database and Redis outages. `wakes`: where wakes come from (default: the broker's wake list)."""
         log.info("scheduler started")
-        delay = interval
+        wakes = wakes or WakeSignal(self.broker_url, longest=interval)
+        delay, next_tick = interval, 0.0
         while not (stop and stop()):
             try:
-                self.tick()
-                delay = interval
-            except TRANSIENT as exc:
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + interval
+                    self.reconcile()
+                self.dispatch()
+            except Exception as exc:  # noqa: BLE001 - a scheduler that dies strands every job: log and go on
                 delay = min(delay * 2, 15.0)
-                log.warning("scheduler tick failed (%s); retrying in %.0f s", exc, delay)
-            except Exception:  # noqa: BLE001 - a scheduler that dies strands every job: log and go on
-                delay = min(delay * 2, 15.0)
-                log.exception("scheduler tick failed; retrying in %.0f s", delay)
-            time.sleep(delay)
+                if isinstance(exc, TRANSIENT):
+                    log.warning("scheduler tick failed (%s); retrying in %.0f s", exc, delay)
+                else:
+                    log.exception("scheduler tick failed; retrying in %.0f s", delay)
+                next_tick = 0.0  # a whole tick first once the database answers again
+                time.sleep(delay)  # not woken meanwhile: a wake would only meet the same failure
+                continue
+            delay = interval
+            wakes.wait(next_tick - time.monotonic())

@@ -7,23 +7,24 @@ from typing import Any
 
 import torch
 
-from genq.core import checkpoint
 from genq.core.api import DataError, Hooks, Sample
 from genq.core.data.images import ImageSet, save_grid, save_png
 from genq.core.eval.images import ImageClassifier, train_classifier
+from genq.core.recipe import Recipe
 from genq.core.sample import seeded_generator
 from genq.core.spec import generate_params
 
 MIN_PNG_SIDE = 64  # tiny images (digits are 16x16) are enlarged with nearest-neighbour to at least this
 
 
-def load_for_generation(kind: str, source_workdir: Path, params: dict[str, Any]
-                        ) -> tuple[checkpoint.Checkpoint, dict[str, Any], torch.Generator]:
-    """(checkpoint, validated generation params, a CPU generator seeded from params['seed'] or at random)."""
+def load_for_generation(recipe: type[Recipe], source_workdir: Path, params: dict[str, Any], device: str
+                        ) -> tuple[Any, dict[str, Any], torch.Generator]:
+    """(the recipe's generation model, validated generation params, a CPU generator seeded from params['seed']
+    or at random)."""
     g = generate_params(params)
-    ckpt = checkpoint.load_trained(source_workdir, kind)
+    model = recipe.loaded(source_workdir, device)
     # Random numbers come from a CPU generator, so a seed gives the same samples on any device.
-    return ckpt, g, seeded_generator(g["seed"])
+    return model, g, seeded_generator(g["seed"])
 
 
 def names_per_class(classes: list[str], synonyms: dict[int, list[str]]) -> list[list[str]]:

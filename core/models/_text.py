@@ -125,11 +125,7 @@ class TextRecipe(Recipe):
                  hooks: Hooks, device: str) -> list[Sample]:
         """num_samples texts per prompt (None: unconditional); stops between prompts when asked to."""
         g = generate_params(params)
-        ckpt = checkpoint.load_trained(source_workdir, cls.kind)
-        tok = tokenizer_from_state(ckpt.state["tokenizer"])
-        net = cls.network(ckpt.config).to(device)
-        ckpt.load_into({"model": net})
-        net.eval()
+        tok, net = cls.loaded(source_workdir, device)
         gen = sampling.seeded_generator(g["seed"], device)
 
         def make(i: int, prompt: str | None) -> list[Sample]:
@@ -139,6 +135,13 @@ class TextRecipe(Recipe):
             return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
 
         return each_prompt(prompts, hooks, make)
+
+    @classmethod
+    def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> tuple[Any, nn.Module]:
+        """(tokenizer, network in eval mode)."""
+        net = cls.network(ckpt.config).to(device)
+        ckpt.load_into({"model": net})
+        return tokenizer_from_state(ckpt.state["tokenizer"]), net.eval()
 
 
 @torch.no_grad()

@@ -49,8 +49,8 @@ class Platform:
         if not wait_until_serving(self.url, web):
             raise RuntimeError("the web server did not start:\n" + self.logs())
 
-    def start_scheduler(self) -> subprocess.Popen:
-        return self.spawn("scheduler", "--interval", "0.2")
+    def start_scheduler(self, interval: float = 0.2) -> subprocess.Popen:
+        return self.spawn("scheduler", "--interval", str(interval))
 
     def start_worker(self, name: str = "cpu0") -> subprocess.Popen:
         return self.spawn("worker", "--name", name)

@@ -77,8 +77,10 @@ def test_a_worker_that_lost_the_job_records_no_outputs_and_no_end(db, settings, 
     worker = WorkerContext(settings, "default")
     with db.session() as s:
         job = s.get(Job, job_id)
+    hooks = worker.hooks(job)
+    hooks.log("buffered by the worker that lost the job")  # it would go out with the end
     with pytest.raises(LeaseLost):
-        worker._finish(job, stopped, [Sample(kind="text", text="late")])
+        worker._finish(job, hooks, stopped, [Sample(kind="text", text="late")])
     with db.session() as s:
         assert s.scalars(select(Output).where(Output.job_id == job_id)).all() == []
         assert s.scalars(select(JobLog).where(JobLog.job_id == job_id)).all() == []

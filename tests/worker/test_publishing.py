@@ -14,7 +14,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from genq.db import Job, Worker, utcnow
+from genq.db import Job, JobLog, Worker, utcnow
 from genq.events import job_channel, team_channel
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
@@ -103,12 +103,19 @@ def test_the_worker_publishes_the_end_with_its_outputs(db, settings, redis_url, 
     received = listen(job_channel(job_id), team_channel(team))
     worker = WorkerContext(dataclasses.replace(settings, redis_url=redis_url), "default")
     job = worker.claim(job_id)
-    worker._finish(job, None, [Sample(kind="text", text="a"), Sample(kind="text", text="b")])
+    hooks = worker.hooks(job)
+    hooks.progress(2, 2)  # still buffered when the job ends: it goes out with the end, in its transaction
+    hooks.log("last line")
+    worker._finish(job, hooks, None, [Sample(kind="text", text="a"), Sample(kind="text", text="b")])
+    with db.session() as s:
+        assert [m for (m,) in s.execute(select(JobLog.message).where(JobLog.job_id == job_id))][1:] == \
+            ["last line", "succeeded"]
     messages = received()
     on_job = [(m["event"], m["data"]) for m in messages if m["channel"] == job_channel(job_id)]
     on_team = [(m["event"], m["data"]) for m in messages if m["channel"] == team_channel(team)]
-    assert on_job == [("outputs", {"count": 2}), ("status", {"status": "succeeded"})]
-    assert on_team == [("status", {"status": "succeeded"})]  # the job list needs no outputs
+    assert on_job == [("progress", {"progress": 1.0}), ("log", {"count": 1}), ("outputs", {"count": 2}),
+                      ("status", {"status": "succeeded"})]
+    assert on_team == [("progress", {"progress": 1.0}), ("status", {"status": "succeeded"})]  # no outputs there
     worker.db.dispose()
 
 

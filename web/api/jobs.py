@@ -25,7 +25,7 @@ def submit():
     with state().db.session() as s:
         job = submit_job(s, state().settings, s.get(Team, caller.team_id), body)
         out = job_to_dict(s, job)
-    state().events.status(out["id"], caller.team_id, "queued")
+    state().events.status(out["id"], caller.team_id, "queued", wake=True)  # the scheduler dispatches it now
     return jsonify(out), 201, {"Location": url_for("api_jobs.show", job_id=out["id"])}
 
 
@@ -57,7 +57,7 @@ def cancel(job_id: int):
     caller = require_writer("cancel jobs")
     with state().db.session() as s:
         out = job_to_dict(s, cancel_job(s, owned(s, Job, job_id, caller.team_id, "job")))
-    state().events.status(job_id, caller.team_id, out["status"])
+    state().events.status(job_id, caller.team_id, out["status"], wake=True)  # a dispatched job frees its slot
     return jsonify(out), 202
 
 

@@ -134,14 +134,8 @@ class DCGANRecipe(Recipe):
     def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
                  hooks: Hooks, device: str) -> list[Sample]:
         """num_samples PNG images per prompt: a class name or text (conditional models) or None."""
-        ckpt, g, gen = _media.load_for_generation(cls.kind, source_workdir, params)
-        G = Generator(DCGANConfig(**ckpt.config)).to(device)
-        modules: dict[str, torch.nn.Module] = {"generator": G}
-        mode, classes, synonyms = ckpt.state["conditional"], ckpt.state["classes"], ckpt.state["synonyms"]
-        if mode == "prompt":
-            modules["text"] = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"])).to(device)
-        ckpt.load_into(modules)
-        n_classes, n = ckpt.config["n_classes"], g["num_samples"]
+        (modules, mode, classes, synonyms), g, gen = _media.load_for_generation(cls, source_workdir, params, device)
+        G, n_classes, n = modules["generator"], modules["generator"].cfg.n_classes, g["num_samples"]
 
         def make(i: int, prompt: str | None) -> list[Sample]:
             if n_classes == 0 or prompt is None:
@@ -155,6 +149,19 @@ class DCGANRecipe(Recipe):
             return _media.image_samples(images, prompt, out_dir, f"{i:04d}")
 
         return each_prompt(prompts, hooks, make)
+
+    @classmethod
+    def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> tuple[dict[str, torch.nn.Module], str,
+                                                                                 list[str], dict[int, list[str]]]:
+        """(the generator and, for prompts, the text encoder, in eval mode; the conditioning mode; class names;
+        their synonyms)."""
+        modules: dict[str, torch.nn.Module] = {"generator": Generator(DCGANConfig(**ckpt.config)).to(device)}
+        if ckpt.state["conditional"] == "prompt":
+            modules["text"] = TextEncoder(TextEncoderConfig(**ckpt.state["text_config"])).to(device)
+        ckpt.load_into(modules)
+        for module in modules.values():
+            module.eval()
+        return modules, ckpt.state["conditional"], ckpt.state["classes"], ckpt.state["synonyms"]
 
 
 def _condition(prompt: str, mode: str, classes: list[str], synonyms: dict[int, list[str]],

@@ -116,9 +116,7 @@ class VAERecipe(Recipe):
     def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
                  hooks: Hooks, device: str) -> list[Sample]:
         """num_samples PNG images per prompt, decoded from the prior (the VAE takes no condition)."""
-        ckpt, g, gen = _media.load_for_generation(cls.kind, source_workdir, params)
-        net = VAE(VAEConfig(**ckpt.config)).to(device)
-        ckpt.load_into({"model": net})
+        net, g, gen = _media.load_for_generation(cls, source_workdir, params, device)
 
         def make(i: int, prompt: str | None) -> list[Sample]:
             if prompt:
@@ -126,6 +124,12 @@ class VAERecipe(Recipe):
             return _media.image_samples(_sample(net, g["num_samples"], gen, device), prompt, out_dir, f"{i:04d}")
 
         return each_prompt(prompts, hooks, make)
+
+    @classmethod
+    def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> VAE:
+        net = VAE(VAEConfig(**ckpt.config)).to(device)
+        ckpt.load_into({"model": net})
+        return net.eval()
 
 
 @torch.no_grad()

@@ -119,10 +119,8 @@ class WaveNetRecipe(Recipe):
     def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
                  hooks: Hooks, device: str) -> list[Sample]:
         """num_samples WAVs of `seconds` seconds per prompt (a label name for a conditional model, or None)."""
-        ckpt, g, gen = _media.load_for_generation(cls.kind, source_workdir, params)
-        net = WaveNet(WaveNetConfig(**ckpt.config)).to(device)
-        ckpt.load_into({"model": net})
-        rate, classes = net.cfg.sample_rate, ckpt.state["classes"]
+        (net, classes), g, gen = _media.load_for_generation(cls, source_workdir, params, device)
+        rate = net.cfg.sample_rate
 
         def make(i: int, prompt: str | None) -> list[Sample]:
             clips, _ = _generate(net, g["num_samples"], g["seconds"], prompt, gen, classes, hooks)
@@ -130,6 +128,13 @@ class WaveNetRecipe(Recipe):
                     for j, clip in enumerate(clips)]
 
         return each_prompt(prompts, hooks, make)
+
+    @classmethod
+    def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> tuple[WaveNet, list[str]]:
+        """(network in eval mode, its label names)."""
+        net = WaveNet(WaveNetConfig(**ckpt.config)).to(device)
+        ckpt.load_into({"model": net})
+        return net.eval(), ckpt.state["classes"]
 
 
 def _generate(net: WaveNet, n: int, seconds: float, prompt: str | None, gen: torch.Generator,
