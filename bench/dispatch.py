@@ -35,10 +35,13 @@ from pathlib import Path
 import redis
 from sqlalchemy import func, select
 
-from genq.client import Client, wait_until_serving
+from genq.client import Client
 from genq.db import Database, Job, JobLog
-from genq.redis_server import EmbeddedRedis, free_port
+from genq.redis_server import EmbeddedRedis
 from genq.worker.celery_app import make_celery
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quality import start_platform  # noqa: E402 - a sibling script, not a package
 
 TINY_GPT = dict(tokenizer="char", n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8, max_steps=20,
                 eval_interval=20, eval_iters=2, checkpoint_interval=20, warmup_steps=2)
@@ -56,22 +59,6 @@ peer.conf.update(result_backend=peer.conf.broker_url, task_ignore_result=False)
 def noop() -> int:
     """The peer's task: nothing, so a round trip is Celery and Redis alone."""
     return 1
-
-
-def start_platform(home: Path, redis_url: str, database_url: str) -> tuple[subprocess.Popen, Client, Database]:
-    """`genq up` in `home` on `redis_url` and `database_url`; its client (admin token) and its database."""
-    port = free_port()
-    env = {**os.environ, "GENQ_HOME": str(home), "GENQ_PORT": str(port), "GENQ_REDIS_URL": redis_url,
-           "GENQ_DATABASE_URL": database_url}
-    log = open(home / "up.log", "wb")  # noqa: SIM115 - the platform's output, for when a run goes wrong
-    process = subprocess.Popen([sys.executable, "-m", "genq", "up"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    if not wait_until_serving(url, process, timeout=300):
-        process.kill()
-        raise SystemExit(f"genq up did not start; see {home / 'up.log'}")
-    token = (home / "admin-token").read_text().strip()
-    return process, Client(url, token), Database(database_url)
 
 
 def start_peer_worker(home: Path, redis_url: str) -> subprocess.Popen:
@@ -183,7 +170,8 @@ def main(argv: list[str]) -> int:
         server = EmbeddedRedis.start(data_dir=home / "redis")  # as `genq up` starts its own: append-only file on
         peer.conf.update(broker_url=server.url, result_backend=server.url)
         database_url = args.database_url or f"sqlite:///{home / 'genq.db'}"
-        platform, client, db = start_platform(home, server.url, database_url)
+        platform, client = start_platform(home, GENQ_REDIS_URL=server.url, GENQ_DATABASE_URL=database_url)
+        db = Database(database_url)
         peer_worker = start_peer_worker(home, server.url)
         try:
             finishes = Finishes(server.url)

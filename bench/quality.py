@@ -43,11 +43,14 @@ RUNS = {
 }
 
 
-def start_platform(home: Path) -> tuple[subprocess.Popen, Client]:
+def start_platform(home: Path, **settings: str) -> tuple[subprocess.Popen, Client]:
+    """`genq up` in `home`, on its own Redis and SQLite unless `settings` name others (GENQ_REDIS_URL=...);
+    the process and a client with its admin token."""
     port = free_port()
     env = {**os.environ, "GENQ_HOME": str(home), "GENQ_PORT": str(port)}
     env.pop("GENQ_REDIS_URL", None)
     env.pop("GENQ_DATABASE_URL", None)
+    env.update(settings)
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "up.log", "wb")  # noqa: SIM115 - the platform's output, for when a run goes wrong
     process = subprocess.Popen([sys.executable, "-m", "genq", "up"], env=env, stdout=log,
@@ -56,7 +59,7 @@ def start_platform(home: Path) -> tuple[subprocess.Popen, Client]:
     if wait_until_serving(url, process, timeout=300):
         return process, Client(url, (home / "admin-token").read_text().strip())
     process.kill()
-    raise SystemExit("genq up did not start")
+    raise SystemExit(f"genq up did not start; see {home / 'up.log'}")
 
 
 def meets(value: float, target: float, better: str) -> bool:
