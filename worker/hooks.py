@@ -41,6 +41,24 @@ def hold(session: Session, job_id: int, holder: str, /, **values: object) -> Non
         raise LeaseLost(job_id)
 
 
+def add_samples(session: Session, job_id: int, samples: list[Sample], root: Path, artifact_kind: str,
+                step: int | None = None) -> None:
+    """Output rows for `samples` in the caller's transaction, each file also an artifact of `artifact_kind`
+    (named by the file, prefixed with the step for a gallery)."""
+    prefix = "" if step is None else f"step-{step}-"
+    for index, sample in enumerate(samples):
+        artifact_id = None
+        if sample.path is not None:
+            artifact = Artifact(job_id=job_id, kind=artifact_kind, name=prefix + sample.path.name,
+                                path=str(sample.path.relative_to(root)), size_bytes=sample.path.stat().st_size,
+                                media_type=MEDIA_TYPES.get(sample.path.suffix, "application/octet-stream"))
+            session.add(artifact)
+            session.flush()  # the id the output points to
+            artifact_id = artifact.id
+        session.add(Output(job_id=job_id, step=step, index=index, prompt=sample.prompt, kind=sample.kind,
+                           text=sample.text, artifact_id=artifact_id))
+
+
 class JobHooks(Hooks):
     """core.api.Hooks writing to the database, at most about once a second (and at every checkpoint)."""
 
@@ -101,17 +119,7 @@ class JobHooks(Hooks):
                 s.execute(delete(Output).where(*at_step))
                 if stale:
                     s.execute(delete(Artifact).where(Artifact.id.in_(stale)))
-                for index, sample in enumerate(samples):
-                    artifact = None
-                    if sample.path is not None:
-                        artifact = Artifact(job_id=self.job_id, kind="gallery", name=f"step-{step}-{sample.path.name}",
-                                            path=str(sample.path.relative_to(self.artifacts_root)),
-                                            size_bytes=sample.path.stat().st_size,
-                                            media_type=MEDIA_TYPES.get(sample.path.suffix, "application/octet-stream"))
-                        s.add(artifact)
-                        s.flush()
-                    s.add(Output(job_id=self.job_id, step=step, index=index, prompt=sample.prompt, kind=sample.kind,
-                                 text=sample.text, artifact_id=artifact and artifact.id))
+                add_samples(s, self.job_id, samples, self.artifacts_root, "gallery", step=step)
         with_retry(write, "recording samples")
         if self._publish is not None:
             self._publish([("outputs", {"count": len(samples), "step": step})])

@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from genq.config import Settings
 from genq.core import api as core
-from genq.db import Artifact, Database, Dataset, Job, JobLog, Output, Worker, utcnow
+from genq.db import Artifact, Database, Dataset, Job, JobLog, Worker, utcnow
 from genq.errors import GenqError
 from genq.events import Publisher
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
-from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, hold
+from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, add_samples, hold
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")
@@ -181,28 +181,16 @@ class WorkerContext:
             hooks.flush(also=requeue, events=[("status", {"status": "queued"})], what="re-queueing a job")
             return
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
-        self._end(job, hooks, "cancelled" if stopped == "cancel" else "succeeded",
-                  outputs=(job, samples) if keep else None)
+        self._end(job, hooks, "cancelled" if stopped == "cancel" else "succeeded", outputs=samples if keep else None)
 
     def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample]) -> None:
-        """Output rows (and artifacts for files) for `samples`, in the caller's transaction."""
+        """Output rows (and artifacts for files) for `samples`, in the caller's transaction; a generation job's
+        also as outputs.jsonl."""
         root = self.settings.artifacts
-        lines = []
-        for index, sample in enumerate(samples):
-            artifact_id = None
-            if sample.path is not None:
-                artifact = Artifact(job_id=job.id, kind="output" if job.type == "generate" else "sample",
-                                    name=sample.path.name, path=str(sample.path.relative_to(root)),
-                                    size_bytes=sample.path.stat().st_size,
-                                    media_type=MEDIA_TYPES.get(sample.path.suffix, "application/octet-stream"))
-                s.add(artifact)
-                s.flush()
-                artifact_id = artifact.id
-            s.add(Output(job_id=job.id, index=index, prompt=sample.prompt, kind=sample.kind,
-                         text=sample.text, artifact_id=artifact_id))
-            lines.append({"index": index, "prompt": sample.prompt, "kind": sample.kind, "text": sample.text,
-                          "file": sample.path.name if sample.path else None})
+        add_samples(s, job.id, samples, root, "output" if job.type == "generate" else "sample")
         if job.type == "generate" and samples:
+            lines = [{"index": index, "prompt": sample.prompt, "kind": sample.kind, "text": sample.text,
+                      "file": sample.path.name if sample.path else None} for index, sample in enumerate(samples)]
             batch = self._workdir(job.id) / "outputs.jsonl"
             batch.parent.mkdir(parents=True, exist_ok=True)
             batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -211,7 +199,7 @@ class WorkerContext:
                            media_type=MEDIA_TYPES[".jsonl"]))
 
     def _end(self, job: Job, hooks: JobHooks, status: str, error: str | None = None, log_line: str | None = None,
-             outputs: tuple[Job, list[core.Sample]] | None = None) -> None:
+             outputs: list[core.Sample] | None = None) -> None:
         """End the job and record its outputs in one fenced transaction with what the hooks still buffer: all of
         it lands, or none."""
         def end(s: Session) -> None:
@@ -220,7 +208,7 @@ class WorkerContext:
                 values["progress"] = 1.0
             hold(s, job.id, self.id, **values)
             if outputs is not None:
-                self._record_outputs(s, *outputs)
+                self._record_outputs(s, job, outputs)
             s.add(JobLog(job_id=job.id, message=log_line or status))
-        events = [("outputs", {"count": len(outputs[1])})] if outputs and outputs[1] else []
+        events = [("outputs", {"count": len(outputs)})] if outputs else []
         hooks.flush(also=end, events=[*events, ("status", {"status": status})], what=f"marking the job {status}")
