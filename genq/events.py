@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from genq.metrics import finite
 
 log = logging.getLogger("genq.events")
 
@@ -42,11 +43,6 @@ def job_channel(job_id: int) -> str:
 def team_channel(team_id: int) -> str:
     """The channel of the status and progress events of a team's jobs."""
     return f"genq:jobs:{team_id}"
-
-
-def finite(value: float) -> float | None:
-    """`value`, or None for NaN and infinities, which JSON cannot hold (the chart draws a gap)."""
-    return value if math.isfinite(value) else None
 
 
 def flush_events(metrics: list[dict], logs: list[dict], values: dict) -> list[tuple[str, dict]]:
