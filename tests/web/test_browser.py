@@ -28,7 +28,6 @@ ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-SCREENSHOT = Path("/tmp/genq/dashboard.png")
 
 
 @pytest.fixture
@@ -125,8 +124,7 @@ def test_dashboard_end_to_end(page, server, db, token, tmp_path):
     assert all(paths.nth(i).get_attribute("d").count("L") >= 5 for i in range(2))
     table = page.locator("table.evals").inner_text()
     assert "val/perplexity" in table and "val/loss" in table  # the final loss is on the page as a number too
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)  # to look at when the test fails
 
     # A failed job shows its error.
     page.goto(f"{server}/jobs/{failed}")
