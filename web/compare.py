@@ -4,34 +4,27 @@ metric (a line per job), and the outputs for each prompt."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from sqlalchemy.orm import Session
-from werkzeug.datastructures import MultiDict
 
 from genq import metrics
 from genq.db.models import Job
 from genq.errors import InvalidInput
-from genq.jobs.service import clean, job_to_dict, owned
+from genq.jobs.service import job_to_dict, owned
 from genq.web import queries
+from genq.web.api import query_job_ids
 
 MAX_JOBS = 10
 OUTPUTS_PER_JOB = 200  # a batch job may hold thousands: the page shows the first ones
-IDS = re.compile(r"[0-9]{1,10}")
 MISSING = object()  # a param one job has and another lacks (None is a value)
 
 
-def job_ids(args: MultiDict) -> list[int]:
-    """The ids in ?jobs=1,2,3 (the parameter may repeat), in order, each once; 422 naming 'jobs' otherwise."""
-    raw = ",".join(args.getlist("jobs"))
-    parts = [part.strip() for part in raw.split(",") if part.strip()]
-    if not parts:
+def job_ids() -> list[int]:
+    """The request's ?jobs= ids, each once, in order; 422 naming 'jobs' when there are none or too many."""
+    ids = list(dict.fromkeys(query_job_ids() or []))
+    if not ids:
         raise InvalidInput("query parameter 'jobs' must name the jobs to compare, e.g. /compare?jobs=12,15")
-    bad = next((part for part in parts if not IDS.fullmatch(part)), None)
-    if bad is not None:
-        raise InvalidInput(f"query parameter 'jobs' must be job ids separated by commas; '{clean(bad, 20)}' is not")
-    ids = list(dict.fromkeys(int(part) for part in parts))
     if len(ids) > MAX_JOBS:
         raise InvalidInput(f"query parameter 'jobs' names {len(ids)} jobs; compare at most {MAX_JOBS} at once")
     return ids

@@ -81,7 +81,7 @@ def job(job_id: int):
 @bp.get("/compare")
 def compare():
     """Runs side by side: overlaid curves per metric, the params that differ, final metrics, outputs by prompt."""
-    ids = compare_view.job_ids(request.args)
+    ids = compare_view.job_ids()
     with state().db.session() as s:
         view = compare_view.comparison(s, g.caller.team_id, ids)
     return render_template("compare.html", ids=ids, **view)

@@ -232,7 +232,6 @@ def test_votes_on_other_teams_outputs_look_missing(client, auth, other_auth, db)
         ("{x},{x}", 422, "must name at least 2 different jobs"),
         ("{x},abc", 422, "query parameter 'jobs' must be job ids separated by commas"),
         ("{x};{y}", 422, "query parameter 'jobs' must be job ids"),
-        ("{x},,{y}", 422, "query parameter 'jobs' must be job ids"),
         ("-1,{y}", 422, "query parameter 'jobs' must be job ids"),
         ("0,{y}", 422, "query parameter 'jobs' must be job ids"),
         ("{x},99999999999", 422, "query parameter 'jobs' must be job ids"),

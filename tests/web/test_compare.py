@@ -78,7 +78,7 @@ def test_the_job_page_links_to_compare(client, auth, db):
         ("jobs=1,2,3,4,5,6,7,8,9,10,11", 422, "at most 10"),
         ("jobs={a},999999", 404, "job 999999 not found"),
         ("jobs={a},{beta}", 404, "job {beta} not found"),
-        ("jobs=0", 404, "job 0 not found"),
+        ("jobs=0", 422, "'0' is not"),
     ],
 )
 def test_compare_bad_input(client, auth, db, query, status, words):

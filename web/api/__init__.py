@@ -9,7 +9,7 @@ from flask import Blueprint, g, request
 from genq import strict_json
 from genq.errors import BadRequest, InvalidInput
 from genq.jobs.schemas import MAX_ID
-from genq.jobs.service import check_clean
+from genq.jobs.service import check_clean, clean
 from genq.web.auth import require_principal
 
 PREFIX = "/api/v1"
@@ -72,15 +72,11 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
 
 
 def query_job_ids(name: str = "jobs") -> list[int] | None:
-    """Job ids from ?jobs=3,5 (or ?jobs=3&jobs=5), in order; None when absent; 422 naming the parameter when an
-    item is not an id."""
-    raw = ",".join(request.args.getlist(name))
-    if not raw.strip():
-        return None
-    ids = []
-    for item in raw.split(","):
-        item = item.strip()
+    """Job ids from ?jobs=3,5 (or ?jobs=3&jobs=5), in order, empty items skipped; None when there are none; 422
+    naming the parameter and the item when an item is not an id. The API and the dashboard pages share it."""
+    items = [item.strip() for item in ",".join(request.args.getlist(name)).split(",") if item.strip()]
+    for item in items:
         if not (item.isascii() and item.isdigit() and len(item) <= 10 and 1 <= int(item) <= MAX_ID):
-            raise InvalidInput(f"query parameter '{name}' must be job ids separated by commas, e.g. ?{name}=3,5")
-        ids.append(int(item))
-    return ids
+            raise InvalidInput(f"query parameter '{name}' must be job ids separated by commas, e.g. ?{name}=3,5; "
+                               f"'{clean(item, 20)}' is not")
+    return [int(item) for item in items] or None
