@@ -1,0 +1,66 @@
+"""Sampling a Hugging Face causal LM with its own KV cache, one seeded generator per row.
+
+`model.generate` draws every row from one random stream, so a row's text would change with its batch
+neighbours; here each row samples from its own torch.Generator (genq.core.sample.sample_logits does the
+temperature, top-k and top-p), and the rows still share one forward pass per token.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from genq.core import base_models
+from genq.core.sample import sample_logits
+
+GEN_BATCH = 64  # rows decoded at once
+
+
+@torch.no_grad()
+def sample_rows(net: nn.Module, prompt_ids: list[int], seeds: list[int], device: str, max_new_tokens: int,
+                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                eos_id: int | None = None) -> list[list[int]]:
+    """The new tokens of one row per seed continuing `prompt_ids` (cut before eos_id), GEN_BATCH rows at a time."""
+    out: list[list[int]] = []
+    for done in range(0, len(seeds), GEN_BATCH):
+        gens = [torch.Generator(device=device).manual_seed(s) for s in seeds[done:done + GEN_BATCH]]
+        out += _batch(net, prompt_ids, gens, device, max_new_tokens, temperature, top_k, top_p, eos_id)
+    return out
+
+
+def _batch(net, prompt_ids, gens, device, max_new_tokens, temperature, top_k, top_p, eos_id) -> list[list[int]]:
+    window = base_models.context_window(net.config.to_dict()) or 1 << 30
+    rows = len(gens)
+    tokens = torch.tensor([prompt_ids[-(window - 1):]] * rows, dtype=torch.long, device=device)  # (B, T)
+    new = torch.empty(rows, 0, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    cache, cached, feed = None, 0, tokens
+    for i in range(max_new_tokens):
+        if cached + feed.size(1) > window:
+            # the window is full: start a fresh cache on the last half of it (learned positions end at the window)
+            feed, cache, cached = tokens[:, -(window // 2):], None, 0
+        out = net(input_ids=feed, use_cache=True, **{_cache_arg(net): cache})
+        cache, cached = _cache_of(out), cached + feed.size(1)
+        logits = out.logits[:, -1, :]  # (B, vocab)
+        nxt = torch.cat([sample_logits(logits[r:r + 1], temperature, top_k, top_p, gens[r]) for r in range(rows)])
+        tokens, new, feed = torch.cat([tokens, nxt], 1), torch.cat([new, nxt], 1), nxt  # nxt: (B, 1)
+        if eos_id is not None:
+            finished |= nxt.squeeze(1) == eos_id
+            if i % 8 == 7 and bool(finished.all()):  # checked now and then: each check syncs with a GPU
+                break
+    texts = []
+    for row in new.tolist():
+        texts.append(row[:row.index(eos_id)] if eos_id is not None and eos_id in row else row)
+    return texts
+
+
+def _cache_arg(net: nn.Module) -> str:
+    """The forward keyword of the KV cache: `past_key_values`, renamed `cache` in recent transformers."""
+    return "cache" if "cache" in inspect.signature(net.forward).parameters else "past_key_values"
+
+
+def _cache_of(out) -> object:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
