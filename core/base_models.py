@@ -118,14 +118,15 @@ def shape(config: dict[str, Any]) -> dict[str, int]:
 
 def parameter_count(path: Path, config: dict[str, Any]) -> int:
     """The model's parameters: exact from its safetensors headers when it has them, else estimated from its
-    config (attention 4d², MLP 2d·ffn per layer, the embedding, an untied head)."""
+    config (attention 4d², MLP 2d·ffn per layer, the embedding, an untied head, learned positions)."""
     counted = _safetensors_count(path)
     if counted is not None:
         return counted
     s = shape(config)
     per_layer = 4 * s["width"] ** 2 + 2 * s["width"] * s["ffn"]
     head = 0 if config.get("tie_word_embeddings", True) else s["vocab"] * s["width"]
-    return s["layers"] * per_layer + s["vocab"] * s["width"] + head
+    positions = config["n_positions"] * s["width"] if isinstance(config.get("n_positions"), int) else 0  # GPT-2's
+    return s["layers"] * per_layer + s["vocab"] * s["width"] + head + positions
 
 
 def describe(path: Path, name: str) -> dict[str, Any]:
