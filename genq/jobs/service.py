@@ -97,22 +97,23 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
         if kind != need:
             raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
         check_fits(session, req.model, job.params, req.pool)
-    elif req.base is not None:
-        if req.source_job is not None:
-            raise InvalidInput("give either 'source_job' or 'base', not both")
-        job.model, job.base = pretrained_base(req.base, settings)
     else:
-        if req.source_job is None:
-            raise InvalidInput("a generate job needs 'source_job' (a train job) or 'base' (a model of the models "
-                               "folder)")
-        source = owned(session, Job, req.source_job, team.id, "source job")
-        if source.type != "train":
-            raise InvalidInput(f"source job {source.id} is a {source.type} job; generate from a train job")
-        if source.status != "succeeded":
-            raise Conflict(
-                f"source job {source.id} is {source.status}; only a succeeded train job can generate"
-            )
-        job.model, job.source_job_id = source.model, source.id
+        if req.base is not None:
+            if req.source_job is not None:
+                raise InvalidInput("give either 'source_job' or 'base', not both")
+            job.model, job.base = pretrained_base(req.base, settings)
+        else:
+            if req.source_job is None:
+                raise InvalidInput("a generate job needs 'source_job' (a train job) or 'base' (a model of the "
+                                   "models folder)")
+            source = owned(session, Job, req.source_job, team.id, "source job")
+            if source.type != "train":
+                raise InvalidInput(f"source job {source.id} is a {source.type} job; generate from a train job")
+            if source.status != "succeeded":
+                raise Conflict(
+                    f"source job {source.id} is {source.status}; only a succeeded train job can generate"
+                )
+            job.model, job.source_job_id = source.model, source.id
         job.params = validate_generate_params(req.params)
         check_clean(job.params, "params")
         if req.prompts is not None and req.dataset is not None:

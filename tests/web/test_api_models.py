@@ -62,8 +62,9 @@ def test_train_and_generate_name_a_base(client, auth, models, db):
     assert generate.status_code == 201, generate.json
     job = generate.json
     assert (job["model"], job["base"], job["source_job"]) == ("hf-causal-lm", "tiny", None)
+    assert job["prompts"] == ["To be"] and job["params"]["seed"] == 1 and job["params"]["max_new_tokens"] == 200
     with db.session() as s:
-        assert s.get(Job, generate.json["id"]).base == "tiny"
+        assert s.get(Job, job["id"]).base == "tiny"
 
 
 @pytest.mark.parametrize(("base", "reason"), [
