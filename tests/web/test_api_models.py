@@ -107,3 +107,23 @@ def test_openapi_describes_the_models_and_base(client):
     assert "/api/v1/models" in doc["paths"]
     assert "base" in doc["components"]["schemas"]["GenerateJobRequest"]["properties"]
     assert "hf-causal-lm" in doc["components"]["schemas"]["TrainJobRequest"]["properties"]["model"]["enum"]
+
+
+def test_the_submit_form_offers_the_kind_and_the_bases(client, auth, models, db):
+    from tests.web.conftest import csrf_from, login, make_token
+
+    train_form = client.get("/submit", headers=auth).get_data(as_text=True)
+    assert 'value="hf-causal-lm" data-kind="text"' in train_form
+    generate_form = client.get("/submit?type=generate", headers=auth).get_data(as_text=True)
+    assert '<option value="tiny"' in generate_form and '<option value="bert"' not in generate_form
+    login(client, make_token(db))
+    page = client.get("/submit?type=generate").get_data(as_text=True)
+    answer = client.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate", "base": "tiny",
+                                          "prompts": "To be\n", "params": "num_samples=2"})
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    job_page = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "base model tiny" in job_page
+    refused = client.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate", "base": "escape",
+                                           "prompts": "To be\n"})
+    assert refused.status_code == 422 and "resolves outside the models folder" in refused.get_data(as_text=True)
+    assert count(db, Job) == 1
