@@ -158,6 +158,14 @@ def list_models(folder: Path) -> list[dict[str, Any]]:
             if NAME.match(entry.name) and not entry.name.startswith(".") and entry.is_dir()]
 
 
+def identity(path: Path) -> tuple:
+    """What names the model in folder `path` as it is now: its resolved path and the name, inode, size and
+    modification time of each file in it, which any rewrite changes (genq.core.model_cache's key)."""
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    return (str(path.resolve()), *((str(f.relative_to(path)), st.st_ino, st.st_size, st.st_mtime_ns)
+                                   for f in files for st in (f.stat(),)))
+
+
 # ---------------------------------------------------------------------------------------------------------
 
 def _check_inside(path: Path, models: Path, name: str) -> None:

@@ -87,6 +87,25 @@ def test_generate_from_the_base_directly(models, tmp_path, make_hooks):
         api.generate_from_base("gpt", "tiny", ["x"], params, tmp_path / "out", make_hooks())
 
 
+def test_a_base_stays_loaded_until_its_files_change(models, tmp_path, make_hooks, monkeypatch):
+    from genq.core import model_cache
+    from genq.core.models.hf_causal_lm import recipe
+
+    loads = []
+    original = recipe.load_pretrained
+    monkeypatch.setattr(recipe, "load_pretrained", lambda folder: loads.append(folder) or original(folder))
+    model_cache.clear()
+    params = {"max_new_tokens": 5, "seed": 1}
+    first = api.generate_from_base("hf-causal-lm", "tiny", ["To be"], params, tmp_path / "a", make_hooks())
+    second = api.generate_from_base("hf-causal-lm", "tiny", ["To be"], params, tmp_path / "b", make_hooks())
+    assert len(loads) == 1 and first[0].text == second[0].text
+    config = models / "tiny" / "config.json"
+    config.write_text(config.read_text())  # rewritten in place: a new inode or modification time
+    api.generate_from_base("hf-causal-lm", "tiny", ["To be"], params, tmp_path / "c", make_hooks())
+    assert len(loads) == 2
+    model_cache.clear()
+
+
 def test_rows_honor_max_new_tokens_and_their_own_seed(models):
     from genq.core.models.hf_causal_lm.recipe import load_pretrained
     from genq.core.models.hf_causal_lm.sampling import sample_rows

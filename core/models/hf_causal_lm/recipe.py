@@ -23,7 +23,7 @@ from torch import nn  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from genq.core import base_models, checkpoint  # noqa: E402
+from genq.core import base_models, checkpoint, model_cache  # noqa: E402
 from genq.core import device as dev  # noqa: E402
 from genq.core import train as loop  # noqa: E402
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt  # noqa: E402
@@ -131,8 +131,15 @@ class HFCausalLMRecipe(Recipe):
         """num_samples texts per prompt from base model `base` of the models folder, as it was saved."""
         folder = base_models.resolve(base)
         hooks.log(f"sampling base '{base}' from the models folder")
-        return _generate(load_tokenizer(folder), load_pretrained(folder).to(device).eval(), prompts, params,
-                         hooks, device)
+
+        def build() -> tuple[tuple[Any, nn.Module], int]:
+            net = load_pretrained(folder).to(device).eval()
+            weights = {t.data_ptr(): t.nbytes for t in net.state_dict().values()}  # a tied head counted once
+            return (load_tokenizer(folder), net), sum(weights.values())
+
+        # kept loaded between jobs like a trained checkpoint; a rewritten folder is another key
+        tok, net = model_cache.keep((cls.kind, "base", device, base_models.identity(folder)), build)
+        return _generate(tok, net, prompts, params, hooks, device)
 
     @classmethod
     def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> tuple[Any, nn.Module]:
