@@ -12,9 +12,10 @@ CORPUS = Path(__file__).resolve().parent / "data" / "tinyshakespeare-20k.txt"
 EOS = "<|endoftext|>"
 
 
-def build_tiny_gpt2(folder: Path, vocab_size: int = 320, n_positions: int = 64, seed: int = 0) -> Path:
-    """GPT2Config(n_layer=2, n_head=2, n_embd=32) with random weights and a BPE tokenizer trained on the test
-    corpus, written to `folder` by save_pretrained; returns `folder`."""
+def build_tiny_gpt2(folder: Path, vocab_size: int = 320, n_positions: int = 64, seed: int = 0, n_layer: int = 2,
+                    n_embd: int = 32, n_head: int = 2) -> Path:
+    """GPT2Config(n_layer=2, n_head=2, n_embd=32) (unless told otherwise) with random weights and a BPE tokenizer
+    trained on the test corpus, written to `folder` by save_pretrained; returns `folder`."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -27,8 +28,9 @@ def build_tiny_gpt2(folder: Path, vocab_size: int = 320, n_positions: int = 64, 
     bpe.train_from_iterator([CORPUS.read_text()], trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS)
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=len(tokenizer), n_positions=n_positions,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=len(tokenizer),
+                        n_positions=n_positions, bos_token_id=tokenizer.eos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
