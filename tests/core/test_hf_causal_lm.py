@@ -93,7 +93,7 @@ def test_a_base_stays_loaded_until_its_files_change(models, tmp_path, make_hooks
 
     loads = []
     original = recipe.load_pretrained
-    monkeypatch.setattr(recipe, "load_pretrained", lambda folder: loads.append(folder) or original(folder))
+    monkeypatch.setattr(recipe, "load_pretrained", lambda folder, **kw: loads.append(folder) or original(folder, **kw))
     model_cache.clear()
     params = {"max_new_tokens": 5, "seed": 1}
     first = api.generate_from_base("hf-causal-lm", "tiny", ["To be"], params, tmp_path / "a", make_hooks())

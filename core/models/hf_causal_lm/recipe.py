@@ -133,7 +133,7 @@ class HFCausalLMRecipe(Recipe):
         hooks.log(f"sampling base '{base}' from the models folder")
 
         def build() -> tuple[tuple[Any, nn.Module], int]:
-            net = load_pretrained(folder).to(device).eval()
+            net = load_pretrained(folder, float32=not dev.is_cuda(device)).to(device).eval()
             weights = {t.data_ptr(): t.nbytes for t in net.state_dict().values()}  # a tied head counted once
             return (load_tokenizer(folder), net), sum(weights.values())
 
@@ -151,13 +151,15 @@ class HFCausalLMRecipe(Recipe):
 
 # ------------------------------------------------------------------------------------------ loading and saving
 
-def load_pretrained(folder: Path) -> nn.Module:
-    """The causal LM saved in `folder`, in float32 (training keeps fp32 weights; autocast runs bf16 on a GPU)."""
+def load_pretrained(folder: Path, float32: bool = True) -> nn.Module:
+    """The causal LM saved in `folder`: in float32 (training keeps fp32 weights; autocast runs bf16 on a GPU), or as
+    from_pretrained loads it (transformers 5: the saved dtype; for sampling a base on a GPU, where a bf16 model
+    takes half the memory it would in fp32)."""
     try:
         net = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"base '{folder.name}' could not be loaded as a causal LM: {exc}") from None
-    return net.float()
+    return net.float() if float32 else net
 
 
 def load_tokenizer(folder: Path):
