@@ -1,8 +1,10 @@
 """Sampling a Hugging Face causal LM with its own KV cache, one seeded generator per row.
 
 `model.generate` draws every row from one random stream, so a row's text would change with its batch
-neighbours; here each row samples from its own torch.Generator (genq.core.sample.sample_logits does the
-temperature, top-k and top-p), and the rows still share one forward pass per token.
+neighbours; here each row draws its noise from its own torch.Generator, and the rows still share one forward
+pass per token. Temperature, top-k and top-p are transformers' own logits warpers, applied to the whole batch;
+the draw is the Gumbel-max trick (argmax of the filtered logits plus Gumbel noise samples the softmax), so the
+only per-row work is one torch.rand call.
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import inspect
 
 import torch
 from torch import nn
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from genq.core import base_models
-from genq.core.sample import sample_logits
 
 GEN_BATCH = 64  # rows decoded at once
 
@@ -33,6 +40,8 @@ def sample_rows(net: nn.Module, prompt_ids: list[int], seeds: list[int], device:
 def _batch(net, prompt_ids, gens, device, max_new_tokens, temperature, top_k, top_p, eos_id) -> list[list[int]]:
     window = base_models.context_window(net.config.to_dict()) or 1 << 30
     rows = len(gens)
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)] + ([TopKLogitsWarper(top_k)] if top_k else [])
+                                  + ([TopPLogitsWarper(top_p)] if top_p is not None and top_p < 1 else []))
     tokens = torch.tensor([prompt_ids[-(window - 1):]] * rows, dtype=torch.long, device=device)  # (B, T)
     new = torch.empty(rows, 0, dtype=torch.long, device=device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -43,8 +52,8 @@ def _batch(net, prompt_ids, gens, device, max_new_tokens, temperature, top_k, to
             feed, cache, cached = tokens[:, -(window // 2):], None, 0
         out = net(input_ids=feed, use_cache=True, **{_cache_arg(net): cache})
         cache, cached = _cache_of(out), cached + feed.size(1)
-        logits = out.logits[:, -1, :]  # (B, vocab)
-        nxt = torch.cat([sample_logits(logits[r:r + 1], temperature, top_k, top_p, gens[r]) for r in range(rows)])
+        logits = warpers(tokens, out.logits[:, -1, :].float())  # (B, vocab), -inf outside top-k / top-p
+        nxt = _gumbel_max(logits, gens)  # (B, 1)
         tokens, new, feed = torch.cat([tokens, nxt], 1), torch.cat([new, nxt], 1), nxt  # nxt: (B, 1)
         if eos_id is not None:
             finished |= nxt.squeeze(1) == eos_id
@@ -54,6 +63,13 @@ def _batch(net, prompt_ids, gens, device, max_new_tokens, temperature, top_k, to
     for row in new.tolist():
         texts.append(row[:row.index(eos_id)] if eos_id is not None and eos_id in row else row)
     return texts
+
+
+def _gumbel_max(logits: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of logits (B, vocab), row r drawn with generator gens[r]: argmax(logits + Gumbel noise)."""
+    uniform = torch.stack([torch.rand(logits.size(1), generator=g, device=logits.device) for g in gens])
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))  # rand is in [0, 1): clamp keeps log finite
+    return (logits + gumbel).argmax(dim=-1, keepdim=True)
 
 
 def _cache_arg(net: nn.Module) -> str:
