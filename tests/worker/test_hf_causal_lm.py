@@ -24,7 +24,9 @@ def test_fine_tune_and_sample_a_hugging_face_model(platform, settings, tiny_gpt2
     train = platform.submit({"type": "train", "model": "hf-causal-lm", "dataset": dataset, "params": params})
     job = platform.wait_status(train, ("succeeded", "failed"), timeout=300)
     assert job["status"] == "succeeded", job["error"]
-    assert job["attempts"] == 1 and job["step"] == 60
+    # attempts is not pinned to 1: with the fixture's 3 s lease, a run on a saturated machine (CPU pressure 99%)
+    # once lost its lease and resumed from its checkpoint, which is the platform working (tests/worker/test_reliability)
+    assert job["step"] == 60, platform.logs()
 
     series = platform.api("GET", f"/jobs/{train}/metrics").json()["series"]
     loss = [value for _, value in series["train/loss"]]
