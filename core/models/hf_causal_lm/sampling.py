@@ -4,7 +4,7 @@
 neighbours; here each row draws its noise from its own torch.Generator, and the rows still share one forward
 pass per token. Temperature, top-k and top-p are transformers' own logits warpers, applied to the whole batch;
 the draw is the Gumbel-max trick (argmax of the filtered logits plus Gumbel noise samples the softmax), so the
-only per-row work is one torch.rand call.
+only per-row work is a torch.rand call, which draws the row's uniforms for several tokens at once.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from transformers.generation.logits_process import (
 from genq.core import base_models
 
 GEN_BATCH = 64  # rows decoded at once
+NOISE_FLOATS = 1 << 18  # uniforms a row draws at once (1 MiB): tokens' worth of noise, up to NOISE_TOKENS
+NOISE_TOKENS = 16
 
 
 @torch.no_grad()
@@ -46,14 +48,20 @@ def _batch(net, prompt_ids, gens, device, max_new_tokens, temperature, top_k, to
     new = torch.empty(rows, 0, dtype=torch.long, device=device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     cache, cached, feed = None, 0, tokens
+    chunk, noise, cache_arg = 1, None, _cache_arg(net)
     for i in range(max_new_tokens):
         if cached + feed.size(1) > window:
             # the window is full: start a fresh cache on the last half of it (learned positions end at the window)
             feed, cache, cached = tokens[:, -(window // 2):], None, 0
-        out = net(input_ids=feed, use_cache=True, **{_cache_arg(net): cache})
+        out = net(input_ids=feed, use_cache=True, **{cache_arg: cache})
         cache, cached = _cache_of(out), cached + feed.size(1)
         logits = warpers(tokens, out.logits[:, -1, :].float())  # (B, vocab), -inf outside top-k / top-p
-        nxt = _gumbel_max(logits, gens)  # (B, 1)
+        if i % chunk == 0:
+            # Tokens of noise a row draws per rand call: set by the vocabulary only, never by the batch, so a row's
+            # stream of uniforms is the same whatever its neighbours.
+            chunk = max(1, min(NOISE_TOKENS, NOISE_FLOATS // logits.size(1)))
+            noise = torch.stack([torch.rand(chunk, logits.size(1), generator=g, device=device) for g in gens], 1)
+        nxt = _gumbel_max(logits, noise[i % chunk])  # (B, 1)
         tokens, new, feed = torch.cat([tokens, nxt], 1), torch.cat([new, nxt], 1), nxt  # nxt: (B, 1)
         if eos_id is not None:
             finished |= nxt.squeeze(1) == eos_id
@@ -65,9 +73,8 @@ def _batch(net, prompt_ids, gens, device, max_new_tokens, temperature, top_k, to
     return texts
 
 
-def _gumbel_max(logits: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
-    """One token per row of logits (B, vocab), row r drawn with generator gens[r]: argmax(logits + Gumbel noise)."""
-    uniform = torch.stack([torch.rand(logits.size(1), generator=g, device=logits.device) for g in gens])
+def _gumbel_max(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One token per row of logits (B, vocab) from uniforms (B, vocab): argmax(logits + Gumbel noise)."""
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))  # rand is in [0, 1): clamp keeps log finite
     return (logits + gumbel).argmax(dim=-1, keepdim=True)
 
