@@ -106,6 +106,31 @@ def keep_models(max_models: int, max_bytes: int) -> None:
     model_cache.configure(max_models, max_bytes)
 
 
+def use_models_folder(folder: Path) -> None:
+    """Where the pretrained models named by "base" live in this process (genq.core.base_models)."""
+    from genq.core import base_models
+
+    base_models.configure(folder)
+
+
+def generate_from_base(model: str, base: str, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+                       hooks: Hooks, device: str = "cpu") -> list[Sample]:
+    """Generate `params['num_samples']` samples per prompt from pretrained model `base` of the models folder,
+    with model kind `model` (one whose spec says pretrained=True); records memory/peak_bytes like generate()."""
+    from genq.core import device as dev
+
+    kind = spec.get(model)
+    if not kind.pretrained:
+        raise ParamError(f"model '{model}' does not sample a pretrained base")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev.prepare(device)
+    memory = dev.PeakMemory(device)
+    samples = kind.load_recipe().generate_from_base(base, prompts, params, out_dir, hooks, device)
+    if (peak := memory.bytes()) is not None:
+        hooks.metrics(0, {"memory/peak_bytes": peak})
+    return samples
+
+
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str = "cpu") -> list[Sample]:
     """Generate `params['num_samples']` samples per prompt from the trained model in `source_workdir`; records

@@ -63,6 +63,20 @@ def get(workdir: Path, kind: str, device: str, build: Callable[[checkpoint.Check
     return model
 
 
+def keep(key: tuple, build: Callable[[], tuple[T, int]]) -> T:
+    """The model of build() -> (model, bytes of its weights), built once while `key` stays among the kept ones: for
+    models that are not a job's checkpoint (a pretrained base; its key must change whenever its files do)."""
+    with _lock:
+        if key in _entries:
+            _entries.move_to_end(key)
+            return _entries[key][0]
+    model, size = build()
+    with _lock:
+        _entries[key] = (model, size)
+        _evict()
+    return model
+
+
 def _evict() -> None:
     """Drop the least recently used entries beyond the limits (the caller holds the lock)."""
     while _entries and (len(_entries) > _limits["models"]

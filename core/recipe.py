@@ -106,6 +106,13 @@ class Recipe:
         raise NotImplementedError
 
     @classmethod
+    def generate_from_base(cls, base: str, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
+                           hooks: Hooks, device: str) -> list[Sample]:
+        """num_samples samples per prompt from pretrained model `base` of the models folder (a kind whose spec
+        says pretrained=True)."""
+        raise NotImplementedError
+
+    @classmethod
     def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> Any:
         """What generate() needs of a trained checkpoint (networks on `device` in eval mode, a tokenizer).
         genq.core.model_cache keeps it between jobs: generating must not change it."""

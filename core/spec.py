@@ -74,6 +74,9 @@ class ModelSpec:
     estimate: Callable[[dict[str, Any]], tuple[int, int]]  # validated params -> (parameters, activation bytes)
     recipe: str  # "module:Class" of its genq.core.recipe.Recipe subclass (training and generation); loads torch
     summary: str  # one line for listings and the README
+    # True: its params name a pretrained model of the models folder (genq.core.base_models) by "base", and a
+    # generate job may sample such a base directly, without a training job (the recipe's generate_from_base)
+    pretrained: bool = False
 
     def train_params(self, params: object) -> dict[str, Any]:
         """The full params for a training job, or ParamError naming each bad key."""
@@ -126,12 +129,17 @@ def registry() -> dict[str, ModelSpec]:
     for info in pkgutil.iter_modules(models.__path__):
         if info.ispkg and not info.name.startswith("_"):
             spec = importlib.import_module(f"{models.__name__}.{info.name}").SPEC
-            if spec.name != info.name:
+            if spec.name.replace("-", "_") != info.name:  # hf-causal-lm lives in hf_causal_lm/
                 raise ImportError(f"genq.core.models.{info.name} declares a model named '{spec.name}'")
             found.append(spec)
     # Listed by data kind (text first), then name: the order of menus and messages.
     found.sort(key=lambda s: (DATA_KINDS.index(s.data), s.name))
     return {spec.name: spec for spec in found}
+
+
+def pretrained() -> ModelSpec | None:
+    """The model kind that samples a pretrained base directly (a generate job naming "base"), if there is one."""
+    return next((s for s in registry().values() if s.pretrained), None)
 
 
 def get(name: object) -> ModelSpec:

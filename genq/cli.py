@@ -300,17 +300,21 @@ def submit_train(model, dataset, params, team, priority, gpus) -> None:
 
 
 @submit.command("generate")
-@click.option("--from", "source", required=True, type=int, help="a finished training job")
+@click.option("--from", "source", type=int, help="a finished training job")
+@click.option("--base", help="instead of --from: a model of the models folder (hf-causal-lm), sampled as saved")
 @click.option("--prompt", "prompts", multiple=True)
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="a CSV or JSONL file of prompts")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
-def submit_generate(source, prompts, prompts_file, params) -> None:
+def submit_generate(source, base, prompts, prompts_file, params) -> None:
     """Submit a generation job."""
     if prompts and prompts_file:
         raise click.UsageError("give --prompt or --prompts, not both")
+    if (source is None) == (base is None):
+        raise click.UsageError("give --from JOB_ID or --base NAME (one of them)")
     client = _client()
-    payload = {"type": "generate", "source_job": source, "params": _parse_params(params)}
+    payload = {"type": "generate", "params": _parse_params(params)}
+    payload.update({"source_job": source} if source is not None else {"base": base})
     if prompts_file:
         payload["dataset"] = client.upload(prompts_file)["id"]
     else:

@@ -20,6 +20,7 @@ class Settings:
     database_url: str
     redis_url: str | None  # None: `genq up` starts an embedded server
     artifacts: Path
+    models: Path | None = None  # pretrained models named by "base" (hf-causal-lm); None: home/models
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_bytes: int = 200 * 1024 * 1024
@@ -46,6 +47,7 @@ class Settings:
             database_url=_env("GENQ_DATABASE_URL", f"sqlite:///{home / 'genq.db'}"),
             redis_url=os.environ.get("GENQ_REDIS_URL") or None,
             artifacts=Path(_env("GENQ_ARTIFACTS", str(home / "artifacts"))).resolve(),
+            models=Path(_env("GENQ_MODELS", str(home / "models"))).resolve(),
             host=_env("GENQ_HOST", "127.0.0.1"),
             port=int(_env("GENQ_PORT", "8000")),
             max_upload_bytes=int(_env("GENQ_MAX_UPLOAD_BYTES", str(200 * 1024 * 1024))),
@@ -59,6 +61,11 @@ class Settings:
             model_cache_bytes=int(_env("GENQ_MODEL_CACHE_MB", "2048")) * 1024**2,
             secret_key=_env("GENQ_SECRET_KEY", ""),
         )
+
+    @property
+    def models_folder(self) -> Path:
+        """Where the pretrained models named by "base" live: GENQ_MODELS, else $GENQ_HOME/models."""
+        return self.models or self.home / "models"
 
     def ensure_dirs(self) -> None:
         """Create the home and artifact folders."""

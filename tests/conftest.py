@@ -90,3 +90,12 @@ def db(settings):
     database = Database(settings.database_url)
     yield database
     database.dispose()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """A tiny random GPT-2 with its own BPE tokenizer, saved with save_pretrained once per session (copy it into
+    a test's models folder: tests may change their copy)."""
+    from tests.hf_tiny import build_tiny_gpt2
+
+    return build_tiny_gpt2(tmp_path_factory.mktemp("hf") / "tiny-gpt2")

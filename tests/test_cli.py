@@ -131,3 +131,10 @@ def test_operator_lists_and_revokes_tokens(up_env):
         assert again.returncode != 0 and "already revoked" in again.stderr
     finally:
         stop_up(process)
+
+
+def test_submit_generate_names_a_training_job_or_a_base(up_env):
+    for args in ([], ["--from", "3", "--base", "tiny"]):
+        result = subprocess.run([GENQ, "submit", "generate", "--prompt", "x", *args], env=up_env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 2 and "give --from JOB_ID or --base NAME" in result.stderr

@@ -14,6 +14,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.routing import BaseConverter, ValidationError
 
 from genq.config import Settings
+from genq.core import base_models
 from genq.db import Database
 from genq.events import Publisher
 from genq.jobs.schemas import MAX_ID
@@ -78,12 +79,13 @@ def secret_key(settings: Settings) -> str:
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config may hold "SETTINGS" (else Settings.from_env()) and any Flask config keys."""
     from genq.web import auth, dashboard, errors, monitoring
-    from genq.web.api import artifacts, datasets, evaluation, events, jobs, openapi, workers
+    from genq.web.api import artifacts, datasets, evaluation, events, jobs, models, openapi, workers
     from genq.web.streams import Relay
 
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
     settings.ensure_dirs()
+    base_models.configure(settings.models_folder)  # the hf-causal-lm params name its folders: checked at submission
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=secret_key(settings),
@@ -129,6 +131,7 @@ def create_app(config: dict | None = None) -> Flask:
         state().telemetry.count(request, response)
         return response
 
-    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, events, openapi):
+    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, events, models,
+                   openapi):
         app.register_blueprint(module.bp)
     return app

@@ -8,6 +8,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from sqlalchemy import select
 
 from genq import evaluation
+from genq.core import base_models
 from genq.datasets import BUILTIN_DATASETS, dataset_to_dict
 from genq.db.models import JOB_STATUSES, Dataset, Job, Output, Team
 from genq.errors import GenqError, InvalidInput
@@ -124,7 +125,10 @@ def _form_body(form) -> dict[str, Any]:
     if kind == "train":
         body.update(model=form.get("model", ""), dataset=form.get("dataset", ""))  # one device per job for now
     elif kind == "generate":
-        body["source_job"] = _int_field(form, "source_job", 0)
+        if form.get("base", "").strip():  # a pretrained model of the models folder, instead of a source job
+            body["base"] = form["base"].strip()
+        else:
+            body["source_job"] = _int_field(form, "source_job", 0)
         prompts = [line.strip() for line in form.get("prompts", "").splitlines() if line.strip()]
         if form.get("prompts_dataset"):
             body["dataset"] = _int_field(form, "prompts_dataset", 0)
@@ -141,8 +145,9 @@ def _team_datasets(s) -> list[dict]:
 
 # The form field an error message is about: the first of these words that it contains (in this order, so that
 # "model 'gpt' trains on text data, but dataset 3 holds images" points at the dataset).
-FIELD_WORDS = (("param", "params"), ("KEY=VALUE", "params"), ("source job", "source_job"), ("prompt", "prompts"),
-               ("dataset", "dataset"), ("model", "model"), ("priority", "priority"), ("pool", "pool"))
+FIELD_WORDS = (("param", "params"), ("KEY=VALUE", "params"), ("source job", "source_job"), ("base '", "base"),
+               ("prompt", "prompts"), ("dataset", "dataset"), ("model", "model"), ("priority", "priority"),
+               ("pool", "pool"))
 
 
 def error_field(message: str) -> str | None:
@@ -187,6 +192,7 @@ def submit():
         builtins=BUILTIN_DATASETS,
         datasets=datasets,
         sources=sources,
+        bases=[m["name"] for m in base_models.list_models(state().settings.models_folder) if m["causal_lm"]],
         form=form,
         error=error,
         error_field=field,

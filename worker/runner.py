@@ -53,6 +53,7 @@ class WorkerContext:
         self.shutting_down = False
         # Loads the model library (torch) now, not in the first job.
         core.keep_models(settings.model_cache_models, settings.model_cache_bytes)
+        core.use_models_folder(settings.models_folder)
 
     # -- worker lifecycle -------------------------------------------------------------------------------------
     def register(self) -> None:
@@ -156,8 +157,12 @@ class WorkerContext:
         if job.type == "train":
             result = core.train(job.model, job.params, self._data_source(job), workdir, hooks, self.device)
             return result.stopped, result.samples
-        source = self._workdir(job.source_job_id)
         prompts = job.prompts or [None]
+        if job.source_job_id is None and job.base:  # a pretrained model of the models folder, sampled directly
+            samples = core.generate_from_base(job.model, job.base, prompts, job.params, workdir / "outputs", hooks,
+                                              self.device)
+            return hooks.stop_requested(), samples
+        source = self._workdir(job.source_job_id)
         samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
         return hooks.stop_requested(), samples
 

@@ -86,6 +86,7 @@ class Job(Base):
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
     builtin_dataset: Mapped[str | None] = mapped_column(String(32))
     source_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    base: Mapped[str | None] = mapped_column(String(128))  # a generate job sampling a models-folder model directly
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # validated, defaults filled in
     prompts: Mapped[list[Any] | None]
     priority: Mapped[int] = mapped_column(default=0)

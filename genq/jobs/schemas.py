@@ -44,10 +44,13 @@ class TrainJobRequest(_JobRequest):
 
 
 class GenerateJobRequest(_JobRequest):
-    """Sample from a succeeded training job, with prompts inline or from a prompts dataset."""
+    """Sample from a succeeded training job (or directly from a pretrained model of the models folder, "base"),
+    with prompts inline or from a prompts dataset."""
 
     type: Literal["generate"]
-    source_job: int = Field(ge=1, le=MAX_ID)
+    source_job: int | None = Field(None, ge=1, le=MAX_ID, description="a succeeded train job; or give base")
+    base: str | None = Field(None, min_length=1, max_length=200,
+                             description="a model of the models folder (GET /api/v1/models), instead of source_job")
     prompts: list[Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]] | None = Field(
         None, min_length=1, max_length=MAX_PROMPTS
     )
@@ -104,6 +107,7 @@ class JobOut(BaseModel):
     finished_at: Time
     dataset: int | str | None
     source_job: int | None
+    base: str | None = Field(None, description="the models-folder model a generate job samples without a source job")
     params: dict[str, Any]
     prompts: list[str] | int | None = Field(description="the prompts; in listings only their number")
     priority: int

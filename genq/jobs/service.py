@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from genq import strict_json
 from genq.config import Settings
+from genq.core import base_models, spec
 from genq.datasets import (
     BUILTIN_DATASETS,
     bad_string,
@@ -21,7 +22,7 @@ from genq.datasets import (
     read_prompts,
 )
 from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, iso, utcnow
-from genq.errors import Conflict, Forbidden, InvalidInput, NotFound
+from genq.errors import Conflict, Forbidden, InvalidInput, NotFound, refused_as_invalid_input
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODELS, validate_generate_params, validate_train_params
 from genq.jobs.scheduling_order import queue_position
@@ -97,14 +98,22 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
             raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
         check_fits(session, req.model, job.params, req.pool)
     else:
-        source = owned(session, Job, req.source_job, team.id, "source job")
-        if source.type != "train":
-            raise InvalidInput(f"source job {source.id} is a {source.type} job; generate from a train job")
-        if source.status != "succeeded":
-            raise Conflict(
-                f"source job {source.id} is {source.status}; only a succeeded train job can generate"
-            )
-        job.model, job.source_job_id = source.model, source.id
+        if req.base is not None:
+            if req.source_job is not None:
+                raise InvalidInput("give either 'source_job' or 'base', not both")
+            job.model, job.base = pretrained_base(req.base, settings)
+        else:
+            if req.source_job is None:
+                raise InvalidInput("a generate job needs 'source_job' (a train job) or 'base' (a model of the "
+                                   "models folder)")
+            source = owned(session, Job, req.source_job, team.id, "source job")
+            if source.type != "train":
+                raise InvalidInput(f"source job {source.id} is a {source.type} job; generate from a train job")
+            if source.status != "succeeded":
+                raise Conflict(
+                    f"source job {source.id} is {source.status}; only a succeeded train job can generate"
+                )
+            job.model, job.source_job_id = source.model, source.id
         job.params = validate_generate_params(req.params)
         check_clean(job.params, "params")
         if req.prompts is not None and req.dataset is not None:
@@ -123,6 +132,16 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
     session.flush()
     session.add(JobLog(job_id=job.id, message=f"submitted: {job.type} {job.model} in pool '{job.pool}'"))
     return job
+
+
+def pretrained_base(base: str, settings: Settings) -> tuple[str, str]:
+    """(model kind, base) for a generate job sampling `base` of the models folder, or InvalidInput naming why not."""
+    kind = spec.pretrained()
+    if kind is None:
+        raise InvalidInput("no model kind of this genq samples a pretrained base")
+    with refused_as_invalid_input():
+        base_models.resolve(base, settings.models_folder)
+    return kind.name, base
 
 
 def clean(text: str, limit: int = 80) -> str:
@@ -172,6 +191,7 @@ def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, An
         finished_at=iso(job.finished_at),
         dataset=job.builtin_dataset or job.dataset_id,
         source_job=job.source_job_id,
+        base=job.base,
         params=job.params,
         prompts=job.prompts,
         priority=job.priority,

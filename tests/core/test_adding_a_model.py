@@ -25,7 +25,8 @@ def with_bigram(monkeypatch):
 
 
 def test_a_new_folder_is_a_new_model_kind(with_bigram, text_file, tmp_path, make_hooks):
-    assert list(spec.registry()) == ["bigram", "gpt", "gru", "dcgan", "vae", "wavenet"]  # text kinds first
+    # text kinds first
+    assert list(spec.registry()) == ["bigram", "gpt", "gru", "hf-causal-lm", "dcgan", "vae", "wavenet"]
     assert validate_train_params("bigram", {"max_steps": 6})["block_size"] == 8  # the platform's check
     with pytest.raises(InvalidInput, match="unknown param 'n_layer'"):
         validate_train_params("bigram", {"n_layer": 2})
@@ -41,5 +42,6 @@ def test_a_new_folder_is_a_new_model_kind(with_bigram, text_file, tmp_path, make
 
 
 def test_without_the_folder_the_kind_is_unknown():
-    with pytest.raises(InvalidInput, match=r"unknown model 'bigram' \(known: gpt, gru, dcgan, vae, wavenet\)"):
+    known = "gpt, gru, hf-causal-lm, dcgan, vae, wavenet"
+    with pytest.raises(InvalidInput, match=rf"unknown model 'bigram' \(known: {known}\)"):
         validate_train_params("bigram", {})

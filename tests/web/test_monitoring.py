@@ -43,7 +43,7 @@ def test_openapi_describes_every_api_route(client, app):
     body = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/JobRequest"}
     train = spec["components"]["schemas"]["TrainJobRequest"]
-    assert train["properties"]["model"]["enum"] == ["gpt", "gru", "dcgan", "vae", "wavenet"]
+    assert train["properties"]["model"]["enum"] == ["gpt", "gru", "hf-causal-lm", "dcgan", "vae", "wavenet"]
     assert train["additionalProperties"] is False
 
 

@@ -268,6 +268,11 @@ def spec() -> dict[str, Any]:
         "/api/v1/workers": _get(
             "Workers, devices, slots, load, heartbeats", _json(_wrapped("workers", "Worker")), errors=()
         ),
+        "/api/v1/models": _get(
+            "The pretrained models of the models folder (GENQ_MODELS) that hf-causal-lm jobs name by base",
+            _json(_wrapped("models", "BaseModel")),
+            errors=(),
+        ),
         "/api/v1/events": _stream(
             "Live events of one job (server-sent events)",
             EVENTS,

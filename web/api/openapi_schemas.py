@@ -194,4 +194,17 @@ SCHEMAS: dict[str, Any] = {
             "running_jobs": {"type": "array", "items": INT},
         },
     },
+    "BaseModel": {
+        "type": "object",
+        "required": ["name", "model_type", "architectures", "causal_lm", "parameters", "size_bytes", "error"],
+        "properties": {
+            "name": {**STR, "description": "what a job names as \"base\""},
+            "model_type": {"type": ["string", "null"], "description": "from its config.json (gpt2, llama, ...)"},
+            "architectures": {"type": "array", "items": STR},
+            "causal_lm": {"type": "boolean", "description": "whether hf-causal-lm can train and sample it"},
+            "parameters": {"type": ["integer", "null"], "description": "from its safetensors headers, else its config"},
+            "size_bytes": INT,
+            "error": {"type": ["string", "null"], "description": "why the folder cannot be used, when it cannot"},
+        },
+    },
 }
