@@ -23,7 +23,7 @@ def job_events():
         raise InvalidInput("query parameter 'job' is required: GET /api/v1/events?job=ID "
                            "(a team's job list: GET /api/v1/events/jobs)")
     with state().db.session() as s:
-        owned(s, Job, job_id, g.caller.team_id, "job")  # another team's job looks missing: 404, no stream
+        owned(s, Job, job_id, g.caller.scope, "job")  # another team's job looks missing: 404, no stream
     relay = state().relay
     sub = relay.subscribe([job_channel(job_id)])
     return streams.response(streams.job_events(state().db, job_id, sub, relay.keepalive), sub)

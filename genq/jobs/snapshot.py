@@ -1,0 +1,149 @@
+"""Policy snapshots from SQL: one pool's workers, running jobs, queue and teams (genq.jobs.policy's input),
+with each job's expected run time from its own step rate or from recent runs of similar jobs."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from genq.config import Settings
+from genq.db.models import Job, Team, Worker
+from genq.jobs.policy import Node, Running, Snapshot, TeamState, Waiting
+from genq.jobs.usage import decayed_usage, week_gpu_hours
+
+SIMILAR_RUNS = 20  # recent finished runs of the same model that time its steps
+
+QUEUE_COLUMNS = (Job.id, Job.team_id, Job.priority, Job.created_at, Job.gpus, Job.type, Job.model, Job.params,
+                 Job.checkpoint_step)
+
+
+def seconds(t: datetime) -> float:
+    """A naive UTC time as epoch seconds (the policy's clock)."""
+    return t.replace(tzinfo=UTC).timestamp()
+
+
+@dataclass
+class StepTimes:
+    """Seconds per step (train) or per job (generate) by (type, model), from recent finished runs."""
+
+    rates: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, session: Session) -> StepTimes:
+        out = cls()
+        recent = (select(Job.type, Job.model, Job.run_started_at, Job.finished_at, Job.step, Job.run_start_step)
+                  .where(Job.status == "succeeded", Job.run_started_at.is_not(None))
+                  .order_by(Job.finished_at.desc()).limit(20 * SIMILAR_RUNS))
+        samples: dict[tuple[str, str], list[float]] = {}
+        for kind, model, began, ended, step, first in session.execute(recent):
+            took = (ended - began).total_seconds()
+            steps = (step or 0) - (first or 0)
+            if kind == "train" and steps > 0:
+                samples.setdefault((kind, model), []).append(took / steps)
+            elif kind == "generate":
+                samples.setdefault((kind, model), []).append(took)
+        out.rates = {key: statistics.median(v[:SIMILAR_RUNS]) for key, v in samples.items()}
+        return out
+
+    def expected(self, kind: str, model: str, params: dict, from_step: int | None) -> float | None:
+        """Seconds a queued job is expected to run, or None when nothing similar has run."""
+        rate = self.rates.get((kind, model))
+        if rate is None:
+            return None
+        if kind == "train":
+            return rate * max(int(params.get("max_steps", 0)) - (from_step or 0), 0)
+        return rate
+
+
+def team_states(session: Session, now: datetime, half_life_hours: float) -> tuple[dict[int, str], dict[str, TeamState]]:
+    """Team names by id, and each team's state for the policy."""
+    week = week_gpu_hours(session, now.date())
+    names, states = {}, {}
+    for team in session.scalars(select(Team)):
+        names[team.id] = team.name
+        states[team.name] = TeamState(team.name, team.weight, decayed_usage(team, now, half_life_hours),
+                                      team.max_gpus, team.gpu_hours_per_week, week.get(team.id, 0.0))
+    return names, states
+
+
+def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, str],
+                 times: StepTimes) -> list[Running]:
+    """Jobs holding slots in `pool`: running, or sent and not yet claimed."""
+    rows = session.scalars(select(Job).where(Job.pool == pool, or_(
+        Job.status == "running", (Job.status == "queued") & Job.dispatched_at.is_not(None))))
+    out = []
+    for job in rows:
+        began = job.run_started_at or job.dispatched_at or now
+        end = None
+        if job.status == "running" and job.type == "train":
+            done = job.step - (job.run_start_step or 0)
+            elapsed = (now - began).total_seconds()
+            max_steps = int(job.params.get("max_steps", 0))
+            if done > 0 and elapsed > 0:
+                end = seconds(now) + elapsed / done * max(max_steps - job.step, 0)
+            elif (rate := times.rates.get(("train", job.model))) is not None:
+                end = seconds(began) + rate * max(max_steps - (job.run_start_step or 0), 0)
+        elif (took := times.expected(job.type, job.model, job.params, job.checkpoint_step)) is not None:
+            end = seconds(began) + took
+        since_checkpoint = 0.0
+        if job.type == "train" and job.status == "running" and job.step > (job.checkpoint_step or 0):
+            since_checkpoint = (now - began).total_seconds() * (job.step - (job.checkpoint_step or 0)) / max(
+                job.step - (job.run_start_step or 0), 1)
+        out.append(Running(
+            id=job.id, team=names.get(job.team_id, "?"), gpus=job.gpus,
+            node=job.worker_id if job.status == "running" else None, priority=job.priority,
+            started_at=seconds(began), expected_end=end,
+            # a generation job has no checkpoint to resume from; a job still being sent cannot be asked yet
+            preemptible=job.preemptible and job.type == "train" and job.status == "running",
+            at_risk_seconds=min(since_checkpoint, (now - began).total_seconds()),
+            preempt_requested=job.preempt_requested))
+    return out
+
+
+def waiting_jobs(session: Session, pool: str, team_ids: list[int] | None = None,
+                 head: int | None = None) -> list[tuple]:
+    """Queued, unsent jobs of `pool` as QUEUE_COLUMNS rows: all of them, or each team's first `head` in
+    scheduling order (read from the queue index, so 10,000 queued jobs cost no more than 10)."""
+    base = select(*QUEUE_COLUMNS).where(Job.status == "queued", Job.pool == pool, Job.dispatched_at.is_(None))
+    if head is None:
+        return list(session.execute(base))
+    rows: list[tuple] = []
+    for team_id in team_ids or []:
+        mine = base.where(Job.team_id == team_id)
+        got: list[tuple] = []
+        below = None
+        while len(got) < head:  # one priority level at a time: each is an index range in age order
+            top_query = select(func.max(Job.priority)).where(
+                Job.status == "queued", Job.pool == pool, Job.team_id == team_id, Job.dispatched_at.is_(None))
+            if below is not None:
+                top_query = top_query.where(Job.priority < below)
+            top = session.scalar(top_query)
+            if top is None:
+                break
+            got += session.execute(mine.where(Job.priority == top).order_by(Job.created_at, Job.id)
+                                   .limit(head - len(got))).all()
+            below = top
+        rows += got
+    return rows
+
+
+def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime,
+                  head: int | None = None, times: StepTimes | None = None) -> Snapshot:
+    """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs."""
+    names, teams = team_states(session, now, settings.usage_half_life_hours)
+    times = times or StepTimes.load(session)
+    nodes = [(w.id, w.slots) for w in session.scalars(
+        select(Worker).where(Worker.pool == pool, Worker.status == "online"))]
+    queue = [
+        Waiting(id=job_id, team=names[team_id], priority=priority, created_at=seconds(created), gpus=gpus,
+                expected_seconds=times.expected(kind, model, params or {}, checkpoint))
+        for job_id, team_id, priority, created, gpus, kind, model, params, checkpoint
+        in waiting_jobs(session, pool, list(names), head)
+    ]
+    return Snapshot(now=seconds(now), nodes=[Node(i, n) for i, n in nodes],
+                    running=running_jobs(session, pool, now, names, times), queue=queue, teams=teams, pool=pool,
+                    min_run_seconds=settings.preempt_min_run_seconds)
