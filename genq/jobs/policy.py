@@ -218,6 +218,7 @@ class _Allocator:
              reserved: dict[int, tuple[str, float]] | None = None) -> list[tuple[Waiting, str]]:
         """Start every job that may start now, in fair-share order; note why each team's first job waits."""
         started: list[tuple[Waiting, str]] = []
+        held: dict[str, list[Waiting]] = {}  # reserved jobs set aside while the rest of their team is tried
         heap = [(self.key(t), t) for t, q in self.queues.items() if q]
         heapq.heapify(heap)
         while heap:
@@ -250,6 +251,13 @@ class _Allocator:
                         reserved[job.id] = spot
             if reasons is not None:
                 reasons[job.id] = self.waiting_reason(job)
+            if job.id in self.reserved_gpus:
+                # Its worker is kept for it: the team's next jobs may still backfill around the reservation.
+                held.setdefault(team, []).append(queue.popleft())
+                if queue:
+                    heapq.heappush(heap, (self.key(team), team))
+        for team, jobs in held.items():
+            self.queues[team].extendleft(reversed(jobs))
         return started
 
     def waiting_reason(self, job: Waiting) -> str:
@@ -284,7 +292,9 @@ def _victims(snap: Snapshot, alloc: _Allocator) -> list[int]:
     for r in snap.running:
         by_node.setdefault(r.node, []).append(r)
     chosen: list[int] = []
-    heads = sorted((q[0] for q in alloc.queues.values() if q), key=lambda j: alloc.key(j.team))
+    # Each team's first jobs, as many as the pool has slots, best-placed team first.
+    heads = sorted((j for q in alloc.queues.values() for j in list(q)[:alloc.capacity]),
+                   key=lambda j: (alloc.key(j.team), _job_order(j)))
     for job in heads:
         if alloc.blocked_by_quota(job) or job.gpus > alloc.widest:
             continue

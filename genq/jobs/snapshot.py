@@ -11,7 +11,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from genq.config import Settings
-from genq.db.models import Job, Team, Worker
+from genq.db.models import Job, Metric, Team, Worker
 from genq.jobs.policy import Node, Running, Snapshot, TeamState, Waiting
 from genq.jobs.usage import decayed_usage, week_gpu_hours
 
@@ -70,6 +70,17 @@ def team_states(session: Session, now: datetime, half_life_hours: float) -> tupl
     return names, states
 
 
+def step_rate(session: Session, job_id: int, since: datetime) -> float | None:
+    """Seconds per step of a running job, from the times its train/loss points were logged in this run (so
+    its start-up, data loading and model building, do not count as steps)."""
+    first_step, last_step, first, last = session.execute(
+        select(func.min(Metric.step), func.max(Metric.step), func.min(Metric.created_at), func.max(Metric.created_at))
+        .where(Metric.job_id == job_id, Metric.name == "train/loss", Metric.created_at >= since)).one()
+    if first_step is None or last_step <= first_step:
+        return None
+    return (last - first).total_seconds() / (last_step - first_step)
+
+
 def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, str],
                  times: StepTimes) -> list[Running]:
     """Jobs holding slots in `pool`: running, or sent and not yet claimed."""
@@ -80,11 +91,10 @@ def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, st
         began = job.run_started_at or job.dispatched_at or now
         end = None
         if job.status == "running" and job.type == "train":
-            done = job.step - (job.run_start_step or 0)
-            elapsed = (now - began).total_seconds()
             max_steps = int(job.params.get("max_steps", 0))
-            if done > 0 and elapsed > 0:
-                end = seconds(now) + elapsed / done * max(max_steps - job.step, 0)
+            rate = step_rate(session, job.id, began)
+            if rate is not None:
+                end = seconds(now) + rate * max(max_steps - job.step, 0)
             elif (rate := times.rates.get(("train", job.model))) is not None:
                 end = seconds(began) + rate * max(max_steps - (job.run_start_step or 0), 0)
         elif (took := times.expected(job.type, job.model, job.params, job.checkpoint_step)) is not None:
