@@ -78,7 +78,7 @@ def secret_key(settings: Settings) -> str:
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config may hold "SETTINGS" (else Settings.from_env()) and any Flask config keys."""
     from genq.web import auth, dashboard, errors, monitoring
-    from genq.web.api import artifacts, datasets, evaluation, events, jobs, openapi, workers
+    from genq.web.api import artifacts, datasets, evaluation, events, jobs, openapi, teams, workers
     from genq.web.streams import Relay
 
     config = dict(config or {})
@@ -129,6 +129,7 @@ def create_app(config: dict | None = None) -> Flask:
         state().telemetry.count(request, response)
         return response
 
-    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, events, openapi):
+    for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, events, openapi,
+                   teams):
         app.register_blueprint(module.bp)
     return app
