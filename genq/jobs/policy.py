@@ -6,9 +6,11 @@ every queued job its position, expected start and the reason it waits. The live 
 builds snapshots from SQL; bench/scheduling.py builds them on a simulated clock. No database, no clock here.
 
 The order, for each free slot:
-1. teams below their share of the pool first (share = the pool's slots x weight / the weights of the teams with
-   jobs in the pool): a team may borrow idle slots, but not ahead of a team that wants its own share back;
-2. then the team with the least (decayed usage + expected remaining use of its running jobs) / weight;
+1. teams below their share of the pool first, the furthest below first (share = the pool's slots x weight / the
+   weights of the teams with jobs in the pool): a team may borrow idle slots, but not ahead of a team that
+   wants its own share back;
+2. then (borrowing, or equally far below) the team with the least (decayed usage + expected remaining use of
+   its running jobs) / weight;
 3. within a team, the job of highest priority, then the oldest.
 A team at its quota (devices at once, or GPU-hours this week) waits. A job of N devices needs N free slots of
 ONE worker; when none has them, it reserves the worker that frees them first, and until then only jobs that are
@@ -158,8 +160,10 @@ class _Allocator:
 
     def key(self, team: str) -> tuple:
         weight = self._team(team).weight or 1.0
-        below = self.running_gpus.get(team, 0) < self.share.get(team, 0.0) - 1e-9
-        return (0 if below else 1, self.charged.get(team, 0.0) / weight, team)
+        share, running = self.share.get(team, 0.0), self.running_gpus.get(team, 0)
+        if running < share - 1e-9:  # below its share: the furthest below (relative to its share) first
+            return (0, running / share, self.charged.get(team, 0.0) / weight, team)
+        return (1, self.charged.get(team, 0.0) / weight, 0.0, team)
 
     def blocked_by_quota(self, job: Waiting) -> str | None:
         team = self._team(job.team)
@@ -242,7 +246,7 @@ class _Allocator:
                 if self.queues[team]:
                     heapq.heappush(heap, (self.key(team), team))
                 continue
-            if job.gpus > 1 and job.id not in self.reserved_gpus:
+            if job.gpus > 1 and not self.reservations:  # one reservation at a time: each idles slots
                 spot = self.earliest(job.gpus)
                 if spot is not None:
                     self.reservations[spot[0]] = (spot[1], job.id)
@@ -251,8 +255,9 @@ class _Allocator:
                         reserved[job.id] = spot
             if reasons is not None:
                 reasons[job.id] = self.waiting_reason(job)
-            if job.id in self.reserved_gpus:
-                # Its worker is kept for it: the team's next jobs may still backfill around the reservation.
+            if job.gpus > 1:
+                # A wide job waits for room (kept for it if reserved): the team's next, narrower jobs may still
+                # fit around it; a 1-device job that does not fit means nothing of this team fits.
                 held.setdefault(team, []).append(queue.popleft())
                 if queue:
                     heapq.heappush(heap, (self.key(team), team))
