@@ -84,7 +84,9 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_status_pool", "status", "pool"),
                       # each team's queue in scheduling order: the scheduler reads only its head
-                      Index("ix_jobs_queue", "status", "pool", "team_id", "priority", "created_at"))
+                      Index("ix_jobs_queue", "status", "pool", "team_id", "priority", "created_at", "id"),
+                      Index("ix_jobs_sent", "status", "pool", "dispatched_at"),  # queued and sent: few
+                      Index("ix_jobs_accrued_until", "accrued_until"))  # usage still to count: few
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.orm import Session
 
 from genq.config import Settings
@@ -19,6 +20,38 @@ SIMILAR_RUNS = 20  # recent finished runs of the same model that time its steps
 
 QUEUE_COLUMNS = (Job.id, Job.team_id, Job.priority, Job.created_at, Job.gpus, Job.type, Job.model, Job.params,
                  Job.checkpoint_step)
+
+# The scheduler's statements, built once with bound parameters: building a statement costs more CPU than
+# SQLite takes to run it, and the scheduler runs them at every free slot.
+_POOL, _TEAM = bindparam("pool"), bindparam("team")
+RUNNING = select(Job).where(Job.status == "running", Job.pool == _POOL)
+SENT = select(Job).where(Job.dispatched_at.is_not(None), Job.status == "queued", Job.pool == _POOL)
+WORKERS = select(Worker.id, Worker.slots).where(Worker.pool == _POOL, Worker.status == "online")
+RATES = (select(Metric.job_id, func.min(Metric.step), func.max(Metric.step), func.min(Metric.created_at),
+                func.max(Metric.created_at))
+         .join(Job, Job.id == Metric.job_id)
+         .where(Metric.job_id.in_(bindparam("ids", expanding=True)), Metric.name == "train/loss",
+                Metric.created_at >= Job.run_started_at)
+         .group_by(Metric.job_id))
+QUEUED = select(*QUEUE_COLUMNS).where(Job.status == "queued", Job.pool == _POOL, Job.dispatched_at.is_(None))
+NEXT_LEVEL = select(func.max(Job.priority)).where(Job.status == "queued", Job.pool == _POOL, Job.team_id == _TEAM,
+                                                  Job.dispatched_at.is_(None), Job.priority < bindparam("below"))
+LEVEL = (QUEUED.where(Job.team_id == _TEAM, Job.priority == bindparam("level"))
+         .order_by(Job.created_at, Job.id).limit(bindparam("n")))
+
+
+@cache
+def heads(teams: int):
+    """One statement for `teams` teams (team0, team1, ...): each team's oldest jobs (at most `head`) of its
+    highest priority, an index range each."""
+    def top_level(i: int):
+        team = bindparam(f"team{i}")
+        top = (select(func.max(Job.priority)).where(Job.status == "queued", Job.pool == _POOL, Job.team_id == team,
+                                                    Job.dispatched_at.is_(None)).scalar_subquery())
+        return select(*QUEUED.where(Job.team_id == team, Job.priority == top).order_by(Job.created_at, Job.id)
+                      .limit(bindparam("head")).subquery().c)
+    parts = [top_level(i) for i in range(teams)]
+    return union_all(*parts) if teams > 1 else parts[0]
 
 
 def seconds(t: datetime) -> float:
@@ -70,29 +103,29 @@ def team_states(session: Session, now: datetime, half_life_hours: float) -> tupl
     return names, states
 
 
-def step_rate(session: Session, job_id: int, since: datetime) -> float | None:
-    """Seconds per step of a running job, from the times its train/loss points were logged in this run (so
-    its start-up, data loading and model building, do not count as steps)."""
-    first_step, last_step, first, last = session.execute(
-        select(func.min(Metric.step), func.max(Metric.step), func.min(Metric.created_at), func.max(Metric.created_at))
-        .where(Metric.job_id == job_id, Metric.name == "train/loss", Metric.created_at >= since)).one()
-    if first_step is None or last_step <= first_step:
-        return None
-    return (last - first).total_seconds() / (last_step - first_step)
+def step_rates(session: Session, job_ids: list[int]) -> dict[int, float]:
+    """Seconds per step of running jobs, from the times their train/loss points were logged in this run (so a
+    run's start-up, data loading and model building, does not count as steps)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(RATES, {"ids": job_ids})
+    return {job_id: (last - first).total_seconds() / (last_step - first_step)
+            for job_id, first_step, last_step, first, last in rows if last_step > first_step}
 
 
 def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, str],
                  times: StepTimes) -> list[Running]:
     """Jobs holding slots in `pool`: running, or sent and not yet claimed."""
-    rows = session.scalars(select(Job).where(Job.pool == pool, or_(
-        Job.status == "running", (Job.status == "queued") & Job.dispatched_at.is_not(None))))
+    # Two index lookups (status and pool; dispatched_at), not one OR that reads every queued row.
+    rows = [*session.scalars(RUNNING, {"pool": pool}), *session.scalars(SENT, {"pool": pool})]
+    rates = step_rates(session, [job.id for job in rows if job.status == "running" and job.type == "train"])
     out = []
     for job in rows:
         began = job.run_started_at or job.dispatched_at or now
         end = None
         if job.status == "running" and job.type == "train":
             max_steps = int(job.params.get("max_steps", 0))
-            rate = step_rate(session, job.id, began)
+            rate = rates.get(job.id)
             if rate is not None:
                 end = seconds(now) + rate * max(max_steps - job.step, 0)
             elif (rate := times.rates.get(("train", job.model))) is not None:
@@ -118,36 +151,37 @@ def waiting_jobs(session: Session, pool: str, team_ids: list[int] | None = None,
                  head: int | None = None) -> list[tuple]:
     """Queued, unsent jobs of `pool` as QUEUE_COLUMNS rows: all of them, or each team's first `head` in
     scheduling order (read from the queue index, so 10,000 queued jobs cost no more than 10)."""
-    base = select(*QUEUE_COLUMNS).where(Job.status == "queued", Job.pool == pool, Job.dispatched_at.is_(None))
     if head is None:
-        return list(session.execute(base))
-    rows: list[tuple] = []
-    for team_id in team_ids or []:
-        mine = base.where(Job.team_id == team_id)
-        got: list[tuple] = []
-        below = None
-        while len(got) < head:  # one priority level at a time: each is an index range in age order
-            top_query = select(func.max(Job.priority)).where(
-                Job.status == "queued", Job.pool == pool, Job.team_id == team_id, Job.dispatched_at.is_(None))
-            if below is not None:
-                top_query = top_query.where(Job.priority < below)
-            top = session.scalar(top_query)
-            if top is None:
+        return list(session.execute(QUEUED, {"pool": pool}))
+    if not team_ids:
+        return []
+    rows = list(session.execute(heads(len(team_ids)),
+                                {"pool": pool, "head": head, **{f"team{i}": t for i, t in enumerate(team_ids)}}))
+    got: dict[int, list[tuple]] = {}
+    for row in rows:
+        got.setdefault(row.team_id, []).append(row)
+    for team_id, mine in got.items():
+        below = min(r.priority for r in mine)
+        while len(mine) < head:  # the highest priority holds fewer than `head`: read the next levels
+            lower = session.scalar(NEXT_LEVEL, {"pool": pool, "team": team_id, "below": below})
+            if lower is None:
                 break
-            got += session.execute(mine.where(Job.priority == top).order_by(Job.created_at, Job.id)
-                                   .limit(head - len(got))).all()
-            below = top
-        rows += got
+            more = session.execute(LEVEL, {"pool": pool, "team": team_id, "level": lower,
+                                           "n": head - len(mine)}).all()
+            rows += more
+            mine += more
+            below = lower
     return rows
 
 
-def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime,
-                  head: int | None = None, times: StepTimes | None = None) -> Snapshot:
-    """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs."""
-    names, teams = team_states(session, now, settings.usage_half_life_hours)
+def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime, head: int | None = None,
+                  times: StepTimes | None = None,
+                  teams: tuple[dict[int, str], dict[str, TeamState]] | None = None) -> Snapshot:
+    """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs; `times` and
+    `teams` (team_states) when the caller keeps them."""
+    names, teams = teams or team_states(session, now, settings.usage_half_life_hours)
     times = times or StepTimes.load(session)
-    nodes = [(w.id, w.slots) for w in session.scalars(
-        select(Worker).where(Worker.pool == pool, Worker.status == "online"))]
+    nodes = session.execute(WORKERS, {"pool": pool}).all()
     queue = [
         Waiting(id=job_id, team=names[team_id], priority=priority, created_at=seconds(created), gpus=gpus,
                 expected_seconds=times.expected(kind, model, params or {}, checkpoint))

@@ -13,7 +13,7 @@ import io
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from genq.db.models import Job, Team, UsageDay
@@ -24,7 +24,7 @@ def accrue(session: Session, now: datetime, half_life_hours: float) -> float:
     """Count the device-seconds used since the last call; returns how many were added."""
     rows = session.execute(
         select(Job.id, Job.team_id, Job.gpus, Job.status, Job.accrued_until, Job.finished_at)
-        .where(Job.accrued_until.is_not(None), or_(Job.status == "running", Job.accrued_until.is_not(None)))
+        .where(Job.accrued_until.is_not(None))
     ).all()
     per_team: dict[int, float] = {}
     for job_id, team_id, gpus, status, since, finished in rows:

@@ -33,7 +33,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column('run_start_step', sa.Integer(), nullable=True))
         batch.add_column(sa.Column('accrued_until', sa.DateTime(), nullable=True))
         batch.add_column(sa.Column('gpu_seconds', sa.Double(), nullable=False, server_default='0'))
-        batch.create_index('ix_jobs_queue', ['status', 'pool', 'team_id', 'priority', 'created_at'])
+    op.create_index('ix_jobs_queue', 'jobs', ['status', 'pool', 'team_id', 'priority', 'created_at', 'id'])
+    op.create_index('ix_jobs_sent', 'jobs', ['status', 'pool', 'dispatched_at'])
+    op.create_index('ix_jobs_accrued_until', 'jobs', ['accrued_until'])
     op.create_table('usage_days',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('team_id', sa.Integer(), nullable=False),
@@ -52,8 +54,10 @@ def downgrade() -> None:
     """Drop what upgrade added."""
     op.drop_index('ix_usage_days_team_day', table_name='usage_days')
     op.drop_table('usage_days')
+    op.drop_index('ix_jobs_accrued_until', table_name='jobs')
+    op.drop_index('ix_jobs_sent', table_name='jobs')
+    op.drop_index('ix_jobs_queue', table_name='jobs')
     with op.batch_alter_table('jobs') as batch:
-        batch.drop_index('ix_jobs_queue')
         for column in ('gpu_seconds', 'accrued_until', 'run_start_step', 'run_started_at', 'preemptions',
                        'preempt_requested', 'preemptible'):
             batch.drop_column(column)
