@@ -6,9 +6,9 @@ every queued job its position, expected start and the reason it waits. The live 
 builds snapshots from SQL; bench/scheduling.py builds them on a simulated clock. No database, no clock here.
 
 The order, for each free slot:
-1. teams below their share of the pool first, the furthest below first (share = the pool's slots x weight / the
-   weights of the teams with jobs in the pool): a team may borrow idle slots, but not ahead of a team that
-   wants its own share back;
+1. teams below their share of the pool first, first the one its next job leaves furthest below (share = the
+   pool's slots x weight / the weights of the teams with jobs in the pool): a team may borrow idle slots, but
+   not ahead of a team that wants its own share back;
 2. then (borrowing, or equally far below) the team with the least (decayed usage + expected remaining use of
    its running jobs) / weight;
 3. within a team, the job of highest priority, then the oldest.
@@ -24,7 +24,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 DEFAULT_RUN_SECONDS = 900.0  # a job's expected run time when nothing similar has run yet
-WEEK_SECONDS = 7 * 24 * 3600.0
+# A wide job that found no room this long reserves a worker: sooner, reserved slots would idle for jobs that
+# find room by themselves soon enough; never, small jobs could hold it off for ever.
+RESERVE_AFTER_SECONDS = 1800.0
 
 
 def decay(usage: float, seconds: float, half_life_hours: float) -> float:
@@ -86,6 +88,7 @@ class Snapshot:
     pool: str = "default"
     min_run_seconds: float = 300.0  # a job runs this long before it may be preempted; negative: never
     default_run_seconds: float = DEFAULT_RUN_SECONDS
+    reserve_after_seconds: float = RESERVE_AFTER_SECONDS
 
 
 @dataclass
@@ -161,8 +164,10 @@ class _Allocator:
     def key(self, team: str) -> tuple:
         weight = self._team(team).weight or 1.0
         share, running = self.share.get(team, 0.0), self.running_gpus.get(team, 0)
-        if running < share - 1e-9:  # below its share: the furthest below (relative to its share) first
-            return (0, running / share, self.charged.get(team, 0.0) / weight, team)
+        queue = self.queues.get(team)
+        need = queue[0].gpus if queue else 1
+        if running < share - 1e-9:  # below its share: first the team its next job leaves furthest below
+            return (0, max((running + need) / share, 1.0), self.charged.get(team, 0.0) / weight, team)
         return (1, self.charged.get(team, 0.0) / weight, 0.0, team)
 
     def blocked_by_quota(self, job: Waiting) -> str | None:
@@ -198,18 +203,20 @@ class _Allocator:
         return self.free[node] - gpus + freed_by_then >= need
 
     def earliest(self, gpus: int) -> tuple[str, float] | None:
-        """The unreserved worker where `gpus` slots free up first, and when (by expected ends)."""
-        best = None
+        """The unreserved worker to keep for a job of `gpus` devices, and when they are expected free: the one
+        whose slots would idle least meanwhile (free slots x time until the rest frees up), then the soonest."""
+        best, least = None, None
         for node in self.free:
             if node in self.reservations or self.slots[node] < gpus:
                 continue
-            free, when = self.free[node], self.now
+            free, when, idle = self.free[node], self.now, 0.0
             for end, _node, g, _team in sorted(e for e in self.ends if e[1] == node):
                 if free >= gpus:
                     break
+                idle += free * (end - when)
                 free, when = free + g, end
-            if free >= gpus and (best is None or when < best[1]):
-                best = (node, when)
+            if free >= gpus and (least is None or (idle, when) < least):
+                best, least = (node, when), (idle, when)
         return best
 
     def start(self, job: Waiting, node: str) -> None:
@@ -246,7 +253,8 @@ class _Allocator:
                 if self.queues[team]:
                     heapq.heappush(heap, (self.key(team), team))
                 continue
-            if job.gpus > 1 and not self.reservations:  # one reservation at a time: each idles slots
+            if (job.gpus > 1 and not self.reservations  # one reservation at a time: each idles slots
+                    and self.now - job.created_at >= self.snap.reserve_after_seconds):
                 spot = self.earliest(job.gpus)
                 if spot is not None:
                     self.reservations[spot[0]] = (spot[1], job.id)

@@ -64,9 +64,9 @@ def test_a_big_job_reserves_a_worker_and_only_short_jobs_backfill_it():
     running = [Running(id=100 + i, team="b", node=f"w{i % 2}", expected_end=100.0) for i in range(6)]
     big = Waiting(id=1, team="a", priority=0, created_at=0.0, gpus=4, expected_seconds=500)
     short = Waiting(id=2, team="a", priority=0, created_at=1.0, expected_seconds=50)
-    long = Waiting(id=3, team="c", priority=0, created_at=2.0, expected_seconds=1000)
+    long = Waiting(id=3, team="b", priority=0, created_at=2.0, expected_seconds=1000)
     snap = Snapshot(now=0, nodes=[Node("w0", 4), Node("w1", 4)], running=running, queue=[big, short, long],
-                    teams=teams(a=1, b=1, c=1))
+                    teams=teams(a=1, b=1, c=1), reserve_after_seconds=0)
     decision = plan(snap)
     node, when = decision.reserved[1]
     assert when == 100.0
@@ -129,3 +129,13 @@ def test_forecast_gives_positions_etas_and_reasons():
     assert forecast(capped)[1].eta is None
     empty = Snapshot(now=0, nodes=[], running=[], queue=queue("a", 1, 1), teams=teams(a=1))
     assert forecast(empty)[1].reason == "no worker is online in pool 'default'"
+
+
+def test_a_wide_job_reserves_only_after_waiting_a_while():
+    running = [Running(id=100 + i, team="b", node="w", expected_end=100.0) for i in range(3)]
+    big = Waiting(id=1, team="a", priority=0, created_at=0.0, gpus=4, expected_seconds=500)
+    snap = Snapshot(now=60, nodes=[Node("w", 4)], running=running, queue=[big], teams=teams(a=1, b=1),
+                    reserve_after_seconds=600)
+    assert plan(snap).reserved == {}, "a minute in, it may still find room by itself"
+    snap.now = 700  # the running jobs are overdue: expected to end any moment now
+    assert plan(snap).reserved == {1: ("w", 700.0)}
