@@ -110,6 +110,10 @@ def _job_order(job: Waiting) -> tuple:
     return (-job.priority, job.created_at, job.id)
 
 
+def _jobs(n: int) -> str:
+    return "1 job" if n == 1 else f"{n} jobs"
+
+
 def _gpus(n: int) -> str:
     return f"{n} GPU" if n == 1 else f"{n} GPUs"
 
@@ -280,8 +284,9 @@ class _Allocator:
                     f"expected free in {max(held[1] - self.now, 0) / 60:.0f} min")
         share = self.share.get(job.team, 0.0)
         running = self.running_gpus.get(job.team, 0)
-        return (f"all {self.capacity} slots of pool '{self.snap.pool}' are busy; team {job.team} runs "
-                f"{running} of its fair share of {share:.1f}")
+        slots = (f"the 1 slot of pool '{self.snap.pool}' is busy" if self.capacity == 1
+                 else f"all {self.capacity} slots of pool '{self.snap.pool}' are busy")
+        return f"{slots}; team {job.team} runs {running} of its fair share of {share:.1f}"
 
 
 def plan(snap: Snapshot) -> Plan:
@@ -375,7 +380,7 @@ def forecast(snap: Snapshot, limit: int | None = None) -> dict[int, Forecast]:
         elif fc.eta == snap.now:
             fc.reason = "a slot is free: it starts at this scheduling round"
         elif job_id in heads:
-            fc.reason = f"{fc.position} jobs start before it in pool '{snap.pool}', as slots free up"
+            fc.reason = f"{_jobs(fc.position)} start before it in pool '{snap.pool}', as slots free up"
         else:
-            fc.reason = f"behind {fc.position} jobs in pool '{snap.pool}' (fair share, then priority, then age)"
+            fc.reason = f"behind {_jobs(fc.position)} in pool '{snap.pool}' (fair share, then priority, then age)"
     return out

@@ -119,6 +119,9 @@ def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, st
     # Two index lookups (status and pool; dispatched_at), not one OR that reads every queued row.
     rows = [*session.scalars(RUNNING, {"pool": pool}), *session.scalars(SENT, {"pool": pool})]
     rates = step_rates(session, [job.id for job in rows if job.status == "running" and job.type == "train"])
+    for job in rows:  # a model running now times the queued runs of that model too, when none has finished
+        if job.id in rates:
+            times.rates.setdefault(("train", job.model), rates[job.id])
     out = []
     for job in rows:
         began = job.run_started_at or job.dispatched_at or now
@@ -180,8 +183,9 @@ def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime
     """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs; `times` and
     `teams` (team_states) when the caller keeps them."""
     names, teams = teams or team_states(session, now, settings.usage_half_life_hours)
-    times = times or StepTimes.load(session)
+    times = StepTimes(dict((times or StepTimes.load(session)).rates))  # a copy: running jobs add to it
     nodes = session.execute(WORKERS, {"pool": pool}).all()
+    running = running_jobs(session, pool, now, names, times)
     queue = [
         Waiting(id=job_id, team=names[team_id], priority=priority, created_at=seconds(created), gpus=gpus,
                 expected_seconds=times.expected(kind, model, params or {}, checkpoint))
@@ -189,5 +193,5 @@ def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime
         in waiting_jobs(session, pool, list(names), head)
     ]
     return Snapshot(now=seconds(now), nodes=[Node(i, n) for i, n in nodes],
-                    running=running_jobs(session, pool, now, names, times), queue=queue, teams=teams, pool=pool,
+                    running=running, queue=queue, teams=teams, pool=pool,
                     min_run_seconds=settings.preempt_min_run_seconds)

@@ -122,7 +122,7 @@ def test_forecast_gives_positions_etas_and_reasons():
     snap = Snapshot(now=0, nodes=[Node("w", 1)], running=running, queue=jobs, teams=teams(a=1, b=1))
     fc = forecast(snap)
     assert {j: (f.position, f.eta) for j, f in fc.items()} == {10: (0, 60.0), 1: (1, 90.0), 2: (2, 120.0)}
-    assert "all 1 slots of pool 'default' are busy" in fc[10].reason
+    assert "the 1 slot of pool 'default' is busy" in fc[10].reason
     assert fc[2].reason.startswith("behind 2 jobs")
     capped = Snapshot(now=0, nodes=[Node("w", 1)], running=[], queue=queue("a", 1, 1),
                       teams={"a": TeamState("a", gpu_hours_per_week=1, week_gpu_hours=2)})

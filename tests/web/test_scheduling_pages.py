@@ -16,7 +16,7 @@ def test_queue_page_shows_position_eta_and_reason(client, auth, db):
     text = html.unescape(page.text)
     assert page.status_code == 200
     assert f"#{running}" in text and f"#{waiting}" in text
-    assert "Why it waits" in text and "all 1 slots of pool 'default' are busy" in text
+    assert "Why it waits" in text and "the 1 slot of pool 'default' is busy" in text
     job = client.get(f"/api/v1/jobs/{waiting}", headers=auth).json
     assert job["queue_position"] == 0 and job["wait_reason"] in text
 
