@@ -225,7 +225,7 @@ def datasets():
 def workers():
     """Workers, devices and load."""
     with state().db.session() as s:
-        rows = queries.workers(s, g.caller.team_id)
+        rows = queries.workers(s, g.caller.scope)
     return render_template("workers.html", workers=rows)
 
 

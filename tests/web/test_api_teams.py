@@ -103,3 +103,13 @@ def test_usage_per_team_job_and_day_as_json_and_csv(client, auth, other_auth, op
     assert client.get("/api/v1/usage?since=yesterday", headers=auth).status_code == 422
     assert client.get("/api/v1/usage?since=2999-01-01", headers=auth).json["teams"] == []
     assert client.get(f"/api/v1/jobs/{ours}", headers=auth).json["gpu_seconds"] == pytest.approx(100.0)
+
+
+def test_more_gpus_than_any_worker_holds_is_refused(client, auth, db):
+    from genq.db.models import Worker
+
+    with db.session() as s:
+        s.add(Worker(id="w", hostname="h", slots=2))
+    answer = submit(client, auth, gpus=4)
+    assert answer.status_code == 422 and "largest worker of pool 'default' holds 2" in answer.json["message"]
+    assert submit(client, auth, gpus=2).json["message"].endswith("gpus must be 1, got 2"), "one device per job, still"
