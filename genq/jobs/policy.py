@@ -6,15 +6,15 @@ every queued job its position, expected start and the reason it waits. The live 
 builds snapshots from SQL; bench/scheduling.py builds them on a simulated clock. No database, no clock here.
 
 The order, for each free slot:
-1. teams below their share of the pool first, first the one its next job leaves furthest below (share = the
-   pool's slots x weight / the weights of the teams with jobs in the pool): a team may borrow idle slots, but
-   not ahead of a team that wants its own share back;
-2. then (borrowing, or equally far below) the team with the least (decayed usage + expected remaining use of
-   its running jobs) / weight;
+1. teams below their share of the pool first (share = the pool's slots x weight / the weights of the teams with
+   jobs in the pool): a team may borrow idle slots, but not ahead of a team that wants its own share back;
+2. among those (or among the borrowers), the team with the least (decayed usage + expected remaining use of its
+   running jobs) / weight;
 3. within a team, the job of highest priority, then the oldest.
 A team at its quota (devices at once, or GPU-hours this week) waits. A job of N devices needs N free slots of
-ONE worker; when none has them, it reserves the worker that frees them first, and until then only jobs that are
-expected to end before that time are started there (backfill), so small jobs do not starve it.
+ONE worker; when none has them it steps aside for its team's narrower jobs, and the wide job that has waited
+longest (30 min at least) reserves the worker whose slots would idle least until they are free; until then only
+jobs expected to end before that time start there (backfill), so small jobs do not starve it.
 """
 
 from __future__ import annotations
@@ -167,12 +167,8 @@ class _Allocator:
 
     def key(self, team: str) -> tuple:
         weight = self._team(team).weight or 1.0
-        share, running = self.share.get(team, 0.0), self.running_gpus.get(team, 0)
-        queue = self.queues.get(team)
-        need = queue[0].gpus if queue else 1
-        if running < share - 1e-9:  # below its share: first the team its next job leaves furthest below
-            return (0, max((running + need) / share, 1.0), self.charged.get(team, 0.0) / weight, team)
-        return (1, self.charged.get(team, 0.0) / weight, 0.0, team)
+        below = self.running_gpus.get(team, 0) < self.share.get(team, 0.0) - 1e-9
+        return (0 if below else 1, self.charged.get(team, 0.0) / weight, team)
 
     def blocked_by_quota(self, job: Waiting) -> str | None:
         team = self._team(job.team)
@@ -223,6 +219,27 @@ class _Allocator:
                 best, least = (node, when), (idle, when)
         return best
 
+    def reserve(self, reserved: dict[int, tuple[str, float]] | None) -> None:
+        """Keep a worker for the wide job, first in its team's line, that has waited longest without room (once
+        it has waited reserve_after_seconds; one reservation at a time: each idles slots until it starts)."""
+        if self.reservations:
+            return
+        oldest = None
+        for queue in self.queues.values():
+            job = queue[0] if queue else None
+            if (job is None or job.gpus <= 1 or job.gpus > self.widest or self.blocked_by_quota(job)
+                    or self.now - job.created_at < self.snap.reserve_after_seconds
+                    or any(free >= job.gpus for free in self.free.values())):
+                continue
+            if oldest is None or (job.created_at, job.id) < (oldest.created_at, oldest.id):
+                oldest = job
+        spot = self.earliest(oldest.gpus) if oldest is not None else None
+        if spot is not None:
+            self.reservations[spot[0]] = (spot[1], oldest.id)
+            self.reserved_gpus[oldest.id] = oldest.gpus
+            if reserved is not None:
+                reserved[oldest.id] = spot
+
     def start(self, job: Waiting, node: str) -> None:
         self.queues[job.team].popleft()
         self.reservations = {n: r for n, r in self.reservations.items() if r[1] != job.id}
@@ -233,7 +250,8 @@ class _Allocator:
              reserved: dict[int, tuple[str, float]] | None = None) -> list[tuple[Waiting, str]]:
         """Start every job that may start now, in fair-share order; note why each team's first job waits."""
         started: list[tuple[Waiting, str]] = []
-        held: dict[str, list[Waiting]] = {}  # reserved jobs set aside while the rest of their team is tried
+        held: dict[str, list[Waiting]] = {}  # wide jobs set aside while the rest of their team is tried
+        self.reserve(reserved)
         heap = [(self.key(t), t) for t, q in self.queues.items() if q]
         heapq.heapify(heap)
         while heap:
@@ -257,14 +275,6 @@ class _Allocator:
                 if self.queues[team]:
                     heapq.heappush(heap, (self.key(team), team))
                 continue
-            if (job.gpus > 1 and not self.reservations  # one reservation at a time: each idles slots
-                    and self.now - job.created_at >= self.snap.reserve_after_seconds):
-                spot = self.earliest(job.gpus)
-                if spot is not None:
-                    self.reservations[spot[0]] = (spot[1], job.id)
-                    self.reserved_gpus[job.id] = job.gpus
-                    if reserved is not None:
-                        reserved[job.id] = spot
             if reasons is not None:
                 reasons[job.id] = self.waiting_reason(job)
             if job.gpus > 1:
