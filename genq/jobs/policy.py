@@ -292,6 +292,9 @@ class _Allocator:
         if held is not None:
             return (f"needs {_gpus(job.gpus)} on one worker: worker {held[0]} is reserved for it, "
                     f"expected free in {max(held[1] - self.now, 0) / 60:.0f} min")
+        if job.gpus > 1 and any(free > 0 for free in self.free.values()):
+            return (f"needs {_gpus(job.gpus)} on one worker; none has them free yet (the one waiting longest "
+                    f"reserves a worker after {self.snap.reserve_after_seconds / 60:.0f} min)")
         share = self.share.get(job.team, 0.0)
         running = self.running_gpus.get(job.team, 0)
         slots = (f"the 1 slot of pool '{self.snap.pool}' is busy" if self.capacity == 1
