@@ -87,6 +87,11 @@ def test_a_device_quota_holds_under_concurrent_submissions_and_two_schedulers(pl
     runs = sorted((j.started_at, j.finished_at) for j in rows(platform, ids))
     overlaps = [(a, b) for a, b in zip(runs, runs[1:]) if b[0] < a[1]]
     assert not overlaps, f"jobs of a team with a quota of 1 device ran at once: {overlaps}"
+    # Two schedulers counted the usage, each tick: every second the jobs ran is counted once.
+    ran = sum((end - start).total_seconds() for start, end in runs)
+    platform.wait_for(lambda: all(j.accrued_until is None for j in rows(platform, ids)), 30, "usage counted")
+    used = platform.api("GET", "/usage?team=capped").json()["teams"][0]["gpu_seconds"]
+    assert 0.8 * ran <= used <= 1.05 * ran, (used, ran)
 
 
 def final_loss(platform, job_id: int) -> float:
