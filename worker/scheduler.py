@@ -29,7 +29,7 @@ from genq.db import Database, Job, JobLog, Team, Worker, utcnow
 from genq.events import Publisher, WakeSignal
 from genq.jobs.policy import Plan, Snapshot, TeamState, plan
 from genq.jobs.snapshot import StepTimes, pool_snapshot, team_states
-from genq.jobs.usage import accrue
+from genq.jobs.usage import accrue, week_gpu_hours
 from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
 from genq.worker.retry import TRANSIENT
 
@@ -120,12 +120,14 @@ class Scheduler:
         return plan(snap), snap
 
     def take_slot(self, job_id: int, team_id: int, gpus: int) -> bool:
-        """Mark `job_id` sent, unless its team's quota of devices is full: the team's row is locked while its
-        held devices are counted, so concurrent schedulers and submissions cannot both take the last one."""
+        """Mark `job_id` sent, unless its team's quota of devices (or of GPU-hours this week) is spent: the team's
+        row is locked while its held devices are counted, so concurrent schedulers cannot both take the last one."""
         with self.db.session() as s:
             # A no-op UPDATE takes the team's row lock (PostgreSQL) or the write lock (SQLite) until commit.
             s.execute(update(Team).where(Team.id == team_id).values(usage=Team.usage))
-            limit = s.scalar(select(Team.max_gpus).where(Team.id == team_id))
+            limit, hours = s.execute(select(Team.max_gpus, Team.gpu_hours_per_week).where(Team.id == team_id)).one()
+            if hours is not None and week_gpu_hours(s, utcnow().date(), team_id).get(team_id, 0.0) >= hours:
+                return False
             if limit is not None:
                 held = s.scalar(select(func.coalesce(func.sum(Job.gpus), 0)).where(
                     Job.team_id == team_id, Job.id != job_id,

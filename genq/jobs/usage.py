@@ -57,10 +57,12 @@ def decayed_usage(team: Team, now: datetime, half_life_hours: float) -> float:
     return decay(team.usage or 0.0, (now - team.usage_at).total_seconds(), half_life_hours)
 
 
-def week_gpu_hours(session: Session, today: date) -> dict[int, float]:
-    """GPU-hours each team used over the last 7 days (today included)."""
-    rows = session.execute(select(UsageDay.team_id, func.sum(UsageDay.gpu_seconds))
-                           .where(UsageDay.day > today - timedelta(days=7)).group_by(UsageDay.team_id))
+def week_gpu_hours(session: Session, today: date, team_id: int | None = None) -> dict[int, float]:
+    """GPU-hours each team (or team `team_id`) used over the last 7 days (today included)."""
+    query = select(UsageDay.team_id, func.sum(UsageDay.gpu_seconds)).where(UsageDay.day > today - timedelta(days=7))
+    if team_id is not None:
+        query = query.where(UsageDay.team_id == team_id)
+    rows = session.execute(query.group_by(UsageDay.team_id))
     return {team_id: float(total) / 3600.0 for team_id, total in rows}
 
 
