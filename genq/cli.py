@@ -224,14 +224,15 @@ def token_create(team: str, role: str) -> None:
 @token.command("list")
 @click.option("--team", help="only this team's tokens")
 def token_list(team: str | None) -> None:
-    """List tokens: id, team, role, prefix, created, revoked (never the secret)."""
+    """List tokens: id, team, role, prefix, created, revoked, last used (never the secret)."""
     from genq.api_tokens import list_tokens
     from genq.db.models import iso
 
     with _operator_session() as s:
         for row in list_tokens(s, team):
             click.echo(f"{row.id}\t{row.team.name}\t{row.role}\t{row.prefix}...\t{iso(row.created_at)}\t"
-                       f"{'revoked ' + iso(row.revoked_at) if row.revoked_at else 'live'}")
+                       f"{'revoked ' + iso(row.revoked_at) if row.revoked_at else 'live'}\t"
+                       f"last used {iso(row.last_used_at) or 'never'}")
 
 
 @token.command("revoke")
