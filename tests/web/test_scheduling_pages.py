@@ -19,6 +19,7 @@ def test_queue_page_shows_position_eta_and_reason(client, auth, db):
     assert "Why it waits" in text and "the 1 slot of pool 'default' is busy" in text
     job = client.get(f"/api/v1/jobs/{waiting}", headers=auth).json
     assert job["queue_position"] == 0 and job["wait_reason"] in text
+    assert job["wait_reason"] in html.unescape(client.get(f"/jobs/{waiting}", headers=auth).text)
 
 
 def test_teams_page_for_admins_saves_settings_and_revokes_tokens(client, auth, db):
