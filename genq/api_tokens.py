@@ -7,14 +7,16 @@ import hmac
 import re
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from genq.db.models import ROLES, ApiToken, Team, iso, utcnow
 from genq.errors import Conflict, InvalidInput, NotFound
 
 TOKEN_PREFIX = "genq_"
+LAST_USED_EVERY = 60.0  # seconds between updates of a token's last_used_at
 MAX_TOKEN_CHARS = 200  # longer strings cannot be one of ours; refuse before hashing
+OPERATOR_TEAM = "admin"  # its admin tokens are the operator's: every team's jobs, teams and tokens
 TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -68,6 +70,10 @@ def authenticate(session: Session, token: str | None) -> ApiToken | None:
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
     _ = row.team  # load while the session is open
+    now = utcnow()
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > LAST_USED_EVERY:
+        # At most one write a minute per token: a busy script does not turn every read into a write.
+        session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
     return row
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from genq.cli_teams import team as team_group
 from genq.config import Settings
 from genq.errors import GenqError
 
@@ -223,14 +224,15 @@ def token_create(team: str, role: str) -> None:
 @token.command("list")
 @click.option("--team", help="only this team's tokens")
 def token_list(team: str | None) -> None:
-    """List tokens: id, team, role, prefix, created, revoked (never the secret)."""
+    """List tokens: id, team, role, prefix, created, revoked, last used (never the secret)."""
     from genq.api_tokens import list_tokens
     from genq.db.models import iso
 
     with _operator_session() as s:
         for row in list_tokens(s, team):
             click.echo(f"{row.id}\t{row.team.name}\t{row.role}\t{row.prefix}...\t{iso(row.created_at)}\t"
-                       f"{'revoked ' + iso(row.revoked_at) if row.revoked_at else 'live'}")
+                       f"{'revoked ' + iso(row.revoked_at) if row.revoked_at else 'live'}\t"
+                       f"last used {iso(row.last_used_at) or 'never'}")
 
 
 @token.command("revoke")
@@ -329,10 +331,14 @@ def submit_generate(source, base, prompts, prompts_file, params) -> None:
 def jobs(status, type_, team) -> None:
     """List jobs, newest first."""
     rows = _client().jobs(status=status, type=type_, team=team)
-    click.echo(f"{'ID':>6}  {'TYPE':8}  {'MODEL':8}  {'STATUS':10}  {'PROGRESS':>8}  CREATED")
+    click.echo(f"{'ID':>6}  {'TEAM':10}  {'TYPE':8}  {'MODEL':8}  {'STATUS':10}  {'PROGRESS':>8}  {'POS':>4}  "
+               f"{'ETA':20}  CREATED / WHY IT WAITS")
     for job in rows:
-        click.echo(f"{job['id']:>6}  {job['type']:8}  {job['model']:8}  {job['status']:10}  "
-                   f"{job['progress'] * 100:>7.0f}%  {job['created_at']}")
+        position = "" if job.get("queue_position") is None else job["queue_position"] + 1
+        eta = (job.get("eta") or "")[:19]
+        click.echo(f"{job['id']:>6}  {job['team'][:10]:10}  {job['type']:8}  {job['model']:8}  {job['status']:10}  "
+                   f"{job['progress'] * 100:>7.0f}%  {position:>4}  {eta:20}  "
+                   f"{job.get('wait_reason') or job['created_at']}")
 
 
 @main.command()
@@ -411,3 +417,6 @@ def run() -> None:
     except GenqError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
+
+
+main.add_command(team_group)

@@ -36,6 +36,8 @@ class Settings:
     # A worker keeps this many trained models loaded for generation jobs (0: none), of this many bytes at most.
     model_cache_models: int = 4
     model_cache_bytes: int = 2 * 1024**3
+    usage_half_life_hours: float = 24.0  # fair share: how fast a team's past usage fades
+    preempt_min_run_seconds: float = 300.0  # a job runs this long before it may be preempted; negative: never
     secret_key: str = field(default="", repr=False)
 
     @classmethod
@@ -59,6 +61,8 @@ class Settings:
             event_keepalive_seconds=float(_env("GENQ_EVENT_KEEPALIVE_SECONDS", "15")),
             model_cache_models=int(_env("GENQ_MODEL_CACHE", "4")),
             model_cache_bytes=int(_env("GENQ_MODEL_CACHE_MB", "2048")) * 1024**2,
+            usage_half_life_hours=float(_env("GENQ_USAGE_HALF_LIFE_HOURS", "24")),
+            preempt_min_run_seconds=float(_env("GENQ_PREEMPT_MIN_RUN_SECONDS", "300")),
             secret_key=_env("GENQ_SECRET_KEY", ""),
         )
 

@@ -78,8 +78,8 @@ def secret_key(settings: Settings) -> str:
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config may hold "SETTINGS" (else Settings.from_env()) and any Flask config keys."""
-    from genq.web import auth, dashboard, errors, monitoring
-    from genq.web.api import artifacts, datasets, evaluation, events, jobs, models, openapi, workers
+    from genq.web import auth, dashboard, errors, monitoring, scheduling_pages
+    from genq.web.api import artifacts, datasets, evaluation, events, jobs, models, openapi, teams, workers
     from genq.web.streams import Relay
 
     config = dict(config or {})
@@ -132,6 +132,6 @@ def create_app(config: dict | None = None) -> Flask:
         return response
 
     for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, events, models,
-                   openapi):
+                   openapi, teams, scheduling_pages):
         app.register_blueprint(module.bp)
     return app

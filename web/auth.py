@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 
-from genq.api_tokens import authenticate
+from genq.api_tokens import OPERATOR_TEAM, authenticate
 from genq.db.models import ApiToken
 from genq.errors import Forbidden, Unauthorized
 
@@ -27,6 +27,16 @@ class Principal:
     @property
     def can_write(self) -> bool:
         return self.role != "viewer"
+
+    @property
+    def is_operator(self) -> bool:
+        """The `admin` team's admin: sees and manages every team."""
+        return self.team == OPERATOR_TEAM and self.role == "admin"
+
+    @property
+    def scope(self) -> int | None:
+        """The team whose rows this caller sees; None: every team's (the operator)."""
+        return None if self.is_operator else self.team_id
 
 
 def _principal(row: ApiToken, via: str) -> Principal:

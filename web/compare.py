@@ -30,7 +30,7 @@ def job_ids() -> list[int]:
     return ids
 
 
-def comparison(session: Session, team_id: int, ids: list[int]) -> dict[str, Any]:
+def comparison(session: Session, team_id: int | None, ids: list[int]) -> dict[str, Any]:
     """Everything the page shows; a job that is missing or another team's answers 404 naming it."""
     jobs = [job_to_dict(session, owned(session, Job, i, team_id, "job"), brief=True) for i in ids]
     latest = metrics.latest_points(session, ids)

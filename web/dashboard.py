@@ -14,7 +14,15 @@ from genq.db.models import JOB_STATUSES, Dataset, Job, Output, Team
 from genq.errors import GenqError, InvalidInput
 from genq.jobs.estimate import training_estimate
 from genq.jobs.params import MODELS
-from genq.jobs.service import cancel_job, job_to_dict, latest_jobs, owned, parse_param_lines, submit_job
+from genq.jobs.service import (
+    cancel_job,
+    job_to_dict,
+    latest_jobs,
+    owned,
+    parse_param_lines,
+    submit_job,
+    visible_team,
+)
 from genq.web import compare as compare_view
 from genq.web import queries, state
 from genq.web.api import query_job_ids
@@ -43,7 +51,8 @@ def jobs():
     status = request.args.get("status") if request.args.get("status") in JOB_STATUSES else None
     kind = request.args.get("type") if request.args.get("type") in ("train", "generate") else None
     with state().db.session() as s:
-        rows, _ = latest_jobs(s, g.caller.team_id, status=status, type=kind, limit=50)
+        rows, _ = latest_jobs(s, visible_team(s, g.caller, request.args.get("team")), status=status, type=kind,
+                              limit=50)
         items = [job_to_dict(s, j, brief=True) for j in rows]
     return render_template("jobs.html", jobs=items, status=status, type=kind, statuses=JOB_STATUSES)
 
@@ -52,7 +61,7 @@ def jobs():
 def job(job_id: int):
     """One job: status, progress, loss chart, eval metrics, outputs, artifacts, logs."""
     with state().db.session() as s:
-        item = job_to_dict(s, owned(s, Job, job_id, g.caller.team_id, "job"))
+        item = job_to_dict(s, owned(s, Job, job_id, g.caller.scope, "job"))
         evals = queries.latest_metrics(s, job_id)
         outputs = queries.job_outputs(s, job_id)
         ratings = evaluation.rating_summary(s, job_id)
@@ -84,7 +93,7 @@ def compare():
     """Runs side by side: overlaid curves per metric, the params that differ, final metrics, outputs by prompt."""
     ids = compare_view.job_ids()
     with state().db.session() as s:
-        view = compare_view.comparison(s, g.caller.team_id, ids)
+        view = compare_view.comparison(s, g.caller.scope, ids)
     return render_template("compare.html", ids=ids, **view)
 
 
@@ -94,8 +103,9 @@ def cancel(job_id: int):
     try:
         caller = require_writer("cancel jobs")
         with state().db.session() as s:
-            status = cancel_job(s, owned(s, Job, job_id, caller.team_id, "job")).status
-        state().events.status(job_id, caller.team_id, status, wake=True)
+            job = cancel_job(s, owned(s, Job, job_id, caller.scope, "job"))
+            status, job_team = job.status, job.team_id
+        state().events.status(job_id, job_team, status, wake=True)
         flash("Cancelled." if status == "cancelled" else "Cancel requested: the job stops at its next checkpoint.")
     except GenqError as exc:
         flash(exc.message, "error")
@@ -164,7 +174,7 @@ def submit():
             caller = require_writer("submit jobs")
             body = _form_body(request.form)
             with state().db.session() as s:
-                job_id = submit_job(s, state().settings, s.get(Team, caller.team_id), body).id
+                job_id = submit_job(s, state().settings, s.get(Team, caller.team_id), body, caller.is_operator).id
             state().events.status(job_id, caller.team_id, "queued", wake=True)
             flash(f"Job {job_id} queued.")
             return redirect(url_for("dashboard.job", job_id=job_id))
@@ -221,7 +231,7 @@ def datasets():
 def workers():
     """Workers, devices and load."""
     with state().db.session() as s:
-        rows = queries.workers(s, g.caller.team_id)
+        rows = queries.workers(s, g.caller.scope)
     return render_template("workers.html", workers=rows)
 
 

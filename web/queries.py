@@ -152,8 +152,9 @@ def _log_to_dict(row: JobLog) -> dict[str, Any]:
     return {"id": row.id, "time": iso(row.created_at), "message": row.message}
 
 
-def workers(session: Session, team_id: int) -> list[dict[str, Any]]:
-    """Every registered worker with its devices and load; job ids only for the caller's own team."""
+def workers(session: Session, team_id: int | None) -> list[dict[str, Any]]:
+    """Every registered worker with its devices and load; job ids only for the caller's own team (every
+    team's for the operator: None)."""
     running: dict[str, list[tuple[int, int]]] = {}
     for job_id, job_team, worker_id in session.execute(
         select(Job.id, Job.team_id, Job.worker_id).where(Job.status == "running", Job.worker_id.is_not(None))
@@ -173,7 +174,7 @@ def workers(session: Session, team_id: int) -> list[dict[str, Any]]:
                 "started_at": iso(w.started_at),
                 "last_heartbeat": iso(w.last_heartbeat),
                 "running": len(jobs),
-                "running_jobs": [j for j, t in jobs if t == team_id],
+                "running_jobs": [j for j, t in jobs if team_id is None or t == team_id],
             }
         )
     return out

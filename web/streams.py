@@ -176,7 +176,7 @@ def job_events(db: Database, job_id: int, sub: Subscription, keepalive: float) -
         sub.close()
 
 
-def team_events(db: Database, team_id: int, filters: dict, sub: Subscription, keepalive: float) -> Iterator[str]:
+def team_events(db: Database, team_id: int | None, filters: dict, sub: Subscription, keepalive: float) -> Iterator[str]:
     """A team's job-list stream: a jobs event with the list (as GET /api/v1/jobs with `filters` answers), again
     whenever a job changes status (at most once a second), and progress events in between."""
 

@@ -26,6 +26,7 @@ class Heartbeat(threading.Thread):
         self.interval = min(2.0, lease_seconds / 3)
         self.job_id: int | None = None
         self.cancel = threading.Event()
+        self.preempt = threading.Event()  # the scheduler wants the slot back: checkpoint and re-queue
         self.lost = threading.Event()
         self._stopped = threading.Event()
         # Counts watch() calls: a beat raises a flag only if no watch() came between its read and its answer,
@@ -37,6 +38,7 @@ class Heartbeat(threading.Thread):
         """Start (or, with None, stop) renewing the lease of `job_id`."""
         with self._lock:
             self.cancel.clear()
+            self.preempt.clear()
             self.lost.clear()
             self.job_id = job_id
             self._watching += 1
@@ -58,7 +60,7 @@ class Heartbeat(threading.Thread):
                 return
             renewed = s.execute(fenced(job_id, self.worker_id)
                                 .values(lease_expires_at=now + timedelta(seconds=self.lease))
-                                .returning(Job.cancel_requested)).first()
+                                .returning(Job.cancel_requested, Job.preempt_requested)).first()
         with self._lock:
             if watching != self._watching:
                 return  # the job this beat was for ended meanwhile: its answer says nothing about the next one
@@ -66,6 +68,8 @@ class Heartbeat(threading.Thread):
                 self.lost.set()
             elif renewed[0]:
                 self.cancel.set()
+            elif renewed[1]:
+                self.preempt.set()
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval):

@@ -84,6 +84,8 @@ class WorkerContext:
             return "lost"
         if self.heartbeat.cancel.is_set():
             return "cancel"
+        if self.heartbeat.preempt.is_set():
+            return "preempt"
         return "shutdown" if self.shutting_down else None
 
     # -- one job ----------------------------------------------------------------------------------------------
@@ -98,7 +100,9 @@ class WorkerContext:
                     .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
                     .values(status="running", worker_id=self.id, attempts=Job.attempts + 1,
                             lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
-                            started_at=func.coalesce(Job.started_at, now), error=None)
+                            started_at=func.coalesce(Job.started_at, now), error=None,
+                            run_started_at=now, run_start_step=func.coalesce(Job.checkpoint_step, 0),
+                            accrued_until=now, preempt_requested=False)
                 ).rowcount
                 if not claimed:
                     return None
@@ -179,10 +183,15 @@ class WorkerContext:
     def _finish(self, job: Job, hooks: JobHooks, stopped: str | None, samples: list[core.Sample]) -> None:
         if stopped == "lost":
             raise LeaseLost(job.id)
-        if stopped == "shutdown":
+        if stopped in ("shutdown", "preempt"):
+            preempted = stopped == "preempt"
+
             def requeue(s: Session) -> None:
-                hold(s, job.id, self.id, status="queued", worker_id=None, dispatched_at=None, lease_expires_at=None)
-                s.add(JobLog(job_id=job.id, message="worker shutting down: checkpointed and re-queued"))
+                more = {"preemptions": Job.preemptions + 1, "preempt_requested": False} if preempted else {}
+                hold(s, job.id, self.id, status="queued", worker_id=None, dispatched_at=None, lease_expires_at=None,
+                     **more)
+                s.add(JobLog(job_id=job.id, message="preempted: checkpointed and re-queued" if preempted
+                             else "worker shutting down: checkpointed and re-queued"))
             hooks.flush(also=requeue, events=[("status", {"status": "queued"})], what="re-queueing a job")
             return
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples

@@ -4,9 +4,11 @@ Each tick (every `interval` seconds):
 1. reconcile: a running job whose lease expired goes back to the queue (or fails after max_attempts; a
    cancel request on it ends it cancelled); a queued job whose message went unclaimed for too long is
    re-sent; a worker silent for three leases is marked offline;
-2. dispatch: for each pool, free slots = slots of its online workers minus its jobs in flight; the next jobs
-   by policy (genq.jobs.scheduling_order) get `dispatched_at` committed first and then a Celery message with
-   their id.
+   running jobs' device-seconds are added to their team's usage (genq.jobs.usage);
+2. dispatch: for each pool, the policy (genq.jobs.policy.plan: fair share, quotas, gang reservations,
+   preemption) reads a snapshot of the pool and picks what starts; each picked job gets `dispatched_at`
+   committed first (under its team's row lock, which makes the device quota hold) and then a Celery message
+   with its id; jobs to preempt get `preempt_requested`, and their workers checkpoint and re-queue them.
 
 Between ticks it blocks on the wake list (genq.events.WakeSignal) and dispatches, without reconciling, as
 soon as a worker starts or ends a job or the web queues or cancels one: a job reaches an idle worker in
@@ -23,13 +25,17 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from genq.config import Settings
-from genq.db import Database, Job, JobLog, Worker, utcnow
+from genq.db import Database, Job, JobLog, Team, Worker, utcnow
 from genq.events import Publisher, WakeSignal
-from genq.jobs.scheduling_order import waiting
+from genq.jobs.policy import Plan, Snapshot, TeamState, plan
+from genq.jobs.snapshot import StepTimes, pool_snapshot, team_states
+from genq.jobs.usage import accrue, week_gpu_hours
 from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
 from genq.worker.retry import TRANSIENT
 
 log = logging.getLogger("genq.scheduler")
+STEP_TIMES_SECONDS = 30.0  # how long the recent step times of finished jobs are reused
+TEAMS_SECONDS = 1.0  # how long the teams' weights, quotas and usage are reused between decisions
 
 
 class Scheduler:
@@ -38,6 +44,8 @@ class Scheduler:
         self.db = Database(settings.database_url)
         self.celery = make_celery(broker_url)
         self.events = Publisher(broker_url)
+        self._times: tuple[float, StepTimes] | None = None
+        self._teams: tuple[float, tuple[dict[int, str], dict[str, TeamState]]] | None = None
 
     def reconcile(self) -> None:
         """Recover what crashed workers and lost messages left behind."""
@@ -52,7 +60,7 @@ class Scheduler:
                 if job.cancel_requested:
                     job.status, job.finished_at = "cancelled", now
                     message = f"cancelled; its worker {who} stopped answering"
-                elif job.attempts >= job.max_attempts:
+                elif job.attempts - job.preemptions >= job.max_attempts:  # a preemption is no failure
                     job.status, job.finished_at = "failed", now
                     job.error = (f"the worker running this job stopped answering {job.attempts} times "
                                  f"(max_attempts {job.max_attempts}); last worker: {who}")
@@ -73,6 +81,8 @@ class Scheduler:
             silent = now - timedelta(seconds=3 * s_.lease_seconds)
             s.execute(update(Worker).where(Worker.status == "online", Worker.last_heartbeat < silent)
                       .values(status="offline"))
+        with self.db.session() as s:
+            accrue(s, now, s_.usage_half_life_hours)
         for job_id, team_id, status in changed:
             self.events.status(job_id, team_id, status)
 
@@ -81,22 +91,79 @@ class Scheduler:
         with self.db.session() as s:
             slots = dict(s.execute(select(Worker.pool, func.sum(Worker.slots))
                                    .where(Worker.status == "online").group_by(Worker.pool)).all())
-            busy = dict(s.execute(select(Job.pool, func.count()).where(
-                (Job.status == "running") | ((Job.status == "queued") & Job.dispatched_at.is_not(None))
-            ).group_by(Job.pool)).all())
-        return {pool: int(n) - int(busy.get(pool, 0)) for pool, n in slots.items()}
+            busy: dict[str, int] = {}
+            # Two index ranges (running; queued and sent), not an OR that reads every queued row.
+            for holding in (Job.status == "running", (Job.status == "queued") & Job.dispatched_at.is_not(None)):
+                for pool, n in s.execute(select(Job.pool, func.sum(Job.gpus)).where(holding).group_by(Job.pool)):
+                    busy[pool] = busy.get(pool, 0) + int(n or 0)
+        return {pool: int(n) - busy.get(pool, 0) for pool, n in slots.items()}
+
+    def step_times(self) -> StepTimes:
+        """Recent step times of finished jobs, re-read at most every STEP_TIMES_SECONDS."""
+        if self._times is None or time.monotonic() - self._times[0] > STEP_TIMES_SECONDS:
+            with self.db.session() as s:
+                self._times = (time.monotonic(), StepTimes.load(s))
+        return self._times[1]
+
+    def teams(self, session) -> tuple[dict[int, str], dict[str, TeamState]]:
+        """Team names and states (weights, quotas, usage), re-read at most every TEAMS_SECONDS: usage moves on
+        the tick, and a quota is enforced by take_slot whatever this copy says."""
+        if self._teams is None or time.monotonic() - self._teams[0] > TEAMS_SECONDS:
+            self._teams = (time.monotonic(), team_states(session, utcnow(), self.settings.usage_half_life_hours))
+        return self._teams[1]
+
+    def decide(self, pool: str, free: int) -> tuple[Plan, Snapshot]:
+        """The policy's decisions for `pool` now, from each team's first few queued jobs."""
+        with self.db.session() as s:
+            snap = pool_snapshot(s, self.settings, pool, utcnow(), head=max(free, 0) + 2, times=self.step_times(),
+                                 teams=self.teams(s))
+        return plan(snap), snap
+
+    def take_slot(self, job_id: int, team_id: int, gpus: int) -> bool:
+        """Mark `job_id` sent, unless its team's quota of devices (or of GPU-hours this week) is spent: the team's
+        row is locked while its held devices are counted, so concurrent schedulers cannot both take the last one."""
+        with self.db.session() as s:
+            # A no-op UPDATE takes the team's row lock (PostgreSQL) or the write lock (SQLite) until commit.
+            s.execute(update(Team).where(Team.id == team_id).values(usage=Team.usage))
+            limit, hours = s.execute(select(Team.max_gpus, Team.gpu_hours_per_week).where(Team.id == team_id)).one()
+            if hours is not None and week_gpu_hours(s, utcnow().date(), team_id).get(team_id, 0.0) >= hours:
+                return False
+            if limit is not None:
+                held = s.scalar(select(func.coalesce(func.sum(Job.gpus), 0)).where(
+                    Job.team_id == team_id, Job.id != job_id,
+                    (Job.status == "running") | ((Job.status == "queued") & Job.dispatched_at.is_not(None))))
+                if held + gpus > limit:
+                    return False
+            return bool(s.execute(update(Job).where(Job.id == job_id, Job.status == "queued",
+                                                    Job.dispatched_at.is_(None))
+                                  .values(dispatched_at=utcnow())).rowcount)
+
+    def preempt(self, victims: list[int]) -> None:
+        """Ask running jobs to checkpoint and go back to the queue (the worker does it at its next step)."""
+        with self.db.session() as s:
+            for job_id in victims:
+                asked = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.preemptible,
+                                                    Job.preempt_requested.is_(False))
+                                  .values(preempt_requested=True)).rowcount
+                if asked:
+                    s.add(JobLog(job_id=job_id, message="preempted to give another team (or a job of higher "
+                                                        "priority) its share: checkpointing, then back to the queue"))
+                    log.info("job %s: preemption requested", job_id)
 
     def dispatch(self) -> int:
-        """Send the next jobs of each pool to its free slots; returns how many were sent."""
+        """Send the jobs the policy picks to each pool's free slots, and ask for the preemptions it decides;
+        returns how many jobs were sent."""
         sent = 0
         for pool, free in self.free_slots().items():
-            if free <= 0:
+            if free <= 0 and self.settings.preempt_min_run_seconds < 0:
                 continue
-            with self.db.session() as s:
-                jobs = s.scalars(waiting(pool).limit(free).with_for_update(skip_locked=True)).all()
-                ids = [job.id for job in jobs]
-                for job in jobs:
-                    job.dispatched_at = utcnow()
+            decision, snap = self.decide(pool, free)
+            if decision.preempt:
+                self.preempt(decision.preempt)
+            teams = {name: team_id for team_id, name in self._teams[1][0].items()}
+            queued = {job.id: job for job in snap.queue}
+            ids = [job_id for job_id, _node in decision.starts
+                   if self.take_slot(job_id, teams[queued[job_id].team], queued[job_id].gpus)]
             for index, job_id in enumerate(ids):
                 try:
                     self.celery.send_task(TASK_NAME, args=[job_id], queue=queue_name(pool))

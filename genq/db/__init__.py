@@ -14,6 +14,7 @@ from genq.db.models import (  # noqa: F401
     Rating,
     ShownPair,
     Team,
+    UsageDay,
     Worker,
     utcnow,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
@@ -41,8 +41,12 @@ class Team(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    weight: Mapped[float] = mapped_column(default=1.0)  # for fair share (not yet built): nothing reads or shows it
+    weight: Mapped[float] = mapped_column(default=1.0)  # its share of a pool is weight / the busy teams' weights
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    max_gpus: Mapped[int | None]  # quota: devices (CPU slots) held at once; None: no limit
+    gpu_hours_per_week: Mapped[float | None]  # quota over the last 7 days; None: no limit
+    usage: Mapped[float] = mapped_column(default=0.0)  # GPU-seconds, decayed with GENQ_USAGE_HALF_LIFE_HOURS
+    usage_at: Mapped[datetime | None]  # when `usage` was last decayed and added to
 
 
 class ApiToken(Base):
@@ -55,6 +59,7 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # shown in listings so people can tell tokens apart
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]  # updated at most once a minute
 
     team: Mapped[Team] = relationship()
 
@@ -77,7 +82,11 @@ class Dataset(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_pool", "status", "pool"),)
+    __table_args__ = (Index("ix_jobs_status_pool", "status", "pool"),
+                      # each team's queue in scheduling order: the scheduler reads only its head
+                      Index("ix_jobs_queue", "status", "pool", "team_id", "priority", "created_at", "id"),
+                      Index("ix_jobs_sent", "status", "pool", "dispatched_at"),  # queued and sent: few
+                      Index("ix_jobs_accrued_until", "accrued_until"))  # usage still to count: few
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
@@ -101,6 +110,13 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(default=3)
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    preemptible: Mapped[bool] = mapped_column(default=True)  # False: never preempted
+    preempt_requested: Mapped[bool] = mapped_column(default=False)  # checkpoint, then back to the queue
+    preemptions: Mapped[int] = mapped_column(default=0)
+    run_started_at: Mapped[datetime | None]  # the current run (attempt) began
+    run_start_step: Mapped[int | None]  # the step it began at (its step rate gives the ETA)
+    accrued_until: Mapped[datetime | None]  # usage is counted up to here
+    gpu_seconds: Mapped[float] = mapped_column(default=0.0)  # devices x seconds held, all runs
 
     worker_id: Mapped[str | None] = mapped_column(String(200))
     dispatched_at: Mapped[datetime | None]  # when the scheduler last sent its message; None: not sent
@@ -111,6 +127,19 @@ class Job(Base):
 
     team: Mapped[Team] = relationship()
     dataset: Mapped[Dataset | None] = relationship()
+
+
+class UsageDay(Base):
+    """Device-seconds one job used on one (UTC) day: the record behind /usage and the weekly quota."""
+
+    __tablename__ = "usage_days"
+    __table_args__ = (UniqueConstraint("job_id", "day"), Index("ix_usage_days_team_day", "team_id", "day"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    day: Mapped[date]
+    gpu_seconds: Mapped[float] = mapped_column(default=0.0)
 
 
 class Metric(Base):

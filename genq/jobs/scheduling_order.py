@@ -1,31 +1,81 @@
-"""The scheduling order: which queued job runs next in a pool. Plain FIFO within priority for now."""
+"""Where a job stands: its queue position, expected start (or finish) and why it waits, from the policy's
+forecast (genq.jobs.policy.forecast) of its pool, computed once per database session and pool."""
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from genq.db.models import Job
+from genq.config import Settings
+from genq.db.models import Job, utcnow
+from genq.jobs.policy import Forecast, Running, forecast
+from genq.jobs.snapshot import StepTimes, pool_snapshot, running_jobs, seconds, team_states
+
+
+@dataclass(frozen=True)
+class Standing:
+    queue_position: int | None
+    eta: datetime | None  # expected start while queued, expected finish while running
+    wait_reason: str | None
 
 
 def waiting(pool: str | None = None) -> Select[tuple[Job]]:
-    """Queued jobs not yet handed to a worker, in the order they will be dispatched."""
+    """Queued jobs not yet handed to a worker, by priority then age (the policy orders teams among them)."""
     query = select(Job).where(Job.status == "queued", Job.dispatched_at.is_(None))
     if pool is not None:
         query = query.where(Job.pool == pool)
     return query.order_by(Job.priority.desc(), Job.created_at, Job.id)
 
 
+def _settings(session: Session) -> Settings:
+    return session.info.get("settings") or Settings.from_env()
+
+
+def _when(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).replace(tzinfo=None)
+
+
+def pool_forecast(session: Session, pool: str) -> dict[int, Forecast]:
+    """Every queued job of `pool` with its forecast; cached in the session (one page, one computation)."""
+    cache = session.info.setdefault("forecasts", {})
+    if pool not in cache:
+        cache[pool] = forecast(pool_snapshot(session, _settings(session), pool, session.info.get("now") or utcnow()))
+    return cache[pool]
+
+
+def pool_running(session: Session, pool: str) -> dict[int, Running]:
+    """The running jobs of `pool` with their expected ends; cached in the session."""
+    cache = session.info.setdefault("running", {})
+    if pool not in cache:
+        now = utcnow()
+        names, _ = team_states(session, now, _settings(session).usage_half_life_hours)
+        cache[pool] = {r.id: r for r in running_jobs(session, pool, now, names, StepTimes.load(session))}
+    return cache[pool]
+
+
+def standing(session: Session, job: Job) -> Standing:
+    """`job`'s queue position, ETA and wait reason (all None once it finished)."""
+    if job.status == "running":
+        mine = pool_running(session, job.pool).get(job.id)
+        return Standing(None, _when(mine.expected_end) if mine else None, None)
+    if job.status != "queued":
+        return Standing(None, None, None)
+    if job.dispatched_at is not None:
+        return Standing(0, job.dispatched_at, "sent to a worker: starting")
+    fc = pool_forecast(session, job.pool).get(job.id)
+    if fc is None:
+        return Standing(None, None, None)
+    return Standing(fc.position, _when(fc.eta), fc.reason)
+
+
 def queue_position(session: Session, job: Job) -> int | None:
     """How many jobs will be dispatched before `job` in its pool (0: next); None once it left the queue."""
-    if job.status != "queued":
-        return None
-    if job.dispatched_at is not None:
-        return 0
-    ahead = select(func.count()).select_from(Job).where(
-        Job.status == "queued", Job.dispatched_at.is_(None), Job.pool == job.pool,
-        (Job.priority > job.priority)
-        | ((Job.priority == job.priority) & ((Job.created_at < job.created_at)
-                                             | ((Job.created_at == job.created_at) & (Job.id < job.id)))),
-    )
-    return session.scalar(ahead) or 0
+    return standing(session, job).queue_position
+
+
+def eta_seconds(at: datetime | None) -> float | None:
+    """Seconds from now until `at`, for displays."""
+    return None if at is None else at.replace(tzinfo=UTC).timestamp() - seconds(utcnow())

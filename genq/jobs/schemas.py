@@ -14,7 +14,8 @@ from genq.errors import InvalidInput
 from genq.jobs.params import MODELS
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL; bigger numbers cannot name a row
-MAX_GPUS = 1  # every job runs on one device until multi-device jobs land
+MAX_GPUS = 1  # every job runs on one device until multi-device jobs land (the scheduler can already place N)
+GPUS_LIMIT = 1024  # beyond any worker: refused as a number before the pool's workers are asked
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -26,12 +27,13 @@ class _JobRequest(BaseModel):
     gpus: int = Field(1, description=f"devices for the job; genq runs every job on {MAX_GPUS} device for now")
     team: Name | None = Field(None, description="must be the token's team when given")
     pool: Name = Field("default", description="the worker pool to run in")
+    preemptible: bool = Field(True, description="false: never preempted to give another team its share")
 
     @field_validator("gpus")
     @classmethod
-    def _one_device(cls, v: int) -> int:
-        if v != MAX_GPUS:
-            raise ValueError(f"genq runs every job on one device for now: gpus must be {MAX_GPUS}, got {v}")
+    def _device_count(cls, v: int) -> int:
+        if not 1 <= v <= GPUS_LIMIT:
+            raise ValueError(f"gpus must be between 1 and {GPUS_LIMIT}, got {v}")
         return v
 
 
@@ -101,6 +103,11 @@ class JobOut(BaseModel):
     step: int
     attempts: int
     queue_position: int | None = Field(description="jobs that will be dispatched before this one; null once it left")
+    eta: Time = Field(description="expected start while queued, expected finish while running; null when unknown")
+    wait_reason: str | None = Field(description="why a queued job waits, in one sentence")
+    preemptions: int
+    preemptible: bool
+    gpu_seconds: float = Field(description="devices x seconds this job has held (CPU slots on CPU workers)")
     error: str | None
     created_at: Time
     started_at: Time

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from genq import strict_json
@@ -21,12 +21,12 @@ from genq.datasets import (
     dataset_file,
     read_prompts,
 )
-from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, iso, utcnow
+from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, Worker, iso, utcnow
 from genq.errors import Conflict, Forbidden, InvalidInput, NotFound, refused_as_invalid_input
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODELS, validate_generate_params, validate_train_params
-from genq.jobs.scheduling_order import queue_position
-from genq.jobs.schemas import MAX_ID, JobOut, TrainJobRequest, parse_request
+from genq.jobs.scheduling_order import standing
+from genq.jobs.schemas import MAX_GPUS, MAX_ID, JobOut, TrainJobRequest, parse_request
 
 
 def check_clean(value: Any, where: str) -> None:
@@ -44,12 +44,13 @@ def check_clean(value: Any, where: str) -> None:
             check_clean(v, f"{where}[{i}]")
 
 
-def owned(session: Session, model: type, ident: object, team_id: int, what: str):
-    """The row `model(ident)` if it belongs to `team_id`, else NotFound (other teams' rows look missing)."""
+def owned(session: Session, model: type, ident: object, team_id: int | None, what: str):
+    """The row `model(ident)` if it belongs to `team_id` (any team's with None: the operator), else NotFound
+    (other teams' rows look missing)."""
     if not isinstance(ident, int) or isinstance(ident, bool) or not 1 <= ident <= MAX_ID:
         raise NotFound(f"{what} {ident} not found")
     row = session.get(model, ident)
-    if row is None or row.team_id != team_id:
+    if row is None or (team_id is not None and row.team_id != team_id):
         raise NotFound(f"{what} {ident} not found")
     return row
 
@@ -60,15 +61,33 @@ def _dataset_id(value: int | str) -> int | str:
     return value
 
 
-def submit_job(session: Session, settings: Settings, team: Team, body: object) -> Job:
-    """Validate `body` (see CONTRACT.md) for `team`, insert a queued job; a GenqError writes nothing."""
+def check_gpus(session: Session, gpus: int, pool: str) -> None:
+    """Refuse more devices than any worker of `pool` holds, and (for now) more than one."""
+    widest = session.scalar(select(func.max(Worker.slots)).where(Worker.pool == pool, Worker.status == "online"))
+    if widest is not None and gpus > widest:
+        raise InvalidInput(f"field 'gpus': {gpus} devices on one worker, but the largest worker of pool "
+                           f"'{pool}' holds {widest}")
+    if gpus > MAX_GPUS:
+        raise InvalidInput(f"field 'gpus': genq runs every job on one device for now: gpus must be {MAX_GPUS}, "
+                           f"got {gpus}")
+
+
+def submit_job(session: Session, settings: Settings, team: Team, body: object, operator: bool = False) -> Job:
+    """Validate `body` (see CONTRACT.md) for `team` (any team for the `operator`), insert a queued job; a
+    GenqError writes nothing."""
     req = parse_request(body)
     check_clean(req.model_dump(), "request")
     if req.team is not None and req.team != team.name:
-        raise Forbidden(
-            f"this token belongs to team '{team.name}'; it cannot submit jobs for team '{req.team}'"
-        )
+        if not operator:
+            raise Forbidden(
+                f"this token belongs to team '{team.name}'; it cannot submit jobs for team '{req.team}'"
+            )
+        team = session.scalar(select(Team).where(Team.name == req.team))
+        if team is None:
+            raise InvalidInput(f"team '{req.team}' does not exist (create it with `genq team create`)")
+    check_gpus(session, req.gpus, req.pool)
     job = Job(
+        preemptible=req.preemptible,
         team_id=team.id,
         type=req.type,
         priority=req.priority,
@@ -175,6 +194,7 @@ def cancel_job(session: Session, job: Job) -> Job:
 
 def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, Any]:
     """The JSON form of a job (CONTRACT.md's fields plus the submission); `brief` leaves out the prompts."""
+    where = standing(session, job)
     out = JobOut(
         id=job.id,
         type=job.type,
@@ -184,7 +204,12 @@ def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, An
         progress=job.progress,
         step=job.step,
         attempts=job.attempts,
-        queue_position=queue_position(session, job),
+        queue_position=where.queue_position,
+        eta=iso(where.eta),
+        wait_reason=where.wait_reason,
+        preemptions=job.preemptions,
+        preemptible=job.preemptible,
+        gpu_seconds=round(job.gpu_seconds, 3),
         error=job.error,
         created_at=iso(job.created_at),
         started_at=iso(job.started_at),
@@ -240,15 +265,16 @@ def parse_param_lines(text: str) -> dict[str, Any]:
 
 def latest_jobs(
     session: Session,
-    team_id: int,
+    team_id: int | None,
     *,
     status: str | None = None,
     type: str | None = None,
     limit: int = 50,
     before: int | None = None,
 ) -> tuple[list[Job], int | None]:
-    """A page of the team's jobs, newest first, and the cursor for the next page (None at the end)."""
-    query = select(Job).where(Job.team_id == team_id)
+    """A page of the team's jobs (every team's with None), newest first, and the cursor for the next page
+    (None at the end)."""
+    query = select(Job) if team_id is None else select(Job).where(Job.team_id == team_id)
     if status:
         query = query.where(Job.status == status)
     if type:
@@ -259,3 +285,17 @@ def latest_jobs(
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return jobs, (jobs[-1].id if more and jobs else None)
+
+
+NO_TEAM = -1  # matches no row: a `?team=` naming a team the caller may not see, or none at all
+
+
+def visible_team(session: Session, caller: Any, name: str | None) -> int | None:
+    """The team id a listing shows for `caller` (a web Principal) asked for `?team=name`: the operator sees
+    every team's (None) or the named one's; anyone else only their own (another name matches nothing)."""
+    if not name:
+        return caller.scope
+    if caller.is_operator:
+        team_id = session.scalar(select(Team.id).where(Team.name == name))
+        return NO_TEAM if team_id is None else team_id
+    return caller.team_id if name == caller.team else NO_TEAM

@@ -13,7 +13,7 @@ import redis
 from genq.db.models import Job, JobLog
 from genq.events import Publisher, flush_events, team_channel
 from genq.web import create_app
-from tests.web.conftest import add_job, make_token, submit, team_id
+from tests.web.conftest import add_job, bearer, make_token, submit, team_id
 
 
 @pytest.fixture
@@ -222,3 +222,19 @@ def test_publishing_without_redis_neither_raises_nor_waits():
     for _ in range(100):  # the first fails fast; the rest are skipped while it pauses
         publisher.status(1, 1, "running")
     assert time.monotonic() - started < 1
+
+
+def test_the_operators_list_stream_holds_every_teams_jobs(live, db, publish):
+    operator = bearer(make_token(db, "admin", "admin"))
+    alpha, beta = add_job(db, status="running"), add_job(db, team="beta", status="running")
+    response = stream(live.test_client(), "/api/v1/events/jobs", operator)
+    received = events(response)
+    name, first = next(received)
+    assert name == "jobs" and [j["id"] for j in first["jobs"]] == [beta, alpha]
+    publish.publish(beta, team_id(db, "beta"), [("progress", {"progress": 0.5, "step": 5})])
+    assert next(n for n in received if n[0] != "ping") == ("progress", {"id": beta, "progress": 0.5, "step": 5})
+    response.close()
+    filtered = stream(live.test_client(), "/api/v1/events/jobs?team=beta", operator)
+    assert [j["id"] for j in next(events(filtered))[1]["jobs"]] == [beta]
+    filtered.close()
+    assert open_streams(live) == 0

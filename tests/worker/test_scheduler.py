@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 import redis
 
-from genq.db import Job, JobLog, Team, Worker, utcnow
+from genq.db import Job, JobLog, Team, UsageDay, Worker, utcnow
 from genq.worker.scheduler import Scheduler
 
 
@@ -123,3 +124,24 @@ def test_a_failed_send_frees_the_rest_of_the_batch(db, scheduler, redis_url, mon
         assert {j.id for j in s.query(Job).filter(Job.dispatched_at.is_not(None))} == set(sent)
     assert scheduler.dispatch() == 2, "the two unsent jobs go out on the next tick"
     assert queued_messages(redis_url) == 3
+
+
+def test_the_device_quota_holds_when_twenty_claims_race(db, scheduler):
+    ids = add_jobs(db, 20)
+    with db.session() as s:
+        team = s.query(Team).filter_by(name="t").one()
+        team.max_gpus, team_id = 2, team.id
+    with ThreadPoolExecutor(20) as pool:
+        taken = list(pool.map(lambda job_id: scheduler.take_slot(job_id, team_id, 1), ids))
+    assert sum(taken) == 2, "the team's row lock lets exactly its quota through"
+    with db.session() as s:
+        assert s.query(Job).filter(Job.dispatched_at.is_not(None)).count() == 2
+
+
+def test_a_spent_weekly_quota_sends_nothing(db, scheduler):
+    (job_id,) = add_jobs(db, 1)
+    with db.session() as s:
+        team = s.query(Team).filter_by(name="t").one()
+        team.gpu_hours_per_week, team_id = 1.0, team.id
+        s.add(UsageDay(team_id=team.id, job_id=job_id, day=utcnow().date(), gpu_seconds=3600.0))
+    assert scheduler.take_slot(job_id, team_id, 1) is False

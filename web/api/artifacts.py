@@ -20,7 +20,7 @@ def download(artifact_id: int):
         artifact = s.scalar(
             select(Artifact)
             .join(Job, Artifact.job_id == Job.id)
-            .where(Artifact.id == artifact_id, Job.team_id == g.caller.team_id)
+            .where(Artifact.id == artifact_id, *(() if g.caller.scope is None else (Job.team_id == g.caller.scope,)))
         )
     if artifact is None:
         raise NotFound(f"artifact {artifact_id} not found")

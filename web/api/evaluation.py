@@ -31,7 +31,7 @@ def rate(output_id: int):
 def job_ratings(job_id: int):
     """{"count", "mean", "histogram"}: the 1-5 ratings of the job's outputs, histogram[0] counting the 1s."""
     with state().db.session() as s:
-        owned(s, Job, job_id, g.caller.team_id, "job")
+        owned(s, Job, job_id, g.caller.scope, "job")
         return jsonify(evaluation.rating_summary(s, job_id))
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import g
+from flask import g, request
+from sqlalchemy import select
 
-from genq.db.models import JOB_STATUSES, Job
+from genq.db.models import JOB_STATUSES, Job, Team
 from genq.errors import InvalidInput
 from genq.events import job_channel, team_channel
-from genq.jobs.service import MAX_ID, owned
+from genq.jobs.service import MAX_ID, owned, visible_team
 from genq.web import state, streams
 from genq.web.api import api_blueprint, query_choice, query_int
 
@@ -23,7 +24,7 @@ def job_events():
         raise InvalidInput("query parameter 'job' is required: GET /api/v1/events?job=ID "
                            "(a team's job list: GET /api/v1/events/jobs)")
     with state().db.session() as s:
-        owned(s, Job, job_id, g.caller.team_id, "job")  # another team's job looks missing: 404, no stream
+        owned(s, Job, job_id, g.caller.scope, "job")  # another team's job looks missing: 404, no stream
     relay = state().relay
     sub = relay.subscribe([job_channel(job_id)])
     return streams.response(streams.job_events(state().db, job_id, sub, relay.keepalive), sub)
@@ -35,5 +36,8 @@ def team_events():
     status change) and progress ({"id", "progress", "step"})."""
     filters = {"status": query_choice("status", JOB_STATUSES), "type": query_choice("type", ("train", "generate"))}
     relay = state().relay
-    sub = relay.subscribe([team_channel(g.caller.team_id)])
-    return streams.response(streams.team_events(state().db, g.caller.team_id, filters, sub, relay.keepalive), sub)
+    with state().db.session() as s:  # the operator's list holds every team's jobs (or ?team='s)
+        scope = visible_team(s, g.caller, request.args.get("team"))
+        teams = list(s.scalars(select(Team.id))) if scope is None else [scope]
+    sub = relay.subscribe([team_channel(t) for t in teams])
+    return streams.response(streams.team_events(state().db, scope, filters, sub, relay.keepalive), sub)

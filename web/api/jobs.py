@@ -7,7 +7,7 @@ from flask import g, jsonify, request, url_for
 from genq.datasets import bad_string
 from genq.db.models import JOB_STATUSES, Job, Team
 from genq.errors import InvalidInput
-from genq.jobs.service import MAX_ID, cancel_job, job_to_dict, latest_jobs, owned, submit_job
+from genq.jobs.service import MAX_ID, cancel_job, job_to_dict, latest_jobs, owned, submit_job, visible_team
 from genq.metrics import MAX_STEP
 from genq.web import queries, state
 from genq.web.api import api_blueprint, query_choice, query_int, read_json
@@ -23,9 +23,9 @@ def submit():
     caller = require_writer("submit jobs")
     body = read_json()
     with state().db.session() as s:
-        job = submit_job(s, state().settings, s.get(Team, caller.team_id), body)
-        out = job_to_dict(s, job)
-    state().events.status(out["id"], caller.team_id, "queued", wake=True)  # the scheduler dispatches it now
+        job = submit_job(s, state().settings, s.get(Team, caller.team_id), body, caller.is_operator)
+        out, job_team = job_to_dict(s, job), job.team_id
+    state().events.status(out["id"], job_team, "queued", wake=True)  # the scheduler dispatches it now
     return jsonify(out), 201, {"Location": url_for("api_jobs.show", job_id=out["id"])}
 
 
@@ -36,11 +36,10 @@ def index():
     kind = query_choice("type", ("train", "generate"))
     limit = query_int("limit", 50, 1, 200, clamp=True)
     before = query_int("before", None, 1, MAX_ID, clamp=True)
-    team = request.args.get("team")
-    if team and team != g.caller.team:
-        return jsonify({"jobs": [], "next": None})  # a token sees only its own team
     with state().db.session() as s:
-        jobs, cursor = latest_jobs(s, g.caller.team_id, status=status, type=kind, limit=limit, before=before)
+        # a token sees only its own team's jobs; the operator every team's, or ?team='s
+        team_id = visible_team(s, g.caller, request.args.get("team"))
+        jobs, cursor = latest_jobs(s, team_id, status=status, type=kind, limit=limit, before=before)
         return jsonify({"jobs": [job_to_dict(s, j, brief=True) for j in jobs], "next": cursor})
 
 
@@ -48,7 +47,7 @@ def index():
 def show(job_id: int):
     """One job."""
     with state().db.session() as s:
-        return jsonify(job_to_dict(s, owned(s, Job, job_id, g.caller.team_id, "job")))
+        return jsonify(job_to_dict(s, owned(s, Job, job_id, g.caller.scope, "job")))
 
 
 @bp.post("/jobs/<id:job_id>/cancel")
@@ -56,8 +55,9 @@ def cancel(job_id: int):
     """Cancel a queued job now, or ask a running one to stop after a checkpoint (202)."""
     caller = require_writer("cancel jobs")
     with state().db.session() as s:
-        out = job_to_dict(s, cancel_job(s, owned(s, Job, job_id, caller.team_id, "job")))
-    state().events.status(job_id, caller.team_id, out["status"], wake=True)  # a dispatched job frees its slot
+        job = cancel_job(s, owned(s, Job, job_id, caller.scope, "job"))
+        out, job_team = job_to_dict(s, job), job.team_id
+    state().events.status(job_id, job_team, out["status"], wake=True)  # a dispatched job frees its slot
     return jsonify(out), 202
 
 
@@ -80,7 +80,7 @@ def metrics(job_id: int):
     if request.args.getlist("name") and names is None:
         return jsonify({"series": {}} if points is None else {"series": {}, "bands": {}, "bucket": {}})
     with state().db.session() as s:
-        owned(s, Job, job_id, g.caller.team_id, "job")
+        owned(s, Job, job_id, g.caller.scope, "job")
         if points is not None:
             return jsonify(queries.bucketed_series(s, job_id, names, start, end, points))
         return jsonify({"series": queries.metric_series(s, job_id, max_points, names, start, end)})
@@ -90,7 +90,7 @@ def metrics(job_id: int):
 def outputs(job_id: int):
     """{"outputs": [{"index", "prompt", "kind", "text" or "url"}]}."""
     with state().db.session() as s:
-        owned(s, Job, job_id, g.caller.team_id, "job")
+        owned(s, Job, job_id, g.caller.scope, "job")
         return jsonify({"outputs": queries.job_outputs(s, job_id)})
 
 
@@ -99,7 +99,7 @@ def samples(job_id: int):
     """{"steps", "step", "samples"}: the steps with gallery samples, and the samples of ?step= (default: the last)."""
     step = query_int("step", None, 0, MAX_STEP)
     with state().db.session() as s:
-        owned(s, Job, job_id, g.caller.team_id, "job")
+        owned(s, Job, job_id, g.caller.scope, "job")
         steps = queries.sample_steps(s, job_id)
         if step is None and steps:
             step = steps[-1]
@@ -111,7 +111,7 @@ def samples(job_id: int):
 def artifacts(job_id: int):
     """{"artifacts": [...]}: checkpoints, samples and output files."""
     with state().db.session() as s:
-        owned(s, Job, job_id, g.caller.team_id, "job")
+        owned(s, Job, job_id, g.caller.scope, "job")
         return jsonify({"artifacts": queries.job_artifacts(s, job_id)})
 
 
@@ -121,5 +121,5 @@ def logs(job_id: int):
     after = query_int("after", None, 0, 2**63 - 1)
     limit = query_int("limit", 1000, 1, 1000, clamp=True)
     with state().db.session() as s:
-        owned(s, Job, job_id, g.caller.team_id, "job")
+        owned(s, Job, job_id, g.caller.scope, "job")
         return jsonify({"logs": queries.job_logs(s, job_id, min(after, MAX_ID) if after else after, limit)})

@@ -14,7 +14,7 @@ from genq.datasets import KINDS
 from genq.db.models import JOB_STATUSES
 from genq.evaluation import RatingRequest, VoteRequest
 from genq.jobs.schemas import MAX_ID, GenerateJobRequest, JobOut, TrainJobRequest
-from genq.web.api import api_blueprint
+from genq.web.api import api_blueprint, openapi_teams
 from genq.web.api.jobs import MAX_STEP
 from genq.web.api.openapi_schemas import OBJ, REF, SCHEMAS, STR
 
@@ -308,6 +308,8 @@ def spec() -> dict[str, Any]:
             }
         },
     }
+    paths.update(openapi_teams.paths())
+    schemas.update(openapi_teams.SCHEMAS)
     return {
         "openapi": "3.1.0",
         "info": {

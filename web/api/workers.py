@@ -14,4 +14,4 @@ bp = api_blueprint("api_workers")
 def index():
     """{"workers": [...]}."""
     with state().db.session() as s:
-        return jsonify({"workers": queries.workers(s, g.caller.team_id)})
+        return jsonify({"workers": queries.workers(s, g.caller.scope)})

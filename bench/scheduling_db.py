@@ -1,0 +1,148 @@
+"""The live scheduler's time per decision with 10,000 queued jobs, on SQLite and on PostgreSQL (called by
+bench/scheduling.py). A decision: read the pool's snapshot (each team's queue head, running jobs, workers,
+teams), run the policy, and claim the picked job under its team's row lock: what Scheduler.dispatch does for
+one free slot, less the Celery send. Peer in the same run: the FIFO query the scheduler used before (the
+oldest job of the highest priority, FOR UPDATE SKIP LOCKED, then its UPDATE)."""
+
+from __future__ import annotations
+
+import gc
+import random
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.engine import make_url
+
+from genq.config import Settings
+from genq.db import Database, Job, Team, Worker, utcnow
+from genq.jobs.policy import plan
+from genq.jobs.scheduling_order import waiting
+from genq.jobs.snapshot import pool_snapshot
+from genq.worker.scheduler import Scheduler
+
+QUEUED = 10_000
+REPEATS = 40
+
+
+def fill(db: Database) -> None:
+    """Three teams, two 4-slot workers with 7 jobs running (one slot free), 10,000 queued jobs, 500 finished."""
+    rng = random.Random(3)
+    now = utcnow()
+    with db.session() as s:
+        teams = [Team(name=name, weight=w) for name, w in (("a", 1.0), ("b", 2.0), ("c", 3.0))]
+        s.add_all(teams)
+        s.add_all([Worker(id=f"w{i}", hostname=f"h{i}", pool="default", slots=4, last_heartbeat=now)
+                   for i in range(2)])
+        s.flush()
+        base = {"type": "train", "model": "gpt", "builtin_dataset": "pydoc", "params": {"max_steps": 1000}}
+        finished = [{**base, "team_id": teams[i % 3].id, "status": "succeeded", "step": 1000, "run_start_step": 0,
+                     "run_started_at": now - timedelta(hours=2, seconds=i), "finished_at": now - timedelta(hours=1)}
+                    for i in range(500)]
+        running = [{**base, "team_id": teams[i % 3].id, "status": "running", "worker_id": f"w{i % 2}", "step": 100,
+                    "run_start_step": 0, "run_started_at": now - timedelta(minutes=10), "accrued_until": now}
+                   for i in range(7)]
+        queued = [{**base, "team_id": teams[rng.randrange(3)].id, "status": "queued",
+                   "priority": rng.choice((0, 0, 0, 5)), "created_at": now - timedelta(seconds=QUEUED - i)}
+                  for i in range(QUEUED)]
+        for rows in (finished, running, queued):
+            s.execute(insert(Job), rows)
+
+
+def scratch_databases(pg_url: str) -> list[tuple[str, str]]:
+    """(name, url) of an empty SQLite file and, when `pg_url` answers, an empty PostgreSQL database."""
+    out = [("SQLite", f"sqlite:///{Path(tempfile.mkdtemp(prefix='genq-sched-bench-')) / 'bench.db'}")]
+    if pg_url:
+        try:
+            import psycopg
+
+            with psycopg.connect(pg_url, autocommit=True, connect_timeout=3) as conn:
+                conn.execute("DROP DATABASE IF EXISTS genq_bench_sched")
+                conn.execute("CREATE DATABASE genq_bench_sched")
+            out.append(("PostgreSQL", make_url(pg_url).set(database="genq_bench_sched")
+                        .render_as_string(hide_password=False)))
+        except Exception as exc:  # noqa: BLE001 - no server: SQLite alone, and say so
+            print(f"(PostgreSQL skipped: {exc})")
+    return out
+
+
+def median_ms(fn, repeats: int = REPEATS, clock=time.perf_counter) -> float:
+    times = []
+    for _ in range(repeats):
+        began = clock()
+        fn()
+        times.append(clock() - began)
+    return statistics.median(times) * 1000
+
+
+def decision_times(pg_url: str) -> dict[str, dict[str, float]]:
+    """{backend: {measure: ms}} with 10,000 queued jobs."""
+    return {f"{name}: {QUEUED} queued jobs, 3 teams, 2 workers x 4 slots, 1 slot free": measure(url)
+            for name, url in scratch_databases(pg_url)}
+
+
+def measure(url: str) -> dict[str, float]:
+    """The timings on one database."""
+    db = Database(url)
+    db.upgrade()
+    fill(db)
+    if url.startswith("postgresql"):
+        with db.engine.begin() as conn:  # the statistics autovacuum keeps on a live server
+            conn.execute(text("ANALYZE"))
+    gc.collect()
+    gc.freeze()  # the 10,000 rows built above are no garbage: keep them out of the timed collections
+    home = Path(tempfile.mkdtemp(prefix="genq-sched-home-"))
+    settings = Settings(home=home, database_url=url, redis_url=None, artifacts=home / "artifacts")
+    scheduler = Scheduler(settings, "redis://127.0.0.1:1/0")  # nothing is sent: the broker is never asked
+    picked: list[int] = []
+
+    def decide() -> None:
+        decision, snap = scheduler.decide("default", 1)
+        job_id = decision.starts[0][0]
+        team = {j.id: j.team for j in snap.queue}[job_id]
+        t0 = time.perf_counter()
+        team_ids = {name: i for i, name in scheduler._teams[1][0].items()}
+        assert scheduler.take_slot(job_id, team_ids[team], 1)
+        picked.append(time.perf_counter() - t0)
+        with db.session() as s:  # undo, so every round decides with the same 10,000 jobs and one free slot
+            s.execute(update(Job).where(Job.id == job_id).values(dispatched_at=None))
+
+    def decide_only() -> None:
+        scheduler.decide("default", 1)
+
+    def fifo() -> None:
+        with db.session() as s:
+            job = s.scalars(waiting("default").limit(1).with_for_update(skip_locked=True)).first()
+            job.dispatched_at = utcnow()
+        with db.session() as s:
+            s.execute(update(Job).where(Job.id == job.id).values(dispatched_at=None))
+
+    decide()  # warm caches (the step times of finished jobs, connections)
+    whole = median_ms(decide)
+    claim = statistics.median(picked[1:]) * 1000
+    with db.session() as s:
+        full = pool_snapshot(s, settings, "default", utcnow())
+        began = time.perf_counter()
+        with s.begin_nested():
+            from genq.jobs.policy import forecast
+
+            forecast(full)
+        forecast_ms = (time.perf_counter() - began) * 1000
+        count = s.scalar(select(text("count(*)")).select_from(Job).where(Job.status == "queued"))
+    assert count == QUEUED
+    results = {
+        "fair share: the decision (snapshot of each team's head + plan)": median_ms(decide_only),
+        "  (the scheduler process's CPU time in it; the rest is the database's)":
+            median_ms(decide_only, clock=time.process_time),
+        "fair share: then the quota-locked claim (one commit)": claim,
+        "fair share: decision + claim + its undo (two commits)": whole,
+        "peer, FIFO: the old ordered query + claim + its undo (two commits)": median_ms(fifo),
+        "plan() alone on the whole 10,000-job queue in memory": median_ms(lambda: plan(full), 10),
+        "forecast() of all 10,000 (queue page, not a decision)": forecast_ms,
+    }
+    scheduler.db.dispose()
+    db.dispose()
+    return results

@@ -1,0 +1,399 @@
+"""The scheduling policy as a pure function: a snapshot of one pool in, decisions out.
+
+`plan(snapshot)` says which queued jobs start now (on which worker), which running jobs to preempt, and which
+big jobs hold a reservation; `forecast(snapshot)` plays the same picking forward on expected run times to give
+every queued job its position, expected start and the reason it waits. The live scheduler (worker/scheduler.py)
+builds snapshots from SQL; bench/scheduling.py builds them on a simulated clock. No database, no clock here.
+
+The order, for each free slot:
+1. teams below their share of the pool first (share = the pool's slots x weight / the weights of the teams with
+   jobs in the pool): a team may borrow idle slots, but not ahead of a team that wants its own share back;
+2. among those (or among the borrowers), the team with the least (decayed usage + expected remaining use of its
+   running jobs) / weight;
+3. within a team, the job of highest priority, then the oldest.
+A team at its quota (devices at once, or GPU-hours this week) waits. A job of N devices needs N free slots of
+ONE worker; when none has them it steps aside for its team's narrower jobs, and the wide job that has waited
+longest (30 min at least) reserves the worker whose slots would idle least until they are free; until then only
+jobs expected to end before that time start there (backfill), so small jobs do not starve it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+DEFAULT_RUN_SECONDS = 900.0  # a job's expected run time when nothing similar has run yet
+# A wide job that found no room this long reserves a worker: sooner, reserved slots would idle for jobs that
+# find room by themselves soon enough; never, small jobs could hold it off for ever.
+RESERVE_AFTER_SECONDS = 1800.0
+
+
+def decay(usage: float, seconds: float, half_life_hours: float) -> float:
+    """`usage` faded by `seconds` of exponential decay with the given half-life."""
+    if seconds <= 0 or half_life_hours <= 0:
+        return usage
+    return usage * 0.5 ** (seconds / (half_life_hours * 3600.0))
+
+
+@dataclass(frozen=True)
+class TeamState:
+    name: str
+    weight: float = 1.0
+    usage: float = 0.0  # decayed GPU-seconds, as of the snapshot
+    max_gpus: int | None = None
+    gpu_hours_per_week: float | None = None
+    week_gpu_hours: float = 0.0  # used over the last 7 days
+
+
+@dataclass(frozen=True)
+class Waiting:
+    id: int
+    team: str
+    priority: int
+    created_at: float  # seconds on the snapshot's clock: age orders a team's jobs (kept across preemption)
+    gpus: int = 1
+    expected_seconds: float | None = None  # how long it runs once started; None: unknown
+
+
+@dataclass(frozen=True)
+class Running:
+    id: int
+    team: str
+    gpus: int = 1
+    node: str | None = None  # the worker; None: sent but not yet claimed
+    priority: int = 0
+    started_at: float = 0.0  # this run's start
+    expected_end: float | None = None
+    preemptible: bool = True  # False: opted out, or it cannot checkpoint
+    at_risk_seconds: float = 0.0  # work since its last checkpoint, lost if preempted
+    preempt_requested: bool = False
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    slots: int
+
+
+@dataclass
+class Snapshot:
+    """One pool at time `now`: its workers, running jobs, queued jobs (all, or each team's head) and the teams."""
+
+    now: float
+    nodes: list[Node]
+    running: list[Running]
+    queue: list[Waiting]
+    teams: dict[str, TeamState]
+    pool: str = "default"
+    min_run_seconds: float = 300.0  # a job runs this long before it may be preempted; negative: never
+    default_run_seconds: float = DEFAULT_RUN_SECONDS
+    reserve_after_seconds: float = RESERVE_AFTER_SECONDS
+
+
+@dataclass
+class Plan:
+    starts: list[tuple[int, str]] = field(default_factory=list)  # (job, node)
+    preempt: list[int] = field(default_factory=list)
+    reserved: dict[int, tuple[str, float]] = field(default_factory=dict)  # job -> (node, expected start)
+    reasons: dict[int, str] = field(default_factory=dict)  # each team's first waiting job: why it waits
+
+
+@dataclass
+class Forecast:
+    position: int  # jobs that start before it (0: next)
+    eta: float | None  # expected start on the snapshot's clock; None: not foreseeable (a weekly quota)
+    reason: str
+
+
+def _job_order(job: Waiting) -> tuple:
+    return (-job.priority, job.created_at, job.id)
+
+
+def _jobs(n: int) -> str:
+    return "1 job" if n == 1 else f"{n} jobs"
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU" if n == 1 else f"{n} GPUs"
+
+
+class _Allocator:
+    """The state one round of picking reads and changes: free slots, each team's queue, use and share."""
+
+    def __init__(self, snap: Snapshot):
+        self.snap, self.now = snap, snap.now
+        self.slots = {n.id: n.slots for n in snap.nodes}
+        self.capacity = sum(self.slots.values())
+        self.widest = max(self.slots.values(), default=0)
+        self.free = dict(self.slots)
+        self.ends: list[tuple[float, str, int, str]] = []  # heap of (expected end, node, gpus, team)
+        self.running_gpus: dict[str, int] = {}
+        self.charged: dict[str, float] = {name: t.usage for name, t in snap.teams.items()}
+        for job in snap.running:
+            self._occupy(job.team, job.gpus, job.node, job.expected_end, already=True)
+        self.queues: dict[str, deque[Waiting]] = {}
+        for job in sorted(snap.queue, key=_job_order):
+            self.queues.setdefault(job.team, deque()).append(job)
+        busy = set(self.queues) | set(self.running_gpus)
+        total = sum(self._team(t).weight for t in busy) or 1.0
+        self.share = {t: self.capacity * self._team(t).weight / total for t in busy}
+        self.reservations: dict[str, tuple[float, int]] = {}  # node -> (time, job)
+        self.reserved_gpus: dict[int, int] = {}  # job -> devices it reserved
+
+    def _team(self, name: str) -> TeamState:
+        return self.snap.teams.get(name) or TeamState(name)
+
+    def expected(self, seconds: float | None) -> float:
+        return self.snap.default_run_seconds if seconds is None else max(seconds, 0.0)
+
+    def _occupy(self, team: str, gpus: int, node: str | None, end: float | None, already: bool = False) -> None:
+        if node is None or node not in self.free:  # sent, not yet claimed: it takes room on the emptiest worker
+            node = max(self.free, key=self.free.get, default=None)
+        if node is not None:
+            self.free[node] -= gpus
+            end = max(end if end is not None else self.now + self.snap.default_run_seconds, self.now)
+            heapq.heappush(self.ends, (end, node, gpus, team))
+            if already:
+                self.charged[team] = self.charged.get(team, 0.0) + gpus * (end - self.now)
+        self.running_gpus[team] = self.running_gpus.get(team, 0) + gpus
+
+    def release_until(self, t: float) -> None:
+        """Jobs expected to end by `t` give back their slots (forecast only)."""
+        while self.ends and self.ends[0][0] <= t:
+            _, node, gpus, team = heapq.heappop(self.ends)
+            self.free[node] += gpus
+            self.running_gpus[team] -= gpus
+
+    def key(self, team: str) -> tuple:
+        weight = self._team(team).weight or 1.0
+        below = self.running_gpus.get(team, 0) < self.share.get(team, 0.0) - 1e-9
+        return (0 if below else 1, self.charged.get(team, 0.0) / weight, team)
+
+    def blocked_by_quota(self, job: Waiting) -> str | None:
+        team = self._team(job.team)
+        if team.max_gpus is not None and self.running_gpus.get(job.team, 0) + job.gpus > team.max_gpus:
+            return f"team {team.name} is at its quota of {_gpus(team.max_gpus)}"
+        if team.gpu_hours_per_week is not None and team.week_gpu_hours >= team.gpu_hours_per_week:
+            return (f"team {team.name} has used its {team.gpu_hours_per_week:g} GPU-hours of the last 7 days "
+                    f"({team.week_gpu_hours:.1f} used)")
+        return None
+
+    def place(self, job: Waiting) -> str | None:
+        """The worker to start `job` on now (the fullest that fits, to keep whole workers free), or None."""
+        end = self.now + self.expected(job.expected_seconds)
+        best = None
+        for node, free in self.free.items():
+            if free < job.gpus:
+                continue
+            held = self.reservations.get(node)
+            if held is not None and held[1] != job.id:
+                ends_in_time = job.expected_seconds is not None and end <= held[0]
+                if not ends_in_time and not self._spare(node, job.gpus):
+                    continue  # it would delay the big job this worker is kept for
+            if best is None or free < self.free[best]:
+                best = node
+        return best
+
+    def _spare(self, node: str, gpus: int) -> bool:
+        """Whether `node` has `gpus` slots beyond what its reservation will need when it starts."""
+        when, job_id = self.reservations[node]
+        need = self.reserved_gpus[job_id]
+        freed_by_then = sum(g for end, n, g, _ in self.ends if n == node and end <= when)
+        return self.free[node] - gpus + freed_by_then >= need
+
+    def earliest(self, gpus: int) -> tuple[str, float] | None:
+        """The unreserved worker to keep for a job of `gpus` devices, and when they are expected free: the one
+        whose slots would idle least meanwhile (free slots x time until the rest frees up), then the soonest."""
+        best, least = None, None
+        for node in self.free:
+            if node in self.reservations or self.slots[node] < gpus:
+                continue
+            free, when, idle = self.free[node], self.now, 0.0
+            for end, _node, g, _team in sorted(e for e in self.ends if e[1] == node):
+                if free >= gpus:
+                    break
+                idle += free * (end - when)
+                free, when = free + g, end
+            if free >= gpus and (least is None or (idle, when) < least):
+                best, least = (node, when), (idle, when)
+        return best
+
+    def reserve(self, reserved: dict[int, tuple[str, float]] | None) -> None:
+        """Keep a worker for the wide job, first in its team's line, that has waited longest without room (once
+        it has waited reserve_after_seconds; one reservation at a time: each idles slots until it starts)."""
+        if self.reservations:
+            return
+        oldest = None
+        for queue in self.queues.values():
+            job = queue[0] if queue else None
+            if (job is None or job.gpus <= 1 or job.gpus > self.widest or self.blocked_by_quota(job)
+                    or self.now - job.created_at < self.snap.reserve_after_seconds
+                    or any(free >= job.gpus for free in self.free.values())):
+                continue
+            if oldest is None or (job.created_at, job.id) < (oldest.created_at, oldest.id):
+                oldest = job
+        spot = self.earliest(oldest.gpus) if oldest is not None else None
+        if spot is not None:
+            self.reservations[spot[0]] = (spot[1], oldest.id)
+            self.reserved_gpus[oldest.id] = oldest.gpus
+            if reserved is not None:
+                reserved[oldest.id] = spot
+
+    def start(self, job: Waiting, node: str) -> None:
+        self.queues[job.team].popleft()
+        self.reservations = {n: r for n, r in self.reservations.items() if r[1] != job.id}
+        self._occupy(job.team, job.gpus, node, self.now + self.expected(job.expected_seconds))
+        self.charged[job.team] = self.charged.get(job.team, 0.0) + job.gpus * self.expected(job.expected_seconds)
+
+    def pick(self, reasons: dict[int, str] | None = None,
+             reserved: dict[int, tuple[str, float]] | None = None) -> list[tuple[Waiting, str]]:
+        """Start every job that may start now, in fair-share order; note why each team's first job waits."""
+        started: list[tuple[Waiting, str]] = []
+        held: dict[str, list[Waiting]] = {}  # wide jobs set aside while the rest of their team is tried
+        self.reserve(reserved)
+        heap = [(self.key(t), t) for t, q in self.queues.items() if q]
+        heapq.heapify(heap)
+        while heap:
+            _, team = heapq.heappop(heap)
+            queue = self.queues[team]
+            if not queue:
+                continue
+            job = queue[0]
+            why = self.blocked_by_quota(job)
+            if why is None and job.gpus > self.widest:
+                why = (f"no worker in pool '{self.snap.pool}' has {_gpus(job.gpus)}" if self.widest
+                       else f"no worker is online in pool '{self.snap.pool}'")
+            if why is not None:
+                if reasons is not None:
+                    reasons[job.id] = why
+                continue
+            node = self.place(job)
+            if node is not None:
+                self.start(job, node)
+                started.append((job, node))
+                if self.queues[team]:
+                    heapq.heappush(heap, (self.key(team), team))
+                continue
+            if reasons is not None:
+                reasons[job.id] = self.waiting_reason(job)
+            if job.gpus > 1:
+                # A wide job waits for room (kept for it if reserved): the team's next, narrower jobs may still
+                # fit around it; a 1-device job that does not fit means nothing of this team fits.
+                held.setdefault(team, []).append(queue.popleft())
+                if queue:
+                    heapq.heappush(heap, (self.key(team), team))
+        for team, jobs in held.items():
+            self.queues[team].extendleft(reversed(jobs))
+        return started
+
+    def waiting_reason(self, job: Waiting) -> str:
+        held = next(((n, t) for n, (t, j) in self.reservations.items() if j == job.id), None)
+        if held is not None:
+            return (f"needs {_gpus(job.gpus)} on one worker: worker {held[0]} is reserved for it, "
+                    f"expected free in {max(held[1] - self.now, 0) / 60:.0f} min")
+        if job.gpus > 1 and any(free > 0 for free in self.free.values()):
+            return (f"needs {_gpus(job.gpus)} on one worker; none has them free yet (the one waiting longest "
+                    f"reserves a worker after {self.snap.reserve_after_seconds / 60:.0f} min)")
+        share = self.share.get(job.team, 0.0)
+        running = self.running_gpus.get(job.team, 0)
+        slots = (f"the 1 slot of pool '{self.snap.pool}' is busy" if self.capacity == 1
+                 else f"all {self.capacity} slots of pool '{self.snap.pool}' are busy")
+        return f"{slots}; team {job.team} runs {running} of its fair share of {share:.1f}"
+
+
+def plan(snap: Snapshot) -> Plan:
+    """What to do now in one pool: starts, preemptions, reservations, and why each team's first job waits."""
+    alloc = _Allocator(snap)
+    out = Plan()
+    for job, node in alloc.pick(out.reasons, out.reserved):
+        out.starts.append((job.id, node))
+        out.reasons.pop(job.id, None)
+    out.preempt = _victims(snap, alloc)
+    return out
+
+
+def _victims(snap: Snapshot, alloc: _Allocator) -> list[int]:
+    """Running jobs to checkpoint and re-queue so that a team below its share (or a job of higher priority
+    in the same team) gets its slots: the ones that lose the least work, never before the minimum run time."""
+    if snap.min_run_seconds < 0 or any(r.preempt_requested for r in snap.running):
+        return []  # a preemption already under way frees slots first: decide again once it has
+    running_gpus = dict(alloc.running_gpus)
+    by_node: dict[str | None, list[Running]] = {}
+    for r in snap.running:
+        by_node.setdefault(r.node, []).append(r)
+    chosen: list[int] = []
+    # Each team's first jobs, as many as the pool has slots, best-placed team first.
+    heads = sorted((j for q in alloc.queues.values() for j in list(q)[:alloc.capacity]),
+                   key=lambda j: (alloc.key(j.team), _job_order(j)))
+    for job in heads:
+        if alloc.blocked_by_quota(job) or job.gpus > alloc.widest:
+            continue
+        below = running_gpus.get(job.team, 0) + job.gpus <= alloc.share.get(job.team, 0.0) + 1e-9
+        best: tuple[float, list[Running]] | None = None
+        for node, jobs in by_node.items():
+            if node is None:
+                continue
+            free = alloc.free.get(node, 0)
+            pick, lost = [], 0.0
+            losers = [r for r in jobs if r.id not in chosen and _may_lose(r, job, below, snap, alloc, running_gpus)]
+            for r in sorted(losers, key=lambda r: (r.at_risk_seconds * r.gpus, -r.started_at)):
+                if free >= job.gpus:
+                    break
+                pick.append(r)
+                free += r.gpus
+                lost += r.at_risk_seconds * r.gpus
+            if free >= job.gpus and pick and (best is None or lost < best[0]):
+                best = (lost, pick)
+        if best is not None:
+            for r in best[1]:
+                chosen.append(r.id)
+                running_gpus[r.team] -= r.gpus
+            running_gpus[job.team] = running_gpus.get(job.team, 0) + job.gpus
+    return chosen
+
+
+def _may_lose(r: Running, job: Waiting, below: bool, snap: Snapshot, alloc: _Allocator,
+              running_gpus: dict[str, int]) -> bool:
+    """Whether running job `r` may be preempted for waiting `job` (whose team is `below` its share)."""
+    if not r.preemptible or snap.now - r.started_at < snap.min_run_seconds:
+        return False
+    if r.team == job.team:
+        return r.priority < job.priority
+    over = running_gpus.get(r.team, 0) - r.gpus >= alloc.share.get(r.team, 0.0) - 1e-9
+    return below and over
+
+
+def forecast(snap: Snapshot, limit: int | None = None) -> dict[int, Forecast]:
+    """Each queued job's position, expected start and reason, by playing `plan`'s picking forward on expected
+    run times (the first `limit` jobs to start, or all)."""
+    alloc = _Allocator(snap)
+    heads = {q[0].id for q in alloc.queues.values() if q}
+    reasons: dict[int, str] = {}
+    out: dict[int, Forecast] = {}
+    position = 0
+    while True:
+        started = alloc.pick(reasons if not out and alloc.now == snap.now else None)
+        for job, _ in started:
+            out[job.id] = Forecast(position, alloc.now, "")
+            position += 1
+        if limit is not None and position >= limit:
+            break
+        if not any(alloc.queues.values()) or not alloc.ends:
+            break
+        alloc.now = alloc.ends[0][0]
+        alloc.release_until(alloc.now)
+    for job in sorted((j for q in alloc.queues.values() for j in q), key=_job_order):
+        out[job.id] = Forecast(position, None, "")  # held by a weekly quota or a pool without workers
+        position += 1
+    for job_id, fc in out.items():
+        # What holds each job now: its team's first job's reason, or the jobs ahead of it.
+        if job_id in reasons:
+            fc.reason = reasons[job_id]
+        elif fc.eta == snap.now:
+            fc.reason = "a slot is free: it starts at this scheduling round"
+        elif job_id in heads:
+            fc.reason = f"{_jobs(fc.position)} start before it in pool '{snap.pool}', as slots free up"
+        else:
+            fc.reason = f"behind {_jobs(fc.position)} in pool '{snap.pool}' (fair share, then priority, then age)"
+    return out

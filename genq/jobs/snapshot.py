@@ -1,0 +1,197 @@
+"""Policy snapshots from SQL: one pool's workers, running jobs, queue and teams (genq.jobs.policy's input),
+with each job's expected run time from its own step rate or from recent runs of similar jobs."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+
+from sqlalchemy import bindparam, func, select, union_all
+from sqlalchemy.orm import Session
+
+from genq.config import Settings
+from genq.db.models import Job, Metric, Team, Worker
+from genq.jobs.policy import Node, Running, Snapshot, TeamState, Waiting
+from genq.jobs.usage import decayed_usage, week_gpu_hours
+
+SIMILAR_RUNS = 20  # recent finished runs of the same model that time its steps
+
+QUEUE_COLUMNS = (Job.id, Job.team_id, Job.priority, Job.created_at, Job.gpus, Job.type, Job.model, Job.params,
+                 Job.checkpoint_step)
+
+# The scheduler's statements, built once with bound parameters: building a statement costs more CPU than
+# SQLite takes to run it, and the scheduler runs them at every free slot.
+_POOL, _TEAM = bindparam("pool"), bindparam("team")
+RUNNING = select(Job).where(Job.status == "running", Job.pool == _POOL)
+SENT = select(Job).where(Job.dispatched_at.is_not(None), Job.status == "queued", Job.pool == _POOL)
+WORKERS = select(Worker.id, Worker.slots).where(Worker.pool == _POOL, Worker.status == "online")
+RATES = (select(Metric.job_id, func.min(Metric.step), func.max(Metric.step), func.min(Metric.created_at),
+                func.max(Metric.created_at))
+         .join(Job, Job.id == Metric.job_id)
+         .where(Metric.job_id.in_(bindparam("ids", expanding=True)), Metric.name == "train/loss",
+                Metric.created_at >= Job.run_started_at)
+         .group_by(Metric.job_id))
+QUEUED = select(*QUEUE_COLUMNS).where(Job.status == "queued", Job.pool == _POOL, Job.dispatched_at.is_(None))
+NEXT_LEVEL = select(func.max(Job.priority)).where(Job.status == "queued", Job.pool == _POOL, Job.team_id == _TEAM,
+                                                  Job.dispatched_at.is_(None), Job.priority < bindparam("below"))
+LEVEL = (QUEUED.where(Job.team_id == _TEAM, Job.priority == bindparam("level"))
+         .order_by(Job.created_at, Job.id).limit(bindparam("n")))
+
+
+@cache
+def heads(teams: int):
+    """One statement for `teams` teams (team0, team1, ...): each team's oldest jobs (at most `head`) of its
+    highest priority, an index range each."""
+    def top_level(i: int):
+        team = bindparam(f"team{i}")
+        top = (select(func.max(Job.priority)).where(Job.status == "queued", Job.pool == _POOL, Job.team_id == team,
+                                                    Job.dispatched_at.is_(None)).scalar_subquery())
+        return select(*QUEUED.where(Job.team_id == team, Job.priority == top).order_by(Job.created_at, Job.id)
+                      .limit(bindparam("head")).subquery().c)
+    parts = [top_level(i) for i in range(teams)]
+    return union_all(*parts) if teams > 1 else parts[0]
+
+
+def seconds(t: datetime) -> float:
+    """A naive UTC time as epoch seconds (the policy's clock)."""
+    return t.replace(tzinfo=UTC).timestamp()
+
+
+@dataclass
+class StepTimes:
+    """Seconds per step (train) or per job (generate) by (type, model), from recent finished runs."""
+
+    rates: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, session: Session) -> StepTimes:
+        out = cls()
+        recent = (select(Job.type, Job.model, Job.run_started_at, Job.finished_at, Job.step, Job.run_start_step)
+                  .where(Job.status == "succeeded", Job.run_started_at.is_not(None))
+                  .order_by(Job.finished_at.desc()).limit(20 * SIMILAR_RUNS))
+        samples: dict[tuple[str, str], list[float]] = {}
+        for kind, model, began, ended, step, first in session.execute(recent):
+            took = (ended - began).total_seconds()
+            steps = (step or 0) - (first or 0)
+            if kind == "train" and steps > 0:
+                samples.setdefault((kind, model), []).append(took / steps)
+            elif kind == "generate":
+                samples.setdefault((kind, model), []).append(took)
+        out.rates = {key: statistics.median(v[:SIMILAR_RUNS]) for key, v in samples.items()}
+        return out
+
+    def expected(self, kind: str, model: str, params: dict, from_step: int | None) -> float | None:
+        """Seconds a queued job is expected to run, or None when nothing similar has run."""
+        rate = self.rates.get((kind, model))
+        if rate is None:
+            return None
+        if kind == "train":
+            return rate * max(int(params.get("max_steps", 0)) - (from_step or 0), 0)
+        return rate
+
+
+def team_states(session: Session, now: datetime, half_life_hours: float) -> tuple[dict[int, str], dict[str, TeamState]]:
+    """Team names by id, and each team's state for the policy."""
+    week = week_gpu_hours(session, now.date())
+    names, states = {}, {}
+    for team in session.scalars(select(Team)):
+        names[team.id] = team.name
+        states[team.name] = TeamState(team.name, team.weight, decayed_usage(team, now, half_life_hours),
+                                      team.max_gpus, team.gpu_hours_per_week, week.get(team.id, 0.0))
+    return names, states
+
+
+def step_rates(session: Session, job_ids: list[int]) -> dict[int, float]:
+    """Seconds per step of running jobs, from the times their train/loss points were logged in this run (so a
+    run's start-up, data loading and model building, does not count as steps)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(RATES, {"ids": job_ids})
+    return {job_id: (last - first).total_seconds() / (last_step - first_step)
+            for job_id, first_step, last_step, first, last in rows if last_step > first_step}
+
+
+def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, str],
+                 times: StepTimes) -> list[Running]:
+    """Jobs holding slots in `pool`: running, or sent and not yet claimed."""
+    # Two index lookups (status and pool; dispatched_at), not one OR that reads every queued row.
+    rows = [*session.scalars(RUNNING, {"pool": pool}), *session.scalars(SENT, {"pool": pool})]
+    rates = step_rates(session, [job.id for job in rows if job.status == "running" and job.type == "train"])
+    for job in rows:  # a model running now times the queued runs of that model too, when none has finished
+        if job.id in rates:
+            times.rates.setdefault(("train", job.model), rates[job.id])
+    out = []
+    for job in rows:
+        began = job.run_started_at or job.dispatched_at or now
+        end = None
+        if job.status == "running" and job.type == "train":
+            max_steps = int(job.params.get("max_steps", 0))
+            rate = rates.get(job.id)
+            if rate is not None:
+                end = seconds(now) + rate * max(max_steps - job.step, 0)
+            elif (rate := times.rates.get(("train", job.model))) is not None:
+                end = seconds(began) + rate * max(max_steps - (job.run_start_step or 0), 0)
+        elif (took := times.expected(job.type, job.model, job.params, job.checkpoint_step)) is not None:
+            end = seconds(began) + took
+        since_checkpoint = 0.0
+        if job.type == "train" and job.status == "running" and job.step > (job.checkpoint_step or 0):
+            since_checkpoint = (now - began).total_seconds() * (job.step - (job.checkpoint_step or 0)) / max(
+                job.step - (job.run_start_step or 0), 1)
+        out.append(Running(
+            id=job.id, team=names.get(job.team_id, "?"), gpus=job.gpus,
+            node=job.worker_id if job.status == "running" else None, priority=job.priority,
+            started_at=seconds(began), expected_end=end,
+            # a generation job has no checkpoint to resume from; a job still being sent cannot be asked yet
+            preemptible=job.preemptible and job.type == "train" and job.status == "running",
+            at_risk_seconds=min(since_checkpoint, (now - began).total_seconds()),
+            preempt_requested=job.preempt_requested))
+    return out
+
+
+def waiting_jobs(session: Session, pool: str, team_ids: list[int] | None = None,
+                 head: int | None = None) -> list[tuple]:
+    """Queued, unsent jobs of `pool` as QUEUE_COLUMNS rows: all of them, or each team's first `head` in
+    scheduling order (read from the queue index, so 10,000 queued jobs cost no more than 10)."""
+    if head is None:
+        return list(session.execute(QUEUED, {"pool": pool}))
+    if not team_ids:
+        return []
+    rows = list(session.execute(heads(len(team_ids)),
+                                {"pool": pool, "head": head, **{f"team{i}": t for i, t in enumerate(team_ids)}}))
+    got: dict[int, list[tuple]] = {}
+    for row in rows:
+        got.setdefault(row.team_id, []).append(row)
+    for team_id, mine in got.items():
+        below = min(r.priority for r in mine)
+        while len(mine) < head:  # the highest priority holds fewer than `head`: read the next levels
+            lower = session.scalar(NEXT_LEVEL, {"pool": pool, "team": team_id, "below": below})
+            if lower is None:
+                break
+            more = session.execute(LEVEL, {"pool": pool, "team": team_id, "level": lower,
+                                           "n": head - len(mine)}).all()
+            rows += more
+            mine += more
+            below = lower
+    return rows
+
+
+def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime, head: int | None = None,
+                  times: StepTimes | None = None,
+                  teams: tuple[dict[int, str], dict[str, TeamState]] | None = None) -> Snapshot:
+    """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs; `times` and
+    `teams` (team_states) when the caller keeps them."""
+    names, teams = teams or team_states(session, now, settings.usage_half_life_hours)
+    times = StepTimes(dict((times or StepTimes.load(session)).rates))  # a copy: running jobs add to it
+    nodes = session.execute(WORKERS, {"pool": pool}).all()
+    running = running_jobs(session, pool, now, names, times)
+    queue = [
+        Waiting(id=job_id, team=names[team_id], priority=priority, created_at=seconds(created), gpus=gpus,
+                expected_seconds=times.expected(kind, model, params or {}, checkpoint))
+        for job_id, team_id, priority, created, gpus, kind, model, params, checkpoint
+        in waiting_jobs(session, pool, list(names), head)
+    ]
+    return Snapshot(now=seconds(now), nodes=[Node(i, n) for i, n in nodes],
+                    running=running, queue=queue, teams=teams, pool=pool,
+                    min_run_seconds=settings.preempt_min_run_seconds)

@@ -1,0 +1,141 @@
+"""The scheduling policy on hand-made snapshots: fair share, quotas, gang reservations and backfill,
+preemption, and the forecast's positions, ETAs and reasons."""
+
+from __future__ import annotations
+
+from genq.jobs.policy import Node, Running, Snapshot, TeamState, Waiting, decay, forecast, plan
+
+
+def queue(team: str, n: int, start_id: int, **fields) -> list[Waiting]:
+    return [Waiting(id=start_id + i, team=team, priority=0, created_at=float(start_id + i), **fields)
+            for i in range(n)]
+
+
+def teams(**weights: float) -> dict[str, TeamState]:
+    return {name: TeamState(name, weight) for name, weight in weights.items()}
+
+
+def test_decay_halves_per_half_life():
+    assert decay(100.0, 24 * 3600, 24) == 50.0
+    assert decay(100.0, 0, 24) == 100.0
+
+
+def test_a_team_alone_takes_every_slot():
+    snap = Snapshot(now=0, nodes=[Node("w", 4)], running=[], queue=queue("a", 10, 1), teams=teams(a=1, b=1))
+    assert [job for job, _ in plan(snap).starts] == [1, 2, 3, 4]
+
+
+def test_free_slots_go_to_the_team_below_its_share_before_the_older_burst():
+    running = [Running(id=100 + i, team="a", node="w", expected_end=60.0) for i in range(2)]
+    snap = Snapshot(now=0, nodes=[Node("w", 4)], running=running,
+                    queue=queue("a", 12, 1) + queue("b", 12, 50), teams=teams(a=1, b=1))
+    assert [job for job, _ in plan(snap).starts] == [50, 51], "b is below its share of 2: it gets both free slots"
+
+
+def test_weights_split_the_slots_and_usage_breaks_ties():
+    snap = Snapshot(now=0, nodes=[Node("w", 6)], running=[],
+                    queue=queue("a", 10, 1) + queue("b", 10, 100), teams=teams(a=1, b=2))
+    starts = [job for job, _ in plan(snap).starts]
+    assert sum(j >= 100 for j in starts) == 4 and sum(j < 100 for j in starts) == 2
+    used = {"a": TeamState("a", 1, usage=0.0), "b": TeamState("b", 1, usage=5000.0)}
+    snap = Snapshot(now=0, nodes=[Node("w", 1)], running=[], queue=queue("b", 1, 1) + queue("a", 1, 2), teams=used)
+    assert plan(snap).starts == [(2, "w")], "the team that used less goes first"
+
+
+def test_priority_then_age_within_a_team():
+    jobs = queue("a", 3, 1) + [Waiting(id=9, team="a", priority=5, created_at=99.0)]
+    snap = Snapshot(now=0, nodes=[Node("w", 2)], running=[], queue=jobs, teams=teams(a=1))
+    assert [job for job, _ in plan(snap).starts] == [9, 1]
+
+
+def test_device_quota_and_weekly_quota_hold_jobs_with_a_reason():
+    capped = {"a": TeamState("a", max_gpus=2), "b": TeamState("b", gpu_hours_per_week=10, week_gpu_hours=10.5)}
+    running = [Running(id=100, team="a", node="w")]
+    snap = Snapshot(now=0, nodes=[Node("w", 8)], running=running, queue=queue("a", 5, 1) + queue("b", 3, 50),
+                    teams=capped)
+    decision = plan(snap)
+    assert [job for job, _ in decision.starts] == [1]
+    assert decision.reasons[2] == "team a is at its quota of 2 GPUs"
+    assert "team b has used its 10 GPU-hours" in decision.reasons[50]
+
+
+def test_a_big_job_reserves_a_worker_and_only_short_jobs_backfill_it():
+    # Two 4-slot workers, each with 3 slots busy until t=100; a 4-GPU job first in line, then 1-GPU jobs.
+    running = [Running(id=100 + i, team="b", node=f"w{i % 2}", expected_end=100.0) for i in range(6)]
+    big = Waiting(id=1, team="a", priority=0, created_at=0.0, gpus=4, expected_seconds=500)
+    short = Waiting(id=2, team="a", priority=0, created_at=1.0, expected_seconds=50)
+    long = Waiting(id=3, team="b", priority=0, created_at=2.0, expected_seconds=1000)
+    snap = Snapshot(now=0, nodes=[Node("w0", 4), Node("w1", 4)], running=running, queue=[big, short, long],
+                    teams=teams(a=1, b=1, c=1), reserve_after_seconds=0)
+    decision = plan(snap)
+    node, when = decision.reserved[1]
+    assert when == 100.0
+    other = "w1" if node == "w0" else "w0"
+    assert dict(decision.starts) == {2: node, 3: other}, "the short job backfills the reserved worker, the long not"
+    assert "reserved for it" in decision.reasons[1]
+    # One worker: the long job may not take its free slot (it would delay the big job); nothing starts.
+    snap.queue, snap.nodes = [big, long], [Node("w0", 4)]
+    snap.running = [r for r in running if r.node == "w0"]
+    decision = plan(snap)
+    assert decision.starts == [] and decision.reserved[1] == ("w0", 100.0)
+
+
+def test_a_job_wider_than_every_worker_never_holds_the_queue():
+    snap = Snapshot(now=0, nodes=[Node("w", 2)], running=[], teams=teams(a=1, b=1),
+                    queue=[Waiting(id=1, team="a", priority=0, created_at=0, gpus=4)] + queue("b", 2, 10))
+    decision = plan(snap)
+    assert [job for job, _ in decision.starts] == [10, 11]
+    assert decision.reasons[1] == "no worker in pool 'default' has 4 GPUs"
+
+
+def test_preemption_takes_back_a_share_losing_the_least_work_and_sparing_the_protected():
+    running = [
+        Running(id=100, team="a", node="w", started_at=0, at_risk_seconds=200),
+        Running(id=101, team="a", node="w", started_at=0, at_risk_seconds=20),
+        Running(id=102, team="a", node="w", started_at=0, at_risk_seconds=1, preemptible=False),
+        Running(id=103, team="a", node="w", started_at=990, at_risk_seconds=0),  # ran 10 s: too soon
+    ]
+    snap = Snapshot(now=1000, nodes=[Node("w", 4)], running=running, queue=queue("b", 3, 1), teams=teams(a=1, b=1),
+                    min_run_seconds=300)
+    decision = plan(snap)
+    assert decision.starts == [] and decision.preempt == [101, 100]
+    snap.min_run_seconds = -1
+    assert plan(snap).preempt == [], "a negative minimum run time never preempts"
+    snap.min_run_seconds, snap.queue = 300, queue("a", 3, 1)
+    assert plan(snap).preempt == [], "a team does not preempt itself at the same priority"
+    snap.queue = [Waiting(id=1, team="a", priority=5, created_at=0)]
+    assert plan(snap).preempt == [101], "a job of higher priority preempts its own team's"
+
+
+def test_no_preemption_while_one_is_under_way_or_within_a_fair_share():
+    running = [Running(id=100, team="a", node="w", at_risk_seconds=5, preempt_requested=True),
+               Running(id=101, team="a", node="w", at_risk_seconds=5)]
+    snap = Snapshot(now=1000, nodes=[Node("w", 2)], running=running, queue=queue("b", 2, 1), teams=teams(a=1, b=1))
+    assert plan(snap).preempt == []
+    one = Snapshot(now=1000, nodes=[Node("w", 1)], running=running[1:], queue=queue("b", 1, 1), teams=teams(a=1, b=1))
+    assert plan(one).preempt == [], "one slot between two teams: taking it would only hand the deficit over"
+
+
+def test_forecast_gives_positions_etas_and_reasons():
+    running = [Running(id=100, team="a", node="w", expected_end=60.0)]
+    jobs = queue("a", 2, 1, expected_seconds=30) + queue("b", 1, 10, expected_seconds=30)
+    snap = Snapshot(now=0, nodes=[Node("w", 1)], running=running, queue=jobs, teams=teams(a=1, b=1))
+    fc = forecast(snap)
+    assert {j: (f.position, f.eta) for j, f in fc.items()} == {10: (0, 60.0), 1: (1, 90.0), 2: (2, 120.0)}
+    assert "the 1 slot of pool 'default' is busy" in fc[10].reason
+    assert fc[2].reason.startswith("behind 2 jobs")
+    capped = Snapshot(now=0, nodes=[Node("w", 1)], running=[], queue=queue("a", 1, 1),
+                      teams={"a": TeamState("a", gpu_hours_per_week=1, week_gpu_hours=2)})
+    assert forecast(capped)[1].eta is None
+    empty = Snapshot(now=0, nodes=[], running=[], queue=queue("a", 1, 1), teams=teams(a=1))
+    assert forecast(empty)[1].reason == "no worker is online in pool 'default'"
+
+
+def test_a_wide_job_reserves_only_after_waiting_a_while():
+    running = [Running(id=100 + i, team="b", node="w", expected_end=100.0) for i in range(3)]
+    big = Waiting(id=1, team="a", priority=0, created_at=0.0, gpus=4, expected_seconds=500)
+    snap = Snapshot(now=60, nodes=[Node("w", 4)], running=running, queue=[big], teams=teams(a=1, b=1),
+                    reserve_after_seconds=600)
+    assert plan(snap).reserved == {}, "a minute in, it may still find room by itself"
+    snap.now = 700  # the running jobs are overdue: expected to end any moment now
+    assert plan(snap).reserved == {1: ("w", 700.0)}

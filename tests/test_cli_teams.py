@@ -1,0 +1,27 @@
+"""`genq team create|set|list` on a real database, as the operator runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+GENQ = str(Path(sys.executable).with_name("genq"))
+
+
+def genq(settings, *args: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "GENQ_HOME": str(settings.home), "GENQ_DATABASE_URL": settings.database_url}
+    return subprocess.run([GENQ, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_team_create_set_and_list(settings):
+    made = genq(settings, "team", "create", "vision", "--weight", "2", "--max-gpus", "4")
+    assert made.returncode == 0, made.stderr
+    assert "vision\tweight 2\tmax_gpus 4" in made.stdout
+    changed = genq(settings, "team", "set", "vision", "--max-gpus", "none", "--gpu-hours-per-week", "100")
+    assert "max_gpus -\tgpu_hours_per_week 100.0" in changed.stdout, changed.stderr
+    assert "vision\tweight 2" in genq(settings, "team", "list").stdout
+    bad = genq(settings, "team", "set", "vision", "--weight", "-1")
+    assert bad.returncode == 2 and "weight" in bad.stderr
+    assert genq(settings, "team", "create", "vision").returncode == 2
+    assert "not found" in genq(settings, "team", "set", "nobody", "--weight", "1").stderr

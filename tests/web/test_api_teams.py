@@ -1,0 +1,115 @@
+"""The operator sees every team; teams, tokens and usage under /api/v1; who may do what; bad input."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from genq.db.models import Job, Team, utcnow
+from genq.jobs.usage import accrue
+from tests.web.conftest import add_job, bearer, make_token, submit
+
+
+@pytest.fixture
+def operator(db) -> dict[str, str]:
+    return bearer(make_token(db, "admin", "admin"))
+
+
+def test_the_operator_sees_and_filters_every_teams_jobs(client, auth, other_auth, operator, db):
+    mine, theirs = add_job(db, team="alpha"), add_job(db, team="beta")
+    everything = {j["id"] for j in client.get("/api/v1/jobs", headers=operator).json["jobs"]}
+    assert everything == {mine, theirs}
+    assert [j["id"] for j in client.get("/api/v1/jobs?team=beta", headers=operator).json["jobs"]] == [theirs]
+    assert client.get("/api/v1/jobs?team=nobody", headers=operator).json["jobs"] == []
+    assert [j["id"] for j in client.get("/api/v1/jobs", headers=auth).json["jobs"]] == [mine]
+    assert client.get("/api/v1/jobs?team=beta", headers=auth).json["jobs"] == [], "a team sees only its own"
+    assert client.get(f"/api/v1/jobs/{theirs}", headers=operator).json["team"] == "beta"
+    assert client.get(f"/api/v1/jobs/{theirs}", headers=auth).status_code == 404
+    page = client.get(f"/jobs/{theirs}", headers=operator)
+    assert page.status_code == 200 and "beta" in page.text
+    assert str(theirs) in client.get("/?team=beta", headers=operator).text
+    assert client.post(f"/api/v1/jobs/{theirs}/cancel", headers=operator).status_code == 202
+
+
+def test_the_operator_submits_for_any_team_and_others_only_for_their_own(client, auth, other_auth, operator):
+    answer = submit(client, operator, team="beta", preemptible=False)
+    assert answer.status_code == 201 and answer.json["team"] == "beta" and answer.json["preemptible"] is False
+    assert submit(client, operator, team="ghost").status_code == 422
+    assert submit(client, auth, team="beta").status_code == 403
+
+
+def test_operator_creates_and_changes_teams_and_bad_settings_are_named(client, auth, operator):
+    made = client.post("/api/v1/teams", headers=operator,
+                       json={"name": "vision", "weight": 2, "max_gpus": 4, "gpu_hours_per_week": 100})
+    assert made.status_code == 201, made.json
+    assert (made.json["weight"], made.json["max_gpus"], made.json["gpu_hours_per_week"]) == (2.0, 4, 100.0)
+    assert client.post("/api/v1/teams", headers=operator, json={"name": "vision"}).status_code == 409
+    changed = client.patch("/api/v1/teams/vision", headers=operator, json={"max_gpus": None, "weight": 0.5})
+    assert (changed.json["max_gpus"], changed.json["weight"]) == (None, 0.5)
+    for body, field in [({"weight": -1}, "weight"), ({"weight": 0}, "weight"), ({"weight": 1e9}, "weight"),
+                        ({"weight": None}, "weight"), ({"max_gpus": 0}, "max_gpus"), ({"max_gpus": True}, "max_gpus"),
+                        ({"max_gpus": 2.5}, "max_gpus"), ({"gpu_hours_per_week": -3}, "gpu_hours_per_week"),
+                        ({"gpu_hours_per_week": 1e12}, "gpu_hours_per_week"), ({"colour": "red"}, "colour")]:
+        answer = client.patch("/api/v1/teams/vision", headers=operator, json=body)
+        assert answer.status_code == 422 and field in answer.json["message"], (body, answer.json)
+    assert client.post("/api/v1/teams", headers=operator, json={"name": "../x"}).status_code == 422
+    assert client.patch("/api/v1/teams/nobody", headers=operator, json={"weight": 1}).status_code == 404
+    assert client.post("/api/v1/teams", headers=auth, json={"name": "mine"}).status_code == 403
+    assert client.patch("/api/v1/teams/alpha", headers=auth, json={"weight": 100}).status_code == 403
+    assert [t["name"] for t in client.get("/api/v1/teams", headers=auth).json["teams"]] == ["alpha"]
+    every = client.get("/api/v1/teams", headers=operator).json["teams"]
+    assert {"admin", "alpha", "vision"} <= {t["name"] for t in every}
+
+
+def test_team_admins_manage_their_own_tokens_and_a_revoked_one_is_refused_at_once(client, auth, other_auth, db):
+    made = client.post("/api/v1/tokens", headers=auth, json={"role": "member"})
+    assert made.status_code == 201 and made.json["team"] == "alpha" and made.json["token"].startswith("genq_")
+    member = bearer(made.json["token"])
+    assert client.get("/api/v1/jobs", headers=member).status_code == 200
+    listed = client.get("/api/v1/tokens", headers=auth).json["tokens"]
+    assert {t["team"] for t in listed} == {"alpha"} and all("token" not in t and "token_hash" not in t for t in listed)
+    assert any(t["last_used_at"] for t in listed), "the member token was used just now"
+    assert client.get("/api/v1/tokens", headers=member).status_code == 403
+    assert client.post("/api/v1/tokens", headers=member, json={"role": "admin"}).status_code == 403
+    assert client.post("/api/v1/tokens", headers=auth, json={"team": "beta"}).status_code == 403
+    assert client.post("/api/v1/tokens", headers=auth, json={"role": "owner"}).status_code == 422
+    beta_token = client.get("/api/v1/tokens", headers=other_auth).json["tokens"][0]["id"]
+    assert client.delete(f"/api/v1/tokens/{beta_token}", headers=auth).status_code == 404
+    assert client.post(f"/api/v1/tokens/{made.json['id']}/revoke", headers=auth).status_code == 200
+    assert client.get("/api/v1/jobs", headers=member).status_code == 401
+    assert client.delete(f"/api/v1/tokens/{made.json['id']}", headers=auth).status_code == 409
+
+
+def test_usage_per_team_job_and_day_as_json_and_csv(client, auth, other_auth, operator, db, settings):
+    now = utcnow()
+    ours = add_job(db, team="alpha", status="running", gpus=1, accrued_until=now - timedelta(seconds=100))
+    theirs = add_job(db, team="beta", status="succeeded", gpus=1, accrued_until=now - timedelta(seconds=50),
+                     finished_at=now - timedelta(seconds=20))
+    with db.session() as s:
+        added = accrue(s, now, settings.usage_half_life_hours)
+    assert added == pytest.approx(130.0)
+    with db.session() as s:
+        assert s.get(Job, ours).gpu_seconds == pytest.approx(100.0) and s.get(Job, theirs).accrued_until is None
+        alpha = s.query(Team).filter_by(name="alpha").one()
+        assert alpha.usage == pytest.approx(100.0)
+    report = client.get("/api/v1/usage", headers=operator).json
+    assert {t["team"]: t["gpu_seconds"] for t in report["teams"]} == {"alpha": 100.0, "beta": 30.0}
+    assert [j["job"] for j in client.get("/api/v1/usage", headers=auth).json["jobs"]] == [ours]
+    assert [t["team"] for t in client.get("/api/v1/usage?team=beta", headers=operator).json["teams"]] == ["beta"]
+    csv = client.get("/api/v1/usage?format=csv", headers=operator)
+    assert csv.mimetype == "text/csv" and csv.text.splitlines()[0] == "day,team,job,gpu_seconds"
+    assert len(csv.text.splitlines()) == 3
+    assert client.get("/api/v1/usage?since=yesterday", headers=auth).status_code == 422
+    assert client.get("/api/v1/usage?since=2999-01-01", headers=auth).json["teams"] == []
+    assert client.get(f"/api/v1/jobs/{ours}", headers=auth).json["gpu_seconds"] == pytest.approx(100.0)
+
+
+def test_more_gpus_than_any_worker_holds_is_refused(client, auth, db):
+    from genq.db.models import Worker
+
+    with db.session() as s:
+        s.add(Worker(id="w", hostname="h", slots=2))
+    answer = submit(client, auth, gpus=4)
+    assert answer.status_code == 422 and "largest worker of pool 'default' holds 2" in answer.json["message"]
+    assert submit(client, auth, gpus=2).json["message"].endswith("gpus must be 1, got 2"), "one device per job, still"
