@@ -6,9 +6,9 @@ validation loss nanoGPT's network ends its whole run with.
 First nanoGPT's classic network (bench/quality_text.py's ClassicGPT: learned positions, GELU MLP, AdamW)
 trains in this process with nanoGPT's shakespeare_char CPU recipe (4 layers, 4 heads, 128 wide, block 64,
 batch 12, lr 1e-3 cosine to 1e-4 after 100 warmup steps, 2000 steps), evaluating every 100 steps on 20
-batches as nanoGPT does, drawing no samples; its time runs from the start of the build to the end of the last
-evaluation. Then the same recipe (the same params) runs as a genq job through `genq up` and the HTTP API,
-with the job's defaults for everything the recipe does not set (its network, its optimizer, its gallery of
+batches as nanoGPT does (the last evaluation too), drawing no samples; its time runs from the start of the
+build to the end of the last evaluation. Then the same recipe (the same params) runs as a genq job through
+`genq up` and the HTTP API, with the job's defaults for everything the recipe does not set (its network, its optimizer, its gallery of
 samples at every evaluation, its checkpoints, its final full-split evaluation and samples). Its time to
 quality runs from the job's started_at to the log line of the first evaluation at or under nanoGPT's best
 validation loss of this run.
@@ -27,13 +27,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import torch
+# The worker's OpenMP setting (genq.worker.process.worker_children), before torch starts its threads: the
+# in-process runs compared with a job must not spin where the job's threads sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import start_platform  # noqa: E402 - bench/ is a folder of scripts
 from quality_text import PeerRecipe  # noqa: E402
 
 from genq.core import api  # noqa: E402
+from genq.core.eval.text import val_loss  # noqa: E402
 from genq.core.recipe import fit  # noqa: E402
 
 RECIPE = {"tokenizer": "char", "n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "batch_size": 12,
@@ -45,14 +50,21 @@ EVAL_LINE = re.compile(r"^step (\d+): val/loss ([0-9.]+)")
 
 
 class NanoGPT(PeerRecipe):
-    """nanoGPT's network and optimizer on genq's data pipeline and schedule; no samples while training
-    (nanoGPT draws none)."""
+    """nanoGPT's network and optimizer on genq's data pipeline and schedule, evaluated as nanoGPT does (the
+    eval_iters-batch estimate at every evaluation, the last one too) and drawing no samples (nanoGPT draws
+    none while training, and its train.py none at the end)."""
 
     def build(self, data, resumed):
         self.p = {**self.p, "optimizer": "adamw"}
         super().build(data, resumed)
 
+    def evaluate(self, step):
+        return val_loss(self.net, self.ds.val_batches(self.p["eval_iters"]))
+
     def gallery(self, step, folder):
+        return []
+
+    def finish(self, result, folder):
         return []
 
 

@@ -29,9 +29,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+# The worker's OpenMP setting (genq.worker.process.worker_children), before torch starts its threads: the
+# in-process runs compared with a job must not spin where the job's threads sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import start_platform  # noqa: E402 - bench/ is a folder of scripts

@@ -36,6 +36,8 @@ class GPTRecipe(_text.TextRecipe):
     def build(self, data: DataSource, resumed: Checkpoint | None) -> None:
         # a checkpoint without Muon's state was trained by AdamW alone (before Muon was offered): it resumes so
         self.muon = self.p["optimizer"] == "muon" and (resumed is None or "muon" in resumed.state)
+        if self.p["optimizer"] == "muon" and not self.muon:
+            self.hooks.log("the checkpoint was trained by AdamW alone (before Muon): it goes on with AdamW")
         super().build(data, resumed)
 
     def optimizer(self, net: GPT):
