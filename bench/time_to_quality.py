@@ -5,13 +5,13 @@ validation loss nanoGPT's network ends its whole run with.
 
 First nanoGPT's classic network (bench/quality_text.py's ClassicGPT: learned positions, GELU MLP, AdamW)
 trains in this process with nanoGPT's shakespeare_char CPU recipe (4 layers, 4 heads, 128 wide, block 64,
-batch 12, lr 1e-3 cosine to 1e-4 after 100 warmup steps, 2000 steps), evaluating every 100 steps on 20
-batches as nanoGPT does (the last evaluation too), drawing no samples; its time runs from the start of the
-build to the end of the last evaluation. Then the same recipe (the same params) runs as a genq job through
-`genq up` and the HTTP API, with the job's defaults for everything the recipe does not set (its network, its optimizer, its gallery of
-samples at every evaluation, its checkpoints, its final full-split evaluation and samples). Its time to
-quality runs from the job's started_at to the log line of the first evaluation at or under nanoGPT's best
-validation loss of this run.
+batch 12, lr 1e-3 cosine to 1e-4 after 100 warmup steps, 2000 steps), evaluating every 100 steps on 20 batches
+as nanoGPT does (the last evaluation too), drawing no samples; its time runs from the start of the build to
+the end of the last evaluation. Then the same recipe (the same params) runs as a genq job through `genq up`
+and the HTTP API, with the job's defaults for everything the recipe does not set (its network, its optimizer,
+its gallery of samples at every evaluation, its checkpoints, its final full-split evaluation and samples). Its
+time to quality runs from the job's started_at to the log line of the first evaluation at or under nanoGPT's
+best validation loss of this run.
 Goals: genq there in a quarter of nanoGPT's whole run or less (>= 4x), and genq's best val/loss <= 1.60.
 """
 
