@@ -115,7 +115,7 @@ def matmul_step(n: int = 2048):
     return lambda _: torch.mm(a, b)
 
 
-def race(contestants: dict[str, callable], rounds: int, steps: int, warmup: int = 3) -> dict[str, float]:
+def race(contestants: dict[str, callable], rounds: int, steps: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds per step of each contestant, run in alternating rounds of `steps` steps."""
     for fn in contestants.values():
         for s in range(warmup):
@@ -137,7 +137,7 @@ def compare_shape(name: str, shape: tuple, corpus: Path, rounds: int) -> bool:
               "batch_size": batch, "optimizer": "adamw"}
     recipe = genq_recipe(params, corpus)
     tokens = batch * block
-    steps = max(1, 40_000 // (tokens * n_layer * n_embd // 512))  # rounds of about the same length
+    steps = max(1, 10_000 // (tokens * n_layer * n_embd // 512))  # rounds of about the same length
     secs = race({"genq": recipe.step, "transformers": transformers_step(recipe), "matmul": matmul_step()},
                 rounds, steps)
     peak = 2 * 2048 ** 3 / secs["matmul"] / 1e9
@@ -210,7 +210,7 @@ def main() -> int:
     ap.add_argument("--corpus", default=os.environ.get("GENQ_BENCH_CORPUS"),
                     help="tinyshakespeare.txt, for the job comparison (default: $GENQ_BENCH_CORPUS)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--shapes", default="small,large", help=f"some of {', '.join(SHAPES)}, comma-separated")
     ap.add_argument("--no-job", action="store_true", help="skip the job-against-bare-loop comparison")
     args = ap.parse_args()
