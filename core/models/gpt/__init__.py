@@ -23,7 +23,8 @@ class GPTParams(TextParams):
     min_lr: float | None = Field(None, ge=0)  # default: lr / 10, nanoGPT's cosine schedule
     grad_clip: float = Field(1.0, ge=0)
     # muon: Muon for the blocks' weight matrices (its updates scaled to AdamW's size, so lr and weight_decay
-    # mean the same), AdamW for the embedding/head and norms; adamw: AdamW for everything (nanoGPT's)
+    # mean the same), AdamW for the embedding/head and norms; adamw: AdamW for everything (nanoGPT's).
+    # torch's Muon orthogonalises in bf16: fast on a GPU, seconds a step on a CPU without bf16 units (README Speed)
     optimizer: Literal["muon", "adamw"] = "adamw"
     compile: bool = False  # torch.compile the training step: faster steps on a GPU after a minute of compiling
 
