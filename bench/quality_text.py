@@ -73,11 +73,12 @@ class ClassicGPT(nn.Module):
 
     context_window = None  # step() crops its own context
     optimizer = GPT.optimizer  # the same AdamW groups as ours
+    num_params, flops_per_token = GPT.num_params, GPT.flops_per_token  # the recipe asks for them (MFU on a GPU)
 
     def __init__(self, config: dict):
         super().__init__()
         c = GPTConfig(**config)
-        self.block_size = c.block_size
+        self.config, self.block_size = c, c.block_size
         self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
         self.h = nn.ModuleList(ClassicBlock(c) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.n_embd, bias=False)

@@ -69,7 +69,23 @@ def _worker_online(**_):
         import torch
 
         torch.set_num_threads(int(threads))
+    _preload_recipes()  # before registering: the scheduler sends no job to a worker not yet online
     runner.current().register()
+
+
+def _preload_recipes() -> None:
+    """Import every model kind's recipe (and the model code under it) while the worker starts, not in its
+    first job: a job's time runs from its started_at, and the gpt recipe's imports alone took 2 s of it on the
+    busy 2-core machine of README's Speed section."""
+    import logging
+
+    from genq.core import spec
+
+    for model in spec.registry().values():
+        try:
+            model.load_recipe()
+        except ImportError as exc:  # the job of this kind reports it; the others still run
+            logging.getLogger(__name__).warning("cannot import the %s recipe: %s", model.name, exc)
 
 
 @signals.worker_shutting_down.connect

@@ -51,7 +51,8 @@ class TextRecipe(Recipe):
         """The network of a config dict (from network_config, or a checkpoint's)."""
         raise NotImplementedError
 
-    def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+    def optimizer(self, net: nn.Module) -> torch.optim.Optimizer | dict[str, torch.optim.Optimizer]:
+        """The optimizer of `net`, or several by name (each checkpointed under its name)."""
         raise NotImplementedError
 
     def build(self, data: DataSource, resumed: checkpoint.Checkpoint | None) -> None:
@@ -66,7 +67,8 @@ class TextRecipe(Recipe):
         self.config = resumed.config if resumed is not None else self.network_config(p, self.tok.vocab_size)
         self.net = self.network(self.config).to(self.device)
         self.modules = {"model": self.net}  # checkpoints hold the module itself: no "_orig_mod." prefixes
-        self.optimizers = {"optimizer": self.optimizer(self.net)}
+        opt = self.optimizer(self.net)  # one optimizer, or several by name (Muon and AdamW, say)
+        self.optimizers = opt if isinstance(opt, dict) else {"optimizer": opt}
         # Only the training step runs compiled: evaluation (eval mode, other batch shapes) and sampling (a
         # cache that grows every token) would each compile graphs of their own for little gain.
         self.train_net = torch.compile(self.net) if p.get("compile") else self.net
@@ -86,12 +88,12 @@ class TextRecipe(Recipe):
         x, y = self.ds.get_batch("train")
         with self.amp(self.device):
             _, loss = self.train_net(x, y)
-        opt = self.optimizers["optimizer"]
-        opt.zero_grad(set_to_none=True)
+        self.net.zero_grad(set_to_none=True)
         loss.backward()
         if self.p.get("grad_clip"):
             nn.utils.clip_grad_norm_(self.net.parameters(), self.p["grad_clip"])
-        opt.step()
+        for opt in self.optimizers.values():
+            opt.step()
         return {"loss": loss.detach()}
 
     def evaluate(self, step: int) -> dict[str, float]:

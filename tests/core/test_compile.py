@@ -48,3 +48,18 @@ def test_a_compiled_gpt_trains_like_the_eager_one_and_saves_plain_weights(induct
     out = api.generate(tmp_path / "compiled", ["First"], {"num_samples": 1, "max_new_tokens": 8, "seed": 1},
                        tmp_path / "out", make_hooks())
     assert out[0].text.startswith("First")
+
+
+def test_rotary_positions_compile_without_a_graph_break_and_match_eager(inductor):
+    # eager turns the pairs with one complex product; compiled, with real arithmetic (inductor has no complex)
+    from genq.core.models.gpt.net import rotate
+
+    net = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    rope = net._rope(3, 8, torch.device("cpu"))  # (T, 1, hs/2, 2)
+    x = torch.randn(2, 8, 4, 8)
+    compiled = torch.compile(rotate, fullgraph=True)  # fullgraph: a graph break is an error
+    assert torch.allclose(compiled(x, rope), rotate(x, rope), atol=1e-6)
+    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = rope.unbind(-1)
+    by_hand = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+    assert torch.allclose(rotate(x, rope), by_hand, atol=1e-6)

@@ -112,3 +112,37 @@ def test_a_cpu_training_and_generation_job_record_peak_memory_and_no_mfu(text_fi
                  gen)
     # a generation this small may fit in memory the process already holds: present, perhaps 0
     assert [s for s, _ in gen.series["memory/peak_bytes"]] == [0] and gen.series["memory/peak_bytes"][0][1] >= 0
+
+
+def test_tf32_is_turned_on_for_a_gpu_only():
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = matmul.allow_tf32, cudnn.allow_tf32  # process-wide flags: put back afterwards
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+        dev.prepare("cpu")
+        assert not matmul.allow_tf32 and not cudnn.allow_tf32
+        dev.prepare("cuda:0")  # no GPU needed: it only sets the flags
+        assert matmul.allow_tf32 and cudnn.allow_tf32
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
+
+
+def test_text_models_autocast_on_a_gpu_only_where_the_model_asks_for_it():
+    from genq.core.models.gpt.recipe import GPTRecipe
+    from genq.core.models.gru.recipe import GRURecipe
+
+    assert isinstance(GPTRecipe.amp("cpu"), nullcontext) and isinstance(GRURecipe.amp("cpu"), nullcontext)
+    assert isinstance(GRURecipe.amp("cuda"), nullcontext)
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        amp = GPTRecipe.amp("cuda")
+    assert isinstance(amp, torch.autocast) and amp.fast_dtype == torch.bfloat16
+
+
+def test_muon_and_adamw_select_their_kernels_by_device():
+    from genq.core import optim
+
+    net = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    for device, fused in (("cpu", True), ("cuda:0", True), ("mps", None)):
+        opts = optim.muon_with_adamw(net, net.h, 1e-3, 0.1, (0.9, 0.99), device)
+        assert opts["optimizer"].defaults["fused"] is fused
+        assert opts["muon"].defaults["adjust_lr_fn"] == "match_rms_adamw"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,10 @@ class GPTParams(TextParams):
     warmup_steps: int = Field(100, ge=0)
     min_lr: float | None = Field(None, ge=0)  # default: lr / 10, nanoGPT's cosine schedule
     grad_clip: float = Field(1.0, ge=0)
+    # muon: Muon for the blocks' weight matrices (its updates scaled to AdamW's size, so lr and weight_decay
+    # mean the same), AdamW for the embedding/head and norms; adamw: AdamW for everything (nanoGPT's).
+    # torch's Muon orthogonalises in bf16: fast on a GPU, seconds a step on a CPU without bf16 units (README Speed)
+    optimizer: Literal["muon", "adamw"] = "adamw"
     compile: bool = False  # torch.compile the training step: faster steps on a GPU after a minute of compiling
 
     @model_validator(mode="after")

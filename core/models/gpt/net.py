@@ -67,11 +67,17 @@ class KVCache:
 
 def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """RoPE: turn each pair (x[2i], x[2i+1]) of x (B, T, heads, hs) by an angle whose cosine and sine are
-    rope (T, 1, hs/2, 2). Real arithmetic, the same products as a complex multiplication: torch.compile's
+    rope (T, 1, hs/2, 2): a complex multiplication of the pairs by (cos + i sin).
+    Eager, it is one complex kernel forward and one backward (a sixth of the time of the real arithmetic's
+    eight on a CPU, bench/train.py); under torch.compile it is real arithmetic, the same products, because
     inductor generates no code for complex tensors and would cut the graph around them."""
-    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, T, heads, hs/2) each
-    cos, sin = rope.unbind(-1)
-    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).to(x.dtype)
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, T, heads, hs/2, 2)
+    if torch.compiler.is_compiling():
+        a, b = pairs.unbind(-1)
+        cos, sin = rope.unbind(-1)
+        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).to(x.dtype)
+    turned = torch.view_as_complex(pairs.contiguous()) * torch.view_as_complex(rope)
+    return torch.view_as_real(turned).flatten(-2).to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):

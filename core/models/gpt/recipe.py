@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from genq.core import optim
 from genq.core import train as loop
-from genq.core.checkpoint import CheckpointError
+from genq.core.api import DataSource
+from genq.core.checkpoint import Checkpoint, CheckpointError
 from genq.core.models import _text
 from genq.core.models.gpt.net import GPT, GPTConfig
 
@@ -31,8 +33,18 @@ class GPTRecipe(_text.TextRecipe):
                                   "builds: train the model again")
         return GPT(GPTConfig(**config))
 
+    def build(self, data: DataSource, resumed: Checkpoint | None) -> None:
+        # a checkpoint without Muon's state was trained by AdamW alone (before Muon was offered): it resumes so
+        self.muon = self.p["optimizer"] == "muon" and (resumed is None or "muon" in resumed.state)
+        if self.p["optimizer"] == "muon" and not self.muon:
+            self.hooks.log("the checkpoint was trained by AdamW alone (before Muon): it goes on with AdamW")
+        super().build(data, resumed)
+
     def optimizer(self, net: GPT):
-        return net.optimizer(self.p["lr"], self.p["weight_decay"], (0.9, 0.99), self.device)
+        p = self.p
+        if self.muon:
+            return optim.muon_with_adamw(net, net.h, p["lr"], p["weight_decay"], (0.9, 0.99), self.device)
+        return net.optimizer(p["lr"], p["weight_decay"], (0.9, 0.99), self.device)
 
     def flops_per_item(self) -> float:
         return self.net.flops_per_token()

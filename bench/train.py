@@ -1,0 +1,234 @@
+"""Training speed on this machine's CPU (a script, not a test): genq's `gpt` step against transformers'
+GPT2LMHeadModel, and a genq job through the platform against the bare loop.
+
+    .venv/bin/python bench/train.py --corpus PATH [--threads N] [--rounds N] [--no-job] [--shapes small,large]
+
+1. Bare-loop tokens/s at two shapes, side by side: genq's GPTRecipe.step (its data pipeline, forward,
+   backward, clipping at 1.0, fused AdamW) against GPT2LMHeadModel built from a GPT2Config (random weights,
+   nothing downloaded) trained by the same AdamW, the same clipping and the same batches. Both models run in
+   one process, in alternating rounds of a few steps, so a burst of other work on a shared machine slows both;
+   the figure is the median over rounds. Shapes: nanoGPT's shakespeare_char CPU shape (4 layers, 4 heads,
+   128 wide, block 64, batch 12, 65 tokens; goal >= 1.3x) and a larger one (6, 6, 384, block 256, batch 16;
+   goal >= 1.2x). Achieved GFLOP/s (6 x matrix parameters + attention, nanoGPT's estimate, the same count for
+   both) stand next to a 2048x2048 float32 matrix product timed in the same rounds.
+2. The 300-step nanoGPT CPU recipe (checkpoint every 100) as a genq job through `genq up` and the HTTP API,
+   from the job's started_at to its finished_at (data load, evaluations, checkpoints, final evaluation and
+   samples included), against the same recipe's steps in a bare loop here, timed before and after the job
+   (the mean of the two; goal: bare / job >= 0.95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+# The worker's OpenMP setting (genq.worker.process.worker_children), before torch starts its threads: the
+# in-process runs compared with a job must not spin where the job's threads sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quality import start_platform  # noqa: E402 - bench/ is a folder of scripts
+
+from genq.core import api, optim  # noqa: E402
+from genq.core.models.gpt.recipe import GPTRecipe  # noqa: E402
+from genq.core.spec import get as get_spec  # noqa: E402
+
+# name: (n_layer, n_head, n_embd, block_size, batch_size, goal)
+SHAPES = {"small": (4, 4, 128, 64, 12, 1.3), "large": (6, 6, 384, 256, 16, 1.2)}
+VOCAB = 65  # tinyshakespeare's characters
+# nanoGPT's config/train_shakespeare_char.py with its CPU overrides, cut to 300 steps
+JOB_PARAMS = {"tokenizer": "char", "n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "batch_size": 12,
+              "lr": 1e-3, "dropout": 0.0, "max_steps": 300, "checkpoint_interval": 100, "eval_interval": 250,
+              "eval_iters": 20, "warmup_steps": 100, "min_lr": 1e-4, "weight_decay": 0.1, "grad_clip": 1.0}
+
+
+def flops_per_token(n_layer: int, n_embd: int, block_size: int, vocab: int) -> float:
+    """Training FLOPs per token of a GPT of this shape: 6 x (block matrices + tied head) + attention."""
+    return 6 * (12 * n_layer * n_embd ** 2 + vocab * n_embd) + 12 * n_layer * n_embd * block_size
+
+
+def synthetic_corpus(folder: Path) -> Path:
+    """A text of 200k characters drawn from 65 distinct ones (seeded): the char tokenizer gives VOCAB tokens."""
+    alphabet = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    assert len(alphabet) == VOCAB
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(VOCAB, (200_000,), generator=gen).tolist()
+    path = folder / "corpus.txt"
+    path.write_text("".join(alphabet[i] for i in ids))
+    return path
+
+
+class QuietHooks(api.Hooks):
+    """Hooks that keep nothing: the bare loop's."""
+
+
+def genq_recipe(params: dict, corpus: Path) -> GPTRecipe:
+    """genq's gpt recipe, built as a job builds it (params validated, seeded, data loaded)."""
+    p = get_spec("gpt").train_params(params)
+    torch.manual_seed(p["seed"])
+    recipe = GPTRecipe(p, "cpu", QuietHooks())
+    recipe.build(api.DataSource(kind="text", path=corpus), None)
+    recipe.prepare(0)
+    return recipe
+
+
+def transformers_step(recipe: GPTRecipe):
+    """One training step of GPT2LMHeadModel at the recipe's shape, on the recipe's batches, with its AdamW."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    p = recipe.p
+    config = GPT2Config(vocab_size=recipe.tok.vocab_size, n_positions=p["block_size"], n_embd=p["n_embd"],
+                        n_layer=p["n_layer"], n_head=p["n_head"], resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    net = GPT2LMHeadModel(config)
+    opt = optim.adamw([q for q in net.parameters() if q.requires_grad], p["lr"], p["weight_decay"], (0.9, 0.99),
+                      "cpu")
+    net.train()
+
+    def step(_: int) -> dict[str, torch.Tensor]:
+        x, y = recipe.ds.get_batch("train")
+        logits = net(input_ids=x).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), p["grad_clip"])
+        opt.step()
+        return {"loss": loss.detach()}
+
+    return step
+
+
+def matmul_step(n: int = 2048):
+    """One float32 n x n matrix product (2 n^3 FLOPs): the machine's attainable rate."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return lambda _: torch.mm(a, b)
+
+
+def race(contestants: dict[str, callable], rounds: int, steps: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per step of each contestant, run in alternating rounds of `steps` steps."""
+    for fn in contestants.values():
+        for s in range(warmup):
+            fn(s)
+    times: dict[str, list[float]] = {name: [] for name in contestants}
+    for r in range(rounds):
+        for name, fn in contestants.items():
+            t0 = time.perf_counter()
+            for s in range(steps):
+                fn(r * steps + s)
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def compare_shape(name: str, shape: tuple, corpus: Path, rounds: int) -> bool:
+    """Print genq against transformers at one shape; whether genq met the goal."""
+    n_layer, n_head, n_embd, block, batch, goal = shape
+    params = {**JOB_PARAMS, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "block_size": block,
+              "batch_size": batch, "optimizer": "adamw"}
+    recipe = genq_recipe(params, corpus)
+    tokens = batch * block
+    steps = max(1, 10_000 // (tokens * n_layer * n_embd // 512))  # rounds of about the same length
+    secs = race({"genq": recipe.step, "transformers": transformers_step(recipe), "matmul": matmul_step()},
+                rounds, steps)
+    peak = 2 * 2048 ** 3 / secs["matmul"] / 1e9
+    fpt = flops_per_token(n_layer, n_embd, block, VOCAB)
+    print(f"shape {name}: {n_layer} layers, {n_head} heads, {n_embd} wide, block {block}, batch {batch}, "
+          f"{VOCAB} tokens ({steps} steps x {rounds} rounds each); 2048^3 matmul {peak:.1f} GFLOP/s")
+    rates = {}
+    for who in ("genq", "transformers"):
+        rates[who] = tokens / secs[who]
+        gflops = rates[who] * fpt / 1e9
+        print(f"  {who:12s} {rates[who]:9.0f} tokens/s  {secs[who] * 1e3:8.1f} ms/step  {gflops:6.1f} GFLOP/s "
+              f"({gflops / peak:.0%} of the matmul)")
+    ratio = rates["genq"] / rates["transformers"]
+    print(f"  genq / transformers = {ratio:.2f}x (goal >= {goal}x) {'PASS' if ratio >= goal else 'MISS'}",
+          flush=True)
+    return ratio >= goal
+
+
+def bare_loop(corpus: Path, params: dict) -> tuple[float, float]:
+    """(build seconds, step seconds) of the recipe's steps with its learning-rate schedule, nothing else."""
+    t0 = time.perf_counter()
+    recipe = genq_recipe(params, corpus)
+    t1 = time.perf_counter()
+    schedule = recipe.lr_schedule()
+    for step in range(recipe.p["max_steps"]):
+        for opt in recipe.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = schedule(step)
+        recipe.step(step)
+    float(recipe.step(recipe.p["max_steps"])["loss"])  # one more, read: the queue is empty on every device
+    return t1 - t0, time.perf_counter() - t1
+
+
+def job_seconds(corpus: Path, params: dict) -> tuple[float, dict]:
+    """Run the recipe as a genq job through `genq up`; (finished_at - started_at, the job)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process, client = start_platform(Path(tmp) / "home")
+        try:
+            dataset = client.upload(corpus)["id"]
+            job_id = client.submit({"type": "train", "model": "gpt", "params": params, "dataset": dataset})["id"]
+            while (job := client.job(job_id))["status"] not in ("succeeded", "failed", "cancelled"):
+                time.sleep(0.5)
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(120)
+    if job["status"] != "succeeded":
+        raise SystemExit(f"the job {job['status']}: {job['error']}")
+    started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    return (finished - started).total_seconds(), job
+
+
+def compare_job(corpus: Path) -> bool:
+    """Print the 300-step job against the bare loop; whether it met the goal."""
+    params = {**JOB_PARAMS}
+    build1, bare1 = bare_loop(corpus, params)
+    job, _ = job_seconds(corpus, params)
+    build2, bare2 = bare_loop(corpus, params)
+    bare = (bare1 + bare2) / 2
+    ratio = bare / job
+    print(f"300-step job ({params['max_steps']} steps, checkpoint every {params['checkpoint_interval']}, "
+          f"evaluation at {params['eval_interval']} and the end):")
+    print(f"  bare loop   {bare1:6.1f} s before the job, {bare2:6.1f} s after (build {build1:.1f} s, {build2:.1f} s)")
+    print(f"  genq job    {job:6.1f} s from started_at to finished_at")
+    print(f"  bare / job = {ratio:.2f}x (goal >= 0.95x) {'PASS' if ratio >= 0.95 else 'MISS'}", flush=True)
+    return ratio >= 0.95
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default=os.environ.get("GENQ_BENCH_CORPUS"),
+                    help="tinyshakespeare.txt, for the job comparison (default: $GENQ_BENCH_CORPUS)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--shapes", default="small,large", help=f"some of {', '.join(SHAPES)}, comma-separated")
+    ap.add_argument("--no-job", action="store_true", help="skip the job-against-bare-loop comparison")
+    args = ap.parse_args()
+    shapes = [s for s in args.shapes.split(",") if s]
+    if unknown := [s for s in shapes if s not in SHAPES]:
+        ap.error(f"no shape {', '.join(unknown)}: the shapes are {', '.join(SHAPES)}")
+    if not args.no_job and not (args.corpus and Path(args.corpus).is_file()):
+        ap.error("the job comparison trains on tinyshakespeare.txt: pass --corpus PATH (or --no-job)")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores", flush=True)
+    met = []
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = synthetic_corpus(Path(tmp))
+        met += [compare_shape(name, SHAPES[name], corpus, args.rounds) for name in shapes]
+    if not args.no_job:
+        met.append(compare_job(Path(args.corpus)))
+    return 0 if all(met) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
