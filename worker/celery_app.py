@@ -82,6 +82,8 @@ def _preload_recipes() -> None:
     from genq.core import spec
 
     for model in spec.registry().values():
+        if model.pretrained:  # transformers alone costs seconds more: paid by the first job that needs it
+            continue
         try:
             model.load_recipe()
         except ImportError as exc:  # the job of this kind reports it; the others still run
