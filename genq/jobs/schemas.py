@@ -113,3 +113,8 @@ class JobOut(BaseModel):
     checkpoint_step: int | None
     cancel_requested: bool
     finished: bool
+    rows_total: int | None = Field(None, description="generation: the input rows")
+    rows_done: int = Field(0, description="generation: rows stored so far, ok or error")
+    rows_failed: int = Field(0, description="generation: stored rows whose status is error")
+    eta: Time = Field(None, description="a running generation job's expected end")
+    retry_of: int | None = Field(None, description="the job this one retries rows of")

@@ -65,6 +65,20 @@ class KVCache:
         return k, v
 
 
+class SlotCache:
+    """Keys and values for continuous batching: per layer (slots, nh, block_size, hs), each slot a ring."""
+
+    def __init__(self, config: GPTConfig, slots: int, device: str | torch.device, dtype: torch.dtype):
+        shape = (config.n_layer, slots, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.width = config.block_size
+
+    def keep(self, slots: torch.Tensor) -> None:
+        """Keep only `slots` (an index tensor), renumbered from 0 in that order."""
+        self.k, self.v = self.k[:, slots], self.v[:, slots]
+
+
 def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """RoPE: turn each pair (x[2i], x[2i+1]) of x (B, T, heads, hs) by an angle whose cosine and sine are
     rope (T, 1, hs/2, 2). Real arithmetic, the same products as a complex multiplication: torch.compile's
@@ -224,6 +238,61 @@ class GPT(nn.Module):
         for chunk in idx.split(self.config.block_size, dim=1):  # a long prompt in blocks: bounded memory
             logits, _ = self(chunk, cache=cache)
         return logits[:, -1, :], cache
+
+    # -- continuous batching (genq.core.batch): a slot per row, each slot a ring of block_size keys ------------
+    def new_slots(self, slots: int, device: str | torch.device, dtype: torch.dtype) -> SlotCache:
+        """An empty cache of `slots` rows for decode_slots."""
+        return SlotCache(self.config, slots, device, dtype)
+
+    def slot_bytes(self, dtype_bytes: int = 4) -> int:
+        """Memory one slot takes: its keys and values, plus the activations of one decoding row (a bound)."""
+        c = self.config
+        return 2 * c.n_layer * c.block_size * c.n_embd * dtype_bytes + 16 * (4 * c.n_embd + c.vocab_size)
+
+    @torch.no_grad()
+    def prefill_slot(self, cache: SlotCache, slot: int, idx: torch.Tensor) -> torch.Tensor:
+        """Read a prompt idx (1, T) into slot `slot`; return the logits (vocab,) of the token after it."""
+        logits, kv = self.step(idx, None)
+        T, W = idx.size(1), cache.width
+        for layer, (k, v) in enumerate(kv.kv):  # the newest min(T, block_size - 1) tokens' (1, nh, L, hs)
+            ring = torch.arange(T - k.size(2), T, device=k.device) % W
+            cache.k[layer][slot][:, ring] = k[0].to(cache.k.dtype)
+            cache.v[layer][slot][:, ring] = v[0].to(cache.v.dtype)
+        return logits[0]
+
+    @torch.no_grad()
+    def decode_slots(self, cache: SlotCache, tokens: torch.Tensor, pos: torch.Tensor, width: int) -> torch.Tensor:
+        """One token per slot: tokens (S,) at positions pos (S,) -> next-token logits (S, vocab).
+
+        Slot s keeps the keys of position p at ring index p % block_size, so the newest block_size keys are
+        always the ones held; `width` (the largest position + 1, at most block_size) bounds the keys read."""
+        S, C, nh = tokens.size(0), self.config.n_embd, self.config.n_head
+        ring = pos % cache.width
+        rows = torch.arange(S, device=tokens.device)
+        # key j of slot s is valid once written: j <= pos (every ring index is, after block_size tokens)
+        mask = (torch.arange(width, device=tokens.device)[None, :] <= pos[:, None])[:, None, None, :]  # (S,1,1,W)
+        rope = self._rope_rows(pos)  # (S, 1, 1, hs/2, 2)
+        x = self.wte(tokens[:, None])  # (S, 1, C)
+        for layer, block in enumerate(self.h):
+            attn = block.attn
+            qkv = attn.c_attn(block.ln_1(x)).view(S, 1, 3 * nh, C // nh)
+            qk = rotate(attn.qk_norm(qkv[:, :, :2 * nh]), rope).to(qkv.dtype)
+            q, k = qk.transpose(1, 2).split(nh, dim=1)  # (S, nh, 1, hs)
+            keys, values = cache.k[layer], cache.v[layer]  # (S, nh, block_size, hs)
+            keys[rows, :, ring] = k[:, :, 0].to(keys.dtype)
+            values[rows, :, ring] = qkv[:, 0, 2 * nh:].to(values.dtype)
+            y = F.scaled_dot_product_attention(q, keys[:, :, :width].to(q.dtype), values[:, :, :width].to(q.dtype),
+                                               attn_mask=mask)
+            x = x + attn.c_proj(y.reshape(S, 1, C))
+            x = x + block.mlp(block.ln_2(x))
+        return self.lm_head(self.ln_f(x))[:, 0]
+
+    def _rope_rows(self, pos: torch.Tensor) -> torch.Tensor:
+        """RoPE's cosines and sines (S, 1, 1, hs/2, 2) for one position per row (the angles of _rope)."""
+        hs = self.config.n_embd // self.config.n_head
+        inv_freq = self.config.rope_base ** -(torch.arange(0, hs, 2, dtype=torch.float64, device=pos.device) / hs)
+        angles = (pos.double()[:, None] * inv_freq)[:, None, None, :]
+        return torch.stack((angles.cos(), angles.sin()), dim=-1).float()
 
     def optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.99),
                   device: str = "cpu") -> torch.optim.AdamW:

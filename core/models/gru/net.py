@@ -62,3 +62,38 @@ class GRULM(nn.Module):
         """Feed new tokens idx (B, T) carrying the hidden state; return next-token logits (B, vocab) and h."""
         logits, h = self._run(idx, h)
         return logits[:, -1, :], h
+
+    # -- continuous batching (genq.core.batch): a slot per row holds its hidden state ------------------------
+    def new_slots(self, slots: int, device: str | torch.device, dtype: torch.dtype) -> SlotState:
+        """An empty state of `slots` rows for decode_slots."""
+        return SlotState(torch.zeros(self.config.n_layer, slots, self.config.hidden_size, device=device,
+                                     dtype=dtype))
+
+    def slot_bytes(self, dtype_bytes: int = 4) -> int:
+        """Memory one slot takes: its hidden state and one decoding row's activations (a bound)."""
+        c = self.config
+        return dtype_bytes * (c.n_layer * c.hidden_size * 8 + c.n_embd + 4 * c.vocab_size)
+
+    @torch.no_grad()
+    def prefill_slot(self, state: SlotState, slot: int, idx: torch.Tensor) -> torch.Tensor:
+        """Read a prompt idx (1, T) into slot `slot`; return the logits (vocab,) of the token after it."""
+        logits, h = self.step(idx, None)
+        state.h[:, slot] = h[:, 0].to(state.h.dtype)
+        return logits[0]
+
+    @torch.no_grad()
+    def decode_slots(self, state: SlotState, tokens: torch.Tensor, pos: torch.Tensor, width: int) -> torch.Tensor:
+        """One token per slot: tokens (S,) -> next-token logits (S, vocab); positions play no part."""
+        logits, state.h = self.step(tokens[:, None], state.h)
+        return logits
+
+
+class SlotState:
+    """The hidden states (n_layer, slots, hidden) of the rows being decoded."""
+
+    def __init__(self, h: torch.Tensor):
+        self.h = h
+
+    def keep(self, slots: torch.Tensor) -> None:
+        """Keep only `slots` (an index tensor), renumbered from 0 in that order."""
+        self.h = self.h[:, slots]
