@@ -1,7 +1,7 @@
 """Continuous batching for the text models: rows enter a running batch as others finish.
 
-A model takes part when it has `new_slots(n, device, dtype) -> state`, `prefill_slot(state, slot, idx (1, T))
--> logits (vocab,)`, `decode_slots(state, tokens (S,), pos (S,), width) -> logits (S, vocab)` and
+A model takes part when it has `new_slots(n, device, dtype) -> state`, `prefill_slots(state, slots, prompts)
+-> logits (n, vocab)`, `decode_slots(state, tokens (S,), pos (S,), width) -> logits (S, vocab)` and
 `slot_bytes()` (GPT: a ring of block_size keys per slot; GRU: a hidden state per slot), and the state a
 `keep(slots)` that drops the others.
 
@@ -128,20 +128,25 @@ class BatchGenerator:
         while True:
             if should_stop is not None and should_stop():
                 return False
-            if pending and (self.continuous or all(a is None for a in active)):
-                for slot in range(S):
-                    if active[slot] is None and pending:
-                        request = pending.popleft()
-                        row_logits, read = self._admit(state, slot, request)
-                        if logits.size(1) != row_logits.size(0):
-                            logits = torch.zeros(S, row_logits.size(0), device=dev, dtype=row_logits.dtype)
-                        logits[slot] = row_logits
-                        temperature[slot] = request.temperature
-                        top_k[slot] = request.top_k or logits.size(1)
-                        top_p[slot] = request.top_p if request.top_p is not None else 1.0
-                        gen = torch.Generator().manual_seed(request.seed)
-                        uniforms[slot, :request.max_new_tokens] = torch.rand(request.max_new_tokens, generator=gen)
-                        active[slot] = _Active(request, pos=read)
+            free = [s for s, a in enumerate(active) if a is None]
+            # Rows are admitted (their prompts read) a group at a time: one prefill for several rows costs about
+            # what one costs, and a slot waiting a few steps for the group costs less.
+            group = min(len(pending), max(1, S // 8) if self.continuous else S)
+            if pending and len(free) >= group:
+                admitted = [(slot, pending.popleft()) for slot in free[:len(pending)]]
+                prompts = [r.prompt[-self.context:] if self.context else r.prompt for _, r in admitted]
+                slots = [slot for slot, _ in admitted]
+                row_logits = self.model.prefill_slots(state, slots, prompts)
+                if logits.size(1) != row_logits.size(1):
+                    logits = torch.zeros(S, row_logits.size(1), device=dev, dtype=row_logits.dtype)
+                logits[slots] = row_logits.to(logits.dtype)
+                for (slot, request), prompt in zip(admitted, prompts, strict=True):
+                    temperature[slot] = request.temperature
+                    top_k[slot] = request.top_k or logits.size(1)
+                    top_p[slot] = request.top_p if request.top_p is not None else 1.0
+                    gen = torch.Generator().manual_seed(request.seed)
+                    uniforms[slot, :request.max_new_tokens] = torch.rand(request.max_new_tokens, generator=gen)
+                    active[slot] = _Active(request, pos=len(prompt))
             live = [s for s, a in enumerate(active) if a is not None]
             if not live:
                 return True
@@ -171,13 +176,6 @@ class BatchGenerator:
 
     def _window(self) -> int:
         return getattr(getattr(self.model, "config", None), "block_size", None) or 1 << 62
-
-    def _admit(self, state: Any, slot: int, request: Request) -> tuple[torch.Tensor, int]:
-        """Prefill `request`'s prompt (its newest `context` tokens) into `slot`: its next-token logits and the
-        number of tokens read."""
-        prompt = request.prompt[-self.context:] if self.context else request.prompt
-        idx = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        return self.model.prefill_slot(state, slot, idx), len(prompt)
 
     def _take(self, row: _Active, token: int) -> bool:
         """Append a drawn token to `row`; True when the row has ended (row.reason says why)."""

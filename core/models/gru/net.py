@@ -75,11 +75,15 @@ class GRULM(nn.Module):
         return dtype_bytes * (c.n_layer * c.hidden_size * 8 + c.n_embd + 4 * c.vocab_size)
 
     @torch.no_grad()
-    def prefill_slot(self, state: SlotState, slot: int, idx: torch.Tensor) -> torch.Tensor:
-        """Read a prompt idx (1, T) into slot `slot`; return the logits (vocab,) of the token after it."""
-        logits, h = self.step(idx, None)
-        state.h[:, slot] = h[:, 0].to(state.h.dtype)
-        return logits[0]
+    def prefill_slots(self, state: SlotState, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Read prompts into `slots` (one at a time: a padded batch would run the padding into h); return the
+        logits (n, vocab) of the token after each."""
+        out = []
+        for slot, prompt in zip(slots, prompts, strict=True):
+            logits, h = self.step(torch.tensor([prompt], device=state.h.device), None)
+            state.h[:, slot] = h[:, 0].to(state.h.dtype)
+            out.append(logits)
+        return torch.cat(out)
 
     @torch.no_grad()
     def decode_slots(self, state: SlotState, tokens: torch.Tensor, pos: torch.Tensor, width: int) -> torch.Tensor:
