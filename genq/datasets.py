@@ -132,7 +132,7 @@ def read_prompts(path: Path, ext: str) -> list[str]:
 def prompts_info(rows: list[PromptRow]) -> dict[str, Any]:
     """What a prompts dataset shows: its rows, and the bad ones by number and reason (the first 100)."""
     bad = [{"row": r.row, "error": r.error} for r in rows if r.error is not None]
-    return {"prompts": len(rows), "bad_rows": len(bad), "errors": bad[:100]}
+    return {"prompts": len(rows), "bad_rows": len(bad), "errors": bad[:100]} if bad else {"prompts": len(rows)}
 
 
 def detect_kind(

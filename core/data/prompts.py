@@ -201,8 +201,9 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[Pr
         else:
             rows.append(PromptRow(row=i, prompt=item[0], row_id=item[1], params=item[2]))
     if not any(r.error is None for r in rows):
-        first = rows[0].error if rows else "it holds no rows"
-        raise DataError(f"the prompts file has no usable row: {first}")
+        if not rows:
+            raise DataError("the prompts file holds no prompts")
+        raise DataError(f"the prompts file has no usable row: {rows[0].error}")
     return rows
 
 
