@@ -188,6 +188,7 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[Pr
             try:
                 parsed.append(_json_row(obj))
             except RowError as exc:
+                exc.row_id = _salvaged_id(obj)  # a bad row keeps its id, so the caller can tell which it was
                 parsed.append(exc)
     else:
         parsed = _csv_rows(text, template)
@@ -197,7 +198,7 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[Pr
     for i, item in enumerate(parsed):
         if isinstance(item, RowError):
             where = f"row {i} (line {lines[i]})" if lines else f"row {i}"
-            rows.append(PromptRow(row=i, prompt=None, error=f"{where}: {item}"))
+            rows.append(PromptRow(row=i, prompt=None, row_id=getattr(item, "row_id", None), error=f"{where}: {item}"))
         else:
             rows.append(PromptRow(row=i, prompt=item[0], row_id=item[1], params=item[2]))
     if not any(r.error is None for r in rows):
@@ -205,6 +206,16 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[Pr
             raise DataError("the prompts file holds no prompts")
         raise DataError(f"the prompts file has no usable row: {rows[0].error}")
     return rows
+
+
+def _salvaged_id(obj: object) -> str | None:
+    """The id of a bad JSON row, when it has a usable one."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return _row_id(obj.get("custom_id", obj.get("id")))
+    except RowError:
+        return None
 
 
 def _no_constant(name: str) -> None:
