@@ -119,3 +119,34 @@ def test_choose_slots_follows_memory_and_caps():
     assert choose_slots(model, "cpu", rows=5) == 5
     assert choose_slots(model, "cpu", rows=1000, cap=7) == 7
     assert 1 <= choose_slots(model, "cpu", rows=10**6) <= 256
+
+
+@pytest.mark.parametrize("model, params", [
+    ("gpt", {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16}),
+    ("gru", {"n_embd": 16, "hidden_size": 48, "block_size": 16}),
+])
+def test_recipe_rows_are_byte_identical_at_batch_sizes_1_7_and_32(model, params, text_file, tmp_path, make_hooks):
+    """Through core.api.generate_rows (what the worker calls): per-row params, a row's own seed, a prompt past
+    the context, num_samples; the same texts whatever the batch size."""
+    from genq.core import api
+    from genq.core.data.prompts import PromptRow
+
+    train = {**params, "batch_size": 8, "lr": 3e-3, "max_steps": 10, "eval_interval": 10, "eval_iters": 2}
+    api.train(model, train, text_file, tmp_path / "job", make_hooks())
+    rows = [PromptRow(i, "All:" * (i % 9), f"r{i}", {"max_new_tokens": 5 + i % 23}) for i in range(40)]
+    rows[3].params["seed"] = 99
+    rows[5] = PromptRow(5, None, error="row 5: bad")
+    texts = {}
+    for batch_size in (1, 7, 32):
+        hooks, seen = make_hooks(), []
+        hooks.rows = seen.extend
+        assert api.generate_rows(tmp_path / "job", rows, {"num_samples": 2, "seed": 4, "batch_size": batch_size},
+                                 hooks)
+        texts[batch_size] = sorted((r.index, r.row, r.row_id, r.text, r.error) for r in seen)
+    assert texts[1] == texts[7] == texts[32]
+    assert [t[0] for t in texts[1]] == [i for r in range(40) if r != 5 for i in (2 * r, 2 * r + 1)]
+    by_index = {t[0]: t for t in texts[1]}
+    assert by_index[6][3] != by_index[7][3]  # two samples of a row differ
+    assert all(by_index[2 * r][3].startswith("All:" * (r % 9)) for r in range(40) if r != 5)
+    long_row = 8  # 32 characters of prompt: past the gpt's 16-token context; a gru reads any length
+    assert ("truncated from the left" in (by_index[2 * long_row][4] or "")) == (model == "gpt")
