@@ -20,7 +20,7 @@ from genq.db import Artifact, Database, Job, JobLog, Output, utcnow
 from genq.events import flush_events
 from genq.metrics import record_metrics
 from genq.worker.retry import with_retry
-from genq.worker.rows import record_rows
+from genq.worker.rows import FILES_EVERY, record_rows, write_files
 
 log = logging.getLogger("genq.worker")
 MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
@@ -67,6 +67,14 @@ class RowCounts:
 
     def __init__(self, total: int, done: int):
         self.total, self.done, self.started, self.start_done = total, done, time.monotonic(), done
+        self.files_at = self.started
+
+    def files_due(self) -> bool:
+        """Whether the output files are due to be written again (every FILES_EVERY seconds)."""
+        if time.monotonic() - self.files_at < FILES_EVERY:
+            return False
+        self.files_at = time.monotonic()
+        return True
 
     def after(self, rows: list[RowResult]) -> dict[str, object]:
         """The job's progress and eta_at once `rows` are stored."""
@@ -172,6 +180,8 @@ class JobHooks(Hooks):
                 hold(s, self.job_id, self.worker_id, **values)  # log lines alone are fenced too
                 if rows:
                     record_rows(s, self.job_id, rows)
+                    if self.batch is not None and self.batch.files_due():
+                        write_files(s, self.artifacts_root, self.job_id)
                 record_metrics(s, metrics)  # the points and the block summaries charts read
                 if logs:
                     s.execute(insert(JobLog), logs)

@@ -22,6 +22,7 @@ from genq.db import Artifact, Database, Dataset, Job, Output
 from genq.errors import InvalidInput
 
 MEDIA_TYPES = {"outputs.jsonl": "application/x-ndjson", "outputs.csv": "text/csv"}
+FILES_EVERY = 30.0  # seconds between rewrites of the output files while a job runs
 
 
 def prompt_rows(settings: Settings, session: Session, job: Job) -> list[PromptRow]:
@@ -66,9 +67,11 @@ def record_rows(session: Session, job_id: int, results: list[RowResult]) -> tupl
     return len(rows), len(failed)
 
 
-def write_files(session: Session, settings: Settings, job_id: int, workdir: Path) -> None:
-    """outputs.jsonl and outputs.csv of every stored row in input order, as the job's artifacts (replacing
-    those of an earlier attempt), in the caller's transaction."""
+def write_files(session: Session, root: Path, job_id: int) -> None:
+    """outputs.jsonl and outputs.csv of every row stored so far, in input order, as the job's artifacts
+    (replacing the previous ones: the worker writes them every FILES_EVERY seconds and at the end), in the
+    caller's transaction; `root` is the artifact store."""
+    workdir = root / "jobs" / str(job_id)
     outputs = session.scalars(select(Output).where(Output.job_id == job_id, Output.row.is_not(None))
                               .order_by(Output.row, Output.index)).all()
     lines = [{"row": o.row, "row_id": o.row_id, "index": o.index, "prompt": o.prompt, "text": o.text,
@@ -88,5 +91,5 @@ def write_files(session: Session, settings: Settings, job_id: int, workdir: Path
         if artifact is None:
             artifact = Artifact(job_id=job_id, kind="output", name=name)
             session.add(artifact)
-        artifact.path = str(path.relative_to(settings.artifacts))
+        artifact.path = str(path.relative_to(root))
         artifact.size_bytes, artifact.media_type = path.stat().st_size, MEDIA_TYPES[name]

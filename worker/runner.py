@@ -230,7 +230,7 @@ class WorkerContext:
             if outputs is not None:
                 self._record_outputs(s, job, outputs)
             if job.type == "generate" and status != "failed" and core.generates_rows(job.model):
-                rows.write_files(s, self.settings, job.id, self._workdir(job.id))
+                rows.write_files(s, self.settings.artifacts, job.id)
             s.add(JobLog(job_id=job.id, message=log_line or status))
         events = [("outputs", {"count": len(outputs)})] if outputs else []
         hooks.flush(also=end, events=[*events, ("status", {"status": status})], what=f"marking the job {status}")
