@@ -201,7 +201,7 @@ def spec() -> dict[str, Any]:
                     "properties": {"only_failed": {"type": "boolean", "default": True}}}}}},
                 "responses": {
                     "201": _json(_ref("Job"), "the new job, queued"),
-                    **_errors(403, 404, 409, 422),
+                    **_errors(400, 403, 404, 409, 422),
                 },
             }
         },
