@@ -115,7 +115,9 @@ class BatchGenerator:
             return True
         if any(r.stop for r in requests) and self.decode is None:
             raise ValueError("stop strings need a decode function")
-        pending = deque(requests)
+        # Continuous: the longest rows first, so the batch does not end on a few long rows decoded alone (rows'
+        # texts do not depend on the order). Static batches keep the file's order: they are the baseline.
+        pending = deque(sorted(requests, key=lambda r: -r.max_new_tokens) if self.continuous else requests)
         S, dev = min(self.slots, len(requests)), self.device
         longest = max(r.max_new_tokens for r in requests)
         state = self.model.new_slots(S, dev, self.dtype)
