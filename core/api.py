@@ -38,6 +38,20 @@ class Sample:
 
 
 @dataclass
+class RowResult:
+    """One generated sample of one input row of a batch generation job, or the row's error."""
+
+    row: int
+    index: int  # the output's number in the job: row * num_samples + sample
+    prompt: str | None
+    text: str | None
+    status: str = "ok"  # ok or error
+    error: str | None = None  # the error, or a note on an ok row (its prompt was truncated)
+    row_id: str | None = None
+    tokens: int = 0  # new tokens generated
+
+
+@dataclass
 class TrainResult:
     step: int
     stopped: str | None = None  # None: finished; "cancel" or "shutdown": stopped early after a checkpoint
@@ -59,6 +73,9 @@ class Hooks:
 
     def samples(self, step: int, samples: list[Sample]) -> None:
         """The gallery drawn after the evaluation at `step` (files under workdir/samples/step-XXXXXXXX/)."""
+
+    def rows(self, results: list[RowResult]) -> None:
+        """Rows of a batch generation job that just finished (all samples of each row at once)."""
 
     def stop_requested(self) -> str | None:
         """'cancel' or 'shutdown' when the job should checkpoint and stop; None to go on. Cheap to call."""
@@ -146,3 +163,25 @@ def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, 
     if (peak := memory.bytes()) is not None:
         hooks.metrics(0, {"memory/peak_bytes": peak})
     return samples
+
+
+def generates_rows(model: str) -> bool:
+    """Whether model kind `model` generates prompt rows with continuous batching (generate_rows)."""
+    return hasattr(spec.get(model).load_recipe(), "generate_rows")
+
+
+def generate_rows(source_workdir: Path, rows: list[Any], params: dict[str, Any], hooks: Hooks,
+                  device: str = "cpu") -> bool:
+    """Generate every usable row of `rows` (genq.core.data.prompts.PromptRow) from the trained text model in
+    `source_workdir` with continuous batching, reporting rows to hooks.rows() as they finish. Returns False
+    when hooks.stop_requested() stopped it first (the rows not reported were not generated)."""
+    from genq.core import checkpoint
+    from genq.core import device as dev
+
+    recipe = spec.get(checkpoint.load_model_kind(source_workdir)).load_recipe()
+    dev.prepare(device)
+    memory = dev.PeakMemory(device)
+    finished = recipe.generate_rows(source_workdir, rows, params, hooks, device)
+    if (peak := memory.bytes()) is not None:
+        hooks.metrics(0, {"memory/peak_bytes": peak})
+    return finished

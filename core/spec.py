@@ -60,6 +60,9 @@ class GenerateParams(Params):
     temperature: float = Field(1.0, gt=0, le=100)
     top_k: int | None = Field(None, ge=1)
     top_p: float | None = Field(None, gt=0, le=1)
+    stop: list[str] | None = Field(None, max_length=4)  # strings that end a text (per row in a prompts file)
+    batch_size: int | None = Field(None, ge=1, le=4096)  # text: caps the rows decoded at once
+    template: str | None = Field(None, max_length=2000)  # a CSV prompts file: "Describe {name}: {features}"
     # audio
     seconds: float = Field(1.0, gt=0, le=600)
 

@@ -8,7 +8,6 @@ genq.core.data.formats, the ones the training loaders apply, so that what upload
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import re
@@ -18,16 +17,18 @@ from typing import Any, BinaryIO, NamedTuple
 
 from sqlalchemy.orm import Session
 
-from genq import strict_json
 from genq.config import Settings
 from genq.core.api import BUILTIN_DATASETS as BUILTIN_DATASETS  # the platform reads core's list (torch-free)
 from genq.core.data import formats
+from genq.core.data import prompts as prompts_format
+from genq.core.data.prompts import PromptRow
 from genq.db.models import Dataset, iso
 from genq.errors import InvalidInput, NotFound, TooLarge, refused_as_invalid_input
 
 KINDS = ("text", "images", "audio", "prompts")
-MAX_PROMPTS = 10_000
-MAX_PROMPT_CHARS = 10_000
+MAX_PROMPTS = prompts_format.MAX_ROWS
+MAX_PROMPT_CHARS = prompts_format.MAX_PROMPT_CHARS
+MAX_PROMPTS_BYTES = 32 << 20  # 10,000 rows of a few thousand characters; a bigger file is refused unread
 ZIP_EXPANSION = 20  # a zip may unpack to at most this many times the upload limit (zip bombs)
 CHUNK = 1 << 20
 EXTENSIONS = {
@@ -110,47 +111,28 @@ def _check_zip(path: Path, max_unpacked: int) -> Detected:
     return Detected(media.kind, ".zip", info)
 
 
-def read_prompts(path: Path, ext: str) -> list[str]:
-    """The prompts in a .csv or .jsonl file; InvalidInput naming the line for anything else."""
+def read_prompt_rows(path: Path, ext: str, template: str | None = None) -> list[PromptRow]:
+    """The rows of a .csv or .jsonl prompts file (genq.core.data.prompts), a bad row carrying its error;
+    TooLarge before reading a file over MAX_PROMPTS_BYTES, InvalidInput when no row is usable."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        size = path.stat().st_size
     except FileNotFoundError:
         raise NotFound(f"the prompts file {path.name} is missing from the artifact store") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"the prompts file is not UTF-8 text (invalid byte near offset {exc.start})"
-        ) from None
-    prompts: list[str] = []
-    if ext == ".jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = strict_json.loads(line)
-            except ValueError as exc:
-                raise InvalidInput(f"prompts line {number} is not JSON: {exc}") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise InvalidInput(f'prompts line {number} must be an object with a string "prompt"')
-            prompts.append(row["prompt"])
-    else:
-        try:
-            rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
-        except csv.Error as exc:
-            raise InvalidInput(f"the prompts file is not valid CSV: {exc}") from None
-        header = [c.strip().lower() for c in rows[0]] if rows else []
-        column = header.index("prompt") if "prompt" in header else 0
-        prompts = [r[column] if column < len(r) else "" for r in rows[1 if "prompt" in header else 0 :]]
-    for number, prompt in enumerate(prompts, 1):
-        if bad_string(prompt) or len(prompt) > MAX_PROMPT_CHARS:
-            raise InvalidInput(
-                f"prompt {number} has a NUL character, invalid Unicode or more than "
-                f"{MAX_PROMPT_CHARS} characters"
-            )
-    if not prompts:
-        raise InvalidInput("the prompts file holds no prompts")
-    if len(prompts) > MAX_PROMPTS:
-        raise InvalidInput(f"the prompts file holds {len(prompts)} prompts (at most {MAX_PROMPTS})")
-    return prompts
+    if size > MAX_PROMPTS_BYTES:
+        raise TooLarge(f"the prompts file is {size} bytes; a prompts file may hold at most {MAX_PROMPTS_BYTES}")
+    with refused_as_invalid_input():
+        return prompts_format.parse_prompts(path.read_bytes(), ext.lstrip("."), template)
+
+
+def read_prompts(path: Path, ext: str) -> list[str]:
+    """The prompts of a .csv or .jsonl file, one per row ("" for a bad row)."""
+    return [row.prompt or "" for row in read_prompt_rows(path, ext)]
+
+
+def prompts_info(rows: list[PromptRow]) -> dict[str, Any]:
+    """What a prompts dataset shows: its rows, and the bad ones by number and reason (the first 100)."""
+    bad = [{"row": r.row, "error": r.error} for r in rows if r.error is not None]
+    return {"prompts": len(rows), "bad_rows": len(bad), "errors": bad[:100]} if bad else {"prompts": len(rows)}
 
 
 def detect_kind(
@@ -168,7 +150,7 @@ def detect_kind(
         return Detected("text", ".txt", check_text(path))
     if kind == "prompts" or (kind is None and suffix in (".csv", ".jsonl")):
         ext = suffix if suffix in (".csv", ".jsonl") else ".csv"
-        return Detected("prompts", ext, {"prompts": len(read_prompts(path, ext))})
+        return Detected("prompts", ext, prompts_info(read_prompt_rows(path, ext)))
     magic = formats.magic(head)
     if magic == "zip":
         found = _check_zip(path, max_unpacked)

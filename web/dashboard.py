@@ -57,13 +57,18 @@ def jobs():
     return render_template("jobs.html", jobs=items, status=status, type=kind, statuses=JOB_STATUSES)
 
 
+PAGE_OUTPUTS = 200  # a batch job's page shows its first outputs; the API and the files have them all
+FIRST_ROWS = 20
+
+
 @bp.get("/jobs/<id:job_id>")
 def job(job_id: int):
     """One job: status, progress, loss chart, eval metrics, outputs, artifacts, logs."""
     with state().db.session() as s:
         item = job_to_dict(s, owned(s, Job, job_id, g.caller.scope, "job"))
         evals = queries.latest_metrics(s, job_id)
-        outputs = queries.job_outputs(s, job_id)
+        outputs = queries.job_outputs(s, job_id, limit=PAGE_OUTPUTS)
+        first_rows = queries.output_rows_page(s, job_id, None, FIRST_ROWS)[0] if item["rows_total"] else []
         ratings = evaluation.rating_summary(s, job_id)
         own_scores = evaluation.own_scores(s, g.caller.token_id, job_id)
         artifacts = queries.job_artifacts(s, job_id)
@@ -85,6 +90,9 @@ def job(job_id: int):
         logs=logs,
         gallery_steps=steps,
         gallery=gallery,
+        first_rows=first_rows,
+        rates={name: value for name, _, value in evals if name.startswith("throughput/")},
+        row_files=[a for a in artifacts if a["name"] in ("outputs.jsonl", "outputs.csv")],
     )
 
 

@@ -96,7 +96,8 @@ def job_artifacts(session: Session, job_id: int) -> list[dict[str, Any]]:
 
 def output_to_dict(out: Output, media_type: str | None) -> dict[str, Any]:
     """The JSON form of an output: text inline, images and audio by download URL."""
-    item: dict[str, Any] = {"id": out.id, "index": out.index, "prompt": out.prompt, "kind": out.kind}
+    item: dict[str, Any] = {"id": out.id, "index": out.index, "prompt": out.prompt, "kind": out.kind,
+                            "row": out.row, "row_id": out.row_id, "status": out.status, "error": out.error}
     if out.artifact_id is not None:
         item.update(url=download_url(out.artifact_id), media_type=media_type)
     if out.text is not None or out.artifact_id is None:
@@ -117,6 +118,22 @@ def job_outputs(
     rows = session.execute(_outputs_with_media_type().where(Output.job_id == job_id, at_step)
                            .order_by(Output.index, Output.id).limit(limit))
     return [output_to_dict(out, media_type) for out, media_type in rows]
+
+
+def output_rows_page(session: Session, job_id: int, after: int | None, limit: int,
+                     ) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of a generation job's outputs by input row: those of the first `limit` rows after row `after`,
+    and the row to pass as `after` for the next page (None: no more rows stored)."""
+    after_row = Output.row > after if after is not None else Output.row.is_not(None)
+    rows = list(session.scalars(select(Output.row).where(Output.job_id == job_id, Output.step.is_(None), after_row)
+                                .distinct().order_by(Output.row).limit(limit + 1)))
+    if not rows:
+        return [], None
+    page = rows[:limit]
+    found = session.execute(_outputs_with_media_type().where(
+        Output.job_id == job_id, Output.step.is_(None), Output.row >= page[0], Output.row <= page[-1])
+        .order_by(Output.row, Output.index))
+    return [output_to_dict(out, media_type) for out, media_type in found], page[-1] if len(rows) > limit else None
 
 
 def outputs_by_id(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:

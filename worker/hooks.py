@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from genq.core.api import Hooks, Sample
+from genq.core.api import Hooks, RowResult, Sample
 from genq.db import Artifact, Database, Job, JobLog, Output, utcnow
 from genq.events import flush_events
 from genq.metrics import record_metrics
 from genq.worker.retry import with_retry
+from genq.worker.rows import FILES_EVERY, record_rows, write_files
 
 log = logging.getLogger("genq.worker")
 MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
@@ -59,6 +61,30 @@ def add_samples(session: Session, job_id: int, samples: list[Sample], root: Path
                            text=sample.text, artifact_id=artifact_id))
 
 
+class RowCounts:
+    """A batch generation job's rows: stored so far (by every attempt) and what that makes its progress and
+    expected end, from the rate of this attempt."""
+
+    def __init__(self, total: int, done: int):
+        self.total, self.done, self.started, self.start_done = total, done, time.monotonic(), done
+        self.files_at = self.started
+
+    def files_due(self) -> bool:
+        """Whether the output files are due to be written again (every FILES_EVERY seconds)."""
+        if time.monotonic() - self.files_at < FILES_EVERY:
+            return False
+        self.files_at = time.monotonic()
+        return True
+
+    def after(self, rows: list[RowResult]) -> dict[str, object]:
+        """The job's progress and eta_at once `rows` are stored."""
+        self.done += len({r.row for r in rows})
+        rate = (self.done - self.start_done) / max(time.monotonic() - self.started, 1e-6)
+        left = max(self.total - self.done, 0)
+        eta = utcnow() + timedelta(seconds=left / rate) if rate > 0 else None
+        return {"progress": min(1.0, self.done / self.total) if self.total else 1.0, "eta_at": eta}
+
+
 class JobHooks(Hooks):
     """core.api.Hooks writing to the database, at most about once a second (and at every checkpoint)."""
 
@@ -74,6 +100,8 @@ class JobHooks(Hooks):
         self._step: int | None = None
         self._progress: float | None = None
         self._last_flush = time.monotonic()
+        self._rows: list[RowResult] = []
+        self.batch: RowCounts | None = None  # set while a batch generation job runs
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         now = utcnow()
@@ -124,6 +152,10 @@ class JobHooks(Hooks):
         if self._publish is not None:
             self._publish([("outputs", {"count": len(samples), "step": step})])
 
+    def rows(self, results: list[RowResult]) -> None:
+        self._rows += results
+        self._maybe_flush()
+
     def stop_requested(self) -> str | None:
         return self._stop_reason()
 
@@ -136,25 +168,35 @@ class JobHooks(Hooks):
         """Write buffered metrics, logs, step and progress in one transaction, only while this worker holds the
         job; `also(session)` adds its writes to that transaction (the job's end: one commit, not two) and
         `events` are published with the flush's once it commits."""
-        metrics, logs = self._metrics, self._logs
+        metrics, logs, rows = self._metrics, self._logs, self._rows
         values = {k: v for k, v in (("step", self._step), ("progress", self._progress)) if v is not None}
-        if not (metrics or logs or values or also):
+        if rows and self.batch is not None:
+            values.update(self.batch.after(rows))
+        if not (metrics or logs or values or also or rows):
             return
 
         def write():
             with self.db.session() as s:
                 hold(s, self.job_id, self.worker_id, **values)  # log lines alone are fenced too
+                if rows:
+                    record_rows(s, self.job_id, rows)
+                    if self.batch is not None and self.batch.files_due():
+                        write_files(s, self.artifacts_root, self.job_id)
                 record_metrics(s, metrics)  # the points and the block summaries charts read
                 if logs:
                     s.execute(insert(JobLog), logs)
                 if also is not None:
                     also(s)
         with_retry(write, what)
+        if rows:
+            events = [("outputs", {"count": len(rows), "rows_done": self.batch.done if self.batch else None}),
+                      *events]
         if self._publish is not None:
-            self._publish([*flush_events(metrics, logs, values), *events])
-        self._metrics, self._logs = [], []
+            self._publish([*flush_events(metrics, logs, {k: v for k, v in values.items() if k != "eta_at"}),
+                           *events])
+        self._metrics, self._logs, self._rows = [], [], []
         self._last_flush = time.monotonic()
 
     def discard(self) -> None:
         """Forget what is buffered (a failed job ends without it: it may be what failed)."""
-        self._metrics, self._logs, self._step, self._progress = [], [], None, None
+        self._metrics, self._logs, self._step, self._progress, self._rows = [], [], None, None, []

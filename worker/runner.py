@@ -23,9 +23,10 @@ from genq.core import api as core
 from genq.db import Artifact, Database, Dataset, Job, JobLog, Worker, utcnow
 from genq.errors import GenqError
 from genq.events import Publisher
+from genq.worker import rows
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
-from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, add_samples, hold
+from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")
@@ -167,8 +168,27 @@ class WorkerContext:
                                               self.device)
             return hooks.stop_requested(), samples
         source = self._workdir(job.source_job_id)
+        if core.generates_rows(job.model):
+            return self._generate_rows(job, hooks, source), []
         samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
         return hooks.stop_requested(), samples
+
+    def _generate_rows(self, job: Job, hooks: JobHooks, source: Path) -> str | None:
+        """A text generation job, row by row: the rows no attempt stored yet, streamed to the database as they
+        finish (bad rows first, as error rows). The stop reason, if one ended it early."""
+        with self.db.session() as s:
+            all_rows = rows.prompt_rows(self.settings, s, job)
+        done = rows.stored_rows(self.db, job.id)
+        todo = [r for r in all_rows if r.row not in done]
+        hooks.batch = RowCounts(total=len(all_rows), done=len(done))
+        if done:
+            hooks.log(f"resuming: {len(done)} of {len(all_rows)} rows already stored")
+        hooks.rows(rows.error_results(todo, job.params.get("num_samples", 1)))
+        good = [r for r in todo if r.error is None]
+        if good:
+            core.generate_rows(source, good, job.params, hooks, self.device)
+        hooks.flush()
+        return hooks.stop_requested()
 
     def _data_source(self, job: Job) -> core.DataSource:
         if job.builtin_dataset:
@@ -223,6 +243,8 @@ class WorkerContext:
             hold(s, job.id, self.id, **values)
             if outputs is not None:
                 self._record_outputs(s, job, outputs)
+            if job.type == "generate" and status != "failed" and core.generates_rows(job.model):
+                rows.write_files(s, self.settings.artifacts, job.id)
             s.add(JobLog(job_id=job.id, message=log_line or status))
         events = [("outputs", {"count": len(outputs)})] if outputs else []
         hooks.flush(also=end, events=[*events, ("status", {"status": status})], what=f"marking the job {status}")

@@ -5,7 +5,10 @@ A text model subclasses `TextRecipe` with its network config, network and optimi
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from genq.core import checkpoint
+from genq.core import batch, checkpoint
 from genq.core import device as dev
 from genq.core import sample as sampling
-from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt
+from genq.core.api import DataError, DataSource, Hooks, RowResult, Sample, TrainResult, each_prompt
 from genq.core.data.text import TextData, build_tokenizer, load_text, tokenizer_from_state
 from genq.core.eval.text import sample_metrics, val_loss
 from genq.core.recipe import GALLERY_SEED, Recipe
@@ -139,6 +142,64 @@ class TextRecipe(Recipe):
         return each_prompt(prompts, hooks, make)
 
     @classmethod
+    def generate_rows(cls, source_workdir: Path, rows: list, params: dict[str, Any], hooks: Hooks,
+                      device: str) -> bool:
+        """num_samples texts per usable prompt row, decoded with continuous batching (genq.core.batch); each
+        row's finished samples go to hooks.rows() together. False when a stop request ended it first."""
+        g = generate_params(params)
+        if g["seed"] is None:  # the platform fixes one at submission, so that a resumed job draws the same
+            g["seed"] = int.from_bytes(os.urandom(4), "little")
+        tok, net = cls.loaded(source_workdir, device)
+        context = getattr(net.config, "block_size", None)
+        requests, notes, waiting = [], {}, {}
+        for row in rows:
+            if row.error is not None:
+                continue
+            ids = tok.encode(row.prompt) if row.prompt else tok.start_ids()
+            if row.prompt and not ids:
+                hooks.rows([RowResult(row.row, row.row * g["num_samples"], row.prompt, None, "error",
+                                      f"row {row.row}: the prompt has no tokens the model knows", row.row_id)])
+                continue
+            if context and len(ids) > context:
+                notes[row.row] = (f"the prompt's {len(ids)} tokens were truncated from the left to the model's "
+                                  f"context of {context}")
+            p = {**g, **row.params}
+            waiting[row.row] = [row, []]
+            for k in range(g["num_samples"]):
+                requests.append(batch.Request(
+                    key=(row.row, k), prompt=ids, max_new_tokens=p["max_new_tokens"], seed=row_seed(p["seed"], row, k),
+                    temperature=p["temperature"], top_k=p["top_k"], top_p=p["top_p"], stop=p.get("stop") or ()))
+        start, generated, rows_done = time.monotonic(), 0, 0
+        last_report = start
+
+        def finished(out: batch.Finished) -> None:
+            nonlocal generated, rows_done, last_report
+            generated += len(out.tokens)
+            row, samples = waiting[out.key[0]]
+            samples.append((out.key[1], out.text, len(out.tokens)))
+            if len(samples) < g["num_samples"]:
+                return
+            del waiting[row.row]
+            rows_done += 1
+            hooks.rows([RowResult(row.row, row.row * g["num_samples"] + k, row.prompt,
+                                  (row.prompt or "") + text, "ok", notes.get(row.row), row.row_id, n)
+                        for k, text, n in sorted(samples)])
+            now = time.monotonic()
+            if now - last_report >= 1.0 or not waiting:
+                last_report = now
+                hooks.metrics(rows_done, {"throughput/rows_per_s": rows_done / (now - start),
+                                          "throughput/tokens_per_s": generated / (now - start)})
+
+        dtype = torch.bfloat16 if cls.autocast and dev.is_cuda(device) else torch.float32
+        slots = batch.choose_slots(net, device, len(requests), g["batch_size"], dtype.itemsize)
+        hooks.log(f"continuous batching: {len(requests)} texts, {slots} at a time")
+        engine = batch.BatchGenerator(net, slots, device, dtype, eos_id=tok.eos_id, decode=tok.decode,
+                                      context=context)
+        checks = iter(range(1 << 62))
+        with cls.amp(device):  # a stop request is read every 16 steps (cheap, but not free)
+            return engine.run(requests, finished, lambda: next(checks) % 16 == 0 and bool(hooks.stop_requested()))
+
+    @classmethod
     def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> tuple[Any, nn.Module]:
         """(tokenizer, network in eval mode)."""
         net = cls.network(ckpt.config).to(device)
@@ -187,3 +248,11 @@ def _sample(net: nn.Module, tok, prompt: str | None, n: int, gen: torch.Generato
                 new = new[:new.index(tok.eos_id)]
             texts.append(tok.decode(ids + new))
     return texts
+
+
+def row_seed(seed: int | None, row, sample: int) -> int:
+    """The seed of one sample of one row: from the row's own seed if it has one (the same text wherever the
+    row sits), else from the job's seed and the row's number; never from what runs beside it."""
+    own = row.params.get("seed")
+    key = f"{own}:{sample}" if own is not None else f"{seed}:{row.row}:{sample}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1

@@ -124,6 +124,13 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # batch generation: rows of the prompts, stored (ok or error) and failed among them, the expected end
+    rows_total: Mapped[int | None]
+    rows_done: Mapped[int] = mapped_column(default=0, server_default="0")
+    rows_failed: Mapped[int] = mapped_column(default=0, server_default="0")
+    eta_at: Mapped[datetime | None]
+    only_rows: Mapped[list[Any] | None]  # a retry runs only these rows of the prompts (None: all)
+    retry_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
 
     team: Mapped[Team] = relationship()
     dataset: Mapped[Dataset | None] = relationship()
@@ -185,7 +192,9 @@ class Artifact(Base):
 
 class Output(Base):
     __tablename__ = "outputs"
-    __table_args__ = (Index("ix_outputs_job_index", "job_id", "index"), Index("ix_outputs_job_step", "job_id", "step"))
+    __table_args__ = (Index("ix_outputs_job_index", "job_id", "index"), Index("ix_outputs_job_step", "job_id", "step"),
+                      # a row of a batch generation job is stored once, whichever worker generated it
+                      UniqueConstraint("job_id", "row", "index"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -195,6 +204,10 @@ class Output(Base):
     text: Mapped[str | None] = mapped_column(Text)
     artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
     step: Mapped[int | None]  # the training step of a gallery sample; None for a job's final outputs
+    row: Mapped[int | None]  # the input row (from 0) of a batch generation output
+    row_id: Mapped[str | None] = mapped_column(String(200))  # the row's own "id" or "custom_id"
+    status: Mapped[str] = mapped_column(String(8), default="ok", server_default="ok")  # ok, error
+    error: Mapped[str | None] = mapped_column(Text)  # why the row failed, or a note (prompt truncated)
 
 
 class JobLog(Base):

@@ -124,3 +124,7 @@ class JobOut(BaseModel):
     checkpoint_step: int | None
     cancel_requested: bool
     finished: bool
+    rows_total: int | None = Field(None, description="generation: the input rows")
+    rows_done: int = Field(0, description="generation: rows stored so far, ok or error")
+    rows_failed: int = Field(0, description="generation: stored rows whose status is error")
+    retry_of: int | None = Field(None, description="the job this one retries rows of")

@@ -6,6 +6,7 @@ Everything is validated before the first row is written, so a refused request le
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,9 +20,9 @@ from genq.datasets import (
     BUILTIN_DATASETS,
     bad_string,
     dataset_file,
-    read_prompts,
+    read_prompt_rows,
 )
-from genq.db.models import FINISHED, Dataset, Job, JobLog, Team, Worker, iso, utcnow
+from genq.db.models import FINISHED, Dataset, Job, JobLog, Output, Team, Worker, iso, utcnow
 from genq.errors import Conflict, Forbidden, InvalidInput, NotFound, refused_as_invalid_input
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODELS, validate_generate_params, validate_train_params
@@ -144,9 +145,16 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
                     f"dataset {dataset.id} holds {dataset.kind}; generate needs a prompts dataset"
                 )
             job.dataset_id = dataset.id
-            job.prompts = read_prompts(dataset_file(settings, dataset), "." + dataset.path.rsplit(".", 1)[-1])
+            rows = read_prompt_rows(dataset_file(settings, dataset), "." + dataset.path.rsplit(".", 1)[-1],
+                                    job.params.get("template"))
+            job.prompts = [row.prompt or "" for row in rows]
         else:
+            if job.params.get("template") is not None:
+                raise InvalidInput("the param 'template' applies to a CSV prompts dataset, not to inline prompts")
             job.prompts = req.prompts
+        job.rows_total = len(job.prompts or [None])
+        if job.params.get("seed") is None:  # fixed now: a resumed or retried job draws the same texts
+            job.params = {**job.params, "seed": secrets.randbelow(2**31)}
     session.add(job)
     session.flush()
     session.add(JobLog(job_id=job.id, message=f"submitted: {job.type} {job.model} in pool '{job.pool}'"))
@@ -161,6 +169,32 @@ def pretrained_base(base: str, settings: Settings) -> tuple[str, str]:
     with refused_as_invalid_input():
         base_models.resolve(base, settings.models_folder)
     return kind.name, base
+
+
+def retry_job(session: Session, job: Job, body: object) -> Job:
+    """A new queued generation job for `job`'s rows that are not stored as ok (only_failed, the default) or
+    for all of them, with the same source, prompts and params; InvalidInput/Conflict write nothing."""
+    if not isinstance(body, Mapping) or set(body) - {"only_failed"} or not isinstance(
+            body.get("only_failed", True), bool):
+        raise InvalidInput('the body must be a JSON object like {"only_failed": true}')
+    if job.type != "generate":
+        raise InvalidInput(f"job {job.id} is a {job.type} job; only generation jobs retry rows")
+    if job.status not in FINISHED:
+        raise Conflict(f"job {job.id} is {job.status}; retry it once it has finished")
+    rows = job.only_rows if job.only_rows is not None else list(range(job.rows_total or len(job.prompts or [None])))
+    if body.get("only_failed", True):
+        ok = set(session.scalars(select(Output.row).where(Output.job_id == job.id, Output.status == "ok")))
+        rows = [r for r in rows if r not in ok]
+        if not rows:
+            raise Conflict(f"job {job.id} has no failed rows to retry")
+    new = Job(team_id=job.team_id, type="generate", model=job.model, source_job_id=job.source_job_id,
+              dataset_id=job.dataset_id, params=job.params, prompts=job.prompts, priority=job.priority,
+              gpus=job.gpus, pool=job.pool, status="queued", max_attempts=job.max_attempts,
+              rows_total=len(rows), only_rows=rows, retry_of=job.id)
+    session.add(new)
+    session.flush()
+    session.add(JobLog(job_id=new.id, message=f"submitted: a retry of {len(rows)} rows of job {job.id}"))
+    return new
 
 
 def clean(text: str, limit: int = 80) -> str:
@@ -205,7 +239,8 @@ def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, An
         step=job.step,
         attempts=job.attempts,
         queue_position=where.queue_position,
-        eta=iso(where.eta),
+        # a running generation job knows its end from its rows; the forecast times the others
+        eta=iso(job.eta_at if job.status == "running" and job.eta_at is not None else where.eta),
         wait_reason=where.wait_reason,
         preemptions=job.preemptions,
         preemptible=job.preemptible,
@@ -226,6 +261,10 @@ def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, An
         checkpoint_step=job.checkpoint_step,
         cancel_requested=job.cancel_requested,
         finished=job.status in FINISHED,
+        rows_total=job.rows_total,
+        rows_done=job.rows_done,
+        rows_failed=job.rows_failed,
+        retry_of=job.retry_of,
     ).model_dump()
     if brief:
         out["prompts"] = None if job.prompts is None else len(job.prompts)

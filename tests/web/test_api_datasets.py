@@ -78,7 +78,7 @@ def test_zip_of_wavs(client, auth):
         ("other.zip", zipped({"a.png": png(), "notes.txt": b"hi"}), "notes.txt"),
         ("slip.zip", zipped({"../../evil.png": png()}), "unsafe path"),
         ("broken.png", png()[:30], "cannot be read"),
-        ("bad.jsonl", b'{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2"),
+        ("bad.jsonl", b'{"text": "no prompt"}\n["not an object"]\n', "no usable row: row 0 (line 1)"),
         ("empty.csv", b"prompt\n", "no prompts"),
         ("riff.wav", b"RIFF\x00\x00\x00\x00WAVEjunkjunk", "WAV"),
         ("8bit.wav", wav(width=1), "the file is 8-bit; only 16-bit PCM WAV files are supported"),
@@ -94,6 +94,16 @@ def test_upload_refuses_bad_files_naming_the_problem(client, auth, settings, fil
     assert answer.json["error"] == "invalid_input" and words in answer.json["message"]
     assert count(client.application.extensions["genq"].db, Dataset) == 0
     assert stored_files(settings) == []  # the temporary copy is gone too
+
+
+def test_prompts_with_some_bad_rows_upload_naming_them(client, auth):
+    data = b'{"prompt": "ok"}\n{"text": "no prompt"}\n{"prompt": "hot", "temperature": -1}\n'
+    answer = upload(client, auth, data, "some-bad.jsonl")
+    assert answer.status_code == 201, answer.json
+    info = answer.json["info"]
+    assert (info["prompts"], info["bad_rows"]) == (3, 2)
+    assert "row 1 (line 2): it has no prompt" in info["errors"][0]["error"]
+    assert '"temperature" must be a number above 0' in info["errors"][1]["error"]
 
 
 def test_binary_uploaded_as_text_is_refused(client, auth):

@@ -108,7 +108,8 @@ def test_outputs_artifacts_and_download(client, auth, db, settings):
     outputs = client.get(f"/api/v1/jobs/{job_id}/outputs", headers=auth).json["outputs"]
     assert [o["index"] for o in outputs] == [0, 1, 2]
     assert outputs[0]["url"] == f"/api/v1/artifacts/{art}/download" and outputs[0]["prompt"] == "seven"
-    assert outputs[2] == {"id": text, "index": 2, "prompt": "Once", "kind": "text", "text": "Once upon a time"}
+    assert outputs[2] == {"id": text, "index": 2, "prompt": "Once", "kind": "text", "text": "Once upon a time",
+                          "row": None, "row_id": None, "status": "ok", "error": None}
     got = client.get(outputs[0]["url"], headers=auth)
     assert got.status_code == 200 and got.data == image and got.mimetype == "image/png"
     assert client.get(outputs[1]["url"], headers=auth).mimetype == "audio/wav"

@@ -241,3 +241,26 @@ def test_job_page_shows_peak_memory_beside_the_submission_estimate(browser, db):
         add_metrics(db, other, "memory/peak_bytes", [2**20])
         row = next(line for line in browser.get(f"/jobs/{other}").text.split("<tr>") if "memory/peak_bytes" in line)
         assert "1.0 MiB" in row and "estimated" not in row
+
+
+def test_generation_job_page_shows_rows_rate_eta_first_rows_and_files(browser, db, settings):
+    from datetime import timedelta
+
+    from genq.db.models import Output, utcnow
+
+    eta = utcnow() + timedelta(minutes=5)
+    job = add_job(db, type="generate", status="running", params={}, rows_total=500, rows_done=3, rows_failed=1,
+                  eta_at=eta)
+    add_metrics(db, job, "throughput/rows_per_s", [2.5])
+    with db.session() as s:
+        s.add_all([Output(job_id=job, index=0, row=0, row_id="sku-1", kind="text", prompt="Lamp", text="Lamp of brass"),
+                   Output(job_id=job, index=1, row=1, row_id="sku-2", kind="text", status="error",
+                          error="row 1 (line 2): it has no prompt")])
+    page = browser.get(f"/jobs/{job}").text
+    rows = page[page.index('id="rows"'):]
+    assert "3 / 500" in rows and "2.5" in rows and eta.isoformat()[:16].replace("T", " ") in rows
+    assert "sku-1" in rows and "Lamp of brass" in rows and "row 1 (line 2): it has no prompt" in rows
+    assert "when the job ends" in rows
+    jsonl = add_artifact(db, settings, job, "outputs.jsonl", b"{}\n", "application/x-ndjson")
+    rows = browser.get(f"/jobs/{job}").text.split('id="rows"')[1]
+    assert f"/api/v1/artifacts/{jsonl}/download" in rows

@@ -7,7 +7,16 @@ from flask import g, jsonify, request, url_for
 from genq.datasets import bad_string
 from genq.db.models import JOB_STATUSES, Job, Team
 from genq.errors import InvalidInput
-from genq.jobs.service import MAX_ID, cancel_job, job_to_dict, latest_jobs, owned, submit_job, visible_team
+from genq.jobs.service import (
+    MAX_ID,
+    cancel_job,
+    job_to_dict,
+    latest_jobs,
+    owned,
+    retry_job,
+    submit_job,
+    visible_team,
+)
 from genq.metrics import MAX_STEP
 from genq.web import queries, state
 from genq.web.api import api_blueprint, query_choice, query_int, read_json
@@ -88,10 +97,30 @@ def metrics(job_id: int):
 
 @bp.get("/jobs/<id:job_id>/outputs")
 def outputs(job_id: int):
-    """{"outputs": [{"index", "prompt", "kind", "text" or "url"}]}."""
+    """{"outputs": [{"id", "index", "row", "row_id", "status", "error", "prompt", "kind", "text" or "url"}],
+    "next"}: with ?after=ROW or ?limit=N, the outputs of the next N input rows and the row to ask after next
+    (null at the end); without, every output."""
+    after = query_int("after", None, -1, MAX_ID, clamp=True)
+    limit = query_int("limit", None, 1, 1000, clamp=True)
     with state().db.session() as s:
         owned(s, Job, job_id, g.caller.scope, "job")
-        return jsonify({"outputs": queries.job_outputs(s, job_id)})
+        if after is None and limit is None:
+            return jsonify({"outputs": queries.job_outputs(s, job_id), "next": None})
+        page, cursor = queries.output_rows_page(s, job_id, after, limit or 100)
+        return jsonify({"outputs": page, "next": cursor})
+
+
+@bp.post("/jobs/<id:job_id>/retry")
+def retry(job_id: int):
+    """A new generation job for the rows of this one that failed or were never stored ({"only_failed": true},
+    the default) or for all its rows ({"only_failed": false}), with the same params (201)."""
+    caller = require_writer("retry jobs")
+    body = read_json() if request.get_data() else {}
+    with state().db.session() as s:
+        job = owned(s, Job, job_id, caller.scope, "job")
+        out, job_team = job_to_dict(s, retry_job(s, job, body)), job.team_id
+    state().events.status(out["id"], job_team, "queued", wake=True)
+    return jsonify(out), 201, {"Location": url_for("api_jobs.show", job_id=out["id"])}
 
 
 @bp.get("/jobs/<id:job_id>/samples")

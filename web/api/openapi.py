@@ -183,8 +183,28 @@ def spec() -> dict[str, Any]:
             errors=(404, 422),
         ),
         "/api/v1/jobs/{job_id}/outputs": _get(
-            "Generated samples", _json(_wrapped("outputs", "Output")), job_id
+            "Generated samples; with after or limit, those of the next input rows and the `after` of the next page",
+            _json(_wrapped("outputs", "Output")),
+            job_id
+            + [
+                _query("after", {"type": "integer", "minimum": -1, "maximum": MAX_ID}, "the rows after this one"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "this many rows (default 100)"),
+            ],
+            errors=(404, 422),
         ),
+        "/api/v1/jobs/{job_id}/retry": {
+            "post": {
+                "summary": "A new generation job for the rows not stored as ok ({\"only_failed\": true}) or all rows",
+                "parameters": job_id,
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"only_failed": {"type": "boolean", "default": True}}}}}},
+                "responses": {
+                    "201": _json(_ref("Job"), "the new job, queued"),
+                    **_errors(400, 403, 404, 409, 422),
+                },
+            }
+        },
         "/api/v1/jobs/{job_id}/samples": _get(
             "Samples drawn after each evaluation of a training job, one step at a time",
             _json(_ref("Samples")),

@@ -95,6 +95,10 @@ SCHEMAS: dict[str, Any] = {
             "text": STR,
             "url": STR,
             "media_type": {"type": ["string", "null"]},
+            "row": {"type": ["integer", "null"], "description": "the input row (from 0) of a generation output"},
+            "row_id": {"type": ["string", "null"], "description": "the row's id or custom_id"},
+            "status": {"type": "string", "enum": ["ok", "error"]},
+            "error": {"type": ["string", "null"], "description": "why the row failed, or a note on it"},
         },
     },
     "Samples": {

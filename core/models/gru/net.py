@@ -62,3 +62,42 @@ class GRULM(nn.Module):
         """Feed new tokens idx (B, T) carrying the hidden state; return next-token logits (B, vocab) and h."""
         logits, h = self._run(idx, h)
         return logits[:, -1, :], h
+
+    # -- continuous batching (genq.core.batch): a slot per row holds its hidden state ------------------------
+    def new_slots(self, slots: int, device: str | torch.device, dtype: torch.dtype) -> SlotState:
+        """An empty state of `slots` rows for decode_slots."""
+        return SlotState(torch.zeros(self.config.n_layer, slots, self.config.hidden_size, device=device,
+                                     dtype=dtype))
+
+    def slot_bytes(self, dtype_bytes: int = 4) -> int:
+        """Memory one slot takes: its hidden state and one decoding row's activations (a bound)."""
+        c = self.config
+        return dtype_bytes * (c.n_layer * c.hidden_size * 8 + c.n_embd + 4 * c.vocab_size)
+
+    @torch.no_grad()
+    def prefill_slots(self, state: SlotState, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Read prompts into `slots` (one at a time: a padded batch would run the padding into h); return the
+        logits (n, vocab) of the token after each."""
+        out = []
+        for slot, prompt in zip(slots, prompts, strict=True):
+            logits, h = self.step(torch.tensor([prompt], device=state.h.device), None)
+            state.h[:, slot] = h[:, 0].to(state.h.dtype)
+            out.append(logits)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode_slots(self, state: SlotState, tokens: torch.Tensor, pos: torch.Tensor, width: int) -> torch.Tensor:
+        """One token per slot: tokens (S,) -> next-token logits (S, vocab); positions play no part."""
+        logits, state.h = self.step(tokens[:, None], state.h)
+        return logits
+
+
+class SlotState:
+    """The hidden states (n_layer, slots, hidden) of the rows being decoded."""
+
+    def __init__(self, h: torch.Tensor):
+        self.h = h
+
+    def keep(self, slots: torch.Tensor) -> None:
+        """Keep only `slots` (an index tensor), renumbered from 0 in that order."""
+        self.h = self.h[:, slots]

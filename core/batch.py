@@ -1,0 +1,200 @@
+"""Continuous batching for the text models: rows enter a running batch as others finish.
+
+A model takes part when it has `new_slots(n, device, dtype) -> state`, `prefill_slots(state, slots, prompts)
+-> logits (n, vocab)`, `decode_slots(state, tokens (S,), pos (S,), width) -> logits (S, vocab)` and
+`slot_bytes()` (GPT: a ring of block_size keys per slot; GRU: a hidden state per slot), and the state a
+`keep(slots)` that drops the others.
+
+Each row samples with its own uniforms, drawn up front from a generator seeded by the row's seed, and every
+row's computation reads only its own slot: a row's text does not depend on the batch it ran in or on the
+rows beside it (up to the last bit of float sums, which can turn a draw that lands within ~1e-7 of a
+boundary).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+MAX_SLOTS = 256  # beyond this a step's fixed cost no longer dominates on any device genq runs on
+MEMORY_SHARE = 0.5  # of the device's free memory, what the slots may take
+
+
+@dataclass
+class Request:
+    """One row to generate: its prompt's token ids and its own sampling."""
+
+    key: Any  # the caller's handle for the row, given back in Finished
+    prompt: list[int]
+    max_new_tokens: int
+    seed: int
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    stop: Sequence[str] = ()  # strings that end the row (not included in its text); needs a decode
+
+
+@dataclass
+class Finished:
+    """A finished row: its new tokens, their text (cut before a stop string) and why it ended."""
+
+    key: Any
+    tokens: list[int]
+    text: str | None
+    reason: str  # "length", "eos" or "stop"
+
+
+@dataclass
+class _Active:
+    request: Request
+    pos: int  # position of the next token fed (= tokens read so far)
+    tokens: list[int] = field(default_factory=list)
+    text: str | None = None
+    reason: str = "length"
+
+
+def free_memory(device: str) -> int:
+    """Bytes free on `device`: the GPU's free memory, or the machine's available memory on a CPU."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def choose_slots(model: nn.Module, device: str, rows: int, cap: int | None = None, dtype_bytes: int = 4) -> int:
+    """Rows decoded at once: what half the free memory holds, at most MAX_SLOTS, `cap` and `rows`."""
+    fits = int(free_memory(device) * MEMORY_SHARE) // max(1, model.slot_bytes(dtype_bytes))
+    return max(1, min(fits, MAX_SLOTS, cap or MAX_SLOTS, rows))
+
+
+def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of logits (S, vocab) with per-row temperature (S, 1), top_k (S, 1; vocab: all),
+    top_p (S, 1; 1: all) and a uniform (S,) in [0, 1) each: inverse-CDF sampling over the sorted vocabulary."""
+    vocab = logits.size(-1)
+    ordered, order = torch.sort(logits.float() / temperature, dim=-1, descending=True, stable=True)
+    ranks = torch.arange(vocab, device=logits.device)
+    probs = torch.softmax(ordered.masked_fill(ranks >= top_k, float("-inf")), dim=-1)
+    # nucleus: the most likely tokens whose total reaches top_p (the first always kept)
+    probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+    cdf = probs.cumsum(-1)
+    pick = torch.searchsorted(cdf, (uniforms[:, None] * cdf[:, -1:]).contiguous(), right=True).clamp_(max=vocab - 1)
+    return order.gather(1, pick)[:, 0]
+
+
+class BatchGenerator:
+    """Decodes requests `slots` at a time; `continuous` admits a row as soon as a slot frees, otherwise
+    (static batches, the baseline) only once the whole batch has finished."""
+
+    def __init__(self, model: nn.Module, slots: int, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 eos_id: int | None = None, decode: Callable[[list[int]], str] | None = None,
+                 continuous: bool = True, context: int | None = None):
+        self.model, self.slots, self.device, self.dtype = model, slots, device, dtype
+        self.eos_id, self.decode, self.continuous = eos_id, decode, continuous
+        self.context = context  # the longest prompt read (its newest tokens), None: any
+        self.steps = 0  # batched decoding steps run (for tests and benchmarks)
+
+    @torch.no_grad()
+    def run(self, requests: Sequence[Request], on_finish: Callable[[Finished], None],
+            should_stop: Callable[[], bool] | None = None) -> bool:
+        """Generate every request, calling on_finish(row) as each ends (any order). Returns False when
+        should_stop() said so first: the rows not reported yet were dropped."""
+        if not requests:
+            return True
+        if any(r.stop for r in requests) and self.decode is None:
+            raise ValueError("stop strings need a decode function")
+        # Continuous: the longest rows first, so the batch does not end on a few long rows decoded alone (rows'
+        # texts do not depend on the order). Static batches keep the file's order: they are the baseline.
+        pending = deque(sorted(requests, key=lambda r: -r.max_new_tokens) if self.continuous else requests)
+        S, dev = min(self.slots, len(requests)), self.device
+        longest = max(r.max_new_tokens for r in requests)
+        state = self.model.new_slots(S, dev, self.dtype)
+        active: list[_Active | None] = [None] * S
+        logits = torch.zeros(S, 1, device=dev)
+        temperature = torch.ones(S, 1, device=dev)
+        top_k = torch.zeros(S, 1, dtype=torch.long, device=dev)
+        top_p = torch.ones(S, 1, device=dev)
+        uniforms = torch.zeros(S, longest, device=dev)
+        while True:
+            if should_stop is not None and should_stop():
+                return False
+            free = [s for s, a in enumerate(active) if a is None]
+            # Rows are admitted (their prompts read) a group at a time: one prefill for several rows costs about
+            # what one costs, and a slot waiting a few steps for the group costs less.
+            group = min(len(pending), max(1, S // 8) if self.continuous else S)
+            if pending and len(free) >= group:
+                admitted = [(slot, pending.popleft()) for slot in free[:len(pending)]]
+                prompts = [r.prompt[-self.context:] if self.context else r.prompt for _, r in admitted]
+                slots = [slot for slot, _ in admitted]
+                row_logits = self.model.prefill_slots(state, slots, prompts)
+                if logits.size(1) != row_logits.size(1):
+                    logits = torch.zeros(S, row_logits.size(1), device=dev, dtype=row_logits.dtype)
+                logits[slots] = row_logits.to(logits.dtype)
+                for (slot, request), prompt in zip(admitted, prompts, strict=True):
+                    temperature[slot] = request.temperature
+                    top_k[slot] = request.top_k or logits.size(1)
+                    top_p[slot] = request.top_p if request.top_p is not None else 1.0
+                    gen = torch.Generator().manual_seed(request.seed)
+                    uniforms[slot, :request.max_new_tokens] = torch.rand(request.max_new_tokens, generator=gen)
+                    active[slot] = _Active(request, pos=len(prompt))
+            live = [s for s, a in enumerate(active) if a is not None]
+            if not live:
+                return True
+            if self.continuous and not pending and len(live) <= S // 2 and S > 1:
+                # the tail: decode only the rows left (a copy of their slots, once per halving)
+                keep = torch.tensor(live, device=dev)
+                state.keep(keep)
+                logits, temperature, top_k, top_p, uniforms = (
+                    t[keep] for t in (logits, temperature, top_k, top_p, uniforms))
+                active, S = [active[s] for s in live], len(live)
+            counts = torch.tensor([len(a.tokens) if a else 0 for a in active], device=dev)
+            tokens = sample_rows(logits, temperature, top_k, top_p, uniforms.gather(1, counts[:, None])[:, 0])
+            drawn = tokens.tolist()
+            for slot, row in enumerate(active):
+                if row is not None and self._take(row, drawn[slot]):
+                    on_finish(Finished(row.request.key, row.tokens, row.text, row.reason))
+                    active[slot] = None
+            if all(a is None for a in active) and not pending:
+                return True
+            pos = [a.pos if a is not None else 0 for a in active]
+            width = min(max(pos) + 1, self._window())
+            logits = self.model.decode_slots(state, tokens, torch.tensor(pos, device=dev), width)
+            self.steps += 1
+            for row in active:
+                if row is not None:
+                    row.pos += 1
+
+    def _window(self) -> int:
+        return getattr(getattr(self.model, "config", None), "block_size", None) or 1 << 62
+
+    def _take(self, row: _Active, token: int) -> bool:
+        """Append a drawn token to `row`; True when the row has ended (row.reason says why)."""
+        request = row.request
+        if self.eos_id is not None and token == self.eos_id:
+            row.reason = "eos"
+            row.text = self.decode(row.tokens) if self.decode else None
+            return True
+        row.tokens.append(token)
+        if request.stop:
+            row.text = self.decode(row.tokens)
+            cut = min((i for i in (row.text.find(s) for s in request.stop if s) if i >= 0), default=-1)
+            if cut >= 0:
+                row.text, row.reason = row.text[:cut], "stop"
+                return True
+        if len(row.tokens) >= request.max_new_tokens:
+            row.reason = "length"
+            row.text = self.decode(row.tokens) if self.decode else None
+            return True
+        return False

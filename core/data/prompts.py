@@ -1,0 +1,222 @@
+"""Prompt files for batch generation: JSONL rows, the OpenAI batch format, or CSV (a `prompt` column, or a
+`template` over any columns). Torch-free: the platform validates uploads with it and the worker reads rows.
+
+Each row is checked on its own: a bad row becomes a PromptRow with an `error` naming its number and the
+reason, and the file is refused (DataError) only when no row is usable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from genq.core.errors import DataError
+
+MAX_ROWS = 10_000
+MAX_PROMPT_CHARS = 10_000
+MAX_STOPS, MAX_STOP_CHARS = 4, 100
+# per-row params: (types allowed, check, what the check says)
+ROW_PARAMS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "max_new_tokens": ((int,), lambda v: 1 <= v <= 100_000, "an integer from 1 to 100000"),
+    "temperature": ((int, float), lambda v: 0 < v <= 100, "a number above 0, at most 100"),
+    "top_k": ((int,), lambda v: v >= 1, "an integer of at least 1"),
+    "top_p": ((int, float), lambda v: 0 < v <= 1, "a number above 0, at most 1"),
+    "seed": ((int,), lambda v: 0 <= v < 2**63, "an integer from 0 to 2**63 - 1"),
+}
+OPENAI_NAMES = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens"}
+
+
+@dataclass
+class PromptRow:
+    """One input row: its prompt and own params, or the error that keeps it from running."""
+
+    row: int  # from 0, in file order
+    prompt: str | None
+    row_id: str | None = None  # the row's "id" or "custom_id"
+    params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (what a job's worker reads back)."""
+        return {"row": self.row, "prompt": self.prompt, "row_id": self.row_id, "params": self.params,
+                "error": self.error}
+
+
+class RowError(ValueError):
+    """One row cannot run; the message says why."""
+
+
+def check_row_params(values: dict[str, Any]) -> dict[str, Any]:
+    """The per-row params among `values` (unknown keys ignored), or RowError naming the bad one."""
+    out: dict[str, Any] = {}
+    for name, (types, ok, what) in ROW_PARAMS.items():
+        if values.get(name) is None:
+            continue
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, types) or (
+                isinstance(value, float) and not math.isfinite(value)) or not ok(value):
+            raise RowError(f'"{name}" must be {what}, got {json.dumps(value)[:40]}')
+        out[name] = value
+    stop = values.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS
+                                                  for s in stops) or len(stops) > MAX_STOPS:
+            raise RowError(f'"stop" must be a string or a list of at most {MAX_STOPS} non-empty strings of at '
+                           f'most {MAX_STOP_CHARS} characters')
+        out["stop"] = stops
+    return out
+
+
+def _check_prompt(prompt: object) -> str:
+    if not isinstance(prompt, str):
+        raise RowError("it has no prompt" if prompt is None else f"its prompt is a {type(prompt).__name__}, "
+                                                                  "not a string")
+    if "\x00" in prompt or len(prompt) > MAX_PROMPT_CHARS:
+        raise RowError(f"its prompt has a NUL character or more than {MAX_PROMPT_CHARS} characters")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError("its prompt holds invalid Unicode") from None
+    return prompt
+
+
+def _row_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or len(str(value)) > 200:
+        raise RowError("its id must be a string or an integer of at most 200 characters")
+    return str(value)
+
+
+def _json_row(obj: object) -> tuple[str, str | None, dict[str, Any]]:
+    """(prompt, row id, params) of one JSONL object: genq's own form or an OpenAI batch request."""
+    if not isinstance(obj, dict):
+        raise RowError(f"it is a JSON {type(obj).__name__}, not an object")
+    if "body" in obj or "custom_id" in obj:
+        body = obj.get("body")
+        if not isinstance(body, dict):
+            raise RowError('an OpenAI batch row needs a "body" object')
+        if "messages" in body:
+            messages = body["messages"]
+            if not isinstance(messages, list) or not messages or not all(
+                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
+                raise RowError('"body.messages" must be a list of objects with a string "content"')
+            prompt: object = "\n".join(m["content"] for m in messages)
+        else:
+            prompt = body.get("prompt")
+        values = {OPENAI_NAMES.get(k, k): v for k, v in body.items()}
+        return _check_prompt(prompt), _row_id(obj.get("custom_id")), check_row_params(values)
+    return _check_prompt(obj.get("prompt")), _row_id(obj.get("id")), check_row_params(obj)
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names a template like "Describe {name}: {features}" names; DataError if it is malformed."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise DataError(f"the template is malformed: {exc}") from None
+    if any(not n for n in names):
+        raise DataError("the template must name columns in braces, like {name}")
+    return names
+
+
+def _csv_rows(text: str, template: str | None) -> list[tuple[str, str | None, dict[str, Any]] | RowError]:
+    try:
+        table = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise DataError(f"the prompts file is not valid CSV: {exc}") from None
+    header = [c.strip() for c in table[0]] if table else []
+    lower = [c.lower() for c in header]
+    out: list[tuple[str, str | None, dict[str, Any]] | RowError] = []
+    if template is not None:
+        missing = [n for n in template_fields(template) if n not in header]
+        if missing:
+            raise DataError(f"the template names the column '{missing[0]}', which the CSV header "
+                            f"({', '.join(header)}) does not have")
+        for r in table[1:]:
+            cells = dict(zip(header, r, strict=False))
+            try:
+                out.append((_check_prompt(template.format_map({n: cells.get(n, "") for n in header})),
+                            cells.get("id") or None, {}))
+            except RowError as exc:
+                out.append(exc)
+        return out
+    has_header = "prompt" in lower
+    column = lower.index("prompt") if has_header else 0  # no header: prompts in the first column
+    id_column = lower.index("id") if has_header and "id" in lower else None
+    for r in table[1 if has_header else 0:]:
+        try:
+            prompt = _check_prompt(r[column] if column < len(r) else None)
+            row_id = r[id_column] if id_column is not None and id_column < len(r) and r[id_column] else None
+            out.append((prompt, row_id, {}))
+        except RowError as exc:
+            out.append(exc)
+    return out
+
+
+def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[PromptRow]:
+    """The rows of a prompts file's bytes (`fmt` "jsonl" or "csv"): each usable or carrying its error.
+    DataError when the file as a whole is unusable: empty, not UTF-8, too many rows, or no usable row."""
+    if not data.strip():
+        raise DataError("the prompts file is empty")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"the prompts file is not UTF-8 text (invalid byte at offset {exc.start}, line {line})"
+                        ) from None
+    parsed: list[tuple[str, str | None, dict[str, Any]] | RowError] = []
+    lines: list[int] = []  # the file line of each row, for messages
+    if fmt == "jsonl":
+        if template is not None:
+            raise DataError("a template applies to CSV prompts files only")
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            lines.append(number)
+            try:
+                obj = json.loads(line, parse_constant=_no_constant)
+            except ValueError as exc:
+                parsed.append(RowError(f"it is not JSON ({exc})"))
+                continue
+            try:
+                parsed.append(_json_row(obj))
+            except RowError as exc:
+                exc.row_id = _salvaged_id(obj)  # a bad row keeps its id, so the caller can tell which it was
+                parsed.append(exc)
+    else:
+        parsed = _csv_rows(text, template)
+    if len(parsed) > MAX_ROWS:
+        raise DataError(f"the prompts file holds {len(parsed)} rows (at most {MAX_ROWS})")
+    rows = []
+    for i, item in enumerate(parsed):
+        if isinstance(item, RowError):
+            where = f"row {i} (line {lines[i]})" if lines else f"row {i}"
+            rows.append(PromptRow(row=i, prompt=None, row_id=getattr(item, "row_id", None), error=f"{where}: {item}"))
+        else:
+            rows.append(PromptRow(row=i, prompt=item[0], row_id=item[1], params=item[2]))
+    if not any(r.error is None for r in rows):
+        if not rows:
+            raise DataError("the prompts file holds no prompts")
+        raise DataError(f"the prompts file has no usable row: {rows[0].error}")
+    return rows
+
+
+def _salvaged_id(obj: object) -> str | None:
+    """The id of a bad JSON row, when it has a usable one."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return _row_id(obj.get("custom_id", obj.get("id")))
+    except RowError:
+        return None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")

@@ -1,0 +1,152 @@
+"""genq.core.batch: continuous batching gives each row the text it would get alone, whatever ran beside it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from genq.core.batch import BatchGenerator, Request, choose_slots, sample_rows
+from genq.core.models.gpt.net import GPT, GPTConfig
+from genq.core.models.gru.net import GRULM, GRUConfig
+
+VOCAB = 20
+
+
+def gpt(block_size: int = 16) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=VOCAB, block_size=block_size, n_layer=2, n_head=2, n_embd=16)).eval()
+
+
+def gru() -> GRULM:
+    torch.manual_seed(0)
+    return GRULM(GRUConfig(vocab_size=VOCAB, n_embd=8, hidden_size=16, n_layer=2)).eval()
+
+
+def requests(n: int = 40, seed: int = 0) -> list[Request]:
+    """Rows of different prompt lengths (some past the window), lengths and sampling settings."""
+    rnd = random.Random(seed)
+    return [Request(key=i, prompt=[rnd.randrange(VOCAB) for _ in range(rnd.randrange(1, 24))],
+                    max_new_tokens=rnd.randrange(1, 40), seed=1000 + i, temperature=rnd.choice([0.7, 1.0, 1.5]),
+                    top_k=rnd.choice([None, 3]), top_p=rnd.choice([None, 0.8])) for i in range(n)]
+
+
+def run(model, rows: list[Request], slots: int, continuous: bool = True, **kwargs) -> dict:
+    out = {}
+    engine = BatchGenerator(model, slots, continuous=continuous, **kwargs)
+    assert engine.run(rows, lambda f: out.__setitem__(f.key, (f.tokens, f.text, f.reason)))
+    assert len(out) == len(rows)
+    return out
+
+
+@pytest.mark.parametrize("make", [gpt, gru])
+def test_rows_are_identical_at_batch_1_7_and_32(make):
+    model, rows = make(), requests()
+    alone = run(model, rows, 1)
+    assert run(model, rows, 7) == alone
+    assert run(model, rows, 32) == alone
+    assert run(model, list(reversed(rows)), 7) == alone  # other neighbours, other order
+    assert run(model, rows, 32, continuous=False) == alone
+    assert all(len(alone[r.key][0]) == r.max_new_tokens for r in rows)
+
+
+def test_the_seed_decides_the_text():
+    model, rows = gpt(), requests(8)
+    again = [Request(**{**r.__dict__, "seed": r.seed + 1}) for r in rows]
+    assert run(model, rows, 4) != run(model, again, 4)
+
+
+def test_slot_cache_matches_the_full_forward_past_the_window():
+    """decode_slots' logits are the model's own forward over the whole text, also once the ring has wrapped."""
+    model = gpt(block_size=8)
+    text = torch.randint(0, VOCAB, (1, 30))
+    full, _ = model(text)
+    cache = model.new_slots(3, "cpu", torch.float32)
+    prompt = text[0, :5].tolist()
+    logits = model.prefill_slots(cache, [1], [prompt])
+    assert torch.allclose(logits[0], full[0, 4], atol=1e-5)
+    for pos in range(5, 29):
+        tokens = torch.tensor([0, int(text[0, pos]), 0])
+        logits = model.decode_slots(cache, tokens, torch.tensor([0, pos, 0]), min(pos + 1, 8))
+        assert torch.allclose(logits[1], full[0, pos], atol=1e-4), pos
+
+
+def test_continuous_batching_takes_fewer_steps_than_static_batches():
+    model = gpt()
+    rows = [Request(i, [1, 2], 2 if i % 4 else 30, seed=i) for i in range(32)]
+    steps = {}
+    for continuous in (True, False):
+        engine = BatchGenerator(model, 8, continuous=continuous)
+        engine.run(rows, lambda f: None)
+        steps[continuous] = engine.steps
+    assert steps[True] < 0.6 * steps[False], steps
+
+
+def test_stop_strings_and_eos_end_rows():
+    model = gpt()
+    decode = "".join(chr(97 + i) for i in range(VOCAB)).__getitem__
+
+    def text_of(ids):
+        return "".join(decode(i) for i in ids)
+
+    free = run(model, [Request(0, [1], 30, seed=5)], 1, decode=text_of)[0]
+    stop = free[1][3:5]  # two letters the free run drew
+    cut = run(model, [Request(0, [1], 30, seed=5, stop=[stop])], 1, decode=text_of)[0]
+    assert cut[2] == "stop" and cut[1] == free[1][:free[1].index(stop)]
+    first = free[0][2]
+    ended = run(model, [Request(0, [1], 30, seed=5)], 1, eos_id=first, decode=text_of)[0]
+    assert ended[2] == "eos" and first not in ended[0]
+
+
+def test_a_stop_request_drops_the_rows_not_finished():
+    model, rows, seen = gpt(), requests(10), []
+    calls = iter(range(100))
+    done = BatchGenerator(model, 4).run(rows, seen.append, should_stop=lambda: next(calls) >= 5)
+    assert done is False and len(seen) < len(rows)
+
+
+def test_sample_rows_keeps_to_top_k_and_top_p():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]] * 3)
+    u = torch.tensor([0.999, 0.999, 0.999])
+    top_k, top_p = torch.tensor([[4], [2], [4]]), torch.tensor([[1.0], [1.0], [0.5]])
+    picked = sample_rows(logits, torch.ones(3, 1), top_k, top_p, u)
+    assert picked.tolist() == [3, 1, 0]  # all four; the top two; the nucleus holding half the mass: one
+
+
+def test_choose_slots_follows_memory_and_caps():
+    model = gpt()
+    assert choose_slots(model, "cpu", rows=5) == 5
+    assert choose_slots(model, "cpu", rows=1000, cap=7) == 7
+    assert 1 <= choose_slots(model, "cpu", rows=10**6) <= 256
+
+
+@pytest.mark.parametrize("model, params", [
+    ("gpt", {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16}),
+    ("gru", {"n_embd": 16, "hidden_size": 48, "block_size": 16}),
+])
+def test_recipe_rows_are_byte_identical_at_batch_sizes_1_7_and_32(model, params, text_file, tmp_path, make_hooks):
+    """Through core.api.generate_rows (what the worker calls): per-row params, a row's own seed, a prompt past
+    the context, num_samples; the same texts whatever the batch size."""
+    from genq.core import api
+    from genq.core.data.prompts import PromptRow
+
+    train = {**params, "batch_size": 8, "lr": 3e-3, "max_steps": 10, "eval_interval": 10, "eval_iters": 2}
+    api.train(model, train, text_file, tmp_path / "job", make_hooks())
+    rows = [PromptRow(i, "All:" * (i % 9), f"r{i}", {"max_new_tokens": 5 + i % 23}) for i in range(40)]
+    rows[3].params["seed"] = 99
+    rows[5] = PromptRow(5, None, error="row 5: bad")
+    texts = {}
+    for batch_size in (1, 7, 32):
+        hooks, seen = make_hooks(), []
+        hooks.rows = seen.extend
+        assert api.generate_rows(tmp_path / "job", rows, {"num_samples": 2, "seed": 4, "batch_size": batch_size},
+                                 hooks)
+        texts[batch_size] = sorted((r.index, r.row, r.row_id, r.text, r.error) for r in seen)
+    assert texts[1] == texts[7] == texts[32]
+    assert [t[0] for t in texts[1]] == [i for r in range(40) if r != 5 for i in (2 * r, 2 * r + 1)]
+    by_index = {t[0]: t for t in texts[1]}
+    assert by_index[6][3] != by_index[7][3]  # two samples of a row differ
+    assert all(by_index[2 * r][3].startswith("All:" * (r % 9)) for r in range(40) if r != 5)
+    long_row = 8  # 32 characters of prompt: past the gpt's 16-token context; a gru reads any length
+    assert ("truncated from the left" in (by_index[2 * long_row][4] or "")) == (model == "gpt")

@@ -1,0 +1,74 @@
+"""Prompt files: JSONL, the OpenAI batch format and CSV; a bad row is named by number, the rest run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genq.core.data.prompts import parse_prompts
+from genq.core.errors import DataError
+
+
+def jsonl(*rows) -> bytes:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
+
+
+def test_jsonl_rows_with_ids_and_their_own_params():
+    rows = parse_prompts(jsonl({"prompt": "ROMEO:", "id": "a", "max_new_tokens": 20, "temperature": 0.5,
+                                "top_k": 5, "top_p": 0.9, "seed": 3, "stop": "\n"}, {"prompt": "JULIET:"}), "jsonl")
+    assert [(r.row, r.prompt, r.row_id, r.error) for r in rows] == [(0, "ROMEO:", "a", None),
+                                                                    (1, "JULIET:", None, None)]
+    assert rows[0].params == {"max_new_tokens": 20, "temperature": 0.5, "top_k": 5, "top_p": 0.9, "seed": 3,
+                              "stop": ["\n"]}
+
+
+def test_openai_batch_rows():
+    rows = parse_prompts(jsonl(
+        {"custom_id": "r1", "method": "POST", "url": "/v1/completions", "body": {"prompt": "Hi", "max_tokens": 9}},
+        {"custom_id": "r2", "body": {"messages": [{"role": "system", "content": "Be brief."},
+                                                  {"role": "user", "content": "Hello"}]}}), "jsonl")
+    assert [(r.prompt, r.row_id, r.params) for r in rows] == [("Hi", "r1", {"max_new_tokens": 9}),
+                                                              ("Be brief.\nHello", "r2", {})]
+
+
+def test_csv_prompt_column_and_template():
+    data = b"name,features,id\nlamp,brass,L1\nchair,oak,C2\n"
+    rows = parse_prompts(data, "csv", template="Describe {name}: {features}")
+    assert [(r.prompt, r.row_id) for r in rows] == [("Describe lamp: brass", "L1"), ("Describe chair: oak", "C2")]
+    assert [r.prompt for r in parse_prompts(b"id,prompt\n1,hello\n2,world\n", "csv")] == ["hello", "world"]
+    with pytest.raises(DataError, match="column 'colour'"):
+        parse_prompts(data, "csv", template="A {colour} {name}")
+
+
+def test_bad_rows_are_named_by_number_and_the_rest_kept():
+    rows = parse_prompts(jsonl({"prompt": "ok"}, "[1, 2]", "{not json", {"id": 4}, {"prompt": "x", "top_p": 2},
+                               {"prompt": "y", "max_new_tokens": "ten"}, {"prompt": "z", "temperature": True},
+                               {"prompt": 5}, {"prompt": "fine", "seed": 1}), "jsonl")
+    errors = {r.row: r.error for r in rows if r.error}
+    assert [r.row for r in rows if r.error is None] == [0, 8]
+    assert "row 1 (line 2)" in errors[1] and "not an object" in errors[1]
+    assert "row 2 (line 3)" in errors[2] and "not JSON" in errors[2]
+    assert "no prompt" in errors[3]
+    assert '"top_p"' in errors[4] and '"max_new_tokens"' in errors[5] and '"temperature"' in errors[6]
+    assert "int, not a string" in errors[7]
+
+
+@pytest.mark.parametrize("data, fmt, message", [
+    (b"", "jsonl", "empty"),
+    (b"  \n\n", "csv", "empty"),
+    (b'{"prompt": "caf\xe9"}\n', "jsonl", "not UTF-8.*line 1"),
+    (jsonl({"id": 1}, "[]"), "jsonl", "no usable row: row 0"),
+    (jsonl({"prompt": "x"}), "jsonl", None),
+])
+def test_whole_file_refusals(data, fmt, message):
+    if message is None:
+        assert parse_prompts(data, fmt)[0].prompt == "x"
+        return
+    with pytest.raises(DataError, match=message):
+        parse_prompts(data, fmt)
+
+
+def test_nan_is_not_a_number_here():
+    rows = parse_prompts(jsonl({"prompt": "a"}, '{"prompt": "b", "temperature": NaN}'), "jsonl")
+    assert rows[1].error and "not JSON" in rows[1].error

@@ -1,0 +1,89 @@
+"""Batch generation's API: templates over CSV columns, refusals that create nothing, outputs paged by row,
+the retry endpoint's checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from genq.db.models import Dataset, Job, Output
+from tests.web.conftest import add_job, count, upload
+
+CSV = b"name,features,id\nlamp,brass,L1\nchair,oak,C2\n"
+
+
+def generate(client, auth, source: int, **fields):
+    return client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source, **fields})
+
+
+def test_csv_template_fills_the_rows_and_a_missing_column_is_refused(client, auth, db):
+    source = add_job(db, status="succeeded", model="gpt")
+    dataset = upload(client, auth, CSV, "products.csv").json["id"]
+    answer = generate(client, auth, source, dataset=dataset, params={"template": "Describe {name}: {features}"})
+    assert answer.status_code == 201, answer.json
+    job = answer.json
+    assert job["prompts"] == ["Describe lamp: brass", "Describe chair: oak"] and job["rows_total"] == 2
+    assert isinstance(job["params"]["seed"], int)  # fixed at submission: a resumed job draws the same texts
+    jobs = count(db, Job)
+    for fields, words in [({"dataset": dataset, "params": {"template": "A {colour} {name}"}}, "column 'colour'"),
+                          ({"prompts": ["x"], "params": {"template": "{name}"}}, "CSV prompts dataset"),
+                          ({"dataset": dataset, "params": {"template": "{name"}}, "malformed")]:
+        answer = generate(client, auth, source, **fields)
+        assert answer.status_code == 422 and words in answer.json["message"], answer.json
+    assert count(db, Job) == jobs
+
+
+def test_a_prompts_file_over_the_size_limit_is_refused_unread(client, auth, db, monkeypatch):
+    monkeypatch.setattr("genq.datasets.MAX_PROMPTS_BYTES", 100)
+    answer = upload(client, auth, b'{"prompt": "hello"}\n' * 10, "big.jsonl")
+    assert answer.status_code == 413 and "at most 100" in answer.json["message"]
+    assert count(db, Dataset) == 0
+
+
+def test_outputs_page_by_row(client, auth, db):
+    job = add_job(db, type="generate", status="succeeded", params={"num_samples": 2}, rows_total=5)
+    with db.session() as s:
+        for row in (0, 1, 3, 4):  # row 2 not stored (yet)
+            for k in range(2):
+                s.add(Output(job_id=job, index=2 * row + k, row=row, row_id=f"r{row}", kind="text", text=f"{row}.{k}"))
+    pages, after = [], -1
+    while after is not None:
+        answer = client.get(f"/api/v1/jobs/{job}/outputs?after={after}&limit=2", headers=auth).json
+        pages.append([(o["row"], o["text"]) for o in answer["outputs"]])
+        after = answer["next"]
+    assert pages == [[(0, "0.0"), (0, "0.1"), (1, "1.0"), (1, "1.1")], [(3, "3.0"), (3, "3.1"), (4, "4.0"), (4, "4.1")]]
+    first = client.get(f"/api/v1/jobs/{job}/outputs?limit=1", headers=auth).json
+    assert [o["row_id"] for o in first["outputs"]] == ["r0", "r0"] and first["next"] == 0
+    assert client.get(f"/api/v1/jobs/{job}/outputs?after=4", headers=auth).json == {"outputs": [], "next": None}
+    assert client.get(f"/api/v1/jobs/{job}/outputs?limit=x", headers=auth).status_code == 422
+
+
+@pytest.mark.parametrize("fields, body, status, words", [
+    ({"status": "running"}, {}, 409, "once it has finished"),
+    ({"type": "train"}, {}, 422, "only generation jobs"),
+    ({}, {"only_failed": "yes"}, 422, "only_failed"),
+    ({}, {"only_failed": True}, 409, "no failed rows"),
+])
+def test_retry_refusals_create_nothing(client, auth, db, fields, body, status, words):
+    values = {"type": "generate", "status": "succeeded", "rows_total": 1, **fields}
+    job = add_job(db, **values)
+    with db.session() as s:
+        s.add(Output(job_id=job, index=0, row=0, kind="text", text="ok"))
+    jobs = count(db, Job)
+    answer = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json=body)
+    assert answer.status_code == status and words in answer.json["message"], answer.json
+    assert count(db, Job) == jobs
+
+
+def test_retry_all_rows_or_the_failed_ones(client, auth, db):
+    source = add_job(db, status="succeeded", model="gpt")
+    job = add_job(db, type="generate", status="cancelled", source_job_id=source, prompts=["a", "b", "c", "d"],
+                  rows_total=4, params={"seed": 1})
+    with db.session() as s:
+        s.add_all([Output(job_id=job, index=0, row=0, kind="text", text="a!"),
+                   Output(job_id=job, index=1, row=1, kind="text", status="error", error="row 1: bad")])
+    failed = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": True}).json
+    assert (failed["rows_total"], failed["retry_of"], failed["status"]) == (3, job, "queued")  # 1 failed, 2 never ran
+    every = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False}).json
+    assert every["rows_total"] == 4 and every["params"] == {"seed": 1}
+    with db.session() as s:
+        assert s.get(Job, failed["id"]).only_rows == [1, 2, 3]

@@ -1,0 +1,49 @@
+"""JobHooks for batch generation: finished rows stored in fenced flushes with the job's counts, progress and
+ETA, the output files rewritten as rows arrive, and nothing written by a worker that lost the job."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from genq.core.api import RowResult
+from genq.db import Artifact, Job, Output
+from genq.worker.hooks import JobHooks, LeaseLost, RowCounts
+from tests.worker.test_scheduler import add_jobs
+
+ME = "me"
+
+
+def test_rows_are_stored_with_counts_and_the_files_follow(db, settings):
+    (job_id,) = add_jobs(db, 1, status="running", worker_id=ME)
+    hooks = JobHooks(db, job_id, ME, settings.artifacts, stop_reason=lambda: None)
+    hooks.batch = RowCounts(total=4, done=0)
+    hooks.rows([RowResult(2, 2, "b", "b!", row_id="r2"), RowResult(0, 0, None, None, "error", "row 0: bad")])
+    hooks.flush()
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        assert (job.rows_done, job.rows_failed, job.progress) == (2, 1, 0.5) and job.eta_at is not None
+        assert s.scalars(select(Artifact).where(Artifact.job_id == job_id)).all() == []  # not due yet
+    hooks.batch.files_at -= 60  # as if the last files were written a minute ago
+    hooks.rows([RowResult(1, 1, "a", "a!")])
+    hooks.flush()
+    path = settings.artifacts / "jobs" / str(job_id) / "outputs.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["row"], r["status"], r["row_id"]) for r in lines] == [(0, "error", None), (1, "ok", None),
+                                                                     (2, "ok", "r2")]
+    assert (settings.artifacts / "jobs" / str(job_id) / "outputs.csv").read_text().startswith("row,row_id,")
+    with db.session() as s:
+        assert s.get(Job, job_id).rows_done == 3
+
+
+def test_a_worker_that_lost_the_job_stores_no_rows(db, settings):
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="someone-else")
+    stale = JobHooks(db, job_id, ME, settings.artifacts, stop_reason=lambda: None)
+    stale.batch = RowCounts(total=1, done=0)
+    stale.rows([RowResult(0, 0, "a", "a!")])
+    with pytest.raises(LeaseLost):
+        stale.flush()
+    with db.session() as s:
+        assert s.scalars(select(Output).where(Output.job_id == job_id)).all() == []

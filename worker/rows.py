@@ -1,0 +1,95 @@
+"""Batch generation in the worker: which rows a job still has to run, storing finished rows as they come, and
+the outputs.jsonl / outputs.csv files written from the database at the end.
+
+The database decides which rows exist: a resumed job reads the rows already stored and runs the others, and
+a unique (job, row, index) constraint keeps a row from being stored twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from genq.config import Settings
+from genq.core.api import RowResult
+from genq.core.data.prompts import PromptRow, parse_prompts
+from genq.db import Artifact, Database, Dataset, Job, Output
+from genq.errors import InvalidInput
+
+MEDIA_TYPES = {"outputs.jsonl": "application/x-ndjson", "outputs.csv": "text/csv"}
+FILES_EVERY = 30.0  # seconds between rewrites of the output files while a job runs
+
+
+def prompt_rows(settings: Settings, session: Session, job: Job) -> list[PromptRow]:
+    """The job's rows, numbered in input order: its prompts file's (template applied) or its inline prompts;
+    a retry's only the rows it names."""
+    if job.dataset_id is not None:
+        dataset = session.get(Dataset, job.dataset_id)
+        if dataset is None:
+            raise InvalidInput(f"the prompts dataset {job.dataset_id} no longer exists")
+        path = settings.artifacts / dataset.path
+        rows = parse_prompts(path.read_bytes(), path.suffix.lstrip("."), job.params.get("template"))
+    else:
+        rows = [PromptRow(row=i, prompt=p) for i, p in enumerate(job.prompts or [None])]
+    if job.only_rows is not None:
+        keep = set(job.only_rows)
+        rows = [r for r in rows if r.row in keep]
+    return rows
+
+
+def stored_rows(db: Database, job_id: int) -> set[int]:
+    """The rows of the job already stored (by any attempt)."""
+    with db.session() as s:
+        return set(s.scalars(select(Output.row).where(Output.job_id == job_id, Output.row.is_not(None)).distinct()))
+
+
+def error_results(rows: list[PromptRow], num_samples: int) -> list[RowResult]:
+    """An error output for each row that cannot run."""
+    return [RowResult(r.row, r.row * num_samples, r.prompt, None, "error", r.error, r.row_id)
+            for r in rows if r.error is not None]
+
+
+def record_rows(session: Session, job_id: int, results: list[RowResult]) -> tuple[int, int]:
+    """Insert the outputs of finished rows and count them on the job, in the caller's (fenced) transaction;
+    returns (rows, failed rows) added."""
+    session.execute(insert(Output), [
+        {"job_id": job_id, "index": r.index, "row": r.row, "row_id": r.row_id, "prompt": r.prompt, "kind": "text",
+         "text": r.text, "status": r.status, "error": r.error} for r in results])
+    rows = {r.row for r in results}
+    failed = {r.row for r in results if r.status == "error"}
+    session.execute(update(Job).where(Job.id == job_id).values(
+        rows_done=Job.rows_done + len(rows), rows_failed=Job.rows_failed + len(failed)))
+    return len(rows), len(failed)
+
+
+def write_files(session: Session, root: Path, job_id: int) -> None:
+    """outputs.jsonl and outputs.csv of every row stored so far, in input order, as the job's artifacts
+    (replacing the previous ones: the worker writes them every FILES_EVERY seconds and at the end), in the
+    caller's transaction; `root` is the artifact store."""
+    workdir = root / "jobs" / str(job_id)
+    outputs = session.scalars(select(Output).where(Output.job_id == job_id, Output.row.is_not(None))
+                              .order_by(Output.row, Output.index)).all()
+    lines = [{"row": o.row, "row_id": o.row_id, "index": o.index, "prompt": o.prompt, "text": o.text,
+              "status": o.status, "error": o.error} for o in outputs]
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=["row", "row_id", "index", "prompt", "text", "status", "error"])
+    writer.writeheader()
+    writer.writerows(lines)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name, body in (("outputs.jsonl", "".join(json.dumps(line) + "\n" for line in lines)),
+                       ("outputs.csv", table.getvalue())):
+        path = workdir / name
+        partial = path.with_suffix(path.suffix + ".partial")
+        partial.write_text(body, encoding="utf-8")
+        partial.replace(path)  # a reader never sees half a file
+        artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+        if artifact is None:
+            artifact = Artifact(job_id=job_id, kind="output", name=name)
+            session.add(artifact)
+        artifact.path = str(path.relative_to(root))
+        artifact.size_bytes, artifact.media_type = path.stat().st_size, MEDIA_TYPES[name]
