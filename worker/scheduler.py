@@ -23,7 +23,8 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from genq.config import Settings
-from genq.db import Database, Job, JobLog, Worker, utcnow
+from genq.db import Database, Job, JobLog, Worker
+from genq.db.clock import db_now
 from genq.events import Publisher, WakeSignal
 from genq.jobs.scheduling_order import waiting
 from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
@@ -41,10 +42,10 @@ class Scheduler:
 
     def reconcile(self) -> None:
         """Recover what crashed workers and lost messages left behind."""
-        now = utcnow()
         s_ = self.settings
         changed: list[tuple[int, int, str]] = []  # (job, team, status), published once committed
         with self.db.session() as s:
+            now = db_now(s)  # leases are in database time: no host's clock matters
             expired = s.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now)
                                 .with_for_update(skip_locked=True)).all()
             for job in expired:
@@ -71,7 +72,7 @@ class Scheduler:
             if resent:
                 log.warning("%d dispatched jobs were never claimed; sending them again", resent)
             silent = now - timedelta(seconds=3 * s_.lease_seconds)
-            s.execute(update(Worker).where(Worker.status == "online", Worker.last_heartbeat < silent)
+            s.execute(update(Worker).where(Worker.status.in_(("online", "draining")), Worker.last_heartbeat < silent)
                       .values(status="offline"))
         for job_id, team_id, status in changed:
             self.events.status(job_id, team_id, status)
@@ -95,8 +96,9 @@ class Scheduler:
             with self.db.session() as s:
                 jobs = s.scalars(waiting(pool).limit(free).with_for_update(skip_locked=True)).all()
                 ids = [job.id for job in jobs]
+                now = db_now(s)
                 for job in jobs:
-                    job.dispatched_at = utcnow()
+                    job.dispatched_at = now
             for index, job_id in enumerate(ids):
                 try:
                     self.celery.send_task(TASK_NAME, args=[job_id], queue=queue_name(pool))

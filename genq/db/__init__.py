@@ -15,6 +15,7 @@ from genq.db.models import (  # noqa: F401
     ShownPair,
     Team,
     Worker,
+    WorkerHost,
     utcnow,
 )
 from genq.db.session import Database  # noqa: F401

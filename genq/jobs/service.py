@@ -116,7 +116,8 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object) -
                     f"dataset {dataset.id} holds {dataset.kind}; generate needs a prompts dataset"
                 )
             job.dataset_id = dataset.id
-            job.prompts = read_prompts(dataset_file(settings, dataset), "." + dataset.path.rsplit(".", 1)[-1])
+            with dataset_file(settings, dataset) as path:
+                job.prompts = read_prompts(path, "." + dataset.path.rsplit(".", 1)[-1])
         else:
             job.prompts = req.prompts
     session.add(job)
