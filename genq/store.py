@@ -28,6 +28,7 @@ from typing import BinaryIO
 from genq.errors import InvalidInput
 
 CHUNK = 8 * 1024 * 1024  # bytes moved per read/write/request: the memory a transfer holds
+S3_MIN_PART = 5 * 1024 * 1024  # S3 refuses smaller parts in a multipart upload
 MAX_KEY = 500  # the database's path columns
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.+=@-]+$")
 
@@ -123,9 +124,10 @@ class ArtifactStore(ABC):
                 part.unlink()
                 done = 0
             try:
-                if done < total:
-                    with self.open(key, offset=done) as source, open(part, "ab") as out:
-                        copy_stream(source, out)
+                with open(part, "ab") as out:
+                    if done < total:
+                        with self.open(key, offset=done) as source:
+                            copy_stream(source, out)
                 if part.stat().st_size != total:
                     raise StoreError(f"artifact {key}: got {part.stat().st_size} of {total} bytes")
                 os.replace(part, target)
@@ -173,8 +175,10 @@ class LocalStore(ArtifactStore):
         source = self.path(key)
         if not source.is_file():
             raise FileNotFoundError(f"artifact {key} is not in the store {self.url}")
-        if Path(target).resolve() != source:
-            place(source, Path(target))
+        target = Path(target)
+        if target.resolve() != source:
+            place(source, target)
+        target.with_name(target.name + ".part").unlink(missing_ok=True)  # a remote store's leftover
 
 
 class FsspecStore(ArtifactStore):
@@ -199,7 +203,7 @@ class FsspecStore(ArtifactStore):
     def put(self, key: str, source: Path) -> None:
         # s3fs sends a file above one part as a multipart upload, retrying each part; the object appears
         # whole at the end (or not at all).
-        kwargs = {"chunksize": CHUNK} if self.fs.protocol in ("s3", ("s3", "s3a")) else {}
+        kwargs = {"chunksize": max(CHUNK, S3_MIN_PART)} if "s3" in self.fs.protocol else {}
         try:
             self.fs.put_file(str(source), self._path(key), **kwargs)
         except TypeError:  # a file system whose put_file takes no chunksize

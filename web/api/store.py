@@ -110,6 +110,7 @@ def upload(key: str):
         held = end + 1
     if held < total:
         return (jsonify({"offset": held}), 202) if match[1] is not None else _offset(held, "upload in progress")
+    part.touch()  # an empty file has no pieces
     if sha256_file(part) != digest:
         part.unlink()
         raise InvalidInput(f"the uploaded bytes of {key} do not match X-Content-SHA256; send the file again")
