@@ -102,7 +102,10 @@ class JobFiles:
         """Put one file of the workdir in the store (streamed, in chunks)."""
         path = Path(path)
         stored = Stored(self.key(path), path.stat().st_size, sha256_file(path))
-        self.store.put(stored.key, path)
+        try:
+            self.store.put(stored.key, path)
+        except OSError as exc:  # the network or the store is gone (requests' and s3fs' errors are OSErrors)
+            raise StoreError(f"uploading {stored.key} to {self.store.url} failed: {exc}") from exc
         if self.cache is not None:
             self.cache.keep(path, stored.sha256)
         return stored

@@ -26,7 +26,7 @@ from genq.db import Artifact, Database, Dataset, Job, JobLog, Worker
 from genq.db.clock import db_now
 from genq.errors import GenqError
 from genq.events import Publisher
-from genq.store import place
+from genq.store import StoreError, place
 from genq.worker.artifacts import ContentCache, JobFiles, Stored, restore_checkpoint
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
@@ -142,9 +142,9 @@ class WorkerContext:
             self._finish(job, hooks, stopped, samples)
         except LeaseLost:
             log.warning("job %s: lease lost to another worker; stopped", job_id)
-        except TRANSIENT as exc:
-            # The database or a connection is gone: leave the row running; its lease expires and the
-            # reconciler puts it back in the queue, from where it resumes at its last checkpoint.
+        except (*TRANSIENT, StoreError) as exc:
+            # The database, the artifact store or a connection is gone: leave the row running; its lease expires
+            # and the reconciler puts it back in the queue, from where it resumes at its last stored checkpoint.
             log.error("job %s: transient failure, left for the reconciler: %s", job_id, exc)
         except Exception as exc:  # noqa: BLE001 - any other failure ends the job with its message
             message = str(exc) if isinstance(exc, (core.DataError, GenqError, ValueError)) \

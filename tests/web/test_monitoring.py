@@ -37,7 +37,7 @@ def test_openapi_describes_every_api_route(client, app):
     documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
     for rule in app.url_map.iter_rules():
         if rule.rule.startswith("/api/v1") or rule.rule in ("/healthz", "/metrics"):
-            path = rule.rule.replace("<id:", "{").replace(">", "}")
+            path = rule.rule.replace("<id:", "{").replace("<path:", "{").replace(">", "}")
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 assert (path, method) in documented, (path, method)
     body = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]

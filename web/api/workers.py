@@ -12,6 +12,6 @@ bp = api_blueprint("api_workers")
 
 @bp.get("/workers")
 def index():
-    """{"workers": [...]}."""
+    """{"workers": [...], "hosts": [...]} (hosts: version, pools, devices, draining)."""
     with state().db.session() as s:
-        return jsonify({"workers": queries.workers(s, g.caller.team_id)})
+        return jsonify({"workers": queries.workers(s, g.caller.team_id), "hosts": queries.worker_hosts(s)})
