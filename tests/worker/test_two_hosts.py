@@ -126,13 +126,14 @@ def lose_a_host_mid_job(hosts: Hosts, store_env: dict[str, str]) -> None:
 
     # host A comes back: its run lost the lease, and nothing it writes now lands
     hosts.network.restore("a")
+
     def a_gave_up() -> bool:
         log = "".join(p.read_text(errors="replace") for p in hosts.home.glob("worker-a-*.log"))
         return f"job {train}: lease lost" in log or f"job {train}: transient failure" in log
     hosts.wait_for(a_gave_up, 180, "host A to notice it lost the job")
     time.sleep(3)
     final = job_row(hosts, train)
-    assert (final.status, final.attempts, final.worker_id) == ("succeeded", 2, None)
+    assert (final.status, final.attempts) == ("succeeded", 2) and final.worker_id.startswith("genq-host-b:")
     with hosts.db.session() as s:
         checkpoint = s.scalar(select(Artifact).where(Artifact.job_id == train, Artifact.kind == "checkpoint"))
     assert checkpoint.path.startswith(f"jobs/{train}/a2/checkpoints/step-00000400/")
