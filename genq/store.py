@@ -28,6 +28,7 @@ from typing import BinaryIO
 from genq.errors import InvalidInput
 
 CHUNK = 8 * 1024 * 1024  # bytes moved per read/write/request: the memory a transfer holds
+HTTP_PIECE = 64 * 1024 * 1024  # bytes per upload request through the web server, streamed from the file
 S3_MIN_PART = 5 * 1024 * 1024  # S3 refuses smaller parts in a multipart upload
 MAX_KEY = 500  # the database's path columns
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.+=@-]+$")
@@ -203,7 +204,11 @@ class FsspecStore(ArtifactStore):
     def put(self, key: str, source: Path) -> None:
         # s3fs sends a file above one part as a multipart upload, retrying each part; the object appears
         # whole at the end (or not at all).
-        kwargs = {"chunksize": max(CHUNK, S3_MIN_PART)} if "s3" in self.fs.protocol else {}
+        kwargs = {}
+        if "s3" in self.fs.protocol:
+            # two parts in flight at most: what an upload holds in memory (S3 allows 10,000 parts)
+            part = max(CHUNK, S3_MIN_PART, -(-Path(source).stat().st_size // 10_000))
+            kwargs = {"chunksize": part, "max_concurrency": 2}
         try:
             self.fs.put_file(str(source), self._path(key), **kwargs)
         except TypeError:  # a file system whose put_file takes no chunksize
@@ -259,13 +264,13 @@ class HttpStore(ArtifactStore):
         offset, failures = 0, 0
         with open(source, "rb") as f:
             while True:
-                f.seek(offset)
-                chunk = f.read(CHUNK)
-                end = offset + len(chunk) - 1
+                piece = _Piece(f, offset, min(HTTP_PIECE, total - offset))
+                end = offset + len(piece) - 1
                 headers = {"X-Content-SHA256": digest,
-                           "Content-Range": f"bytes {offset}-{end}/{total}" if chunk else f"bytes */{total}"}
+                           "Content-Range": f"bytes {offset}-{end}/{total}" if len(piece) else f"bytes */{total}"}
                 try:
-                    response = self.http.put(self._url(key), data=chunk, headers=headers, timeout=120)
+                    response = self.http.put(self._url(key), data=piece if len(piece) else b"", headers=headers,
+                                             timeout=120)
                 except requests.RequestException as exc:
                     failures += 1
                     if failures > retries:
@@ -313,6 +318,26 @@ class HttpStore(ArtifactStore):
         response = self.http.delete(self._url(key), timeout=30)
         if response.status_code != 404:
             self._check(response, key)
+
+
+class _Piece:
+    """`length` bytes of an open file from `offset`, read CHUNK by CHUNK as requests sends them."""
+
+    def __init__(self, f: BinaryIO, offset: int, length: int):
+        self.f, self.offset, self.length, self.sent = f, offset, length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.length - self.sent
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        self.f.seek(self.offset + self.sent)
+        data = self.f.read(min(n, CHUNK))
+        self.sent += len(data)
+        return data
 
 
 class _Closing:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import traceback
 from datetime import timedelta
@@ -201,6 +202,11 @@ class WorkerContext:
         folder = self.work / "models" / name
         if not (folder / "checkpoints").is_dir():
             restore_checkpoint(self.store, self.cache, row, folder)
+            # keep the folders of the models used last (their files are hard links into the cache, mostly)
+            older = sorted((p for p in folder.parent.iterdir() if p != folder), key=lambda p: p.stat().st_mtime)
+            for stale in older[:max(0, len(older) - self.settings.model_cache_models - 1)]:
+                shutil.rmtree(stale, ignore_errors=True)
+        os.utime(folder)
         return folder
 
     def _data_source(self, job: Job, workdir: Path) -> core.DataSource:

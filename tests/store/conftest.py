@@ -46,6 +46,7 @@ def s3_endpoint(tmp_path_factory):
 @pytest.fixture
 def small_chunks(monkeypatch):
     monkeypatch.setattr(store_module, "CHUNK", SMALL_CHUNK)
+    monkeypatch.setattr(store_module, "HTTP_PIECE", SMALL_CHUNK)
     import genq.web.api.store as proxy
 
     monkeypatch.setattr(proxy, "CHUNK", SMALL_CHUNK)
