@@ -59,7 +59,7 @@ def child(action: str, spec: str, key: str, path: str) -> None:
 def run_child(env: dict, *args: str) -> dict:
     result = subprocess.run([sys.executable, __file__, "--child", *args], env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"{args[0]} failed:\n{result.stderr[-3000:].strip()}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -129,10 +129,14 @@ def main() -> int:
             key = "jobs/1/a1/checkpoints/step-00000001/model.safetensors"
             small = [run_child(e, "put", spec, "jobs/1/tiny.bin", str(tiny)),
                      run_child(e, "get", spec, "jobs/1/tiny.bin", str(tmp / "tiny-back.bin"))]
-            up = run_child(e, "put", spec, key, str(source))
-            back = tmp / f"back-{name}.bin"
-            os.sync()
-            down = run_child(e, "get", spec, key, str(back))
+            try:
+                up = run_child(e, "put", spec, key, str(source))
+                back = tmp / f"back-{name}.bin"
+                os.sync()
+                down = run_child(e, "get", spec, key, str(back))
+            except RuntimeError as exc:
+                failures.append(f"{name}: {str(exc).splitlines()[-1][:300]}")
+                return
             if sha256(back) != want:
                 failures.append(f"{name}: the file came back different")
             back.unlink()
@@ -147,6 +151,8 @@ def main() -> int:
         shutil.rmtree(tmp / "store")
         with moto_server(tmp / "moto.log") as endpoint:
             measure("S3 (moto server)", "s3://genq/bench", {**S3_ENV, "GENQ_S3_ENDPOINT_URL": endpoint})
+            if any(f.startswith("S3") for f in failures):
+                print("moto's log ends:\n" + (tmp / "moto.log").read_text(errors="replace")[-3000:])
         web, url, token = start_web(tmp / "web", env)
         try:
             measure("web proxy", url, {"GENQ_TOKEN": token})
