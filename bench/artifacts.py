@@ -110,6 +110,7 @@ def web_worker_pid(web: subprocess.Popen) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--only", default="folder,s3,web", help="backends to measure: folder, s3, web")
     args = parser.parse_args()
     from tests.s3_server import S3_ENV, moto_server
 
@@ -147,19 +148,26 @@ def main() -> int:
         (tmp / "copy.bin").unlink()
         copy["base_mb"] = run_child(env, "copy", "", str(tiny), str(tmp / "copy.bin"))["peak_mb"]
         rows.append(("plain file copy (peer)", copy, copy))
-        measure("folder store", str(tmp / "store"))
-        shutil.rmtree(tmp / "store")
+        only = set(args.only.split(","))
+        if "folder" in only:
+            measure("folder store", str(tmp / "store"))
+            shutil.rmtree(tmp / "store")
         with moto_server(tmp / "moto.log") as endpoint:
-            measure("S3 (moto server)", "s3://genq/bench", {**S3_ENV, "GENQ_S3_ENDPOINT_URL": endpoint})
+            if "s3" not in only:
+                endpoint = None
+            if endpoint:
+                measure("S3 (moto server)", "s3://genq/bench", {**S3_ENV, "GENQ_S3_ENDPOINT_URL": endpoint})
             if any(f.startswith("S3") for f in failures):
                 print("moto's log ends:\n" + (tmp / "moto.log").read_text(errors="replace")[-3000:])
-        web, url, token = start_web(tmp / "web", env)
-        try:
-            measure("web proxy", url, {"GENQ_TOKEN": token})
-            web_peak = peak_mb(web_worker_pid(web))
-        finally:
-            web.terminate()
-            web.wait(30)
+        web_peak = None
+        if "web" in only:
+            web, url, token = start_web(tmp / "web", env)
+            try:
+                measure("web proxy", url, {"GENQ_TOKEN": token})
+                web_peak = peak_mb(web_worker_pid(web))
+            finally:
+                web.terminate()
+                web.wait(30)
 
     size = args.size_mb
     print(f"\nmoving a {size} MiB checkpoint (peak: the process' peak resident memory, 1 KiB file -> this file)\n")
@@ -175,7 +183,8 @@ def main() -> int:
                 failures.append(f"{name} {direction}: peak {result['peak_mb']:.0f} MiB, "
                                 f"{result['peak_mb'] - result['base_mb']:.0f} above the 1 KiB transfer's "
                                 f"(goal {GOAL_MB:.0f})")
-    print(f"\nthe web server's own peak while proxying: {web_peak:.0f} MiB")
+    if web_peak is not None:
+        print(f"\nthe web server's own peak while proxying: {web_peak:.0f} MiB")
     print("(folder store: a hard link when both folders share a file system, so it moves no bytes)")
     for failure in failures:
         print("FAIL:", failure)

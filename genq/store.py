@@ -194,7 +194,9 @@ class FsspecStore(ArtifactStore):
         if protocol in ("s3", "s3a"):
             endpoint = os.environ.get("GENQ_S3_ENDPOINT_URL", "").strip()
             # multipart uploads in CHUNK parts: what an upload holds in memory (S3's minimum part is 5 MiB)
-            options = {"client_kwargs": {"endpoint_url": endpoint} if endpoint else {}, "skip_instance_cache": True}
+            # completing a multipart upload of a large object may take the server minutes (AWS says so)
+            options = {"client_kwargs": {"endpoint_url": endpoint} if endpoint else {}, "skip_instance_cache": True,
+                       "config_kwargs": {"read_timeout": 600}}
         self.fs, self.prefix = fsspec.core.url_to_fs(self.url, **options)
         self.prefix = self.prefix.rstrip("/")
 
