@@ -75,11 +75,27 @@ class WorkerContext:
                                devices=self.devices, status=status, started_at=now, last_heartbeat=now))
                 return status
         status = with_retry(write, "registering the worker")
+        self._remove_abandoned_runs()
         if status == "draining":
             self.heartbeat.draining.set()  # before the first beat: take no job on a draining host
         self.heartbeat.start()
         self.events.wake_scheduler()  # a new slot: the scheduler need not wait for its tick to fill it
         log.info("worker %s online in pool %s on %s", self.id, self.pool, self.device)
+
+    def _remove_abandoned_runs(self) -> None:
+        """Delete the local folders of runs a killed worker of this host left behind: those no worker of this
+        host runs now (another worker process may share this GENQ_HOME)."""
+        runs = [p for p in (self.work / "jobs").glob("*/a*") if p.parent.name.isdigit() and p.name[1:].isdigit()]
+        if not runs:
+            return
+        prefix = f"{socket.gethostname()}:"
+        with self.db.session() as s:
+            live = {(job_id, attempts) for job_id, attempts, worker in s.execute(
+                select(Job.id, Job.attempts, Job.worker_id).where(Job.status == "running"))
+                if worker and worker.startswith(prefix)}
+        for run in runs:
+            if (int(run.parent.name), int(run.name[1:])) not in live:
+                shutil.rmtree(run, ignore_errors=True)
 
     def request_shutdown(self) -> None:
         """SIGTERM/SIGINT: the running job checkpoints and goes back to the queue; no new job starts."""

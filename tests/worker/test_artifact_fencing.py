@@ -67,3 +67,23 @@ def test_a_run_that_lost_the_job_cannot_replace_its_checkpoint_and_leaves_no_fil
     with pytest.raises(Exception, match="content hash"):
         restore_checkpoint(LocalStore(tmp_path / "store"), ContentCache(tmp_path / "c4", 1 << 30), row,
                            tmp_path / "fourth")
+
+
+def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_runs(db, settings, redis_url):
+    import dataclasses
+    import socket
+
+    from genq.worker.runner import WorkerContext
+
+    live, gone, elsewhere = add_jobs(db, 3, status="running", attempts=2)
+    with db.session() as s:
+        s.get(Job, live).worker_id = f"{socket.gethostname()}:123:abc"  # a sibling process on this host
+        s.get(Job, elsewhere).worker_id = "another-host:1:def"
+    worker = WorkerContext(dataclasses.replace(settings, redis_url=redis_url), "default")
+    folders = {(job, attempt): worker.work / "jobs" / str(job) / f"a{attempt}"
+               for job in (live, gone, elsewhere) for attempt in (1, 2)}
+    for folder in folders.values():
+        (folder / "checkpoints").mkdir(parents=True)
+    worker._remove_abandoned_runs()
+    assert {key for key, folder in folders.items() if folder.exists()} == {(live, 2)}
+    worker.db.dispose()
