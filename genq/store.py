@@ -217,6 +217,8 @@ class FsspecStore(ArtifactStore):
             self.fs.put_file(str(source), self._path(key))
 
     def open(self, key: str, offset: int = 0) -> BinaryIO:
+        # One ranged GET per CHUNK: memory stays flat (s3fs' get_file held a whole 1 GiB object in memory in
+        # bench/artifacts.py), and a broken download continues from its offset.
         f = self.fs.open(self._path(key), "rb", block_size=CHUNK, cache_type="none")
         if offset:
             f.seek(offset)
