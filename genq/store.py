@@ -253,6 +253,18 @@ class HttpStore(ArtifactStore):
     def _url(self, key: str) -> str:
         return f"{self.url}/api/v1/store/{check_key(key)}"
 
+    def _request(self, method: str, url: str, retries: int = 4, **kwargs):
+        """One request, sent again on a broken connection (a pooled one the network dropped meanwhile)."""
+        import requests
+
+        for attempt in range(retries + 1):
+            try:
+                return self.http.request(method, url, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt == retries:
+                    raise StoreError(f"{method} {url} failed: {exc}") from exc
+                time.sleep(0.5 * 2**attempt)
+
     def _check(self, response, key: str) -> None:
         if response.status_code == 404:
             raise FileNotFoundError(f"artifact {key} is not in the store {self.url}")
@@ -303,7 +315,7 @@ class HttpStore(ArtifactStore):
 
     def open(self, key: str, offset: int = 0) -> BinaryIO:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        response = self.http.get(self._url(key), headers=headers, stream=True, timeout=120)
+        response = self._request("GET", self._url(key), headers=headers, stream=True, timeout=120)
         self._check(response, key)
         if offset and response.status_code != 206:
             response.close()
@@ -312,14 +324,14 @@ class HttpStore(ArtifactStore):
         return _Closing(response)
 
     def size(self, key: str) -> int | None:
-        response = self.http.head(self._url(key), timeout=30)
+        response = self._request("HEAD", self._url(key), timeout=30)
         if response.status_code == 404:
             return None
         self._check(response, key)
         return int(response.headers["Content-Length"])
 
     def delete(self, key: str) -> None:
-        response = self.http.delete(self._url(key), timeout=30)
+        response = self._request("DELETE", self._url(key), timeout=30)
         if response.status_code != 404:
             self._check(response, key)
 
