@@ -46,7 +46,7 @@ def up() -> None:
     upgrade(settings.database_url)
     token = _admin_token(settings)
     env = {"GENQ_HOME": str(settings.home), "GENQ_DATABASE_URL": settings.database_url,
-           "GENQ_ARTIFACTS": str(settings.artifacts)}
+           "GENQ_ARTIFACTS": settings.artifact_store or str(settings.artifacts)}
     redis = None
     if settings.redis_url is None:
         redis = EmbeddedRedis.start(data_dir=settings.home / "redis")
@@ -154,18 +154,24 @@ def scheduler(interval: float) -> None:
     Scheduler(settings, settings.redis_url).run(interval)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--gpus", default="", help="comma-separated GPU ids: one worker process per GPU")
 @click.option("--pool", default="default", show_default=True, help="the pool this worker serves")
 @click.option("--slots", default=1, show_default=True, help="CPU jobs run at once (one process each)")
 @click.option("--name", default="", hidden=True)
-def worker(gpus: str, pool: str, slots: int, name: str) -> None:
-    """Run jobs: one Celery worker process per GPU, or SLOTS processes on the CPU."""
+@click.pass_context
+def worker(ctx: click.Context, gpus: str, pool: str, slots: int, name: str) -> None:
+    """Run jobs: one Celery worker process per GPU, or SLOTS processes on the CPU (`genq worker drain HOST`:
+    see its --help)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from genq.worker.process import Supervisor, run_celery_worker, worker_children
 
     _logging()
-    if not Settings.from_env().redis_url:
+    settings = Settings.from_env()
+    if not settings.redis_url:
         raise click.UsageError("set GENQ_REDIS_URL (workers receive jobs through Redis)")
+    _check_worker_host(settings)
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()]
     if not gpu_list and slots == 1:
         os.environ.setdefault("GENQ_POOL", pool)
@@ -176,6 +182,53 @@ def worker(gpus: str, pool: str, slots: int, name: str) -> None:
     for child, argv, env in worker_children(gpu_list, slots, pool):
         supervisor.start(child, argv, env)
     sys.exit(supervisor.wait())
+
+
+def _check_worker_host(settings: Settings) -> None:
+    """Refuse to start a worker whose genq the database does not match, saying which to upgrade."""
+    import socket
+
+    from genq.db import Database
+    from genq.worker.hosts import VersionMismatch, check_schema
+
+    database = Database(settings.database_url)
+    try:
+        with database.session() as s:
+            check_schema(s, socket.gethostname())
+    except VersionMismatch as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        database.dispose()
+
+
+@worker.command("drain")
+@click.argument("host")
+@click.option("--timeout", type=float, default=None,
+              help="seconds after which running jobs checkpoint and re-queue (default: let them finish)")
+def worker_drain(host: str, timeout: float | None) -> None:
+    """Stop HOST taking new jobs; its running jobs finish (or checkpoint and re-queue after --timeout)."""
+    from genq.worker.hosts import drain_host
+
+    try:
+        with _operator_session() as s:
+            drain_host(s, host, timeout)
+    except GenqError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"host {host} is draining" + (f"; running jobs re-queue after {timeout:g} s" if timeout else ""))
+
+
+@worker.command("undrain")
+@click.argument("host")
+def worker_undrain(host: str) -> None:
+    """Let a drained HOST take jobs again."""
+    from genq.worker.hosts import undrain_host
+
+    try:
+        with _operator_session() as s:
+            undrain_host(s, host)
+    except GenqError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"host {host} takes jobs again")
 
 
 @main.group()
@@ -212,7 +265,7 @@ def _operator_session():
 
 @token.command("create")
 @click.option("--team", required=True)
-@click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True)
+@click.option("--role", type=click.Choice(["admin", "member", "viewer", "worker"]), default="member", show_default=True)
 def token_create(team: str, role: str) -> None:
     """Print a new API token for TEAM."""
     from genq.api_tokens import create_token

@@ -8,10 +8,13 @@ genq.core.data.formats, the ones the training loaders apply, so that what upload
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, NamedTuple
 
@@ -24,6 +27,7 @@ from genq.core.data import prompts as prompts_format
 from genq.core.data.prompts import PromptRow
 from genq.db.models import Dataset, iso
 from genq.errors import InvalidInput, NotFound, TooLarge, refused_as_invalid_input
+from genq.store import ArtifactStore
 
 KINDS = ("text", "images", "audio", "prompts")
 MAX_PROMPTS = prompts_format.MAX_ROWS
@@ -171,18 +175,21 @@ def save_upload(
     filename: str,
     name: str | None = None,
     kind: str | None = None,
+    store: ArtifactStore | None = None,
 ) -> Dataset:
-    """Store an upload as a new dataset of `team_id`, or raise TooLarge/InvalidInput and keep nothing."""
+    """Store an upload as a new dataset of `team_id` in `store` (default: the settings' artifact store), or raise
+    TooLarge/InvalidInput and keep nothing."""
     root = settings.artifacts / "datasets"
     incoming = root / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=incoming)
     tmp = Path(tmp_name)
     try:
-        size = 0
+        size, digest = 0, hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
+                digest.update(chunk)
                 if size > settings.max_upload_bytes:
                     raise TooLarge(
                         f"the file is larger than the upload limit of {settings.max_upload_bytes} bytes"
@@ -198,12 +205,12 @@ def save_upload(
             path="",
             size_bytes=size,
             info=found.info,
+            sha256=digest.hexdigest(),
         )
         session.add(dataset)
         session.flush()  # the id names the folder
         relative = f"datasets/{dataset.id}/data{found.ext}"
-        (root / str(dataset.id)).mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, settings.artifacts / relative)
+        (store or settings.store()).put(relative, tmp)  # a folder store links it into place: no copy
         dataset.path = relative
         session.flush()
         return dataset
@@ -211,9 +218,19 @@ def save_upload(
         tmp.unlink(missing_ok=True)
 
 
-def dataset_file(settings: Settings, dataset: Dataset) -> Path:
-    """The stored file of `dataset`."""
-    return settings.artifacts / dataset.path
+@contextmanager
+def dataset_file(settings: Settings, dataset: Dataset, store: ArtifactStore | None = None) -> Iterator[Path]:
+    """The stored file of `dataset` as a local file while the block runs (a temporary copy when the store is
+    not a folder here)."""
+    store = store or settings.store()
+    local = store.local_path(dataset.path)
+    if local is not None:
+        yield local
+        return
+    with tempfile.TemporaryDirectory(dir=settings.home) as folder:
+        copy = Path(folder) / dataset.path.rsplit("/", 1)[-1]
+        store.get(dataset.path, copy)
+        yield copy
 
 
 def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:

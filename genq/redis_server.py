@@ -43,17 +43,20 @@ class EmbeddedRedis:
     process: subprocess.Popen
     port: int
     data_dir: Path | None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @classmethod
-    def start(cls, data_dir: Path | None, port: int | None = None, timeout: float = 15.0) -> EmbeddedRedis:
-        """Start a server (persistent when `data_dir` is given) and wait until it answers PING."""
+    def start(cls, data_dir: Path | None, port: int | None = None, timeout: float = 15.0,
+              host: str = "127.0.0.1") -> EmbeddedRedis:
+        """Start a server on `host` (persistent when `data_dir` is given) and wait until it answers PING."""
         port = port or free_port()
-        args = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--maxmemory-policy", "noeviction", "--protected-mode", "yes"]
+        # Protected mode refuses every address but loopback; a test's network of its own binds another one.
+        args = [server_binary(), "--port", str(port), "--bind", host, "--save", "",
+                "--maxmemory-policy", "noeviction", "--protected-mode", "yes" if host == "127.0.0.1" else "no"]
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
             args += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec"]
@@ -61,9 +64,9 @@ class EmbeddedRedis:
             args += ["--appendonly", "no"]
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
-        server = cls(process, port, data_dir)
+        server = cls(process, port, data_dir, host)
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
+        client = redis.Redis(host=host, port=port, socket_connect_timeout=0.5)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the Redis server exited at start (code {process.returncode}): {args}")

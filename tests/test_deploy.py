@@ -26,6 +26,11 @@ def test_compose_file_has_every_part_wired_together():
         assert "artifacts:/data/artifacts" in service["volumes"]
         assert service["environment"]["GENQ_DATABASE_URL"].startswith("postgresql://")
         assert service["environment"]["GENQ_REDIS_URL"].startswith("redis://redis:")
+    # the second host's worker shares no volume: its artifacts go through the web server with a worker token
+    remote = services["worker-host"]
+    assert remote["profiles"] == ["second-host"]
+    assert remote["volumes"] == ["worker-home:/data/home"]
+    assert remote["environment"]["GENQ_ARTIFACTS"].startswith("${GENQ_WEB") and "GENQ_TOKEN" in remote["environment"]
 
 
 @pytest.mark.skipif(not (shutil.which("docker-compose") or shutil.which("docker")), reason="no Compose CLI")

@@ -11,9 +11,16 @@ from sqlalchemy import insert
 from genq.db import Database, Metric
 from genq.db.session import MIGRATIONS
 from genq.metrics import MAX_STEP, bucket_width, downsample, latest_points
+from genq.store import LocalStore
+from genq.worker.artifacts import JobFiles
 from genq.worker.hooks import JobHooks
 from tests.web.test_api_metrics import brute_force
 from tests.worker.test_scheduler import add_jobs
+
+
+def local_files(folder, job_id: int) -> JobFiles:
+    """A run's files kept in `folder`, which is also the store."""
+    return JobFiles(LocalStore(folder), folder, f"jobs/{job_id}")
 
 
 def answer(db, job_id: int, points: int):
@@ -24,7 +31,8 @@ def answer(db, job_id: int, points: int):
 
 def test_worker_flushes_keep_the_summaries_with_the_latest_value_of_a_resumed_step(db, tmp_path):
     (job_id,) = add_jobs(db, 1, status="running", worker_id="me")
-    hooks = JobHooks(db, job_id, "me", tmp_path, stop_reason=lambda: None, flush_every=float("inf"))
+    hooks = JobHooks(db, job_id, "me", local_files(tmp_path, job_id), stop_reason=lambda: None,
+                     flush_every=float("inf"))
     for step in range(600):
         hooks.metrics(step, {"train/loss": 1.0 + step})
     hooks.flush()

@@ -33,11 +33,20 @@ class State:
     telemetry: Any
     events: Publisher
     relay: Any
+    store: Any = None  # the artifact store (genq.store), made on first use by web/api/store.py
 
 
 def state() -> State:
     """The current app's State."""
     return current_app.extensions["genq"]
+
+
+def artifact_store():
+    """This app's artifact store (genq.store), made on first use."""
+    app_state = state()
+    if app_state.store is None:
+        app_state.store = app_state.settings.store()
+    return app_state.store
 
 
 class IdConverter(BaseConverter):
@@ -79,7 +88,7 @@ def secret_key(settings: Settings) -> str:
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config may hold "SETTINGS" (else Settings.from_env()) and any Flask config keys."""
     from genq.web import auth, dashboard, errors, monitoring, scheduling_pages
-    from genq.web.api import artifacts, datasets, evaluation, events, jobs, models, openapi, teams, workers
+    from genq.web.api import artifacts, datasets, evaluation, events, jobs, models, openapi, store, teams, workers
     from genq.web.streams import Relay
 
     config = dict(config or {})
@@ -119,6 +128,12 @@ def create_app(config: dict | None = None) -> Flask:
             return  # the API answers 401 first
         csrf.protect()
 
+    @app.before_request
+    def _worker_tokens() -> None:
+        # A worker token lives on every worker host: it may move artifacts and nothing else.
+        if request.blueprint != "api_store" and request.endpoint != "static":
+            auth.refuse_worker_token()
+
     @app.after_request
     def _headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -132,6 +147,6 @@ def create_app(config: dict | None = None) -> Flask:
         return response
 
     for module in (auth, dashboard, monitoring, jobs, datasets, artifacts, workers, evaluation, events, models,
-                   openapi, teams, scheduling_pages):
+                   openapi, teams, scheduling_pages, store):
         app.register_blueprint(module.bp)
     return app

@@ -1,4 +1,4 @@
-"""Who is calling: a Bearer token, or the session cookie /login sets. Roles: admin, member, viewer."""
+"""Who is calling: a Bearer token, or the session cookie /login sets. Roles: admin, member, viewer, worker."""
 
 from __future__ import annotations
 
@@ -76,6 +76,13 @@ def require_principal() -> Principal:
             raise Unauthorized("invalid or revoked token")
         raise Unauthorized("authentication required: send 'Authorization: Bearer TOKEN'")
     return principal
+
+
+def refuse_worker_token() -> None:
+    """Forbidden when the caller holds a `worker` token (those only reach /api/v1/store)."""
+    principal = current_principal()
+    if principal is not None and principal.role == "worker":
+        raise Forbidden("worker tokens can only move artifacts (/api/v1/store); use a member or viewer token")
 
 
 def require_writer(action: str = "change anything") -> Principal:

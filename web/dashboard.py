@@ -240,7 +240,8 @@ def workers():
     """Workers, devices and load."""
     with state().db.session() as s:
         rows = queries.workers(s, g.caller.scope)
-    return render_template("workers.html", workers=rows)
+        hosts = queries.worker_hosts(s)
+    return render_template("workers.html", workers=rows, hosts=hosts)
 
 
 @bp.get("/rate")

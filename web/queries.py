@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from genq import metrics
-from genq.db.models import Artifact, Job, JobLog, Metric, Output, Worker, iso
+from genq.db.models import Artifact, Job, JobLog, Metric, Output, Worker, WorkerHost, iso
 
 LOSS_SERIES = ("train/loss", "val/loss")
 
@@ -192,9 +192,17 @@ def workers(session: Session, team_id: int | None) -> list[dict[str, Any]]:
                 "last_heartbeat": iso(w.last_heartbeat),
                 "running": len(jobs),
                 "running_jobs": [j for j, t in jobs if team_id is None or t == team_id],
+                "version": w.version,
             }
         )
     return out
+
+
+def worker_hosts(session: Session) -> list[dict[str, Any]]:
+    """Every registered worker host: its genq version, pools, devices and whether it is draining."""
+    return [{"hostname": h.hostname, "version": h.version, "pools": h.pools or [], "devices": h.devices or [],
+             "draining": h.draining, "drain_deadline": iso(h.drain_deadline), "last_seen": iso(h.last_seen)}
+            for h in session.scalars(select(WorkerHost).order_by(WorkerHost.hostname))]
 
 
 def job_counts(session: Session) -> dict[str, int]:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import update
 
-from genq.db import Database, Job, Worker, utcnow
+from genq.db import Database, Job, Worker, WorkerHost
+from genq.db.clock import db_now
 from genq.worker.hooks import fenced
 
 log = logging.getLogger("genq.worker")
 
 
 class Heartbeat(threading.Thread):
-    """Renews this worker's row and its job's lease; notices cancel requests and lost leases."""
+    """Renews this worker's row and its job's lease (in database time); notices cancel requests, lost leases and
+    a drain of its host."""
 
     def __init__(self, db: Database, worker_id: str, lease_seconds: float,
                  usage: Callable[[], list[dict]] | None = None):
@@ -28,6 +31,9 @@ class Heartbeat(threading.Thread):
         self.cancel = threading.Event()
         self.preempt = threading.Event()  # the scheduler wants the slot back: checkpoint and re-queue
         self.lost = threading.Event()
+        self.draining = threading.Event()  # `genq worker drain` named this host: take no new job
+        self.drain_expired = threading.Event()  # ...and its timeout passed: checkpoint and re-queue the running one
+        self.hostname = socket.gethostname()
         self._stopped = threading.Event()
         # Counts watch() calls: a beat raises a flag only if no watch() came between its read and its answer,
         # so what a beat learned about one run of a job never lands on the next (or on the same job run again).
@@ -45,17 +51,27 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         """One renewal: the worker row, then the job's lease, reading its cancel flag."""
-        now = utcnow()
         with self._lock:
             job_id, watching = self.job_id, self._watching
-        worker = {"last_heartbeat": now, "status": "online"}
+        worker = {}
         if self.usage is not None:
             try:
                 worker["devices"] = self.usage()
             except Exception as exc:  # noqa: BLE001 - a failed reading must not stop the lease renewal
                 log.debug("reading device utilisation failed: %s", exc)
         with self.db.session() as s:
-            s.execute(update(Worker).where(Worker.id == self.worker_id).values(**worker))
+            now = db_now(s)
+            host = s.get(WorkerHost, self.hostname)
+            draining = host is not None and host.draining
+            if draining:
+                self.draining.set()
+                if host.drain_deadline is not None and now >= host.drain_deadline:
+                    self.drain_expired.set()
+            else:
+                self.draining.clear()
+                self.drain_expired.clear()
+            s.execute(update(Worker).where(Worker.id == self.worker_id)
+                      .values(last_heartbeat=now, status="draining" if draining else "online", **worker))
             if job_id is None:
                 return
             renewed = s.execute(fenced(job_id, self.worker_id)

@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from genq.core.api import Hooks, RowResult, Sample
 from genq.db import Artifact, Database, Job, JobLog, Output, utcnow
+from genq.db.clock import db_now
 from genq.events import flush_events
 from genq.metrics import record_metrics
+from genq.worker.artifacts import JobFiles, Stored
 from genq.worker.retry import with_retry
 from genq.worker.rows import FILES_EVERY, record_rows, write_files
 
@@ -43,16 +45,17 @@ def hold(session: Session, job_id: int, holder: str, /, **values: object) -> Non
         raise LeaseLost(job_id)
 
 
-def add_samples(session: Session, job_id: int, samples: list[Sample], root: Path, artifact_kind: str,
-                step: int | None = None) -> None:
-    """Output rows for `samples` in the caller's transaction, each file also an artifact of `artifact_kind`
-    (named by the file, prefixed with the step for a gallery)."""
+def add_samples(session: Session, job_id: int, samples: list[Sample], stored: dict[Path, Stored],
+                artifact_kind: str, step: int | None = None) -> None:
+    """Output rows for `samples` in the caller's transaction, each file (uploaded already: `stored`) also an
+    artifact of `artifact_kind` (named by the file, prefixed with the step for a gallery)."""
     prefix = "" if step is None else f"step-{step}-"
     for index, sample in enumerate(samples):
         artifact_id = None
         if sample.path is not None:
+            up = stored[sample.path]
             artifact = Artifact(job_id=job_id, kind=artifact_kind, name=prefix + sample.path.name,
-                                path=str(sample.path.relative_to(root)), size_bytes=sample.path.stat().st_size,
+                                path=up.key, size_bytes=up.size, sha256=up.sha256,
                                 media_type=MEDIA_TYPES.get(sample.path.suffix, "application/octet-stream"))
             session.add(artifact)
             session.flush()  # the id the output points to
@@ -88,11 +91,11 @@ class RowCounts:
 class JobHooks(Hooks):
     """core.api.Hooks writing to the database, at most about once a second (and at every checkpoint)."""
 
-    def __init__(self, db: Database, job_id: int, worker_id: str, artifacts_root: Path,
+    def __init__(self, db: Database, job_id: int, worker_id: str, files: JobFiles,
                  stop_reason, flush_every: float = 1.0, publish: Callable[[list], None] | None = None):
         self.db, self.job_id, self.worker_id = db, job_id, worker_id
         self._publish = publish  # live events [(name, data)] for this job, sent after each committed flush
-        self.artifacts_root = artifacts_root
+        self.files = files  # this run's folder and store prefix: files go up before the rows naming them
         self._stop_reason = stop_reason  # () -> 'cancel' | 'shutdown' | None, from the worker's heartbeat
         self.flush_every = flush_every
         self._metrics: list[dict] = []
@@ -119,26 +122,40 @@ class JobHooks(Hooks):
         self._maybe_flush()
 
     def checkpoint(self, step: int, path: Path) -> None:
-        from genq.core.checkpoint import WEIGHTS  # torch is loaded by now: the job is training
-
+        """Upload the step folder, then point the job's checkpoint row at it (fenced); the previous one's files
+        leave the store. Resuming reads what the row names: only checkpoints that reached the store count."""
         self.flush()
-        weights = path / WEIGHTS if path.is_dir() else path
-        relative = str(weights.relative_to(self.artifacts_root))
+        folder = path if path.is_dir() else path.parent
+        stored = self.files.upload_checkpoint(folder)
+        weights = stored["model.safetensors"]
+        replaced: list[str] = []
 
         def write():
+            replaced.clear()
             with self.db.session() as s:
                 hold(s, self.job_id, self.worker_id, checkpoint_step=step)
                 row = s.scalar(select(Artifact).where(Artifact.job_id == self.job_id, Artifact.kind == "checkpoint"))
                 if row is None:
                     row = Artifact(job_id=self.job_id, kind="checkpoint")
                     s.add(row)
-                row.name, row.path = f"checkpoint-step-{step}.safetensors", relative
-                row.size_bytes, row.created_at = weights.stat().st_size, utcnow()
-        with_retry(write, "recording a checkpoint")
+                elif row.files and row.path != weights.key:
+                    folder_key = row.path.rsplit("/", 1)[0]
+                    replaced.extend(f"{folder_key}/{name}" for name in row.files)
+                row.name, row.path, row.sha256 = f"checkpoint-step-{step}.safetensors", weights.key, weights.sha256
+                row.files = {name: {"sha256": up.sha256, "size": up.size} for name, up in stored.items()}
+                row.size_bytes, row.created_at = weights.size, db_now(s)
+        try:
+            with_retry(write, "recording a checkpoint")
+        except LeaseLost:
+            self.files.forget([up.key for up in stored.values()])  # nobody will ever read them
+            raise
+        self.files.forget(replaced)
 
     def samples(self, step: int, samples: list[Sample]) -> None:
         """Record the gallery of `step` as Output rows carrying the step, files as `gallery` artifacts. A job
         resumed from a checkpoint before `step` draws it again: the new rows replace the old."""
+        stored = self.files.upload_samples(samples)
+
         def write():
             with self.db.session() as s:
                 hold(s, self.job_id, self.worker_id)
@@ -147,7 +164,7 @@ class JobHooks(Hooks):
                 s.execute(delete(Output).where(*at_step))
                 if stale:
                     s.execute(delete(Artifact).where(Artifact.id.in_(stale)))
-                add_samples(s, self.job_id, samples, self.artifacts_root, "gallery", step=step)
+                add_samples(s, self.job_id, samples, stored, "gallery", step=step)
         with_retry(write, "recording samples")
         if self._publish is not None:
             self._publish([("outputs", {"count": len(samples), "step": step})])
@@ -181,7 +198,7 @@ class JobHooks(Hooks):
                 if rows:
                     record_rows(s, self.job_id, rows)
                     if self.batch is not None and self.batch.files_due():
-                        write_files(s, self.artifacts_root, self.job_id)
+                        write_files(s, self.files, self.job_id)
                 record_metrics(s, metrics)  # the points and the block summaries charts read
                 if logs:
                     s.execute(insert(JobLog), logs)

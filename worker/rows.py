@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -18,8 +17,10 @@ from sqlalchemy.orm import Session
 from genq.config import Settings
 from genq.core.api import RowResult
 from genq.core.data.prompts import PromptRow, parse_prompts
+from genq.datasets import dataset_file
 from genq.db import Artifact, Database, Dataset, Job, Output
 from genq.errors import InvalidInput
+from genq.worker.artifacts import JobFiles
 
 MEDIA_TYPES = {"outputs.jsonl": "application/x-ndjson", "outputs.csv": "text/csv"}
 FILES_EVERY = 30.0  # seconds between rewrites of the output files while a job runs
@@ -32,8 +33,8 @@ def prompt_rows(settings: Settings, session: Session, job: Job) -> list[PromptRo
         dataset = session.get(Dataset, job.dataset_id)
         if dataset is None:
             raise InvalidInput(f"the prompts dataset {job.dataset_id} no longer exists")
-        path = settings.artifacts / dataset.path
-        rows = parse_prompts(path.read_bytes(), path.suffix.lstrip("."), job.params.get("template"))
+        with dataset_file(settings, dataset) as path:  # a local copy when the store is elsewhere
+            rows = parse_prompts(path.read_bytes(), path.suffix.lstrip("."), job.params.get("template"))
     else:
         rows = [PromptRow(row=i, prompt=p) for i, p in enumerate(job.prompts or [None])]
     if job.only_rows is not None:
@@ -67,11 +68,10 @@ def record_rows(session: Session, job_id: int, results: list[RowResult]) -> tupl
     return len(rows), len(failed)
 
 
-def write_files(session: Session, root: Path, job_id: int) -> None:
+def write_files(session: Session, files: JobFiles, job_id: int) -> None:
     """outputs.jsonl and outputs.csv of every row stored so far, in input order, as the job's artifacts
-    (replacing the previous ones: the worker writes them every FILES_EVERY seconds and at the end), in the
-    caller's transaction; `root` is the artifact store."""
-    workdir = root / "jobs" / str(job_id)
+    (replacing the previous ones: the worker writes them every FILES_EVERY seconds and at the end), written in
+    the run's folder and put in the artifact store, in the caller's transaction."""
     outputs = session.scalars(select(Output).where(Output.job_id == job_id, Output.row.is_not(None))
                               .order_by(Output.row, Output.index)).all()
     lines = [{"row": o.row, "row_id": o.row_id, "index": o.index, "prompt": o.prompt, "text": o.text,
@@ -80,16 +80,15 @@ def write_files(session: Session, root: Path, job_id: int) -> None:
     writer = csv.DictWriter(table, fieldnames=["row", "row_id", "index", "prompt", "text", "status", "error"])
     writer.writeheader()
     writer.writerows(lines)
-    workdir.mkdir(parents=True, exist_ok=True)
+    files.workdir.mkdir(parents=True, exist_ok=True)
     for name, body in (("outputs.jsonl", "".join(json.dumps(line) + "\n" for line in lines)),
                        ("outputs.csv", table.getvalue())):
-        path = workdir / name
-        partial = path.with_suffix(path.suffix + ".partial")
-        partial.write_text(body, encoding="utf-8")
-        partial.replace(path)  # a reader never sees half a file
+        path = files.workdir / name
+        path.write_text(body, encoding="utf-8")
+        stored = files.upload(path)  # the store replaces a key whole: a reader never sees half a file
         artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
         if artifact is None:
             artifact = Artifact(job_id=job_id, kind="output", name=name)
             session.add(artifact)
-        artifact.path = str(path.relative_to(root))
-        artifact.size_bytes, artifact.media_type = path.stat().st_size, MEDIA_TYPES[name]
+        artifact.path, artifact.sha256 = stored.key, stored.sha256
+        artifact.size_bytes, artifact.media_type = stored.size, MEDIA_TYPES[name]

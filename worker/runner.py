@@ -5,28 +5,35 @@ One WorkerContext per process (engines must not cross a fork). The Celery task c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import traceback
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from genq import __version__ as VERSION
 from genq.config import Settings
 from genq.core import api as core
-from genq.db import Artifact, Database, Dataset, Job, JobLog, Worker, utcnow
+from genq.db import Artifact, Database, Dataset, Job, JobLog, Worker
+from genq.db.clock import db_now
 from genq.errors import GenqError
 from genq.events import Publisher
+from genq.store import StoreError, place
 from genq.worker import rows
+from genq.worker.artifacts import ContentCache, JobFiles, Stored, restore_checkpoint
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
+from genq.worker.hosts import register_host
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")
@@ -51,6 +58,9 @@ class WorkerContext:
         self.device = "cuda" if self.devices[0]["kind"] == "cuda" else "cpu"
         self.heartbeat = Heartbeat(self.db, self.id, settings.lease_seconds, usage=device_usage(self.devices))
         self.events = Publisher(settings.redis_url)
+        self.store = settings.store()
+        self.cache = ContentCache(settings.home / "cache", settings.cache_bytes)
+        self.work = settings.home / "work"  # this host's copies of running jobs' folders
         self.shutting_down = False
         # Loads the model library (torch) now, not in the first job.
         core.keep_models(settings.model_cache_models, settings.model_cache_bytes)
@@ -61,12 +71,33 @@ class WorkerContext:
         """Announce this worker (its pool, slot and devices) and start the heartbeat."""
         def write():
             with self.db.session() as s:
-                s.merge(Worker(id=self.id, hostname=socket.gethostname(), pool=self.pool, slots=1,
-                               devices=self.devices, status="online", started_at=utcnow(), last_heartbeat=utcnow()))
-        with_retry(write, "registering the worker")
+                status = register_host(s, socket.gethostname(), self.pool, self.devices)
+                now = db_now(s)
+                s.merge(Worker(id=self.id, hostname=socket.gethostname(), pool=self.pool, slots=1, version=VERSION,
+                               devices=self.devices, status=status, started_at=now, last_heartbeat=now))
+                return status
+        status = with_retry(write, "registering the worker")
+        self._remove_abandoned_runs()
+        if status == "draining":
+            self.heartbeat.draining.set()  # before the first beat: take no job on a draining host
         self.heartbeat.start()
         self.events.wake_scheduler()  # a new slot: the scheduler need not wait for its tick to fill it
         log.info("worker %s online in pool %s on %s", self.id, self.pool, self.device)
+
+    def _remove_abandoned_runs(self) -> None:
+        """Delete the local folders of runs a killed worker of this host left behind: those no worker of this
+        host runs now (another worker process may share this GENQ_HOME)."""
+        runs = [p for p in (self.work / "jobs").glob("*/a*") if p.parent.name.isdigit() and p.name[1:].isdigit()]
+        if not runs:
+            return
+        prefix = f"{socket.gethostname()}:"
+        with self.db.session() as s:
+            live = {(job_id, attempts) for job_id, attempts, worker in s.execute(
+                select(Job.id, Job.attempts, Job.worker_id).where(Job.status == "running"))
+                if worker and worker.startswith(prefix)}
+        for run in runs:
+            if (int(run.parent.name), int(run.name[1:])) not in live:
+                shutil.rmtree(run, ignore_errors=True)
 
     def request_shutdown(self) -> None:
         """SIGTERM/SIGINT: the running job checkpoints and goes back to the queue; no new job starts."""
@@ -87,15 +118,14 @@ class WorkerContext:
             return "cancel"
         if self.heartbeat.preempt.is_set():
             return "preempt"
-        return "shutdown" if self.shutting_down else None
+        return "shutdown" if self.shutting_down or self.heartbeat.drain_expired.is_set() else None
 
     # -- one job ----------------------------------------------------------------------------------------------
     def claim(self, job_id: int) -> Job | None:
         """Atomically take a queued job: the one UPDATE that decides who runs it."""
-        now = utcnow()
-
         def write():
             with self.db.session() as s:
+                now = db_now(s)
                 claimed = s.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
@@ -120,8 +150,9 @@ class WorkerContext:
             self.events.wake_scheduler()  # this slot is free: the scheduler sends the next job now
 
     def _run(self, job_id: int) -> None:
-        if self.shutting_down:
-            return  # the reconciler re-sends it to a worker that stays
+        if self.shutting_down or self.heartbeat.draining.is_set():
+            self._decline(job_id)  # the scheduler sends it to a worker that stays
+            return
         job = self.claim(job_id)
         if job is None:
             log.info("job %s: already claimed, finished or cancelled; message dropped", job_id)
@@ -134,9 +165,9 @@ class WorkerContext:
             self._finish(job, hooks, stopped, samples)
         except LeaseLost:
             log.warning("job %s: lease lost to another worker; stopped", job_id)
-        except TRANSIENT as exc:
-            # The database or a connection is gone: leave the row running; its lease expires and the
-            # reconciler puts it back in the queue, from where it resumes at its last checkpoint.
+        except (*TRANSIENT, StoreError) as exc:
+            # The database, the artifact store or a connection is gone: leave the row running; its lease expires
+            # and the reconciler puts it back in the queue, from where it resumes at its last stored checkpoint.
             log.error("job %s: transient failure, left for the reconciler: %s", job_id, exc)
         except Exception as exc:  # noqa: BLE001 - any other failure ends the job with its message
             message = str(exc) if isinstance(exc, (core.DataError, GenqError, ValueError)) \
@@ -147,27 +178,43 @@ class WorkerContext:
                       log_line=f"failed: {traceback.format_exc(limit=5)}")
         finally:
             self.heartbeat.watch(None)
+            hooks.files.clean()
+
+    def _decline(self, job_id: int) -> None:
+        """Hand a dispatched job back unclaimed, so the scheduler sends it again at once."""
+        def write():
+            with self.db.session() as s:
+                s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(dispatched_at=None))
+        with_retry(write, "declining a job")
 
     def hooks(self, job: Job) -> JobHooks:
         """The hooks through which a run of `job` reports: fenced writes, then live events."""
-        return JobHooks(self.db, job.id, self.id, self.settings.artifacts, self.stop_reason,
+        return JobHooks(self.db, job.id, self.id, self.files(job), self.stop_reason,
                         publish=partial(self.events.publish, job.id, job.team_id))
 
-    def _workdir(self, job_id: int) -> Path:
-        """A job's folder in the artifact store: checkpoints, samples, outputs."""
-        return self.settings.artifacts / "jobs" / str(job_id)
+    def files(self, job: Job) -> JobFiles:
+        """This run's local folder and store prefix, both named by the attempt (see genq.worker.artifacts)."""
+        run = f"jobs/{job.id}/a{job.attempts}"
+        return JobFiles(self.store, self.work / run, run, self.cache)
+
+    def _checkpoint_row(self, job_id: int) -> Artifact | None:
+        with self.db.session() as s:
+            return s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
 
     def _execute(self, job: Job, hooks: JobHooks) -> tuple[str | None, list[core.Sample]]:
-        workdir = self._workdir(job.id)
+        workdir = hooks.files.workdir
         if job.type == "train":
-            result = core.train(job.model, job.params, self._data_source(job), workdir, hooks, self.device)
+            data = self._data_source(job, workdir)
+            if (row := self._checkpoint_row(job.id)) is not None:  # resume from what reached the store
+                restore_checkpoint(self.store, self.cache, row, workdir)
+            result = core.train(job.model, job.params, data, workdir, hooks, self.device)
             return result.stopped, result.samples
         prompts = job.prompts or [None]
         if job.source_job_id is None and job.base:  # a pretrained model of the models folder, sampled directly
             samples = core.generate_from_base(job.model, job.base, prompts, job.params, workdir / "outputs", hooks,
                                               self.device)
             return hooks.stop_requested(), samples
-        source = self._workdir(job.source_job_id)
+        source = self._trained_model(job.source_job_id)
         if core.generates_rows(job.model):
             return self._generate_rows(job, hooks, source), []
         samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
@@ -190,7 +237,24 @@ class WorkerContext:
         hooks.flush()
         return hooks.stop_requested()
 
-    def _data_source(self, job: Job) -> core.DataSource:
+    def _trained_model(self, job_id: int) -> Path:
+        """A local folder with the final checkpoint of train job `job_id`, shared by the generation jobs that use
+        it (named by the weights' hash, so core's model cache keeps it loaded between them)."""
+        row = self._checkpoint_row(job_id)
+        if row is None:
+            raise core.DataError(f"train job {job_id} left no checkpoint in the artifact store")
+        name = row.sha256 or hashlib.sha256(row.path.encode()).hexdigest()
+        folder = self.work / "models" / name
+        if not (folder / "checkpoints").is_dir():
+            restore_checkpoint(self.store, self.cache, row, folder)
+            # keep the folders of the models used last (their files are hard links into the cache, mostly)
+            older = sorted((p for p in folder.parent.iterdir() if p != folder), key=lambda p: p.stat().st_mtime)
+            for stale in older[:max(0, len(older) - self.settings.model_cache_models - 1)]:
+                shutil.rmtree(stale, ignore_errors=True)
+        os.utime(folder)
+        return folder
+
+    def _data_source(self, job: Job, workdir: Path) -> core.DataSource:
         if job.builtin_dataset:
             kind = core.BUILTIN_DATASETS[job.builtin_dataset]
             return core.DataSource(kind=kind, builtin=job.builtin_dataset)
@@ -198,7 +262,14 @@ class WorkerContext:
             dataset = s.get(Dataset, job.dataset_id)
             if dataset is None:
                 raise core.DataError(f"dataset {job.dataset_id} no longer exists")
-            return core.DataSource(kind=dataset.kind, path=self.settings.artifacts / dataset.path)
+            key, sha256, kind = dataset.path, dataset.sha256, dataset.kind
+        local = self.store.local_path(key)
+        if local is not None and local.is_file():
+            return core.DataSource(kind=kind, path=local)  # a folder store: read in place
+        cached = self.cache.fetch(self.store, key, sha256)
+        path = workdir / "dataset" / key.rsplit("/", 1)[-1]  # keeps the extension the reader goes by
+        place(cached, path)
+        return core.DataSource(kind=kind, path=path)
 
     def _finish(self, job: Job, hooks: JobHooks, stopped: str | None, samples: list[core.Sample]) -> None:
         if stopped == "lost":
@@ -217,34 +288,42 @@ class WorkerContext:
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
         self._end(job, hooks, "cancelled" if stopped == "cancel" else "succeeded", outputs=samples if keep else None)
 
-    def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample]) -> None:
-        """Output rows (and artifacts for files) for `samples`, in the caller's transaction; a generation job's
-        also as outputs.jsonl."""
-        root = self.settings.artifacts
-        add_samples(s, job.id, samples, root, "output" if job.type == "generate" else "sample")
+    def _upload_outputs(self, job: Job, files: JobFiles, samples: list[core.Sample]) -> dict[Path, Stored]:
+        """Upload the files of `samples` and, for a generation job, outputs.jsonl (stored under its own path)."""
+        stored = files.upload_samples(samples)
         if job.type == "generate" and samples:
             lines = [{"index": index, "prompt": sample.prompt, "kind": sample.kind, "text": sample.text,
                       "file": sample.path.name if sample.path else None} for index, sample in enumerate(samples)]
-            batch = self._workdir(job.id) / "outputs.jsonl"
+            batch = files.workdir / "outputs.jsonl"
             batch.parent.mkdir(parents=True, exist_ok=True)
             batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
-            s.add(Artifact(job_id=job.id, kind="output", name="outputs.jsonl",
-                           path=str(batch.relative_to(root)), size_bytes=batch.stat().st_size,
-                           media_type=MEDIA_TYPES[".jsonl"]))
+            stored[batch] = files.upload(batch)
+        return stored
+
+    def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample], stored: dict[Path, Stored]) -> None:
+        """Output rows (and artifacts for files) for `samples`, in the caller's transaction; a generation job's
+        also as outputs.jsonl."""
+        add_samples(s, job.id, samples, stored, "output" if job.type == "generate" else "sample")
+        batch = [(path, up) for path, up in stored.items() if path.name == "outputs.jsonl"]
+        for _path, up in batch:
+            s.add(Artifact(job_id=job.id, kind="output", name="outputs.jsonl", path=up.key, size_bytes=up.size,
+                           sha256=up.sha256, media_type=MEDIA_TYPES[".jsonl"]))
 
     def _end(self, job: Job, hooks: JobHooks, status: str, error: str | None = None, log_line: str | None = None,
              outputs: list[core.Sample] | None = None) -> None:
         """End the job and record its outputs in one fenced transaction with what the hooks still buffer: all of
         it lands, or none."""
+        stored = self._upload_outputs(job, hooks.files, outputs) if outputs else {}
+
         def end(s: Session) -> None:
-            values = dict(status=status, finished_at=utcnow(), lease_expires_at=None, error=error)
+            values = dict(status=status, finished_at=db_now(s), lease_expires_at=None, error=error)
             if status == "succeeded":
                 values["progress"] = 1.0
             hold(s, job.id, self.id, **values)
             if outputs is not None:
-                self._record_outputs(s, job, outputs)
+                self._record_outputs(s, job, outputs, stored)
             if job.type == "generate" and status != "failed" and core.generates_rows(job.model):
-                rows.write_files(s, self.settings.artifacts, job.id)
+                rows.write_files(s, hooks.files, job.id)
             s.add(JobLog(job_id=job.id, message=log_line or status))
         events = [("outputs", {"count": len(outputs)})] if outputs else []
         hooks.flush(also=end, events=[*events, ("status", {"status": status})], what=f"marking the job {status}")

@@ -26,6 +26,7 @@ from sqlalchemy import func, select, update
 
 from genq.config import Settings
 from genq.db import Database, Job, JobLog, Team, Worker, utcnow
+from genq.db.clock import db_now
 from genq.events import Publisher, WakeSignal
 from genq.jobs.policy import Plan, Snapshot, TeamState, plan
 from genq.jobs.snapshot import StepTimes, pool_snapshot, team_states
@@ -49,10 +50,10 @@ class Scheduler:
 
     def reconcile(self) -> None:
         """Recover what crashed workers and lost messages left behind."""
-        now = utcnow()
         s_ = self.settings
         changed: list[tuple[int, int, str]] = []  # (job, team, status), published once committed
         with self.db.session() as s:
+            now = db_now(s)  # leases are in database time: no host's clock matters
             expired = s.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now)
                                 .with_for_update(skip_locked=True)).all()
             for job in expired:
@@ -79,7 +80,7 @@ class Scheduler:
             if resent:
                 log.warning("%d dispatched jobs were never claimed; sending them again", resent)
             silent = now - timedelta(seconds=3 * s_.lease_seconds)
-            s.execute(update(Worker).where(Worker.status == "online", Worker.last_heartbeat < silent)
+            s.execute(update(Worker).where(Worker.status.in_(("online", "draining")), Worker.last_heartbeat < silent)
                       .values(status="offline"))
         with self.db.session() as s:
             accrue(s, now, s_.usage_half_life_hours)
@@ -136,7 +137,7 @@ class Scheduler:
                     return False
             return bool(s.execute(update(Job).where(Job.id == job_id, Job.status == "queued",
                                                     Job.dispatched_at.is_(None))
-                                  .values(dispatched_at=utcnow())).rowcount)
+                                  .values(dispatched_at=db_now(s))).rowcount)
 
     def preempt(self, victims: list[int]) -> None:
         """Ask running jobs to checkpoint and go back to the queue (the worker does it at its next step)."""

@@ -16,6 +16,7 @@ from genq.db.models import (  # noqa: F401
     Team,
     UsageDay,
     Worker,
+    WorkerHost,
     utcnow,
 )
 from genq.db.session import Database  # noqa: F401

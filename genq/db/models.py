@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import os
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
@@ -10,13 +11,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
-ROLES = ("admin", "member", "viewer")
+ROLES = ("admin", "member", "viewer", "worker")  # worker: only the artifact store (web/api/store.py)
 WINNERS = ("a", "b", "tie")  # a preference vote's outcome, relative to the stored (canonical) order
 
 
+# A host's clock may be off; tests fake that with this offset. Leases never read it (genq.db.clock.db_now).
+_CLOCK_SKEW = timedelta(seconds=float(os.environ.get("GENQ_CLOCK_SKEW_SECONDS", "0") or 0))
+
+
 def utcnow() -> datetime:
-    """The current time as naive UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """This host's current time as naive UTC (for timestamps shown to people; leases use db_now)."""
+    return datetime.now(UTC).replace(tzinfo=None) + _CLOCK_SKEW
 
 
 def iso(value: datetime | None) -> str | None:
@@ -76,6 +81,7 @@ class Dataset(Base):
     size_bytes: Mapped[int]
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the stored file: names worker-side copies
 
     team: Mapped[Team] = relationship()
 
@@ -188,6 +194,9 @@ class Artifact(Base):
     size_bytes: Mapped[int] = mapped_column(default=0)
     media_type: Mapped[str] = mapped_column(String(64), default="application/octet-stream")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the file at `path`
+    # A checkpoint's step folder: {file name: {"sha256", "size"}}, all under the folder of `path`
+    files: Mapped[dict[str, Any] | None]
 
 
 class Output(Base):
@@ -230,6 +239,22 @@ class Worker(Base):
     status: Mapped[str] = mapped_column(String(16), default="online")  # online, stopped
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[str | None] = mapped_column(String(32))  # genq's version on the worker's host
+
+
+class WorkerHost(Base):
+    """A machine running workers: what it runs and whether it is draining (`genq worker drain HOST`)."""
+
+    __tablename__ = "worker_hosts"
+
+    hostname: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32))
+    pools: Mapped[list[Any]] = mapped_column(default=list)
+    devices: Mapped[list[Any]] = mapped_column(default=list)
+    draining: Mapped[bool] = mapped_column(default=False)  # its workers finish their jobs and take no new ones
+    drain_deadline: Mapped[datetime | None]  # database time after which running jobs checkpoint and re-queue
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Rating(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +36,11 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A host that loses its network mid-transaction would hold its row locks until TCP gives up (hours): the
+    # server ends a transaction idle this long, so a lost worker's job can be re-queued after its lease.
+    idle = int(float(os.environ.get("GENQ_DB_IDLE_TRANSACTION_SECONDS", "60")) * 1000)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                         connect_args={"options": f"-c idle_in_transaction_session_timeout={idle}"})
 
 
 class Database:

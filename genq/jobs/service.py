@@ -145,8 +145,8 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
                     f"dataset {dataset.id} holds {dataset.kind}; generate needs a prompts dataset"
                 )
             job.dataset_id = dataset.id
-            rows = read_prompt_rows(dataset_file(settings, dataset), "." + dataset.path.rsplit(".", 1)[-1],
-                                    job.params.get("template"))
+            with dataset_file(settings, dataset) as path:
+                rows = read_prompt_rows(path, "." + dataset.path.rsplit(".", 1)[-1], job.params.get("template"))
             job.prompts = [row.prompt or "" for row in rows]
         else:
             if job.params.get("template") is not None:

@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from genq.db import Job, JobLog
+from genq.store import LocalStore
+from genq.worker.artifacts import JobFiles
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import JobHooks, LeaseLost
 from tests.worker.test_scheduler import add_jobs
@@ -52,7 +54,8 @@ def test_a_worker_that_lost_the_job_writes_no_log_line(db, tmp_path):
     (job_id,) = add_jobs(db, 1, status="running", worker_id="someone-else")
 
     def hooks(worker_id: str) -> JobHooks:
-        return JobHooks(db, job_id, worker_id, tmp_path, stop_reason=lambda: None, flush_every=float("inf"))
+        files = JobFiles(LocalStore(tmp_path), tmp_path / "work", f"jobs/{job_id}")
+        return JobHooks(db, job_id, worker_id, files, stop_reason=lambda: None, flush_every=float("inf"))
 
     stale = hooks(ME)
     stale.log("written after the lease was lost")

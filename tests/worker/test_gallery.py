@@ -9,6 +9,8 @@ from sqlalchemy import select
 
 from genq.core.api import Sample
 from genq.db import Artifact, Output
+from genq.store import LocalStore
+from genq.worker.artifacts import JobFiles
 from genq.worker.hooks import JobHooks, LeaseLost
 from tests.web.conftest import png
 from tests.worker.platform import CORPUS, tiny_gpt
@@ -23,9 +25,14 @@ def gallery_rows(db, job_id: int) -> list[tuple]:
                          .where(Output.job_id == job_id).order_by(Output.step, Output.index)).all()
 
 
+def files(settings, job_id: int) -> JobFiles:
+    """A run's files as a worker on the store's own host has them: its folder is where the store keeps them."""
+    return JobFiles(LocalStore(settings.artifacts), settings.artifacts / "jobs" / str(job_id), f"jobs/{job_id}")
+
+
 def test_job_hooks_record_samples_with_their_step_and_replace_a_step_drawn_again(db, settings):
     (job_id,) = add_jobs(db, 1, status="running", worker_id=ME)
-    hooks = JobHooks(db, job_id, ME, settings.artifacts, stop_reason=lambda: None)
+    hooks = JobHooks(db, job_id, ME, files(settings, job_id), stop_reason=lambda: None)
     grid = settings.artifacts / "jobs" / str(job_id) / "samples" / "step-00000010" / "grid.png"
     grid.parent.mkdir(parents=True)
     grid.write_bytes(png())
@@ -50,7 +57,7 @@ def test_job_hooks_record_samples_with_their_step_and_replace_a_step_drawn_again
 
 def test_a_worker_that_lost_the_job_records_no_samples(db, settings):
     (job_id,) = add_jobs(db, 1, status="running", worker_id="someone-else")
-    stale = JobHooks(db, job_id, ME, settings.artifacts, stop_reason=lambda: None)
+    stale = JobHooks(db, job_id, ME, files(settings, job_id), stop_reason=lambda: None)
     with pytest.raises(LeaseLost):
         stale.samples(10, [Sample(kind="text", text="written after the lease was lost")])
     assert gallery_rows(db, job_id) == []

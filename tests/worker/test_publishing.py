@@ -16,6 +16,8 @@ from sqlalchemy import select
 
 from genq.db import Job, JobLog, Worker, utcnow
 from genq.events import job_channel, team_channel
+from genq.store import LocalStore
+from genq.worker.artifacts import JobFiles
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import JobHooks, LeaseLost
@@ -48,6 +50,11 @@ def listen(redis_url):
         pubsub.close()
 
 
+def local_files(folder, job_id: int) -> JobFiles:
+    """A run's files kept in `folder`, which is also the store."""
+    return JobFiles(LocalStore(folder), folder, f"jobs/{job_id}")
+
+
 def test_a_flush_publishes_after_its_commit_and_a_lost_lease_publishes_nothing(db, tmp_path):
     (job_id,) = add_jobs(db, 1, status="running", worker_id="me")
     published: list[list] = []
@@ -57,7 +64,8 @@ def test_a_flush_publishes_after_its_commit_and_a_lost_lease_publishes_nothing(d
             assert s.get(Job, job_id).step == 20
         published.append(events)
 
-    hooks = JobHooks(db, job_id, "me", tmp_path, stop_reason=lambda: None, flush_every=float("inf"),
+    hooks = JobHooks(db, job_id, "me", local_files(tmp_path, job_id), stop_reason=lambda: None,
+                     flush_every=float("inf"),
                      publish=publish)
     hooks.metrics(10, {"train/loss": 2.0})
     hooks.metrics(20, {"train/loss": 1.5, "val/loss": float("inf")})
@@ -88,7 +96,7 @@ def test_a_gallery_publishes_its_outputs_once_they_are_rows(db, tmp_path):
             assert len(s.scalars(select(Output).where(Output.job_id == job_id, Output.step == 100)).all()) == 2
         published.append(events)
 
-    hooks = JobHooks(db, job_id, "me", tmp_path, stop_reason=lambda: None, publish=publish)
+    hooks = JobHooks(db, job_id, "me", local_files(tmp_path, job_id), stop_reason=lambda: None, publish=publish)
     hooks.samples(100, [Sample(kind="text", text="a"), Sample(kind="text", text="b")])
     assert published == [[("outputs", {"count": 2, "step": 100})]]
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import g, send_file
+from flask import Response, g, send_file
 from sqlalchemy import select
 
 from genq.db.models import Artifact, Job
-from genq.errors import NotFound
-from genq.web import state
+from genq.errors import InvalidInput, NotFound
+from genq.store import CHUNK, check_key
+from genq.web import artifact_store, state
 from genq.web.api import api_blueprint
 
 bp = api_blueprint("api_artifacts")
@@ -24,16 +25,30 @@ def download(artifact_id: int):
         )
     if artifact is None:
         raise NotFound(f"artifact {artifact_id} not found")
-    root = state().settings.artifacts.resolve()
-    path = (root / artifact.path).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise NotFound(f"artifact {artifact_id} has no stored file")
-    response = send_file(
-        path,
-        mimetype=artifact.media_type,
-        download_name=artifact.name or path.name,
-        conditional=True,
-        max_age=0,
-    )
+    store = artifact_store()
+    try:
+        key = check_key(artifact.path)
+    except InvalidInput:
+        raise NotFound(f"artifact {artifact_id} has no stored file") from None
+    name = artifact.name or key.rsplit("/", 1)[-1]
+    local = store.local_path(key)
+    if local is not None:
+        if not local.is_file():
+            raise NotFound(f"artifact {artifact_id} has no stored file")
+        response = send_file(local, mimetype=artifact.media_type, download_name=name, conditional=True, max_age=0)
+    else:
+        size = store.size(key)
+        if size is None:
+            raise NotFound(f"artifact {artifact_id} has no stored file")
+        source = store.open(key)
+
+        def chunks():
+            with source:
+                while chunk := source.read(CHUNK):
+                    yield chunk
+
+        response = Response(chunks(), mimetype=artifact.media_type)
+        response.headers["Content-Length"] = str(size)
+        response.headers["Content-Disposition"] = f'inline; filename="{name}"'
     response.headers["Content-Security-Policy"] = "sandbox"  # never run stored content as a page of ours
     return response

@@ -9,7 +9,7 @@ from genq.datasets import KINDS, dataset_to_dict, save_upload
 from genq.db.models import Dataset
 from genq.errors import InvalidInput
 from genq.jobs.service import owned
-from genq.web import state
+from genq.web import artifact_store, state
 from genq.web.api import api_blueprint, query_choice
 from genq.web.auth import require_writer
 
@@ -26,7 +26,8 @@ def store_request_file(team_id: int) -> dict:
         raise InvalidInput(f"unknown dataset kind '{kind[:40]}' (known: {', '.join(KINDS)})")
     with state().db.session() as s:
         dataset = save_upload(
-            s, state().settings, team_id, upload.stream, upload.filename or "", request.form.get("name"), kind
+            s, state().settings, team_id, upload.stream, upload.filename or "", request.form.get("name"), kind,
+            store=artifact_store(),
         )
         return dataset_to_dict(dataset)
 

@@ -105,6 +105,31 @@ def _replacing(summary: str, request: str, answer: str, errors: tuple, params: l
     }
 
 
+def _store_paths() -> dict:
+    """The proxied artifact store (web/api/store.py): worker tokens and the operator only."""
+    key = [{"name": "key", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 500},
+            "description": "a relative path such as jobs/3/a1/checkpoints/step-00000020/model.safetensors"}]
+    binary = {"type": "string", "format": "binary"}
+    header = [{"name": "X-Content-SHA256", "in": "header", "required": True, "schema": {"type": "string"}},
+              {"name": "Content-Range", "in": "header", "required": True, "schema": {"type": "string"},
+               "description": "bytes START-END/TOTAL (or bytes */TOTAL to ask where the upload stands)"}]
+    stored = {"type": "object", "properties": {"key": {"type": "string"}, "size_bytes": {"type": "integer"},
+                                               "sha256": {"type": "string"}}}
+    offset = {"type": "object", "properties": {"offset": {"type": "integer"}}}
+    return {
+        "get": {"summary": "A stored file (Range: bytes=N- continues a download)", "parameters": key,
+                "responses": {"200": {"description": "the file", "content": {"*/*": {"schema": binary}}},
+                              "206": {"description": "the rest of the file", "content": {"*/*": {"schema": binary}}},
+                              **_errors(400, 403, 404)}},
+        "put": {"summary": "One piece of a file; the last stores it", "parameters": key + header,
+                "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": binary}}},
+                "responses": {"201": _json(stored, "stored whole"), "202": _json(offset, "piece taken"),
+                              "409": _json(offset, "send from `offset`"), **_errors(400, 403, 413, 422)}},
+        "delete": {"summary": "Remove a stored file", "parameters": key,
+                   "responses": {"204": {"description": "removed"}, **_errors(403, 422)}},
+    }
+
+
 @cache
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
@@ -266,6 +291,7 @@ def spec() -> dict[str, Any]:
             },
             [_path_id("artifact_id")],
         ),
+        "/api/v1/store/{key}": _store_paths(),
         "/api/v1/datasets": {
             "post": {
                 "summary": "Upload a dataset",
@@ -286,7 +312,10 @@ def spec() -> dict[str, Any]:
             "One dataset", _json(_ref("Dataset")), [_path_id("dataset_id")]
         ),
         "/api/v1/workers": _get(
-            "Workers, devices, slots, load, heartbeats", _json(_wrapped("workers", "Worker")), errors=()
+            "Workers, devices, slots, load, heartbeats; their hosts (version, draining)",
+            _json({**_wrapped("workers", "Worker"), "properties": {
+                **_wrapped("workers", "Worker")["properties"],
+                "hosts": {"type": "array", "items": _ref("WorkerHost")}}}), errors=()
         ),
         "/api/v1/models": _get(
             "The pretrained models of the models folder (GENQ_MODELS) that hf-causal-lm jobs name by base",

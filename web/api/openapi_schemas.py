@@ -196,6 +196,19 @@ SCHEMAS: dict[str, Any] = {
             "last_heartbeat": TIME,
             "running": INT,
             "running_jobs": {"type": "array", "items": INT},
+            "version": {"type": ["string", "null"]},
+        },
+    },
+    "WorkerHost": {
+        "type": "object",
+        "properties": {
+            "hostname": STR,
+            "version": STR,
+            "pools": {"type": "array", "items": STR},
+            "devices": {"type": "array"},
+            "draining": {"type": "boolean"},
+            "drain_deadline": {"type": ["string", "null"]},
+            "last_seen": TIME,
         },
     },
     "BaseModel": {

@@ -12,6 +12,6 @@ bp = api_blueprint("api_workers")
 
 @bp.get("/workers")
 def index():
-    """{"workers": [...]}."""
+    """{"workers": [...], "hosts": [...]} (hosts: version, pools, devices, draining)."""
     with state().db.session() as s:
-        return jsonify({"workers": queries.workers(s, g.caller.scope)})
+        return jsonify({"workers": queries.workers(s, g.caller.scope), "hosts": queries.worker_hosts(s)})

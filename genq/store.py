@@ -1,0 +1,404 @@
+"""The artifact store: where checkpoints, samples, outputs and uploaded datasets live, chosen by GENQ_ARTIFACTS.
+
+Keys are relative POSIX paths ("jobs/3/a1/checkpoints/step-00000020/model.safetensors"), the same on every
+backend and what the database's `path` columns hold:
+
+- LocalStore: a folder (one host, or a disk every host mounts): today's layout.
+- FsspecStore: an fsspec URL, e.g. s3://bucket/prefix (AWS variables; GENQ_S3_ENDPOINT_URL for any
+  S3-compatible server).
+- HttpStore: http(s)://WEB, through the web server's /api/v1/store with a `worker` token (GENQ_TOKEN), for
+  worker hosts that have no store of their own.
+
+Every transfer streams in CHUNK pieces (memory stays flat whatever the file's size) and resumes: a download
+continues its `.part` file, an HTTP upload continues from the offset the server already holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import BinaryIO
+
+from genq.errors import InvalidInput
+
+CHUNK = 8 * 1024 * 1024  # bytes moved per read/write/request: the memory a transfer holds
+HTTP_PIECE = 64 * 1024 * 1024  # bytes per upload request through the web server, streamed from the file
+S3_MIN_PART = 5 * 1024 * 1024  # S3 refuses smaller parts in a multipart upload
+MAX_KEY = 500  # the database's path columns
+_KEY_PART = re.compile(r"^[A-Za-z0-9_.+=@-]+$")
+
+
+class StoreError(Exception):
+    """The store could not move a file (after retries): the caller treats it like a lost connection."""
+
+
+def check_key(key: object) -> str:
+    """`key` if it is a clean relative path (letters, digits, `_.+=@-` between slashes), else InvalidInput."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY:
+        raise InvalidInput(f"an artifact key is a relative path of 1-{MAX_KEY} characters")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") or not _KEY_PART.match(p) for p in parts):
+        raise InvalidInput(f"invalid artifact key {key[:100]!r}: use letters, digits and _.+=@- between slashes")
+    return key
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_stream(source: BinaryIO, target: BinaryIO, digest=None) -> int:
+    """Copy `source` to `target` chunk by chunk (updating `digest` if given); the bytes copied."""
+    copied = 0
+    while chunk := source.read(CHUNK):
+        target.write(chunk)
+        if digest is not None:
+            digest.update(chunk)
+        copied += len(chunk)
+    return copied
+
+
+def place(source: Path, target: Path) -> None:
+    """Put a copy of `source` at `target` atomically: a hard link when both are on one file system (no bytes
+    move), else a chunked copy into a temp file that replaces `target` once complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            with open(source, "rb") as src, open(tmp, "wb") as out:
+                copy_stream(src, out)
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ArtifactStore(ABC):
+    """Files by key. put/get move whole files between this host and the store; open streams one."""
+
+    url: str
+
+    @abstractmethod
+    def put(self, key: str, source: Path) -> None:
+        """Store the file `source` under `key`; readers see the old file or the new one, whole."""
+
+    @abstractmethod
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        """A readable stream of `key` from byte `offset`; FileNotFoundError if there is none."""
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """The size of `key` in bytes, None if it is not stored."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key` (nothing if absent)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file itself when the store is a folder on this host (read it in place), else None."""
+        return None
+
+    def get(self, key: str, target: Path, retries: int = 3) -> None:
+        """Copy `key` to `target`, resuming `target.part` after a broken connection (and on the next call)."""
+        check_key(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        total = self.size(key)
+        if total is None:
+            raise FileNotFoundError(f"artifact {key} is not in the store {self.url}")
+        for attempt in range(retries + 1):
+            done = part.stat().st_size if part.exists() else 0
+            if done > total:  # left by another file once stored under this name
+                part.unlink()
+                done = 0
+            try:
+                with open(part, "ab") as out:
+                    if done < total:
+                        with self.open(key, offset=done) as source:
+                            copy_stream(source, out)
+                if part.stat().st_size != total:
+                    raise StoreError(f"artifact {key}: got {part.stat().st_size} of {total} bytes")
+                os.replace(part, target)
+                return
+            except (OSError, StoreError) as exc:
+                if isinstance(exc, FileNotFoundError) or attempt == retries:
+                    raise StoreError(f"downloading {key} from {self.url} failed: {exc}") from exc
+                time.sleep(0.5 * 2**attempt)
+
+
+class LocalStore(ArtifactStore):
+    """A folder: keys are paths under it."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.url = str(self.root)
+
+    def path(self, key: str) -> Path:
+        """Where `key` lives (never outside the folder: check_key allows no '..')."""
+        return self.root / check_key(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
+
+    def put(self, key: str, source: Path) -> None:
+        target = self.path(key)
+        if Path(source).resolve() != target:
+            place(Path(source), target)
+
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        f = open(self.path(key), "rb")
+        f.seek(offset)
+        return f
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def get(self, key: str, target: Path, retries: int = 3) -> None:
+        source = self.path(key)
+        if not source.is_file():
+            raise FileNotFoundError(f"artifact {key} is not in the store {self.url}")
+        target = Path(target)
+        if target.resolve() != source:
+            place(source, target)
+        target.with_name(target.name + ".part").unlink(missing_ok=True)  # a remote store's leftover
+
+
+class FsspecStore(ArtifactStore):
+    """Any fsspec file system by URL (s3://bucket/prefix, memory://x, ...)."""
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = url.rstrip("/")
+        protocol = url.split("://", 1)[0]
+        options: dict = {}
+        if protocol in ("s3", "s3a"):
+            endpoint = os.environ.get("GENQ_S3_ENDPOINT_URL", "").strip()
+            # multipart uploads in CHUNK parts: what an upload holds in memory (S3's minimum part is 5 MiB)
+            # completing a multipart upload of a large object may take the server minutes (AWS says so)
+            options = {"client_kwargs": {"endpoint_url": endpoint} if endpoint else {}, "skip_instance_cache": True,
+                       "config_kwargs": {"read_timeout": 600}}
+        self.fs, self.prefix = fsspec.core.url_to_fs(self.url, **options)
+        self.prefix = self.prefix.rstrip("/")
+
+    def _path(self, key: str) -> str:
+        return f"{self.prefix}/{check_key(key)}"
+
+    def put(self, key: str, source: Path) -> None:
+        # s3fs sends a file above one part as a multipart upload, retrying each part; the object appears
+        # whole at the end (or not at all).
+        kwargs = {}
+        if "s3" in self.fs.protocol:
+            # two parts in flight at most: what an upload holds in memory (S3 allows 10,000 parts)
+            part = max(CHUNK, S3_MIN_PART, -(-Path(source).stat().st_size // 10_000))
+            kwargs = {"chunksize": part, "max_concurrency": 2}
+        try:
+            self.fs.put_file(str(source), self._path(key), **kwargs)
+        except TypeError:  # a file system whose put_file takes no chunksize
+            self.fs.put_file(str(source), self._path(key))
+
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        # One ranged GET per CHUNK: memory stays flat (s3fs' get_file held a whole 1 GiB object in memory in
+        # bench/artifacts.py), and a broken download continues from its offset.
+        f = self.fs.open(self._path(key), "rb", block_size=CHUNK, cache_type="none")
+        if offset:
+            f.seek(offset)
+        return f
+
+    def size(self, key: str) -> int | None:
+        try:
+            return int(self.fs.size(self._path(key)))
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self._path(key))
+        except FileNotFoundError:
+            pass
+
+
+class HttpStore(ArtifactStore):
+    """The web server's store, through /api/v1/store/KEY with a worker token (web/api/store.py)."""
+
+    def __init__(self, url: str, token: str | None):
+        import requests
+
+        if not token:
+            raise InvalidInput("GENQ_ARTIFACTS is a web address: set GENQ_TOKEN to a worker token "
+                               "(genq token create --team admin --role worker)")
+        self.url = url.rstrip("/")
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def _url(self, key: str) -> str:
+        return f"{self.url}/api/v1/store/{check_key(key)}"
+
+    def _request(self, method: str, url: str, retries: int = 4, **kwargs):
+        """One request, sent again on a broken connection (a pooled one the network dropped meanwhile)."""
+        import requests
+
+        for attempt in range(retries + 1):
+            try:
+                return self.http.request(method, url, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt == retries:
+                    raise StoreError(f"{method} {url} failed: {exc}") from exc
+                time.sleep(0.5 * 2**attempt)
+
+    def _check(self, response, key: str) -> None:
+        if response.status_code == 404:
+            raise FileNotFoundError(f"artifact {key} is not in the store {self.url}")
+        if response.status_code >= 400:
+            raise StoreError(f"{response.request.method} {key}: HTTP {response.status_code}: {response.text[:300]}")
+
+    def put(self, key: str, source: Path, retries: int = 5) -> None:
+        """Send `source` in CHUNK requests; after a broken connection, ask the server where it got to and go on."""
+        import requests
+
+        total = Path(source).stat().st_size
+        digest = sha256_file(Path(source))  # names the upload, so a retry continues this file and no other
+        offset, failures = 0, 0
+        with open(source, "rb") as f:
+            while True:
+                piece = _Piece(f, offset, min(HTTP_PIECE, total - offset))
+                end = offset + len(piece) - 1
+                headers = {"X-Content-SHA256": digest,
+                           "Content-Range": f"bytes {offset}-{end}/{total}" if len(piece) else f"bytes */{total}"}
+                try:
+                    response = self.http.put(self._url(key), data=piece if len(piece) else b"", headers=headers,
+                                             timeout=120)
+                except requests.RequestException as exc:
+                    failures += 1
+                    if failures > retries:
+                        raise StoreError(f"uploading {key} to {self.url} failed: {exc}") from exc
+                    time.sleep(0.5 * 2**failures)
+                    offset = self._upload_offset(key, digest, total)
+                    continue
+                if response.status_code == 409 and "offset" in (body := _json(response)):
+                    offset = int(body["offset"])  # the server holds more (or less) than we thought: go on from there
+                    continue
+                self._check(response, key)
+                if response.status_code == 201:
+                    return
+                offset = end + 1
+
+    def _upload_offset(self, key: str, digest: str, total: int) -> int:
+        """How much of this upload the server holds (0 when it cannot say)."""
+        import requests
+
+        try:
+            response = self.http.put(self._url(key), data=b"", timeout=30,
+                                     headers={"X-Content-SHA256": digest, "Content-Range": f"bytes */{total}"})
+        except requests.RequestException:
+            return 0
+        return int(_json(response).get("offset", 0)) if response.status_code == 409 else 0
+
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._request("GET", self._url(key), headers=headers, stream=True, timeout=120)
+        self._check(response, key)
+        if offset and response.status_code != 206:
+            response.close()
+            raise StoreError(f"the server ignored the range request for {key}")
+        response.raw.decode_content = True
+        return _Closing(response)
+
+    def size(self, key: str) -> int | None:
+        response = self._request("HEAD", self._url(key), timeout=30)
+        if response.status_code == 404:
+            return None
+        self._check(response, key)
+        return int(response.headers["Content-Length"])
+
+    def delete(self, key: str) -> None:
+        response = self._request("DELETE", self._url(key), timeout=30)
+        if response.status_code != 404:
+            self._check(response, key)
+
+
+class _Piece:
+    """`length` bytes of an open file from `offset`, read CHUNK by CHUNK as requests sends them."""
+
+    def __init__(self, f: BinaryIO, offset: int, length: int):
+        self.f, self.offset, self.length, self.sent = f, offset, length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.length - self.sent
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        self.f.seek(self.offset + self.sent)
+        data = self.f.read(min(n, CHUNK))
+        self.sent += len(data)
+        return data
+
+
+class _Closing:
+    """A streamed HTTP response as a readable file that closes the connection with it."""
+
+    def __init__(self, response):
+        self.response, self.raw = response, response.raw
+
+    def read(self, n: int = -1) -> bytes:
+        return self.raw.read(CHUNK if n is None or n < 0 else n)
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+
+def _json(response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def open_store(spec: str, token: str | None = None) -> ArtifactStore:
+    """The store GENQ_ARTIFACTS names: a folder, an fsspec URL, or http(s)://WEB (which needs `token`)."""
+    if spec.startswith(("http://", "https://")):
+        return HttpStore(spec, token)
+    if "://" in spec and not spec.startswith("file://"):
+        return FsspecStore(spec)
+    return LocalStore(Path(spec.removeprefix("file://")))
+
+
+def staging_file(folder: Path) -> tuple[BinaryIO, Path]:
+    """A new temp file under `folder` (created) for a transfer to write into; the caller removes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder)
+    return os.fdopen(fd, "wb"), Path(name)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder if it exists."""
+    shutil.rmtree(path, ignore_errors=True)

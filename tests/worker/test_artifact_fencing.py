@@ -1,0 +1,89 @@
+"""Artifact writes are fenced like SQL writes: each run uploads under its own attempt's prefix and the row
+naming a checkpoint changes only while the run holds the job; a run that lost the job leaves nothing behind
+that anyone reads, and a resumed run restores exactly the checkpoint the row names."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import select
+
+from genq.db import Artifact, Job
+from genq.store import LocalStore
+from genq.worker.artifacts import ContentCache, JobFiles, restore_checkpoint
+from genq.worker.hooks import JobHooks, LeaseLost
+from tests.worker.test_scheduler import add_jobs
+
+
+def fake_checkpoint(workdir, step: int):
+    folder = workdir / "checkpoints" / f"step-{step:08d}"
+    folder.mkdir(parents=True)
+    for name in ("model.safetensors", "state.pt", "meta.json"):
+        (folder / name).write_bytes(os.urandom(100) + name.encode())
+    return folder
+
+
+def hooks_for(db, tmp_path, job_id: int, worker: str, attempt: int) -> JobHooks:
+    store = LocalStore(tmp_path / "store")
+    run = f"jobs/{job_id}/a{attempt}"
+    files = JobFiles(store, tmp_path / worker / run, run, ContentCache(tmp_path / worker / "cache", 1 << 30))
+    return JobHooks(db, job_id, worker, files, stop_reason=lambda: None, flush_every=float("inf"))
+
+
+def checkpoint_row(db, job_id: int) -> Artifact | None:
+    with db.session() as s:
+        return s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
+
+
+def test_a_run_that_lost_the_job_cannot_replace_its_checkpoint_and_leaves_no_files(db, tmp_path):
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="old", attempts=1)
+    old = hooks_for(db, tmp_path, job_id, "old", 1)
+    old.checkpoint(100, fake_checkpoint(old.files.workdir, 100))
+    first = checkpoint_row(db, job_id)
+    assert first.path == f"jobs/{job_id}/a1/checkpoints/step-00000100/model.safetensors"
+    # the lease moves to a new run (attempt 2), which stores its own checkpoint
+    with db.session() as s:
+        s.get(Job, job_id).worker_id, s.get(Job, job_id).attempts = "new", 2
+    new = hooks_for(db, tmp_path, job_id, "new", 2)
+    new.checkpoint(100, fake_checkpoint(new.files.workdir, 100))
+    # the old run, back from a network partition, writes a later checkpoint: refused, and its files are gone
+    with pytest.raises(LeaseLost):
+        old.checkpoint(200, fake_checkpoint(old.files.workdir, 200))
+    row = checkpoint_row(db, job_id)
+    assert row.path == f"jobs/{job_id}/a2/checkpoints/step-00000100/model.safetensors"
+    stored = sorted(str(p.relative_to(tmp_path / "store")) for p in (tmp_path / "store").rglob("*") if p.is_file())
+    assert stored == [f"jobs/{job_id}/a2/checkpoints/step-00000100/{name}"
+                      for name in ("meta.json", "model.safetensors", "state.pt")]  # a1's replaced, step 200 removed
+
+    # a third run restores exactly what the row names, checking each file's hash
+    target = tmp_path / "third"
+    restored = restore_checkpoint(LocalStore(tmp_path / "store"), ContentCache(tmp_path / "c3", 1 << 30), row, target)
+    assert restored == target / "checkpoints" / "step-00000100"
+    source = new.files.workdir / "checkpoints" / "step-00000100"
+    for name in ("model.safetensors", "state.pt", "meta.json"):
+        assert (restored / name).read_bytes() == (source / name).read_bytes()
+    (tmp_path / "store" / row.path).write_bytes(b"corrupted in the store")
+    with pytest.raises(Exception, match="content hash"):
+        restore_checkpoint(LocalStore(tmp_path / "store"), ContentCache(tmp_path / "c4", 1 << 30), row,
+                           tmp_path / "fourth")
+
+
+def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_runs(db, settings, redis_url):
+    import dataclasses
+    import socket
+
+    from genq.worker.runner import WorkerContext
+
+    live, gone, elsewhere = add_jobs(db, 3, status="running", attempts=2)
+    with db.session() as s:
+        s.get(Job, live).worker_id = f"{socket.gethostname()}:123:abc"  # a sibling process on this host
+        s.get(Job, elsewhere).worker_id = "another-host:1:def"
+    worker = WorkerContext(dataclasses.replace(settings, redis_url=redis_url), "default")
+    folders = {(job, attempt): worker.work / "jobs" / str(job) / f"a{attempt}"
+               for job in (live, gone, elsewhere) for attempt in (1, 2)}
+    for folder in folders.values():
+        (folder / "checkpoints").mkdir(parents=True)
+    worker._remove_abandoned_runs()
+    assert {key for key, folder in folders.items() if folder.exists()} == {(live, 2)}
+    worker.db.dispose()

@@ -1,0 +1,105 @@
+"""Worker hosts: a genq whose schema the database does not match is refused, naming what to upgrade; a drained
+host takes no new job and, past its timeout, checkpoints and re-queues the running one; hosts whose clocks are
+minutes apart still agree on leases (database time)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from sqlalchemy import select, text
+
+from genq.db import Job, Worker, WorkerHost
+from genq.db.clock import db_now
+from genq.worker.hosts import VersionMismatch, check_schema, schema_heads
+from tests.worker.platform import tiny_gpt
+
+
+def set_schema(db, revision: str) -> None:
+    with db.session() as s:
+        s.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+
+
+def genq(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genq", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_worker_is_refused_when_the_database_is_newer_or_older_than_its_genq(db, settings, monkeypatch):
+    (head,) = schema_heads()[0]
+    with db.session() as s:
+        check_schema(s, "gpu-7")  # at head: fine
+    set_schema(db, "0099_from_the_future")
+    with db.session() as s, pytest.raises(VersionMismatch, match="upgrade genq on gpu-7"):
+        check_schema(s, "gpu-7")
+    env = {**os.environ, "GENQ_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = genq(env, "worker")
+    assert result.returncode == 1
+    assert f"upgrade genq on {socket.gethostname()}" in result.stderr and "0099_from_the_future" in result.stderr
+    set_schema(db, "0004")
+    result = genq(env, "worker")
+    assert result.returncode == 1 and "genq db upgrade" in result.stderr and head in result.stderr
+    set_schema(db, head)
+
+
+def wait_row(platform, job_id: int, predicate, what: str, timeout: float = 120) -> Job:
+    def check():
+        with platform.db.session() as s:
+            job = s.get(Job, job_id)
+            return job if predicate(job) else None
+    return platform.wait_for(check, timeout, what)
+
+
+def test_a_drained_host_finishes_nothing_new_and_requeues_after_its_timeout(platform):
+    host = socket.gethostname()
+    platform.start_scheduler()
+    platform.start_worker("a")
+    platform.wait_for(lambda: platform.api("GET", "/workers").json()["hosts"], 60, "the host to register")
+    long = tiny_gpt(n_layer=2, n_embd=64, max_steps=3000, checkpoint_interval=100, eval_interval=1000)
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc", "params": long})
+    wait_row(platform, job_id, lambda j: (j.checkpoint_step or 0) >= 100, "a checkpoint")
+
+    drained = genq(platform.env, "worker", "drain", host, "--timeout", "2")
+    assert drained.returncode == 0, drained.stderr
+    assert genq(platform.env, "worker", "drain", host).returncode == 1  # already draining: said so
+    assert "no worker host named" in genq(platform.env, "worker", "drain", "nowhere").stderr
+    # past the timeout the running job checkpoints and goes back to the queue...
+    requeued = wait_row(platform, job_id, lambda j: j.status == "queued", "the job to be re-queued", 60)
+    assert requeued.checkpoint_step >= 100 and requeued.error is None
+    hosts = platform.api("GET", "/workers").json()["hosts"]
+    assert [(h["hostname"], h["draining"]) for h in hosts] == [(host, True)]
+    page = requests.get(f"{platform.url}/workers", timeout=30, headers={"Authorization": f"Bearer {platform.token}"})
+    assert page.status_code == 200 and "draining" in page.text and host in page.text
+    # ...and the draining host does not take it again
+    second = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc", "params": tiny_gpt()})
+    time.sleep(6)
+    with platform.db.session() as s:
+        assert [s.get(Job, j).status for j in (job_id, second)] == ["queued", "queued"]
+        assert s.scalars(select(Worker.status)).all() == ["draining"]
+    undrained = genq(platform.env, "worker", "undrain", host)
+    assert undrained.returncode == 0, undrained.stderr
+    wait_row(platform, second, lambda j: j.status == "succeeded", "the new job to run once undrained", 180)
+    with platform.db.session() as s:
+        assert s.get(WorkerHost, host).draining is False
+
+
+def test_clocks_minutes_apart_do_not_break_leases(platform):
+    """The scheduler's clock runs 10 minutes ahead, the worker's 10 minutes behind: with leases in host time
+    every lease would look 20 minutes expired to the scheduler and the job would be taken away at once."""
+    platform.spawn("scheduler", "--interval", "0.2", GENQ_CLOCK_SKEW_SECONDS="600")
+    platform.spawn("worker", "--name", "late", GENQ_CLOCK_SKEW_SECONDS="-600")
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc",
+                              "params": tiny_gpt(max_steps=150, checkpoint_interval=50)})
+    job = platform.wait_status(job_id, ("succeeded", "failed"), timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 1, "a lease was taken from a live worker"
+    with platform.db.session() as s:
+        worker = s.scalars(select(Worker)).one()
+        now = db_now(s)
+    # the heartbeat wrote database time, not its own clock 10 minutes behind
+    assert abs((worker.last_heartbeat - now).total_seconds()) < 120

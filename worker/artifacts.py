@@ -1,0 +1,153 @@
+"""A worker's side of the artifact store: what a job writes goes up, what it reads comes down through a local
+cache keyed by content hash.
+
+A run of a job (one attempt) works in its own local folder, $GENQ_HOME/work/jobs/ID/aN, and uploads under
+the key prefix jobs/ID/aN/. A worker that lost its lease can still finish an upload, but only under its own
+attempt's prefix, which no database row names once the job moved on (rows are written fenced, after the
+upload): its stale files are never read. A resumed run starts from the checkpoint the job's row names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from genq.core.api import Sample
+from genq.db import Artifact
+from genq.store import ArtifactStore, StoreError, place, sha256_file
+
+log = logging.getLogger("genq.worker")
+CHECKPOINT_FILES = ("model.safetensors", "state.pt", "meta.json")  # genq.core.checkpoint's step folder
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A file as the store holds it."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+class ContentCache:
+    """Files by sha256 under `root`, at most `max_bytes` in all (the least recently used go first)."""
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root, self.max_bytes = Path(root), max_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def fetch(self, store: ArtifactStore, key: str, sha256: str | None) -> Path:
+        """The cached copy of `key` (downloaded first unless its hash is already here); checks the hash."""
+        if sha256 and (hit := self.path(sha256)).is_file():
+            os.utime(hit)  # recently used
+            return hit
+        incoming = self.root / "incoming" / hashlib.sha256(key.encode()).hexdigest()
+        store.get(key, incoming)  # resumes incoming.part after a broken download
+        found = sha256_file(incoming)
+        if sha256 and found != sha256:
+            incoming.unlink(missing_ok=True)
+            raise StoreError(f"artifact {key}: its content hash is {found[:12]}..., the database says {sha256[:12]}...")
+        target = self.path(found)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(incoming, target)
+        self.evict(keep=target)
+        return target
+
+    def keep(self, path: Path, sha256: str) -> None:
+        """Add a local file (just uploaded) to the cache: a hard link, so nothing is copied."""
+        target = self.path(sha256)
+        if not target.exists():
+            try:
+                place(path, target)
+            except OSError as exc:
+                log.debug("not cached: %s", exc)
+                return
+        self.evict(keep=target)
+
+    def evict(self, keep: Path | None = None) -> None:
+        """Delete the least recently used files until the cache fits its bound."""
+        files = [p for p in self.root.glob("??/*") if p.is_file()]
+        stats = {p: p.stat() for p in files}
+        total = sum(s.st_size for s in stats.values())
+        for path in sorted(files, key=lambda p: stats[p].st_mtime):
+            if total <= self.max_bytes:
+                break
+            if path != keep:
+                path.unlink(missing_ok=True)  # a job holding a hard link to it keeps its copy
+                total -= stats[path].st_size
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` becomes a copy of `source` (a hard link when possible)."""
+    place(source, target)
+
+
+class JobFiles:
+    """One run of one job: its local folder `workdir`, and the store prefix its files go up under."""
+
+    def __init__(self, store: ArtifactStore, workdir: Path, prefix: str, cache: ContentCache | None = None):
+        self.store, self.workdir, self.prefix, self.cache = store, Path(workdir), prefix.rstrip("/"), cache
+
+    def key(self, path: Path) -> str:
+        return f"{self.prefix}/{Path(path).relative_to(self.workdir).as_posix()}"
+
+    def upload(self, path: Path) -> Stored:
+        """Put one file of the workdir in the store (streamed, in chunks)."""
+        path = Path(path)
+        stored = Stored(self.key(path), path.stat().st_size, sha256_file(path))
+        try:
+            self.store.put(stored.key, path)
+        except OSError as exc:  # the network or the store is gone (requests' and s3fs' errors are OSErrors)
+            raise StoreError(f"uploading {stored.key} to {self.store.url} failed: {exc}") from exc
+        if self.cache is not None:
+            self.cache.keep(path, stored.sha256)
+        return stored
+
+    def upload_samples(self, samples: list[Sample]) -> dict[Path, Stored]:
+        """Upload the files of `samples`; by their local path."""
+        return {s.path: self.upload(s.path) for s in samples if s.path is not None}
+
+    def upload_checkpoint(self, folder: Path) -> dict[str, Stored]:
+        """Upload a checkpoint's step folder; by file name."""
+        return {name: self.upload(folder / name) for name in CHECKPOINT_FILES}
+
+    def forget(self, keys: list[str]) -> None:
+        """Delete store files no row names any more (best effort: an orphan costs space, not correctness)."""
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except Exception as exc:  # noqa: BLE001
+                log.info("could not delete %s from the store: %s", key, exc)
+
+    def clean(self) -> None:
+        """Remove the local folder: everything the job keeps is in the store."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def checkpoint_keys(artifact: Artifact) -> dict[str, tuple[str, str | None]]:
+    """A checkpoint artifact's step folder: file name -> (key, sha256 or None for rows from before hashes)."""
+    folder = artifact.path.rsplit("/", 1)[0]
+    files = artifact.files or {name: {} for name in CHECKPOINT_FILES}
+    return {name: (f"{folder}/{name}", info.get("sha256")) for name, info in files.items()}
+
+
+def restore_checkpoint(store: ArtifactStore, cache: ContentCache, artifact: Artifact, workdir: Path) -> Path:
+    """Bring the checkpoint `artifact` names into workdir/checkpoints/STEP-FOLDER; returns that folder."""
+    step_folder = artifact.path.rsplit("/", 2)[-2]
+    target = workdir / "checkpoints" / step_folder
+    partial = target.with_name(f".{step_folder}.restoring")
+    shutil.rmtree(partial, ignore_errors=True)
+    for name, (key, sha256) in checkpoint_keys(artifact).items():
+        local = store.local_path(key)
+        source = local if local is not None and sha256 is None else cache.fetch(store, key, sha256)
+        link_or_copy(source, partial / name)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)  # whole or not at all: core only loads complete step folders
+    return target

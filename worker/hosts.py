@@ -1,0 +1,97 @@
+"""Worker hosts: each registers its name, devices, pools and genq version; the database must be at the schema
+this version expects; `genq worker drain HOST` stops a host taking new jobs (its running ones finish, or
+checkpoint and re-queue once the drain's timeout passes)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import text, update
+from sqlalchemy.orm import Session
+
+from genq import __version__ as VERSION
+from genq.db import Worker, WorkerHost
+from genq.db.clock import db_now
+from genq.errors import Conflict, NotFound
+
+
+class VersionMismatch(Exception):
+    """This host's genq and the database disagree on the schema; the message says which to upgrade."""
+
+
+def schema_heads() -> tuple[set[str], set[str]]:
+    """(the head revisions of this genq's migrations, every revision it knows)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from genq.db.session import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    scripts = ScriptDirectory.from_config(config)
+    return set(scripts.get_heads()), {rev.revision for rev in scripts.walk_revisions()}
+
+
+def check_schema(session: Session, hostname: str) -> None:
+    """Raise VersionMismatch unless the database is at the schema this genq's migrations end at."""
+    heads, known = schema_heads()
+    try:
+        current = set(session.scalars(text("SELECT version_num FROM alembic_version")))
+    except Exception as exc:  # noqa: BLE001 - no table: the database was never migrated
+        raise VersionMismatch(f"the database has no genq schema: run `genq db upgrade` ({exc.__class__.__name__})") \
+            from None
+    if current == heads:
+        return
+    want = ", ".join(sorted(heads))
+    if current - known:
+        raise VersionMismatch(
+            f"host {hostname} runs genq {VERSION}, whose schema ends at {want}, but the database is at "
+            f"{', '.join(sorted(current))}, from a newer genq: upgrade genq on {hostname} to the web server's version")
+    raise VersionMismatch(
+        f"the database is at schema {', '.join(sorted(current)) or 'none'}, older than genq {VERSION} on host "
+        f"{hostname} needs ({want}): upgrade the database with `genq db upgrade` (then restart the web server)")
+
+
+def register_host(session: Session, hostname: str, pool: str, devices: list[dict]) -> str:
+    """Check the schema, then record (or refresh) this host; the status a new worker on it starts in:
+    'draining' while the host drains, else 'online'."""
+    check_schema(session, hostname)
+    now = db_now(session)
+    host = session.get(WorkerHost, hostname)
+    if host is None:
+        host = WorkerHost(hostname=hostname, version=VERSION, pools=[pool], devices=devices, draining=False,
+                          registered_at=now, last_seen=now)
+        session.add(host)
+    else:
+        host.version, host.last_seen = VERSION, now
+        host.pools = sorted({*host.pools, pool})
+        known = {(d.get("kind"), d.get("index"), d.get("name")) for d in host.devices}
+        host.devices = [*host.devices, *(d for d in devices if (d.get("kind"), d.get("index"), d.get("name"))
+                                         not in known)]
+    return "draining" if host.draining else "online"
+
+
+def drain_host(session: Session, hostname: str, timeout_seconds: float | None) -> WorkerHost:
+    """Mark `hostname` draining: its workers take no new job; after `timeout_seconds` (None: never) their
+    running jobs checkpoint and go back to the queue."""
+    host = session.get(WorkerHost, hostname)
+    if host is None:
+        raise NotFound(f"no worker host named {hostname!r} ever registered (see the workers page)")
+    if host.draining:
+        raise Conflict(f"host {hostname} is already draining")
+    host.draining = True
+    host.drain_deadline = None if timeout_seconds is None else db_now(session) + timedelta(seconds=timeout_seconds)
+    session.execute(update(Worker).where(Worker.hostname == hostname, Worker.status == "online")
+                    .values(status="draining"))
+    return host
+
+
+def undrain_host(session: Session, hostname: str) -> WorkerHost:
+    """Let a drained host take jobs again."""
+    host = session.get(WorkerHost, hostname)
+    if host is None:
+        raise NotFound(f"no worker host named {hostname!r} ever registered")
+    host.draining, host.drain_deadline = False, None
+    session.execute(update(Worker).where(Worker.hostname == hostname, Worker.status == "draining")
+                    .values(status="online"))
+    return host
