@@ -10,15 +10,21 @@ from sqlalchemy import select
 
 from genq.core.api import RowResult
 from genq.db import Artifact, Job, Output
+from genq.worker.artifacts import JobFiles
 from genq.worker.hooks import JobHooks, LeaseLost, RowCounts
 from tests.worker.test_scheduler import add_jobs
 
 ME = "me"
 
 
+def files(settings, job_id: int) -> JobFiles:
+    """The first attempt's folder and store prefix, in the settings' folder store."""
+    return JobFiles(settings.store(), settings.home / "work" / f"jobs/{job_id}/a1", f"jobs/{job_id}/a1")
+
+
 def test_rows_are_stored_with_counts_and_the_files_follow(db, settings):
     (job_id,) = add_jobs(db, 1, status="running", worker_id=ME)
-    hooks = JobHooks(db, job_id, ME, settings.artifacts, stop_reason=lambda: None)
+    hooks = JobHooks(db, job_id, ME, files(settings, job_id), stop_reason=lambda: None)
     hooks.batch = RowCounts(total=4, done=0)
     hooks.rows([RowResult(2, 2, "b", "b!", row_id="r2"), RowResult(0, 0, None, None, "error", "row 0: bad")])
     hooks.flush()
@@ -29,18 +35,20 @@ def test_rows_are_stored_with_counts_and_the_files_follow(db, settings):
     hooks.batch.files_at -= 60  # as if the last files were written a minute ago
     hooks.rows([RowResult(1, 1, "a", "a!")])
     hooks.flush()
-    path = settings.artifacts / "jobs" / str(job_id) / "outputs.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(r["row"], r["status"], r["row_id"]) for r in lines] == [(0, "error", None), (1, "ok", None),
-                                                                     (2, "ok", "r2")]
-    assert (settings.artifacts / "jobs" / str(job_id) / "outputs.csv").read_text().startswith("row,row_id,")
     with db.session() as s:
         assert s.get(Job, job_id).rows_done == 3
+        stored = {a.name: settings.artifacts / a.path for a in s.scalars(select(Artifact).where(
+            Artifact.job_id == job_id))}
+    assert set(stored) == {"outputs.jsonl", "outputs.csv"}  # in the store, where the API serves them from
+    lines = [json.loads(line) for line in stored["outputs.jsonl"].read_text().splitlines()]
+    assert [(r["row"], r["status"], r["row_id"]) for r in lines] == [(0, "error", None), (1, "ok", None),
+                                                                     (2, "ok", "r2")]
+    assert stored["outputs.csv"].read_text().startswith("row,row_id,")
 
 
 def test_a_worker_that_lost_the_job_stores_no_rows(db, settings):
     (job_id,) = add_jobs(db, 1, status="running", worker_id="someone-else")
-    stale = JobHooks(db, job_id, ME, settings.artifacts, stop_reason=lambda: None)
+    stale = JobHooks(db, job_id, ME, files(settings, job_id), stop_reason=lambda: None)
     stale.batch = RowCounts(total=1, done=0)
     stale.rows([RowResult(0, 0, "a", "a!")])
     with pytest.raises(LeaseLost):
