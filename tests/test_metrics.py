@@ -3,10 +3,12 @@ that adds them fills them for points recorded before it, and the bucket width ho
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from genq.db import Database, Metric
 from genq.db.session import MIGRATIONS
@@ -57,7 +59,15 @@ def test_the_migration_summarises_points_recorded_before_it(database_url):
         with db.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.downgrade(config, "0003")
-        (job_id,) = add_jobs(db, 1, status="succeeded")
+            # A finished job in the schema of 0003 (today's models name columns it does not have yet).
+            now = {"now": datetime(2026, 1, 1)}
+            connection.execute(text("INSERT INTO teams (name, weight, created_at) VALUES ('t', 1, :now)"), now)
+            connection.execute(text(
+                "INSERT INTO jobs (team_id, type, model, params, priority, gpus, pool, status, progress, step,"
+                " attempts, max_attempts, cancel_requested, created_at, builtin_dataset) SELECT id, 'train', 'gpt',"
+                " '{}', 0, 1, 'default', 'succeeded', 1, 0, 1, 3, false, :now, 'pydoc' FROM teams WHERE name = 't'"),
+                now)
+            job_id = connection.execute(text("SELECT max(id) FROM jobs")).scalar_one()
         truth = {step: (step % 97) / 7.0 for step in range(0, 30_000, 5)}
         rows = [{"job_id": job_id, "name": "train/loss", "step": step, "value": -1.0} for step in range(0, 500, 5)]
         rows += [{"job_id": job_id, "name": "train/loss", "step": step, "value": v} for step, v in truth.items()]

@@ -72,7 +72,6 @@ class Database:
 
 def upgrade(url: str, engine: Engine | None = None, retries: int = 30) -> None:
     """Migrate the database at `url` to the newest schema, waiting for it to answer first."""
-    from alembic import command
     from alembic.config import Config
 
     cfg = Config()
@@ -81,11 +80,30 @@ def upgrade(url: str, engine: Engine | None = None, retries: int = 30) -> None:
     engine = engine or make_engine(url)
     for attempt in range(retries):
         try:
-            with engine.begin() as connection:
-                cfg.attributes["connection"] = connection
-                command.upgrade(cfg, "head")
+            with engine.connect() as connection:
+                _migrate_to_head(cfg, connection)
             return
         except OperationalError:
             if attempt == retries - 1:
                 raise
             time.sleep(1)
+
+
+def _migrate_to_head(cfg, connection) -> None:
+    """Run the migrations in one transaction; on SQLite with foreign keys off meanwhile: a batch migration
+    recreates a table (copy, drop, rename), and dropping `jobs` with them on would cascade-delete every metric,
+    log and output that references it."""
+    from alembic import command
+
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:  # outside a transaction, where SQLite honours it
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+    try:
+        with connection.begin():
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
