@@ -3,18 +3,17 @@ tokens; admins) and /usage (GPU-seconds per team and day)."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from genq.api_tokens import list_tokens, revoke_token
-from genq.db.models import ApiToken, Job, utcnow
+from genq.db.models import ApiToken, Job
 from genq.errors import Forbidden, GenqError, InvalidInput, NotFound
 from genq.jobs.service import job_to_dict, visible_team
 from genq.jobs.usage import usage_report
 from genq.teams import list_teams, may_manage_tokens, parse_settings, require_operator, token_to_dict, update_team
 from genq.web import state
+from genq.web.api import query_since
 from genq.web.dashboard import _signed_in
 
 bp = Blueprint("scheduling", __name__)
@@ -91,11 +90,7 @@ def revoke(token_id: int):
 @bp.get("/usage")
 def usage():
     """GPU-seconds per team and day since ?since= (default 30 days)."""
-    raw = request.args.get("since") or ""
-    try:
-        since = date.fromisoformat(raw) if raw else utcnow().date() - timedelta(days=30)
-    except ValueError:
-        raise InvalidInput(f"since must be a date like 2026-11-01, got '{raw[:40]}'") from None
+    since = query_since()
     with state().db.session() as s:
         report = usage_report(s, visible_team(s, g.caller, request.args.get("team")), since)
     return render_template("usage.html", report=report, since=since.isoformat(), team=request.args.get("team") or "")

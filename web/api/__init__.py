@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from flask import Blueprint, g, request
 
 from genq import strict_json
+from genq.db.models import utcnow
 from genq.errors import BadRequest, InvalidInput
 from genq.jobs.schemas import MAX_ID
 from genq.jobs.service import check_clean, clean
@@ -80,3 +82,12 @@ def query_job_ids(name: str = "jobs") -> list[int] | None:
             raise InvalidInput(f"query parameter '{name}' must be job ids separated by commas, e.g. ?{name}=3,5; "
                                f"'{clean(item, 20)}' is not")
     return [int(item) for item in items] or None
+
+
+def query_since(days: int = 30) -> date:
+    """The date in ?since=2026-11-01, else `days` ago; 422 naming the parameter for anything else."""
+    raw = request.args.get("since") or ""
+    try:
+        return date.fromisoformat(raw) if raw else utcnow().date() - timedelta(days=days)
+    except ValueError:
+        raise InvalidInput(f"query parameter 'since' must be a date like 2026-11-01, got '{raw[:40]}'") from None

@@ -3,13 +3,11 @@ them), API tokens (a team's admins manage its own), and GPU-seconds used per tea
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 from flask import Response, g, jsonify, request
 from sqlalchemy import select
 
 from genq.api_tokens import create_token, hash_token, list_tokens, revoke_token
-from genq.db.models import ApiToken, utcnow
+from genq.db.models import ApiToken
 from genq.errors import InvalidInput, NotFound
 from genq.jobs.service import visible_team
 from genq.jobs.usage import usage_csv, usage_report
@@ -24,7 +22,7 @@ from genq.teams import (
     update_team,
 )
 from genq.web import state
-from genq.web.api import api_blueprint, query_choice, read_json
+from genq.web.api import api_blueprint, query_choice, query_since, read_json
 
 bp = api_blueprint("api_teams")
 
@@ -100,11 +98,7 @@ def revoke(token_id: int):
 @bp.get("/usage")
 def usage():
     """GPU-seconds per team, job and day since ?since= (a date; default 30 days ago); ?team=; ?format=csv."""
-    raw = request.args.get("since") or ""
-    try:
-        since = date.fromisoformat(raw) if raw else utcnow().date() - timedelta(days=30)
-    except ValueError:
-        raise InvalidInput(f"query parameter 'since' must be a date like 2026-11-01, got '{raw[:40]}'") from None
+    since = query_since()
     fmt = query_choice("format", ("json", "csv")) or "json"
     with state().db.session() as s:
         report = usage_report(s, visible_team(s, g.caller, request.args.get("team")), since)
