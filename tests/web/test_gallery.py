@@ -27,7 +27,7 @@ def test_samples_by_step(client, auth, db, settings):
     latest = client.get(url, headers=auth).json
     assert latest == {"steps": [10, 20, 30], "step": 30, "samples": [
         {"id": grid_output, "index": 0, "prompt": None, "kind": "image", "url": f"/api/v1/artifacts/{grid}/download",
-         "media_type": "image/png"}]}
+         "media_type": "image/png", "row": None, "row_id": None, "status": "ok", "error": None}]}
     at_ten = client.get(f"{url}?step=10", headers=auth).json
     assert at_ten["step"] == 10 and [s["text"] for s in at_ten["samples"]] == ["sample 0 at step 10",
                                                                                 "sample 1 at step 10"]
