@@ -257,7 +257,9 @@ def main(argv: list[str]) -> int:
             print(f"  {job['worker']}; {job['wall_s']:.0f} s from submission to the end, val/loss "
                   f"{job['val_loss']:.3f} ({time.monotonic() - began:.0f} s in)", flush=True)
 
-            workdir = Path(os.environ.get("GENQ_ARTIFACTS") or home / "artifacts") / "jobs" / str(job["job"])
+            # a folder store keeps each attempt's files under jobs/ID/aN/: the job's last attempt holds its model
+            runs = (Path(os.environ.get("GENQ_ARTIFACTS") or home / "artifacts") / "jobs" / str(job["job"])).glob("a*")
+            workdir = max(runs, key=lambda run: int(run.name[1:]))
             gen = generation(workdir, device, shape["gen_rows"], shape["gen_tokens"])
             rows.append((f"batch generation ({gen['rows']} rows x {gen['new_tokens']} tokens, KV cache)", gen))
         except BaseException:

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from genq import __version__ as VERSION
@@ -70,12 +71,18 @@ class WorkerContext:
     def register(self) -> None:
         """Announce this worker (its pool, slot and devices) and start the heartbeat."""
         def write():
-            with self.db.session() as s:
-                status = register_host(s, socket.gethostname(), self.pool, self.devices)
-                now = db_now(s)
-                s.merge(Worker(id=self.id, hostname=socket.gethostname(), pool=self.pool, slots=1, version=VERSION,
-                               devices=self.devices, status=status, started_at=now, last_heartbeat=now))
-                return status
+            for attempt in range(3):
+                try:
+                    with self.db.session() as s:
+                        status = register_host(s, socket.gethostname(), self.pool, self.devices)
+                        now = db_now(s)
+                        s.merge(Worker(id=self.id, hostname=socket.gethostname(), pool=self.pool, slots=1,
+                                       version=VERSION, devices=self.devices, status=status, started_at=now,
+                                       last_heartbeat=now))
+                        return status
+                except IntegrityError:  # another worker of this host inserted its row first: update it instead
+                    if attempt == 2:
+                        raise
         status = with_retry(write, "registering the worker")
         self._remove_abandoned_runs()
         if status == "draining":
