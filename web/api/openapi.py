@@ -17,20 +17,13 @@ from genq.jobs.schemas import MAX_ID, GenerateJobRequest, JobOut, TrainJobReques
 from genq.web.api import api_blueprint, openapi_teams
 from genq.web.api.jobs import MAX_STEP
 from genq.web.api.openapi_schemas import OBJ, REF, SCHEMAS, STR
+from genq.web.api.openapi_schemas import errors as _errors
+from genq.web.api.openapi_schemas import json_response as _json
+from genq.web.api.openapi_schemas import query as _query
+from genq.web.api.openapi_schemas import ref as _ref
 
 bp = api_blueprint("api_openapi", public=True)
 
-
-def _ref(name: str) -> dict:
-    return {"$ref": REF.format(model=name)}
-
-
-def _json(schema: dict, description: str = "OK") -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes: int) -> dict:
-    return {str(c): _json(_ref("Error"), "error") for c in (401, *codes)}
 
 
 def _wrapped(key: str, item: str) -> dict:
@@ -43,9 +36,6 @@ _ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 def _path_id(name: str) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": _ID}
 
-
-def _query(name: str, schema: dict, description: str = "") -> dict:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 EVENTS = """A text/event-stream. Each event is `event: NAME` and `data: JSON`:

@@ -8,6 +8,26 @@ from genq.datasets import KINDS
 from genq.db.models import WINNERS
 
 REF = "#/components/schemas/{model}"
+
+
+def ref(name: str) -> dict:
+    """A reference to the component schema `name`."""
+    return {"$ref": REF.format(model=name)}
+
+
+def json_response(schema: dict, description: str = "OK") -> dict:
+    """A JSON response of `schema`."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def errors(*codes: int) -> dict:
+    """The error responses `codes`, and 401."""
+    return {str(c): json_response(ref("Error"), "error") for c in (401, *codes)}
+
+
+def query(name: str, schema: dict, description: str = "") -> dict:
+    """An optional query parameter."""
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 STR = {"type": "string"}
 INT = {"type": "integer"}
 TIME = {"type": ["string", "null"], "format": "date-time"}

@@ -6,27 +6,16 @@ from typing import Any
 
 from genq.jobs.schemas import MAX_ID
 from genq.teams import TeamSettings
+from genq.web.api.openapi_schemas import errors as _errors
+from genq.web.api.openapi_schemas import json_response as _json
+from genq.web.api.openapi_schemas import query as _query
+from genq.web.api.openapi_schemas import ref as _ref
 
-REF = "#/components/schemas/{model}"
 TIME = {"type": ["string", "null"], "format": "date-time"}
 QUOTA_INT = {"type": ["integer", "null"]}
 QUOTA_NUM = {"type": ["number", "null"]}
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": REF.format(model=name)}
-
-
-def _json(schema: dict, description: str = "OK") -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes: int) -> dict:
-    return {str(c): _json(_ref("Error"), "error") for c in (401, *codes)}
-
-
-def _query(name: str, schema: dict, description: str = "") -> dict:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 _settings = TeamSettings.model_json_schema()["properties"]
