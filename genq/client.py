@@ -67,6 +67,9 @@ class Client:
     def cancel(self, job_id: int) -> dict:
         return self.request("POST", f"/jobs/{job_id}/cancel")
 
+    def retry(self, job_id: int, only_failed: bool = True) -> dict:
+        return self.request("POST", f"/jobs/{job_id}/retry", json={"only_failed": only_failed})
+
     def logs(self, job_id: int, after: int | None = None) -> list[dict]:
         return self.request("GET", f"/jobs/{job_id}/logs", params={"after": after} if after else None)["logs"]
 

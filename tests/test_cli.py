@@ -75,6 +75,13 @@ def test_up_trains_from_the_cli_stops_cleanly_and_keeps_its_data(up_env, tmp_pat
                    "--param", "num_samples=2", "--param", "max_new_tokens=20").stdout.strip()
         genq(up_env, "wait", gen, "--timeout", "120")
         assert genq(up_env, "show", gen).stdout.count("--- output") == 2
+        nothing = genq(up_env, "retry", gen, check=False)
+        assert nothing.returncode != 0 and "no failed rows" in nothing.stderr
+        again = genq(up_env, "retry", gen, "--all-rows").stdout.strip()
+        genq(up_env, "wait", again, "--timeout", "120")
+        assert f'"retry_of": {gen}' in genq(up_env, "show", again).stdout
+        not_rows = genq(up_env, "retry", job_id, check=False)
+        assert not_rows.returncode != 0 and "only generation jobs retry rows" in not_rows.stderr
         assert "attempt 1 started" in genq(up_env, "logs", job_id).stdout
         bad = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", "pydoc", "--param", "n_layr=2",
                    check=False)

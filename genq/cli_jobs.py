@@ -1,0 +1,189 @@
+"""The client commands of `genq`: submit and follow jobs through the HTTP API (GENQ_URL, GENQ_TOKEN)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from genq.config import Settings
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def _client():
+    from genq.client import Client
+
+    settings = Settings.from_env()
+    token = os.environ.get("GENQ_TOKEN")
+    if not token and (settings.home / "admin-token").exists():
+        token = (settings.home / "admin-token").read_text().strip()
+    return Client(os.environ.get("GENQ_URL", f"http://{settings.host}:{settings.port}"), token)
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs; a VALUE that reads as JSON (3, 1e-3, true) keeps its type, else it is a string."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="--param")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
+
+
+@click.group()
+def submit() -> None:
+    """Submit a job; prints its id."""
+
+
+@submit.command("train")
+@click.option("--model", required=True)
+@click.option("--dataset", required=True, help="a local file to upload, a dataset id, or a built-in name")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
+@click.option("--team")
+@click.option("--priority", default=0, show_default=True)
+@click.option("--gpus", default=1, show_default=True)
+def submit_train(model, dataset, params, team, priority, gpus) -> None:
+    """Submit a training job."""
+    client = _client()
+    payload = {"type": "train", "model": model, "params": _parse_params(params), "priority": priority,
+               "gpus": gpus}
+    if team:
+        payload["team"] = team
+    path = Path(dataset)
+    if path.is_file():
+        uploaded = client.upload(path)
+        click.echo(f"uploaded {path} as dataset {uploaded['id']} ({uploaded['kind']})", err=True)
+        payload["dataset"] = uploaded["id"]
+    else:
+        payload["dataset"] = int(dataset) if dataset.isdigit() else dataset
+    click.echo(client.submit(payload)["id"])
+
+
+@submit.command("generate")
+@click.option("--from", "source", type=int, help="a finished training job")
+@click.option("--base", help="instead of --from: a model of the models folder (hf-causal-lm), sampled as saved")
+@click.option("--prompt", "prompts", multiple=True)
+@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a CSV or JSONL file of prompts")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
+def submit_generate(source, base, prompts, prompts_file, params) -> None:
+    """Submit a generation job."""
+    if prompts and prompts_file:
+        raise click.UsageError("give --prompt or --prompts, not both")
+    if (source is None) == (base is None):
+        raise click.UsageError("give --from JOB_ID or --base NAME (one of them)")
+    client = _client()
+    payload = {"type": "generate", "params": _parse_params(params)}
+    payload.update({"source_job": source} if source is not None else {"base": base})
+    if prompts_file:
+        payload["dataset"] = client.upload(prompts_file)["id"]
+    else:
+        payload["prompts"] = list(prompts)
+    click.echo(client.submit(payload)["id"])
+
+
+@click.command()
+@click.option("--status")
+@click.option("--type", "type_")
+@click.option("--team")
+def jobs(status, type_, team) -> None:
+    """List jobs, newest first."""
+    rows = _client().jobs(status=status, type=type_, team=team)
+    click.echo(f"{'ID':>6}  {'TEAM':10}  {'TYPE':8}  {'MODEL':8}  {'STATUS':10}  {'PROGRESS':>8}  {'POS':>4}  "
+               f"{'ETA':20}  CREATED / WHY IT WAITS")
+    for job in rows:
+        position = "" if job.get("queue_position") is None else job["queue_position"] + 1
+        eta = (job.get("eta") or "")[:19]
+        click.echo(f"{job['id']:>6}  {job['team'][:10]:10}  {job['type']:8}  {job['model']:8}  {job['status']:10}  "
+                   f"{job['progress'] * 100:>7.0f}%  {position:>4}  {eta:20}  "
+                   f"{job.get('wait_reason') or job['created_at']}")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+def show(job_id: int) -> None:
+    """Show a job, its latest metrics and its outputs."""
+    client = _client()
+    job = client.job(job_id)
+    click.echo(json.dumps(job, indent=2))
+    series = client.metrics(job_id, points=1)
+    if series:
+        click.echo("metrics (latest):")
+        for name, points in sorted(series.items()):
+            click.echo(f"  {name}: {points[-1][1]:.4g} at step {points[-1][0]}")
+    for output in client.outputs(job_id) if job["status"] == "succeeded" else []:
+        click.echo(f"--- output {output['index']} ({output['kind']}) prompt={output.get('prompt')!r}")
+        click.echo(output.get("text") or output.get("url"))
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("-f", "--follow", is_flag=True, help="keep printing until the job ends")
+def logs(job_id: int, follow: bool) -> None:
+    """Print a job's log."""
+    client = _client()
+    after = None
+    while True:
+        for line in client.logs(job_id, after):
+            click.echo(f"{line['time']}  {line['message']}")
+            after = line["id"]
+        if not follow or client.job(job_id)["status"] in FINISHED:
+            if follow:  # the last lines may have landed with the final status
+                for line in client.logs(job_id, after):
+                    click.echo(f"{line['time']}  {line['message']}")
+            return
+        time.sleep(1)
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("--timeout", default=0.0, help="give up after this many seconds (0: never)")
+def wait(job_id: int, timeout: float) -> None:
+    """Show a progress bar until the job ends; exit status 0 only if it succeeded."""
+    from tqdm import tqdm
+
+    client = _client()
+    start = time.monotonic()
+    # disable=None: a bar on a terminal, nothing when piped; the outcome is printed either way.
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}", disable=None) as bar:
+        while True:
+            job = client.job(job_id)
+            bar.n = round(job["progress"] * 100, 1)
+            bar.set_postfix_str(f"{job['status']} step {job['step']}")
+            if job["status"] in FINISHED:
+                break
+            if timeout and time.monotonic() - start > timeout:
+                raise click.ClickException(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(1)
+    click.echo(f"job {job_id} {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
+               err=job["status"] != "succeeded")
+    if job["status"] != "succeeded":
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("job_id", type=int)
+def cancel(job_id: int) -> None:
+    """Cancel a job (a training job saves a checkpoint first)."""
+    _client().cancel(job_id)
+    click.echo(f"cancel requested for job {job_id}")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("--all-rows", is_flag=True, help="every row again, not only the failed or missing ones")
+def retry(job_id: int, all_rows: bool) -> None:
+    """Submit a generation job for the rows of finished job JOB_ID that failed or were never stored; prints its id."""
+    click.echo(_client().retry(job_id, only_failed=not all_rows)["id"])
+
+
+COMMANDS = [submit, jobs, show, logs, wait, cancel, retry]
