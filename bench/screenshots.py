@@ -62,12 +62,9 @@ def populate(client: Client) -> dict[str, list[int]]:
     return {"train": train, "generate": generate}
 
 
-def shoot(url: str, token: str, jobs: dict[str, list[int]], out: Path) -> None:
-    """Sign in and capture the four pages."""
+def shoot(url: str, token: str, pages: dict[str, str], out: Path) -> None:
+    """Sign in with `token` and capture each page {file name: path} into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    a, b = jobs["train"]
-    pages = {"jobs.png": "/", "job.png": f"/jobs/{a}", "compare.png": f"/compare?jobs={a},{b}",
-             "rate.png": f"/rate?jobs={','.join(map(str, jobs['generate']))}"}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"], headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -84,21 +81,32 @@ def shoot(url: str, token: str, jobs: dict[str, list[int]], out: Path) -> None:
         browser.close()
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def capture(argv: list[str], doc: str, scene) -> int:
+    """Start a platform, let `scene(client)` fill it and name the pages {file name: path}, capture them, then
+    cancel what still runs and stop the platform."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         process, client = start_platform(Path(os.environ.get("GENQ_BENCH_HOME") or tmp))
         try:
-            jobs = populate(client)
-            token = client.session.headers["Authorization"].removeprefix("Bearer ")
-            shoot(client.url, token, jobs, args.out)
+            pages = scene(client)
+            shoot(client.url, client.session.headers["Authorization"].removeprefix("Bearer "), pages, args.out)
+            for job in client.jobs(status="running") + client.jobs(status="queued"):
+                client.cancel(job["id"])
         finally:
             os.killpg(process.pid, signal.SIGINT)
             process.wait(timeout=120)
     return 0
 
 
+def scene(client: Client) -> dict[str, str]:
+    """Two trained and sampled GPTs, rated and compared: the job list, a job, /compare and /rate."""
+    jobs = populate(client)
+    a, b = jobs["train"]
+    return {"jobs.png": "/", "job.png": f"/jobs/{a}", "compare.png": f"/compare?jobs={a},{b}",
+            "rate.png": f"/rate?jobs={','.join(map(str, jobs['generate']))}"}
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(capture(sys.argv[1:], __doc__, scene))
