@@ -37,6 +37,7 @@ HALF_LIFE_HOURS = 24.0
 CHECKPOINT_SECONDS = 600.0
 PREEMPT_MIN_RUN = 300.0
 STOP_SECONDS = 30.0  # a preempted job's checkpoint and exit
+RATE_SECONDS = 300.0  # a run's first minutes: then its step rate times the rest (genq.jobs.snapshot.step_rates)
 LOAD = 0.9  # the GPU-hours asked over the period, as a fraction of those the GPUs have
 
 
@@ -47,7 +48,8 @@ class SimJob:
     gpus: int
     submitted: float
     work: float  # seconds of work still to do
-    estimate: float  # what the policy believes the whole run takes
+    error: float  # what the policy expects a run to take / what it takes, before the run shows its step rate
+    rate_error: float = 1.0  # the same, once it has run RATE_SECONDS (the live ETA times steps as they go)
     started: float | None = None  # this run's start
     first_start: float | None = None
     node: str | None = None
@@ -70,12 +72,32 @@ def workload(days: float, seed: int) -> list[SimJob]:
             for _ in range(rng.randint(5, 40)):  # a burst: a sweep of runs within minutes
                 gpus = rng.choices([1, 2, 4], [60, 25, 15])[0]
                 run = min(rng.lognormvariate(0, 0.8) * 2400.0, 8 * 3600.0)
-                jobs.append(SimJob(0, team, gpus, t + rng.uniform(0, 600), run, run * rng.lognormvariate(0, 0.3)))
+                jobs.append(SimJob(0, team, gpus, t + rng.uniform(0, 600), run, rng.lognormvariate(0, 0.3)))
             t += rng.expovariate(per_team / burst / horizon)
     jobs.sort(key=lambda j: j.submitted)
+    rates = random.Random(seed + 1)
     for i, job in enumerate(jobs, 1):
-        job.id = i
+        job.id, job.rate_error = i, rates.lognormvariate(0, 0.05)
     return jobs
+
+
+def owed_shares(wants: dict[str, int], capacity: int) -> dict[str, float]:
+    """The GPUs each team is owed: `capacity` split by weight among the teams that want some, none given beyond
+    what a team wants (its running and queued jobs' GPUs), what that leaves over split again (water-filling)."""
+    owed = dict.fromkeys(wants, 0.0)
+    left, open_ = float(capacity), {t for t, n in wants.items() if n > 0}
+    while open_ and left > 1e-9:
+        total = sum(WEIGHTS[t] for t in open_)
+        sated = {t for t in open_ if wants[t] - owed[t] <= left * WEIGHTS[t] / total}
+        if not sated:
+            for t in open_:
+                owed[t] += left * WEIGHTS[t] / total
+            break
+        for t in sated:
+            left -= wants[t] - owed[t]
+            owed[t] = float(wants[t])
+        open_ -= sated
+    return owed
 
 
 class Simulation:
@@ -89,7 +111,8 @@ class Simulation:
         self.running: dict[int, SimJob] = {}
         self.usage = dict.fromkeys(WEIGHTS, 0.0)
         self.busy_waiting = self.time_waiting = 0.0  # GPU-seconds busy / seconds, while a job waits
-        self.contended = dict.fromkeys(WEIGHTS, 0.0)  # GPU-seconds per team while all teams wait
+        self.received = dict.fromkeys(WEIGHTS, 0.0)  # GPU-seconds per team while jobs wait
+        self.owed = dict.fromkeys(WEIGHTS, 0.0)  # its weighted share of them, among the teams that want GPUs
         self.waits: dict[str, list[float]] = {t: [] for t in WEIGHTS}
         self.big_waits: list[float] = []
         self.eta_errors: list[float] = []
@@ -108,19 +131,22 @@ class Simulation:
         if self.queue:
             self.time_waiting += dt
             self.busy_waiting += sum(held.values()) * dt
-        if {j.team for j in self.queue.values()} == set(WEIGHTS):
-            for team in WEIGHTS:
-                self.contended[team] += held[team] * dt
+            wants = dict(held)
+            for job in self.queue.values():
+                wants[job.team] += job.gpus
+            for team, share in owed_shares(wants, sum(n.slots for n in NODES)).items():
+                self.received[team] += held[team] * dt
+                self.owed[team] += share * dt
         self.now = t
 
     def snapshot(self) -> Snapshot:
         running = []
         for job in self.running.values():
-            end = job.started + job.estimate - (job.estimate - job.work if job.preemptions else 0)
             ran = self.now - job.started
+            end = job.started + job.work * (job.rate_error if ran >= RATE_SECONDS else job.error)
             running.append(Running(job.id, job.team, job.gpus, job.node, 0, job.started,
                                    max(end, self.now + 60), True, ran % CHECKPOINT_SECONDS, job.stopping))
-        queue = [Waiting(j.id, j.team, 0, j.submitted, j.gpus, j.estimate) for j in self.queue.values()]
+        queue = [Waiting(j.id, j.team, 0, j.submitted, j.gpus, j.work * j.error) for j in self.queue.values()]
         teams = {t: TeamState(t, w, self.usage[t]) for t, w in WEIGHTS.items()}
         return Snapshot(self.now, NODES, running, queue, teams, min_run_seconds=PREEMPT_MIN_RUN)
 
@@ -195,7 +221,7 @@ class Simulation:
         return self
 
     def report(self) -> dict[str, float]:
-        x = [self.contended[t] / w for t, w in WEIGHTS.items()]
+        x = [self.received[t] / self.owed[t] for t in WEIGHTS if self.owed[t] > 0]
         jain = sum(x) ** 2 / (len(x) * sum(v * v for v in x)) if any(x) else 1.0
         out = {"utilisation while jobs wait": self.busy_waiting / max(self.time_waiting, 1e-9) / 8,
                "Jain index, GPU-time / weight": jain}

@@ -27,6 +27,7 @@ DEFAULT_RUN_SECONDS = 900.0  # a job's expected run time when nothing similar ha
 # A wide job that found no room this long reserves a worker: sooner, reserved slots would idle for jobs that
 # find room by themselves soon enough; never, small jobs could hold it off for ever.
 RESERVE_AFTER_SECONDS = 1800.0
+BACKFILL_DEPTH = 16  # a team's jobs set aside per round (too wide, or too long to backfill) before it stops
 
 
 def decay(usage: float, seconds: float, half_life_hours: float) -> float:
@@ -277,10 +278,12 @@ class _Allocator:
                 continue
             if reasons is not None:
                 reasons[job.id] = self.waiting_reason(job)
-            if job.gpus > 1:
-                # A wide job waits for room (kept for it if reserved): the team's next, narrower jobs may still
-                # fit around it; a 1-device job that does not fit means nothing of this team fits.
-                held.setdefault(team, []).append(queue.popleft())
+            # A wide job waits for room (kept for it if reserved), and a job too long to backfill a reserved
+            # worker waits for it to start: the team's next jobs may still fit (narrower, or shorter), up to
+            # BACKFILL_DEPTH of them; a 1-device job with no free slot at all means nothing of this team fits.
+            aside = held.setdefault(team, [])
+            if (job.gpus > 1 or any(free >= job.gpus for free in self.free.values())) and len(aside) < BACKFILL_DEPTH:
+                aside.append(queue.popleft())
                 if queue:
                     heapq.heappush(heap, (self.key(team), team))
         for team, jobs in held.items():
