@@ -28,7 +28,7 @@ from genq.config import Settings
 from genq.db import Database, Job, JobLog, Team, Worker, utcnow
 from genq.db.clock import db_now
 from genq.events import Publisher, WakeSignal
-from genq.jobs.policy import Plan, Snapshot, TeamState, plan
+from genq.jobs.policy import BACKFILL_DEPTH, Plan, Snapshot, TeamState, plan
 from genq.jobs.snapshot import StepTimes, pool_snapshot, team_states
 from genq.jobs.usage import accrue, week_gpu_hours
 from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
@@ -114,10 +114,11 @@ class Scheduler:
         return self._teams[1]
 
     def decide(self, pool: str, free: int) -> tuple[Plan, Snapshot]:
-        """The policy's decisions for `pool` now, from each team's first few queued jobs."""
-        with self.db.session() as s:
-            snap = pool_snapshot(s, self.settings, pool, utcnow(), head=max(free, 0) + 2, times=self.step_times(),
-                                 teams=self.teams(s))
+        """The policy's decisions for `pool` now, from each team's first queued jobs: enough to fill the free
+        slots after the ones the policy may set aside (too wide, or too long to backfill a reserved worker)."""
+        with self.db.reading() as s:
+            snap = pool_snapshot(s, self.settings, pool, utcnow(), head=max(free, 0) + BACKFILL_DEPTH,
+                                 times=self.step_times(), teams=self.teams(s))
         return plan(snap), snap
 
     def take_slot(self, job_id: int, team_id: int, gpus: int) -> bool:

@@ -24,8 +24,14 @@ QUEUE_COLUMNS = (Job.id, Job.team_id, Job.priority, Job.created_at, Job.gpus, Jo
 # The scheduler's statements, built once with bound parameters: building a statement costs more CPU than
 # SQLite takes to run it, and the scheduler runs them at every free slot.
 _POOL, _TEAM = bindparam("pool"), bindparam("team")
-RUNNING = select(Job).where(Job.status == "running", Job.pool == _POOL)
-SENT = select(Job).where(Job.dispatched_at.is_not(None), Job.status == "queued", Job.pool == _POOL)
+HOLDING_COLUMNS = (Job.id, Job.team_id, Job.status, Job.type, Job.model, Job.params, Job.gpus, Job.priority,
+                   Job.worker_id, Job.step, Job.run_start_step, Job.checkpoint_step, Job.run_started_at,
+                   Job.dispatched_at, Job.preemptible, Job.preempt_requested)
+# Jobs holding slots: running, or sent and not yet claimed. Two index ranges (status and pool; dispatched_at)
+# in one statement, not one OR that reads every queued row.
+HOLDING = union_all(select(*HOLDING_COLUMNS).where(Job.status == "running", Job.pool == _POOL),
+                    select(*HOLDING_COLUMNS).where(Job.dispatched_at.is_not(None), Job.status == "queued",
+                                                   Job.pool == _POOL))
 WORKERS = select(Worker.id, Worker.slots).where(Worker.pool == _POOL, Worker.status == "online")
 RATES = (select(Metric.job_id, func.min(Metric.step), func.max(Metric.step), func.min(Metric.created_at),
                 func.max(Metric.created_at))
@@ -116,8 +122,7 @@ def step_rates(session: Session, job_ids: list[int]) -> dict[int, float]:
 def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, str],
                  times: StepTimes) -> list[Running]:
     """Jobs holding slots in `pool`: running, or sent and not yet claimed."""
-    # Two index lookups (status and pool; dispatched_at), not one OR that reads every queued row.
-    rows = [*session.scalars(RUNNING, {"pool": pool}), *session.scalars(SENT, {"pool": pool})]
+    rows = session.execute(HOLDING, {"pool": pool}).all()
     rates = step_rates(session, [job.id for job in rows if job.status == "running" and job.type == "train"])
     for job in rows:  # a model running now times the queued runs of that model too, when none has finished
         if job.id in rates:
