@@ -267,35 +267,32 @@ class _Allocator:
         heapq.heapify(heap)
         while heap:
             _, team = heapq.heappop(heap)
-            queue = self.queues[team]
-            if not queue:
-                continue
-            job = queue[0]
-            why = self.blocked_by_quota(job)
-            if why is None and job.gpus > self.widest:
-                why = (f"no worker in pool '{self.snap.pool}' has {_gpus(job.gpus)}" if self.widest
-                       else f"no worker is online in pool '{self.snap.pool}'")
-            if why is not None:
+            queue, aside = self.queues[team], held.setdefault(team, [])
+            while queue:  # the team's first job that starts, if any (its key stays the least meanwhile)
+                job = queue[0]
+                why = self.blocked_by_quota(job)
+                if why is None and job.gpus > self.widest:
+                    why = (f"no worker in pool '{self.snap.pool}' has {_gpus(job.gpus)}" if self.widest
+                           else f"no worker is online in pool '{self.snap.pool}'")
+                if why is not None:
+                    if reasons is not None:
+                        reasons[job.id] = why
+                    break
+                node = self.place(job)
+                if node is not None:
+                    self.start(job, node)
+                    started.append((job, node))
+                    if queue:
+                        heapq.heappush(heap, (self.key(team), team))
+                    break
                 if reasons is not None:
-                    reasons[job.id] = why
-                continue
-            node = self.place(job)
-            if node is not None:
-                self.start(job, node)
-                started.append((job, node))
-                if self.queues[team]:
-                    heapq.heappush(heap, (self.key(team), team))
-                continue
-            if reasons is not None:
-                reasons[job.id] = self.waiting_reason(job)
-            # A wide job waits for room (kept for it if reserved), and a job too long to backfill a reserved
-            # worker waits for it to start: the team's next jobs may still fit (narrower, or shorter), up to
-            # BACKFILL_DEPTH of them; a 1-device job with no free slot at all means nothing of this team fits.
-            aside = held.setdefault(team, [])
-            if (job.gpus > 1 or any(free >= job.gpus for free in self.free.values())) and len(aside) < BACKFILL_DEPTH:
+                    reasons[job.id] = self.waiting_reason(job)
+                # A wide job waits for room (kept for it if reserved), and a job too long to backfill a reserved
+                # worker waits for it to start: the team's next jobs may still fit (narrower, or shorter), up to
+                # BACKFILL_DEPTH of them; a 1-device job with no free slot at all means nothing of this team fits.
+                if len(aside) == BACKFILL_DEPTH or (job.gpus == 1 and max(self.free.values(), default=0) < 1):
+                    break
                 aside.append(queue.popleft())
-                if queue:
-                    heapq.heappush(heap, (self.key(team), team))
         for team, jobs in held.items():
             self.queues[team].extendleft(reversed(jobs))
         return started
