@@ -292,7 +292,7 @@ def main() -> int:
         for name, ms in decision_times(args.database_url).items():
             print(f"\n{name}")
             for key, value in ms.items():
-                print(f"  {key:60} {value:8.2f} ms")
+                print(f"  {key:76} {value:8.2f} ms")
             if ms["fair share: the decision (snapshot of each team's head + plan)"] >= 5.0:
                 failed.append(f"{name}: a decision takes >= 5 ms")
     for goal in failed:

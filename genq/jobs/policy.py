@@ -268,6 +268,7 @@ class _Allocator:
         while heap:
             _, team = heapq.heappop(heap)
             queue, aside = self.queues[team], held.setdefault(team, [])
+            room = max(self.free.values(), default=0)  # the most free slots of a worker: wider jobs fit nowhere
             while queue:  # the team's first job that starts, if any (its key stays the least meanwhile)
                 job = queue[0]
                 why = self.blocked_by_quota(job)
@@ -278,7 +279,7 @@ class _Allocator:
                     if reasons is not None:
                         reasons[job.id] = why
                     break
-                node = self.place(job)
+                node = self.place(job) if job.gpus <= room else None
                 if node is not None:
                     self.start(job, node)
                     started.append((job, node))
@@ -290,7 +291,7 @@ class _Allocator:
                 # A wide job waits for room (kept for it if reserved), and a job too long to backfill a reserved
                 # worker waits for it to start: the team's next jobs may still fit (narrower, or shorter), up to
                 # BACKFILL_DEPTH of them; a 1-device job with no free slot at all means nothing of this team fits.
-                if len(aside) == BACKFILL_DEPTH or (job.gpus == 1 and max(self.free.values(), default=0) < 1):
+                if len(aside) == BACKFILL_DEPTH or (job.gpus == 1 and room < 1):
                     break
                 aside.append(queue.popleft())
         for team, jobs in held.items():
