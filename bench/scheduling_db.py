@@ -30,7 +30,8 @@ REPEATS = 200  # the machine is shared: a median of many
 
 
 def fill(db: Database) -> None:
-    """Three teams, two 4-slot workers with 7 jobs running (one slot free), 10,000 queued jobs, 500 finished."""
+    """Three teams, two 4-slot workers with 7 jobs running (one slot free), 10,000 queued jobs of 1, 2 or 4
+    devices (60/25/15 %, as in the simulated week), 500 finished."""
     rng = random.Random(3)
     now = utcnow()
     with db.session() as s:
@@ -47,7 +48,8 @@ def fill(db: Database) -> None:
                     "run_start_step": 0, "run_started_at": now - timedelta(minutes=10), "accrued_until": now}
                    for i in range(7)]
         queued = [{**base, "team_id": teams[rng.randrange(3)].id, "status": "queued",
-                   "priority": rng.choice((0, 0, 0, 5)), "created_at": now - timedelta(seconds=QUEUED - i)}
+                   "priority": rng.choice((0, 0, 0, 5)), "created_at": now - timedelta(seconds=QUEUED - i),
+                   "gpus": rng.choices((1, 2, 4), (60, 25, 15))[0]}
                   for i in range(QUEUED)]
         for rows in (finished, running, queued):
             s.execute(insert(Job), rows)
@@ -81,7 +83,7 @@ def median_ms(fn, repeats: int = REPEATS, clock=time.perf_counter) -> float:
 
 def decision_times(pg_url: str) -> dict[str, dict[str, float]]:
     """{backend: {measure: ms}} with 10,000 queued jobs."""
-    return {f"{name}: {QUEUED} queued jobs, 3 teams, 2 workers x 4 slots, 1 slot free": measure(url)
+    return {f"{name}: {QUEUED} queued jobs of 1-4 devices, 3 teams, 2 workers x 4 slots, 1 slot free": measure(url)
             for name, url in scratch_databases(pg_url)}
 
 
@@ -102,14 +104,13 @@ def measure(url: str) -> dict[str, float]:
 
     def decide() -> None:
         decision, snap = scheduler.decide("default", 1)
-        job_id = decision.starts[0][0]
-        team = {j.id: j.team for j in snap.queue}[job_id]
+        job = {j.id: j for j in snap.queue}[decision.starts[0][0]]
         t0 = time.perf_counter()
         team_ids = {name: i for i, name in scheduler._teams[1][0].items()}
-        assert scheduler.take_slot(job_id, team_ids[team], 1)
+        assert scheduler.take_slot(job.id, team_ids[job.team], job.gpus)
         picked.append(time.perf_counter() - t0)
         with db.session() as s:  # undo, so every round decides with the same 10,000 jobs and one free slot
-            s.execute(update(Job).where(Job.id == job_id).values(dispatched_at=None))
+            s.execute(update(Job).where(Job.id == job.id).values(dispatched_at=None))
 
     def decide_only() -> None:
         scheduler.decide("default", 1)
