@@ -4,6 +4,7 @@ with each job's expected run time from its own step rate or from recent runs of 
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -122,11 +123,27 @@ def step_rates(session: Session, job_ids: list[int]) -> dict[int, float]:
             for job_id, first_step, last_step, first, last in rows if last_step > first_step}
 
 
+class StepRates:
+    """step_rates kept by a caller that asks often (the scheduler): a job's rate is read again after `seconds`
+    (it moves slowly, and reading it scans the run's loss points), a job without one at every call."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.read_at, self.rates = seconds, 0.0, {}
+
+    def get(self, session: Session, job_ids: list[int]) -> dict[int, float]:
+        if time.monotonic() - self.read_at > self.seconds:
+            self.read_at, self.rates = time.monotonic(), {}
+        self.rates.update(step_rates(session, [j for j in job_ids if j not in self.rates]))
+        return {j: self.rates[j] for j in job_ids if j in self.rates}
+
+
 def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, str],
-                 times: StepTimes) -> list[Running]:
-    """Jobs holding slots in `pool`: running, or sent and not yet claimed."""
+                 times: StepTimes, kept: StepRates | None = None) -> list[Running]:
+    """Jobs holding slots in `pool`: running, or sent and not yet claimed (their step rates from `kept`, when
+    the caller keeps them)."""
     rows = session.execute(HOLDING, {"pool": pool}).all()
-    rates = step_rates(session, [job.id for job in rows if job.status == "running" and job.type == "train"])
+    training = [job.id for job in rows if job.status == "running" and job.type == "train"]
+    rates = kept.get(session, training) if kept else step_rates(session, training)
     for job in rows:  # a model running now times the queued runs of that model too, when none has finished
         if job.id in rates:
             times.rates.setdefault(("train", job.model), rates[job.id])
@@ -186,14 +203,14 @@ def waiting_jobs(session: Session, pool: str, team_ids: list[int] | None = None,
 
 
 def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime, head: int | None = None,
-                  times: StepTimes | None = None,
-                  teams: tuple[dict[int, str], dict[str, TeamState]] | None = None) -> Snapshot:
-    """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs; `times` and
-    `teams` (team_states) when the caller keeps them."""
+                  times: StepTimes | None = None, teams: tuple[dict[int, str], dict[str, TeamState]] | None = None,
+                  rates: StepRates | None = None) -> Snapshot:
+    """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs; `times`,
+    `teams` (team_states) and `rates` when the caller keeps them."""
     names, teams = teams or team_states(session, now, settings.usage_half_life_hours)
     times = StepTimes(dict((times or StepTimes.load(session)).rates))  # a copy: running jobs add to it
     nodes = session.execute(WORKERS, {"pool": pool}).all()
-    running = running_jobs(session, pool, now, names, times)
+    running = running_jobs(session, pool, now, names, times, rates)
     queue = [
         Waiting(id=job_id, team=names[team_id], priority=priority, created_at=seconds(created), gpus=gpus,
                 expected_seconds=times.expected(kind, model, max_steps, checkpoint))
