@@ -18,8 +18,8 @@ over the whole week, so that a team paying back borrowed time, as decayed usage 
 (printed below it, the definition used before: GPU-time / weight while all three teams have jobs queued); mean
 and p95 wait per team; the longest wait of a 4-GPU job (goal: no longer than FIFO's); preemptions; and
 (fair share only: FIFO has no forecast) the median absolute error of the ETA each job was given when submitted.
-Then the same goals for more weeks (other seeds, ten in all by default), one line each. Exits 1 when a goal of the first week is
-missed.
+Then the same goals for more weeks (other seeds, ten in all by default), one line each. Exits 1 when a goal
+of the first week is missed.
 
     .venv/bin/python bench/scheduling.py                 # the week, then SQLite and PostgreSQL decisions
     .venv/bin/python bench/scheduling.py --days 2 --no-db --seeds 1
