@@ -1,8 +1,11 @@
 """The live scheduler's time per decision with 10,000 queued jobs, on SQLite and on PostgreSQL (called by
 bench/scheduling.py). A decision: read the pool's snapshot (each team's queue head, running jobs, workers,
 teams), run the policy, and claim the picked job under its team's row lock: what Scheduler.dispatch does for
-one free slot, less the Celery send. Peer in the same run: the FIFO query the scheduler used before (the
-oldest job of the highest priority, FOR UPDATE SKIP LOCKED, then its UPDATE)."""
+one free slot, less the Celery send. Peers in the same run: the same decision reading the running jobs' step
+rates every time (as it did before the scheduler kept them), and the FIFO query the scheduler used before the
+policy (the oldest job of the highest priority, FOR UPDATE SKIP LOCKED, then its UPDATE). Also what a page
+showing queue positions and ETAs pays for the pool's forecast: all 10,000 jobs after a change, the state check
+otherwise."""
 
 from __future__ import annotations
 
@@ -18,18 +21,21 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from genq.config import Settings
-from genq.db import Database, Job, Team, Worker, utcnow
-from genq.jobs.policy import plan
-from genq.jobs.scheduling_order import waiting
+from genq.db import Database, Job, Metric, Team, Worker, utcnow
+from genq.jobs.policy import BACKFILL_DEPTH, forecast, plan
+from genq.jobs.scheduling_order import pool_forecast, waiting
 from genq.jobs.snapshot import pool_snapshot
 from genq.worker.scheduler import Scheduler
 
 QUEUED = 10_000
-REPEATS = 40
+POINTS = 2_000  # loss points of each running job so far (its step rate is read from them)
+REPEATS = 200  # the machine is shared: a median of many
 
 
 def fill(db: Database) -> None:
-    """Three teams, two 4-slot workers with 7 jobs running (one slot free), 10,000 queued jobs, 500 finished."""
+    """Three teams, two 4-slot workers with 7 jobs running (one slot free; each 10 minutes and POINTS loss
+    points into its run), 10,000 queued jobs of 1, 2 or 4 devices (60/25/15 %, as in the simulated week),
+    500 finished."""
     rng = random.Random(3)
     now = utcnow()
     with db.session() as s:
@@ -42,14 +48,20 @@ def fill(db: Database) -> None:
         finished = [{**base, "team_id": teams[i % 3].id, "status": "succeeded", "step": 1000, "run_start_step": 0,
                      "run_started_at": now - timedelta(hours=2, seconds=i), "finished_at": now - timedelta(hours=1)}
                     for i in range(500)]
-        running = [{**base, "team_id": teams[i % 3].id, "status": "running", "worker_id": f"w{i % 2}", "step": 100,
-                    "run_start_step": 0, "run_started_at": now - timedelta(minutes=10), "accrued_until": now}
+        running = [{**base, "team_id": teams[i % 3].id, "status": "running", "worker_id": f"w{i % 2}",
+                    "params": {"max_steps": 2 * POINTS}, "step": POINTS, "run_start_step": 0,
+                    "run_started_at": now - timedelta(minutes=10), "accrued_until": now}
                    for i in range(7)]
         queued = [{**base, "team_id": teams[rng.randrange(3)].id, "status": "queued",
-                   "priority": rng.choice((0, 0, 0, 5)), "created_at": now - timedelta(seconds=QUEUED - i)}
+                   "priority": rng.choice((0, 0, 0, 5)), "created_at": now - timedelta(seconds=QUEUED - i),
+                   "gpus": rng.choices((1, 2, 4), (60, 25, 15))[0]}
                   for i in range(QUEUED)]
-        for rows in (finished, running, queued):
+        for rows in (finished, queued):
             s.execute(insert(Job), rows)
+        ids = s.scalars(insert(Job).returning(Job.id), running).all()
+        s.execute(insert(Metric), [{"job_id": i, "name": "train/loss", "step": step, "value": 1.0,
+                                    "created_at": now - timedelta(seconds=600 * (1 - step / POINTS))}
+                                   for i in ids for step in range(1, POINTS + 1)])
 
 
 def scratch_databases(pg_url: str) -> list[tuple[str, str]]:
@@ -80,7 +92,7 @@ def median_ms(fn, repeats: int = REPEATS, clock=time.perf_counter) -> float:
 
 def decision_times(pg_url: str) -> dict[str, dict[str, float]]:
     """{backend: {measure: ms}} with 10,000 queued jobs."""
-    return {f"{name}: {QUEUED} queued jobs, 3 teams, 2 workers x 4 slots, 1 slot free": measure(url)
+    return {f"{name}: {QUEUED} queued jobs of 1-4 devices, 3 teams, 2 workers x 4 slots, 1 slot free": measure(url)
             for name, url in scratch_databases(pg_url)}
 
 
@@ -101,17 +113,21 @@ def measure(url: str) -> dict[str, float]:
 
     def decide() -> None:
         decision, snap = scheduler.decide("default", 1)
-        job_id = decision.starts[0][0]
-        team = {j.id: j.team for j in snap.queue}[job_id]
+        job = {j.id: j for j in snap.queue}[decision.starts[0][0]]
         t0 = time.perf_counter()
         team_ids = {name: i for i, name in scheduler._teams[1][0].items()}
-        assert scheduler.take_slot(job_id, team_ids[team], 1)
+        assert scheduler.take_slot(job.id, team_ids[job.team], job.gpus)
         picked.append(time.perf_counter() - t0)
         with db.session() as s:  # undo, so every round decides with the same 10,000 jobs and one free slot
-            s.execute(update(Job).where(Job.id == job_id).values(dispatched_at=None))
+            s.execute(update(Job).where(Job.id == job.id).values(dispatched_at=None))
 
     def decide_only() -> None:
         scheduler.decide("default", 1)
+
+    def decide_reading_rates() -> None:  # as decide() did before it kept the running jobs' step rates
+        with db.reading() as s:
+            plan(pool_snapshot(s, settings, "default", utcnow(), head=1 + BACKFILL_DEPTH, times=scheduler.step_times(),
+                               teams=scheduler.teams(s)))
 
     def fifo() -> None:
         with db.session() as s:
@@ -125,23 +141,34 @@ def measure(url: str) -> dict[str, float]:
     claim = statistics.median(picked[1:]) * 1000
     with db.session() as s:
         full = pool_snapshot(s, settings, "default", utcnow())
-        began = time.perf_counter()
-        with s.begin_nested():
-            from genq.jobs.policy import forecast
-
-            forecast(full)
-        forecast_ms = (time.perf_counter() - began) * 1000
         count = s.scalar(select(text("count(*)")).select_from(Job).where(Job.status == "queued"))
     assert count == QUEUED
+
+    def page(changed: bool) -> float:
+        """ms a page waits for the pool's forecast, after a job moved in the queue or with nothing changed."""
+        if changed:
+            with db.session() as s:
+                s.execute(update(Job).where(Job.id == full.queue[0].id).values(priority=Job.priority + 1))
+        began = time.perf_counter()
+        with db.session() as s:
+            pool_forecast(s, "default")
+        return (time.perf_counter() - began) * 1000
+
     results = {
         "fair share: the decision (snapshot of each team's head + plan)": median_ms(decide_only),
         "  (the scheduler process's CPU time in it; the rest is the database's)":
             median_ms(decide_only, clock=time.process_time),
+        "  (before a round of decisions, the pools' free slots: Scheduler.free_slots)": median_ms(scheduler.free_slots),
+        "peer: the same decision, reading the running jobs' step rates each time": median_ms(decide_reading_rates),
         "fair share: then the quota-locked claim (one commit)": claim,
         "fair share: decision + claim + its undo (two commits)": whole,
         "peer, FIFO: the old ordered query + claim + its undo (two commits)": median_ms(fifo),
         "plan() alone on the whole 10,000-job queue in memory": median_ms(lambda: plan(full), 10),
-        "forecast() of all 10,000 (queue page, not a decision)": forecast_ms,
+        "a page's forecast after the queue changed (snapshot + forecast of 10,000)":
+            statistics.median(page(True) for _ in range(5)),
+        "  (of which forecast() in memory)": median_ms(lambda: forecast(full), 5),
+        "a page's forecast while the queue is unchanged (the state check)":
+            statistics.median(page(False) for _ in range(100)),
     }
     scheduler.db.dispose()
     db.dispose()

@@ -28,8 +28,8 @@ from genq.config import Settings
 from genq.db import Database, Job, JobLog, Team, Worker, utcnow
 from genq.db.clock import db_now
 from genq.events import Publisher, WakeSignal
-from genq.jobs.policy import Plan, Snapshot, TeamState, plan
-from genq.jobs.snapshot import StepTimes, pool_snapshot, team_states
+from genq.jobs.policy import BACKFILL_DEPTH, Plan, Snapshot, TeamState, plan
+from genq.jobs.snapshot import StepRates, StepTimes, pool_snapshot, team_states
 from genq.jobs.usage import accrue, week_gpu_hours
 from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
 from genq.worker.retry import TRANSIENT
@@ -37,6 +37,7 @@ from genq.worker.retry import TRANSIENT
 log = logging.getLogger("genq.scheduler")
 STEP_TIMES_SECONDS = 30.0  # how long the recent step times of finished jobs are reused
 TEAMS_SECONDS = 1.0  # how long the teams' weights, quotas and usage are reused between decisions
+STEP_RATES_SECONDS = 10.0  # how long a running job's step rate is reused
 
 
 class Scheduler:
@@ -47,6 +48,7 @@ class Scheduler:
         self.events = Publisher(broker_url)
         self._times: tuple[float, StepTimes] | None = None
         self._teams: tuple[float, tuple[dict[int, str], dict[str, TeamState]]] | None = None
+        self._rates = StepRates(STEP_RATES_SECONDS)
 
     def reconcile(self) -> None:
         """Recover what crashed workers and lost messages left behind."""
@@ -114,10 +116,11 @@ class Scheduler:
         return self._teams[1]
 
     def decide(self, pool: str, free: int) -> tuple[Plan, Snapshot]:
-        """The policy's decisions for `pool` now, from each team's first few queued jobs."""
-        with self.db.session() as s:
-            snap = pool_snapshot(s, self.settings, pool, utcnow(), head=max(free, 0) + 2, times=self.step_times(),
-                                 teams=self.teams(s))
+        """The policy's decisions for `pool` now, from each team's first queued jobs: enough to fill the free
+        slots after the ones the policy may set aside (too wide, or too long to backfill a reserved worker)."""
+        with self.db.reading() as s:
+            snap = pool_snapshot(s, self.settings, pool, utcnow(), head=max(free, 0) + BACKFILL_DEPTH,
+                                 times=self.step_times(), teams=self.teams(s), rates=self._rates)
         return plan(snap), snap
 
     def take_slot(self, job_id: int, team_id: int, gpus: int) -> bool:

@@ -50,6 +50,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -61,6 +62,13 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads alone, outside a transaction: no BEGIN or COMMIT round trip (each statement sees
+        what was committed when it ran, as under PostgreSQL's default isolation anyway)."""
+        with self._reads() as session:
+            yield session
 
     def upgrade(self) -> None:
         """Apply all Alembic migrations up to head."""

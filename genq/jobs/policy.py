@@ -12,9 +12,10 @@ The order, for each free slot:
    running jobs) / weight;
 3. within a team, the job of highest priority, then the oldest.
 A team at its quota (devices at once, or GPU-hours this week) waits. A job of N devices needs N free slots of
-ONE worker; when none has them it steps aside for its team's narrower jobs, and the wide job that has waited
-longest (30 min at least) reserves the worker whose slots would idle least until they are free; until then only
-jobs expected to end before that time start there (backfill), so small jobs do not starve it.
+ONE worker; when none has them it steps aside for its team's narrower jobs. After 30 min a wide job reserves
+the worker whose slots would idle least until they are free (one at a time: the team first in fair-share order,
+or the oldest after 12 h); until it starts only jobs expected to end before then start there (backfill: a team's
+longer jobs step aside for its shorter ones), so small jobs do not starve it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ DEFAULT_RUN_SECONDS = 900.0  # a job's expected run time when nothing similar ha
 # A wide job that found no room this long reserves a worker: sooner, reserved slots would idle for jobs that
 # find room by themselves soon enough; never, small jobs could hold it off for ever.
 RESERVE_AFTER_SECONDS = 1800.0
+# A wide job waiting this long reserves before the others whatever its team's share (else by fair-share order):
+# a team over its share could otherwise never gather the devices of one worker while smaller jobs flow.
+STARVING_AFTER_SECONDS = 12 * 3600.0
+BACKFILL_DEPTH = 16  # a team's jobs set aside per round (too wide, or too long to backfill) before it stops
 
 
 def decay(usage: float, seconds: float, half_life_hours: float) -> float:
@@ -89,6 +94,7 @@ class Snapshot:
     min_run_seconds: float = 300.0  # a job runs this long before it may be preempted; negative: never
     default_run_seconds: float = DEFAULT_RUN_SECONDS
     reserve_after_seconds: float = RESERVE_AFTER_SECONDS
+    starving_after_seconds: float = STARVING_AFTER_SECONDS
 
 
 @dataclass
@@ -220,25 +226,30 @@ class _Allocator:
         return best
 
     def reserve(self, reserved: dict[int, tuple[str, float]] | None) -> None:
-        """Keep a worker for the wide job, first in its team's line, that has waited longest without room (once
-        it has waited reserve_after_seconds; one reservation at a time: each idles slots until it starts)."""
+        """Keep a worker for one wide job first in its team's line, once it has waited reserve_after_seconds: the
+        team first in fair-share order, or the oldest that waited starving_after_seconds (one reservation at a
+        time: each idles slots until it starts). Its room, once free, stays kept until its team's turn: other
+        teams' narrow jobs, picked first, would take it again."""
         if self.reservations:
             return
-        oldest = None
+        first = None
         for queue in self.queues.values():
             job = queue[0] if queue else None
             if (job is None or job.gpus <= 1 or job.gpus > self.widest or self.blocked_by_quota(job)
-                    or self.now - job.created_at < self.snap.reserve_after_seconds
-                    or any(free >= job.gpus for free in self.free.values())):
+                    or self.now - job.created_at < self.snap.reserve_after_seconds):
                 continue
-            if oldest is None or (job.created_at, job.id) < (oldest.created_at, oldest.id):
-                oldest = job
-        spot = self.earliest(oldest.gpus) if oldest is not None else None
+            if first is None or self._reserve_order(job) < self._reserve_order(first):
+                first = job
+        spot = self.earliest(first.gpus) if first is not None else None
         if spot is not None:
-            self.reservations[spot[0]] = (spot[1], oldest.id)
-            self.reserved_gpus[oldest.id] = oldest.gpus
+            self.reservations[spot[0]] = (spot[1], first.id)
+            self.reserved_gpus[first.id] = first.gpus
             if reserved is not None:
-                reserved[oldest.id] = spot
+                reserved[first.id] = spot
+
+    def _reserve_order(self, job: Waiting) -> tuple:
+        starving = self.now - job.created_at >= self.snap.starving_after_seconds
+        return (not starving, () if starving else self.key(job.team), job.created_at, job.id)
 
     def start(self, job: Waiting, node: str) -> None:
         self.queues[job.team].popleft()
@@ -256,33 +267,33 @@ class _Allocator:
         heapq.heapify(heap)
         while heap:
             _, team = heapq.heappop(heap)
-            queue = self.queues[team]
-            if not queue:
-                continue
-            job = queue[0]
-            why = self.blocked_by_quota(job)
-            if why is None and job.gpus > self.widest:
-                why = (f"no worker in pool '{self.snap.pool}' has {_gpus(job.gpus)}" if self.widest
-                       else f"no worker is online in pool '{self.snap.pool}'")
-            if why is not None:
+            queue, aside = self.queues[team], held.setdefault(team, [])
+            room = max(self.free.values(), default=0)  # the most free slots of a worker: wider jobs fit nowhere
+            while queue:  # the team's first job that starts, if any (its key stays the least meanwhile)
+                job = queue[0]
+                why = self.blocked_by_quota(job)
+                if why is None and job.gpus > self.widest:
+                    why = (f"no worker in pool '{self.snap.pool}' has {_gpus(job.gpus)}" if self.widest
+                           else f"no worker is online in pool '{self.snap.pool}'")
+                if why is not None:
+                    if reasons is not None:
+                        reasons[job.id] = why
+                    break
+                node = self.place(job) if job.gpus <= room else None
+                if node is not None:
+                    self.start(job, node)
+                    started.append((job, node))
+                    if queue:
+                        heapq.heappush(heap, (self.key(team), team))
+                    break
                 if reasons is not None:
-                    reasons[job.id] = why
-                continue
-            node = self.place(job)
-            if node is not None:
-                self.start(job, node)
-                started.append((job, node))
-                if self.queues[team]:
-                    heapq.heappush(heap, (self.key(team), team))
-                continue
-            if reasons is not None:
-                reasons[job.id] = self.waiting_reason(job)
-            if job.gpus > 1:
-                # A wide job waits for room (kept for it if reserved): the team's next, narrower jobs may still
-                # fit around it; a 1-device job that does not fit means nothing of this team fits.
-                held.setdefault(team, []).append(queue.popleft())
-                if queue:
-                    heapq.heappush(heap, (self.key(team), team))
+                    reasons[job.id] = self.waiting_reason(job)
+                # A wide job waits for room (kept for it if reserved), and a job too long to backfill a reserved
+                # worker waits for it to start: the team's next jobs may still fit (narrower, or shorter), up to
+                # BACKFILL_DEPTH of them; a 1-device job with no free slot at all means nothing of this team fits.
+                if len(aside) == BACKFILL_DEPTH or (job.gpus == 1 and room < 1):
+                    break
+                aside.append(queue.popleft())
         for team, jobs in held.items():
             self.queues[team].extendleft(reversed(jobs))
         return started
@@ -309,6 +320,7 @@ def plan(snap: Snapshot) -> Plan:
     for job, node in alloc.pick(out.reasons, out.reserved):
         out.starts.append((job.id, node))
         out.reasons.pop(job.id, None)
+        out.reserved.pop(job.id, None)
     out.preempt = _victims(snap, alloc)
     return out
 

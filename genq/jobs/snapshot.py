@@ -4,11 +4,12 @@ with each job's expected run time from its own step rate or from recent runs of 
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 
-from sqlalchemy import bindparam, func, select, union_all
+from sqlalchemy import bindparam, case, func, select, union_all
 from sqlalchemy.orm import Session
 
 from genq.config import Settings
@@ -18,14 +19,23 @@ from genq.jobs.usage import decayed_usage, week_gpu_hours
 
 SIMILAR_RUNS = 20  # recent finished runs of the same model that time its steps
 
-QUEUE_COLUMNS = (Job.id, Job.team_id, Job.priority, Job.created_at, Job.gpus, Job.type, Job.model, Job.params,
+# A training job's length (validated: an int), read out of its params by the database: decoding 10,000 params
+# in Python costs more. Only a training job's: a generation job's params do not have it.
+MAX_STEPS = case((Job.type == "train", Job.params["max_steps"].as_integer())).label("max_steps")
+QUEUE_COLUMNS = (Job.id, Job.team_id, Job.priority, Job.created_at, Job.gpus, Job.type, Job.model, MAX_STEPS,
                  Job.checkpoint_step)
 
 # The scheduler's statements, built once with bound parameters: building a statement costs more CPU than
 # SQLite takes to run it, and the scheduler runs them at every free slot.
 _POOL, _TEAM = bindparam("pool"), bindparam("team")
-RUNNING = select(Job).where(Job.status == "running", Job.pool == _POOL)
-SENT = select(Job).where(Job.dispatched_at.is_not(None), Job.status == "queued", Job.pool == _POOL)
+HOLDING_COLUMNS = (Job.id, Job.team_id, Job.status, Job.type, Job.model, MAX_STEPS, Job.gpus, Job.priority,
+                   Job.worker_id, Job.step, Job.run_start_step, Job.checkpoint_step, Job.run_started_at,
+                   Job.dispatched_at, Job.preemptible, Job.preempt_requested)
+# Jobs holding slots: running, or sent and not yet claimed. Two index ranges (status and pool; dispatched_at)
+# in one statement, not one OR that reads every queued row.
+HOLDING = union_all(select(*HOLDING_COLUMNS).where(Job.status == "running", Job.pool == _POOL),
+                    select(*HOLDING_COLUMNS).where(Job.dispatched_at.is_not(None), Job.status == "queued",
+                                                   Job.pool == _POOL))
 WORKERS = select(Worker.id, Worker.slots).where(Worker.pool == _POOL, Worker.status == "online")
 RATES = (select(Metric.job_id, func.min(Metric.step), func.max(Metric.step), func.min(Metric.created_at),
                 func.max(Metric.created_at))
@@ -82,13 +92,13 @@ class StepTimes:
         out.rates = {key: statistics.median(v[:SIMILAR_RUNS]) for key, v in samples.items()}
         return out
 
-    def expected(self, kind: str, model: str, params: dict, from_step: int | None) -> float | None:
+    def expected(self, kind: str, model: str, max_steps: int | None, from_step: int | None) -> float | None:
         """Seconds a queued job is expected to run, or None when nothing similar has run."""
         rate = self.rates.get((kind, model))
         if rate is None:
             return None
         if kind == "train":
-            return rate * max(int(params.get("max_steps", 0)) - (from_step or 0), 0)
+            return rate * max((max_steps or 0) - (from_step or 0), 0)
         return rate
 
 
@@ -113,12 +123,27 @@ def step_rates(session: Session, job_ids: list[int]) -> dict[int, float]:
             for job_id, first_step, last_step, first, last in rows if last_step > first_step}
 
 
+class StepRates:
+    """step_rates kept by a caller that asks often (the scheduler): a job's rate is read again after `seconds`
+    (it moves slowly, and reading it scans the run's loss points), a job without one at every call."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.read_at, self.rates = seconds, 0.0, {}
+
+    def get(self, session: Session, job_ids: list[int]) -> dict[int, float]:
+        if time.monotonic() - self.read_at > self.seconds:
+            self.read_at, self.rates = time.monotonic(), {}
+        self.rates.update(step_rates(session, [j for j in job_ids if j not in self.rates]))
+        return {j: self.rates[j] for j in job_ids if j in self.rates}
+
+
 def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, str],
-                 times: StepTimes) -> list[Running]:
-    """Jobs holding slots in `pool`: running, or sent and not yet claimed."""
-    # Two index lookups (status and pool; dispatched_at), not one OR that reads every queued row.
-    rows = [*session.scalars(RUNNING, {"pool": pool}), *session.scalars(SENT, {"pool": pool})]
-    rates = step_rates(session, [job.id for job in rows if job.status == "running" and job.type == "train"])
+                 times: StepTimes, kept: StepRates | None = None) -> list[Running]:
+    """Jobs holding slots in `pool`: running, or sent and not yet claimed (their step rates from `kept`, when
+    the caller keeps them)."""
+    rows = session.execute(HOLDING, {"pool": pool}).all()
+    training = [job.id for job in rows if job.status == "running" and job.type == "train"]
+    rates = kept.get(session, training) if kept else step_rates(session, training)
     for job in rows:  # a model running now times the queued runs of that model too, when none has finished
         if job.id in rates:
             times.rates.setdefault(("train", job.model), rates[job.id])
@@ -127,13 +152,13 @@ def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, st
         began = job.run_started_at or job.dispatched_at or now
         end = None
         if job.status == "running" and job.type == "train":
-            max_steps = int(job.params.get("max_steps", 0))
+            max_steps = job.max_steps or 0
             rate = rates.get(job.id)
             if rate is not None:
                 end = seconds(now) + rate * max(max_steps - job.step, 0)
             elif (rate := times.rates.get(("train", job.model))) is not None:
                 end = seconds(began) + rate * max(max_steps - (job.run_start_step or 0), 0)
-        elif (took := times.expected(job.type, job.model, job.params, job.checkpoint_step)) is not None:
+        elif (took := times.expected(job.type, job.model, job.max_steps, job.checkpoint_step)) is not None:
             end = seconds(began) + took
         since_checkpoint = 0.0
         if job.type == "train" and job.status == "running" and job.step > (job.checkpoint_step or 0):
@@ -178,18 +203,18 @@ def waiting_jobs(session: Session, pool: str, team_ids: list[int] | None = None,
 
 
 def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime, head: int | None = None,
-                  times: StepTimes | None = None,
-                  teams: tuple[dict[int, str], dict[str, TeamState]] | None = None) -> Snapshot:
-    """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs; `times` and
-    `teams` (team_states) when the caller keeps them."""
+                  times: StepTimes | None = None, teams: tuple[dict[int, str], dict[str, TeamState]] | None = None,
+                  rates: StepRates | None = None) -> Snapshot:
+    """The policy's view of `pool` at `now`; with `head`, only each team's first `head` queued jobs; `times`,
+    `teams` (team_states) and `rates` when the caller keeps them."""
     names, teams = teams or team_states(session, now, settings.usage_half_life_hours)
     times = StepTimes(dict((times or StepTimes.load(session)).rates))  # a copy: running jobs add to it
     nodes = session.execute(WORKERS, {"pool": pool}).all()
-    running = running_jobs(session, pool, now, names, times)
+    running = running_jobs(session, pool, now, names, times, rates)
     queue = [
         Waiting(id=job_id, team=names[team_id], priority=priority, created_at=seconds(created), gpus=gpus,
-                expected_seconds=times.expected(kind, model, params or {}, checkpoint))
-        for job_id, team_id, priority, created, gpus, kind, model, params, checkpoint
+                expected_seconds=times.expected(kind, model, max_steps, checkpoint))
+        for job_id, team_id, priority, created, gpus, kind, model, max_steps, checkpoint
         in waiting_jobs(session, pool, list(names), head)
     ]
     return Snapshot(now=seconds(now), nodes=[Node(i, n) for i, n in nodes],

@@ -139,3 +139,35 @@ def test_a_wide_job_reserves_only_after_waiting_a_while():
     assert plan(snap).reserved == {}, "a minute in, it may still find room by itself"
     snap.now = 700  # the running jobs are overdue: expected to end any moment now
     assert plan(snap).reserved == {1: ("w", 700.0)}
+
+
+def test_a_reserved_worker_stays_kept_once_free_and_a_team_backfills_with_its_shorter_jobs():
+    # w0 has just emptied for team a's 4-GPU job, which has waited an hour: team b's job, first in fair-share
+    # order (a is over its share), takes w1's free slot, not the room kept on w0.
+    big = Waiting(id=1, team="a", priority=0, created_at=0.0, gpus=4, expected_seconds=500)
+    other = Waiting(id=2, team="b", priority=0, created_at=1.0, expected_seconds=50)
+    busy = [Running(id=100 + i, team="a", node="w1", expected_end=7200.0) for i in range(3)]
+    over = {"a": TeamState("a", 1.0, usage=1e6), "b": TeamState("b", 1.0)}
+    snap = Snapshot(now=3600, nodes=[Node("w0", 4), Node("w1", 4)], running=busy, queue=[big, other], teams=over)
+    decision = plan(snap)
+    assert sorted(decision.starts) == [(1, "w0"), (2, "w1")]
+    assert decision.reserved == {}, "a job that starts holds no reservation"
+    # One worker, kept for the big job until t=7200: team b's long job would delay it and steps aside for b's
+    # short one, which ends in time.
+    long = Waiting(id=3, team="b", priority=0, created_at=0.5, expected_seconds=9000)
+    snap.nodes = [Node("w0", 4)]
+    snap.running = [Running(id=100 + i, team="a", node="w0", expected_end=7200.0) for i in range(3)]
+    snap.queue = [big, long, other]
+    decision = plan(snap)
+    assert decision.reserved == {1: ("w0", 7200.0)} and decision.starts == [(2, "w0")]
+
+
+def test_a_starving_wide_job_reserves_before_a_team_first_in_fair_share_order():
+    running = [Running(id=100 + i, team="c", node="w", expected_end=5e4) for i in range(3)]
+    mine = Waiting(id=1, team="a", priority=0, created_at=0.0, gpus=4, expected_seconds=500)
+    theirs = Waiting(id=2, team="b", priority=0, created_at=10.0, gpus=4, expected_seconds=500)
+    over = {"a": TeamState("a", 1.0, usage=1e6), "b": TeamState("b", 1.0), "c": TeamState("c", 1.0)}
+    snap = Snapshot(now=3600, nodes=[Node("w", 4)], running=running, queue=[mine, theirs], teams=over)
+    assert list(plan(snap).reserved) == [2], "an hour in: team b, below team a in usage, reserves"
+    snap.now = 13 * 3600
+    assert list(plan(snap).reserved) == [1], "after 12 h the oldest reserves whatever its team's usage"
