@@ -62,7 +62,7 @@ def test_slot_cache_matches_the_full_forward_past_the_window():
     model = gpt(block_size=8)
     text = torch.randint(0, VOCAB, (1, 30))
     full, _ = model(text)
-    cache = model.new_slots(3, "cpu", torch.float32)
+    cache = model.new_slots(3, "cpu", torch.float32, 30)
     prompt = text[0, :5].tolist()
     logits = model.prefill_slots(cache, [1], [prompt])
     assert torch.allclose(logits[0], full[0, 4], atol=1e-5)
