@@ -77,12 +77,24 @@ class SlotCache:
         nh, hs, W = c.n_head, c.n_embd // c.n_head, c.block_size
         self.kv = torch.zeros((c.n_layer, 2, slots, nh, W, hs), device=device, dtype=dtype)
         self.width = W
-        self.weights = [_decode_weights(block) for block in model.h]
-        self.head = (model.ln_f, model.lm_head.weight.t(), model.wte.weight)
+        weights = [_decode_weights(block) for block in model.h]
+        head = (_norm_args(model.ln_f), model.lm_head.weight.detach().t(), model.wte.weight.detach())
         angles = torch.outer(torch.arange(positions, dtype=torch.float64, device=device), model._inv_freq(device))
         self.rope = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (positions, hs/2)
         # row p: 0 where key j <= p has been written, -inf where it has not (a slot's ring before it wraps)
         self.hidden = torch.full((W, W), float("-inf"), device=device).triu_(1)
+
+        def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
+                 pos: torch.Tensor) -> torch.Tensor:
+            return _decode(weights, head, nh, hs, kv, rope, hidden, tokens, pos)
+
+        self.step = self._eager = step
+        if self.kv.device.type == "cpu" and dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+            # on a CPU a step is mostly the interpreter's time between small kernels: traced, the graph runs
+            # without Python (~30% less at batch 1). Traced on a copy of one slot: no step is run for real.
+            example = (self.kv[:, :, :1].clone(), self.rope, self.hidden[:, :2], torch.zeros(1, dtype=torch.long),
+                       torch.ones(1, dtype=torch.long))
+            self.step = torch.jit.trace(self.step, example, check_trace=False)
 
     @property
     def k(self) -> torch.Tensor:
@@ -100,10 +112,19 @@ class SlotCache:
 
 
 def _decode_weights(block: Block) -> tuple:
-    """A block's weights as decode_slots uses them: LayerNorms as modules, matrices transposed for torch.mm."""
+    """A block's weights as decode_slots uses them (views, detached): LayerNorms as layer_norm's arguments,
+    matrices transposed for torch.mm."""
     attn, mlp = block.attn, block.mlp
-    return (block.ln_1, attn.c_attn.weight.t(), attn.c_attn.bias, attn.qk_norm, attn.c_proj.weight.t(),
-            attn.c_proj.bias, block.ln_2, mlp.c_fc.weight.t(), mlp.c_fc.bias, mlp.c_proj.weight.t(), mlp.c_proj.bias)
+
+    def mm(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return linear.weight.detach().t(), None if linear.bias is None else linear.bias.detach()
+
+    return (_norm_args(block.ln_1), *mm(attn.c_attn), _norm_args(attn.qk_norm), *mm(attn.c_proj),
+            _norm_args(block.ln_2), *mm(mlp.c_fc), *mm(mlp.c_proj))
+
+
+def _norm_args(ln: nn.LayerNorm) -> tuple:
+    return ln.normalized_shape, ln.weight.detach(), None if ln.bias is None else ln.bias.detach(), ln.eps
 
 
 def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -111,8 +132,8 @@ def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x if x.dtype == dtype else x.to(dtype)
 
 
-def _norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
-    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+def _norm(x: torch.Tensor, args: tuple) -> torch.Tensor:
+    return torch.layer_norm(x, *args)
 
 
 def _linear(x: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor | None, residual: torch.Tensor | None = None,
@@ -135,6 +156,40 @@ def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).to(x.dtype)
     turned = torch.view_as_complex(pairs.contiguous()) * torch.view_as_complex(rope)
     return torch.view_as_real(turned).flatten(-2).to(x.dtype)
+
+
+def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, kv: torch.Tensor, rope: torch.Tensor,
+            hidden: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """GPT.decode_slots' step on the cache's tensors: kv (n_layer, 2, S, nh, W, hs), rope (positions, hs/2),
+    hidden (W, width): the mask's rows, read up to the widest position. Sizes come from the tensors, so that
+    one trace serves every batch and width."""
+    S, W, width = tokens.size(0), kv.size(4), hidden.size(1)
+    ring = pos % W
+    # the ring index of slot s, head h, for keys (t = 0) and values (t = 1), in kv[layer] seen as (-1, hs)
+    where = (torch.arange(2 * S * nh, device=pos.device).view(2, S, nh) * W).add_(ring[:, None]).view(-1)
+    hidden = hidden.index_select(0, pos.clamp(max=W - 1))[:, None, None, :]  # (S, 1, 1, width)
+    hidden = hidden.expand(S, nh, 1, width).reshape(S * nh, 1, width)
+    turn = rope.index_select(0, pos)[:, None]  # (S, 1, hs/2) complex: RoPE at each row's position
+    scale = 1.0 / math.sqrt(hs)
+    x = head[2].index_select(0, tokens)  # (S, C)
+    for layer, (ln_1, qkv_t, qkv_b, qk_norm, proj_t, proj_b, ln_2, fc_t, fc_b, out_t, out_b) in enumerate(weights):
+        qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(S, 3 * nh, hs)
+        qk = _as(_norm(qkv[:, :2 * nh], qk_norm), torch.float32)  # (S, 2 nh, hs), turned as rotate() does:
+        qk = torch.view_as_real(torch.view_as_complex(qk.view(S, 2 * nh, hs // 2, 2)) * turn).view(S, 2 * nh, hs)
+        new = torch.stack((_as(qk[:, nh:], qkv.dtype), qkv[:, 2 * nh:]))  # (2, S, nh, hs): the key and value
+        ring_kv = kv[layer]  # (2, S, nh, W, hs)
+        ring_kv.view(-1, hs).index_copy_(0, where, _as(new.view(-1, hs), kv.dtype))
+        keys = ring_kv[0, :, :, :width].reshape(S * nh, width, hs)  # views: (S, nh) merge in the ring's layout
+        values = ring_kv[1, :, :, :width].reshape(S * nh, width, hs)
+        q = _as(qk[:, :nh].reshape(S * nh, 1, hs), keys.dtype)
+        # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
+        scores = torch.baddbmm(_as(hidden, keys.dtype), q, keys.transpose(1, 2), alpha=scale)  # (S nh, 1, width)
+        y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), values.dtype), values)
+        x = _linear(_as(y.view(S, nh * hs), x.dtype), proj_t, proj_b, residual=x)
+        h = _linear(_norm(x, ln_2), fc_t, fc_b).relu_()
+        x = _linear(h.mul_(h), out_t, out_b, residual=x)  # relu(h)^2 (the MLP's ReLUSquared, forward only)
+    ln_f, head_t, _ = head
+    return torch.mm(_norm(x, ln_f), head_t)
 
 
 class CausalSelfAttention(nn.Module):
@@ -332,35 +387,7 @@ class GPT(nn.Module):
         always the ones held; `width` (the largest position + 1, at most block_size) bounds the keys read.
         At this model's sizes a step costs its number of kernel calls, not their arithmetic: the layers call
         torch's functions on prepared weights, about fifteen kernels a layer, no module calls."""
-        S, nh, W = tokens.size(0), self.config.n_head, cache.width
-        hs = self.config.n_embd // nh
-        ring = pos % W
-        # the ring index of slot s, head h, for keys (t = 0) and values (t = 1), in kv[layer] seen as (-1, hs)
-        where = (torch.arange(2 * S * nh, device=pos.device).view(2, S, nh) * W).add_(ring[:, None]).view(-1)
-        hidden = cache.hidden.index_select(0, pos.clamp(max=W - 1))[:, None, None, :width]  # (S, 1, 1, width)
-        hidden = hidden.expand(S, nh, 1, width).reshape(S * nh, 1, width)
-        turn = cache.rope.index_select(0, pos)[:, None]  # (S, 1, hs/2) complex: RoPE at each row's position
-        scale = 1.0 / math.sqrt(hs)
-        x = cache.head[2].index_select(0, tokens)  # (S, C)
-        for layer, (ln_1, qkv_t, qkv_b, qk_norm, proj_t, proj_b, ln_2, fc_t, fc_b, out_t, out_b) in enumerate(
-                cache.weights):
-            qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(S, 3 * nh, hs)
-            qk = _as(_norm(qkv[:, :2 * nh], qk_norm), torch.float32)  # (S, 2 nh, hs), turned as rotate() does:
-            qk = torch.view_as_real(torch.view_as_complex(qk.view(S, 2 * nh, hs // 2, 2)) * turn).view(S, 2 * nh, hs)
-            new = torch.stack((_as(qk[:, nh:], qkv.dtype), qkv[:, 2 * nh:]))  # (2, S, nh, hs): the key and value
-            kv = cache.kv[layer]  # (2, S, nh, W, hs)
-            kv.view(-1, hs).index_copy_(0, where, _as(new.view(-1, hs), kv.dtype))
-            keys = kv[0, :, :, :width].reshape(S * nh, width, hs)  # views: (S, nh) merge in the ring's layout
-            values = kv[1, :, :, :width].reshape(S * nh, width, hs)
-            q = _as(qk[:, :nh].reshape(S * nh, 1, hs), keys.dtype)
-            # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
-            scores = torch.baddbmm(_as(hidden, keys.dtype), q, keys.transpose(1, 2), alpha=scale)  # (S nh, 1, width)
-            y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), values.dtype), values)
-            x = _linear(_as(y.view(S, nh * hs), x.dtype), proj_t, proj_b, residual=x)
-            h = _linear(_norm(x, ln_2), fc_t, fc_b).relu_()
-            x = _linear(h.mul_(h), out_t, out_b, residual=x)  # relu(h)^2 (the MLP's ReLUSquared, forward only)
-        ln_f, head_t, _ = cache.head
-        return torch.mm(_norm(x, ln_f), head_t)
+        return cache.step(cache.kv, cache.rope, cache.hidden[:, :width], tokens, pos)
 
     def _inv_freq(self, device: str | torch.device) -> torch.Tensor:
         """RoPE's angular frequencies (hs/2,) in float64, as _rope uses them."""
