@@ -88,10 +88,10 @@ class SlotCache:
                  pos: torch.Tensor) -> torch.Tensor:
             return _decode(weights, head, nh, hs, kv, rope, hidden, tokens, pos)
 
-        self.step = self._eager = step
+        self.step = step
         if self.kv.device.type == "cpu" and dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
             # on a CPU a step is mostly the interpreter's time between small kernels: traced, the graph runs
-            # without Python (~30% less at batch 1). Traced on a copy of one slot: no step is run for real.
+            # without Python (the same arithmetic). Traced on a copy of one slot: no step is run for real.
             example = (self.kv[:, :, :1].clone(), self.rope, self.hidden[:, :2], torch.zeros(1, dtype=torch.long),
                        torch.ones(1, dtype=torch.long))
             self.step = torch.jit.trace(self.step, example, check_trace=False)
@@ -171,20 +171,20 @@ def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, kv: torch.Tenso
     hidden = hidden.expand(S, nh, 1, width).reshape(S * nh, 1, width)
     turn = rope.index_select(0, pos)[:, None]  # (S, 1, hs/2) complex: RoPE at each row's position
     scale = 1.0 / math.sqrt(hs)
+    rings = kv.view(kv.size(0), -1, hs).unbind(0)  # per layer, kv[layer] as rows of hs
+    keys = kv[:, 0, :, :, :width].flatten(1, 2).transpose(2, 3).unbind(0)  # per layer (S nh, hs, width): views
+    values = kv[:, 1, :, :, :width].flatten(1, 2).unbind(0)  # per layer (S nh, width, hs)
     x = head[2].index_select(0, tokens)  # (S, C)
     for layer, (ln_1, qkv_t, qkv_b, qk_norm, proj_t, proj_b, ln_2, fc_t, fc_b, out_t, out_b) in enumerate(weights):
         qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(S, 3 * nh, hs)
         qk = _as(_norm(qkv[:, :2 * nh], qk_norm), torch.float32)  # (S, 2 nh, hs), turned as rotate() does:
         qk = torch.view_as_real(torch.view_as_complex(qk.view(S, 2 * nh, hs // 2, 2)) * turn).view(S, 2 * nh, hs)
         new = torch.stack((_as(qk[:, nh:], qkv.dtype), qkv[:, 2 * nh:]))  # (2, S, nh, hs): the key and value
-        ring_kv = kv[layer]  # (2, S, nh, W, hs)
-        ring_kv.view(-1, hs).index_copy_(0, where, _as(new.view(-1, hs), kv.dtype))
-        keys = ring_kv[0, :, :, :width].reshape(S * nh, width, hs)  # views: (S, nh) merge in the ring's layout
-        values = ring_kv[1, :, :, :width].reshape(S * nh, width, hs)
-        q = _as(qk[:, :nh].reshape(S * nh, 1, hs), keys.dtype)
+        rings[layer].index_copy_(0, where, _as(new.view(-1, hs), kv.dtype))
+        q = _as(qk[:, :nh].reshape(S * nh, 1, hs), kv.dtype)
         # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
-        scores = torch.baddbmm(_as(hidden, keys.dtype), q, keys.transpose(1, 2), alpha=scale)  # (S nh, 1, width)
-        y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), values.dtype), values)
+        scores = torch.baddbmm(_as(hidden, kv.dtype), q, keys[layer], alpha=scale)  # (S nh, 1, width)
+        y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), kv.dtype), values[layer])
         x = _linear(_as(y.view(S, nh * hs), x.dtype), proj_t, proj_b, residual=x)
         h = _linear(_norm(x, ln_2), fc_t, fc_b).relu_()
         x = _linear(h.mul_(h), out_t, out_b, residual=x)  # relu(h)^2 (the MLP's ReLUSquared, forward only)
