@@ -22,6 +22,8 @@ call feeds only the new token.
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -68,33 +70,20 @@ class KVCache:
 class SlotCache:
     """Keys and values for continuous batching, kv (n_layer, 2, slots, nh, block_size, hs): each slot a ring.
 
-    Also what one decoding step reads besides the ring (built once per cache, not per step): the weights as
-    transposed views for torch.mm, RoPE's rotations as complex numbers by position, and the attention mask's
-    rows by position."""
+    Also what one decoding step reads besides the ring (built once per cache, not per step): RoPE's rotations
+    as complex numbers by position, the attention mask's rows by position, and the step itself."""
 
     def __init__(self, model: GPT, slots: int, device: str | torch.device, dtype: torch.dtype, positions: int):
         c = model.config
-        nh, hs, W = c.n_head, c.n_embd // c.n_head, c.block_size
-        self.kv = torch.zeros((c.n_layer, 2, slots, nh, W, hs), device=device, dtype=dtype)
+        W = c.block_size
+        self.kv = torch.zeros((c.n_layer, 2, slots, c.n_head, W, c.n_embd // c.n_head), device=device, dtype=dtype)
         self.width = W
-        weights = [_decode_weights(block) for block in model.h]
-        head = (_norm_args(model.ln_f), model.lm_head.weight.detach().t(), model.wte.weight.detach())
         angles = torch.outer(torch.arange(positions, dtype=torch.float64, device=device), model._inv_freq(device))
         self.rope = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (positions, hs/2)
         # row p: 0 where key j <= p has been written, -inf where it has not (a slot's ring before it wraps)
         self.hidden = torch.full((W, W), float("-inf"), device=device).triu_(1)
+        self.step = _decode_step(model, self.kv)
 
-        def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
-                 pos: torch.Tensor) -> torch.Tensor:
-            return _decode(weights, head, nh, hs, kv, rope, hidden, tokens, pos)
-
-        self.step = step
-        if self.kv.device.type == "cpu" and dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
-            # on a CPU a step is mostly the interpreter's time between small kernels: traced, the graph runs
-            # without Python (the same arithmetic). Traced on a copy of one slot: no step is run for real.
-            example = (self.kv[:, :, :1].clone(), self.rope, self.hidden[:, :2], torch.zeros(1, dtype=torch.long),
-                       torch.ones(1, dtype=torch.long))
-            self.step = torch.jit.trace(self.step, example, check_trace=False)
 
     @property
     def k(self) -> torch.Tensor:
@@ -109,6 +98,36 @@ class SlotCache:
     def keep(self, slots: torch.Tensor) -> None:
         """Keep only `slots` (an index tensor), renumbered from 0 in that order."""
         self.kv = self.kv[:, :, slots]
+
+
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> {what it was built for: step}
+
+
+def _decode_step(model: GPT, kv: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """_decode on `model`'s weights, for caches like kv: traced on a CPU in float32 (a step is then mostly the
+    interpreter's time between small kernels, and the trace runs them without Python; the same arithmetic).
+    Kept per model while its weights stay where they are: a trace takes ~30 ms, a 200-token row ~100 ms."""
+    traced = kv.device.type == "cpu" and kv.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    key = (kv.device, kv.dtype, traced, tuple(p.data_ptr() for p in model.parameters()))
+    steps = _STEPS.setdefault(model, {})
+    if key not in steps:
+        c = model.config
+        nh, hs = c.n_head, c.n_embd // c.n_head
+        weights = [_decode_weights(block) for block in model.h]
+        head = (_norm_args(model.ln_f), model.lm_head.weight.detach().t(), model.wte.weight.detach())
+
+        def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
+                 pos: torch.Tensor) -> torch.Tensor:
+            return _decode(weights, head, nh, hs, kv, rope, hidden, tokens, pos)
+
+        if traced:  # on stand-ins: one slot, two positions; sizes are read from the inputs, so any will do
+            one = torch.zeros(1, dtype=torch.long)
+            example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
+                       torch.zeros(kv.size(4), 2), one, one)
+            step = torch.jit.trace(step, example, check_trace=False)
+        steps.clear()
+        steps[key] = step
+    return steps[key]
 
 
 def _decode_weights(block: Block) -> tuple:
