@@ -114,6 +114,38 @@ def test_sample_rows_keeps_to_top_k_and_top_p():
     assert picked.tolist() == [3, 1, 0]  # all four; the top two; the nucleus holding half the mass: one
 
 
+def test_a_row_without_top_k_or_top_p_draws_the_same_whatever_its_neighbours_filter():
+    """The sort that top_k and top_p need runs for the whole batch once one row has them; the other rows'
+    tokens must not change with it (their texts would depend on their neighbours)."""
+    torch.manual_seed(0)
+    logits, u = torch.randn(64, VOCAB) * 3, torch.rand(64)
+    temperature, top_k, top_p = torch.full((64, 1), 0.8), torch.full((64, 1), VOCAB), torch.full((64, 1), 2.0)
+    plain = sample_rows(logits, temperature, top_k, top_p, u, filtered=False)
+    assert torch.equal(sample_rows(logits, temperature, top_k, top_p, u, filtered=True), plain)
+    top_k[::2] = 3  # half the rows filter now: the others keep their tokens
+    mixed = sample_rows(logits, temperature, top_k, top_p, u, filtered=True)
+    assert torch.equal(mixed[1::2], plain[1::2])
+    assert all(int(t) in row.topk(3).indices.tolist() for row, t in zip(logits[::2], mixed[::2].tolist()))
+
+
+def test_decoding_follows_weights_changed_after_a_first_run():
+    """The traced step is kept per model: weights changed in place (an optimizer step) or replaced (a load onto
+    new tensors) are what the next run decodes with."""
+    model = gpt()
+    text = torch.randint(0, VOCAB, (1, 12))
+    for change in (lambda p: p.mul_(1.5), lambda p: setattr(p, "data", p.data.clone().add_(0.01))):
+        model.decode_slots(model.new_slots(1, "cpu", torch.float32, 12), text[0, :1], torch.tensor([0]), 1)
+        with torch.no_grad():
+            for p in model.parameters():
+                change(p)
+        full, _ = model(text)
+        cache = model.new_slots(1, "cpu", torch.float32, 12)
+        model.prefill_slots(cache, [0], [text[0, :4].tolist()])
+        for pos in range(4, 11):
+            logits = model.decode_slots(cache, text[0, pos:pos + 1], torch.tensor([pos]), pos + 1)
+            assert torch.allclose(logits[0], full[0, pos], atol=1e-4), pos
+
+
 def test_choose_slots_follows_memory_and_caps():
     model = gpt()
     assert choose_slots(model, "cpu", rows=5) == 5
