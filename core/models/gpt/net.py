@@ -106,15 +106,15 @@ _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> {what 
 def _decode_step(model: GPT, kv: torch.Tensor) -> Callable[..., torch.Tensor]:
     """_decode on `model`'s weights, for caches like kv: traced on a CPU in float32 (a step is then mostly the
     interpreter's time between small kernels, and the trace runs them without Python; the same arithmetic).
-    Kept per model while its weights stay where they are: a trace takes ~30 ms, a 200-token row ~100 ms."""
+    Kept per model until a weight changes (in place or replaced): a trace takes ~30 ms, a 200-token row ~100 ms."""
     traced = kv.device.type == "cpu" and kv.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-    key = (kv.device, kv.dtype, traced, tuple(p.data_ptr() for p in model.parameters()))
+    key = (kv.device, kv.dtype, traced, tuple((p.data_ptr(), p._version) for p in model.parameters()))
     steps = _STEPS.setdefault(model, {})
     if key not in steps:
         c = model.config
         nh, hs = c.n_head, c.n_embd // c.n_head
         weights = [_decode_weights(block) for block in model.h]
-        head = (_norm_args(model.ln_f), model.lm_head.weight.detach().t(), model.wte.weight.detach())
+        head = (_norm_args(model.ln_f), _transposed(model.lm_head.weight), model.wte.weight.detach())
 
         def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
                  pos: torch.Tensor) -> torch.Tensor:
@@ -131,15 +131,20 @@ def _decode_step(model: GPT, kv: torch.Tensor) -> Callable[..., torch.Tensor]:
 
 
 def _decode_weights(block: Block) -> tuple:
-    """A block's weights as decode_slots uses them (views, detached): LayerNorms as layer_norm's arguments,
-    matrices transposed for torch.mm."""
+    """A block's weights as decode_slots uses them (detached): LayerNorms as layer_norm's arguments, matrices
+    transposed for torch.mm."""
     attn, mlp = block.attn, block.mlp
 
     def mm(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return linear.weight.detach().t(), None if linear.bias is None else linear.bias.detach()
+        return _transposed(linear.weight), None if linear.bias is None else linear.bias.detach()
 
     return (_norm_args(block.ln_1), *mm(attn.c_attn), _norm_args(attn.qk_norm), *mm(attn.c_proj),
             _norm_args(block.ln_2), *mm(mlp.c_fc), *mm(mlp.c_proj))
+
+
+def _transposed(weight: torch.Tensor) -> torch.Tensor:
+    """weight (out, in) as a (in, out) copy for torch.mm: ~10% less time a step than its transposed view."""
+    return weight.detach().t().contiguous()
 
 
 def _norm_args(ln: nn.LayerNorm) -> tuple:
