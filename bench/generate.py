@@ -84,7 +84,7 @@ def rerun_rate(model: GPT, prompts: list[list[int]], new: int) -> float:
     return new * idx.size(0) / (clock() - start)
 
 
-def best_of(ours, peer, repeats: int = 2) -> tuple[float, float]:
+def best_of(ours, peer, repeats: int = 3) -> tuple[float, float]:
     """The best rate of each of two measurements, run in turn `repeats` times: the machine is shared, and a
     neighbour's burst should not land on one side only."""
     a, b = [], []
