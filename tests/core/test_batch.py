@@ -72,6 +72,21 @@ def test_slot_cache_matches_the_full_forward_past_the_window():
         assert torch.allclose(logits[1], full[0, pos], atol=1e-4), pos
 
 
+def test_the_untraced_step_with_a_bfloat16_cache_under_autocast_matches_the_forward():
+    """What a GPU runs (the step is traced only on a CPU in float32): a bfloat16 cache, under autocast."""
+    model = gpt(block_size=8)
+    text = torch.randint(0, VOCAB, (1, 20))
+    full, _ = model(text)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = model.new_slots(2, "cpu", torch.bfloat16, 20)
+        assert not isinstance(cache.step, torch.jit.ScriptFunction)
+        model.prefill_slots(cache, [0], [text[0, :3].tolist()])
+        for pos in range(3, 19):
+            logits = model.decode_slots(cache, torch.stack([text[0, pos], text[0, 0]]), torch.tensor([pos, 0]),
+                                        min(pos + 1, 8))
+            assert torch.allclose(logits[0].float(), full[0, pos], atol=0.1), pos
+
+
 def test_continuous_batching_takes_fewer_steps_than_static_batches():
     model = gpt()
     rows = [Request(i, [1, 2], 2 if i % 4 else 30, seed=i) for i in range(32)]
