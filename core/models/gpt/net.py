@@ -84,7 +84,6 @@ class SlotCache:
         self.hidden = torch.full((W, W), float("-inf"), device=device).triu_(1)
         self.step = _decode_step(model, self.kv)
 
-
     @property
     def k(self) -> torch.Tensor:
         """The keys (n_layer, slots, nh, block_size, hs)."""
@@ -409,8 +408,9 @@ class GPT(nn.Module):
 
         Slot s keeps the keys of position p at ring index p % block_size, so the newest block_size keys are
         always the ones held; `width` (the largest position + 1, at most block_size) bounds the keys read.
-        At this model's sizes a step costs its number of kernel calls, not their arithmetic: the layers call
-        torch's functions on prepared weights, about fifteen kernels a layer, no module calls."""
+        The step (_decode) calls torch's functions on weights prepared once, about fifteen kernels a layer and
+        no module calls: at this model's sizes a step costs its kernel calls and the bytes it reads (weights,
+        keys and values), not its arithmetic."""
         return cache.step(cache.kv, cache.rope, cache.hidden[:, :width], tokens, pos)
 
     def _inv_freq(self, device: str | torch.device) -> torch.Tensor:
