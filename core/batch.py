@@ -1,9 +1,9 @@
 """Continuous batching for the text models: rows enter a running batch as others finish.
 
-A model takes part when it has `new_slots(n, device, dtype) -> state`, `prefill_slots(state, slots, prompts)
--> logits (n, vocab)`, `decode_slots(state, tokens (S,), pos (S,), width) -> logits (S, vocab)` and
-`slot_bytes()` (GPT: a ring of block_size keys per slot; GRU: a hidden state per slot), and the state a
-`keep(slots)` that drops the others.
+A model takes part when it has `new_slots(n, device, dtype, positions) -> state` (positions: above any
+position decoded), `prefill_slots(state, slots, prompts) -> logits (n, vocab)`, `decode_slots(state, tokens (S,),
+pos (S,), width) -> logits (S, vocab)` and `slot_bytes()` (GPT: a ring of block_size keys per slot; GRU: a hidden
+state per slot), and the state a `keep(slots)` that drops the others.
 
 Each row samples with its own uniforms, drawn up front from a generator seeded by the row's seed, and every
 row's computation reads only its own slot: a row's text does not depend on the batch it ran in or on the
@@ -80,18 +80,26 @@ def choose_slots(model: nn.Module, device: str, rows: int, cap: int | None = Non
 
 
 def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-                uniforms: torch.Tensor) -> torch.Tensor:
+                uniforms: torch.Tensor, filtered: bool = True) -> torch.Tensor:
     """One token per row of logits (S, vocab) with per-row temperature (S, 1), top_k (S, 1; vocab: all),
-    top_p (S, 1; 1: all) and a uniform (S,) in [0, 1) each: inverse-CDF sampling over the sorted vocabulary."""
-    vocab = logits.size(-1)
-    ordered, order = torch.sort(logits.float() / temperature, dim=-1, descending=True, stable=True)
-    ranks = torch.arange(vocab, device=logits.device)
-    probs = torch.softmax(ordered.masked_fill(ranks >= top_k, float("-inf")), dim=-1)
-    # nucleus: the most likely tokens whose total reaches top_p (the first always kept)
-    probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+    top_p (S, 1; >= 1: all) and a uniform (S,) in [0, 1) each: inverse-CDF sampling in vocabulary order.
+
+    filtered=False says no row has a top_k or top_p: the sort that finds what they drop is skipped. A row
+    without them draws the same token either way (its probabilities are not touched), so its text does not
+    depend on whether a neighbour filters."""
+    probs = torch.softmax(logits / temperature, dim=-1, dtype=torch.float32)  # (S, vocab)
+    vocab = probs.size(-1)
+    if filtered:
+        ordered, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        cut = torch.arange(vocab, device=probs.device) >= top_k  # past the top k
+        kept = ordered.masked_fill(cut, 0.0)
+        kept = kept / kept.sum(-1, keepdim=True)
+        # nucleus: the most likely tokens whose total reaches top_p (the first always kept)
+        cut |= kept.cumsum(-1) - kept >= top_p
+        probs = probs.masked_fill(cut.scatter(1, order, cut), 0.0)
     cdf = probs.cumsum(-1)
-    pick = torch.searchsorted(cdf, (uniforms[:, None] * cdf[:, -1:]).contiguous(), right=True).clamp_(max=vocab - 1)
-    return order.gather(1, pick)[:, 0]
+    pick = torch.searchsorted(cdf, uniforms[:, None] * cdf[:, -1:], right=True)
+    return pick.clamp_(max=vocab - 1)[:, 0]
 
 
 class BatchGenerator:
@@ -106,7 +114,7 @@ class BatchGenerator:
         self.context = context  # the longest prompt read (its newest tokens), None: any
         self.steps = 0  # batched decoding steps run (for tests and benchmarks)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def run(self, requests: Sequence[Request], on_finish: Callable[[Finished], None],
             should_stop: Callable[[], bool] | None = None) -> bool:
         """Generate every request, calling on_finish(row) as each ends (any order). Returns False when
@@ -120,13 +128,17 @@ class BatchGenerator:
         pending = deque(sorted(requests, key=lambda r: -r.max_new_tokens) if self.continuous else requests)
         S, dev = min(self.slots, len(requests)), self.device
         longest = max(r.max_new_tokens for r in requests)
-        state = self.model.new_slots(S, dev, self.dtype)
+        positions = max(len(self._prompt(r)) + r.max_new_tokens for r in requests)
+        state = self.model.new_slots(S, dev, self.dtype, positions)
         active: list[_Active | None] = [None] * S
         logits = torch.zeros(S, 1, device=dev)
         temperature = torch.ones(S, 1, device=dev)
         top_k = torch.zeros(S, 1, dtype=torch.long, device=dev)
         top_p = torch.ones(S, 1, device=dev)
         uniforms = torch.zeros(S, longest, device=dev)
+        # per slot, on the device: the next token's position, tokens drawn, and 1 while a row holds the slot
+        pos, drawn, live = (torch.zeros(S, dtype=torch.long, device=dev) for _ in range(3))
+        filtering = 0  # rows in the slots with a top_k or a top_p
         while True:
             if should_stop is not None and should_stop():
                 return False
@@ -136,45 +148,60 @@ class BatchGenerator:
             group = min(len(pending), max(1, S // 8) if self.continuous else S)
             if pending and len(free) >= group:
                 admitted = [(slot, pending.popleft()) for slot in free[:len(pending)]]
-                prompts = [r.prompt[-self.context:] if self.context else r.prompt for _, r in admitted]
+                prompts = [self._prompt(r) for _, r in admitted]
                 slots = [slot for slot, _ in admitted]
                 row_logits = self.model.prefill_slots(state, slots, prompts)
                 if logits.size(1) != row_logits.size(1):
                     logits = torch.zeros(S, row_logits.size(1), device=dev, dtype=row_logits.dtype)
-                logits[slots] = row_logits.to(logits.dtype)
+                index = torch.tensor(slots, device=dev)
+                logits[index] = row_logits.to(logits.dtype)
                 for (slot, request), prompt in zip(admitted, prompts, strict=True):
-                    temperature[slot] = request.temperature
-                    top_k[slot] = request.top_k or logits.size(1)
-                    top_p[slot] = request.top_p if request.top_p is not None else 1.0
                     gen = torch.Generator().manual_seed(request.seed)
                     uniforms[slot, :request.max_new_tokens] = torch.rand(request.max_new_tokens, generator=gen)
                     active[slot] = _Active(request, pos=len(prompt))
-            live = [s for s, a in enumerate(active) if a is not None]
-            if not live:
+                    filtering += _filters(request)
+                rows = [r for _, r in admitted]
+                temperature[index, 0] = torch.tensor([r.temperature for r in rows], device=dev)
+                top_k[index, 0] = torch.tensor([r.top_k or logits.size(1) for r in rows], device=dev)
+                top_p[index, 0] = torch.tensor([r.top_p if r.top_p is not None and r.top_p < 1 else 2.0
+                                            for r in rows], device=dev)
+                pos[index] = torch.tensor([len(p) for p in prompts], device=dev)
+                drawn[index], live[index] = 0, 1
+            live_rows = [s for s, a in enumerate(active) if a is not None]
+            if not live_rows:
                 return True
-            if self.continuous and not pending and len(live) <= S // 2 and S > 1:
+            if self.continuous and not pending and len(live_rows) <= S // 2 and S > 1:
                 # the tail: decode only the rows left (a copy of their slots, once per halving)
-                keep = torch.tensor(live, device=dev)
+                keep = torch.tensor(live_rows, device=dev)
                 state.keep(keep)
-                logits, temperature, top_k, top_p, uniforms = (
-                    t[keep] for t in (logits, temperature, top_k, top_p, uniforms))
-                active, S = [active[s] for s in live], len(live)
-            counts = torch.tensor([len(a.tokens) if a else 0 for a in active], device=dev)
-            tokens = sample_rows(logits, temperature, top_k, top_p, uniforms.gather(1, counts[:, None])[:, 0])
-            drawn = tokens.tolist()
-            for slot, row in enumerate(active):
-                if row is not None and self._take(row, drawn[slot]):
+                logits, temperature, top_k, top_p, uniforms, pos, drawn, live = (
+                    t[keep] for t in (logits, temperature, top_k, top_p, uniforms, pos, drawn, live))
+                active, S = [active[s] for s in live_rows], len(live_rows)
+            tokens = sample_rows(logits, temperature, top_k, top_p, uniforms.gather(1, drawn[:, None])[:, 0],
+                                 filtering > 0)
+            drawn += live
+            for slot, token in enumerate(tokens.tolist()):  # the step's one wait for the device
+                row = active[slot]
+                if row is not None and self._take(row, token):
                     on_finish(Finished(row.request.key, row.tokens, row.text, row.reason))
                     active[slot] = None
-            if all(a is None for a in active) and not pending:
-                return True
-            pos = [a.pos if a is not None else 0 for a in active]
-            width = min(max(pos) + 1, self._window())
-            logits = self.model.decode_slots(state, tokens, torch.tensor(pos, device=dev), width)
+                    filtering -= _filters(row.request)
+                    pos[slot] = drawn[slot] = live[slot] = 0
+            if all(a is None for a in active):
+                if not pending:
+                    return True
+                continue  # every slot freed at once: admit before decoding
+            width = min(max(a.pos for a in active if a is not None) + 1, self._window())
+            logits = self.model.decode_slots(state, tokens, pos, width)
             self.steps += 1
+            pos += live
             for row in active:
                 if row is not None:
                     row.pos += 1
+
+    def _prompt(self, request: Request) -> list[int]:
+        """The prompt tokens read: the newest `context` of them."""
+        return request.prompt[-self.context:] if self.context else request.prompt
 
     def _window(self) -> int:
         return getattr(getattr(self.model, "config", None), "block_size", None) or 1 << 62
@@ -198,3 +225,8 @@ class BatchGenerator:
             row.text = self.decode(row.tokens) if self.decode else None
             return True
         return False
+
+
+def _filters(request: Request) -> bool:
+    """Whether a row's sampling may drop tokens: a top_k, or a top_p below 1."""
+    return request.top_k is not None or (request.top_p is not None and request.top_p < 1)

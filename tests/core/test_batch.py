@@ -62,7 +62,7 @@ def test_slot_cache_matches_the_full_forward_past_the_window():
     model = gpt(block_size=8)
     text = torch.randint(0, VOCAB, (1, 30))
     full, _ = model(text)
-    cache = model.new_slots(3, "cpu", torch.float32)
+    cache = model.new_slots(3, "cpu", torch.float32, 30)
     prompt = text[0, :5].tolist()
     logits = model.prefill_slots(cache, [1], [prompt])
     assert torch.allclose(logits[0], full[0, 4], atol=1e-5)
@@ -70,6 +70,21 @@ def test_slot_cache_matches_the_full_forward_past_the_window():
         tokens = torch.tensor([0, int(text[0, pos]), 0])
         logits = model.decode_slots(cache, tokens, torch.tensor([0, pos, 0]), min(pos + 1, 8))
         assert torch.allclose(logits[1], full[0, pos], atol=1e-4), pos
+
+
+def test_the_untraced_step_with_a_bfloat16_cache_under_autocast_matches_the_forward():
+    """What a GPU runs (the step is traced only on a CPU in float32): a bfloat16 cache, under autocast."""
+    model = gpt(block_size=8)
+    text = torch.randint(0, VOCAB, (1, 20))
+    full, _ = model(text)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = model.new_slots(2, "cpu", torch.bfloat16, 20)
+        assert not isinstance(cache.step, torch.jit.ScriptFunction)
+        model.prefill_slots(cache, [0], [text[0, :3].tolist()])
+        for pos in range(3, 19):
+            logits = model.decode_slots(cache, torch.stack([text[0, pos], text[0, 0]]), torch.tensor([pos, 0]),
+                                        min(pos + 1, 8))
+            assert torch.allclose(logits[0].float(), full[0, pos], atol=0.1), pos
 
 
 def test_continuous_batching_takes_fewer_steps_than_static_batches():
@@ -112,6 +127,38 @@ def test_sample_rows_keeps_to_top_k_and_top_p():
     top_k, top_p = torch.tensor([[4], [2], [4]]), torch.tensor([[1.0], [1.0], [0.5]])
     picked = sample_rows(logits, torch.ones(3, 1), top_k, top_p, u)
     assert picked.tolist() == [3, 1, 0]  # all four; the top two; the nucleus holding half the mass: one
+
+
+def test_a_row_without_top_k_or_top_p_draws_the_same_whatever_its_neighbours_filter():
+    """The sort that top_k and top_p need runs for the whole batch once one row has them; the other rows'
+    tokens must not change with it (their texts would depend on their neighbours)."""
+    torch.manual_seed(0)
+    logits, u = torch.randn(64, VOCAB) * 3, torch.rand(64)
+    temperature, top_k, top_p = torch.full((64, 1), 0.8), torch.full((64, 1), VOCAB), torch.full((64, 1), 2.0)
+    plain = sample_rows(logits, temperature, top_k, top_p, u, filtered=False)
+    assert torch.equal(sample_rows(logits, temperature, top_k, top_p, u, filtered=True), plain)
+    top_k[::2] = 3  # half the rows filter now: the others keep their tokens
+    mixed = sample_rows(logits, temperature, top_k, top_p, u, filtered=True)
+    assert torch.equal(mixed[1::2], plain[1::2])
+    assert all(int(t) in row.topk(3).indices.tolist() for row, t in zip(logits[::2], mixed[::2].tolist()))
+
+
+def test_decoding_follows_weights_changed_after_a_first_run():
+    """The traced step is kept per model: weights changed in place (an optimizer step) or replaced (a load onto
+    new tensors) are what the next run decodes with."""
+    model = gpt()
+    text = torch.randint(0, VOCAB, (1, 12))
+    for change in (lambda p: p.mul_(1.5), lambda p: setattr(p, "data", p.data.clone().add_(0.01))):
+        model.decode_slots(model.new_slots(1, "cpu", torch.float32, 12), text[0, :1], torch.tensor([0]), 1)
+        with torch.no_grad():
+            for p in model.parameters():
+                change(p)
+        full, _ = model(text)
+        cache = model.new_slots(1, "cpu", torch.float32, 12)
+        model.prefill_slots(cache, [0], [text[0, :4].tolist()])
+        for pos in range(4, 11):
+            logits = model.decode_slots(cache, text[0, pos:pos + 1], torch.tensor([pos]), pos + 1)
+            assert torch.allclose(logits[0], full[0, pos], atol=1e-4), pos
 
 
 def test_choose_slots_follows_memory_and_caps():

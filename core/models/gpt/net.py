@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genq.core.device import fused_adamw
+from genq.core.models.gpt.slots import SlotCache
 
 
 @dataclass
@@ -63,20 +64,6 @@ class KVCache:
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
         self.kv[layer] = (k[:, :, -self.keep:], v[:, :, -self.keep:])
         return k, v
-
-
-class SlotCache:
-    """Keys and values for continuous batching: per layer (slots, nh, block_size, hs), each slot a ring."""
-
-    def __init__(self, config: GPTConfig, slots: int, device: str | torch.device, dtype: torch.dtype):
-        shape = (config.n_layer, slots, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.width = config.block_size
-
-    def keep(self, slots: torch.Tensor) -> None:
-        """Keep only `slots` (an index tensor), renumbered from 0 in that order."""
-        self.k, self.v = self.k[:, slots], self.v[:, slots]
 
 
 def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
@@ -246,9 +233,9 @@ class GPT(nn.Module):
         return logits[:, -1, :], cache
 
     # -- continuous batching (genq.core.batch): a slot per row, each slot a ring of block_size keys ------------
-    def new_slots(self, slots: int, device: str | torch.device, dtype: torch.dtype) -> SlotCache:
-        """An empty cache of `slots` rows for decode_slots."""
-        return SlotCache(self.config, slots, device, dtype)
+    def new_slots(self, slots: int, device: str | torch.device, dtype: torch.dtype, positions: int) -> SlotCache:
+        """An empty cache of `slots` rows for decode_slots, for positions below `positions`."""
+        return SlotCache(self, slots, device, dtype, positions)
 
     def slot_bytes(self, dtype_bytes: int = 4) -> int:
         """Memory one slot takes: its keys and values, plus the activations of one decoding row (a bound)."""
@@ -262,25 +249,23 @@ class GPT(nn.Module):
         if max(map(len, prompts)) > self.config.block_size:
             return torch.cat([self._prefill_one(cache, s, p) for s, p in zip(slots, prompts, strict=True)])
         T = max(map(len, prompts))
-        idx = torch.tensor([p + [0] * (T - len(p)) for p in prompts], device=cache.k.device)
+        idx = torch.tensor([p + [0] * (T - len(p)) for p in prompts], device=cache.kv.device)
         kv = KVCache(self.config.n_layer, T + 1)  # keeps all T
         logits, _ = self(idx, cache=kv)
+        read = torch.stack([torch.stack(pair) for pair in kv.kv]).to(cache.kv.dtype)  # (n_layer, 2, n, nh, T, hs)
         for row, (slot, prompt) in enumerate(zip(slots, prompts, strict=True)):
-            n = len(prompt)
-            for layer, (k, v) in enumerate(kv.kv):  # (n, nh, T, hs): this row's first n positions
-                cache.k[layer][slot][:, :n] = k[row, :, :n].to(cache.k.dtype)
-                cache.v[layer][slot][:, :n] = v[row, :, :n].to(cache.v.dtype)
+            cache.kv[:, :, slot, :, :len(prompt)] = read[:, :, row, :, :len(prompt)]
         return logits[torch.arange(len(prompts)), torch.tensor([len(p) - 1 for p in prompts])]
 
     def _prefill_one(self, cache: SlotCache, slot: int, prompt: list[int]) -> torch.Tensor:
         """A prompt of any length into `slot` (read a block at a time); its next-token logits (1, vocab)."""
-        idx = torch.tensor([prompt], device=cache.k.device)
+        idx = torch.tensor([prompt], device=cache.kv.device)
         logits, kv = self.step(idx, None)
         T, W = idx.size(1), cache.width
         for layer, (k, v) in enumerate(kv.kv):  # the newest min(T, block_size - 1) tokens' (1, nh, L, hs)
             ring = torch.arange(T - k.size(2), T, device=k.device) % W
-            cache.k[layer][slot][:, ring] = k[0].to(cache.k.dtype)
-            cache.v[layer][slot][:, ring] = v[0].to(cache.v.dtype)
+            cache.k[layer][slot][:, ring] = k[0].to(cache.kv.dtype)
+            cache.v[layer][slot][:, ring] = v[0].to(cache.kv.dtype)
         return logits
 
     @torch.no_grad()
@@ -288,45 +273,14 @@ class GPT(nn.Module):
         """One token per slot: tokens (S,) at positions pos (S,) -> next-token logits (S, vocab).
 
         Slot s keeps the keys of position p at ring index p % block_size, so the newest block_size keys are
-        always the ones held; `width` (the largest position + 1, at most block_size) bounds the keys read."""
-        S, C, nh = tokens.size(0), self.config.n_embd, self.config.n_head
-        ring = pos % cache.width
-        rows = torch.arange(S, device=tokens.device)
-        # key j of slot s is valid once written: j <= pos (every ring index is, after block_size tokens)
-        hidden = (torch.arange(width, device=tokens.device)[None, :] > pos[:, None])[:, None, None, :]  # (S,1,1,W)
-        scale = 1.0 / math.sqrt(C // nh)
-        cos, sin = self._rope_rows(pos)  # (S, 1, 1, hs) each
-        x = self.wte(tokens[:, None])  # (S, 1, C)
-        for layer, block in enumerate(self.h):
-            attn = block.attn
-            qkv = attn.c_attn(block.ln_1(x)).view(S, 1, 3 * nh, C // nh)
-            qk = attn.qk_norm(qkv[:, :, :2 * nh])  # (S, 1, 2 nh, hs), turned as rotate() does, in fewer ops:
-            qk = (qk * cos + qk.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin).to(qkv.dtype)
-            q, k = qk.transpose(1, 2).split(nh, dim=1)  # (S, nh, 1, hs)
-            keys, values = cache.k[layer], cache.v[layer]  # (S, nh, block_size, hs)
-            keys[rows, :, ring] = k[:, :, 0].to(keys.dtype)
-            values[rows, :, ring] = qkv[:, 0, 2 * nh:].to(values.dtype)
-            # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
-            scores = q @ keys[:, :, :width].transpose(2, 3).to(q.dtype)  # (S, nh, 1, width)
-            weights = torch.softmax(scores.float().mul_(scale).masked_fill_(hidden, float("-inf")), dim=-1)
-            y = weights.to(q.dtype) @ values[:, :, :width].to(q.dtype)  # (S, nh, 1, hs)
-            x = x + attn.c_proj(y.reshape(S, 1, C))
-            mlp = block.mlp  # its forward without the autograd Function (whose call costs more than the math)
-            x = x + mlp.c_proj(torch.relu(mlp.c_fc(block.ln_2(x))).square())
-        return self.lm_head(self.ln_f(x))[:, 0]
+        always the ones held; `width` (the largest position + 1, at most block_size) bounds the keys read.
+        The step is genq.core.models.gpt.slots' (a few kernels a layer on prepared weights, traced on a CPU)."""
+        return cache.step(cache.kv, cache.rope, cache.hidden[:, :width], tokens, pos)
 
-    def _rope_rows(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """RoPE for one position per row (the angles of _rope), each (S, 1, 1, hs): the cosines repeated per
-        pair, and the sines signed so that x * cos + swap_pairs(x) * sin is rotate(x): (a cos - b sin,
-        b cos + a sin) with the same products and sums."""
+    def _inv_freq(self, device: str | torch.device) -> torch.Tensor:
+        """RoPE's angular frequencies (hs/2,) in float64, as _rope uses them."""
         hs = self.config.n_embd // self.config.n_head
-        inv_freq = getattr(self, "_inv_freq", None)
-        if inv_freq is None or inv_freq.device != pos.device:
-            inv_freq = self.config.rope_base ** -(torch.arange(0, hs, 2, dtype=torch.float64, device=pos.device) / hs)
-            self._inv_freq = inv_freq
-        angles = (pos.double()[:, None] * inv_freq)[:, None, None, :]  # (S, 1, 1, hs/2)
-        cos, sin = angles.cos().float(), angles.sin().float()
-        return torch.stack((cos, cos), dim=-1).flatten(-2), torch.stack((-sin, sin), dim=-1).flatten(-2)
+        return self.config.rope_base ** -(torch.arange(0, hs, 2, dtype=torch.float64, device=device) / hs)
 
     def optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.99),
                   device: str = "cpu") -> torch.optim.AdamW:

@@ -64,8 +64,8 @@ class GRULM(nn.Module):
         return logits[:, -1, :], h
 
     # -- continuous batching (genq.core.batch): a slot per row holds its hidden state ------------------------
-    def new_slots(self, slots: int, device: str | torch.device, dtype: torch.dtype) -> SlotState:
-        """An empty state of `slots` rows for decode_slots."""
+    def new_slots(self, slots: int, device: str | torch.device, dtype: torch.dtype, positions: int) -> SlotState:
+        """An empty state of `slots` rows for decode_slots (positions play no part)."""
         return SlotState(torch.zeros(self.config.n_layer, slots, self.config.hidden_size, device=device,
                                      dtype=dtype))
 

@@ -1,0 +1,153 @@
+"""Continuous batching's side of the GPT (genq.core.batch): the slots' KV cache and the decoding step.
+
+A step runs one token per slot through the network with torch's functions on weights prepared once, a few
+kernels a layer and no module calls (at this model's sizes a step costs its kernel calls and the bytes it reads,
+not its arithmetic), traced with torch.jit.trace on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from genq.core.models.gpt.net import GPT, Block
+
+
+class SlotCache:
+    """Keys and values for continuous batching, kv (n_layer, 2, slots, nh, block_size, hs): each slot a ring.
+
+    Also what one decoding step reads besides the ring (built once per cache, not per step): RoPE's rotations
+    as complex numbers by position, the attention mask's rows by position, and the step itself."""
+
+    def __init__(self, model: GPT, slots: int, device: str | torch.device, dtype: torch.dtype, positions: int):
+        c = model.config
+        W = c.block_size
+        self.kv = torch.zeros((c.n_layer, 2, slots, c.n_head, W, c.n_embd // c.n_head), device=device, dtype=dtype)
+        self.width = W
+        angles = torch.outer(torch.arange(positions, dtype=torch.float64, device=device), model._inv_freq(device))
+        self.rope = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (positions, hs/2)
+        # row p: 0 where key j <= p has been written, -inf where it has not (a slot's ring before it wraps)
+        self.hidden = torch.full((W, W), float("-inf"), device=device).triu_(1)
+        self.step = _decode_step(model, self.kv)
+
+    @property
+    def k(self) -> torch.Tensor:
+        """The keys (n_layer, slots, nh, block_size, hs)."""
+        return self.kv[:, 0]
+
+    @property
+    def v(self) -> torch.Tensor:
+        """The values (n_layer, slots, nh, block_size, hs)."""
+        return self.kv[:, 1]
+
+    def keep(self, slots: torch.Tensor) -> None:
+        """Keep only `slots` (an index tensor), renumbered from 0 in that order."""
+        self.kv = self.kv[:, :, slots]
+
+
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> {what it was built for: step}
+
+
+def _decode_step(model: GPT, kv: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """_decode on `model`'s weights, for caches like kv: traced on a CPU in float32 (a step is then mostly the
+    interpreter's time between small kernels, and the trace runs them without Python; the same arithmetic).
+    Kept per model until a weight changes (in place or replaced): a trace takes ~30 ms, a 200-token row ~100 ms."""
+    traced = kv.device.type == "cpu" and kv.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    key = (kv.device, kv.dtype, traced, tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    steps = _STEPS.setdefault(model, {})
+    if key not in steps:
+        c = model.config
+        nh, hs = c.n_head, c.n_embd // c.n_head
+        weights = [_decode_weights(block, copy=traced) for block in model.h]
+        head = (_norm_args(model.ln_f), _transposed(model.lm_head.weight, traced), model.wte.weight.detach())
+
+        def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
+                 pos: torch.Tensor) -> torch.Tensor:
+            return _decode(weights, head, nh, hs, kv, rope, hidden, tokens, pos)
+
+        if traced:  # on stand-ins: one slot, two positions; sizes are read from the inputs, so any will do
+            one = torch.zeros(1, dtype=torch.long)
+            example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
+                       torch.zeros(kv.size(4), 2), one, one)
+            step = torch.jit.trace(step, example, check_trace=False)
+        steps.clear()
+        steps[key] = step
+    return steps[key]
+
+
+def _decode_weights(block: Block, copy: bool) -> tuple:
+    """A block's weights as decode_slots uses them (detached): LayerNorms as layer_norm's arguments, matrices
+    transposed for torch.mm."""
+    attn, mlp = block.attn, block.mlp
+
+    def mm(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return _transposed(linear.weight, copy), None if linear.bias is None else linear.bias.detach()
+
+    return (_norm_args(block.ln_1), *mm(attn.c_attn), _norm_args(attn.qk_norm), *mm(attn.c_proj),
+            _norm_args(block.ln_2), *mm(mlp.c_fc), *mm(mlp.c_proj))
+
+
+def _transposed(weight: torch.Tensor, copy: bool) -> torch.Tensor:
+    """weight (out, in) as (in, out) for torch.mm: a copy on a CPU (~10% less time a step than the transposed
+    view there), the view elsewhere (no second copy of the weights in a GPU's memory; not measured on one)."""
+    return weight.detach().t().contiguous() if copy else weight.detach().t()
+
+
+def _norm_args(ln: nn.LayerNorm) -> tuple:
+    return ln.normalized_shape, ln.weight.detach(), None if ln.bias is None else ln.bias.detach(), ln.eps
+
+
+def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x in `dtype`; no call at all when it already is (a call costs more than a step's small kernels)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _norm(x: torch.Tensor, args: tuple) -> torch.Tensor:
+    return torch.layer_norm(x, *args)
+
+
+def _linear(x: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor | None, residual: torch.Tensor | None = None,
+            ) -> torch.Tensor:
+    """residual + x @ w_t + b in as few kernels as the arguments allow (addmm adds the residual)."""
+    y = torch.mm(x, w_t) if residual is None else torch.addmm(residual, x, w_t)
+    return y if b is None else y.add_(b)
+
+
+def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, kv: torch.Tensor, rope: torch.Tensor,
+            hidden: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """GPT.decode_slots' step on the cache's tensors: kv (n_layer, 2, S, nh, W, hs), rope (positions, hs/2),
+    hidden (W, width): the mask's rows, read up to the widest position. Sizes come from the tensors, so that
+    one trace serves every batch and width."""
+    S, W, width = tokens.size(0), kv.size(4), hidden.size(1)
+    ring = pos % W
+    # the ring index of slot s, head h, for keys (t = 0) and values (t = 1), in kv[layer] seen as (-1, hs)
+    where = (torch.arange(2 * S * nh, device=pos.device).view(2, S, nh) * W).add_(ring[:, None]).view(-1)
+    hidden = hidden.index_select(0, pos.clamp(max=W - 1))[:, None, None, :]  # (S, 1, 1, width)
+    hidden = hidden.expand(S, nh, 1, width).reshape(S * nh, 1, width)
+    turn = rope.index_select(0, pos)[:, None]  # (S, 1, hs/2) complex: RoPE at each row's position
+    scale = 1.0 / math.sqrt(hs)
+    rings = kv.view(kv.size(0), -1, hs).unbind(0)  # per layer, kv[layer] as rows of hs
+    keys = kv[:, 0, :, :, :width].flatten(1, 2).transpose(2, 3).unbind(0)  # per layer (S nh, hs, width): views
+    values = kv[:, 1, :, :, :width].flatten(1, 2).unbind(0)  # per layer (S nh, width, hs)
+    x = head[2].index_select(0, tokens)  # (S, C)
+    for layer, (ln_1, qkv_t, qkv_b, qk_norm, proj_t, proj_b, ln_2, fc_t, fc_b, out_t, out_b) in enumerate(weights):
+        qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(S, 3 * nh, hs)
+        qk = _as(_norm(qkv[:, :2 * nh], qk_norm), torch.float32)  # (S, 2 nh, hs), turned as rotate() does:
+        qk = torch.view_as_real(torch.view_as_complex(qk.view(S, 2 * nh, hs // 2, 2)) * turn).view(S, 2 * nh, hs)
+        new = torch.stack((_as(qk[:, nh:], qkv.dtype), qkv[:, 2 * nh:]))  # (2, S, nh, hs): the key and value
+        rings[layer].index_copy_(0, where, _as(new.view(-1, hs), kv.dtype))
+        q = _as(qk[:, :nh].reshape(S * nh, 1, hs), kv.dtype)
+        # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
+        scores = torch.baddbmm(_as(hidden, kv.dtype), q, keys[layer], alpha=scale)  # (S nh, 1, width)
+        y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), kv.dtype), values[layer])
+        x = _linear(_as(y.view(S, nh * hs), x.dtype), proj_t, proj_b, residual=x)
+        h = _linear(_norm(x, ln_2), fc_t, fc_b).relu_()
+        x = _linear(h.mul_(h), out_t, out_b, residual=x)  # relu(h)^2 (the MLP's ReLUSquared, forward only)
+    ln_f, head_t, _ = head
+    return torch.mm(_norm(x, ln_f), head_t)
