@@ -1,4 +1,5 @@
-"""How a running job reports back: batched metric and log writes, a lease-renewing heartbeat, stop requests.
+"""How a running job reports back: batched metric and log writes (from a background thread), a lease-renewing
+heartbeat, stop requests.
 
 Every write to the job row is fenced on (job id, this worker, status running): a worker whose lease was
 taken away can no longer change the job.
