@@ -12,9 +12,8 @@ gru: the article's network, CPU-sized (128-d embedding, 256 GRU units, block 100
 1000 steps. Target: val/loss <= 2.0 within 4 minutes of wall time.
 
 Wall times are noisy on a shared machine; tok/s is the median training speed over the 10-step log
-intervals, which a burst of other work moves far less. The reported val/loss is the job's final one: the
-mean over every non-overlapping block of the validation split (nanoGPT's own figure is an estimate from 20
-random batches, which is off by 0.01-0.02 either way).
+intervals, which a burst of other work moves far less. The reported val/loss is the job's final one: like
+every evaluation's, nanoGPT's estimate from eval_iters (20) validation batches, the same batches every time.
 """
 
 from __future__ import annotations

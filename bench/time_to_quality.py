@@ -9,7 +9,7 @@ batch 12, lr 1e-3 cosine to 1e-4 after 100 warmup steps, 2000 steps), evaluating
 as nanoGPT does (the last evaluation too), drawing no samples; its time runs from the start of the build to
 the end of the last evaluation. Then the same recipe (the same params) runs as a genq job through `genq up`
 and the HTTP API, with the job's defaults for everything the recipe does not set (its network, its optimizer,
-its gallery of samples at every evaluation, its checkpoints, its final full-split evaluation and samples). Its
+its gallery of samples at every evaluation, its checkpoints, its final evaluation and samples). Its
 time to quality runs from the job's started_at to the log line of the first evaluation at or under nanoGPT's
 best validation loss of this run.
 Goals: genq there in a quarter of nanoGPT's whole run or less (>= 4x), and genq's best val/loss <= 1.60.

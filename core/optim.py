@@ -7,9 +7,13 @@ the root-mean-square size of an AdamW update, so the learning rate and weight de
 meaning: a user's `lr` means the same thing whichever optimizer runs.
 Embeddings, the (tied) output head, norms and biases are not hidden matrices: AdamW trains them, as in the
 speedrun.
+torch's Muon runs Newton-Schulz in bfloat16, which a CPU without bf16 units emulates (seconds a step for the
+CPU recipe's 4 x 4 small matrices); `Muon` below runs it in float32 off CUDA, the same iteration.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -31,10 +35,52 @@ def hidden_matrices(blocks: nn.Module) -> list[nn.Parameter]:
     return [p for p in blocks.parameters() if p.requires_grad and p.dim() == 2]
 
 
-def muon(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Muon:
-    """torch.optim.Muon for 2-D `params`, its update scaled to AdamW's size: AdamW's lr and weight decay apply."""
-    return torch.optim.Muon(params, lr=lr, weight_decay=weight_decay, momentum=0.95, nesterov=True,
-                            adjust_lr_fn="match_rms_adamw")
+def orthogonalise(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
+    """Newton-Schulz's approximate U V^T of g (2-D) as torch.optim.Muon computes it, in float32 (bf16 on CUDA)."""
+    a, b, c = coefficients
+    x = g.bfloat16() if g.is_cuda else g.float()
+    wide = x.size(0) <= x.size(1)
+    x = x if wide else x.T  # (short, long): the Gram matrix x x^T is the small one
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x if wide else x.T).to(g.dtype)
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon (its params, state and checkpoints) with Newton-Schulz in float32 off CUDA."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One Muon update of every parameter with a gradient (torch's single-tensor path)."""
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"].lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                update = orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-_adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
+
+
+def _adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    """torch.optim.Muon's learning rate for a matrix of `shape` ("match_rms_adamw": AdamW's update size)."""
+    A, B = shape[:2]
+    if adjust_lr_fn == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(A, B))
+    return lr * math.sqrt(max(1, A / B))
+
+
+def muon(params: list[nn.Parameter], lr: float, weight_decay: float) -> Muon:
+    """Muon for 2-D `params`, its update scaled to AdamW's size: AdamW's lr and weight decay apply."""
+    return Muon(params, lr=lr, weight_decay=weight_decay, momentum=0.95, nesterov=True,
+                adjust_lr_fn="match_rms_adamw")
 
 
 def muon_with_adamw(model: nn.Module, blocks: nn.Module, lr: float, weight_decay: float,

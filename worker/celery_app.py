@@ -79,6 +79,9 @@ def _preload_recipes() -> None:
     busy 2-core machine of README's Speed section."""
     import logging
 
+    # torch's optimizers import torch._dynamo as the first one is built: 3.5 s of a job's start on the busy machine
+    import torch._dynamo  # noqa: F401
+
     from genq.core import spec
 
     for model in spec.registry().values():

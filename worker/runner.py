@@ -185,6 +185,7 @@ class WorkerContext:
                       log_line=f"failed: {traceback.format_exc(limit=5)}")
         finally:
             self.heartbeat.watch(None)
+            hooks.discard()  # a lost lease or a transient failure may leave a background write running
             hooks.files.clean()
 
     def _decline(self, job_id: int) -> None:

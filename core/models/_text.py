@@ -6,7 +6,6 @@ A text model subclasses `TextRecipe` with its network config, network and optimi
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -29,7 +28,6 @@ FINAL_SAMPLES = 3
 GALLERY_SAMPLES = 3
 GALLERY_TOKENS = 100  # new characters per gallery sample (a third as many word or bpe tokens, as in finish)
 GEN_BATCH = 64  # rows decoded at once when a prompt asks for many samples
-FINAL_EVAL_BLOCKS = 4096  # the final val/loss reads up to this many blocks: all of tinyshakespeare's 1742
 
 
 class TextRecipe(Recipe):
@@ -100,8 +98,8 @@ class TextRecipe(Recipe):
         return {"loss": loss.detach()}
 
     def evaluate(self, step: int) -> dict[str, float]:
-        if step >= self.p["max_steps"]:  # the job's reported number: the whole validation split, no sampling noise
-            return _full_val_loss(self.net, self.ds, self.amp(self.device))
+        """val/loss on eval_iters validation batches (nanoGPT's estimate), the same batches at every evaluation
+        (the final one too), so the curve's points compare."""
         with self.amp(self.device):
             return val_loss(self.net, self.ds.val_batches(self.p["eval_iters"]))
 
@@ -205,29 +203,6 @@ class TextRecipe(Recipe):
         net = cls.network(ckpt.config).to(device)
         ckpt.load_into({"model": net})
         return tokenizer_from_state(ckpt.state["tokenizer"]), net.eval()
-
-
-@torch.no_grad()
-def _full_val_loss(net: nn.Module, ds: TextData, amp, rows: int = 64) -> dict[str, float]:
-    """val/loss over the non-overlapping blocks of the validation split (evenly spaced, FINAL_EVAL_BLOCKS at
-    most): the estimate from eval_iters random batches (nanoGPT's) is off by 0.01-0.02 either way."""
-    t = ds.block_size
-    n = (len(ds.val) - 1) // t  # block i reads val[i*t : i*t + t + 1]
-    starts = torch.arange(n) * t
-    if n > FINAL_EVAL_BLOCKS:
-        starts = starts[torch.linspace(0, n - 1, FINAL_EVAL_BLOCKS).long()]
-    offsets = torch.arange(t + 1)
-    was_training = net.training
-    net.eval()
-    total = torch.zeros((), device=ds.device)
-    for chunk in starts.split(rows):
-        blocks = dev.to_device(ds.val[chunk[:, None] + offsets], ds.device)  # (rows, t + 1)
-        with amp:
-            _, loss = net(blocks[:, :-1], blocks[:, 1:])
-        total += loss.float() * len(chunk)  # weighted by rows: the last batch may be short
-    net.train(was_training)
-    loss = (total / len(starts)).item()
-    return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 700.0))}
 
 
 def _sample(net: nn.Module, tok, prompt: str | None, n: int, gen: torch.Generator, device: str,

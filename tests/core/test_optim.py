@@ -39,6 +39,27 @@ def test_a_muon_update_has_adamw_size_for_the_same_lr():
     assert 0.15 * 1e-2 < rms < 0.3 * 1e-2  # Keller's "original" scaling would give ~0.09 lr here
 
 
+def test_muon_on_a_cpu_is_torchs_update_in_float32():
+    # the same iteration as torch.optim.Muon's bf16 one, so the two agree to bf16's precision
+    torch.manual_seed(0)
+    w_ours, w_torch = (torch.nn.Parameter(torch.randn(128, 512)) for _ in range(2))
+    w_torch.data.copy_(w_ours.data)
+    ours = optim.muon([w_ours], lr=1e-2, weight_decay=0.1)
+    theirs = torch.optim.Muon([w_torch], lr=1e-2, weight_decay=0.1, momentum=0.95, nesterov=True,
+                              adjust_lr_fn="match_rms_adamw")
+    start = w_ours.detach().clone()
+    for _ in range(3):
+        g = torch.randn(128, 512)
+        w_ours.grad, w_torch.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+    moved = (w_ours - start).norm()
+    assert (w_ours - w_torch).norm() < 0.05 * moved  # bf16 rounding only
+    theirs.load_state_dict(ours.state_dict())  # one state format: checkpoints of either load into the other
+    tall = torch.randn(384, 128)
+    assert optim.orthogonalise(tall, (3.4445, -4.7750, 2.0315), 5, 1e-7).dtype == torch.float32
+
+
 def test_a_muon_gpt_learns_and_resumes_exactly(text_file, tmp_path, make_hooks):
     straight = make_hooks()
     api.train("gpt", GPT_PARAMS, text_file, tmp_path / "a", straight)

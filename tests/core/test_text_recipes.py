@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genq.core import api, checkpoint
-from genq.core.data.text import load_text, tokenizer_from_state
+from genq.core.data.text import TextData, load_text, tokenizer_from_state
 from genq.core.errors import ParamError
 from genq.core.models.gpt import recipe as gpt
 
@@ -94,17 +94,18 @@ def test_bad_data_and_params_are_clear_errors(text_file, tmp_path, make_hooks):
         api.generate(tmp_path / "nothing", [None], {}, tmp_path / "o", make_hooks())
 
 
-def test_final_val_loss_reads_the_whole_validation_split(text_file, tmp_path, make_hooks):
-    params = {**GPT, "max_steps": 20, "eval_interval": 10, "block_size": 2}  # 104 blocks: two batches
+def test_the_final_val_loss_reads_the_eval_iters_batches_every_evaluation_reads(text_file, tmp_path, make_hooks):
+    params = {**GPT, "max_steps": 20, "eval_interval": 10, "eval_iters": 3, "seed": 5}
     result = api.train("gpt", params, text_file, tmp_path / "j", make_hooks())
     ckpt = checkpoint.load_latest(tmp_path / "j")
     net = gpt.GPTRecipe.network(ckpt.config).eval()
     ckpt.load_into({"model": net})
-    ids = torch.tensor(tokenizer_from_state(ckpt.state["tokenizer"]).encode(load_text(text_file)))
-    val, t = ids[int(0.9 * len(ids)):], 2
-    n = (len(val) - 1) // t
-    with torch.no_grad():  # every non-overlapping block once, all in one batch
-        expected = net(val[:n * t].view(n, t), val[1:n * t + 1].view(n, t))[1].item()
+    ids = tokenizer_from_state(ckpt.state["tokenizer"]).encode(load_text(text_file))
+    data = TextData(ids, params["block_size"], params["batch_size"], params["seed"])
+    batches = list(data.val_batches(3))
+    assert len(batches) == 3 and batches[0][0].shape == (8, 16)
+    with torch.no_grad():  # nanoGPT's estimate: the mean loss of eval_iters batches, the same ones every time
+        expected = torch.stack([net(x, y)[1] for x, y in batches]).mean().item()
     assert abs(result.metrics["val/loss"] - expected) < 1e-5
 
 

@@ -88,3 +88,23 @@ def test_a_worker_that_lost_the_job_records_no_outputs_and_no_end(db, settings, 
         assert s.scalars(select(Output).where(Output.job_id == job_id)).all() == []
         assert s.scalars(select(JobLog).where(JobLog.job_id == job_id)).all() == []
         assert (s.get(Job, job_id).status, s.get(Job, job_id).worker_id) == ("running", "someone-else")
+
+
+def test_timed_writes_run_in_the_background_and_a_lost_lease_reaches_the_job(db, tmp_path):
+    (job_id,) = add_jobs(db, 1, status="running", worker_id=ME)
+    files = JobFiles(LocalStore(tmp_path), tmp_path / "work", f"jobs/{job_id}")
+    hooks = JobHooks(db, job_id, ME, files, stop_reason=lambda: None, flush_every=0.0)
+    hooks.metrics(10, {"train/loss": 2.5})  # due at once: handed to the background thread
+    writer = hooks._writing
+    assert writer is not None and writer.name == f"job-{job_id}-writes"
+    writer.join(30)
+    with db.session() as s:
+        assert s.get(Job, job_id).step == 10  # written without the job's thread waiting for it
+    with db.session() as s:
+        s.get(Job, job_id).worker_id = "someone-else"
+    hooks.log("written after the lease was lost")  # its background write finds the job taken
+    hooks._writing.join(30)
+    with pytest.raises(LeaseLost):
+        hooks.progress(11, 20)  # the job's thread learns it at its next report
+    with db.session() as s:
+        assert list(s.scalars(select(JobLog.message).where(JobLog.job_id == job_id))) == []

@@ -1,7 +1,8 @@
 """The `gpt` recipe: a nanoGPT-style language model on text (char, word or bpe tokens).
 
-AdamW with betas (0.9, 0.99) and weight decay on matrices, linear warmup then cosine decay to min_lr
-(default lr / 10) over max_steps, gradient clipping: nanoGPT's shakespeare_char recipe.
+nanoGPT's shakespeare_char recipe: AdamW with betas (0.9, 0.99) and weight decay on matrices, linear warmup
+then cosine decay to min_lr (default lr / 10) over max_steps, gradient clipping; but by default (optimizer=muon)
+Muon trains the blocks' matrices, at AdamW's update size (genq.core.optim).
 """
 
 from __future__ import annotations
