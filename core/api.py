@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from genq.core import spec
-from genq.core.errors import CoreError, DataError, ParamError  # noqa: F401 - the front door names its errors
+from genq.core.errors import CoreError, DataError, ParamError, RankLost  # noqa: F401 - the front door names its errors
 
 # The datasets that ship with genq (generated or read locally, never downloaded) and their kinds.
 BUILTIN_DATASETS = {"digits": "images", "tones": "audio", "pydoc": "text"}

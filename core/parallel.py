@@ -24,16 +24,12 @@ import torch
 import torch.distributed as dist
 
 from genq.core.api import DataSource, Hooks, TrainResult
-from genq.core.errors import CoreError
+from genq.core.errors import CoreError, RankLost
 
 STOPS = (None, "cancel", "shutdown", "preempt", "lost")  # stop reasons as the numbers rank 0 broadcasts
 # How long a rank waits at a collective for the others: rank 0 evaluates and checkpoints alone meanwhile.
 # A rank that died is noticed at once (its sockets close, its process has an exit code); this bounds a hung one.
 TIMEOUT_SECONDS = 600
-
-
-class RankLost(CoreError):
-    """A rank of a data-parallel run died: the run is over; its last checkpoint is where it resumes."""
 
 
 @dataclass
@@ -114,6 +110,8 @@ def train(recipe: type, params: dict[str, Any], data: DataSource, workdir: Path,
     ended = False
     try:
         _join(store, 0, world, cuda)
+        hooks.log(f"data-parallel: {world} ranks ({dist.get_backend()}), {torch.get_num_threads()} threads each"
+                  if not cuda else f"data-parallel: {world} ranks ({dist.get_backend()}) on GPUs {','.join(gpus)}")
         try:
             result = fit(recipe, params, data, workdir, hooks, device, Gang(0, world, device, children))
         except RuntimeError as exc:  # a collective failed (gloo raises a plain RuntimeError): was a rank lost?

@@ -128,14 +128,27 @@ class WorkerContext:
         return "shutdown" if self.shutting_down or self.heartbeat.drain_expired.is_set() else None
 
     # -- one job ----------------------------------------------------------------------------------------------
+    def fits(self):
+        """The claim's condition that a job fits on this host now: one of several devices needs that many of the
+        host's slots unheld; none other may start on a host where one of several devices runs (its processes
+        but one sit idle, holding their slots for it)."""
+        host = socket.gethostname()
+        mine = select(Worker.id).where(Worker.hostname == host)
+        on_host = (Job.status == "running") & Job.worker_id.in_(mine)
+        held = select(func.coalesce(func.sum(Job.gpus), 0)).where(on_host).scalar_subquery()
+        slots = select(func.coalesce(func.sum(Worker.slots), 0)).where(
+            Worker.hostname == host, Worker.pool == self.pool, Worker.status == "online").scalar_subquery()
+        gang_here = select(Job.id).where(on_host, Job.gpus > 1).exists()
+        return ((Job.gpus == 1) & ~gang_here) | (held + Job.gpus <= slots)
+
     def claim(self, job_id: int) -> Job | None:
-        """Atomically take a queued job: the one UPDATE that decides who runs it."""
+        """Atomically take a queued job that fits on this host: the one UPDATE that decides who runs it."""
         def write():
             with self.db.session() as s:
                 now = db_now(s)
                 claimed = s.execute(
                     update(Job)
-                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
+                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False), self.fits())
                     .values(status="running", worker_id=self.id, attempts=Job.attempts + 1,
                             lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
                             started_at=func.coalesce(Job.started_at, now), error=None,
@@ -162,7 +175,10 @@ class WorkerContext:
             return
         job = self.claim(job_id)
         if job is None:
-            log.info("job %s: already claimed, finished or cancelled; message dropped", job_id)
+            if self._decline(job_id):
+                log.info("job %s: does not fit on this host now (its slots are held); handed back", job_id)
+            else:
+                log.info("job %s: already claimed, finished or cancelled; message dropped", job_id)
             return
         self.events.status(job.id, job.team_id, "running")
         self.heartbeat.watch(job.id)
@@ -172,6 +188,8 @@ class WorkerContext:
             self._finish(job, hooks, stopped, samples)
         except LeaseLost:
             log.warning("job %s: lease lost to another worker; stopped", job_id)
+        except core.RankLost as exc:  # its lease expires and the reconciler re-queues it, counting an attempt
+            log.error("job %s: a data-parallel rank died; left for the reconciler: %s", job_id, exc)
         except (*TRANSIENT, StoreError) as exc:
             # The database, the artifact store or a connection is gone: leave the row running; its lease expires
             # and the reconciler puts it back in the queue, from where it resumes at its last stored checkpoint.
@@ -187,12 +205,15 @@ class WorkerContext:
             self.heartbeat.watch(None)
             hooks.files.clean()
 
-    def _decline(self, job_id: int) -> None:
-        """Hand a dispatched job back unclaimed, so the scheduler sends it again at once."""
+    def _decline(self, job_id: int) -> bool:
+        """Hand a dispatched job back unclaimed, so the scheduler sends it again at once; False if it is no
+        longer waiting for a worker."""
         def write():
             with self.db.session() as s:
-                s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(dispatched_at=None))
-        with_retry(write, "declining a job")
+                return bool(s.execute(update(Job).where(Job.id == job_id, Job.status == "queued",
+                                                        Job.cancel_requested.is_(False))
+                                      .values(dispatched_at=None)).rowcount)
+        return with_retry(write, "declining a job")
 
     def hooks(self, job: Job) -> JobHooks:
         """The hooks through which a run of `job` reports: fenced writes, then live events."""
@@ -204,6 +225,16 @@ class WorkerContext:
         run = f"jobs/{job.id}/a{job.attempts}"
         return JobFiles(self.store, self.work / run, run, self.cache)
 
+    def host_gpus(self) -> list[str]:
+        """This host's GPUs in this pool (CUDA_VISIBLE_DEVICES values), this process' own first: where the
+        ranks of a job of several devices run (the other processes of the host hold them idle meanwhile)."""
+        own = [d["visible_id"] for d in self.devices if d["kind"] == "cuda"]
+        with self.db.session() as s:
+            rows = s.scalars(select(Worker.devices).where(Worker.hostname == socket.gethostname(),
+                                                          Worker.pool == self.pool, Worker.status == "online"))
+            others = sorted({d["visible_id"] for devices in rows for d in devices if d.get("kind") == "cuda"})
+        return own + [g for g in others if g not in own]
+
     def _checkpoint_row(self, job_id: int) -> Artifact | None:
         with self.db.session() as s:
             return s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
@@ -214,7 +245,11 @@ class WorkerContext:
             data = self._data_source(job, workdir)
             if (row := self._checkpoint_row(job.id)) is not None:  # resume from what reached the store
                 restore_checkpoint(self.store, self.cache, row, workdir)
-            result = core.train(job.model, job.params, data, workdir, hooks, self.device)
+            if job.gpus > 1:
+                result = core.train(job.model, job.params, data, workdir, hooks, self.device, world=job.gpus,
+                                    gpus=self.host_gpus())
+            else:
+                result = core.train(job.model, job.params, data, workdir, hooks, self.device)
             return result.stopped, result.samples
         prompts = job.prompts or [None]
         if job.source_job_id is None and job.base:  # a pretrained model of the models folder, sampled directly
