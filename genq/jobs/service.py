@@ -135,6 +135,7 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
         check_fits(session, req.model, job.params, req.pool)
         check_data_parallel(req.model, job.params, req.gpus)
     else:
+        check_data_parallel(None, {}, req.gpus)
         if req.base is not None:
             if req.source_job is not None:
                 raise InvalidInput("give either 'source_job' or 'base', not both")
@@ -172,8 +173,6 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
         job.rows_total = len(job.prompts or [None])
         if job.params.get("seed") is None:  # fixed now: a resumed or retried job draws the same texts
             job.params = {**job.params, "seed": secrets.randbelow(2**31)}
-    if job.type == "generate":
-        check_data_parallel(None, job.params, req.gpus)
     session.add(job)
     session.flush()
     session.add(JobLog(job_id=job.id, message=f"submitted: {job.type} {job.model} in pool '{job.pool}'"))
