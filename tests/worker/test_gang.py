@@ -4,6 +4,10 @@ run one after the other; more devices than the host holds is refused."""
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
 import torch
 from sqlalchemy import select
@@ -75,3 +79,43 @@ def test_two_device_jobs_hold_a_two_slot_host_and_train_like_one_process(platfor
     for step, loss in reference.items():
         assert losses[step] == pytest.approx(loss, rel=1e-3), f"train/loss at step {step}"
     assert any("data-parallel: 2 ranks (gloo)" in line for line in lines), lines
+
+
+def ranks_of(supervisor: int) -> set[int]:
+    """The rank processes under a `genq worker --slots N` supervisor: its workers' children, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    return {rank for worker in children.get(supervisor, []) for rank in children.get(worker, [])}
+
+
+def test_a_lost_rank_requeues_the_job_from_its_checkpoint_and_a_cancel_ends_every_rank(platform):
+    platform.start_scheduler()
+    corpus = platform.upload_text(CORPUS.read_text())
+    supervisor = platform.spawn("worker", "--slots", "2")
+    platform.wait_for(lambda: len(platform.api("GET", "/workers").json()["workers"]) == 2, 60, "two worker slots")
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": corpus, "gpus": 2,
+                              "params": {**PARAMS, "max_steps": 100_000, "checkpoint_interval": 10}})
+
+    def row() -> Job:
+        with platform.db.session() as s:
+            return s.get(Job, job_id)
+    platform.wait_for(lambda: (row().checkpoint_step or 0) >= 10, 120, "a checkpoint")
+    (rank,) = ranks_of(supervisor.pid)
+    os.kill(rank, signal.SIGKILL)  # rank 1 dies (an OOM kill, say): rank 0 ends, the job goes back to the queue
+    platform.wait_for(lambda: (j := row()).attempts == 2 and j.status == "running", 60, "the second attempt")
+    with platform.db.session() as s:
+        lines = s.scalars(select(JobLog.message).where(JobLog.job_id == job_id)).all()
+    assert any("re-queued to resume from step" in line for line in lines), lines
+    platform.wait_for(lambda: ranks_of(supervisor.pid) - {rank}, 60, "the new attempt's rank 1")
+
+    assert platform.api("POST", f"/jobs/{job_id}/cancel").status_code == 202
+    assert platform.wait_status(job_id, ("cancelled",), timeout=60)["status"] == "cancelled"
+    platform.wait_for(lambda: not ranks_of(supervisor.pid), 30, "no rank process left")
+    with platform.db.session() as s:
+        lines = s.scalars(select(JobLog.message).where(JobLog.job_id == job_id)).all()
+    assert any("resumed from the checkpoint at step" in line for line in lines), lines
