@@ -245,11 +245,8 @@ class WorkerContext:
             data = self._data_source(job, workdir)
             if (row := self._checkpoint_row(job.id)) is not None:  # resume from what reached the store
                 restore_checkpoint(self.store, self.cache, row, workdir)
-            if job.gpus > 1:
-                result = core.train(job.model, job.params, data, workdir, hooks, self.device, world=job.gpus,
-                                    gpus=self.host_gpus())
-            else:
-                result = core.train(job.model, job.params, data, workdir, hooks, self.device)
+            result = core.train(job.model, job.params, data, workdir, hooks, self.device, world=job.gpus,
+                                gpus=self.host_gpus() if job.gpus > 1 and self.device == "cuda" else ())
             return result.stopped, result.samples
         prompts = job.prompts or [None]
         if job.source_job_id is None and job.base:  # a pretrained model of the models folder, sampled directly
