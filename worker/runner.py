@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from genq import __version__ as VERSION
 from genq.config import Settings
@@ -132,13 +132,13 @@ class WorkerContext:
         """The claim's condition that a job fits on this host now: one of several devices needs that many of the
         host's slots unheld; none other may start on a host where one of several devices runs (its processes
         but one sit idle, holding their slots for it)."""
-        host = socket.gethostname()
+        host, other = socket.gethostname(), aliased(Job)  # `other`: the host's running jobs, not the one claimed
         mine = select(Worker.id).where(Worker.hostname == host)
-        on_host = (Job.status == "running") & Job.worker_id.in_(mine)
-        held = select(func.coalesce(func.sum(Job.gpus), 0)).where(on_host).scalar_subquery()
+        on_host = (other.status == "running") & other.worker_id.in_(mine)
+        held = select(func.coalesce(func.sum(other.gpus), 0)).where(on_host).scalar_subquery()
         slots = select(func.coalesce(func.sum(Worker.slots), 0)).where(
             Worker.hostname == host, Worker.pool == self.pool, Worker.status == "online").scalar_subquery()
-        gang_here = select(Job.id).where(on_host, Job.gpus > 1).exists()
+        gang_here = select(other.id).where(on_host, other.gpus > 1).exists()
         return ((Job.gpus == 1) & ~gang_here) | (held + Job.gpus <= slots)
 
     def claim(self, job_id: int) -> Job | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ import torch
 from sqlalchemy import select
 
 from genq.core import api
-from genq.db import Job, JobLog, Metric
+from genq.db import Job, JobLog, Metric, Worker, utcnow
 from tests.worker.platform import CORPUS, tiny_gpt
+from tests.worker.test_scheduler import add_jobs
 
 PARAMS = tiny_gpt(max_steps=40, eval_interval=20, checkpoint_interval=20, seed=7)
 
@@ -119,3 +121,23 @@ def test_a_lost_rank_requeues_the_job_from_its_checkpoint_and_a_cancel_ends_ever
     with platform.db.session() as s:
         lines = s.scalars(select(JobLog.message).where(JobLog.job_id == job_id)).all()
     assert any("resumed from the checkpoint at step" in line for line in lines), lines
+
+
+def test_a_host_running_a_job_of_two_devices_claims_nothing_else_until_it_ends(db, settings):
+    from genq.worker.runner import WorkerContext
+
+    host = socket.gethostname()
+    worker = WorkerContext(settings, "default")  # the host's idle process; the other one runs a job of two
+    with db.session() as s:
+        s.add_all([Worker(id=name, hostname=host, slots=1, last_heartbeat=utcnow())
+                   for name in (worker.id, f"{host}:1:x")])
+    (gang,) = add_jobs(db, 1, gpus=2, status="running", worker_id=f"{host}:1:x")
+    small, wide = add_jobs(db, 1, dispatched_at=utcnow()) + add_jobs(db, 1, gpus=2, dispatched_at=utcnow())
+    assert worker.claim(small) is None and worker.claim(wide) is None, "both slots are held by the running job"
+    with db.session() as s:
+        s.get(Job, gang).status = "succeeded"
+    assert worker.claim(wide) is not None, "the host's two slots are free again"
+    assert worker.claim(small) is None, "and held by the new job of two devices"
+    worker._decline(small)
+    with db.session() as s:
+        assert s.get(Job, small).dispatched_at is None, "handed back for the scheduler to send again"
