@@ -14,7 +14,7 @@ import shutil
 import socket
 import traceback
 from datetime import timedelta
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -128,6 +128,7 @@ class WorkerContext:
         return "shutdown" if self.shutting_down or self.heartbeat.drain_expired.is_set() else None
 
     # -- one job ----------------------------------------------------------------------------------------------
+    @cached_property
     def fits(self):
         """The claim's condition that a job fits on this host now: one of several devices needs that many of the
         host's slots unheld; none other may start on a host where one of several devices runs (its processes
@@ -148,7 +149,7 @@ class WorkerContext:
                 now = db_now(s)
                 claimed = s.execute(
                     update(Job)
-                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False), self.fits())
+                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False), self.fits)
                     .values(status="running", worker_id=self.id, attempts=Job.attempts + 1,
                             lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
                             started_at=func.coalesce(Job.started_at, now), error=None,
