@@ -19,10 +19,15 @@ PARAMS = {"tokenizer": "char", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_s
           "warmup_steps": 2}
 
 
-def test_two_ranks_train_what_one_process_trains(tmp_path, text_file, make_hooks):
+GRU = {"tokenizer": "char", "n_embd": 16, "hidden_size": 16, "block_size": 16, "batch_size": 8, "eval_iters": 1,
+       "max_steps": 20, "eval_interval": 10, "checkpoint_interval": 10}
+
+
+@pytest.mark.parametrize("model,params", [("gpt", PARAMS), ("gru", GRU)])
+def test_two_ranks_train_what_one_process_trains(model, params, tmp_path, text_file, make_hooks):
     one, two = make_hooks(), make_hooks()
-    api.train("gpt", PARAMS, text_file, tmp_path / "one", one)
-    result = api.train("gpt", PARAMS, text_file, tmp_path / "two", two, world=2)
+    api.train(model, params, text_file, tmp_path / "one", one)
+    result = api.train(model, params, text_file, tmp_path / "two", two, world=2)
     assert result.step == 20 and result.samples, "rank 0 finishes with the final samples"
     losses_one, losses_two = dict(one.series["train/loss"]), dict(two.series["train/loss"])
     assert losses_one.keys() == losses_two.keys()
