@@ -132,8 +132,9 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
             kind, job.dataset_id, label = dataset.kind, dataset.id, f"dataset {dataset.id}"
         if kind != need:
             raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
-        check_fits(session, req.model, job.params, req.pool)
         check_data_parallel(req.model, job.params, req.gpus)
+        # each device holds the whole model and its share of the batch (genq.core.parallel)
+        check_fits(session, req.model, {**job.params, "batch_size": job.params["batch_size"] // req.gpus}, req.pool)
     else:
         check_data_parallel(None, {}, req.gpus)
         if req.base is not None:

@@ -117,3 +117,17 @@ def test_more_gpus_than_the_widest_host_holds_is_refused(client, auth, db):
     assert submit(client, auth, gpus=2).status_code == 201, "the slots of one host count together"
     generate = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": 1, "gpus": 2})
     assert generate.status_code == 422 and "a generation job runs on one device" in generate.json["message"]
+
+
+def test_a_job_of_two_devices_needs_the_memory_of_half_its_batch_on_each(client, auth, db):
+    from genq.core import spec
+    from genq.db.models import Worker
+
+    params = {"batch_size": 64, "block_size": 256, "n_layer": 4, "n_embd": 256, "n_head": 4}
+    gpt = spec.get("gpt")
+    whole, half = (gpt.memory_bytes(gpt.train_params({**params, "batch_size": b})) for b in (64, 32))
+    device = {"kind": "cuda", "name": "small", "memory_bytes": (whole + half) // 2}  # holds half, not all
+    with db.session() as s:
+        s.add_all([Worker(id=f"h:{i}", hostname="h", slots=1, devices=[device]) for i in range(2)])
+    assert submit(client, auth, params=params, gpus=1).status_code == 422, "the whole batch does not fit"
+    assert submit(client, auth, params=params, gpus=2).status_code == 201, "each device holds half of it"
