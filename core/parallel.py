@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +31,7 @@ STOPS = (None, "cancel", "shutdown", "preempt", "lost")  # stop reasons as the n
 # How long a rank waits at a collective for the others: rank 0 evaluates and checkpoints alone meanwhile.
 # A rank that died is noticed at once (its sockets close, its process has an exit code); this bounds a hung one.
 TIMEOUT_SECONDS = 600
+SETTLE_SECONDS = 1.0  # after a failed run: see train()
 
 
 @dataclass
@@ -125,6 +127,11 @@ def train(recipe: type, params: dict[str, Any], data: DataSource, workdir: Path,
         ended = True
         return result
     finally:
+        if not ended:
+            # gloo's worker thread may still be freeing the failed collective's tensors, which takes the GIL; the
+            # process group's destructor, run by whoever drops it last, waits for that thread holding the GIL
+            # (a deadlock seen once in three runs of tests/core/test_parallel.py): let the thread finish first.
+            time.sleep(SETTLE_SECONDS)
         for child in children:  # a finished run's ranks are exiting; a failed one's are stopped now
             child.join(TIMEOUT_SECONDS if ended else 0.0)
             if child.is_alive():
