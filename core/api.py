@@ -6,13 +6,13 @@ stop requests) flow through the hooks so this library never touches the database
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genq.core import spec
-from genq.core.errors import CoreError, DataError, ParamError  # noqa: F401 - the front door names its errors
+from genq.core.errors import CoreError, DataError, ParamError, RankLost  # noqa: F401 - the front door names its errors
 
 # The datasets that ship with genq (generated or read locally, never downloaded) and their kinds.
 BUILTIN_DATASETS = {"digits": "images", "tones": "audio", "pydoc": "text"}
@@ -101,9 +101,10 @@ def each_prompt(prompts: list[str | None], hooks: Hooks,
 
 
 def train(model: str, params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
-          device: str = "cpu") -> TrainResult:
+          device: str = "cpu", world: int = 1, gpus: Sequence[str] = ()) -> TrainResult:
     """Train `model` on `data`; resume from the newest checkpoint in `workdir` if there is one. Besides the
-    model's own metrics: throughput, memory/peak_bytes, and throughput/mfu on a GPU whose peak is known."""
+    model's own metrics: throughput, memory/peak_bytes, and throughput/mfu on a GPU whose peak is known.
+    world > 1: as that many data-parallel processes (genq.core.parallel; on CUDA, rank r on GPU gpus[r])."""
     from genq.core import device as dev
     from genq.core import model_cache
     from genq.core.recipe import fit
@@ -112,6 +113,10 @@ def train(model: str, params: dict[str, Any], data: DataSource, workdir: Path, h
     recipe = spec.get(model).load_recipe()
     workdir.mkdir(parents=True, exist_ok=True)
     dev.prepare(device)
+    if world > 1:
+        from genq.core import parallel
+
+        return parallel.train(recipe, params, data, workdir, hooks, device, gpus, world)
     return fit(recipe, params, data, workdir, hooks, device)
 
 

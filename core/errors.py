@@ -18,3 +18,8 @@ class ParamError(CoreError):
     def __init__(self, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.problems = problems or []
+
+
+class RankLost(RuntimeError):
+    """A process of a data-parallel run died (genq.core.parallel): the run is over, and resumes from its last
+    checkpoint when run again; no fault of the request."""

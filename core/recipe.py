@@ -28,6 +28,7 @@ from genq.core import checkpoint, model_cache, spec
 from genq.core import device as dev
 from genq.core import train as loop
 from genq.core.api import DataSource, Hooks, Sample, TrainResult
+from genq.core.parallel import Gang
 from genq.core.train import LossDict
 
 GALLERY_SEED = 3  # added to the job's seed for the gallery's generators (evaluation and final samples use others)
@@ -50,6 +51,7 @@ class Recipe:
         self.config: dict[str, Any] = {}  # what rebuilds the networks; saved in every checkpoint
         self.modules: dict[str, nn.Module] = {}  # checkpointed by name
         self.optimizers: dict[str, torch.optim.Optimizer] = {}  # checkpointed by name
+        self.gang: Gang | None = None  # set by parallel(): this process is one rank of a data-parallel run
 
     def build(self, data: DataSource, resumed: checkpoint.Checkpoint | None) -> None:
         """Load the data and build config, modules and optimizers (from `resumed.config` when resuming)."""
@@ -68,6 +70,11 @@ class Recipe:
 
     def prepare(self, start: int) -> None:
         """After build and restore, before the first step (fit evaluation helpers, say)."""
+
+    def parallel(self, gang: Gang) -> None:
+        """Train as one rank of `gang` (kinds whose spec says data_parallel): gradients averaged over the
+        ranks, each rank taking gang.share() of every batch."""
+        raise NotImplementedError(f"model '{self.kind}' does not train data-parallel")
 
     def step(self, step: int) -> LossDict:
         """One optimisation step; the losses to log (tensors are fine)."""
@@ -130,9 +137,12 @@ def gallery_folder(workdir: Path, step: int) -> Path:
 
 
 def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir: Path, hooks: Hooks,
-        device: str) -> TrainResult:
-    """Train (or resume from the newest checkpoint in `workdir`) the model kind of `recipe`."""
+        device: str, gang: Gang | None = None) -> TrainResult:
+    """Train (or resume from the newest checkpoint in `workdir`) the model kind of `recipe`; with `gang`, as
+    one rank of a data-parallel run (genq.core.parallel), where rank 0 alone evaluates, saves and samples."""
     p = spec.get(recipe.kind).train_params(params)
+    if gang is not None:
+        hooks = gang.hooks(hooks)
     memory = dev.PeakMemory(device)  # before the data and the model: the whole job counts
     resumed = checkpoint.load_latest(workdir, recipe.kind)
     r = recipe(p, device, hooks)
@@ -146,6 +156,9 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
     else:
         hooks.log(f"{r.describe()}, {size(*r.modules.values())}")
     r.prepare(start)
+    if gang is not None:
+        r.parallel(gang)
+    lead = gang is None or gang.lead
     flops = r.flops_per_item()
 
     def save(step: int) -> Path:
@@ -160,13 +173,14 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
             hooks.samples(step, drawn)
         return metrics
 
-    result = loop.run(r.step, hooks, max_steps=p["max_steps"], start_step=start, save_fn=save,
-                      checkpoint_interval=p["checkpoint_interval"], eval_fn=evaluate,
+    result = loop.run(r.step if gang is None else gang.averaged(r.step), hooks, max_steps=p["max_steps"],
+                      start_step=start, save_fn=save if lead else lambda step: workdir,
+                      checkpoint_interval=p["checkpoint_interval"], eval_fn=evaluate if lead else None,
                       eval_interval=p["eval_interval"], optimizers=list(r.optimizers.values()),
                       lr_schedule=r.lr_schedule(), items_per_step=r.items_per_step(),
                       throughput_metric=r.throughput_metric, flops_per_item=flops,
                       peak_flops=dev.peak_flops(device) if flops else None, peak_memory=memory.bytes)
-    if not result.stopped:
+    if not result.stopped and lead:
         result.samples = r.finish(result, workdir / "samples")
     if (peak := memory.bytes()) is not None:  # the final evaluation and samples included
         hooks.metrics(result.step, {"memory/peak_bytes": peak})

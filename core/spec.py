@@ -80,6 +80,8 @@ class ModelSpec:
     # True: its params name a pretrained model of the models folder (genq.core.base_models) by "base", and a
     # generate job may sample such a base directly, without a training job (the recipe's generate_from_base)
     pretrained: bool = False
+    # True: a training job may take gpus > 1, run as that many data-parallel ranks (the recipe's parallel())
+    data_parallel: bool = False
 
     def train_params(self, params: object) -> dict[str, Any]:
         """The full params for a training job, or ParamError naming each bad key."""

@@ -23,6 +23,12 @@ def queue_name(pool: str) -> str:
     return f"gpu.{pool}"
 
 
+def host_queue(pool: str, hostname: str) -> str:
+    """The queue every worker process of one host in `pool` also consumes: where a job of several devices is
+    sent, so that it reaches the host whose slots the scheduler holds for it."""
+    return f"gpu.{pool}@{hostname}"
+
+
 def make_celery(broker_url: str | None = None) -> Celery:
     """A Celery app on `broker_url` (default: GENQ_REDIS_URL)."""
     app = Celery("genq", broker=broker_url or os.environ.get("GENQ_REDIS_URL", "redis://127.0.0.1:6379/0"))

@@ -23,8 +23,10 @@ def detect_devices() -> list[dict]:
             return [{"kind": "cuda", "name": props.name, "memory_bytes": int(props.total_memory),
                      "visible_id": os.environ["CUDA_VISIBLE_DEVICES"], "uuid": f"GPU-{uuid}" if uuid else None}]
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cores = os.cpu_count() or 1
+    # threads: this slot's share of the cores (genq.worker.process), what each rank of a gang job computes on
     return [{"kind": "cpu", "name": platform.processor() or platform.machine(), "memory_bytes": int(memory),
-             "cores": os.cpu_count() or 1}]
+             "cores": cores, "threads": int(os.environ.get("GENQ_TORCH_THREADS") or cores)}]
 
 
 def gpu_ids() -> list[str]:

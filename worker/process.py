@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,11 +16,12 @@ log = logging.getLogger("genq")
 
 def run_celery_worker(pool: str, name: str) -> None:
     """Run one solo-pool Celery worker in this process: one job at a time, cooperative cancel."""
-    from genq.worker.celery_app import app, celery_events, queue_name
+    from genq.worker.celery_app import app, celery_events, host_queue, queue_name
 
     # Event heartbeats are what Flower counts a worker online by; without events nobody listens to them.
     quiet = ["--without-gossip", "--without-mingle"] + ([] if celery_events() else ["--without-heartbeat"])
-    app.worker_main(["worker", "--pool", "solo", "--queues", queue_name(pool), "--hostname", f"{name}@%h",
+    queues = f"{queue_name(pool)},{host_queue(pool, socket.gethostname())}"
+    app.worker_main(["worker", "--pool", "solo", "--queues", queues, "--hostname", f"{name}@%h",
                      "--loglevel", os.environ.get("GENQ_LOG_LEVEL", "INFO"), *quiet])
 
 

@@ -14,12 +14,12 @@ import shutil
 import socket
 import traceback
 from datetime import timedelta
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from genq import __version__ as VERSION
 from genq.config import Settings
@@ -128,14 +128,28 @@ class WorkerContext:
         return "shutdown" if self.shutting_down or self.heartbeat.drain_expired.is_set() else None
 
     # -- one job ----------------------------------------------------------------------------------------------
+    @cached_property
+    def fits(self):
+        """The claim's condition that a job fits on this host now: one of several devices needs that many of the
+        host's slots unheld; none other may start on a host where one of several devices runs (its processes
+        but one sit idle, holding their slots for it)."""
+        host, other = socket.gethostname(), aliased(Job)  # `other`: the host's running jobs, not the one claimed
+        mine = select(Worker.id).where(Worker.hostname == host)
+        on_host = (other.status == "running") & other.worker_id.in_(mine)
+        held = select(func.coalesce(func.sum(other.gpus), 0)).where(on_host).scalar_subquery()
+        slots = select(func.coalesce(func.sum(Worker.slots), 0)).where(
+            Worker.hostname == host, Worker.pool == self.pool, Worker.status == "online").scalar_subquery()
+        gang_here = select(other.id).where(on_host, other.gpus > 1).exists()
+        return ((Job.gpus == 1) & ~gang_here) | (held + Job.gpus <= slots)
+
     def claim(self, job_id: int) -> Job | None:
-        """Atomically take a queued job: the one UPDATE that decides who runs it."""
+        """Atomically take a queued job that fits on this host: the one UPDATE that decides who runs it."""
         def write():
             with self.db.session() as s:
                 now = db_now(s)
                 claimed = s.execute(
                     update(Job)
-                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
+                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False), self.fits)
                     .values(status="running", worker_id=self.id, attempts=Job.attempts + 1,
                             lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
                             started_at=func.coalesce(Job.started_at, now), error=None,
@@ -162,7 +176,10 @@ class WorkerContext:
             return
         job = self.claim(job_id)
         if job is None:
-            log.info("job %s: already claimed, finished or cancelled; message dropped", job_id)
+            if self._decline(job_id):
+                log.info("job %s: does not fit on this host now (its slots are held); handed back", job_id)
+            else:
+                log.info("job %s: already claimed, finished or cancelled; message dropped", job_id)
             return
         self.events.status(job.id, job.team_id, "running")
         self.heartbeat.watch(job.id)
@@ -172,6 +189,8 @@ class WorkerContext:
             self._finish(job, hooks, stopped, samples)
         except LeaseLost:
             log.warning("job %s: lease lost to another worker; stopped", job_id)
+        except core.RankLost as exc:  # its lease expires and the reconciler re-queues it, counting an attempt
+            log.error("job %s: a data-parallel rank died; left for the reconciler: %s", job_id, exc)
         except (*TRANSIENT, StoreError) as exc:
             # The database, the artifact store or a connection is gone: leave the row running; its lease expires
             # and the reconciler puts it back in the queue, from where it resumes at its last stored checkpoint.
@@ -188,12 +207,15 @@ class WorkerContext:
             hooks.discard()  # a lost lease or a transient failure may leave a background write running
             hooks.files.clean()
 
-    def _decline(self, job_id: int) -> None:
-        """Hand a dispatched job back unclaimed, so the scheduler sends it again at once."""
+    def _decline(self, job_id: int) -> bool:
+        """Hand a dispatched job back unclaimed, so the scheduler sends it again at once; False if it is no
+        longer waiting for a worker."""
         def write():
             with self.db.session() as s:
-                s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(dispatched_at=None))
-        with_retry(write, "declining a job")
+                return bool(s.execute(update(Job).where(Job.id == job_id, Job.status == "queued",
+                                                        Job.cancel_requested.is_(False))
+                                      .values(dispatched_at=None)).rowcount)
+        return with_retry(write, "declining a job")
 
     def hooks(self, job: Job) -> JobHooks:
         """The hooks through which a run of `job` reports: fenced writes, then live events."""
@@ -205,6 +227,16 @@ class WorkerContext:
         run = f"jobs/{job.id}/a{job.attempts}"
         return JobFiles(self.store, self.work / run, run, self.cache)
 
+    def host_gpus(self) -> list[str]:
+        """This host's GPUs in this pool (CUDA_VISIBLE_DEVICES values), this process' own first: where the
+        ranks of a job of several devices run (the other processes of the host hold them idle meanwhile)."""
+        own = [d["visible_id"] for d in self.devices if d["kind"] == "cuda"]
+        with self.db.session() as s:
+            rows = s.scalars(select(Worker.devices).where(Worker.hostname == socket.gethostname(),
+                                                          Worker.pool == self.pool, Worker.status == "online"))
+            others = sorted({d["visible_id"] for devices in rows for d in devices if d.get("kind") == "cuda"})
+        return own + [g for g in others if g not in own]
+
     def _checkpoint_row(self, job_id: int) -> Artifact | None:
         with self.db.session() as s:
             return s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
@@ -215,7 +247,8 @@ class WorkerContext:
             data = self._data_source(job, workdir)
             if (row := self._checkpoint_row(job.id)) is not None:  # resume from what reached the store
                 restore_checkpoint(self.store, self.cache, row, workdir)
-            result = core.train(job.model, job.params, data, workdir, hooks, self.device)
+            result = core.train(job.model, job.params, data, workdir, hooks, self.device, world=job.gpus,
+                                gpus=self.host_gpus() if job.gpus > 1 and self.device == "cuda" else ())
             return result.stopped, result.samples
         prompts = job.prompts or [None]
         if job.source_job_id is None and job.base:  # a pretrained model of the models folder, sampled directly

@@ -31,7 +31,7 @@ from genq.events import Publisher, WakeSignal
 from genq.jobs.policy import BACKFILL_DEPTH, Plan, Snapshot, TeamState, plan
 from genq.jobs.snapshot import StepRates, StepTimes, pool_snapshot, team_states
 from genq.jobs.usage import accrue, week_gpu_hours
-from genq.worker.celery_app import TASK_NAME, make_celery, queue_name
+from genq.worker.celery_app import TASK_NAME, host_queue, make_celery, queue_name
 from genq.worker.retry import TRANSIENT
 
 log = logging.getLogger("genq.scheduler")
@@ -166,18 +166,21 @@ class Scheduler:
                 self.preempt(decision.preempt)
             teams = {name: team_id for team_id, name in self._teams[1][0].items()}
             queued = {job.id: job for job in snap.queue}
-            ids = [job_id for job_id, _node in decision.starts
-                   if self.take_slot(job_id, teams[queued[job_id].team], queued[job_id].gpus)]
-            for index, job_id in enumerate(ids):
+            starts = [(job_id, node) for job_id, node in decision.starts
+                      if self.take_slot(job_id, teams[queued[job_id].team], queued[job_id].gpus)]
+            for index, (job_id, node) in enumerate(starts):
+                # A job of several devices goes to the host the policy holds them on (any of its processes
+                # takes it there); one of a single device to whichever worker of the pool is idle first.
+                queue = host_queue(pool, node) if queued[job_id].gpus > 1 else queue_name(pool)
                 try:
-                    self.celery.send_task(TASK_NAME, args=[job_id], queue=queue_name(pool))
+                    self.celery.send_task(TASK_NAME, args=[job_id], queue=queue)
                     sent += 1
                 except Exception as exc:  # noqa: BLE001 - Redis is down: undo, and try again next tick
                     # This job and the rest of the batch were never sent: left dispatched, they would hold
                     # their slots until the dispatch timeout.
-                    unsent = ids[index:]
+                    unsent = [job for job, _node in starts[index:]]
                     log.error("could not send job %s to %s (%d jobs left for the next tick): %s",
-                              job_id, queue_name(pool), len(unsent), exc)
+                              job_id, queue, len(unsent), exc)
                     with self.db.session() as s:
                         s.execute(update(Job).where(Job.id.in_(unsent), Job.status == "queued")
                                   .values(dispatched_at=None))

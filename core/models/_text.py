@@ -85,8 +85,16 @@ class TextRecipe(Recipe):
     def items_per_step(self) -> int:
         return self.p["batch_size"] * self.p["block_size"]
 
+    def parallel(self, gang) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.gang = gang
+        self.train_net = DistributedDataParallel(self.train_net)
+
     def step(self, step: int) -> dict[str, torch.Tensor]:
         x, y = self.ds.get_batch("train")
+        if self.gang is not None:  # one rank of a data-parallel run: its rows of the same global batch
+            x, y = self.gang.share(x), self.gang.share(y)
         with self.amp(self.device):
             _, loss = self.train_net(x, y)
         self.net.zero_grad(set_to_none=True)

@@ -14,7 +14,6 @@ from genq.errors import InvalidInput
 from genq.jobs.params import MODELS
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL; bigger numbers cannot name a row
-MAX_GPUS = 1  # every job runs on one device until multi-device jobs land (the scheduler can already place N)
 GPUS_LIMIT = 1024  # beyond any worker: refused as a number before the pool's workers are asked
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -24,7 +23,8 @@ class _JobRequest(BaseModel):
 
     params: dict[str, Any] = Field(default_factory=dict, description="model or generation params")
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first within the pool")
-    gpus: int = Field(1, description=f"devices for the job; genq runs every job on {MAX_GPUS} device for now")
+    gpus: int = Field(1, description="devices (CPU slots) of one worker host; N > 1: N data-parallel processes "
+                                     "(training of a kind whose spec says data_parallel)")
     team: Name | None = Field(None, description="must be the token's team when given")
     pool: Name = Field("default", description="the worker pool to run in")
     preemptible: bool = Field(True, description="false: never preempted to give another team its share")

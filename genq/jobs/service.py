@@ -27,7 +27,7 @@ from genq.errors import Conflict, Forbidden, InvalidInput, NotFound, refused_as_
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODELS, validate_generate_params, validate_train_params
 from genq.jobs.scheduling_order import standing
-from genq.jobs.schemas import MAX_GPUS, MAX_ID, JobOut, TrainJobRequest, parse_request
+from genq.jobs.schemas import MAX_ID, JobOut, TrainJobRequest, parse_request
 
 
 def check_clean(value: Any, where: str) -> None:
@@ -63,14 +63,30 @@ def _dataset_id(value: int | str) -> int | str:
 
 
 def check_gpus(session: Session, gpus: int, pool: str) -> None:
-    """Refuse more devices than any worker of `pool` holds, and (for now) more than one."""
-    widest = session.scalar(select(func.max(Worker.slots)).where(Worker.pool == pool, Worker.status == "online"))
+    """Refuse more devices than the widest host of `pool` holds (its online workers' slots together). With no
+    worker online the job is accepted and waits: its wait_reason says so."""
+    if gpus == 1:
+        return
+    per_host = (select(func.sum(Worker.slots).label("slots")).where(Worker.pool == pool, Worker.status == "online")
+                .group_by(Worker.hostname).subquery())
+    widest = session.scalar(select(func.max(per_host.c.slots)))
     if widest is not None and gpus > widest:
-        raise InvalidInput(f"field 'gpus': {gpus} devices on one worker, but the largest worker of pool "
+        raise InvalidInput(f"field 'gpus': {gpus} devices on one worker host, but the widest host of pool "
                            f"'{pool}' holds {widest}")
-    if gpus > MAX_GPUS:
-        raise InvalidInput(f"field 'gpus': genq runs every job on one device for now: gpus must be {MAX_GPUS}, "
-                           f"got {gpus}")
+
+
+def check_data_parallel(model: str | None, params: dict, gpus: int) -> None:
+    """Refuse gpus > 1 for what cannot train data-parallel, and a batch that does not split evenly."""
+    if gpus == 1:
+        return
+    if model is None or not MODELS[model].data_parallel:
+        able = ", ".join(name for name, kind in MODELS.items() if kind.data_parallel)
+        what = f"model '{model}'" if model else "a generation job"
+        raise InvalidInput(f"field 'gpus': {what} runs on one device; gpus > 1 is for training {able} "
+                           "(data-parallel)")
+    if params["batch_size"] % gpus:
+        raise InvalidInput(f"field 'gpus': batch_size {params['batch_size']} does not split evenly over {gpus} "
+                           f"devices (each takes an equal share of every batch)")
 
 
 def submit_job(session: Session, settings: Settings, team: Team, body: object, operator: bool = False) -> Job:
@@ -116,8 +132,11 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
             kind, job.dataset_id, label = dataset.kind, dataset.id, f"dataset {dataset.id}"
         if kind != need:
             raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
-        check_fits(session, req.model, job.params, req.pool)
+        check_data_parallel(req.model, job.params, req.gpus)
+        # each device holds the whole model and its share of the batch (genq.core.parallel)
+        check_fits(session, req.model, {**job.params, "batch_size": job.params["batch_size"] // req.gpus}, req.pool)
     else:
+        check_data_parallel(None, {}, req.gpus)
         if req.base is not None:
             if req.source_job is not None:
                 raise InvalidInput("give either 'source_job' or 'base', not both")

@@ -36,7 +36,9 @@ HOLDING_COLUMNS = (Job.id, Job.team_id, Job.status, Job.type, Job.model, MAX_STE
 HOLDING = union_all(select(*HOLDING_COLUMNS).where(Job.status == "running", Job.pool == _POOL),
                     select(*HOLDING_COLUMNS).where(Job.dispatched_at.is_not(None), Job.status == "queued",
                                                    Job.pool == _POOL))
-WORKERS = select(Worker.id, Worker.slots).where(Worker.pool == _POOL, Worker.status == "online")
+# The policy's nodes are hosts: a job of N devices takes N slots of one host, whichever processes serve them.
+WORKERS = (select(Worker.hostname, func.sum(Worker.slots)).where(Worker.pool == _POOL, Worker.status == "online")
+           .group_by(Worker.hostname))
 RATES = (select(Metric.job_id, func.min(Metric.step), func.max(Metric.step), func.min(Metric.created_at),
                 func.max(Metric.created_at))
          .join(Job, Job.id == Metric.job_id)
@@ -62,6 +64,11 @@ def heads(teams: int):
                       .limit(bindparam("head")).subquery().c)
     parts = [top_level(i) for i in range(teams)]
     return union_all(*parts) if teams > 1 else parts[0]
+
+
+def host_of(worker_id: str | None) -> str | None:
+    """The host of a worker id ("HOST:PID:TOKEN", genq.worker.runner)."""
+    return worker_id.rsplit(":", 2)[0] if worker_id else None
 
 
 def seconds(t: datetime) -> float:
@@ -166,7 +173,7 @@ def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, st
                 job.step - (job.run_start_step or 0), 1)
         out.append(Running(
             id=job.id, team=names.get(job.team_id, "?"), gpus=job.gpus,
-            node=job.worker_id if job.status == "running" else None, priority=job.priority,
+            node=host_of(job.worker_id) if job.status == "running" else None, priority=job.priority,
             started_at=seconds(began), expected_end=end,
             # a generation job has no checkpoint to resume from; a job still being sent cannot be asked yet
             preemptible=job.preemptible and job.type == "train" and job.status == "running",
@@ -217,6 +224,6 @@ def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime
         for job_id, team_id, priority, created, gpus, kind, model, max_steps, checkpoint
         in waiting_jobs(session, pool, list(names), head)
     ]
-    return Snapshot(now=seconds(now), nodes=[Node(i, n) for i, n in nodes],
+    return Snapshot(now=seconds(now), nodes=[Node(host, int(n)) for host, n in nodes],
                     running=running, queue=queue, teams=teams, pool=pool,
                     min_run_seconds=settings.preempt_min_run_seconds)

@@ -83,7 +83,7 @@ def test_submit_on_uploaded_dataset(client, auth):
         ({"priority": 10**40}, 422, "priority"),
         ({"priority": "high"}, 422, "priority"),
         ({"gpus": -1}, 422, "gpus"),
-        ({"gpus": 2}, 422, "gpus must be 1, got 2"),  # one device per job until multi-device jobs land
+        ({"gpus": 2, "params": {"batch_size": 5}}, 422, "batch_size 5 does not split evenly over 2 devices"),
         ({"gpus": 0}, 422, "gpus must be between 1 and 1024, got 0"),
         ({"pool": "../etc"}, 422, "pool"),
         ({"team": "beta"}, 403, "team 'beta'"),

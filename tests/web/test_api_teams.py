@@ -105,11 +105,29 @@ def test_usage_per_team_job_and_day_as_json_and_csv(client, auth, other_auth, op
     assert client.get(f"/api/v1/jobs/{ours}", headers=auth).json["gpu_seconds"] == pytest.approx(100.0)
 
 
-def test_more_gpus_than_any_worker_holds_is_refused(client, auth, db):
+def test_more_gpus_than_the_widest_host_holds_is_refused(client, auth, db):
     from genq.db.models import Worker
 
+    assert submit(client, auth, gpus=4).status_code == 201, "no worker online: accepted, it waits for one"
+    with db.session() as s:  # host h: two processes of one slot; host g: one
+        s.add_all([Worker(id="h:1", hostname="h", slots=1), Worker(id="h:2", hostname="h", slots=1),
+                   Worker(id="g:1", hostname="g", slots=1)])
+    answer = submit(client, auth, gpus=3)
+    assert answer.status_code == 422 and "widest host of pool 'default' holds 2" in answer.json["message"]
+    assert submit(client, auth, gpus=2).status_code == 201, "the slots of one host count together"
+    generate = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": 1, "gpus": 2})
+    assert generate.status_code == 422 and "a generation job runs on one device" in generate.json["message"]
+
+
+def test_a_job_of_two_devices_needs_the_memory_of_half_its_batch_on_each(client, auth, db):
+    from genq.core import spec
+    from genq.db.models import Worker
+
+    params = {"batch_size": 64, "block_size": 256, "n_layer": 4, "n_embd": 256, "n_head": 4}
+    gpt = spec.get("gpt")
+    whole, half = (gpt.memory_bytes(gpt.train_params({**params, "batch_size": b})) for b in (64, 32))
+    device = {"kind": "cuda", "name": "small", "memory_bytes": (whole + half) // 2}  # holds half, not all
     with db.session() as s:
-        s.add(Worker(id="w", hostname="h", slots=2))
-    answer = submit(client, auth, gpus=4)
-    assert answer.status_code == 422 and "largest worker of pool 'default' holds 2" in answer.json["message"]
-    assert submit(client, auth, gpus=2).json["message"].endswith("gpus must be 1, got 2"), "one device per job, still"
+        s.add_all([Worker(id=f"h:{i}", hostname="h", slots=1, devices=[device]) for i in range(2)])
+    assert submit(client, auth, params=params, gpus=1).status_code == 422, "the whole batch does not fit"
+    assert submit(client, auth, params=params, gpus=2).status_code == 201, "each device holds half of it"

@@ -145,3 +145,20 @@ def test_a_spent_weekly_quota_sends_nothing(db, scheduler):
         team.gpu_hours_per_week, team_id = 1.0, team.id
         s.add(UsageDay(team_id=team.id, job_id=job_id, day=utcnow().date(), gpu_seconds=3600.0))
     assert scheduler.take_slot(job_id, team_id, 1) is False
+
+
+def test_a_job_of_two_devices_goes_to_the_queue_of_the_one_host_with_two_free_slots(db, scheduler, redis_url):
+    with db.session() as s:  # host a: two processes of one slot, one running a job; host b: two, both free
+        s.add_all([Worker(id=f"{host}:{i}:x", hostname=host, slots=1, last_heartbeat=utcnow())
+                   for host in ("a", "b") for i in range(2)])
+    add_jobs(db, 1, status="running", worker_id="a:0:x")
+    (wide,) = add_jobs(db, 1, gpus=2)
+    assert scheduler.dispatch() == 1
+    messages = redis.Redis.from_url(redis_url)
+    assert (messages.llen("gpu.default@b"), messages.llen("gpu.default@a"), queued_messages(redis_url)) == (1, 0, 0)
+    with db.session() as s:
+        assert s.get(Job, wide).dispatched_at is not None
+    add_jobs(db, 1, gpus=2)
+    assert scheduler.dispatch() == 0, "one slot free on a, none on b: no host holds a second job of two"
+    add_jobs(db, 1)
+    assert scheduler.dispatch() == 1 and queued_messages(redis_url) == 1, "a one-device job takes a's last slot"

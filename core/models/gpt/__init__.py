@@ -48,4 +48,5 @@ def estimate(p: dict[str, Any]) -> tuple[int, int]:
 
 
 SPEC = ModelSpec(name="gpt", data="text", params=GPTParams, estimate=estimate,
-                 recipe="genq.core.models.gpt.recipe:GPTRecipe", summary=__doc__.split(": ", 1)[1])
+                 recipe="genq.core.models.gpt.recipe:GPTRecipe", summary=__doc__.split(": ", 1)[1],
+                 data_parallel=True)

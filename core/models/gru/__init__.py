@@ -33,4 +33,5 @@ def estimate(p: dict[str, Any]) -> tuple[int, int]:
 
 
 SPEC = ModelSpec(name="gru", data="text", params=GRUParams, estimate=estimate,
-                 recipe="genq.core.models.gru.recipe:GRURecipe", summary=__doc__.split(": ", 1)[1])
+                 recipe="genq.core.models.gru.recipe:GRURecipe", summary=__doc__.split(": ", 1)[1],
+                 data_parallel=True)
