@@ -141,7 +141,7 @@ def _form_body(form) -> dict[str, Any]:
     if form.get("pool", "").strip():
         body["pool"] = form["pool"].strip()
     if kind == "train":
-        body.update(model=form.get("model", ""), dataset=form.get("dataset", ""))  # one device per job for now
+        body.update(model=form.get("model", ""), dataset=form.get("dataset", ""), gpus=_int_field(form, "gpus", 1))
     elif kind == "generate":
         if form.get("base", "").strip():  # a pretrained model of the models folder, instead of a source job
             body["base"] = form["base"].strip()
@@ -163,9 +163,9 @@ def _team_datasets(s) -> list[dict]:
 
 # The form field an error message is about: the first of these words that it contains (in this order, so that
 # "model 'gpt' trains on text data, but dataset 3 holds images" points at the dataset).
-FIELD_WORDS = (("param", "params"), ("KEY=VALUE", "params"), ("source job", "source_job"), ("base '", "base"),
-               ("prompt", "prompts"), ("dataset", "dataset"), ("model", "model"), ("priority", "priority"),
-               ("pool", "pool"))
+FIELD_WORDS = (("gpus", "gpus"), ("param", "params"), ("KEY=VALUE", "params"), ("source job", "source_job"),
+               ("base '", "base"), ("prompt", "prompts"), ("dataset", "dataset"), ("model", "model"),
+               ("priority", "priority"), ("pool", "pool"))
 
 
 def error_field(message: str) -> str | None:

@@ -105,8 +105,13 @@ def test_submit_train_form(browser, db):
     with db.session() as s:
         job = s.get(Job, int(answer.location.rsplit("/", 1)[-1]))
         assert job.params["max_steps"] == 50 and job.params["dropout"] == 0.1 and job.priority == 3
+        assert job.gpus == 1
     json_form = {**form, "params": '{"max_steps": 7}'}
     assert browser.post("/submit", data=json_form).status_code == 302
+    gang = browser.post("/submit", data={**form, "gpus": "2", "params": "batch_size=8"})
+    assert gang.status_code == 302  # no worker online: accepted, it waits for a host of two slots
+    with db.session() as s:
+        assert s.get(Job, int(gang.location.rsplit("/", 1)[-1])).gpus == 2
 
 
 @pytest.mark.parametrize(
@@ -119,6 +124,8 @@ def test_submit_train_form(browser, db):
         ({"params": "n_layer=2000\nn_embd=4096"}, "n_layer", "params"),
         ({"dataset": "digits"}, "trains on text data", "dataset"),
         ({"priority": "soon"}, "priority", "priority"),
+        ({"gpus": "two"}, "gpus must be a whole number", "gpus"),
+        ({"model": "vae", "dataset": "digits", "gpus": "2"}, "runs on one device", "gpus"),
     ],
 )
 def test_submit_form_shows_errors_next_to_the_field(browser, db, changes, words, field):
