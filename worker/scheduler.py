@@ -36,11 +36,13 @@ from genq.worker.retry import TRANSIENT
 
 log = logging.getLogger("genq.scheduler")
 # Per pool, the slots of its online workers (held 0) and the devices its jobs hold (held 1), in one statement
-# built once (at every round, building three cost more than SQLite took to run them): two index ranges for
-# the holding jobs (running; queued and sent), not an OR that reads every queued row.
+# built once (at every round, building three cost more than SQLite took to run them). The holding jobs are two
+# index ranges (running; queued and sent) of the pools with workers: not an OR, nor a sent test after the
+# status alone, that read every queued row (0.7 ms of SQLite's time with 10,000 queued).
+_ONLINE = select(Worker.pool).where(Worker.status == "online")
 FREE_SLOTS = union_all(
     select(Worker.pool, func.sum(Worker.slots), literal(0)).where(Worker.status == "online").group_by(Worker.pool),
-    *(select(Job.pool, func.sum(Job.gpus), literal(1)).where(holding).group_by(Job.pool)
+    *(select(Job.pool, func.sum(Job.gpus), literal(1)).where(holding, Job.pool.in_(_ONLINE)).group_by(Job.pool)
       for holding in (Job.status == "running", (Job.status == "queued") & Job.dispatched_at.is_not(None))))
 STEP_TIMES_SECONDS = 30.0  # how long the recent step times of finished jobs are reused
 TEAMS_SECONDS = 1.0  # how long the teams' weights, quotas and usage are reused between decisions
