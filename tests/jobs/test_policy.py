@@ -171,3 +171,8 @@ def test_a_starving_wide_job_reserves_before_a_team_first_in_fair_share_order():
     assert list(plan(snap).reserved) == [2], "an hour in: team b, below team a in usage, reserves"
     snap.now = 13 * 3600
     assert list(plan(snap).reserved) == [1], "after 12 h the oldest reserves whatever its team's usage"
+    # The same, but team a already runs more than its share (4 of 8 slots, share 8/3): its starving job does
+    # not jump the order, or it would keep the worker from the teams below their share.
+    snap.nodes = [Node("w", 4), Node("w2", 4)]
+    snap.running = running + [Running(id=200 + i, team="a", node="w2", expected_end=5e4) for i in range(4)]
+    assert list(plan(snap).reserved) == [2], "after 12 h, a team over its share waits its fair-share turn"
