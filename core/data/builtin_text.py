@@ -1,6 +1,8 @@
 """The builtin text dataset `pydoc`: English prose from the docstrings of Python's own standard library.
 
-Gathered offline at run time with `inspect`, in a fixed order, so the same Python gives the same text.
+Gathered offline at run time with `inspect`, in a fixed order, in a fresh interpreter (`python -I -S`): the same
+Python gives the same text whatever the calling process imported or patched (torch.package replaces
+inspect.getfile, other libraries sys.excepthook, and a replaced function would lose its docstring).
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import subprocess
+import sys
 
 # Modules with plenty of prose in their docstrings; importing them has no side effects.
 MODULES = (
@@ -60,6 +64,12 @@ def _docs(module) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def pydoc_text() -> str:
     """The dataset: docstrings of MODULES, their classes, functions and methods, separated by blank lines."""
+    out = subprocess.run([sys.executable, "-I", "-S", __file__], capture_output=True, check=True, timeout=120)
+    return out.stdout.decode("utf-8")
+
+
+def _gather() -> str:
+    """pydoc_text's text, gathered in this interpreter."""
     parts: list[str] = []
     seen: set[str] = set()
     for name in MODULES:
@@ -73,3 +83,7 @@ def pydoc_text() -> str:
                 seen.add(body)
                 parts.append(part)
     return "\n\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":  # pydoc_text's fresh interpreter
+    sys.stdout.buffer.write(_gather().encode("utf-8"))

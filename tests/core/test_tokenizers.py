@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
+
 import pytest
 import torch
 
@@ -68,10 +71,13 @@ def test_load_text_refuses_bad_files(tmp_path):
         load_text(DataSource(kind="text", builtin="digits"))
 
 
-def test_pydoc_builtin_is_large_english_and_deterministic():
+def test_pydoc_builtin_is_large_english_and_deterministic(monkeypatch):
     text = load_text(DataSource(kind="text", builtin="pydoc"))
     assert len(text.encode()) >= 300_000
     assert text.count(" the ") > 1000
+    # what a library patches in this process (torch.package: inspect.getfile; others: sys.excepthook) is not read
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: None)
+    monkeypatch.setattr(inspect, "getfile", lambda obj: "")
     pydoc_text.cache_clear()
     assert pydoc_text() == text
 
