@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,10 @@ from torch import nn
 
 MAX_SLOTS = 256  # beyond this a step's fixed cost no longer dominates on any device genq runs on
 MEMORY_SHARE = 0.5  # of the device's free memory, what the slots may take
+# On a CPU a model below this many parameters decodes on one thread: its kernels are too small to split, and
+# waking the slot's other threads for each of them costs more than they save (nanoGPT's CPU-recipe gpt, 0.8M:
+# one thread 5x two at batch 1 and 1.4-1.9x at batch 32; a 6-layer 384-wide one, 11M: about equal).
+ONE_THREAD_BELOW = 16_000_000
 
 
 @dataclass
@@ -114,13 +119,18 @@ class BatchGenerator:
         self.context = context  # the longest prompt read (its newest tokens), None: any
         self.steps = 0  # batched decoding steps run (for tests and benchmarks)
 
-    @torch.inference_mode()
     def run(self, requests: Sequence[Request], on_finish: Callable[[Finished], None],
             should_stop: Callable[[], bool] | None = None) -> bool:
         """Generate every request, calling on_finish(row) as each ends (any order). Returns False when
         should_stop() said so first: the rows not reported yet were dropped."""
         if not requests:
             return True
+        with _decode_threads(self.model, self.device):
+            return self._run(requests, on_finish, should_stop)
+
+    @torch.inference_mode()
+    def _run(self, requests: Sequence[Request], on_finish: Callable[[Finished], None],
+             should_stop: Callable[[], bool] | None) -> bool:
         if any(r.stop for r in requests) and self.decode is None:
             raise ValueError("stop strings need a decode function")
         # Continuous: the longest rows first, so the batch does not end on a few long rows decoded alone (rows'
@@ -225,6 +235,19 @@ class BatchGenerator:
             row.text = self.decode(row.tokens) if self.decode else None
             return True
         return False
+
+
+@contextmanager
+def _decode_threads(model: nn.Module, device: str) -> Iterator[None]:
+    """One torch thread while a small model decodes on a CPU (ONE_THREAD_BELOW), the caller's again after."""
+    threads = torch.get_num_threads()
+    small = str(device).startswith("cpu") and sum(p.numel() for p in model.parameters()) < ONE_THREAD_BELOW
+    if small and threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _filters(request: Request) -> bool:

@@ -161,6 +161,18 @@ def test_decoding_follows_weights_changed_after_a_first_run():
             assert torch.allclose(logits[0], full[0, pos], atol=1e-4), pos
 
 
+def test_a_small_model_decodes_on_one_thread_and_gives_the_threads_back():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        BatchGenerator(gpt(), 4).run(requests(6), lambda row: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_choose_slots_follows_memory_and_caps():
     model = gpt()
     assert choose_slots(model, "cpu", rows=5) == 5
