@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from genq.core.device import one_thread
 
 MAX_SLOTS = 256  # beyond this a step's fixed cost no longer dominates on any device genq runs on
 MEMORY_SHARE = 0.5  # of the device's free memory, what the slots may take
@@ -125,7 +126,8 @@ class BatchGenerator:
         should_stop() said so first: the rows not reported yet were dropped."""
         if not requests:
             return True
-        with _decode_threads(self.model, self.device):
+        small = sum(p.numel() for p in self.model.parameters()) < ONE_THREAD_BELOW
+        with one_thread(small and str(self.device).startswith("cpu")):
             return self._run(requests, on_finish, should_stop)
 
     @torch.inference_mode()
@@ -235,19 +237,6 @@ class BatchGenerator:
             row.text = self.decode(row.tokens) if self.decode else None
             return True
         return False
-
-
-@contextmanager
-def _decode_threads(model: nn.Module, device: str) -> Iterator[None]:
-    """One torch thread while a small model decodes on a CPU (ONE_THREAD_BELOW), the caller's again after."""
-    threads = torch.get_num_threads()
-    small = str(device).startswith("cpu") and sum(p.numel() for p in model.parameters()) < ONE_THREAD_BELOW
-    if small and threads > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _filters(request: Request) -> bool:

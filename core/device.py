@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import re
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 
@@ -45,6 +46,19 @@ def prepare(device: str) -> None:
 def autocast(device: str) -> AbstractContextManager:
     """bf16 autocast on a GPU; nothing on a CPU (bf16 matrix products there are slower than float32)."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if is_cuda(device) else nullcontext()
+
+
+@contextmanager
+def one_thread(when: bool) -> Iterator[None]:
+    """One torch thread inside (when `when`), the caller's number again after: on a CPU, kernels too small to
+    split run faster alone than with the slot's other threads woken for each (OMP_WAIT_POLICY=PASSIVE)."""
+    threads = torch.get_num_threads()
+    if when and threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def fused_adamw(device: str) -> bool | None:

@@ -60,6 +60,23 @@ def test_muon_on_a_cpu_is_torchs_update_in_float32():
     assert optim.orthogonalise(tall, (3.4445, -4.7750, 2.0315), 5, 1e-7).dtype == torch.float32
 
 
+def test_small_matrices_are_orthogonalised_on_one_cpu_thread(monkeypatch):
+    seen = []
+    real = optim.orthogonalise
+    monkeypatch.setattr(optim, "orthogonalise", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for shape, threads in (((64, 128), 1), ((1024, 512), 2)):  # below and above ONE_THREAD_BELOW elements
+            seen.clear()
+            p = torch.nn.Parameter(torch.randn(shape))
+            p.grad = torch.randn(shape)
+            optim.muon([p], lr=1e-3, weight_decay=0.0).step()
+            assert seen == [threads] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_muon_gpt_learns_and_resumes_exactly(text_file, tmp_path, make_hooks):
     straight = make_hooks()
     api.train("gpt", GPT_PARAMS, text_file, tmp_path / "a", straight)
