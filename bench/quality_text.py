@@ -24,6 +24,7 @@ import os
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genq.core import api
+from genq.core import device as dev
 from genq.core.models.gpt.net import GPT, GPTConfig
 from genq.core.models.gpt.recipe import GPTRecipe
 from genq.core.recipe import fit
@@ -104,9 +106,14 @@ class ClassicGPT(nn.Module):
 
 
 class PeerRecipe(GPTRecipe):
-    """Our gpt recipe (data, schedule, optimizer, evaluation) around nanoGPT's network."""
+    """Our gpt recipe (data, schedule, optimizer, evaluation) around nanoGPT's network, in nanoGPT's precision."""
 
     network = staticmethod(ClassicGPT)
+
+    @classmethod
+    def amp(cls, device: str, decoding: bool = False):
+        """bf16 autocast on a GPU only: nanoGPT's train.py computes in float32 on any CPU, AMX or not."""
+        return dev.autocast(device) if dev.is_cuda(device) else nullcontext()
 
 
 class PrintHooks(api.Hooks):

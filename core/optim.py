@@ -8,7 +8,7 @@ meaning: a user's `lr` means the same thing whichever optimizer runs.
 Embeddings, the (tied) output head, norms and biases are not hidden matrices: AdamW trains them, as in the
 speedrun.
 torch's Muon runs Newton-Schulz in bfloat16, which a CPU without bf16 units emulates (seconds a step for the
-CPU recipe's 4 x 4 small matrices); `Muon` below runs it in float32 off CUDA, the same iteration.
+CPU recipe's 4 x 4 small matrices); `Muon` below runs it in float32 there, the same iteration, and batches it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from genq.core.device import fused_adamw, one_thread
+from genq.core.device import autocast_dtype, fused_adamw, one_thread
 
 
 def adamw(params: list[nn.Parameter], lr: float, weight_decay: float, betas: tuple[float, float],
@@ -35,51 +35,64 @@ def hidden_matrices(blocks: nn.Module) -> list[nn.Parameter]:
     return [p for p in blocks.parameters() if p.requires_grad and p.dim() == 2]
 
 
-# Below this many elements a matrix's Newton-Schulz runs on one CPU thread: the CPU recipe's (128 x 512 at most)
-# took 30 ms a step on one thread against 54-59 ms on two; a 6-layer 384-wide model's took 1.0 s on one against
-# 0.6-0.7 s on two.
+# Below this many elements a matrix's float32 Newton-Schulz runs on one CPU thread: on a 2-core AMD EPYC the
+# CPU recipe's matrices (128 x 512 at most) took 30 ms a step on one thread against 54-59 ms on two; a 6-layer
+# 384-wide model's took 1.0 s on one against 0.6-0.7 s on two. (bf16 on an AMX CPU keeps the slot's threads.)
 ONE_THREAD_BELOW = 512 * 512
 
 
-def orthogonalise(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
-    """Newton-Schulz's approximate U V^T of g (2-D) as torch.optim.Muon computes it, in float32 (bf16 on CUDA)."""
+def orthogonalise(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Newton-Schulz's approximate U V^T of each matrix of g (..., rows, cols) as torch.optim.Muon computes it,
+    in `dtype` (torch's is bf16), returned in g's dtype."""
     a, b, c = coefficients
-    x = g.bfloat16() if g.is_cuda else g.float()
-    wide = x.size(0) <= x.size(1)
-    x = x if wide else x.T  # (short, long): the Gram matrix x x^T is the small one
-    x = x / x.norm().clamp(min=eps)  # spectral norm <= 1
+    x = g.to(dtype).reshape(-1, *g.shape[-2:])  # (matrices, rows, cols)
+    wide = x.size(-2) <= x.size(-1)
+    x = x if wide else x.mT  # (short, long): the Gram matrix x x^T is the small one
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm <= 1
     for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return (x if wide else x.T).to(g.dtype)
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x if wide else x.mT).reshape(g.shape).to(g.dtype)
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon (its params, state and checkpoints) with Newton-Schulz in float32 off CUDA."""
+    """torch.optim.Muon (its params, state and checkpoints) with Newton-Schulz batched over the matrices of one
+    shape (one product for the 4 layers' query-key-value weights, say, instead of 4), in bf16 where the device
+    multiplies bf16 fast (a GPU, an AMX CPU) and in float32 elsewhere (a CPU without bf16 units emulates it)."""
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One Muon update of every parameter with a gradient (torch's single-tensor path); small matrices on a
-        CPU on one thread (ONE_THREAD_BELOW)."""
+        """One Muon update of every parameter with a gradient; small float32 matrices on one CPU thread."""
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        small = bool(params) and all(p.device.type == "cpu" and p.numel() < ONE_THREAD_BELOW for p in params)
+        if not params:
+            return
+        dtype = autocast_dtype(str(params[0].device))
+        small = dtype == torch.float32 and all(p.device.type == "cpu" and p.numel() < ONE_THREAD_BELOW
+                                               for p in params)
         with one_thread(small):
-            self._update()
+            for group in self.param_groups:
+                self._update(group, dtype)
 
-    def _update(self) -> None:
-        for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
-                buf = state["momentum_buffer"].lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                update = orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+    def _update(self, group: dict, dtype: torch.dtype) -> None:
+        lr, momentum = group["lr"], group["momentum"]
+        by_shape: dict[torch.Size, list[tuple[torch.nn.Parameter, torch.Tensor]]] = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+            buf = state["momentum_buffer"].lerp_(p.grad, 1 - momentum)
+            update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+            by_shape.setdefault(p.shape, []).append((p, update))
+        for shape, pairs in by_shape.items():
+            updates = orthogonalise(torch.stack([u for _, u in pairs]), group["ns_coefficients"],
+                                    group["ns_steps"], group["eps"], dtype)
+            step_size = _adjusted_lr(lr, group["adjust_lr_fn"], shape)
+            for (p, _), update in zip(pairs, updates):
                 p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-_adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
+                p.add_(update, alpha=-step_size)
 
 
 def _adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from genq.core import device as dev
 from genq.core.api import DataSource, Hooks
 
 torch.set_num_threads(1)
@@ -97,3 +98,14 @@ def quick_evaluation(monkeypatch):
     monkeypatch.setattr(dcgan_recipe, "CLASSIFIER_STEPS", 5)
     monkeypatch.setattr(vae_recipe, "CLASSIFIER_STEPS", 5)
     monkeypatch.setattr(wavenet_recipe, "EVAL_SECONDS", 0.05)
+
+
+@pytest.fixture
+def cpu_kind(monkeypatch):
+    """Set whether this CPU has bf16 matrix units (GENQ_CPU_BF16), the detection's cache cleared around it."""
+    def set_kind(amx: bool) -> None:
+        monkeypatch.setenv("GENQ_CPU_BF16", "1" if amx else "0")
+        dev.cpu_bf16.cache_clear()
+
+    yield set_kind
+    dev.cpu_bf16.cache_clear()

@@ -18,11 +18,29 @@ GPT_PARAMS = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_
               "eval_interval": 20, "eval_iters": 1, "checkpoint_interval": 1000, "warmup_steps": 2}
 
 
-def test_autocast_is_bf16_on_a_gpu_and_nothing_on_a_cpu():
-    assert isinstance(dev.autocast("cpu"), nullcontext)
+def test_autocast_is_bf16_on_a_gpu(cpu_kind):
+    cpu_kind(False)
     with pytest.warns(UserWarning, match="CUDA is not available"):  # built here, it turns itself off
         on_gpu = dev.autocast("cuda:0")
     assert isinstance(on_gpu, torch.autocast) and on_gpu.device == "cuda" and on_gpu.fast_dtype == torch.bfloat16
+
+
+def test_autocast_on_a_cpu_is_bf16_only_with_amx_and_never_for_decoding(cpu_kind):
+    cpu_kind(False)
+    assert isinstance(dev.autocast("cpu"), nullcontext)
+    cpu_kind(True)
+    on_amx = dev.autocast("cpu")
+    assert isinstance(on_amx, torch.autocast) and on_amx.device == "cpu" and on_amx.fast_dtype == torch.bfloat16
+    assert isinstance(dev.autocast("cpu", decoding=True), nullcontext)
+
+
+def test_cpu_bf16_follows_the_cpus_amx_flag(monkeypatch):
+    monkeypatch.delenv("GENQ_CPU_BF16", raising=False)
+    dev.cpu_bf16.cache_clear()
+    try:
+        assert dev.cpu_bf16() is bool(torch.cpu.get_capabilities().get("amx_bf16"))
+    finally:
+        dev.cpu_bf16.cache_clear()
 
 
 def test_fused_adamw_only_where_torch_has_the_kernel():
@@ -127,11 +145,13 @@ def test_tf32_is_turned_on_for_a_gpu_only():
         matmul.allow_tf32, cudnn.allow_tf32 = before
 
 
-def test_text_models_autocast_on_a_gpu_only_where_the_model_asks_for_it():
+def test_text_models_autocast_only_where_the_model_asks_for_it(cpu_kind):
     from genq.core.models.gpt.recipe import GPTRecipe
     from genq.core.models.gru.recipe import GRURecipe
 
-    assert isinstance(GPTRecipe.amp("cpu"), nullcontext) and isinstance(GRURecipe.amp("cpu"), nullcontext)
+    cpu_kind(True)
+    assert isinstance(GPTRecipe.amp("cpu"), torch.autocast) and isinstance(GRURecipe.amp("cpu"), nullcontext)
+    assert isinstance(GPTRecipe.amp("cpu", decoding=True), nullcontext)
     assert isinstance(GRURecipe.amp("cuda"), nullcontext)
     with pytest.warns(UserWarning, match="CUDA is not available"):
         amp = GPTRecipe.amp("cuda")

@@ -60,7 +60,18 @@ def test_muon_on_a_cpu_is_torchs_update_in_float32():
     assert optim.orthogonalise(tall, (3.4445, -4.7750, 2.0315), 5, 1e-7).dtype == torch.float32
 
 
-def test_small_matrices_are_orthogonalised_on_one_cpu_thread(monkeypatch):
+def test_muon_orthogonalises_a_shapes_matrices_at_once_as_one_by_one():
+    coefficients = (3.4445, -4.7750, 2.0315)
+    updates = torch.randn(3, 96, 32)
+    together = optim.orthogonalise(updates, coefficients, 5, 1e-7)
+    alone = torch.stack([optim.orthogonalise(u, coefficients, 5, 1e-7) for u in updates])
+    assert together.shape == (3, 96, 32) and torch.allclose(together, alone, atol=1e-5)
+    in_bf16 = optim.orthogonalise(updates, coefficients, 5, 1e-7, torch.bfloat16)
+    assert in_bf16.dtype == torch.float32 and (in_bf16 - alone).norm() < 0.05 * alone.norm()
+
+
+def test_small_float32_matrices_are_orthogonalised_on_one_cpu_thread(monkeypatch, cpu_kind):
+    cpu_kind(False)  # an AMX CPU runs Newton-Schulz in bf16, on the slot's threads
     seen = []
     real = optim.orthogonalise
     monkeypatch.setattr(optim, "orthogonalise", lambda *a: seen.append(torch.get_num_threads()) or real(*a))

@@ -81,6 +81,17 @@ def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(turned).flatten(-2).to(x.dtype)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+              dropout_p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) v for (B, nh, T, hs) heads, in PyTorch's fused kernels (flash on a GPU, in bf16
+    under autocast). On a CPU always in float32: there the bf16 flash kernel's backward takes ~6x as long."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal,
+                                              dropout_p=dropout_p)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -103,8 +114,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, past + T, hs)
         causal = mask is None and T > 1  # no past keys and T <= block_size: plain causal attention
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -253,7 +253,7 @@ def _generate(tok, net: nn.Module, prompts: list[str | None], params: dict[str, 
 
     def make(i: int, prompt: str | None) -> list[Sample]:
         seeds = [seed * 1_000_003 + i * 10_007 + j for j in range(g["num_samples"])]
-        with dev.autocast(device):
+        with dev.autocast(device, decoding=True):
             texts = _texts(net, tok, prompt, seeds, device, max_new_tokens=g["max_new_tokens"],
                            temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
         return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
