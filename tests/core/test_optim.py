@@ -70,6 +70,25 @@ def test_muon_orthogonalises_a_shapes_matrices_at_once_as_one_by_one():
     assert in_bf16.dtype == torch.float32 and (in_bf16 - alone).norm() < 0.05 * alone.norm()
 
 
+def test_muon_batches_matrices_of_one_shape_without_changing_their_updates(cpu_kind):
+    cpu_kind(False)  # float32, so the two agree to rounding
+    torch.manual_seed(0)
+    shapes = [(32, 96), (96, 32), (32, 96), (32, 32)]
+    together = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    alone = [torch.nn.Parameter(p.detach().clone()) for p in together]
+    opt_together = optim.muon(together, lr=1e-2, weight_decay=0.1)
+    opts_alone = [optim.muon([p], lr=1e-2, weight_decay=0.1) for p in alone]
+    for _ in range(2):
+        for a, b in zip(together, alone, strict=True):
+            a.grad = torch.randn(a.shape)
+            b.grad = a.grad.clone()
+        opt_together.step()
+        for opt in opts_alone:
+            opt.step()
+    for a, b in zip(together, alone, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_small_float32_matrices_are_orthogonalised_on_one_cpu_thread(monkeypatch, cpu_kind):
     cpu_kind(False)  # an AMX CPU runs Newton-Schulz in bf16, on the slot's threads
     seen = []
