@@ -18,7 +18,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the worker's setting (genq.worker.process)
+from genq.worker.process import SPIN_COUNT  # noqa: E402 - imports no torch
+
+os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)  # the worker's setting (genq.worker.process)
 
 import torch  # noqa: E402
 

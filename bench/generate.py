@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as genq's CPU workers run: threads sleep between regions
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as genq's CPU workers run (genq.worker.process.SPIN_COUNT)
 
 import torch  # noqa: E402
 

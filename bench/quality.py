@@ -62,6 +62,32 @@ def start_platform(home: Path, **settings: str) -> tuple[subprocess.Popen, Clien
     raise SystemExit(f"genq up did not start; see {home / 'up.log'}")
 
 
+def wait_until_settled(client: Client, timeout: float = 120.0) -> None:
+    """Wait until a worker is online and the machine's CPUs are mostly idle again (the platform's processes
+    have finished starting): a job timed on a platform still booting would share the cores with its start,
+    which a user's platform, already up, does not make its jobs pay."""
+    deadline = time.monotonic() + timeout
+    while not client.request("GET", "/workers")["workers"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    while time.monotonic() < deadline and cpu_busy(1.0) > 0.25:
+        pass
+
+
+def cpu_busy(seconds: float) -> float:
+    """The share of the machine's CPU time spent busy over the next `seconds` (Linux /proc/stat; 0 elsewhere)."""
+    def sample() -> tuple[int, int]:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except OSError:
+            return 0, 0
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    (total0, idle0), _ = sample(), time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def meets(value: float, target: float, better: str) -> bool:
     """Whether `value` reaches `target`, where `better` is "lower" or "higher"."""
     return value <= target if better == "lower" else value >= target

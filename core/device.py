@@ -72,7 +72,7 @@ def autocast(device: str, decoding: bool = False) -> AbstractContextManager:
 @contextmanager
 def one_thread(when: bool) -> Iterator[None]:
     """One torch thread inside (when `when`), the caller's number again after: on a CPU, kernels too small to
-    split run faster alone than with the slot's other threads woken for each (OMP_WAIT_POLICY=PASSIVE)."""
+    split run faster alone than with the slot's other threads woken for each (they sleep between regions)."""
     threads = torch.get_num_threads()
     if when and threads > 1:
         torch.set_num_threads(1)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger("genq")
+SPIN_COUNT = "10000"  # GOMP_SPINCOUNT of CPU workers: rounds an idle OpenMP thread spins before it sleeps
 
 
 def run_celery_worker(pool: str, name: str) -> None:
@@ -95,10 +96,10 @@ def worker_children(gpus: list[str], slots: int, pool: str) -> list[tuple[str, l
         return [(f"worker-gpu{g}", genq_command(*args, "--name", f"gpu{g}"),
                  {"CUDA_VISIBLE_DEVICES": g, "GENQ_POOL": pool}) for g in gpus]
     threads = str(max(1, (os.cpu_count() or 1) // slots))
-    # OpenMP threads that sleep, not spin, between parallel regions: the cores are shared with the web, the
-    # scheduler and the other slots, and spinning threads starve them. On 2 shared cores spinning threads made
-    # a 5-token generation job up to 4x slower and a small GPT's training step 2.5x to 12x (README, Dispatch).
-    wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP threads spin only briefly between parallel regions, then sleep (unless OMP_WAIT_POLICY says
+    # otherwise): the cores are shared with the web, the scheduler and the other slots, and threads spinning
+    # libgomp's default 300,000 rounds starve them (a small GPT's training step 2.5x to 12x slower, README,
+    # Dispatch); threads that sleep at once (PASSIVE) made the same step 1.5x slower than 10,000 rounds.
     return [(f"worker-cpu{i}", genq_command(*args, "--name", f"cpu{i}"),
              {"CUDA_VISIBLE_DEVICES": "", "GENQ_POOL": pool, "GENQ_TORCH_THREADS": threads,
-              "OMP_WAIT_POLICY": wait_policy}) for i in range(slots)]
+              "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", SPIN_COUNT)}) for i in range(slots)]
