@@ -88,7 +88,7 @@ def bare_loop(config: GPTConfig, ids: torch.Tensor, batch: int, seconds: float, 
     def step() -> torch.Tensor:
         ix = torch.randint(len(data) - T - 1, (batch,), device=device)
         blocks = data[ix[:, None] + offsets]
-        with dev.autocast(device):
+        with dev.autocast(device, config.n_embd):
             _, loss = model(blocks[:, :-1], blocks[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -161,7 +161,7 @@ def generation(workdir: Path, device: str, rows: int, new_tokens: int) -> dict:
     start_ids = tokenizer_from_state(ckpt.state["tokenizer"]).start_ids()
     x = torch.tensor([start_ids] * rows, device=device)
     gen = sampling.seeded_generator(0, device)
-    with GPTRecipe.amp(device, decoding=True):
+    with GPTRecipe.amp(device):
         sampling.generate(net, x, 8, generator=gen)  # warm-up
         sync(device)
         start = time.perf_counter()

@@ -111,7 +111,7 @@ class PeerRecipe(GPTRecipe):
     network = staticmethod(ClassicGPT)
 
     @classmethod
-    def amp(cls, device: str, decoding: bool = False):
+    def amp(cls, device: str, width: int = 0):
         """bf16 autocast on a GPU only: nanoGPT's train.py computes in float32 on any CPU, AMX or not."""
         return dev.autocast(device) if dev.is_cuda(device) else nullcontext()
 

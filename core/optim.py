@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from genq.core.device import autocast_dtype, fused_adamw, one_thread
+from genq.core.device import fused_adamw, matmul_dtype, one_thread
 
 
 def adamw(params: list[nn.Parameter], lr: float, weight_decay: float, betas: tuple[float, float],
@@ -59,8 +59,8 @@ def orthogonalise(g: torch.Tensor, coefficients: tuple[float, float, float], ste
 class Muon(torch.optim.Muon):
     """torch.optim.Muon (its params, state and checkpoints) with Newton-Schulz batched over the matrices of one
     shape (on the CPU recipe, one product for 4 matrices; padding all 16 to one shape measured slower), in
-    bf16 where the device multiplies bf16 fast (a GPU, an AMX CPU) and in float32 elsewhere (a CPU without bf16
-    units emulates it)."""
+    bf16 where the device multiplies bf16 fast (a GPU; an AMX CPU, matrices 128 wide or more) and in float32
+    elsewhere (a CPU without bf16 units emulates it)."""
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -68,7 +68,7 @@ class Muon(torch.optim.Muon):
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return
-        dtype = autocast_dtype(str(params[0].device))
+        dtype = matmul_dtype(str(params[0].device), min(min(p.shape) for p in params))
         small = dtype == torch.float32 and all(p.device.type == "cpu" and p.numel() < ONE_THREAD_BELOW
                                                for p in params)
         with one_thread(small):

@@ -38,10 +38,10 @@ class TextRecipe(Recipe):
     autocast = False  # bf16 autocast where the device multiplies bf16 fast (genq.core.device.autocast)
 
     @classmethod
-    def amp(cls, device: str, decoding: bool = False) -> AbstractContextManager:
-        """The autocast context of this model on `device` for training and evaluation, or for `decoding`
-        (nothing for a model without it)."""
-        return dev.autocast(device, decoding) if cls.autocast else nullcontext()
+    def amp(cls, device: str, width: int = 0) -> AbstractContextManager:
+        """The autocast context of this model on `device` (genq.core.device.autocast): training and evaluation
+        pass the network's width, decoding none; nothing for a model without it."""
+        return dev.autocast(device, width) if cls.autocast else nullcontext()
 
     @staticmethod
     def network_config(p: dict[str, Any], vocab_size: int) -> dict[str, Any]:
@@ -96,7 +96,7 @@ class TextRecipe(Recipe):
         x, y = self.ds.get_batch("train")
         if self.gang is not None:  # one rank of a data-parallel run: its rows of the same global batch
             x, y = self.gang.share(x), self.gang.share(y)
-        with self.amp(self.device):
+        with self.amp(self.device, self.config.get("n_embd", 0)):
             _, loss = self.train_net(x, y)
         self.net.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,14 +109,14 @@ class TextRecipe(Recipe):
     def evaluate(self, step: int) -> dict[str, float]:
         """val/loss on eval_iters validation batches (nanoGPT's estimate), the same batches at every evaluation
         (the final one too), so the curve's points compare."""
-        with self.amp(self.device):
+        with self.amp(self.device, self.config.get("n_embd", 0)):
             return val_loss(self.net, self.ds.val_batches(self.p["eval_iters"]))
 
     def gallery(self, step: int, folder: Path) -> list[Sample]:
         """A few short unconditional texts, from the same seed at every step."""
         gen = torch.Generator(device=self.device).manual_seed(self.p["seed"] + GALLERY_SEED)
         max_new = GALLERY_TOKENS if self.p["tokenizer"] == "char" else GALLERY_TOKENS // 3
-        with self.amp(self.device, decoding=True):
+        with self.amp(self.device):
             texts = _sample(self.net, self.tok, None, GALLERY_SAMPLES, gen, self.device, max_new_tokens=max_new,
                             temperature=0.8, top_k=None, top_p=None)
         return [Sample(kind="text", prompt=None, text=t) for t in texts]
@@ -124,7 +124,7 @@ class TextRecipe(Recipe):
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
         gen = torch.Generator(device=self.device).manual_seed(self.p["seed"])
         max_new = 200 if self.p["tokenizer"] == "char" else 60
-        with self.amp(self.device, decoding=True):
+        with self.amp(self.device):
             texts = _sample(self.net, self.tok, None, FINAL_SAMPLES, gen, self.device, max_new_tokens=max_new,
                             temperature=0.8, top_k=None, top_p=None)
         extra = sample_metrics(texts)
@@ -141,7 +141,7 @@ class TextRecipe(Recipe):
         gen = sampling.seeded_generator(g["seed"], device)
 
         def make(i: int, prompt: str | None) -> list[Sample]:
-            with cls.amp(device, decoding=True):
+            with cls.amp(device):
                 texts = _sample(net, tok, prompt, g["num_samples"], gen, device, max_new_tokens=g["max_new_tokens"],
                                 temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
             return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
@@ -203,7 +203,7 @@ class TextRecipe(Recipe):
         engine = batch.BatchGenerator(net, slots, device, dtype, eos_id=tok.eos_id, decode=tok.decode,
                                       context=context)
         checks = iter(range(1 << 62))
-        with cls.amp(device, decoding=True):  # a stop request is read every 16 steps (cheap, but not free)
+        with cls.amp(device):  # a stop request is read every 16 steps (cheap, but not free)
             return engine.run(requests, finished, lambda: next(checks) % 16 == 0 and bool(hooks.stop_requested()))
 
     @classmethod

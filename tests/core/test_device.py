@@ -25,13 +25,15 @@ def test_autocast_is_bf16_on_a_gpu(cpu_kind):
     assert isinstance(on_gpu, torch.autocast) and on_gpu.device == "cuda" and on_gpu.fast_dtype == torch.bfloat16
 
 
-def test_autocast_on_a_cpu_is_bf16_only_with_amx_and_never_for_decoding(cpu_kind):
+def test_autocast_on_a_cpu_is_bf16_only_with_amx_for_wide_models(cpu_kind):
     cpu_kind(False)
-    assert isinstance(dev.autocast("cpu"), nullcontext)
+    assert isinstance(dev.autocast("cpu", 768), nullcontext) and dev.matmul_dtype("cpu", 768) == torch.float32
     cpu_kind(True)
-    on_amx = dev.autocast("cpu")
+    on_amx = dev.autocast("cpu", dev.CPU_BF16_MIN_WIDTH)
     assert isinstance(on_amx, torch.autocast) and on_amx.device == "cpu" and on_amx.fast_dtype == torch.bfloat16
-    assert isinstance(dev.autocast("cpu", decoding=True), nullcontext)
+    assert isinstance(dev.autocast("cpu", dev.CPU_BF16_MIN_WIDTH - 1), nullcontext)  # narrow: the casts cost more
+    assert isinstance(dev.autocast("cpu"), nullcontext)  # decoding passes no width
+    assert dev.matmul_dtype("cuda", 16) == torch.bfloat16
 
 
 def test_cpu_bf16_follows_the_cpus_amx_flag(monkeypatch):
@@ -150,8 +152,8 @@ def test_text_models_autocast_only_where_the_model_asks_for_it(cpu_kind):
     from genq.core.models.gru.recipe import GRURecipe
 
     cpu_kind(True)
-    assert isinstance(GPTRecipe.amp("cpu"), torch.autocast) and isinstance(GRURecipe.amp("cpu"), nullcontext)
-    assert isinstance(GPTRecipe.amp("cpu", decoding=True), nullcontext)
+    assert isinstance(GPTRecipe.amp("cpu", 128), torch.autocast) and isinstance(GRURecipe.amp("cpu", 128), nullcontext)
+    assert isinstance(GPTRecipe.amp("cpu"), nullcontext)
     assert isinstance(GRURecipe.amp("cuda"), nullcontext)
     with pytest.warns(UserWarning, match="CUDA is not available"):
         amp = GPTRecipe.amp("cuda")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from genq.core import api, checkpoint
+from genq.core import device as dev
 from genq.core.parallel import RankLost
 
 # Dropout 0: a dropout mask is drawn per rank, so with dropout the ranks would not replay one process' run.
@@ -42,8 +43,10 @@ def test_two_ranks_train_what_one_process_trains(model, params, tmp_path, text_f
     assert not multiprocessing.active_children(), "the other rank exited"
 
 
-def test_two_ranks_train_what_one_process_trains_in_bf16_too(tmp_path, text_file, make_hooks, cpu_kind):
+def test_two_ranks_train_what_one_process_trains_in_bf16_too(tmp_path, text_file, make_hooks, cpu_kind,
+                                                             monkeypatch):
     cpu_kind(True)  # bf16 autocast (emulated where the CPU has no AMX): half batches round differently
+    monkeypatch.setattr(dev, "CPU_BF16_MIN_WIDTH", PARAMS["n_embd"])  # this small model too (forked ranks too)
     one, two = make_hooks(), make_hooks()
     api.train("gpt", PARAMS, text_file, tmp_path / "one", one)
     api.train("gpt", PARAMS, text_file, tmp_path / "two", two, world=2)

@@ -104,7 +104,8 @@ def test_the_final_val_loss_reads_the_eval_iters_batches_every_evaluation_reads(
     data = TextData(ids, params["block_size"], params["batch_size"], params["seed"])
     batches = list(data.val_batches(3))
     assert len(batches) == 3 and batches[0][0].shape == (8, 16)
-    with torch.no_grad():  # nanoGPT's estimate: the mean loss of eval_iters batches, the same ones every time
+    # nanoGPT's estimate: the mean loss of eval_iters batches, the same ones every time (in the job's precision)
+    with torch.no_grad(), gpt.GPTRecipe.amp("cpu", ckpt.config["n_embd"]):
         expected = torch.stack([net(x, y)[1] for x, y in batches]).mean().item()
     assert abs(result.metrics["val/loss"] - expected) < 1e-5
 

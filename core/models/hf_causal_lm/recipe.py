@@ -84,7 +84,7 @@ class HFCausalLMRecipe(Recipe):
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
         x, y = self.ds.get_batch("train")  # (B, T) each
-        with dev.autocast(self.device):
+        with dev.autocast(self.device, getattr(self.net.config, "hidden_size", 0)):
             loss = _loss(self.net, x, y)
         opt = self.optimizers["optimizer"]
         opt.zero_grad(set_to_none=True)
@@ -95,7 +95,7 @@ class HFCausalLMRecipe(Recipe):
         return {"loss": loss.detach()}
 
     def evaluate(self, step: int) -> dict[str, float]:
-        with dev.autocast(self.device):
+        with dev.autocast(self.device, getattr(self.net.config, "hidden_size", 0)):
             return val_loss(_WithLoss(self.net), self.ds.val_batches(self.p["eval_iters"]))
 
     def gallery(self, step: int, folder: Path) -> list[Sample]:
@@ -253,7 +253,7 @@ def _generate(tok, net: nn.Module, prompts: list[str | None], params: dict[str, 
 
     def make(i: int, prompt: str | None) -> list[Sample]:
         seeds = [seed * 1_000_003 + i * 10_007 + j for j in range(g["num_samples"])]
-        with dev.autocast(device, decoding=True):
+        with dev.autocast(device):
             texts = _texts(net, tok, prompt, seeds, device, max_new_tokens=g["max_new_tokens"],
                            temperature=g["temperature"], top_k=g["top_k"], top_p=g["top_p"])
         return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
