@@ -95,7 +95,7 @@ class HFCausalLMRecipe(Recipe):
         return {"loss": loss.detach()}
 
     def evaluate(self, step: int) -> dict[str, float]:
-        with dev.autocast(self.device):  # float32 on a CPU: its bf16 attention backward is slow there
+        with dev.autocast(self.device):  # as training computes
             return val_loss(_WithLoss(self.net), self.ds.val_batches(self.p["eval_iters"]))
 
     def gallery(self, step: int, folder: Path) -> list[Sample]:
