@@ -31,8 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from genq.worker.process import SPIN_COUNT  # noqa: E402 - imports no torch
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as genq's CPU workers run (genq.worker.process.SPIN_COUNT)
+os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)  # as genq's CPU workers run (genq.worker.process)
 
 import torch  # noqa: E402
 

@@ -83,7 +83,8 @@ def cpu_busy(seconds: float) -> float:
             return 0, 0
         return sum(fields), fields[3] + fields[4]  # all, idle + iowait
 
-    (total0, idle0), _ = sample(), time.sleep(seconds)
+    total0, idle0 = sample()
+    time.sleep(seconds)
     total1, idle1 = sample()
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 

@@ -159,7 +159,8 @@ def compare_shape(name: str, shape: tuple, corpus: Path, rounds: int, compile_to
     steps = max(1, 10_000 // (tokens * n_layer * n_embd // 512))  # rounds of about the same length
     contestants = {"genq": recipe.step, "transformers": transformers_step(recipe), "matmul": matmul_step()}
     peers = ["transformers"]
-    if dev.cpu_bf16():  # genq trains under bf16 autocast here: the peer does too, and the bf16 rate is shown
+    genq_bf16 = dev.matmul_dtype("cpu", n_embd) == torch.bfloat16
+    if genq_bf16:  # genq trains under bf16 autocast here: the peer does too, and the bf16 rate is shown
         contestants["transformers bf16"] = transformers_step(recipe, bf16=True)
         contestants["matmul bf16"] = matmul_step(dtype=torch.bfloat16)
         peers.append("transformers bf16")
@@ -170,7 +171,7 @@ def compare_shape(name: str, shape: tuple, corpus: Path, rounds: int, compile_to
     print(f"shape {name}: {n_layer} layers, {n_head} heads, {n_embd} wide, block {block}, batch {batch}, "
           f"{VOCAB} tokens ({steps} steps x {rounds} rounds each); 2048^3 matmul {peak:.1f} GFLOP/s float32"
           + (f", {2 * 2048 ** 3 / secs['matmul bf16'] / 1e9:.1f} bf16" if "matmul bf16" in secs else ""))
-    print(f"  genq computes in {'bf16 (autocast: the CPU has AMX)' if dev.cpu_bf16() else 'float32'}")
+    print(f"  genq computes in {'bf16 (autocast: the CPU has AMX)' if genq_bf16 else 'float32'}")
     fpt = flops_per_token(n_layer, n_embd, block, VOCAB)
     rates = {}
     for who in ("genq", *peers, *(["genq compiled"] if compile_too else [])):

@@ -73,11 +73,9 @@ def autocast(device: str, width: int = 0) -> AbstractContextManager:
     """bf16 autocast where bf16 matrix products are the fast ones (matmul_dtype): on a GPU, and on a CPU with
     AMX for a model `width` wide or wider; decoding passes no width (a token per row: products too small for
     the tiles to repay the casts)."""
-    if is_cuda(device):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if matmul_dtype(device, width) == torch.bfloat16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
+    if matmul_dtype(device, width) == torch.float32:
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 @contextmanager
