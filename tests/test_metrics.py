@@ -25,9 +25,9 @@ def local_files(folder, job_id: int) -> JobFiles:
     return JobFiles(LocalStore(folder), folder, f"jobs/{job_id}")
 
 
-def answer(db, job_id: int, points: int):
+def answer(db, job_id: int, points: int, name: str = "train/loss"):
     with db.session() as s:
-        found = downsample(s, job_id, "train/loss", 0, MAX_STEP, points)
+        found = downsample(s, job_id, name, 0, MAX_STEP, points)
     return found.points, found.bands, found.bucket
 
 
@@ -35,20 +35,22 @@ def test_worker_flushes_keep_the_summaries_with_the_latest_value_of_a_resumed_st
     (job_id,) = add_jobs(db, 1, status="running", worker_id="me")
     hooks = JobHooks(db, job_id, "me", local_files(tmp_path, job_id), stop_reason=lambda: None,
                      flush_every=float("inf"))
-    for step in range(600):
-        hooks.metrics(step, {"train/loss": 1.0 + step})
+    for step in range(600):  # two series in each flush, one of them on fewer steps
+        hooks.metrics(step, {"train/loss": 1.0 + step, **({"val/loss": 2.0 * step} if step % 40 == 0 else {})})
     hooks.flush()
     for step in range(500, 700):  # the run lost its worker and resumed from the checkpoint at step 500
-        hooks.metrics(step, {"train/loss": -float(step)})
+        hooks.metrics(step, {"train/loss": -float(step), **({"val/loss": 0.5} if step % 40 == 0 else {})})
         if step % 64 == 0:
             hooks.flush()
     hooks.flush()
     truth = {s: 1.0 + s for s in range(500)} | {s: -float(s) for s in range(500, 700)}
-    for points in (1, 7, 50, 1000):
-        series, bands, width = answer(db, job_id, points)
-        assert (series, bands) == brute_force(truth, 0, MAX_STEP, width)
+    val = {s: 2.0 * s for s in range(0, 500, 40)} | {s: 0.5 for s in range(520, 700, 40)}
+    for name, points_of in (("train/loss", truth), ("val/loss", val)):
+        for points in (1, 7, 50, 1000):
+            series, bands, width = answer(db, job_id, points, name)
+            assert (series, bands) == brute_force(points_of, 0, MAX_STEP, width), (name, points)
     with db.session() as s:
-        assert latest_points(s, [job_id]) == {job_id: {"train/loss": (699, -699.0)}}
+        assert latest_points(s, [job_id]) == {job_id: {"train/loss": (699, -699.0), "val/loss": (680, 0.5)}}
 
 
 def test_the_migration_summarises_points_recorded_before_it(database_url):

@@ -275,8 +275,7 @@ class WorkerContext:
         good = [r for r in todo if r.error is None]
         if good:
             core.generate_rows(source, good, job.params, hooks, self.device)
-        hooks.flush()
-        return hooks.stop_requested()
+        return hooks.stop_requested()  # the rows still buffered land with the job's end (_finish), in one commit
 
     def _trained_model(self, job_id: int) -> Path:
         """A local folder with the final checkpoint of train job `job_id`, shared by the generation jobs that use

@@ -26,7 +26,7 @@ from genq.db.models import FINISHED, Dataset, Job, JobLog, Output, Team, Worker,
 from genq.errors import Conflict, Forbidden, InvalidInput, NotFound, refused_as_invalid_input
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODELS, validate_generate_params, validate_train_params
-from genq.jobs.scheduling_order import standing
+from genq.jobs.scheduling_order import Standing, standing
 from genq.jobs.schemas import MAX_ID, JobOut, TrainJobRequest, parse_request
 
 
@@ -245,9 +245,11 @@ def cancel_job(session: Session, job: Job) -> Job:
     return job
 
 
-def job_to_dict(session: Session, job: Job, brief: bool = False) -> dict[str, Any]:
-    """The JSON form of a job (CONTRACT.md's fields plus the submission); `brief` leaves out the prompts."""
-    where = standing(session, job)
+def job_to_dict(session: Session, job: Job, brief: bool = False, forecast: bool = True) -> dict[str, Any]:
+    """The JSON form of a job (CONTRACT.md's fields plus the submission); `brief` leaves out the prompts, and
+    forecast=False the queue position, ETA and wait reason (null): a submission's answer does not forecast the
+    pool, which costs about a millisecond per queued job and would make a burst of submissions quadratic."""
+    where = standing(session, job) if forecast else Standing(None, None, None)
     out = JobOut(
         id=job.id,
         type=job.type,

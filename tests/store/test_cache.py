@@ -43,3 +43,25 @@ def test_the_cache_stays_within_its_bound_dropping_the_least_recently_used(tmp_p
     held = {p.name for p in (tmp_path / "cache").glob("??/*")}
     assert held == {files[0][1], files[2][1], files[3][1]}
     assert sum(p.stat().st_size for p in (tmp_path / "cache").glob("??/*")) <= 3000
+
+
+def test_the_cache_lists_its_folder_once_while_under_its_bound_and_again_for_what_others_added(tmp_path,
+                                                                                                monkeypatch):
+    cache, other = ContentCache(tmp_path / "cache", 2500), ContentCache(tmp_path / "cache", 2500)
+    listed = []
+    evict = ContentCache.evict
+    monkeypatch.setattr(ContentCache, "evict", lambda self, keep=None: listed.append(self) or evict(self, keep))
+    files = []
+    for i in range(4):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(os.urandom(600))
+        files.append((f, sha256_file(f)))
+    for f, digest in files[:3]:
+        cache.keep(f, digest)
+    assert listed == [cache]  # the first file: the count of what it holds starts there
+    other.keep(*files[3])  # another worker of the host fills the folder over its bound
+    monkeypatch.setattr("genq.worker.artifacts.RESCAN_SECONDS", 0.0)
+    f = tmp_path / "f4"
+    f.write_bytes(os.urandom(600))
+    cache.keep(f, sha256_file(f))
+    assert sum(p.stat().st_size for p in (tmp_path / "cache").glob("??/*")) <= 2500

@@ -33,7 +33,7 @@ def submit():
     body = read_json()
     with state().db.session() as s:
         job = submit_job(s, state().settings, s.get(Team, caller.team_id), body, caller.is_operator)
-        out, job_team = job_to_dict(s, job), job.team_id
+        out, job_team = job_to_dict(s, job, forecast=False), job.team_id
     state().events.status(out["id"], job_team, "queued", wake=True)  # the scheduler dispatches it now
     return jsonify(out), 201, {"Location": url_for("api_jobs.show", job_id=out["id"])}
 
@@ -118,7 +118,7 @@ def retry(job_id: int):
     body = read_json() if request.get_data() else {}
     with state().db.session() as s:
         job = owned(s, Job, job_id, caller.scope, "job")
-        out, job_team = job_to_dict(s, retry_job(s, job, body)), job.team_id
+        out, job_team = job_to_dict(s, retry_job(s, job, body), forecast=False), job.team_id
     state().events.status(out["id"], job_team, "queued", wake=True)
     return jsonify(out), 201, {"Location": url_for("api_jobs.show", job_id=out["id"])}
 
