@@ -94,9 +94,9 @@ class JobHooks(Hooks):
     """core.api.Hooks writing to the database, at most about once a second (and at every checkpoint)."""
 
     def __init__(self, db: Database, job_id: int, worker_id: str, files: JobFiles,
-                 stop_reason, flush_every: float = 1.0, publish: Callable[[list], None] | None = None):
+                 stop_reason, flush_every: float = 1.0, publish: Callable[..., None] | None = None):
         self.db, self.job_id, self.worker_id = db, job_id, worker_id
-        self._publish = publish  # live events [(name, data)] for this job, sent after each committed flush
+        self._publish = publish  # (events [(name, data)], wake=False): this job's live events, after each commit
         self.files = files  # this run's folder and store prefix: files go up before the rows naming them
         self._stop_reason = stop_reason  # () -> 'cancel' | 'shutdown' | None, from the worker's heartbeat
         self.flush_every = flush_every
@@ -206,12 +206,13 @@ class JobHooks(Hooks):
             raise failed
 
     def flush(self, also: Callable[[Session], None] | None = None, events: Sequence[tuple[str, dict]] = (),
-              what: str = "recording metrics") -> None:
+              what: str = "recording metrics", wake: bool = False) -> None:
         """Write buffered metrics, logs, step and progress in one transaction, only while this worker holds the
         job, after any background write; `also(session)` adds its writes to that transaction (the job's end:
-        one commit, not two) and `events` are published with the flush's once it commits."""
+        one commit, not two) and `events` are published with the flush's once it commits, with `wake` in the
+        same round trip as a wake for the scheduler (the job's slot is free)."""
         self._settle()
-        self._write(self._take(), also, events, what)
+        self._write(self._take(), also, events, what, wake)
 
     def _take(self) -> tuple[list[dict], list[dict], list[RowResult], dict[str, object]]:
         """What is buffered (metrics, logs, rows, job values), the buffers emptied."""
@@ -224,7 +225,7 @@ class JobHooks(Hooks):
         return metrics, logs, rows, values
 
     def _write(self, batch: tuple, also: Callable[[Session], None] | None = None,
-               events: Sequence[tuple[str, dict]] = (), what: str = "recording metrics") -> None:
+               events: Sequence[tuple[str, dict]] = (), what: str = "recording metrics", wake: bool = False) -> None:
         """One fenced transaction for a _take() batch, then its events."""
         metrics, logs, rows, values = batch
         if not (metrics or logs or values or also or rows):
@@ -248,7 +249,7 @@ class JobHooks(Hooks):
                       *events]
         if self._publish is not None:
             self._publish([*flush_events(metrics, logs, {k: v for k, v in values.items() if k != "eta_at"}),
-                           *events])
+                           *events], wake=wake)
 
     def discard(self) -> None:
         """Forget what is buffered (a failed job ends without it: it may be what failed), once a background

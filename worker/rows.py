@@ -45,7 +45,7 @@ def prompt_rows(settings: Settings, session: Session, job: Job) -> list[PromptRo
 
 def stored_rows(db: Database, job_id: int) -> set[int]:
     """The rows of the job already stored (by any attempt)."""
-    with db.session() as s:
+    with db.reading() as s:
         return set(s.scalars(select(Output.row).where(Output.job_id == job_id, Output.row.is_not(None)).distinct()))
 
 
@@ -81,12 +81,14 @@ def write_files(session: Session, files: JobFiles, job_id: int) -> None:
     writer.writeheader()
     writer.writerows(lines)
     files.workdir.mkdir(parents=True, exist_ok=True)
-    for name, body in (("outputs.jsonl", "".join(json.dumps(line) + "\n" for line in lines)),
-                       ("outputs.csv", table.getvalue())):
+    bodies = {"outputs.jsonl": "".join(json.dumps(line) + "\n" for line in lines), "outputs.csv": table.getvalue()}
+    held = {a.name: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id,
+                                                                      Artifact.name.in_(list(bodies))))}
+    for name, body in bodies.items():
         path = files.workdir / name
         path.write_text(body, encoding="utf-8")
         stored = files.upload(path)  # the store replaces a key whole: a reader never sees half a file
-        artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+        artifact = held.get(name)
         if artifact is None:
             artifact = Artifact(job_id=job_id, kind="output", name=name)
             session.add(artifact)

@@ -63,6 +63,7 @@ class WorkerContext:
         self.cache = ContentCache(settings.home / "cache", settings.cache_bytes)
         self.work = settings.home / "work"  # this host's copies of running jobs' folders
         self.shutting_down = False
+        self._woken = False  # whether the job being run woke the scheduler already as it ended
         # Loads the model library (torch) now, not in the first job.
         core.keep_models(settings.model_cache_models, settings.model_cache_bytes)
         core.use_models_folder(settings.models_folder)
@@ -165,10 +166,12 @@ class WorkerContext:
 
     def run(self, job_id: int) -> None:
         """Run job `job_id` if this worker can claim it; otherwise it is a duplicate delivery: drop it."""
+        self._woken = False
         try:
             self._run(job_id)
         finally:
-            self.events.wake_scheduler()  # this slot is free: the scheduler sends the next job now
+            if not self._woken:  # the job's end woke it already, with its status events
+                self.events.wake_scheduler()  # this slot is free: the scheduler sends the next job now
 
     def _run(self, job_id: int) -> None:
         if self.shutting_down or self.heartbeat.draining.is_set():
@@ -238,7 +241,7 @@ class WorkerContext:
         return own + [g for g in others if g not in own]
 
     def _checkpoint_row(self, job_id: int) -> Artifact | None:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             return s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
 
     def _execute(self, job: Job, hooks: JobHooks) -> tuple[str | None, list[core.Sample]]:
@@ -323,7 +326,8 @@ class WorkerContext:
                      **more)
                 s.add(JobLog(job_id=job.id, message="preempted: checkpointed and re-queued" if preempted
                              else "worker shutting down: checkpointed and re-queued"))
-            hooks.flush(also=requeue, events=[("status", {"status": "queued"})], what="re-queueing a job")
+            hooks.flush(also=requeue, events=[("status", {"status": "queued"})], what="re-queueing a job", wake=True)
+            self._woken = True
             return
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
         self._end(job, hooks, "cancelled" if stopped == "cancel" else "succeeded", outputs=samples if keep else None)
@@ -366,4 +370,6 @@ class WorkerContext:
                 rows.write_files(s, hooks.files, job.id)
             s.add(JobLog(job_id=job.id, message=log_line or status))
         events = [("outputs", {"count": len(outputs)})] if outputs else []
-        hooks.flush(also=end, events=[*events, ("status", {"status": status})], what=f"marking the job {status}")
+        hooks.flush(also=end, events=[*events, ("status", {"status": status})], what=f"marking the job {status}",
+                    wake=True)  # before the run's folder is cleaned: the next job is sent meanwhile
+        self._woken = True

@@ -59,7 +59,7 @@ def test_a_flush_publishes_after_its_commit_and_a_lost_lease_publishes_nothing(d
     (job_id,) = add_jobs(db, 1, status="running", worker_id="me")
     published: list[list] = []
 
-    def publish(events):
+    def publish(events, wake=False):
         with db.session() as s:  # the rows are there by the time the events go out
             assert s.get(Job, job_id).step == 20
         published.append(events)
@@ -91,7 +91,7 @@ def test_a_gallery_publishes_its_outputs_once_they_are_rows(db, tmp_path):
     (job_id,) = add_jobs(db, 1, status="running", worker_id="me")
     published: list[list] = []
 
-    def publish(events):
+    def publish(events, wake=False):
         with db.session() as s:
             assert len(s.scalars(select(Output).where(Output.job_id == job_id, Output.step == 100)).all()) == 2
         published.append(events)
