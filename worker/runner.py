@@ -148,7 +148,7 @@ class WorkerContext:
         def write():
             with self.db.session() as s:
                 now = db_now(s)
-                claimed = s.execute(
+                job = s.scalars(
                     update(Job)
                     .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False), self.fits)
                     .values(status="running", worker_id=self.id, attempts=Job.attempts + 1,
@@ -156,10 +156,10 @@ class WorkerContext:
                             started_at=func.coalesce(Job.started_at, now), error=None,
                             run_started_at=now, run_start_step=func.coalesce(Job.checkpoint_step, 0),
                             accrued_until=now, preempt_requested=False)
-                ).rowcount
-                if not claimed:
+                    .returning(Job)  # the claimed row, in the same statement
+                ).first()
+                if job is None:
                     return None
-                job = s.get(Job, job_id)
                 s.add(JobLog(job_id=job_id, message=f"attempt {job.attempts} started on {self.id} ({self.device})"))
                 return job
         return with_retry(write, "claiming a job")

@@ -134,9 +134,10 @@ class Scheduler:
         """Mark `job_id` sent, unless its team's quota of devices (or of GPU-hours this week) is spent: the team's
         row is locked while its held devices are counted, so concurrent schedulers cannot both take the last one."""
         with self.db.session() as s:
-            # A no-op UPDATE takes the team's row lock (PostgreSQL) or the write lock (SQLite) until commit.
-            s.execute(update(Team).where(Team.id == team_id).values(usage=Team.usage))
-            limit, hours = s.execute(select(Team.max_gpus, Team.gpu_hours_per_week).where(Team.id == team_id)).one()
+            # A no-op UPDATE takes the team's row lock (PostgreSQL) or the write lock (SQLite) until commit, and
+            # reads the quotas under it.
+            limit, hours = s.execute(update(Team).where(Team.id == team_id).values(usage=Team.usage)
+                                     .returning(Team.max_gpus, Team.gpu_hours_per_week)).one()
             if hours is not None and week_gpu_hours(s, utcnow().date(), team_id).get(team_id, 0.0) >= hours:
                 return False
             if limit is not None:

@@ -27,13 +27,19 @@ def test_the_cache_serves_a_hash_it_holds_without_asking_the_store_and_checks_wh
         cache.fetch(store, "datasets/1/data.txt", "0" * 64)
 
 
+def random_files(folder, n: int, size: int) -> list[tuple]:
+    """(path, sha256) of n new files of `size` random bytes."""
+    files = []
+    for i in range(n):
+        f = folder / f"f{i}"
+        f.write_bytes(os.urandom(size))
+        files.append((f, sha256_file(f)))
+    return files
+
+
 def test_the_cache_stays_within_its_bound_dropping_the_least_recently_used(tmp_path):
     cache = ContentCache(tmp_path / "cache", max_bytes=3000)
-    files = []
-    for i in range(5):
-        f = tmp_path / f"f{i}"
-        f.write_bytes(os.urandom(1000))
-        files.append((f, sha256_file(f)))
+    files = random_files(tmp_path, 5, 1000)
     for f, digest in files[:3]:
         cache.keep(f, digest)
         time.sleep(0.01)
@@ -51,17 +57,11 @@ def test_the_cache_lists_its_folder_once_while_under_its_bound_and_again_for_wha
     listed = []
     evict = ContentCache.evict
     monkeypatch.setattr(ContentCache, "evict", lambda self, keep=None: listed.append(self) or evict(self, keep))
-    files = []
-    for i in range(4):
-        f = tmp_path / f"f{i}"
-        f.write_bytes(os.urandom(600))
-        files.append((f, sha256_file(f)))
+    files = random_files(tmp_path, 5, 600)
     for f, digest in files[:3]:
         cache.keep(f, digest)
     assert listed == [cache]  # the first file: the count of what it holds starts there
     other.keep(*files[3])  # another worker of the host fills the folder over its bound
     monkeypatch.setattr("genq.worker.artifacts.RESCAN_SECONDS", 0.0)
-    f = tmp_path / "f4"
-    f.write_bytes(os.urandom(600))
-    cache.keep(f, sha256_file(f))
+    cache.keep(*files[4])
     assert sum(p.stat().st_size for p in (tmp_path / "cache").glob("??/*")) <= 2500
