@@ -114,23 +114,35 @@ class TextRecipe(Recipe):
 
     def gallery(self, step: int, folder: Path) -> list[Sample]:
         """A few short unconditional texts, from the same seed at every step."""
-        gen = torch.Generator(device=self.device).manual_seed(self.p["seed"] + GALLERY_SEED)
         max_new = GALLERY_TOKENS if self.p["tokenizer"] == "char" else GALLERY_TOKENS // 3
-        with self.amp(self.device):
-            texts = _sample(self.net, self.tok, None, GALLERY_SAMPLES, gen, self.device, max_new_tokens=max_new,
-                            temperature=0.8, top_k=None, top_p=None)
+        texts = self._unconditional(GALLERY_SAMPLES, self.p["seed"] + GALLERY_SEED, max_new)
         return [Sample(kind="text", prompt=None, text=t) for t in texts]
 
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
-        gen = torch.Generator(device=self.device).manual_seed(self.p["seed"])
-        max_new = 200 if self.p["tokenizer"] == "char" else 60
-        with self.amp(self.device):
-            texts = _sample(self.net, self.tok, None, FINAL_SAMPLES, gen, self.device, max_new_tokens=max_new,
-                            temperature=0.8, top_k=None, top_p=None)
+        texts = self._unconditional(FINAL_SAMPLES, self.p["seed"], 200 if self.p["tokenizer"] == "char" else 60)
         extra = sample_metrics(texts)
         self.hooks.metrics(result.step, extra)
         result.metrics = {**result.metrics, **extra}
         return [Sample(kind="text", prompt=None, text=t) for t in texts]
+
+    def _unconditional(self, n: int, seed: int, max_new: int) -> list[str]:
+        """n texts from the start token at temperature 0.8, each row from its own seed derived from `seed`, decoded
+        by the continuous-batching engine with the network in eval mode meanwhile. A CPU runs the engine's traced
+        step: a gallery of 3 x 100 characters took 0.42 s through the modules' step (the 4-layer 128-wide gpt),
+        more than the evaluation before it, and the end's 3 x 200 twice that."""
+        dtype = torch.bfloat16 if self.autocast and dev.is_cuda(self.device) else torch.float32
+        engine = batch.BatchGenerator(self.net, n, self.device, dtype, eos_id=self.tok.eos_id, decode=self.tok.decode,
+                                      context=getattr(self.net.config, "block_size", None))
+        start, texts = self.tok.start_ids(), {}
+        requests = [batch.Request(i, start, max_new, seed=seed * 1_000_003 + i, temperature=0.8) for i in range(n)]
+        training = self.net.training
+        self.net.eval()
+        try:
+            with self.amp(self.device):
+                engine.run(requests, lambda out: texts.__setitem__(out.key, out.text))
+        finally:
+            self.net.train(training)
+        return [texts[i] for i in range(n)]
 
     @classmethod
     def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
