@@ -193,11 +193,10 @@ def compare_shape(name: str, shape: tuple, corpus: Path, rounds: int, compile_to
     return ratio >= goal
 
 
-def bare_loop(corpus: Path, params: dict) -> tuple[float, float]:
-    """(build seconds, step seconds) of the recipe's steps with its learning-rate schedule, nothing else."""
-    t0 = time.perf_counter()
+def bare_loop(corpus: Path, params: dict) -> float:
+    """Seconds of the recipe's steps with its learning-rate schedule, nothing else (its build not counted)."""
     recipe = genq_recipe(params, corpus)
-    t1 = time.perf_counter()
+    start = time.perf_counter()
     schedule = recipe.lr_schedule()
     for step in range(recipe.p["max_steps"]):
         for opt in recipe.optimizers.values():
@@ -205,7 +204,7 @@ def bare_loop(corpus: Path, params: dict) -> tuple[float, float]:
                 group["lr"] = schedule(step)
         recipe.step(step)
     float(recipe.step(recipe.p["max_steps"])["loss"])  # one more, read: the queue is empty on every device
-    return t1 - t0, time.perf_counter() - t1
+    return time.perf_counter() - start
 
 
 def job_seconds(client, dataset: int, params: dict) -> float:
@@ -231,10 +230,10 @@ def compare_job(corpus: Path, rounds: int) -> bool:
             dataset = client.upload(corpus)["id"]
             for _ in range(rounds):
                 wait_until_settled(client)
-                bare.append(bare_loop(corpus, params)[1])
+                bare.append(bare_loop(corpus, params))
                 jobs.append(job_seconds(client, dataset, params))
             wait_until_settled(client)
-            bare.append(bare_loop(corpus, params)[1])
+            bare.append(bare_loop(corpus, params))
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(120)

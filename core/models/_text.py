@@ -130,9 +130,7 @@ class TextRecipe(Recipe):
         by the continuous-batching engine with the network in eval mode meanwhile. A CPU runs the engine's traced
         step: a gallery of 3 x 100 characters took 0.42 s through the modules' step (the 4-layer 128-wide gpt),
         more than the evaluation before it, and the end's 3 x 200 twice that."""
-        dtype = torch.bfloat16 if self.autocast and dev.is_cuda(self.device) else torch.float32
-        engine = batch.BatchGenerator(self.net, n, self.device, dtype, eos_id=self.tok.eos_id, decode=self.tok.decode,
-                                      context=getattr(self.net.config, "block_size", None))
+        engine = self._engine(self.net, self.tok, self.device, n)
         start, texts = self.tok.start_ids(), {}
         requests = [batch.Request(i, start, max_new, seed=seed * 1_000_003 + i, temperature=0.8) for i in range(n)]
         training = self.net.training
@@ -209,14 +207,23 @@ class TextRecipe(Recipe):
                 hooks.metrics(rows_done, {"throughput/rows_per_s": rows_done / (now - start),
                                           "throughput/tokens_per_s": generated / (now - start)})
 
-        dtype = torch.bfloat16 if cls.autocast and dev.is_cuda(device) else torch.float32
-        slots = batch.choose_slots(net, device, len(requests), g["batch_size"], dtype.itemsize)
+        slots = batch.choose_slots(net, device, len(requests), g["batch_size"], cls._decode_dtype(device).itemsize)
         hooks.log(f"continuous batching: {len(requests)} texts, {slots} at a time")
-        engine = batch.BatchGenerator(net, slots, device, dtype, eos_id=tok.eos_id, decode=tok.decode,
-                                      context=context)
+        engine = cls._engine(net, tok, device, slots)
         checks = iter(range(1 << 62))
         with cls.amp(device):  # a stop request is read every 16 steps (cheap, but not free)
             return engine.run(requests, finished, lambda: next(checks) % 16 == 0 and bool(hooks.stop_requested()))
+
+    @classmethod
+    def _decode_dtype(cls, device: str) -> torch.dtype:
+        """The dtype the engine's KV cache and decoding run in: bf16 on a GPU for a model that autocasts."""
+        return torch.bfloat16 if cls.autocast and dev.is_cuda(device) else torch.float32
+
+    @classmethod
+    def _engine(cls, net: nn.Module, tok, device: str, slots: int) -> batch.BatchGenerator:
+        """The continuous-batching engine for `net`, `slots` rows at a time, reading at most its context window."""
+        return batch.BatchGenerator(net, slots, device, cls._decode_dtype(device), eos_id=tok.eos_id,
+                                    decode=tok.decode, context=getattr(net.config, "block_size", None))
 
     @classmethod
     def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> tuple[Any, nn.Module]:
