@@ -112,7 +112,7 @@ class PeerRecipe(GPTRecipe):
 
     @classmethod
     def amp(cls, device: str, width: int = 0):
-        """bf16 autocast on a GPU only: nanoGPT's train.py computes in float32 on any CPU, AMX or not."""
+        """bf16 autocast on a GPU only: nanoGPT's train.py computes in float32 on any CPU, with bf16 units or not."""
         return dev.autocast(device) if dev.is_cuda(device) else nullcontext()
 
 

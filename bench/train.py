@@ -11,9 +11,10 @@ GPT2LMHeadModel, and a genq job through the platform against the bare loop.
    the figure is the median over rounds. Shapes: nanoGPT's shakespeare_char CPU shape (4 layers, 4 heads,
    128 wide, block 64, batch 12, 65 tokens; goal >= 1.3x) and a larger one (6, 6, 384, block 256, batch 16;
    goal >= 1.2x). Achieved GFLOP/s (6 x matrix parameters + attention, nanoGPT's estimate, the same count for
-   both) stand next to a 2048x2048 float32 matrix product timed in the same rounds. On a CPU with AMX, where
-   genq trains under bf16 autocast (genq.core.device.autocast), transformers runs twice, in float32 and under
-   the same autocast, a bf16 matrix product is timed too, and the goal is judged against the faster peer.
+   both) stand next to a 2048x2048 float32 matrix product timed in the same rounds. On a CPU with bf16 units
+   (AMX, AVX-512 BF16), where genq trains under bf16 autocast (genq.core.device.autocast), transformers runs
+   twice, in float32 and under the same autocast, a bf16 matrix product is timed too, and the goal is judged
+   against the faster peer.
    With --compile, genq's step under torch.compile (compile=true) races too: its steady state, and apart the
    seconds its first two steps took (the compiling), which a job pays.
 2. The 300-step nanoGPT CPU recipe (checkpoint every 100) as a genq job through `genq up` and the HTTP API,
@@ -173,7 +174,7 @@ def compare_shape(name: str, shape: tuple, corpus: Path, rounds: int, compile_to
     print(f"shape {name}: {n_layer} layers, {n_head} heads, {n_embd} wide, block {block}, batch {batch}, "
           f"{VOCAB} tokens ({steps} steps x {rounds} rounds each); 2048^3 matmul {peak:.1f} GFLOP/s float32"
           + (f", {2 * 2048 ** 3 / secs['matmul bf16'] / 1e9:.1f} bf16" if "matmul bf16" in secs else ""))
-    print(f"  genq computes in {'bf16 (autocast: the CPU has AMX)' if genq_bf16 else 'float32'}")
+    print(f"  genq computes in {'bf16 (autocast: the CPU has bf16 units)' if genq_bf16 else 'float32'}")
     fpt = flops_per_token(n_layer, n_embd, block, VOCAB)
     rates = {}
     for who in ("genq", *peers, *(["genq compiled"] if compile_too else [])):

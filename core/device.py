@@ -1,4 +1,5 @@
-"""What training and generation need to know about their device: bf16 autocast (GPUs, AMX CPUs), fused AdamW,
+"""What training and generation need to know about their device: bf16 autocast (GPUs, CPUs with bf16
+instructions), fused AdamW,
 pinned copies to a GPU, the GPU's peak bf16 throughput (for MFU), and the peak memory a job used.
 
 Every choice here is made from the device string ("cpu", "cuda", "cuda:1"), so the CUDA paths can be tested
@@ -47,32 +48,34 @@ def prepare(device: str) -> None:
 
 @cache
 def cpu_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): there a bf16 product runs at about 4x
-    float32's rate, on other CPUs slower than float32. GENQ_CPU_BF16=0 or 1 overrides the detection."""
+    """Whether this CPU multiplies bf16 matrices in hardware: Intel's AMX tiles (a 2048^3 bf16 product at about
+    3-4x float32's rate) or AVX-512 BF16 (AMD Zen 4 on, Intel Cooper Lake: 2-3x); other CPUs emulate bf16,
+    slower than float32. GENQ_CPU_BF16=0 or 1 overrides the detection."""
     if (forced := os.environ.get("GENQ_CPU_BF16", "")) in ("0", "1"):
         return forced == "1"
-    return bool(torch.cpu.get_capabilities().get("amx_bf16"))
+    capabilities = torch.cpu.get_capabilities()
+    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
 
 
-# Narrower matrices compute in float32 on a CPU even with AMX: a training step of 1 layer of 32 took 2.2x as
-# long under bf16 autocast, 2 layers of 64 1.3x as long (the casts cost more than the products save), 4 of 128
-# 0.67x as long.
+# Narrower matrices compute in float32 on a CPU even with bf16 units: a training step of 1 layer of 32 took 2.2x
+# as long under bf16 autocast on AMX, 2 layers of 64 1.3x as long (the casts cost more than the products save),
+# 4 of 128 0.67x as long (0.5-0.75x with AVX-512 BF16 on an AMD EPYC).
 CPU_BF16_MIN_WIDTH = 128
 
 
 def matmul_dtype(device: str, width: int) -> torch.dtype:
     """The dtype products of matrices at least `width` wide run fastest in on `device`: bf16 on a GPU, and on a
-    CPU with AMX from CPU_BF16_MIN_WIDTH on; float32 elsewhere."""
+    CPU with bf16 units (cpu_bf16) from CPU_BF16_MIN_WIDTH on; float32 elsewhere."""
     if is_cuda(device):
         return torch.bfloat16
-    amx = torch.device(device).type == "cpu" and cpu_bf16()
-    return torch.bfloat16 if amx and width >= CPU_BF16_MIN_WIDTH else torch.float32
+    bf16_units = torch.device(device).type == "cpu" and cpu_bf16()
+    return torch.bfloat16 if bf16_units and width >= CPU_BF16_MIN_WIDTH else torch.float32
 
 
 def autocast(device: str, width: int = 0) -> AbstractContextManager:
     """bf16 autocast where bf16 matrix products are the fast ones (matmul_dtype): on a GPU, and on a CPU with
-    AMX for a model `width` wide or wider; decoding passes no width (a token per row: products too small for
-    the tiles to repay the casts)."""
+    bf16 units for a model `width` wide or wider; decoding passes no width (a token per row: products too small
+    to repay the casts)."""
     if matmul_dtype(device, width) == torch.float32:
         return nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

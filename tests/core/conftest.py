@@ -103,8 +103,8 @@ def quick_evaluation(monkeypatch):
 @pytest.fixture
 def cpu_kind(monkeypatch):
     """Set whether this CPU has bf16 matrix units (GENQ_CPU_BF16), the detection's cache cleared around it."""
-    def set_kind(amx: bool) -> None:
-        monkeypatch.setenv("GENQ_CPU_BF16", "1" if amx else "0")
+    def set_kind(bf16_units: bool) -> None:
+        monkeypatch.setenv("GENQ_CPU_BF16", "1" if bf16_units else "0")
         dev.cpu_bf16.cache_clear()
 
     yield set_kind

@@ -25,22 +25,31 @@ def test_autocast_is_bf16_on_a_gpu(cpu_kind):
     assert isinstance(on_gpu, torch.autocast) and on_gpu.device == "cuda" and on_gpu.fast_dtype == torch.bfloat16
 
 
-def test_autocast_on_a_cpu_is_bf16_only_with_amx_for_wide_models(cpu_kind):
+def test_autocast_on_a_cpu_is_bf16_only_with_bf16_units_for_wide_models(cpu_kind):
     cpu_kind(False)
     assert isinstance(dev.autocast("cpu", 768), nullcontext) and dev.matmul_dtype("cpu", 768) == torch.float32
     cpu_kind(True)
-    on_amx = dev.autocast("cpu", dev.CPU_BF16_MIN_WIDTH)
-    assert isinstance(on_amx, torch.autocast) and on_amx.device == "cpu" and on_amx.fast_dtype == torch.bfloat16
+    wide = dev.autocast("cpu", dev.CPU_BF16_MIN_WIDTH)
+    assert isinstance(wide, torch.autocast) and wide.device == "cpu" and wide.fast_dtype == torch.bfloat16
     assert isinstance(dev.autocast("cpu", dev.CPU_BF16_MIN_WIDTH - 1), nullcontext)  # narrow: the casts cost more
     assert isinstance(dev.autocast("cpu"), nullcontext)  # decoding passes no width
     assert dev.matmul_dtype("cuda", 16) == torch.bfloat16
 
 
-def test_cpu_bf16_follows_the_cpus_amx_flag(monkeypatch):
+@pytest.mark.parametrize("flags, bf16_units", [
+    ({"amx_bf16": True, "avx512_bf16": True}, True),  # Intel Sapphire Rapids on
+    ({"amx_bf16": False, "avx512_bf16": True}, True),  # AMD Zen 4 on, Intel Cooper Lake
+    ({"amx_bf16": False, "avx512_bf16": False, "avx2": True}, False),  # bf16 emulated: float32 is faster
+])
+def test_cpu_bf16_follows_the_cpus_bf16_flags(monkeypatch, flags, bf16_units):
     monkeypatch.delenv("GENQ_CPU_BF16", raising=False)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
     dev.cpu_bf16.cache_clear()
     try:
-        assert dev.cpu_bf16() is bool(torch.cpu.get_capabilities().get("amx_bf16"))
+        assert dev.cpu_bf16() is bf16_units
+        monkeypatch.setenv("GENQ_CPU_BF16", "0" if bf16_units else "1")  # the override wins
+        dev.cpu_bf16.cache_clear()
+        assert dev.cpu_bf16() is not bf16_units
     finally:
         dev.cpu_bf16.cache_clear()
 

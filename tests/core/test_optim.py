@@ -90,7 +90,7 @@ def test_muon_batches_matrices_of_one_shape_without_changing_their_updates(cpu_k
 
 
 def test_small_float32_matrices_are_orthogonalised_on_one_cpu_thread(monkeypatch, cpu_kind):
-    cpu_kind(False)  # an AMX CPU runs Newton-Schulz in bf16, on the slot's threads
+    cpu_kind(False)  # a CPU with bf16 units runs Newton-Schulz in bf16, on the slot's threads
     seen = []
     real = optim.orthogonalise
     monkeypatch.setattr(optim, "orthogonalise", lambda *a: seen.append(torch.get_num_threads()) or real(*a))

@@ -26,7 +26,7 @@ GRU = {"tokenizer": "char", "n_embd": 16, "hidden_size": 16, "block_size": 16, "
 
 @pytest.mark.parametrize("model,params", [("gpt", PARAMS), ("gru", GRU)])
 def test_two_ranks_train_what_one_process_trains(model, params, tmp_path, text_file, make_hooks, cpu_kind):
-    cpu_kind(False)  # float32 (gpt trains in bf16 on an AMX CPU: the bf16 test below)
+    cpu_kind(False)  # float32 (gpt trains in bf16 on a CPU with bf16 units: the bf16 test below)
     one, two = make_hooks(), make_hooks()
     api.train(model, params, text_file, tmp_path / "one", one)
     result = api.train(model, params, text_file, tmp_path / "two", two, world=2)
@@ -45,7 +45,7 @@ def test_two_ranks_train_what_one_process_trains(model, params, tmp_path, text_f
 
 def test_two_ranks_train_what_one_process_trains_in_bf16_too(tmp_path, text_file, make_hooks, cpu_kind,
                                                              monkeypatch):
-    cpu_kind(True)  # bf16 autocast (emulated where the CPU has no AMX): half batches round differently
+    cpu_kind(True)  # bf16 autocast (emulated where the CPU has no bf16 units): half batches round differently
     monkeypatch.setattr(dev, "CPU_BF16_MIN_WIDTH", PARAMS["n_embd"])  # this small model too (forked ranks too)
     one, two = make_hooks(), make_hooks()
     api.train("gpt", PARAMS, text_file, tmp_path / "one", one)
