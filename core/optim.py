@@ -106,9 +106,15 @@ def _adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> floa
     return lr * math.sqrt(max(1, A / B))
 
 
+# Muon's momentum: 0.9 rather than torch's 0.95. nanoGPT's CPU recipe (2000 steps, eval on 20 batches) reached a
+# lower val/loss at step 500 with it for each of three seeds (1.8500, 1.8362, 1.8596 against 1.8534, 1.8518,
+# 1.8674), at step 400 for two of them, and the same at step 2000 (1.5651 against 1.5644, seed 1337).
+MOMENTUM = 0.9
+
+
 def muon(params: list[nn.Parameter], lr: float, weight_decay: float) -> Muon:
     """Muon for 2-D `params`, its update scaled to AdamW's size: AdamW's lr and weight decay apply."""
-    return Muon(params, lr=lr, weight_decay=weight_decay, momentum=0.95, nesterov=True,
+    return Muon(params, lr=lr, weight_decay=weight_decay, momentum=MOMENTUM, nesterov=True,
                 adjust_lr_fn="match_rms_adamw")
 
 

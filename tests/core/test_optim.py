@@ -45,7 +45,7 @@ def test_muon_on_a_cpu_is_torchs_update_in_float32():
     w_ours, w_torch = (torch.nn.Parameter(torch.randn(128, 512)) for _ in range(2))
     w_torch.data.copy_(w_ours.data)
     ours = optim.muon([w_ours], lr=1e-2, weight_decay=0.1)
-    theirs = torch.optim.Muon([w_torch], lr=1e-2, weight_decay=0.1, momentum=0.95, nesterov=True,
+    theirs = torch.optim.Muon([w_torch], lr=1e-2, weight_decay=0.1, momentum=optim.MOMENTUM, nesterov=True,
                               adjust_lr_fn="match_rms_adamw")
     start = w_ours.detach().clone()
     for _ in range(3):
