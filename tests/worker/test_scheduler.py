@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -162,3 +163,26 @@ def test_a_job_of_two_devices_goes_to_the_queue_of_the_one_host_with_two_free_sl
     assert scheduler.dispatch() == 0, "one slot free on a, none on b: no host holds a second job of two"
     add_jobs(db, 1)
     assert scheduler.dispatch() == 1 and queued_messages(redis_url) == 1, "a one-device job takes a's last slot"
+
+
+
+def test_a_full_pool_is_decided_only_when_a_running_job_may_be_preempted(db, scheduler, monkeypatch):
+    add_worker(db, slots=1)
+    add_jobs(db, 1)  # waits for the one slot
+    (running,) = add_jobs(db, 1, status="running", worker_id="w1default0.0", run_started_at=utcnow())
+    decided, decide = [], scheduler.decide
+    monkeypatch.setattr(scheduler, "decide", lambda pool, free: decided.append(pool) or decide(pool, free))
+    assert scheduler.may_preempt("default") is False  # started just now: under preempt_min_run_seconds
+    assert scheduler.dispatch() == 0 and decided == []
+    long_ago = utcnow() - timedelta(seconds=scheduler.settings.preempt_min_run_seconds + 1)
+    with db.session() as s:
+        s.get(Job, running).run_started_at = long_ago
+    assert scheduler.may_preempt("default") is True
+    assert scheduler.dispatch() == 0 and decided == ["default"]  # the policy decides: it may preempt
+    with db.session() as s:
+        s.get(Job, running).preemptible = False
+    assert scheduler.may_preempt("default") is False
+    with db.session() as s:
+        s.get(Job, running).preemptible = True
+    monkeypatch.setattr(scheduler, "settings", replace(scheduler.settings, preempt_min_run_seconds=-1.0))  # off
+    assert scheduler.may_preempt("default") is False
