@@ -1,6 +1,6 @@
 """What training and generation need to know about their device: bf16 autocast (GPUs, CPUs with bf16
-instructions), fused AdamW,
-pinned copies to a GPU, the GPU's peak bf16 throughput (for MFU), and the peak memory a job used.
+instructions), fused AdamW, pinned copies to a GPU, the GPU's peak bf16 throughput (for MFU), and the peak
+memory a job used.
 
 Every choice here is made from the device string ("cpu", "cuda", "cuda:1"), so the CUDA paths can be tested
 for their selection on a machine without a GPU.

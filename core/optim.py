@@ -37,7 +37,8 @@ def hidden_matrices(blocks: nn.Module) -> list[nn.Parameter]:
 
 # Below this many elements a matrix's float32 Newton-Schulz runs on one CPU thread: on a 2-core AMD EPYC the
 # CPU recipe's matrices (128 x 512 at most) took 30 ms a step on one thread against 54-59 ms on two; a 6-layer
-# 384-wide model's took 1.0 s on one against 0.6-0.7 s on two. (bf16 on a CPU with bf16 units keeps the slot's threads.)
+# 384-wide model's took 1.0 s on one against 0.6-0.7 s on two. (bf16, on a CPU with bf16 units, keeps the slot's
+# threads.)
 ONE_THREAD_BELOW = 512 * 512
 
 
@@ -59,8 +60,8 @@ def orthogonalise(g: torch.Tensor, coefficients: tuple[float, float, float], ste
 class Muon(torch.optim.Muon):
     """torch.optim.Muon (its params, state and checkpoints) with Newton-Schulz batched over the matrices of one
     shape (on the CPU recipe, one product for 4 matrices; padding all 16 to one shape measured slower), in
-    bf16 where the device multiplies bf16 fast (a GPU; a CPU with bf16 units, matrices 128 wide or more) and in float32
-    elsewhere (a CPU without bf16 units emulates it)."""
+    bf16 where the device multiplies bf16 fast (a GPU; a CPU with bf16 units, matrices 128 wide or more) and
+    in float32 elsewhere (a CPU without bf16 units emulates it)."""
 
     @torch.no_grad()
     def step(self, closure=None):
