@@ -109,6 +109,7 @@ def owed_shares(wants: dict[str, int], capacity: int) -> dict[str, float]:
 
 UTIL, JAIN = "utilisation while jobs wait", "Jain index, GPU-time received / owed"
 BIG = "longest wait of a 4-GPU job, h"
+OLD = "  (before: GPU-time / weight, all waiting)"
 
 
 def jain(x: list[float]) -> float:
@@ -119,9 +120,10 @@ def jain(x: list[float]) -> float:
 class Simulation:
     """A cluster on a simulated clock, driven by a policy: 'fair' (genq's plan) or 'fifo'."""
 
-    def __init__(self, jobs: list[SimJob], policy: str, eta: bool):
+    def __init__(self, jobs: list[SimJob], policy: str, eta: bool, half_life: float = HALF_LIFE_HOURS):
         self.jobs = [replace(j) for j in jobs]
         self.policy, self.want_eta = policy, eta
+        self.half_life = half_life  # of each team's decayed usage, hours
         self.now = 0.0
         self.queue: dict[int, SimJob] = {}
         self.running: dict[int, SimJob] = {}
@@ -144,7 +146,7 @@ class Simulation:
         for job in self.running.values():
             held[job.team] += job.gpus
         for team in WEIGHTS:
-            self.usage[team] = decay(self.usage[team], dt, HALF_LIFE_HOURS) + held[team] * dt
+            self.usage[team] = decay(self.usage[team], dt, self.half_life) + held[team] * dt
         if self.queue:
             self.time_waiting += dt
             self.busy_waiting += sum(held.values()) * dt
@@ -243,7 +245,7 @@ class Simulation:
     def report(self) -> dict[str, float]:
         out = {UTIL: self.busy_waiting / max(self.time_waiting, 1e-9) / 8,
                JAIN: jain([self.received[t] / self.owed[t] for t in WEIGHTS if self.owed[t] > 0]),
-               "  (before: GPU-time / weight, all waiting)": jain([self.contended[t] / w for t, w in WEIGHTS.items()])}
+               OLD: jain([self.contended[t] / w for t, w in WEIGHTS.items()])}
         for team in WEIGHTS:
             waits = sorted(self.waits[team]) or [0.0]
             out[f"team {team} (w {WEIGHTS[team]:g}) mean wait, h"] = statistics.fmean(waits) / 3600
@@ -272,6 +274,7 @@ def main() -> int:
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=10, help="weeks simulated, from --seed on")
+    parser.add_argument("--half-life", type=float, default=HALF_LIFE_HOURS, help="of a team's usage, hours")
     parser.add_argument("--no-db", action="store_true", help="skip the database decision timings")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="a PostgreSQL server to create a scratch database on ('' to skip)")
@@ -281,7 +284,7 @@ def main() -> int:
     print(f"{len(jobs)} jobs over {args.days:g} days from teams {WEIGHTS} on 2 x 4 GPUs; they ask {asked:.0%} "
           f"of the GPU time")
     began = time.perf_counter()
-    fair = Simulation(jobs, "fair", eta=True).run().report()
+    fair = Simulation(jobs, "fair", eta=True, half_life=args.half_life).run().report()
     fifo = Simulation(jobs, "fifo", eta=False).run().report()
     print(f"(simulated in {time.perf_counter() - began:.1f} s)\n")
     print(f"{'':42} {'fair share':>12} {'FIFO':>12}")
@@ -289,13 +292,15 @@ def main() -> int:
         print(f"{key:42} {fair[key]:>12.3f} {fifo[key]:>12.3f}")
     failed = missed(fair, fifo)
     if args.seeds > 1:
-        print(f"\n{'seed':>4} {'utilisation':>18} {'Jain index':>18} {'longest 4-GPU wait, h':>22}  goals missed")
+        print(f"\n{'seed':>4} {'utilisation':>18} {'Jain index':>18} {'longest 4-GPU wait, h':>22} {'before':>6}"
+              "  goals missed")
         for seed in range(args.seed, args.seed + args.seeds):
             week = workload(args.days, seed)
-            f, g = (Simulation(week, policy, eta=False).run().report() for policy in ("fair", "fifo"))
+            f, g = (Simulation(week, policy, eta=False, half_life=args.half_life).run().report()
+                    for policy in ("fair", "fifo"))
             print(f"{seed:>4} {f[UTIL]:>8.3f} | {g[UTIL]:<7.3f} {f[JAIN]:>8.3f} | {g[JAIN]:<7.3f} "
-                  f"{f[BIG]:>10.1f} | {g[BIG]:<9.1f}  {'; '.join(missed(f, g)) or '-'}")
-        print("(each column: fair share | FIFO)")
+                  f"{f[BIG]:>10.1f} | {g[BIG]:<9.1f} {f[OLD]:>6.3f}  {'; '.join(missed(f, g)) or '-'}")
+        print("(each column: fair share | FIFO; before: fair share's index by the definition used before)")
     if not args.no_db:
         from scheduling_db import DECISION, decision_times  # bench/ is on the path: this script runs from it
 
