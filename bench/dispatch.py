@@ -152,6 +152,17 @@ def check_rows(db: Database, ids: list[int]) -> list[str]:
     return problems
 
 
+def cycle(db: Database, ids: list[int]) -> tuple[float, float, float]:
+    """Medians, in seconds, of a throughput job's cycle on the worker, from its row's timestamps in claim order:
+    the previous job's end to this one's dispatch, the dispatch to the claim, the claim to the end."""
+    with db.session() as s:
+        rows = s.execute(select(Job.dispatched_at, Job.started_at, Job.finished_at).where(Job.id.in_(ids))
+                         .order_by(Job.started_at)).all()
+    times = [tuple(map(unix, row)) for row in rows]
+    gaps = [(d - prev[2], c - d, f - c) for prev, (d, c, f) in zip(times, times[1:], strict=False) if d > prev[2]]
+    return tuple(statistics.median(g[i] for g in gaps) if gaps else float("nan") for i in range(3))
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by nearest rank."""
     ordered = sorted(values)
@@ -187,6 +198,7 @@ def main(argv: list[str]) -> int:
             ids, seconds = throughput(client, finishes, train, args.jobs)
             peer_seconds = sum(peer_round_trips(args.jobs))
             problems = check_rows(db, ids)
+            stages_of_cycle = cycle(db, ids)
         finally:
             platform.send_signal(signal.SIGINT)
             peer_worker.terminate()
@@ -210,6 +222,8 @@ def main(argv: list[str]) -> int:
     print("from the POST, median (slowest job): row inserted {:.1f} ({:.1f}) ms, dispatched {:.1f} ({:.1f}) ms, "
           "claimed {:.1f} ({:.1f}) ms".format(
               *(v * ms for i in range(3) for v in (statistics.median(t[i] for t in stages), slowest[i]))))
+    print("a throughput job's cycle, medians: previous end to dispatch {:.1f} ms, dispatch to claim {:.1f} ms, "
+          "claim to end {:.1f} ms (jobs dispatched after the previous end)".format(*(v * ms for v in stages_of_cycle)))
     if problems:
         print("rows wrong:\n  " + "\n  ".join(problems))
     else:

@@ -32,17 +32,23 @@ def finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def record_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert metric points ({"job_id", "name", "step", "value", ...}) and refresh the summaries they touch."""
+def record_metrics(session: Session, rows: list[dict[str, Any]], new: frozenset[str] | set[str] = frozenset()) -> None:
+    """Insert metric points ({"job_id", "name", "step", "value", ...}) and refresh the summaries they touch.
+
+    `new` names series with no point stored before these (a job's first attempt, first flush of the name):
+    their summaries come from `rows` alone, without reading or deleting what is stored."""
     if not rows:
         return
     session.execute(insert(Metric), rows)
     spans: dict[tuple[int, str], tuple[int, int]] = {}
+    given: dict[tuple[int, str], dict[int, float]] = {}
     for row in rows:
         key, step = (row["job_id"], row["name"]), int(row["step"])
         lo, hi = spans.get(key, (step, step))
         spans[key] = (min(lo, step), max(hi, step))
-    refresh_series(session, spans)
+        if key[1] in new:
+            given.setdefault(key, {})[step] = row["value"]  # the last logged wins
+    refresh_series(session, spans, given)
 
 
 def refresh_rollups(session: Session, job_id: int, name: str, lo: int, hi: int) -> None:
@@ -50,45 +56,55 @@ def refresh_rollups(session: Session, job_id: int, name: str, lo: int, hi: int) 
     refresh_series(session, {(job_id, name): (lo, hi)})
 
 
-def refresh_series(session: Session, spans: dict[tuple[int, str], tuple[int, int]]) -> None:
+def refresh_series(session: Session, spans: dict[tuple[int, str], tuple[int, int]],
+                   given: dict[tuple[int, str], dict[int, float]] | None = None) -> None:
     """Recompute every level's blocks that hold steps lo..hi of each series, spans {(job_id, name): (lo, hi)}, in
     four statements for all of them: the points of the level-1 blocks touched, the stored blocks beside them
     that the higher levels also summarise, then one delete and one insert (a generation job's three series took
-    36 statements level by level, series by series, about a third of a tiny job's time in the worker)."""
+    36 statements level by level, series by series, about a third of a tiny job's time in the worker).
+
+    A series in `given` ({step: value}) has only those points: nothing stored is read or deleted for it, and
+    a tiny job's end, whose series are all new, takes the insert alone."""
+    given = given or {}
     touched = {(key, level): (lo // BASE**level, hi // BASE**level)
                for key, (lo, hi) in spans.items() for level in range(1, LEVELS + 1)}
-    points = session.execute(
-        select(Metric.job_id, Metric.name, Metric.step, Metric.value)
-        .where(or_(*(and_(Metric.job_id == job_id, Metric.name == name,
-                          Metric.step.between(first * BASE, last * BASE + BASE - 1))
-                     for ((job_id, name), level), (first, last) in touched.items() if level == 1)))
-        .order_by(Metric.step, Metric.id)
-    )
-    latest = {(job_id, name, step): value for job_id, name, step, value in points}  # the last logged wins
+    stored = {(key, level): span for (key, level), span in touched.items() if key not in given}
     blocks: dict[tuple, dict[int, tuple]] = {}  # (series, level) -> {block: (lo, hi, last_step, last_value)}
-    for (job_id, name, step), v in latest.items():
-        blocks.setdefault(((job_id, name), 0), {})[step] = (finite(v), finite(v), step, v)
-    # a level-L block summarises BASE blocks of level L - 1: those not touched now are read as stored
-    r = MetricRollup.__table__.c
-    for job_id, name, level, block, *summary in session.execute(
-        select(r.job_id, r.name, r.level, r.block, r.lo, r.hi, r.last_step, r.last_value)
-        .where(or_(*(and_(r.job_id == job_id, r.name == name, r.level == level - 1,
-                          r.block.between(first * BASE, last * BASE + BASE - 1))
-                     for ((job_id, name), level), (first, last) in touched.items() if level > 1)))
-    ):
-        first, last = touched[(job_id, name), level]
-        if not first <= block <= last:
-            blocks.setdefault(((job_id, name), level), {})[block] = tuple(summary)
+    for key, points in given.items():
+        blocks[key, 0] = {step: (finite(v), finite(v), step, v) for step, v in sorted(points.items())}
+    if stored:
+        points = session.execute(
+            select(Metric.job_id, Metric.name, Metric.step, Metric.value)
+            .where(or_(*(and_(Metric.job_id == job_id, Metric.name == name,
+                              Metric.step.between(first * BASE, last * BASE + BASE - 1))
+                         for ((job_id, name), level), (first, last) in stored.items() if level == 1)))
+            .order_by(Metric.step, Metric.id)
+        )
+        latest = {(job_id, name, step): value for job_id, name, step, value in points}  # the last logged wins
+        for (job_id, name, step), v in latest.items():
+            blocks.setdefault(((job_id, name), 0), {})[step] = (finite(v), finite(v), step, v)
+        # a level-L block summarises BASE blocks of level L - 1: those not touched now are read as stored
+        r = MetricRollup.__table__.c
+        for job_id, name, level, block, *summary in session.execute(
+            select(r.job_id, r.name, r.level, r.block, r.lo, r.hi, r.last_step, r.last_value)
+            .where(or_(*(and_(r.job_id == job_id, r.name == name, r.level == level - 1,
+                              r.block.between(first * BASE, last * BASE + BASE - 1))
+                         for ((job_id, name), level), (first, last) in stored.items() if level > 1)))
+        ):
+            first, last = touched[(job_id, name), level]
+            if not first <= block <= last:
+                blocks.setdefault(((job_id, name), level), {})[block] = tuple(summary)
     for level in range(1, LEVELS + 1):
         unit = BASE ** (level - 1)  # steps in a block of the level below
         for key in spans:
             below = blocks.get((key, level - 1), {})
             parts = ((block * unit, *summary) for block, summary in below.items())
             blocks.setdefault((key, level), {}).update(_summarise(parts, unit * BASE))
-    session.execute(delete(MetricRollup).where(or_(*(
-        and_(MetricRollup.job_id == job_id, MetricRollup.name == name, MetricRollup.level == level,
-             MetricRollup.block.between(first, last))
-        for ((job_id, name), level), (first, last) in touched.items()))))
+    if stored:
+        session.execute(delete(MetricRollup).where(or_(*(
+            and_(MetricRollup.job_id == job_id, MetricRollup.name == name, MetricRollup.level == level,
+                 MetricRollup.block.between(first, last))
+            for ((job_id, name), level), (first, last) in stored.items()))))
     new = [{"job_id": job_id, "name": name, "level": level, "block": block, "lo": lo, "hi": hi,
             "last_step": last_step, "last_value": last_value}
            for ((job_id, name), level), (first, last) in touched.items()

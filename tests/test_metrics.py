@@ -53,6 +53,30 @@ def test_worker_flushes_keep_the_summaries_with_the_latest_value_of_a_resumed_st
         assert latest_points(s, [job_id]) == {job_id: {"train/loss": (699, -699.0), "val/loss": (680, 0.5)}}
 
 
+def test_a_first_attempts_new_series_are_summarised_as_if_read_back(db, tmp_path):
+    """A job's first attempt writes a series' first flush without reading what is stored (there is nothing):
+    the summaries are those of a later attempt's flushes of the same points, which read and replace them."""
+    first, later = add_jobs(db, 2, status="running", worker_id="me")
+    for job_id in (first, later):
+        hooks = JobHooks(db, job_id, "me", local_files(tmp_path / str(job_id), job_id), stop_reason=lambda: None,
+                         flush_every=float("inf"), first_attempt=job_id == first)
+        for step in range(300):
+            val = {"val/loss": float("inf") if step == 100 else 0.5 * step} if step % 50 == 0 else {}
+            hooks.metrics(step, {"train/loss": float(step), **val})
+        for step in (17, 299):  # logged twice: the later value wins
+            hooks.metrics(step, {"train/loss": -float(step)})
+        hooks.flush()
+        hooks.metrics(300, {"train/loss": 3.0, "val/loss": 4.0})  # a second flush: read and refreshed
+        hooks.flush()
+    with db.session() as s:
+        rows = s.execute(text("SELECT job_id, name, level, block, lo, hi, last_step, last_value FROM metric_rollups "
+                              "ORDER BY name, level, block")).all()
+    of = {job_id: [tuple(r[1:]) for r in rows if r[0] == job_id] for job_id in (first, later)}
+    assert of[first] and of[first] == of[later]
+    assert (("train/loss", 1, 1, -17.0, 31.0, 31, 31.0) in of[first]), "step 17 counts with its later value"
+    assert answer(db, first, 1000)[0][:20] == answer(db, later, 1000)[0][:20]
+
+
 def test_the_migration_summarises_points_recorded_before_it(database_url):
     db = Database(database_url)
     config = Config()

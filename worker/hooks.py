@@ -94,7 +94,8 @@ class JobHooks(Hooks):
     """core.api.Hooks writing to the database, at most about once a second (and at every checkpoint)."""
 
     def __init__(self, db: Database, job_id: int, worker_id: str, files: JobFiles,
-                 stop_reason, flush_every: float = 1.0, publish: Callable[..., None] | None = None):
+                 stop_reason, flush_every: float = 1.0, publish: Callable[..., None] | None = None,
+                 first_attempt: bool = False):
         self.db, self.job_id, self.worker_id = db, job_id, worker_id
         self._publish = publish  # (events [(name, data)], wake=False): this job's live events, after each commit
         self.files = files  # this run's folder and store prefix: files go up before the rows naming them
@@ -109,6 +110,8 @@ class JobHooks(Hooks):
         self.batch: RowCounts | None = None  # set while a batch generation job runs
         self._writing: threading.Thread | None = None  # the background write of _maybe_flush, one at a time
         self._failed: BaseException | None = None  # what it raised, raised again in the job's thread
+        # In a job's first attempt, the metric names flushed so far: the others have no point stored yet
+        self._written: set[str] | None = set() if first_attempt else None
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         now = utcnow()
@@ -231,19 +234,26 @@ class JobHooks(Hooks):
         if not (metrics or logs or values or also or rows):
             return
 
+        names = {m["name"] for m in metrics}
+        new = names - self._written if self._written is not None else set()
+        tries = []
+
         def write():
+            tries.append(1)  # a retry may follow a commit whose answer was lost: it reads what is stored
             with self.db.session() as s:
                 hold(s, self.job_id, self.worker_id, **values)  # log lines alone are fenced too
                 if rows:
                     record_rows(s, self.job_id, rows)
                     if self.batch is not None and self.batch.files_due():
                         write_files(s, self.files, self.job_id)
-                record_metrics(s, metrics)  # the points and the block summaries charts read
+                record_metrics(s, metrics, new if len(tries) == 1 else set())  # points and the summaries charts read
                 if logs:
                     s.execute(insert(JobLog), logs)
                 if also is not None:
                     also(s)
         with_retry(write, what)
+        if self._written is not None:
+            self._written |= names
         if rows:
             events = [("outputs", {"count": len(rows), "rows_done": self.batch.done if self.batch else None}),
                       *events]

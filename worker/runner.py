@@ -223,7 +223,7 @@ class WorkerContext:
     def hooks(self, job: Job) -> JobHooks:
         """The hooks through which a run of `job` reports: fenced writes, then live events."""
         return JobHooks(self.db, job.id, self.id, self.files(job), self.stop_reason,
-                        publish=partial(self.events.publish, job.id, job.team_id))
+                        publish=partial(self.events.publish, job.id, job.team_id), first_attempt=job.attempts == 1)
 
     def files(self, job: Job) -> JobFiles:
         """This run's local folder and store prefix, both named by the attempt (see genq.worker.artifacts)."""

@@ -18,8 +18,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets the web read while a worker writes; busy_timeout waits for the write lock instead of failing.
+    # synchronous=NORMAL, as SQLite advises with WAL: a commit no longer waits for the disk (0.14-0.38 ms a
+    # commit here, several a tiny job); a crash of any process loses nothing, a power cut the last commits.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
