@@ -74,9 +74,9 @@ class Heartbeat(threading.Thread):
                       .values(last_heartbeat=now, status="draining" if draining else "online", **worker))
             if job_id is None:
                 return
-            renewed = s.execute(fenced(job_id, self.worker_id)
-                                .values(lease_expires_at=now + timedelta(seconds=self.lease))
-                                .returning(Job.cancel_requested, Job.preempt_requested)).first()
+            statement, params = fenced(job_id, self.worker_id)
+            renewed = s.execute(statement.values(lease_expires_at=now + timedelta(seconds=self.lease))
+                                .returning(Job.cancel_requested, Job.preempt_requested), params).first()
         with self._lock:
             if watching != self._watching:
                 return  # the job this beat was for ended meanwhile: its answer says nothing about the next one

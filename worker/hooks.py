@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from genq.core.api import Hooks, RowResult, Sample
@@ -34,16 +34,25 @@ class LeaseLost(Exception):
     """Another worker owns the job now: stop without writing anything more."""
 
 
-def fenced(job_id: int, worker_id: str):
-    """An UPDATE of job `job_id` that only matches while `worker_id` holds it."""
-    return update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+# Built once, on the table (not the ORM entity): building an ORM UPDATE and its cache key at every write took
+# 4x the statement's own time (0.44 against 0.10 ms on SQLite, 0.94 against 0.33 on PostgreSQL).
+_J = Job.__table__.c
+FENCED = update(Job.__table__).where(_J.id == bindparam("fenced_job"), _J.worker_id == bindparam("fenced_holder"),
+                                     _J.status == "running")
+
+
+def fenced(job_id: int, worker_id: str) -> tuple:
+    """An UPDATE of job `job_id` that only matches while `worker_id` holds it, and its parameters: add
+    .values(...) to the first, pass the second to execute."""
+    return FENCED, {"fenced_job": job_id, "fenced_holder": worker_id}
 
 
 def hold(session: Session, job_id: int, holder: str, /, **values: object) -> None:
     """Set `values` on job `job_id` while worker `holder` holds it, else raise LeaseLost. Run it first in a
     transaction that writes for the job: with no values it sets step to itself, which still matches no row
     once the lease is lost, and locks the row until commit."""
-    if session.execute(fenced(job_id, holder).values(**values or {"step": Job.step})).rowcount == 0:
+    statement, params = fenced(job_id, holder)
+    if session.execute(statement.values(**values or {"step": _J.step}), params).rowcount == 0:
         raise LeaseLost(job_id)
 
 

@@ -17,7 +17,7 @@ from datetime import timedelta
 from functools import cached_property, partial
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -143,23 +143,27 @@ class WorkerContext:
         gang_here = select(other.id).where(on_host, other.gpus > 1).exists()
         return ((Job.gpus == 1) & ~gang_here) | (held + Job.gpus <= slots)
 
+    @cached_property
+    def _claim(self):
+        """The claim's UPDATE, built once on the table (an ORM UPDATE ... RETURNING built at every claim took
+        3.7-4.4 ms against 2.0-2.5 for this and loading the row, on SQLite)."""
+        j = Job.__table__.c
+        now, lease = (bindparam(name, type_=j.started_at.type) for name in ("now", "lease"))
+        return (update(Job.__table__)
+                .where(j.id == bindparam("job"), j.status == "queued", j.cancel_requested.is_(False), self.fits)
+                .values(status="running", worker_id=self.id, attempts=j.attempts + 1, lease_expires_at=lease,
+                        started_at=func.coalesce(j.started_at, now), error=None, run_started_at=now,
+                        run_start_step=func.coalesce(j.checkpoint_step, 0), accrued_until=now, preempt_requested=False))
+
     def claim(self, job_id: int) -> Job | None:
         """Atomically take a queued job that fits on this host: the one UPDATE that decides who runs it."""
         def write():
             with self.db.session() as s:
                 now = db_now(s)
-                job = s.scalars(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False), self.fits)
-                    .values(status="running", worker_id=self.id, attempts=Job.attempts + 1,
-                            lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
-                            started_at=func.coalesce(Job.started_at, now), error=None,
-                            run_started_at=now, run_start_step=func.coalesce(Job.checkpoint_step, 0),
-                            accrued_until=now, preempt_requested=False)
-                    .returning(Job)  # the claimed row, in the same statement
-                ).first()
-                if job is None:
+                lease = now + timedelta(seconds=self.settings.lease_seconds)
+                if not s.execute(self._claim, {"job": job_id, "now": now, "lease": lease}).rowcount:
                     return None
+                job = s.get(Job, job_id)  # as claimed: this transaction holds the row
                 s.add(JobLog(job_id=job_id, message=f"attempt {job.attempts} started on {self.id} ({self.device})"))
                 return job
         return with_retry(write, "claiming a job")
