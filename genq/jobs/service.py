@@ -105,7 +105,7 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
     check_gpus(session, req.gpus, req.pool)
     job = Job(
         preemptible=req.preemptible,
-        team_id=team.id,
+        team=team,  # the object, not its id: the answer reads job.team without loading it again
         type=req.type,
         priority=req.priority,
         gpus=req.gpus,
