@@ -11,7 +11,7 @@ import csv
 import io
 import json
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from genq.config import Settings
@@ -55,16 +55,25 @@ def error_results(rows: list[PromptRow], num_samples: int) -> list[RowResult]:
             for r in rows if r.error is not None]
 
 
+# Built once on the tables: the ORM's bulk statements, built per call, cost a tiny job's end more than the
+# statements themselves (bench/dispatch.py).
+_O, _A, _J = Output.__table__.c, Artifact.__table__.c, Job.__table__.c
+_COUNT_ROWS = update(Job.__table__).where(_J.id == bindparam("job")).values(
+    rows_done=_J.rows_done + bindparam("done"), rows_failed=_J.rows_failed + bindparam("failed"))
+_ROWS_OF = (select(_O.row, _O.row_id, _O.index, _O.prompt, _O.text, _O.status, _O.error)
+            .where(_O.job_id == bindparam("job"), _O.row.is_not(None)).order_by(_O.row, _O.index))
+_FILES_OF = select(_A.name, _A.id).where(_A.job_id == bindparam("job"), _A.name.in_(list(MEDIA_TYPES)))
+
+
 def record_rows(session: Session, job_id: int, results: list[RowResult]) -> tuple[int, int]:
     """Insert the outputs of finished rows and count them on the job, in the caller's (fenced) transaction;
     returns (rows, failed rows) added."""
-    session.execute(insert(Output), [
+    session.execute(insert(Output.__table__), [
         {"job_id": job_id, "index": r.index, "row": r.row, "row_id": r.row_id, "prompt": r.prompt, "kind": "text",
          "text": r.text, "status": r.status, "error": r.error} for r in results])
     rows = {r.row for r in results}
     failed = {r.row for r in results if r.status == "error"}
-    session.execute(update(Job).where(Job.id == job_id).values(
-        rows_done=Job.rows_done + len(rows), rows_failed=Job.rows_failed + len(failed)))
+    session.execute(_COUNT_ROWS, {"job": job_id, "done": len(rows), "failed": len(failed)})
     return len(rows), len(failed)
 
 
@@ -72,25 +81,21 @@ def write_files(session: Session, files: JobFiles, job_id: int) -> None:
     """outputs.jsonl and outputs.csv of every row stored so far, in input order, as the job's artifacts
     (replacing the previous ones: the worker writes them every FILES_EVERY seconds and at the end), written in
     the run's folder and put in the artifact store, in the caller's transaction."""
-    outputs = session.scalars(select(Output).where(Output.job_id == job_id, Output.row.is_not(None))
-                              .order_by(Output.row, Output.index)).all()
-    lines = [{"row": o.row, "row_id": o.row_id, "index": o.index, "prompt": o.prompt, "text": o.text,
-              "status": o.status, "error": o.error} for o in outputs]
+    lines = [row._asdict() for row in session.execute(_ROWS_OF, {"job": job_id})]
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=["row", "row_id", "index", "prompt", "text", "status", "error"])
     writer.writeheader()
     writer.writerows(lines)
     files.workdir.mkdir(parents=True, exist_ok=True)
     bodies = {"outputs.jsonl": "".join(json.dumps(line) + "\n" for line in lines), "outputs.csv": table.getvalue()}
-    held = {a.name: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id,
-                                                                      Artifact.name.in_(list(bodies))))}
+    held = dict(session.execute(_FILES_OF, {"job": job_id}).all())
     for name, body in bodies.items():
         path = files.workdir / name
         path.write_text(body, encoding="utf-8")
         stored = files.upload(path)  # the store replaces a key whole: a reader never sees half a file
-        artifact = held.get(name)
-        if artifact is None:
-            artifact = Artifact(job_id=job_id, kind="output", name=name)
-            session.add(artifact)
-        artifact.path, artifact.sha256 = stored.key, stored.sha256
-        artifact.size_bytes, artifact.media_type = stored.size, MEDIA_TYPES[name]
+        values = {"path": stored.key, "sha256": stored.sha256, "size_bytes": stored.size,
+                  "media_type": MEDIA_TYPES[name]}
+        if name in held:
+            session.execute(update(Artifact.__table__).where(_A.id == held[name]).values(**values))
+        else:
+            session.execute(insert(Artifact.__table__).values(job_id=job_id, kind="output", name=name, **values))

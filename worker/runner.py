@@ -17,7 +17,7 @@ from datetime import timedelta
 from functools import cached_property, partial
 from pathlib import Path
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -164,7 +164,8 @@ class WorkerContext:
                 if not s.execute(self._claim, {"job": job_id, "now": now, "lease": lease}).rowcount:
                     return None
                 job = s.get(Job, job_id)  # as claimed: this transaction holds the row
-                s.add(JobLog(job_id=job_id, message=f"attempt {job.attempts} started on {self.id} ({self.device})"))
+                s.execute(insert(JobLog.__table__).values(  # the table's insert: no unit of work to flush
+                    job_id=job_id, message=f"attempt {job.attempts} started on {self.id} ({self.device})"))
                 return job
         return with_retry(write, "claiming a job")
 
@@ -372,7 +373,7 @@ class WorkerContext:
                 self._record_outputs(s, job, outputs, stored)
             if job.type == "generate" and status != "failed" and core.generates_rows(job.model):
                 rows.write_files(s, hooks.files, job.id)
-            s.add(JobLog(job_id=job.id, message=log_line or status))
+            s.execute(insert(JobLog.__table__).values(job_id=job.id, message=log_line or status))
         events = [("outputs", {"count": len(outputs)})] if outputs else []
         hooks.flush(also=end, events=[*events, ("status", {"status": status})], what=f"marking the job {status}",
                     wake=True)  # before the run's folder is cleaned: the next job is sent meanwhile
