@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ def finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def record_metrics(session: Session, rows: list[dict[str, Any]], new: frozenset[str] | set[str] = frozenset()) -> None:
+def record_metrics(session: Session, rows: list[dict[str, Any]], new: Collection[str] = ()) -> None:
     """Insert metric points ({"job_id", "name", "step", "value", ...}) and refresh the summaries they touch.
 
     `new` names series with no point stored before these (a job's first attempt, first flush of the name):

@@ -245,17 +245,17 @@ class JobHooks(Hooks):
 
         names = {m["name"] for m in metrics}
         new = names - self._written if self._written is not None else set()
-        tries = []
 
         def write():
-            tries.append(1)  # a retry may follow a commit whose answer was lost: it reads what is stored
+            nonlocal new
+            fresh, new = new, set()  # a retry may follow a commit whose answer was lost: it reads what is stored
             with self.db.session() as s:
                 hold(s, self.job_id, self.worker_id, **values)  # log lines alone are fenced too
                 if rows:
                     record_rows(s, self.job_id, rows)
                     if self.batch is not None and self.batch.files_due():
                         write_files(s, self.files, self.job_id)
-                record_metrics(s, metrics, new if len(tries) == 1 else set())  # points and the summaries charts read
+                record_metrics(s, metrics, fresh)  # the points and the block summaries charts read
                 if logs:
                     s.execute(insert(JobLog), logs)
                 if also is not None:
