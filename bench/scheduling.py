@@ -23,6 +23,7 @@ of the first week is missed.
 
     .venv/bin/python bench/scheduling.py                 # the week, then SQLite and PostgreSQL decisions
     .venv/bin/python bench/scheduling.py --days 2 --no-db --seeds 1
+    .venv/bin/python bench/scheduling.py --no-db --half-life 8    # another GENQ_USAGE_HALF_LIFE_HOURS
     .venv/bin/python bench/scheduling.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
 """
 
