@@ -165,7 +165,6 @@ def test_a_job_of_two_devices_goes_to_the_queue_of_the_one_host_with_two_free_sl
     assert scheduler.dispatch() == 1 and queued_messages(redis_url) == 1, "a one-device job takes a's last slot"
 
 
-
 def test_a_full_pool_is_decided_only_when_a_running_job_may_be_preempted(db, scheduler, monkeypatch):
     add_worker(db, slots=1)
     add_jobs(db, 1)  # waits for the one slot
