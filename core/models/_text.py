@@ -20,7 +20,7 @@ from genq.core import device as dev
 from genq.core import sample as sampling
 from genq.core.api import DataError, DataSource, Hooks, RowResult, Sample, TrainResult, each_prompt
 from genq.core.data.text import TextData, build_tokenizer, load_text, tokenizer_from_state
-from genq.core.eval.text import sample_metrics, val_loss
+from genq.core.eval.text import eval_rows, sample_metrics, val_loss
 from genq.core.recipe import GALLERY_SEED, Recipe
 from genq.core.spec import generate_params
 
@@ -65,7 +65,7 @@ class TextRecipe(Recipe):
         else:
             self.tok = build_tokenizer(p["tokenizer"], text, p["vocab_size"])
             self.hooks.log(f"{p['tokenizer']} tokenizer: {self.tok.vocab_size} tokens")
-        self.ds = TextData(self.tok.encode(text), p["block_size"], p["batch_size"], p["seed"], self.device)
+        self.ds = TextData(self.tok.encode_corpus(text), p["block_size"], p["batch_size"], p["seed"], self.device)
         self.config = resumed.config if resumed is not None else self.network_config(p, self.tok.vocab_size)
         self.net = self.network(self.config).to(self.device)
         self.modules = {"model": self.net}  # checkpoints hold the module itself: no "_orig_mod." prefixes
@@ -109,8 +109,10 @@ class TextRecipe(Recipe):
     def evaluate(self, step: int) -> dict[str, float]:
         """val/loss on eval_iters validation batches (nanoGPT's estimate), the same batches at every evaluation
         (the final one too), so the curve's points compare."""
+        p = self.p
+        rows = eval_rows(p["batch_size"], p["block_size"], self.tok.vocab_size)
         with self.amp(self.device, self.config.get("n_embd", 0)):
-            return val_loss(self.net, self.ds.val_batches(self.p["eval_iters"]))
+            return val_loss(self.net, self.ds.val_batches(p["eval_iters"], rows))
 
     def gallery(self, step: int, folder: Path) -> list[Sample]:
         """A few short unconditional texts, from the same seed at every step."""

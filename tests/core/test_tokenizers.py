@@ -19,6 +19,7 @@ from genq.core.data.text import (
     load_text,
     tokenizer_from_state,
 )
+from genq.core.eval.text import val_loss
 
 
 def test_char_round_trip_and_unknown_chars_named(corpus):
@@ -56,6 +57,38 @@ def test_bpe_trains_to_size_and_round_trips_any_text(corpus):
     assert len(tok.encode("First Citizen")) < len("First Citizen")  # merges were learned
     again = tokenizer_from_state(tok.to_state())
     assert again.encode(s) == tok.encode(s)
+
+
+def test_a_corpus_encodes_as_its_text_does_with_every_tokenizer(corpus):
+    text = corpus + "naïve 東京 🙂\n"
+    char = build_tokenizer("char", text)
+    assert char.chars == sorted(set(text))  # counted in numpy, the same vocabulary in the same order
+    for tok in (char, build_tokenizer("word", text), build_tokenizer("bpe", text, vocab_size=300)):
+        assert tok.encode_corpus(text).tolist() == tok.encode(text), tok.name
+    with pytest.raises(DataError, match="'Z'.*'🙃'"):
+        build_tokenizer("char", "abc").encode_corpus("abcZ🙃a")
+
+
+def test_text_data_holds_narrow_ids_and_cuts_int64_rows():
+    small, wide = TextData(list(range(50)) * 20, 8, 4, 0), TextData(list(range(40_000)), 8, 4, 0)
+    assert (small.train.dtype, wide.train.dtype) == (torch.int16, torch.int32)
+    x, y = wide.get_batch()
+    assert x.dtype == y.dtype == torch.int64 and torch.equal(x[:, 1:], y[:, :-1])
+    assert int(wide.train.max()) == 35_999  # above int16's range, held exactly
+
+
+def test_val_batches_regrouped_are_the_same_rows():
+    ds = TextData(list(range(50)) * 20, block_size=8, batch_size=4, seed=0)
+    batches, groups = ds.val_batches(3), ds.val_batches(3, rows=5)
+    assert [len(x) for x, _ in groups] == [5, 5, 2]
+    for i in (0, 1):
+        assert torch.equal(torch.cat([b[i] for b in batches]), torch.cat([g[i] for g in groups]))
+
+    class RowMean(torch.nn.Module):  # a "loss" that differs from row to row: the groups' sizes must weigh in
+        def forward(self, x, y):
+            return None, x.float().mean()
+
+    assert val_loss(RowMean(), groups)["val/loss"] == pytest.approx(val_loss(RowMean(), batches)["val/loss"])
 
 
 def test_load_text_refuses_bad_files(tmp_path):

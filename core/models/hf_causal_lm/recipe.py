@@ -28,7 +28,7 @@ from genq.core import device as dev  # noqa: E402
 from genq.core import train as loop  # noqa: E402
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt  # noqa: E402
 from genq.core.data.text import TextData, load_text  # noqa: E402
-from genq.core.eval.text import sample_metrics, val_loss  # noqa: E402
+from genq.core.eval.text import eval_rows, sample_metrics, val_loss  # noqa: E402
 from genq.core.models.hf_causal_lm.sampling import sample_rows  # noqa: E402
 from genq.core.recipe import GALLERY_SEED, Recipe  # noqa: E402
 from genq.core.spec import generate_params  # noqa: E402
@@ -95,8 +95,10 @@ class HFCausalLMRecipe(Recipe):
         return {"loss": loss.detach()}
 
     def evaluate(self, step: int) -> dict[str, float]:
+        p = self.p
+        rows = eval_rows(p["batch_size"], p["block_size"], len(self.tok))
         with dev.autocast(self.device):  # as training computes
-            return val_loss(_WithLoss(self.net), self.ds.val_batches(self.p["eval_iters"]))
+            return val_loss(_WithLoss(self.net), self.ds.val_batches(p["eval_iters"], rows))
 
     def gallery(self, step: int, folder: Path) -> list[Sample]:
         """A few short unconditional texts from the same seeds at every step."""
