@@ -54,7 +54,9 @@ class WorkerContext:
     def __init__(self, settings: Settings, pool: str):
         self.settings, self.pool, self.pid = settings, pool, os.getpid()
         self.id = f"{socket.gethostname()}:{self.pid}:{secrets.token_hex(3)}"
-        self.db = Database(settings.database_url)
+        # No liveness round trip per session: its writes retry on a lost connection (worker.retry), and the first
+        # error after a database restart replaces every pooled connection.
+        self.db = Database(settings.database_url, pre_ping=False)
         self.devices = detect_devices()
         self.device = "cuda" if self.devices[0]["kind"] == "cuda" else "cpu"
         self.heartbeat = Heartbeat(self.db, self.id, settings.lease_seconds, usage=device_usage(self.devices))

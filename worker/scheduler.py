@@ -59,7 +59,9 @@ STEP_RATES_SECONDS = 10.0  # how long a running job's step rate is reused
 class Scheduler:
     def __init__(self, settings: Settings, broker_url: str):
         self.settings, self.broker_url = settings, broker_url
-        self.db = Database(settings.database_url)
+        # No liveness round trip per session (3-4 a dispatch): a failed tick is retried (run), and its error
+        # replaces every pooled connection.
+        self.db = Database(settings.database_url, pre_ping=False)
         self.celery = make_celery(broker_url)
         self.events = Publisher(broker_url)
         self._times: tuple[float, StepTimes] | None = None

@@ -28,8 +28,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL and a busy timeout, PostgreSQL a liveness check per checkout."""
+def make_engine(url: str, pre_ping: bool = True) -> Engine:
+    """An engine for `url`; SQLite gets WAL and a busy timeout, PostgreSQL a liveness check per checkout unless
+    `pre_ping` is False (a caller that retries on a lost connection, which also replaces the pool's others)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -42,16 +43,16 @@ def make_engine(url: str) -> Engine:
     # A host that loses its network mid-transaction would hold its row locks until TCP gives up (hours): the
     # server ends a transaction idle this long, so a lost worker's job can be re-queued after its lease.
     idle = int(float(os.environ.get("GENQ_DB_IDLE_TRANSACTION_SECONDS", "60")) * 1000)
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5,
                          connect_args={"options": f"-c idle_in_transaction_session_timeout={idle}"})
 
 
 class Database:
     """One engine and session factory per process (engines must not cross a fork)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, pre_ping: bool = True):
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pre_ping)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._reads = sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
 
