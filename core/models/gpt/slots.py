@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import combinations
 from typing import TYPE_CHECKING
 
 import torch
@@ -51,52 +53,101 @@ class SlotCache:
         self.kv = self.kv[:, :, slots]
 
 
-_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> {what it was built for: step}
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> {what it was built for: _Step}
+
+
+@dataclass
+class _Step:
+    """A decoding step and what it was built from."""
+
+    step: Callable[..., torch.Tensor]
+    versions: tuple[int, ...]  # the parameters' versions it decodes with
+    copies: list[tuple[torch.Tensor, torch.Tensor]]  # (its copy, the weight): what a refresh rewrites
+    refreshable: bool  # False: two weights it holds were equal when traced, and TorchScript pooled them into one
 
 
 def _decode_step(model: GPT, kv: torch.Tensor) -> Callable[..., torch.Tensor]:
     """_decode on `model`'s weights, for caches like kv: traced on a CPU in float32 (a step is then mostly the
     interpreter's time between small kernels, and the trace runs them without Python; the same arithmetic).
-    Kept per model until a weight changes (in place or replaced): a trace takes ~30 ms, a 200-token row ~100 ms."""
+    Kept per model: weights changed in place (an optimizer step) are copied into the step's own copies, where
+    tracing again took 70-140 ms of a 150-210 ms gallery; weights replaced by new tensors are traced again."""
     traced = kv.device.type == "cpu" and kv.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-    key = (kv.device, kv.dtype, traced, tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    params = list(model.parameters())
+    key = (kv.device, kv.dtype, traced, tuple(p.data_ptr() for p in params))
+    versions = tuple(p._version for p in params)
     steps = _STEPS.setdefault(model, {})
-    if key not in steps:
-        c = model.config
-        nh, hs = c.n_head, c.n_embd // c.n_head
-        weights = [_decode_weights(block, copy=traced) for block in model.h]
-        head = (_norm_args(model.ln_f), _transposed(model.lm_head.weight, traced), model.wte.weight.detach())
-
-        def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
-                 pos: torch.Tensor) -> torch.Tensor:
-            return _decode(weights, head, nh, hs, kv, rope, hidden, tokens, pos)
-
-        if traced:  # on stand-ins: one slot, two positions; sizes are read from the inputs, so any will do
-            one = torch.zeros(1, dtype=torch.long)
-            example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
-                       torch.zeros(kv.size(4), 2), one, one)
-            step = torch.jit.trace(step, example, check_trace=False)
+    built = steps.get(key)
+    if built is not None and built.versions != versions:
+        if built.refreshable:
+            with torch.inference_mode():  # the copies may be inference tensors, made while decoding
+                for copy, weight in built.copies:
+                    copy.copy_(weight.detach().t())
+            built.versions = versions
+        else:
+            built = None
+    if built is None:
+        built = _build(model, kv, traced, versions)
         steps.clear()
-        steps[key] = step
-    return steps[key]
+        steps[key] = built
+    return built.step
 
 
-def _decode_weights(block: Block, copy: bool) -> tuple:
+def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]) -> _Step:
+    c = model.config
+    nh, hs = c.n_head, c.n_embd // c.n_head
+    copies: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def transposed(weight: torch.Tensor) -> torch.Tensor:
+        """weight (out, in) as (in, out) for torch.mm: a copy on a CPU (~10% less time a step than the
+        transposed view there), the view elsewhere (no second copy of the weights in a GPU's memory)."""
+        if not traced:
+            return weight.detach().t()
+        copies.append((weight.detach().t().contiguous(), weight))
+        return copies[-1][0]
+
+    weights = [_decode_weights(block, transposed) for block in model.h]
+    head = (_norm_args(model.ln_f), transposed(model.lm_head.weight), model.wte.weight.detach())
+
+    def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
+             pos: torch.Tensor) -> torch.Tensor:
+        return _decode(weights, head, nh, hs, kv, rope, hidden, tokens, pos)
+
+    if not traced:  # views of the weights: always current
+        return _Step(step, versions, copies, refreshable=True)
+    # on stand-ins: one slot, two positions; sizes are read from the inputs, so any will do
+    one = torch.zeros(1, dtype=torch.long)
+    example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
+               torch.zeros(kv.size(4), 2), one, one)
+    return _Step(torch.jit.trace(step, example, check_trace=False), versions, copies,
+                 _distinct(_tensors((weights, head))))
+
+
+def _decode_weights(block: Block, transposed: Callable[[torch.Tensor], torch.Tensor]) -> tuple:
     """A block's weights as decode_slots uses them (detached): LayerNorms as layer_norm's arguments, matrices
     transposed for torch.mm."""
     attn, mlp = block.attn, block.mlp
 
     def mm(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return _transposed(linear.weight, copy), None if linear.bias is None else linear.bias.detach()
+        return transposed(linear.weight), None if linear.bias is None else linear.bias.detach()
 
     return (_norm_args(block.ln_1), *mm(attn.c_attn), _norm_args(attn.qk_norm), *mm(attn.c_proj),
             _norm_args(block.ln_2), *mm(mlp.c_fc), *mm(mlp.c_proj))
 
 
-def _transposed(weight: torch.Tensor, copy: bool) -> torch.Tensor:
-    """weight (out, in) as (in, out) for torch.mm: a copy on a CPU (~10% less time a step than the transposed
-    view there), the view elsewhere (no second copy of the weights in a GPU's memory; not measured on one)."""
-    return weight.detach().t().contiguous() if copy else weight.detach().t()
+def _tensors(tree) -> list[torch.Tensor]:
+    """The tensors in nested tuples and lists."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    return [t for item in tree for t in _tensors(item)] if isinstance(tree, (tuple, list)) else []
+
+
+def _distinct(tensors: list[torch.Tensor]) -> bool:
+    """No two of `tensors` equal: a trace pools equal constants into one (LayerNorm gains of a fresh model are
+    all ones), and a refresh in place would then change one tensor the trace no longer reads."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.shape, t.dtype), []).append(t)
+    return not any(torch.equal(a, b) for group in groups.values() for a, b in combinations(group, 2))
 
 
 def _norm_args(ln: nn.LayerNorm) -> tuple:
