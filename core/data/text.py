@@ -100,7 +100,9 @@ class WordTokenizer:
     def train(cls, text: str, vocab_size: int) -> WordTokenizer:
         """The `vocab_size` - 3 most frequent words of `text` (the rest read as <UNK>): a corpus' own
         vocabulary is unbounded, and the network's embedding and head grow with it."""
-        counts = Counter(w for w in cls.split(text) if w not in cls.SPECIALS)
+        counts: Counter[str] = Counter()
+        for piece in _pieces(text):
+            counts.update(w for w in cls.split(piece) if w not in cls.SPECIALS)
         # most frequent first; ties alphabetical so the vocabulary does not depend on dict order
         words = [w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))]
         return cls(words[:max(0, vocab_size - len(cls.SPECIALS))])
@@ -113,7 +115,10 @@ class WordTokenizer:
         return [self.stoi.get(w, self.unk_id) for w in self.split(text)]
 
     def encode_corpus(self, text: str) -> np.ndarray:
-        return np.fromiter((self.stoi.get(w, self.unk_id) for w in self.split(text)), dtype=np.int64)
+        """encode(text) as an array, a piece of the text at a time (the list of all its words took 2 GB for 110 MB)."""
+        get, unk = self.stoi.get, self.unk_id
+        return np.concatenate([np.array([get(w, unk) for w in self.split(piece)], dtype=np.int64)
+                               for piece in _pieces(text)] or [np.zeros(0, dtype=np.int64)])
 
     def decode(self, ids: list[int]) -> str:
         out: list[str] = []
@@ -185,6 +190,15 @@ _LINES = 8192  # lines per encode_batch call of the BPE tokenizer
 def _unknown_chars(chars) -> DataError:
     return DataError("text contains characters the model was not trained on: "
                      + ", ".join(repr(c) for c in sorted(chars)[:20]))
+
+
+def _pieces(text: str, chars: int = 1 << 22):
+    """`text` in pieces of about `chars` characters, each ending after a newline (which no word token spans)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + chars) + 1 or len(text)
+        yield text[start:end]
+        start = end
 
 
 def _code_points(text: str, chars: int = 1 << 24):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from genq.core.api import DataError, DataSource
+from genq.core.data import text as text_module
 from genq.core.data.builtin_text import pydoc_text
 from genq.core.data.text import (
     BPETokenizer,
@@ -67,6 +68,16 @@ def test_a_corpus_encodes_as_its_text_does_with_every_tokenizer(corpus):
         assert tok.encode_corpus(text).tolist() == tok.encode(text), tok.name
     with pytest.raises(DataError, match="'Z'.*'🙃'"):
         build_tokenizer("char", "abc").encode_corpus("abcZ🙃a")
+
+
+def test_the_word_tokenizer_reads_a_corpus_in_pieces_as_a_whole(corpus, monkeypatch):
+    whole = WordTokenizer.train(corpus, 300)
+    ids = whole.encode(corpus)
+    pieces = text_module._pieces
+    monkeypatch.setattr(text_module, "_pieces", lambda text: pieces(text, 200))
+    assert len(list(text_module._pieces(corpus))) > 5
+    assert WordTokenizer.train(corpus, 300).itos == whole.itos
+    assert whole.encode_corpus(corpus).tolist() == ids
 
 
 def test_text_data_holds_narrow_ids_and_cuts_int64_rows():
