@@ -101,7 +101,7 @@ class WordTokenizer:
         """The `vocab_size` - 3 most frequent words of `text` (the rest read as <UNK>): a corpus' own
         vocabulary is unbounded, and the network's embedding and head grow with it."""
         counts: Counter[str] = Counter()
-        for piece in _pieces(text):
+        for piece in text_pieces(text):
             counts.update(w for w in cls.split(piece) if w not in cls.SPECIALS)
         # most frequent first; ties alphabetical so the vocabulary does not depend on dict order
         words = [w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))]
@@ -118,7 +118,7 @@ class WordTokenizer:
         """encode(text) as an array, a piece of the text at a time (the list of all its words took 2 GB for 110 MB)."""
         get, unk = self.stoi.get, self.unk_id
         return np.concatenate([np.array([get(w, unk) for w in self.split(piece)], dtype=np.int64)
-                               for piece in _pieces(text)] or [np.zeros(0, dtype=np.int64)])
+                               for piece in text_pieces(text)] or [np.zeros(0, dtype=np.int64)])
 
     def decode(self, ids: list[int]) -> str:
         out: list[str] = []
@@ -192,8 +192,9 @@ def _unknown_chars(chars) -> DataError:
                      + ", ".join(repr(c) for c in sorted(chars)[:20]))
 
 
-def _pieces(text: str, chars: int = 1 << 22):
-    """`text` in pieces of about `chars` characters, each ending after a newline (which no word token spans)."""
+def text_pieces(text: str, chars: int = 1 << 22):
+    """`text` in pieces of about `chars` characters, each ending after a newline (which no word token spans), so
+    that a corpus is tokenized a piece at a time."""
     start = 0
     while start < len(text):
         end = text.find("\n", start + chars) + 1 or len(text)

@@ -169,3 +169,18 @@ def test_the_estimate_and_the_listing_read_the_folder(models, tiny_gpt2):
     assert listed["tiny"]["model_type"] == "gpt2" and listed["tiny"]["causal_lm"] is True
     assert listed["tiny"]["parameters"] == actual and listed["tiny"]["size_bytes"] > actual * 4
     assert listed["notes"]["error"].startswith("base 'notes' has no config.json")
+
+
+def test_the_corpus_is_tokenized_a_piece_at_a_time_as_a_whole(models, corpus_file, make_hooks, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from genq.core.models.hf_causal_lm import recipe as hf
+
+    pieces = hf.text_pieces
+    monkeypatch.setattr(hf, "text_pieces", lambda text, chars: pieces(text, 300))
+    text = CORPUS.read_text(encoding="utf-8")
+    assert len(list(hf.text_pieces(text, 0))) > 5
+    r = hf.HFCausalLMRecipe(spec.get("hf-causal-lm").train_params({**TINY, "max_steps": 1}), "cpu", make_hooks())
+    r.build(corpus_file, None)
+    whole = AutoTokenizer.from_pretrained(models / "tiny")(text, add_special_tokens=False)["input_ids"]
+    assert torch.cat([r.ds.train, r.ds.val]).tolist() == whole

@@ -73,9 +73,9 @@ def test_a_corpus_encodes_as_its_text_does_with_every_tokenizer(corpus):
 def test_the_word_tokenizer_reads_a_corpus_in_pieces_as_a_whole(corpus, monkeypatch):
     whole = WordTokenizer.train(corpus, 300)
     ids = whole.encode(corpus)
-    pieces = text_module._pieces
-    monkeypatch.setattr(text_module, "_pieces", lambda text: pieces(text, 200))
-    assert len(list(text_module._pieces(corpus))) > 5
+    pieces = text_module.text_pieces
+    monkeypatch.setattr(text_module, "text_pieces", lambda text: pieces(text, 200))
+    assert len(list(text_module.text_pieces(corpus))) > 5
     assert WordTokenizer.train(corpus, 300).itos == whole.itos
     assert whole.encode_corpus(corpus).tolist() == ids
 
