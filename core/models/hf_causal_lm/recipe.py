@@ -28,7 +28,7 @@ from genq.core import base_models, checkpoint, model_cache  # noqa: E402
 from genq.core import device as dev  # noqa: E402
 from genq.core import train as loop  # noqa: E402
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt  # noqa: E402
-from genq.core.data.text import TextData, load_text, text_pieces  # noqa: E402
+from genq.core.data.text import TextData, joined, load_text, text_pieces  # noqa: E402
 from genq.core.eval.text import eval_rows, sample_metrics, val_loss  # noqa: E402
 from genq.core.models.hf_causal_lm.sampling import sample_rows  # noqa: E402
 from genq.core.recipe import GALLERY_SEED, Recipe  # noqa: E402
@@ -59,8 +59,8 @@ class HFCausalLMRecipe(Recipe):
         self.net.train()
         # A piece of ~1M characters at a time: one call on an 11 MB text took 2.7 GB (its encoding keeps every
         # offset). A tokenizer that adds a prefix space per call (SentencePiece) adds one per piece.
-        ids = np.concatenate([np.asarray(self.tok(piece, add_special_tokens=False, verbose=False)["input_ids"],
-                                         dtype=np.int64) for piece in text_pieces(text, 1 << 20)])
+        ids = joined(np.asarray(self.tok(piece, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int64)
+                     for piece in text_pieces(text, 1 << 20))
         self.ds = TextData(ids, p["block_size"], p["batch_size"], p["seed"], self.device)
         self.modules = {"model": self.net}
         decay = [t for t in self.net.parameters() if t.dim() >= 2]  # matrices decay; biases and norms do not
