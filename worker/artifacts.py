@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,3 +167,40 @@ def restore_checkpoint(store: ArtifactStore, cache: ContentCache, artifact: Arti
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)  # whole or not at all: core only loads complete step folders
     return target
+
+
+def restore_model(store: ArtifactStore, cache: ContentCache, artifact: Artifact, models: Path, keep: int) -> Path:
+    """A folder under `models` holding the checkpoint `artifact` names, shared by every generation job (and every
+    worker process of this host) that uses it: named by the weights' hash, it appears whole or not at all. The
+    `keep` folders used last besides it stay; older ones are removed."""
+    name = artifact.sha256 or hashlib.sha256(artifact.path.encode()).hexdigest()
+    folder = models / name
+    if not folder.is_dir():
+        # Restored beside it and renamed into place: a sibling worker restoring the same model at the same time
+        # would otherwise find a half-restored folder and load no checkpoint from it.
+        models.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", dir=models))
+        restore_checkpoint(store, cache, artifact, staging)
+        try:
+            staging.rename(folder)
+        except OSError:  # a sibling's rename won: its folder holds the same files
+            shutil.rmtree(staging, ignore_errors=True)
+        # keep the folders of the models used last (their files are hard links into the cache, mostly)
+        older = sorted((p for p in models.iterdir() if p != folder and not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime)
+        abandoned = [p for p in models.iterdir() if p.name.startswith(".") and not _process_alive(p.name.split(".")[2])]
+        for stale in older[:max(0, len(older) - keep)] + abandoned:
+            shutil.rmtree(stale, ignore_errors=True)
+    os.utime(folder)
+    return folder
+
+
+def _process_alive(pid: str) -> bool:
+    """Whether process `pid` of this host runs (a staging folder's restorer, say)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True  # not a pid we can judge, or another user's process: leave its folder alone
+    return True

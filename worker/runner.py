@@ -5,7 +5,6 @@ One WorkerContext per process (engines must not cross a fork). The Celery task c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from genq.errors import GenqError
 from genq.events import Publisher
 from genq.store import StoreError, place
 from genq.worker import rows
-from genq.worker.artifacts import ContentCache, JobFiles, Stored, restore_checkpoint
+from genq.worker.artifacts import ContentCache, JobFiles, Stored, restore_checkpoint, restore_model
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
@@ -293,16 +292,7 @@ class WorkerContext:
         row = self._checkpoint_row(job_id)
         if row is None:
             raise core.DataError(f"train job {job_id} left no checkpoint in the artifact store")
-        name = row.sha256 or hashlib.sha256(row.path.encode()).hexdigest()
-        folder = self.work / "models" / name
-        if not (folder / "checkpoints").is_dir():
-            restore_checkpoint(self.store, self.cache, row, folder)
-            # keep the folders of the models used last (their files are hard links into the cache, mostly)
-            older = sorted((p for p in folder.parent.iterdir() if p != folder), key=lambda p: p.stat().st_mtime)
-            for stale in older[:max(0, len(older) - self.settings.model_cache_models - 1)]:
-                shutil.rmtree(stale, ignore_errors=True)
-        os.utime(folder)
-        return folder
+        return restore_model(self.store, self.cache, row, self.work / "models", self.settings.model_cache_models)
 
     def _data_source(self, job: Job, workdir: Path) -> core.DataSource:
         if job.builtin_dataset:

@@ -5,13 +5,17 @@ that anyone reads, and a resumed run restores exactly the checkpoint the row nam
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import select
 
+from genq.core import checkpoint
 from genq.db import Artifact, Job
 from genq.store import LocalStore
-from genq.worker.artifacts import ContentCache, JobFiles, restore_checkpoint
+from genq.worker import artifacts
+from genq.worker.artifacts import ContentCache, JobFiles, restore_checkpoint, restore_model
 from genq.worker.hooks import JobHooks, LeaseLost
 from tests.worker.test_scheduler import add_jobs
 
@@ -67,6 +71,35 @@ def test_a_run_that_lost_the_job_cannot_replace_its_checkpoint_and_leaves_no_fil
     with pytest.raises(Exception, match="content hash"):
         restore_checkpoint(LocalStore(tmp_path / "store"), ContentCache(tmp_path / "c4", 1 << 30), row,
                            tmp_path / "fourth")
+
+
+def test_workers_of_one_host_restoring_a_model_at_once_each_get_it_whole(db, tmp_path, monkeypatch):
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="w", attempts=1)
+    hooks = hooks_for(db, tmp_path, job_id, "w", 1)
+    hooks.checkpoint(100, fake_checkpoint(hooks.files.workdir, 100))
+    row, store, models = checkpoint_row(db, job_id), LocalStore(tmp_path / "store"), tmp_path / "host" / "models"
+    models.mkdir(parents=True)
+    (models / ".gone.999999999.x").mkdir()  # a killed worker's staging folder
+    (models / f".busy.{os.getpid()}.x").mkdir()  # a live one's
+    # the sibling worker stops after its first file; this one restores the same model meanwhile
+    linked, finish, real = threading.Event(), threading.Event(), artifacts.link_or_copy
+
+    def link_then_wait(source, target):
+        real(source, target)
+        if threading.current_thread() is not threading.main_thread():
+            linked.set()
+            finish.wait(10)
+
+    monkeypatch.setattr(artifacts, "link_or_copy", link_then_wait)
+    with ThreadPoolExecutor(1) as pool:
+        sibling = pool.submit(restore_model, store, ContentCache(tmp_path / "c1", 1 << 30), row, models, 4)
+        assert linked.wait(10)
+        mine = restore_model(store, ContentCache(tmp_path / "c2", 1 << 30), row, models, 4)
+        assert checkpoint.latest_step(mine) == 100
+        finish.set()
+        assert sibling.result() == mine
+    assert checkpoint.latest_step(mine) == 100
+    assert sorted(p.name for p in models.iterdir()) == [f".busy.{os.getpid()}.x", mine.name]
 
 
 def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_runs(db, settings, redis_url):
