@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from genq.core.models.gpt.net import GPT, GPTConfig, KVCache
+from genq.core.models.gpt import net as net_module
+from genq.core.models.gpt.net import GPT, GPTConfig, KVCache, attention
 from genq.core.sample import generate
 from tests.core.conftest import fit_one_batch
 
@@ -100,3 +102,34 @@ def test_bfloat16_autocast_with_the_cache():
         logits = cached(net, x, [7, 1, 12])
     assert logits.shape == (2, 20, 11) and torch.isfinite(logits).all()
     assert torch.allclose(logits.float(), net(x)[0], atol=0.1)
+
+
+def test_causal_attention_under_cpu_bf16_autocast_is_bf16_products_close_to_exact():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 40, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    grad = torch.randn(3, 4, 40, 16, dtype=torch.float64)
+    y_exact = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    exact = torch.autograd.grad(y_exact, (q, k, v), grad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attention(q.float(), k.float(), v.float(), None, True, 0.0)
+        dropped = attention(q.float(), k.float(), v.float(), None, True, 0.5)
+    assert y.dtype == torch.bfloat16  # the bf16 products, not the float32 flash kernel
+    assert (y.double() - y_exact).norm() / y_exact.norm() < 0.02
+    for g, e in zip(torch.autograd.grad(y.double(), (q, k, v), grad), exact, strict=True):
+        assert (g - e).norm() / e.norm() < 0.03
+    assert (dropped - y).abs().max() > 0.5  # dropout applies to the attention weights
+    # causal: a change to the last key moves the last query's output only
+    k2 = k.detach().clone()
+    k2[:, :, -1] += 5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y2 = attention(q.float(), k2.float(), v.float(), None, True, 0.0)
+    assert torch.equal(y2[:, :, :-1], y[:, :, :-1]) and not torch.equal(y2[:, :, -1], y[:, :, -1])
+
+
+def test_attention_with_more_scores_than_the_bound_stays_in_float32(monkeypatch):
+    monkeypatch.setattr(net_module, "BF16_SCORES_BELOW", 3 * 4 * 40 * 40)
+    q, k, v = (torch.randn(3, 4, 40, 16) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attention(q, k, v, None, True, 0.0)
+    assert y.dtype == torch.float32
+    assert torch.equal(y, F.scaled_dot_product_attention(q, k, v, is_causal=True))
