@@ -188,19 +188,19 @@ def restore_model(store: ArtifactStore, cache: ContentCache, artifact: Artifact,
         # keep the folders of the models used last (their files are hard links into the cache, mostly)
         older = sorted((p for p in models.iterdir() if p != folder and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime)
-        abandoned = [p for p in models.iterdir() if p.name.startswith(".") and not _process_alive(p.name.split(".")[2])]
+        abandoned = [p for p in models.iterdir() if p.name.startswith(".") and not _process_alive(p.name)]
         for stale in older[:max(0, len(older) - keep)] + abandoned:
             shutil.rmtree(stale, ignore_errors=True)
     os.utime(folder)
     return folder
 
 
-def _process_alive(pid: str) -> bool:
-    """Whether process `pid` of this host runs (a staging folder's restorer, say)."""
+def _process_alive(staging: str) -> bool:
+    """Whether the process of this host that a staging folder (.NAME.PID.RANDOM) names still runs."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(staging.split(".")[2]), 0)
     except ProcessLookupError:
         return False
-    except (ValueError, PermissionError):
-        return True  # not a pid we can judge, or another user's process: leave its folder alone
+    except (IndexError, ValueError, PermissionError):
+        return True  # not a staging folder, or another user's process: leave it alone
     return True

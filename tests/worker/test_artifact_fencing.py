@@ -81,6 +81,7 @@ def test_workers_of_one_host_restoring_a_model_at_once_each_get_it_whole(db, tmp
     models.mkdir(parents=True)
     (models / ".gone.999999999.x").mkdir()  # a killed worker's staging folder
     (models / f".busy.{os.getpid()}.x").mkdir()  # a live one's
+    (models / ".hidden").touch()  # not genq's
     # the sibling worker stops after its first file; this one restores the same model meanwhile
     linked, finish, real = threading.Event(), threading.Event(), artifacts.link_or_copy
 
@@ -99,7 +100,7 @@ def test_workers_of_one_host_restoring_a_model_at_once_each_get_it_whole(db, tmp
         finish.set()
         assert sibling.result() == mine
     assert checkpoint.latest_step(mine) == 100
-    assert sorted(p.name for p in models.iterdir()) == [f".busy.{os.getpid()}.x", mine.name]
+    assert sorted(p.name for p in models.iterdir()) == [f".busy.{os.getpid()}.x", ".hidden", mine.name]
 
 
 def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_runs(db, settings, redis_url):
