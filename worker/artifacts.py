@@ -180,11 +180,15 @@ def restore_model(store: ArtifactStore, cache: ContentCache, artifact: Artifact,
         # would otherwise find a half-restored folder and load no checkpoint from it.
         models.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", dir=models))
-        restore_checkpoint(store, cache, artifact, staging)
         try:
-            staging.rename(folder)
-        except OSError:  # a sibling's rename won: its folder holds the same files
-            shutil.rmtree(staging, ignore_errors=True)
+            restore_checkpoint(store, cache, artifact, staging)
+            try:
+                staging.rename(folder)
+            except OSError:
+                if not folder.is_dir():  # else a sibling's rename won: its folder holds the same files
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; a failed restore's leftovers
         # keep the folders of the models used last (their files are hard links into the cache, mostly)
         older = sorted((p for p in models.iterdir() if p != folder and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime)

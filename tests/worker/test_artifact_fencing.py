@@ -101,6 +101,11 @@ def test_workers_of_one_host_restoring_a_model_at_once_each_get_it_whole(db, tmp
         assert sibling.result() == mine
     assert checkpoint.latest_step(mine) == 100
     assert sorted(p.name for p in models.iterdir()) == [f".busy.{os.getpid()}.x", ".hidden", mine.name]
+    # a restore that fails leaves no staging folder behind
+    (tmp_path / "store" / row.path).write_bytes(b"corrupted in the store")
+    with pytest.raises(Exception, match="content hash"):
+        restore_model(store, ContentCache(tmp_path / "c3", 1 << 30), row, tmp_path / "other", 4)
+    assert list((tmp_path / "other").iterdir()) == []
 
 
 def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_runs(db, settings, redis_url):
