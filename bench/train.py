@@ -21,8 +21,9 @@ GPT2LMHeadModel, and a genq job through the platform against the bare loop.
    from the job's started_at to its finished_at (data load, evaluations, checkpoints, final evaluation and
    samples included; submitted once the platform has settled), against the same recipe's steps in a bare
    loop here, with the platform up and idle: --job-rounds of each in turn, a bare loop first and last, and the
-   ratio of the medians (goal: bare / job >= 0.95). This machine's speed drifts by 20% within minutes: one
-   job against one loop measured anywhere from 0.73x to 1.02x in four runs of the same code.
+   ratio of the medians (goal: bare / job >= 0.95); and each job's time split into its steps (by its own
+   throughput metric) and the rest. This machine's speed drifts by 20% within minutes: one job against one
+   loop measured anywhere from 0.73x to 1.02x in four runs of the same code.
 """
 
 from __future__ import annotations
@@ -208,8 +209,9 @@ def bare_loop(corpus: Path, params: dict) -> float:
     return time.perf_counter() - start
 
 
-def job_seconds(client, dataset: int, params: dict) -> float:
-    """Run the recipe as a genq job through the platform `client` talks to; finished_at - started_at."""
+def job_seconds(client, dataset: int, params: dict) -> tuple[float, float]:
+    """Run the recipe as a genq job through the platform `client` talks to: (finished_at - started_at, the
+    seconds its steps took by its own throughput metric, evaluations and checkpoints left out)."""
     wait_until_settled(client)
     job_id = client.submit({"type": "train", "model": "gpt", "params": params, "dataset": dataset})["id"]
     while (job := client.job(job_id))["status"] not in ("succeeded", "failed", "cancelled"):
@@ -217,14 +219,18 @@ def job_seconds(client, dataset: int, params: dict) -> float:
     if job["status"] != "succeeded":
         raise SystemExit(f"the job {job['status']}: {job['error']}")
     started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
-    return (finished - started).total_seconds()
+    tokens, steps, done = params["batch_size"] * params["block_size"], 0.0, 0
+    for step, rate in client.metrics(job_id, points=10_000)["throughput/tokens_per_s"]:  # one per logged window
+        steps += (step - done) * tokens / rate
+        done = step
+    return (finished - started).total_seconds(), steps
 
 
 def compare_job(corpus: Path, rounds: int) -> bool:
     """Print the 300-step job against the bare loop, `rounds` of each in turn (bare loop, job, ..., bare loop)
     with the platform up and idle around the bare loops; the ratio of their medians. Whether it met the goal."""
     params = {**JOB_PARAMS}
-    bare, jobs = [], []
+    bare, jobs, job_steps = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         process, client = start_platform(Path(tmp) / "home")
         try:
@@ -232,7 +238,9 @@ def compare_job(corpus: Path, rounds: int) -> bool:
             for _ in range(rounds):
                 wait_until_settled(client)
                 bare.append(bare_loop(corpus, params))
-                jobs.append(job_seconds(client, dataset, params))
+                total, steps = job_seconds(client, dataset, params)
+                jobs.append(total)
+                job_steps.append(steps)
             wait_until_settled(client)
             bare.append(bare_loop(corpus, params))
         finally:
@@ -243,6 +251,9 @@ def compare_job(corpus: Path, rounds: int) -> bool:
           f"evaluation at {params['eval_interval']} and the end), {rounds} rounds:")
     print(f"  bare loop   {' '.join(f'{b:.1f}' for b in bare)} s (the steps alone)")
     print(f"  genq job    {' '.join(f'{j:.1f}' for j in jobs)} s from started_at to finished_at")
+    print(f"    its steps {' '.join(f'{j:.1f}' for j in job_steps)} s by its throughput metric; the rest "
+          f"{' '.join(f'{j - t:.2f}' for j, t in zip(jobs, job_steps, strict=True))} s (start, evaluations, galleries, "
+          "checkpoints, final samples, end)")
     print(f"  bare / job = {ratio:.2f}x, of the medians (goal >= 0.95x) {'PASS' if ratio >= 0.95 else 'MISS'}",
           flush=True)
     return ratio >= 0.95
