@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from genq.core import checkpoint
 from genq.core.api import Sample
 from genq.db import Artifact
 from genq.store import ArtifactStore, StoreError, place, sha256_file
@@ -175,6 +176,8 @@ def restore_model(store: ArtifactStore, cache: ContentCache, artifact: Artifact,
     `keep` folders used last besides it stay; older ones are removed."""
     name = artifact.sha256 or hashlib.sha256(artifact.path.encode()).hexdigest()
     folder = models / name
+    if folder.is_dir() and checkpoint.latest_step(folder) is None:  # half-restored by a genq before staging folders
+        shutil.rmtree(folder, ignore_errors=True)
     if not folder.is_dir():
         # Restored beside it and renamed into place: a sibling worker restoring the same model at the same time
         # would otherwise find a half-restored folder and load no checkpoint from it.

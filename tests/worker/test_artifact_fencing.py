@@ -101,6 +101,10 @@ def test_workers_of_one_host_restoring_a_model_at_once_each_get_it_whole(db, tmp
         assert sibling.result() == mine
     assert checkpoint.latest_step(mine) == 100
     assert sorted(p.name for p in models.iterdir()) == [f".busy.{os.getpid()}.x", ".hidden", mine.name]
+    # a folder left half-restored (by a genq before staging folders) is restored again
+    (mine / "checkpoints" / "step-00000100" / "state.pt").unlink()
+    assert restore_model(store, ContentCache(tmp_path / "c2", 1 << 30), row, models, 4) == mine
+    assert checkpoint.latest_step(mine) == 100
     # a restore that fails leaves no staging folder behind
     (tmp_path / "store" / row.path).write_bytes(b"corrupted in the store")
     with pytest.raises(Exception, match="content hash"):
