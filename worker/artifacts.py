@@ -193,9 +193,10 @@ def restore_model(store: ArtifactStore, cache: ContentCache, artifact: Artifact,
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; a failed restore's leftovers
         # keep the folders of the models used last (their files are hard links into the cache, mostly)
-        older = sorted((p for p in models.iterdir() if p != folder and not p.name.startswith(".")),
+        entries = list(models.iterdir())
+        older = sorted((p for p in entries if p != folder and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime)
-        abandoned = [p for p in models.iterdir() if p.name.startswith(".") and not _process_alive(p.name)]
+        abandoned = [p for p in entries if p.name.startswith(".") and not _process_alive(p.name)]
         for stale in older[:max(0, len(older) - keep)] + abandoned:
             shutil.rmtree(stale, ignore_errors=True)
     os.utime(folder)

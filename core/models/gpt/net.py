@@ -111,7 +111,9 @@ def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropou
     T = q.size(-2)
     with torch.autocast("cpu", enabled=False):
         scores = torch.matmul((q * q.size(-1) ** -0.5).bfloat16(), k.bfloat16().mT) + _causal_bias(T)
-        weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p) if dropout_p else torch.softmax(scores, dim=-1)
+        weights = torch.softmax(scores, dim=-1)
+        if dropout_p:
+            weights = F.dropout(weights, dropout_p)
         return weights @ v.bfloat16()
 
 
