@@ -9,12 +9,16 @@ upload): its stale files are never read. A resumed run starts from the checkpoin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,14 +174,36 @@ def restore_checkpoint(store: ArtifactStore, cache: ContentCache, artifact: Arti
     return target
 
 
+@contextmanager
+def model_in_use(store: ArtifactStore, cache: ContentCache, artifact: Artifact, models: Path,
+                 keep: int) -> Iterator[Path]:
+    """restore_model's folder for the block, held in use meanwhile (a shared flock on it): no worker process of
+    the host evicts it while a job loads or reads it."""
+    for _ in range(10):  # a sibling evicting it each time in between: a host restoring models without pause
+        folder = restore_model(store, cache, artifact, models, keep)
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue  # evicted by a sibling since: restored again
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if _is_at(fd, folder):
+            try:
+                yield folder
+            finally:
+                os.close(fd)
+            return
+        os.close(fd)  # evicted between the open and the lock
+    raise OSError(f"the model folder {folder} was evicted by other workers of this host 10 times in a row")
+
+
 def restore_model(store: ArtifactStore, cache: ContentCache, artifact: Artifact, models: Path, keep: int) -> Path:
     """A folder under `models` holding the checkpoint `artifact` names, shared by every generation job (and every
     worker process of this host) that uses it: named by the weights' hash, it appears whole or not at all. The
-    `keep` folders used last besides it stay; older ones are removed."""
+    `keep` folders used last besides it stay; older ones not in use (model_in_use) are removed."""
     name = artifact.sha256 or hashlib.sha256(artifact.path.encode()).hexdigest()
     folder = models / name
     if folder.is_dir() and checkpoint.latest_step(folder) is None:  # half-restored by a genq before staging folders
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_unused(folder)
     if not folder.is_dir():
         # Restored beside it and renamed into place: a sibling worker restoring the same model at the same time
         # would otherwise find a half-restored folder and load no checkpoint from it.
@@ -196,11 +222,42 @@ def restore_model(store: ArtifactStore, cache: ContentCache, artifact: Artifact,
         entries = list(models.iterdir())
         older = sorted((p for p in entries if p != folder and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime)
-        abandoned = [p for p in entries if p.name.startswith(".") and not _process_alive(p.name)]
-        for stale in older[:max(0, len(older) - keep)] + abandoned:
-            shutil.rmtree(stale, ignore_errors=True)
-    os.utime(folder)
+        for stale in older[:max(0, len(older) - keep)]:
+            _remove_unused(stale)
+        for abandoned in (p for p in entries if p.name.startswith(".") and not _process_alive(p.name)):
+            shutil.rmtree(abandoned, ignore_errors=True)
+    with suppress(FileNotFoundError):  # evicted by a sibling just now: model_in_use restores it again
+        os.utime(folder)
     return folder
+
+
+def _remove_unused(folder: Path) -> None:
+    """Remove model folder `folder` unless a job of this host holds it in use (model_in_use). It is renamed away
+    under an exclusive lock first, so a job that opens it meanwhile finds it gone once it gets its lock."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # in use
+        if not _is_at(fd, folder):
+            return  # a sibling removed it since
+        doomed = folder.with_name(f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}")  # a staging folder's name
+        os.rename(folder, doomed)
+    finally:
+        os.close(fd)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _is_at(fd: int, folder: Path) -> bool:
+    """Whether the open folder `fd` is still the one at path `folder`."""
+    try:
+        return os.stat(folder).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _process_alive(staging: str) -> bool:

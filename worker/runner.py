@@ -12,6 +12,7 @@ import secrets
 import shutil
 import socket
 import traceback
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from functools import cached_property, partial
 from pathlib import Path
@@ -29,7 +30,7 @@ from genq.errors import GenqError
 from genq.events import Publisher
 from genq.store import StoreError, place
 from genq.worker import rows
-from genq.worker.artifacts import ContentCache, JobFiles, Stored, restore_checkpoint, restore_model
+from genq.worker.artifacts import ContentCache, JobFiles, Stored, model_in_use, restore_checkpoint
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
@@ -264,10 +265,10 @@ class WorkerContext:
             samples = core.generate_from_base(job.model, job.base, prompts, job.params, workdir / "outputs", hooks,
                                               self.device)
             return hooks.stop_requested(), samples
-        source = self._trained_model(job.source_job_id)
-        if core.generates_rows(job.model):
-            return self._generate_rows(job, hooks, source), []
-        samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
+        with self._trained_model(job.source_job_id) as source:
+            if core.generates_rows(job.model):
+                return self._generate_rows(job, hooks, source), []
+            samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
         return hooks.stop_requested(), samples
 
     def _generate_rows(self, job: Job, hooks: JobHooks, source: Path) -> str | None:
@@ -286,13 +287,14 @@ class WorkerContext:
             core.generate_rows(source, good, job.params, hooks, self.device)
         return hooks.stop_requested()  # the rows still buffered land with the job's end (_finish), in one commit
 
-    def _trained_model(self, job_id: int) -> Path:
-        """A local folder with the final checkpoint of train job `job_id`, shared by the generation jobs that use
-        it (named by the weights' hash, so core's model cache keeps it loaded between them)."""
+    def _trained_model(self, job_id: int) -> AbstractContextManager[Path]:
+        """A local folder with the final checkpoint of train job `job_id`, in use for the block: shared by the
+        generation jobs that use it (named by the weights' hash, so core's model cache keeps it loaded between
+        them), and not evicted meanwhile."""
         row = self._checkpoint_row(job_id)
         if row is None:
             raise core.DataError(f"train job {job_id} left no checkpoint in the artifact store")
-        return restore_model(self.store, self.cache, row, self.work / "models", self.settings.model_cache_models)
+        return model_in_use(self.store, self.cache, row, self.work / "models", self.settings.model_cache_models)
 
     def _data_source(self, job: Job, workdir: Path) -> core.DataSource:
         if job.builtin_dataset:

@@ -130,3 +130,36 @@ def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_run
     worker._remove_abandoned_runs()
     assert {key for key, folder in folders.items() if folder.exists()} == {(live, 2)}
     worker.db.dispose()
+
+
+def test_a_model_folder_in_use_is_not_evicted_and_one_evicted_before_its_lock_is_restored_again(db, tmp_path,
+                                                                                                 monkeypatch):
+    rows = []
+    for job_id in add_jobs(db, 3, status="running", worker_id="w", attempts=1):
+        hooks = hooks_for(db, tmp_path, job_id, "w", 1)
+        hooks.checkpoint(100, fake_checkpoint(hooks.files.workdir, 100))
+        rows.append(checkpoint_row(db, job_id))
+    store, models = LocalStore(tmp_path / "store"), tmp_path / "host" / "models"
+
+    def restore(row, keep: int = 0):  # keep 0: restoring a new model evicts every other one not in use
+        return restore_model(store, ContentCache(tmp_path / "cache", 1 << 30), row, models, keep)
+
+    with artifacts.model_in_use(store, ContentCache(tmp_path / "cache", 1 << 30), rows[0], models, 0) as used:
+        restore(rows[1])  # another worker process of the host, evicting
+        assert checkpoint.latest_step(used) == 100
+    assert sorted(p.name for p in models.iterdir()) == sorted([used.name, rows[1].sha256])
+    third = restore(rows[2])  # nothing in use now
+    assert [p.name for p in models.iterdir()] == [third.name]
+
+    # a sibling evicts the folder between its restore and this process' lock on it: it is restored again
+    real, calls = artifacts.restore_model, []
+
+    def evicted_at_once(*args):
+        calls.append(folder := real(*args))
+        if len(calls) == 1:
+            artifacts._remove_unused(folder)
+        return folder
+
+    monkeypatch.setattr(artifacts, "restore_model", evicted_at_once)
+    with artifacts.model_in_use(store, ContentCache(tmp_path / "cache", 1 << 30), rows[0], models, 0) as used:
+        assert len(calls) == 2 and checkpoint.latest_step(used) == 100
