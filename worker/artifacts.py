@@ -185,7 +185,7 @@ def model_in_use(store: ArtifactStore, cache: ContentCache, artifact: Artifact, 
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
             continue  # evicted by a sibling since: restored again
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        _lock(fd, fcntl.LOCK_SH)
         if _is_at(fd, folder):
             try:
                 yield folder
@@ -239,9 +239,7 @@ def _remove_unused(folder: Path) -> None:
     except FileNotFoundError:
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB):
             return  # in use
         if not _is_at(fd, folder):
             return  # a sibling removed it since
@@ -250,6 +248,18 @@ def _remove_unused(folder: Path) -> None:
     finally:
         os.close(fd)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _lock(fd: int, how: int) -> bool:
+    """flock(fd, how); False when a non-blocking lock is held elsewhere. A filesystem without flock on folders
+    (some network ones) counts as unlocked: eviction then works as it did before locks."""
+    try:
+        fcntl.flock(fd, how)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        log.debug("no flock on the models folder (%s): model folders are evicted without it", exc)
+    return True
 
 
 def _is_at(fd: int, folder: Path) -> bool:

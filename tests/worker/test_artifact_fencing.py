@@ -4,6 +4,7 @@ that anyone reads, and a resumed run restores exactly the checkpoint the row nam
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -163,3 +164,21 @@ def test_a_model_folder_in_use_is_not_evicted_and_one_evicted_before_its_lock_is
     monkeypatch.setattr(artifacts, "restore_model", evicted_at_once)
     with artifacts.model_in_use(store, ContentCache(tmp_path / "cache", 1 << 30), rows[0], models, 0) as used:
         assert len(calls) == 2 and checkpoint.latest_step(used) == 100
+
+
+def test_without_flock_on_the_models_folder_models_are_still_restored_and_evicted(db, tmp_path, monkeypatch):
+    rows = []
+    for job_id in add_jobs(db, 2, status="running", worker_id="w", attempts=1):
+        hooks = hooks_for(db, tmp_path, job_id, "w", 1)
+        hooks.checkpoint(100, fake_checkpoint(hooks.files.workdir, 100))
+        rows.append(checkpoint_row(db, job_id))
+    store, models, cache = LocalStore(tmp_path / "store"), tmp_path / "models", ContentCache(tmp_path / "c", 1 << 30)
+
+    def no_flock(fd, how):  # as some network filesystems answer for folders
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(artifacts.fcntl, "flock", no_flock)
+    with artifacts.model_in_use(store, cache, rows[0], models, 0) as used:
+        assert checkpoint.latest_step(used) == 100
+    second = restore_model(store, cache, rows[1], models, 0)
+    assert [p.name for p in models.iterdir()] == [second.name]
