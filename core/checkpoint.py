@@ -110,30 +110,53 @@ def checkpoint_dir(workdir: Path) -> Path:
     return Path(workdir) / "checkpoints"
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What save() writes, taken at one moment (the weights copied to the CPU, the state serialized), so that
+    training may change the modules and optimizers while write() writes it in another thread."""
+
+    step: int
+    kind: str
+    modules: list[str]
+    weights: dict[str, torch.Tensor]
+    aliases: dict[str, str]  # key -> the key whose tensor it shares (tied weights), written once
+    state: bytes  # torch.save of the state
+
+
 def save(workdir: Path, step: int, modules: Mapping[str, nn.Module | Mapping[str, torch.Tensor]],
          state: dict[str, Any]) -> Path:
     """Write a checkpoint for `step` atomically, point LATEST at it, prune old ones; return its folder."""
+    return write(workdir, snapshot(step, modules, state))
+
+
+def snapshot(step: int, modules: Mapping[str, nn.Module | Mapping[str, torch.Tensor]],
+             state: dict[str, Any]) -> Snapshot:
+    """A copy of what save() would write now, for write()."""
     kind = state.get("kind")
     if not isinstance(kind, str) or not kind:
         raise ValueError("checkpoint state needs a 'kind' (the model kind, e.g. 'gpt')")
     state = {**state, "step": int(step)}
     _check_state(state, "state")
+    weights, aliases = _flatten(modules)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # now: an optimizer's state_dict() holds the buffers its next step changes
+    return Snapshot(int(step), kind, sorted(modules), weights, aliases, buffer.getvalue())
+
+
+def write(workdir: Path, snap: Snapshot) -> Path:
+    """Write `snap` atomically as the checkpoint of its step, point LATEST at it, prune old ones; return its
+    folder. Safe in a thread of its own: it reads only the snapshot."""
     root = checkpoint_dir(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    name = f"{_PREFIX}{int(step):08d}"
+    name = f"{_PREFIX}{snap.step:08d}"
     final = root / name
-
-    weights, aliases = _flatten(modules)
-    state_buf = io.BytesIO()
-    torch.save(state, state_buf)
-    meta = {"step": int(step), "kind": kind, "modules": sorted(modules), "format": 1}
-
     # the same step saved twice (cancelled right after a resume) holds the same state: keep the first
     if not (final.exists() and _loads(final)):
+        meta = {"step": snap.step, "kind": snap.kind, "modules": snap.modules, "format": 1}
         tmp = root / _tmp_name()
         tmp.mkdir()
-        _write_file(tmp / WEIGHTS, st_save(weights, metadata={"aliases": json.dumps(aliases)}))
-        _write_file(tmp / STATE, state_buf.getvalue())
+        _write_file(tmp / WEIGHTS, st_save(snap.weights, metadata={"aliases": json.dumps(snap.aliases)}))
+        _write_file(tmp / STATE, snap.state)
         _write_file(tmp / META, json.dumps(meta).encode())
         _fsync_dir(tmp)
         if final.exists():  # an unreadable folder with our name: move it out of the way first

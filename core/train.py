@@ -18,6 +18,7 @@ Usage::
 
     def save_fn(step: int) -> Path:             # write a checkpoint for `step` completed steps
         return checkpoint.save(workdir, step, {"model": net}, {...})
+        # or, to train on while it is written: writer.submit(checkpoint.write, workdir, checkpoint.snapshot(...))
 
     result = loop.run(step_fn, hooks, max_steps=p["max_steps"], start_step=ckpt.step if ckpt else 0,
                       save_fn=save_fn, checkpoint_interval=p["checkpoint_interval"],
@@ -36,6 +37,9 @@ averaged over the log interval. Each log step also records the throughput (items
 "memory/peak_bytes" when peak_memory() gives a number. Every step starts with hooks.stop_requested(): on
 "cancel"/"shutdown" the loop saves a checkpoint (unless one exists for this step) and returns
 TrainResult(stopped=reason).
+A save_fn that returns a Future (the checkpoint written in another thread) lets training go on meanwhile: the
+loop calls hooks.checkpoint once the write is done (checked at each step), waits for it before the next
+checkpoint, and before it returns. A checkpoint due at an evaluation step is started before the evaluation.
 A non-finite train loss raises FloatingPointError naming the step (lower the learning rate).
 """
 
@@ -44,6 +48,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import torch
@@ -68,7 +73,8 @@ def metric_name(key: str) -> str:
     return key if "/" in key else f"train/{key}"
 
 
-def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int, save_fn: Callable[[int], Path],
+def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int,
+        save_fn: Callable[[int], Path | Future[Path]],
         checkpoint_interval: int, start_step: int = 0,
         eval_fn: Callable[[int], dict[str, float]] | None = None, eval_interval: int = 0,
         optimizers: Sequence[torch.optim.Optimizer] = (),
@@ -78,24 +84,38 @@ def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int, sav
     """Run steps start_step..max_steps-1 with logging, evaluation, checkpoints and stop checks."""
     step = start_step
     saved_at: int | None = None
+    writing: tuple[int, Future[Path]] | None = None  # a checkpoint still being written: (its step, the write)
     last_eval: dict[str, float] = {}
     sums: dict[str, torch.Tensor | float] = {}
     n_summed = 0
     t_mark, busy = time.perf_counter(), 0.0  # busy: eval/checkpoint time, left out of throughput
 
+    def written(wait: bool) -> None:
+        """Report the checkpoint being written once it is (with `wait`, wait for it); raise what its write raised."""
+        nonlocal writing
+        if writing is not None and (wait or writing[1].done()):
+            (at, write), writing = writing, None
+            hooks.checkpoint(at, write.result())
+
     def checkpoint() -> None:
-        nonlocal saved_at
+        nonlocal saved_at, writing
         if saved_at != step:
-            path = save_fn(step)
+            written(wait=True)  # one write at a time
+            out = save_fn(step)
             saved_at = step
-            hooks.checkpoint(step, path)
+            if isinstance(out, Future):
+                writing = (step, out)
+            else:
+                hooks.checkpoint(step, out)
 
     hooks.progress(step, max_steps)
     while step < max_steps:
+        written(wait=False)
         reason = hooks.stop_requested()
         if reason:
             hooks.log(f"stop requested ({reason}) at step {step}: saving a checkpoint")
             checkpoint()
+            written(wait=True)
             return TrainResult(step=step, stopped=reason, metrics=last_eval)
 
         lr = None
@@ -132,17 +152,18 @@ def run(step_fn: Callable[[int], LossDict], hooks: Hooks, *, max_steps: int, sav
             sums, n_summed, t_mark, busy = {}, 0, now, 0.0
 
         t0 = time.perf_counter()
+        if step % checkpoint_interval == 0 or step == max_steps:
+            checkpoint()  # first: an evaluation at the same step runs while it is written
         if eval_fn is not None and eval_interval and (step % eval_interval == 0 or step == max_steps):
             last_eval = dict(eval_fn(step))
             if last_eval:
                 hooks.metrics(step, last_eval)
                 hooks.log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-        if step % checkpoint_interval == 0 or step == max_steps:
-            checkpoint()
         busy += time.perf_counter() - t0
 
     if saved_at != step:  # resumed a finished job: make sure its final checkpoint exists
         checkpoint()
+    written(wait=True)
     if eval_fn is not None and not last_eval:  # resumed a finished job: its final evaluation is redone
         last_eval = dict(eval_fn(step))
         hooks.metrics(step, last_eval)

@@ -26,6 +26,29 @@ def state(**kw):
     return {"kind": "gpt", "config": config, **kw}
 
 
+def test_a_snapshot_holds_the_step_it_was_taken_at_while_training_goes_on(tmp_path):
+    torch.manual_seed(0)
+    a = net()
+    opt = a.optimizer(1e-3, 0.1)
+    x = torch.randint(0, 13, (2, 8))
+
+    def train_step():
+        opt.zero_grad()
+        a(x, x)[1].backward()
+        opt.step()
+
+    train_step()
+    weights = {k: v.clone() for k, v in a.state_dict().items()}
+    moments = {k: v.clone() for k, v in opt.state_dict()["state"][0].items()}
+    snap = checkpoint.snapshot(1, {"model": a}, state(optimizer=opt.state_dict(), rng=checkpoint.rng_state()))
+    train_step()  # in place: the weights and AdamW's moments move on
+    assert not torch.equal(a.state_dict()["lm_head.weight"], weights["lm_head.weight"])
+    loaded = checkpoint.load(checkpoint.write(tmp_path, snap))
+    assert loaded.step == 1
+    assert all(torch.equal(loaded.tensors["model"][k], v) for k, v in weights.items())
+    assert all(torch.equal(loaded.state["optimizer"]["state"][0][k], v) for k, v in moments.items())
+
+
 def test_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     torch.manual_seed(0)
     a = net()

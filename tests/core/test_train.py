@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,45 @@ def test_stop_request_saves_and_returns(make_hooks):
     result, saved = run(hooks)
     assert (result.step, result.stopped) == (13, "shutdown")
     assert saved == [10, 13]
+
+
+def test_steps_go_on_while_a_checkpoint_is_written_and_each_is_reported_once_written(make_hooks):
+    hooks, steps, writes = make_hooks(), [], {}
+
+    def save(step):  # a write that ends only when the test says so
+        writes[step] = Future()
+        return writes[step]
+
+    def step_fn(s):
+        steps.append(s)
+        if s == 13:  # three steps after the save at 10: not reported before its write ends
+            assert hooks.checkpoints == []
+            writes[10].set_result(Path("/ckpt/10"))
+        if s == 15:  # reported at the first step after it was written
+            assert hooks.checkpoints == [(10, Path("/ckpt/10"))]
+        if s == 21:
+            writes[20].set_result(Path("/ckpt/20"))
+        return {"loss": 1.0}
+
+    def evaluate(s):  # the last checkpoint is being written meanwhile, and ends after the run's last step
+        assert 25 in writes and not writes[25].done()
+        threading.Timer(0.2, lambda: writes[25].set_result(Path("/ckpt/25"))).start()
+        return {"val/loss": 0.5}
+
+    result = loop.run(step_fn, hooks, max_steps=25, save_fn=save, checkpoint_interval=10, eval_fn=evaluate,
+                      eval_interval=25)
+    assert result.step == 25 and steps == list(range(25))
+    assert hooks.checkpoints == [(10, Path("/ckpt/10")), (20, Path("/ckpt/20")), (25, Path("/ckpt/25"))]
+
+
+def test_a_failed_checkpoint_write_fails_the_run(make_hooks):
+    def save(step):
+        write = Future()
+        write.set_exception(OSError(28, "No space left on device"))
+        return write
+
+    with pytest.raises(OSError, match="No space left"):
+        loop.run(lambda s: {"loss": 1.0}, make_hooks(), max_steps=25, save_fn=save, checkpoint_interval=10)
 
 
 def test_resume_starts_at_the_saved_step_and_schedules_lr(make_hooks):
