@@ -68,6 +68,10 @@ class Hooks:
     def progress(self, done: int, total: int) -> None:
         """Report progress: training steps, or prompts generated."""
 
+    def checkpoint_written(self, step: int, path: Path) -> None:
+        """The checkpoint for `step` is written at `path`; called in the thread that wrote it, while training
+        goes on: the place for slow work on its files (an upload). checkpoint() follows, in the job's thread."""
+
     def checkpoint(self, step: int, path: Path) -> None:
         """A checkpoint for `step` was written (atomically) at `path`."""
 

@@ -26,6 +26,9 @@ Usage from a recipe::
         # weights (strict: every key must match), optimizer state saved under "optimizer", RNG states
         start_step = ckpt.restore({"model": net}, {"optimizer": opt})
 
+save() is snapshot() then write(): a recipe takes the snapshot at the step and has write() run in another
+thread while it trains on (genq.core.recipe.fit does).
+
 `state` may hold only tensors, str, int, float, bool, None and dicts/lists/tuples of them (save() checks
 and names the offending key). Modules may share tensors (weight tying); module names may not contain ".".
 

@@ -6,7 +6,8 @@ evaluation, the gallery of samples drawn after each evaluation, the extra state 
 position, tokenizer, class names), its final samples, and how it generates from a trained checkpoint. `fit`
 does the rest, the same way for all of them: validate the params, find the newest checkpoint, seed, build,
 restore weights/optimizers/RNG/extra state, run the loop (genq.core.train) with its evaluations (each
-followed by the gallery, handed to hooks.samples) and checkpoints, and finish with the samples unless the
+followed by the gallery, handed to hooks.samples) and checkpoints (written and handed to
+hooks.checkpoint_written in a thread of their own while training goes on), and finish with the samples unless the
 job was asked to stop. Along the way it records memory/peak_bytes (genq.core.device.PeakMemory) at every log
 step and once more at the end, and throughput/mfu on a GPU of known peak for a recipe whose flops_per_item()
 is not None.
@@ -166,10 +167,15 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
     # to the CPU), and training goes on while it is serialized and fsynced (a 680 MB checkpoint took 2.7 s).
     writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
 
+    def write(snap: checkpoint.Snapshot) -> Path:
+        path = checkpoint.write(workdir, snap)
+        hooks.checkpoint_written(snap.step, path)
+        return path
+
     def save(step: int) -> Future[Path]:
         state = {"kind": r.kind, "config": r.config, "params": p, "rng": checkpoint.rng_state(),
                  **{name: opt.state_dict() for name, opt in r.optimizers.items()}, **r.extra_state()}
-        return writer.submit(checkpoint.write, workdir, checkpoint.snapshot(step, r.modules, state))
+        return writer.submit(write, checkpoint.snapshot(step, r.modules, state))
 
     def evaluate(step: int) -> dict[str, float]:
         metrics = r.evaluate(step)

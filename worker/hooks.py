@@ -118,6 +118,7 @@ class JobHooks(Hooks):
         self._rows: list[RowResult] = []
         self.batch: RowCounts | None = None  # set while a batch generation job runs
         self._writing: threading.Thread | None = None  # the background write of _maybe_flush, one at a time
+        self._uploaded: dict[int, dict[str, Stored]] = {}  # checkpoints uploaded by checkpoint_written, by step
         self._failed: BaseException | None = None  # what it raised, raised again in the job's thread
         # In a job's first attempt, the metric names flushed so far: the others have no point stored yet
         self._written: set[str] | None = set() if first_attempt else None
@@ -137,12 +138,17 @@ class JobHooks(Hooks):
         self._logs.append({"job_id": self.job_id, "message": message, "created_at": utcnow()})
         self._maybe_flush()
 
+    def checkpoint_written(self, step: int, path: Path) -> None:
+        """Upload the step folder, in the thread that wrote it (training goes on): checkpoint() records it."""
+        self._uploaded[step] = self.files.upload_checkpoint(path if path.is_dir() else path.parent)
+
     def checkpoint(self, step: int, path: Path) -> None:
-        """Upload the step folder, then point the job's checkpoint row at it (fenced); the previous one's files
-        leave the store. Resuming reads what the row names: only checkpoints that reached the store count."""
+        """Upload the step folder (unless checkpoint_written did), then point the job's checkpoint row at it
+        (fenced); the previous one's files leave the store. Resuming reads what the row names: only checkpoints
+        that reached the store count."""
         self.flush()
         folder = path if path.is_dir() else path.parent
-        stored = self.files.upload_checkpoint(folder)
+        stored = self._uploaded.pop(step, None) or self.files.upload_checkpoint(folder)
         weights = stored["model.safetensors"]
         replaced: list[str] = []
 

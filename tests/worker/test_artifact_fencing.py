@@ -182,3 +182,22 @@ def test_without_flock_on_the_models_folder_models_are_still_restored_and_evicte
         assert checkpoint.latest_step(used) == 100
     second = restore_model(store, cache, rows[1], models, 0)
     assert [p.name for p in models.iterdir()] == [second.name]
+
+
+def test_a_checkpoint_uploaded_where_it_was_written_is_recorded_without_a_second_upload(db, tmp_path, monkeypatch):
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="w", attempts=1)
+    hooks = hooks_for(db, tmp_path, job_id, "w", 1)
+    uploads, real = [], hooks.files.upload_checkpoint
+    monkeypatch.setattr(hooks.files, "upload_checkpoint", lambda folder: uploads.append(folder) or real(folder))
+    folder = fake_checkpoint(hooks.files.workdir, 100)
+    writer = threading.Thread(target=hooks.checkpoint_written, args=(100, folder))  # the checkpoint's writer thread
+    writer.start()
+    writer.join()
+    assert uploads == [folder] and checkpoint_row(db, job_id) is None  # uploaded, not yet recorded
+    hooks.checkpoint(100, folder)
+    assert uploads == [folder]
+    row = checkpoint_row(db, job_id)
+    assert row.path == f"jobs/{job_id}/a1/checkpoints/step-00000100/model.safetensors"
+    assert (tmp_path / "store" / row.path).read_bytes() == (folder / "model.safetensors").read_bytes()
+    hooks.checkpoint(200, fake_checkpoint(hooks.files.workdir, 200))  # not uploaded before: uploaded now
+    assert len(uploads) == 2 and checkpoint_row(db, job_id).name == "checkpoint-step-200.safetensors"
