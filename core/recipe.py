@@ -163,8 +163,9 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
     lead = gang is None or gang.lead
     flops = r.flops_per_item()
 
-    # Checkpoints are written in a thread of their own: a copy is taken at the step (weights and optimizer state
-    # to the CPU), and training goes on while it is serialized and fsynced (a 680 MB checkpoint took 2.7 s).
+    # Checkpoints are written in a thread of their own: at the step the weights are copied to the CPU and the
+    # state serialized, and training goes on while the files are written, fsynced and uploaded
+    # (hooks.checkpoint_written): seconds for a large model (bench/checkpoint_stall.py).
     writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
 
     def write(snap: checkpoint.Snapshot) -> Path:
