@@ -135,8 +135,9 @@ class JobFiles:
         """Upload the files of `samples`; by their local path."""
         return {s.path: self.upload(s.path) for s in samples if s.path is not None}
 
-    def upload_checkpoint(self, folder: Path) -> dict[str, Stored]:
-        """Upload a checkpoint's step folder; by file name."""
+    def upload_checkpoint(self, path: Path) -> dict[str, Stored]:
+        """Upload a checkpoint's step folder (`path`, or the folder of a file in it); by file name."""
+        folder = path if path.is_dir() else path.parent
         return {name: self.upload(folder / name) for name in CHECKPOINT_FILES}
 
     def forget(self, keys: list[str]) -> None:

@@ -140,15 +140,14 @@ class JobHooks(Hooks):
 
     def checkpoint_written(self, step: int, path: Path) -> None:
         """Upload the step folder, in the thread that wrote it (training goes on): checkpoint() records it."""
-        self._uploaded[step] = self.files.upload_checkpoint(path if path.is_dir() else path.parent)
+        self._uploaded[step] = self.files.upload_checkpoint(path)
 
     def checkpoint(self, step: int, path: Path) -> None:
         """Upload the step folder (unless checkpoint_written did), then point the job's checkpoint row at it
         (fenced); the previous one's files leave the store. Resuming reads what the row names: only checkpoints
         that reached the store count."""
         self.flush()
-        folder = path if path.is_dir() else path.parent
-        stored = self._uploaded.pop(step, None) or self.files.upload_checkpoint(folder)
+        stored = self._uploaded.pop(step, None) or self.files.upload_checkpoint(path)
         weights = stored["model.safetensors"]
         replaced: list[str] = []
 

@@ -41,6 +41,16 @@ def checkpoint_row(db, job_id: int) -> Artifact | None:
         return s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
 
 
+def stored_checkpoints(db, tmp_path, n: int) -> list[Artifact]:
+    """The checkpoint rows of `n` running jobs, each with a step-100 checkpoint of its own in the store."""
+    rows = []
+    for job_id in add_jobs(db, n, status="running", worker_id="w", attempts=1):
+        hooks = hooks_for(db, tmp_path, job_id, "w", 1)
+        hooks.checkpoint(100, fake_checkpoint(hooks.files.workdir, 100))
+        rows.append(checkpoint_row(db, job_id))
+    return rows
+
+
 def test_a_run_that_lost_the_job_cannot_replace_its_checkpoint_and_leaves_no_files(db, tmp_path):
     (job_id,) = add_jobs(db, 1, status="running", worker_id="old", attempts=1)
     old = hooks_for(db, tmp_path, job_id, "old", 1)
@@ -135,11 +145,7 @@ def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_run
 
 def test_a_model_folder_in_use_is_not_evicted_and_one_evicted_before_its_lock_is_restored_again(db, tmp_path,
                                                                                                  monkeypatch):
-    rows = []
-    for job_id in add_jobs(db, 3, status="running", worker_id="w", attempts=1):
-        hooks = hooks_for(db, tmp_path, job_id, "w", 1)
-        hooks.checkpoint(100, fake_checkpoint(hooks.files.workdir, 100))
-        rows.append(checkpoint_row(db, job_id))
+    rows = stored_checkpoints(db, tmp_path, 3)
     store, models = LocalStore(tmp_path / "store"), tmp_path / "host" / "models"
 
     def restore(row, keep: int = 0):  # keep 0: restoring a new model evicts every other one not in use
@@ -167,11 +173,7 @@ def test_a_model_folder_in_use_is_not_evicted_and_one_evicted_before_its_lock_is
 
 
 def test_without_flock_on_the_models_folder_models_are_still_restored_and_evicted(db, tmp_path, monkeypatch):
-    rows = []
-    for job_id in add_jobs(db, 2, status="running", worker_id="w", attempts=1):
-        hooks = hooks_for(db, tmp_path, job_id, "w", 1)
-        hooks.checkpoint(100, fake_checkpoint(hooks.files.workdir, 100))
-        rows.append(checkpoint_row(db, job_id))
+    rows = stored_checkpoints(db, tmp_path, 2)
     store, models, cache = LocalStore(tmp_path / "store"), tmp_path / "models", ContentCache(tmp_path / "c", 1 << 30)
 
     def no_flock(fd, how):  # as some network filesystems answer for folders
