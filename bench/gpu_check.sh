@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # genq on an NVIDIA GPU in one command: training tokens/s and MFU of a GPT-2-small-shaped model in a bare loop
-# and as a genq job, and batch-generation tokens/s (bench/gpu_check.py says how). Under 5 minutes once
-# installed. Options go to gpu_check.py: --cpu-smoke (a tiny shape on the CPU: checks this script),
+# and as a genq job, and batch-generation tokens/s (bench/gpu_check.py says how); then every model kind trained,
+# stopped, resumed and sampled on the GPU (bench/gpu_models.py). Under 6 minutes once installed. Options go to gpu_check.py: --cpu-smoke (a tiny shape on the CPU: checks this script),
 # --no-compile, --seconds N, --batch-size B, --json PATH.
 #
 # The Python it runs, the first that fits:
@@ -77,4 +77,9 @@ py=$(pick_python)
 genq_ok "$py" || { echo "gpu_check: $py has no genq, or its torch sees no GPU" >&2; exit 2; }
 
 export PYTHONUNBUFFERED=1
-exec "$py" bench/gpu_check.py "$@"
+status=0
+"$py" bench/gpu_check.py "$@" || status=$?
+device=cuda
+if [[ $smoke == 1 ]]; then device=cpu; fi
+"$py" bench/gpu_models.py --device $device || status=$?
+exit $status

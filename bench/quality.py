@@ -53,7 +53,8 @@ def start_platform(home: Path, **settings: str) -> tuple[subprocess.Popen, Clien
     env.update(settings)
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "up.log", "wb")  # noqa: SIM115 - the platform's output, for when a run goes wrong
-    process = subprocess.Popen([sys.executable, "-m", "genq", "up"], env=env, stdout=log,
+    # -P: the installed genq, not a folder named genq in the current directory (this repository's root)
+    process = subprocess.Popen([sys.executable, "-P", "-m", "genq", "up"], env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     if wait_until_serving(url, process, timeout=300):
