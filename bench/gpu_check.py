@@ -11,7 +11,8 @@ writes the numbers as JSON (--json).
 2. The same model as a genq job through the real platform: `genq up` in a temporary GENQ_HOME, the corpus
    uploaded and the job submitted over HTTP, throughput/tokens_per_s, throughput/mfu and memory/peak_bytes
    read back from its metrics. Its length is set from the bare loop's speed to train for about --seconds.
-3. Batch generation from the job's checkpoint through genq.core.sample (KV cache, the job's autocast).
+3. Generation from the job's checkpoint: through the engine of batch generation jobs (genq.core.batch), and
+   through genq.core.sample.generate, each under the job's autocast.
 
 The data is a corpus generated here (made-up words with Zipf frequencies, every one of the vocabulary's words
 present): nothing is downloaded. MFU counts 6N + 12 L d T FLOPs per token (GPT.flops_per_token) against the
@@ -36,7 +37,8 @@ import torch
 from genq.core import checkpoint
 from genq.core import device as dev
 from genq.core import sample as sampling
-from genq.core.data.text import WordTokenizer, tokenizer_from_state
+from genq.core.batch import Request
+from genq.core.data.text import WordTokenizer
 from genq.core.models.gpt.net import GPT, GPTConfig
 from genq.core.models.gpt.recipe import GPTRecipe
 from genq.core.spec import get as model_spec
@@ -151,25 +153,36 @@ def train_job(client, corpus: Path, params: dict, timeout: float) -> dict:
             "worker": started_on[-1] if started_on else "?"}
 
 
-def generation(workdir: Path, device: str, rows: int, new_tokens: int) -> dict:
-    """Batch-generation tokens/s: `rows` samples of `new_tokens` tokens at once from the checkpoint in `workdir`."""
-    memory = dev.PeakMemory(device)
+def generation(workdir: Path, device: str, rows: int, new_tokens: int) -> list[tuple[str, dict]]:
+    """Tokens/s of `rows` samples of `new_tokens` tokens from the checkpoint in `workdir`: through the engine of
+    batch generation jobs (continuous batching; CUDA graphs on a GPU), and through sample.generate (a KV cache
+    that grows by a token a step: galleries of the other text models, hf-causal-lm's fallback)."""
     ckpt = checkpoint.load_trained(workdir, "gpt")
-    net = GPTRecipe.network(ckpt.config).to(device)
-    ckpt.load_into({"model": net})
-    net.eval()
-    start_ids = tokenizer_from_state(ckpt.state["tokenizer"]).start_ids()
+    tok, net = GPTRecipe.generation_model(ckpt, device)
+    start_ids = tok.start_ids()
     x = torch.tensor([start_ids] * rows, device=device)
     gen = sampling.seeded_generator(0, device)
-    with GPTRecipe.amp(device):
-        sampling.generate(net, x, 8, generator=gen)  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        out = sampling.generate(net, x, new_tokens, generator=gen)
-        sync(device)
-    elapsed = time.perf_counter() - start
-    return {"tokens_per_s": rows * (out.size(1) - x.size(1)) / elapsed, "rows": rows, "new_tokens": new_tokens,
-            "seconds": elapsed, "peak_bytes": memory.bytes()}
+
+    def engine(n: int, tokens: int) -> None:
+        requests = [Request(i, start_ids, tokens, seed=i) for i in range(n)]
+        GPTRecipe._engine(net, tok, device, n).run(requests, lambda row: None)
+
+    ways = {f"batch generation ({rows} rows x {new_tokens} tokens, engine)": engine,
+            f"sample.generate ({rows} rows x {new_tokens} tokens, KV cache)":
+            lambda n, tokens: sampling.generate(net, x[:n], tokens, generator=gen)}
+    out = []
+    for name, run in ways.items():
+        memory = dev.PeakMemory(device)
+        with GPTRecipe.amp(device):
+            run(2, 8)  # warm-up
+            sync(device)
+            start = time.perf_counter()
+            run(rows, new_tokens)
+            sync(device)
+        elapsed = time.perf_counter() - start
+        out.append((name, {"tokens_per_s": rows * new_tokens / elapsed, "seconds": elapsed,
+                           "peak_bytes": memory.bytes()}))
+    return out
 
 
 def fmt(value: float | None, kind: str) -> str:
@@ -249,7 +262,7 @@ def main(argv: list[str]) -> int:
                       "n_head": config.n_head, "n_embd": config.n_embd, "block_size": config.block_size,
                       "batch_size": batch, "dropout": 0.0, "lr": 6e-4, "warmup_steps": min(100, steps // 10),
                       "max_steps": steps, "eval_interval": steps, "eval_iters": 5, "checkpoint_interval": steps,
-                      "compile": compile, "seed": 1337}
+                      "optimizer": "adamw", "compile": compile, "seed": 1337}  # the bare loop's optimizer
             name = f"genq job ({steps} steps{', compile=true' if compile else ''})"
             print(f"{name} ...", flush=True)
             job = train_job(client, corpus, params, timeout=max(600.0, 10 * seconds))
@@ -260,8 +273,7 @@ def main(argv: list[str]) -> int:
             # a folder store keeps each attempt's files under jobs/ID/aN/: the job's last attempt holds its model
             runs = (Path(os.environ.get("GENQ_ARTIFACTS") or home / "artifacts") / "jobs" / str(job["job"])).glob("a*")
             workdir = max(runs, key=lambda run: int(run.name[1:]))
-            gen = generation(workdir, device, shape["gen_rows"], shape["gen_tokens"])
-            rows.append((f"batch generation ({gen['rows']} rows x {gen['new_tokens']} tokens, KV cache)", gen))
+            rows += generation(workdir, device, shape["gen_rows"], shape["gen_tokens"])
         except BaseException:
             log = (home / "up.log").read_text(errors="replace").splitlines()[-40:]
             print("\n--- the end of the platform's log ---\n" + "\n".join(log), flush=True)

@@ -19,6 +19,7 @@ import torch
 
 from genq.core import api, base_models
 from genq.core.data.prompts import PromptRow
+from genq.core.models.gpt import slots
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # hf_tiny builds the hf-causal-lm base
 
@@ -76,31 +77,43 @@ def check_kind(kind: str, workdir: Path, device: str) -> str:
     peak = second.series.get("memory/peak_bytes", [0])[-1]
     assert peak > 0, "no memory/peak_bytes reported"
     samples = api.generate(workdir, prompts, {"num_samples": 2, "max_new_tokens": 16, "seed": 3},
-                           workdir.parent / f"{kind}-out", api.Hooks())
+                           workdir.parent / f"{kind}-out", api.Hooks(), device=device)
     assert len(samples) == 2 * len(prompts) and all(s.text or (s.path and s.path.stat().st_size) for s in samples)
     line = (f"stopped at {stopped.step}, resumed to {done.step}; {len(samples)} samples; "
             f"peak {peak / 2**20:.0f} MiB; {', '.join(f'{k} {v:.3g}' for k, v in sorted(done.metrics.items())[:2])}")
     if "throughput/mfu" in second.series:
         line += f"; MFU {100 * second.series['throughput/mfu'][-1]:.2f}%"
     if api.generates_rows(kind):
-        line += "; " + check_rows(workdir)
+        line += "; " + check_rows(workdir, device)
     return line
 
 
-def check_rows(workdir: Path) -> str:
-    """Batch generation on the device: the same rows, byte for byte, at batch sizes 1, 7 and 32."""
+def check_rows(workdir: Path, device: str) -> str:
+    """Batch generation on the device: the same rows, byte for byte, at batch sizes 1, 7 and 32, and on a GPU
+    with and without CUDA graphs."""
     rows = [PromptRow(i, "def " * (i % 5), f"r{i}", {"max_new_tokens": 4 + i % 29}) for i in range(40)]
-    texts = {}
-    for batch_size in (1, 7, 32):
+
+    def texts(batch_size: int) -> list[tuple]:
         seen: list[api.RowResult] = []
         hooks = api.Hooks()
         hooks.rows = seen.extend
-        api.generate_rows(workdir, rows, {"num_samples": 2, "seed": 4, "batch_size": batch_size}, hooks)
-        texts[batch_size] = sorted((r.index, r.text, r.error) for r in seen)
-    assert len(texts[1]) == 80 and all(t[1] for t in texts[1]), "rows missing or empty"
-    differing = [b for b in (7, 32) if texts[b] != texts[1]]
+        api.generate_rows(workdir, rows, {"num_samples": 2, "seed": 4, "batch_size": batch_size}, hooks, device)
+        return sorted((r.index, r.text, r.error) for r in seen)
+
+    by_batch = {batch_size: texts(batch_size) for batch_size in (1, 7, 32)}
+    assert len(by_batch[1]) == 80 and all(t[1] for t in by_batch[1]), "rows missing or empty"
+    differing = [b for b in (7, 32) if by_batch[b] != by_batch[1]]
     assert not differing, f"rows at batch sizes {differing} differ from batch size 1"
-    return "80 rows identical at batch sizes 1, 7, 32"
+    if not device.startswith("cuda"):
+        return "80 rows identical at batch sizes 1, 7, 32"
+    slots.CUDA_GRAPHS = False
+    try:
+        eager = texts(32)
+    finally:
+        slots.CUDA_GRAPHS = True
+    same = sum(a == b for a, b in zip(eager, by_batch[32], strict=True))
+    assert same == len(eager), f"{len(eager) - same} of {len(eager)} rows differ without CUDA graphs"
+    return "80 rows identical at batch sizes 1, 7, 32 and without CUDA graphs"
 
 
 def main(argv: list[str]) -> int:

@@ -32,7 +32,8 @@ def test_the_cpu_smoke_run_measures_every_step(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = report["rows"]
-    assert [name.split(" (")[0].split(",")[0] for name in rows] == ["bare loop", "genq job", "batch generation"]
+    assert [name.split(" (")[0].split(",")[0] for name in rows] == ["bare loop", "genq job", "batch generation",
+                                                                   "sample.generate"]
     assert all(r["tokens_per_s"] > 0 for r in rows.values())
     job = next(r for name, r in rows.items() if name.startswith("genq job"))
     assert job["mfu"] is None and report["info"]["peak_flops"] is None  # a CPU: no peak, no MFU

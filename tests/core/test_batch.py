@@ -79,12 +79,27 @@ def test_the_untraced_step_with_a_bfloat16_cache_under_autocast_matches_the_forw
     full, _ = model(text)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cache = model.new_slots(2, "cpu", torch.bfloat16, 20)
-        assert not isinstance(cache.step, torch.jit.ScriptFunction)
+        assert not isinstance(cache.step, torch.jit.ScriptFunction) and cache.graphs is None  # graphs: CUDA only
         model.prefill_slots(cache, [0], [text[0, :3].tolist()])
         for pos in range(3, 19):
             logits = model.decode_slots(cache, torch.stack([text[0, pos], text[0, 0]]), torch.tensor([pos, 0]),
                                         min(pos + 1, 8))
             assert torch.allclose(logits[0].float(), full[0, pos], atol=0.1), pos
+
+
+def test_reading_keys_past_a_rows_position_changes_nothing():
+    """What a GPU's CUDA graphs rely on (SlotCache.decode reads a power of two of keys there): the keys past a
+    row's position are hidden, so the logits are those of the exact width."""
+    model = gpt(block_size=16)
+    text = torch.randint(0, VOCAB, (1, 12))
+    cache = model.new_slots(1, "cpu", torch.float32, 12)
+    cache.kv.normal_()  # stale keys and values, as a slot holds after an earlier row
+    model.prefill_slots(cache, [0], [text[0, :3].tolist()])
+    for pos in range(3, 11):
+        tokens, where = text[0, pos:pos + 1], torch.tensor([pos])
+        exact = cache.step(cache.kv, cache.rope, cache.hidden[:, :pos + 1], tokens, where)
+        wide = cache.step(cache.kv, cache.rope, cache.hidden, tokens, where)
+        assert torch.allclose(exact, wide, atol=1e-6), pos
 
 
 def test_continuous_batching_takes_fewer_steps_than_static_batches():

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from genq.core.device import fused_adamw
+from genq.core.models.gpt import BF16_SCORES_BELOW
 from genq.core.models.gpt.slots import SlotCache
 
 
@@ -85,17 +87,26 @@ def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
 # Below this many scores per layer (batch x heads x T x T), causal attention on a CPU under bf16 autocast is two
 # bf16 matrix products around a softmax: forward and backward, 2.9x faster than the float32 flash kernel at 6/6/384,
 # block 256, batch 16 (14 against 41 ms a layer on an AMD EPYC with AVX-512 BF16) and 2.3x at the CPU recipe's shape.
-# Its memory grows with T^2 (the scores and probabilities, kept for the backward); above this, flash's does not.
-BF16_SCORES_BELOW = 1 << 24
+# Its memory grows with T^2 (the scores and probabilities, kept for the backward); above BF16_SCORES_BELOW (defined
+# beside the memory estimate that counts them), flash's does not.
+
+
+# Attention's kernels on a GPU outside training (evaluation, sampling): not cuDNN's, which builds a plan for each new
+# shape, and decoding with a cache has a new key length every token: on an H200, sample.generate took 72 ms a token
+# at GPT-2 small's shape, batch 64, of which its kernels ran 1 ms. Training's shapes are fixed: it keeps them all.
+INFERENCE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
               dropout_p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(hs)) v for (B, nh, T, hs) heads, in PyTorch's fused kernels (flash on a GPU, in bf16
-    under autocast). On a CPU in float32 (the bf16 flash kernel's backward takes 3-6x as long), except causal
-    attention under bf16 autocast with few enough scores (cpu_bf16_attention)."""
+    under autocast; not cuDNN's outside training). On a CPU in float32 (the bf16 flash kernel's backward takes
+    3-6x as long), except causal attention under bf16 autocast with few enough scores (cpu_bf16_attention)."""
     if q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
+        if torch.is_grad_enabled():
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
+        with sdpa_kernel(INFERENCE_BACKENDS):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
     if (causal and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
             and q.shape[:-1].numel() * k.size(-2) < BF16_SCORES_BELOW):
         return cpu_bf16_attention(q, k, v, dropout_p)
@@ -316,8 +327,9 @@ class GPT(nn.Module):
 
         Slot s keeps the keys of position p at ring index p % block_size, so the newest block_size keys are
         always the ones held; `width` (the largest position + 1, at most block_size) bounds the keys read.
-        The step is genq.core.models.gpt.slots' (a few kernels a layer on prepared weights, traced on a CPU)."""
-        return cache.step(cache.kv, cache.rope, cache.hidden[:, :width], tokens, pos)
+        The step is genq.core.models.gpt.slots' (a few kernels a layer on prepared weights, traced on a CPU,
+        replayed from CUDA graphs on a GPU)."""
+        return cache.decode(tokens, pos, width)
 
     def _inv_freq(self, device: str | torch.device) -> torch.Tensor:
         """RoPE's angular frequencies (hs/2,) in float64, as _rope uses them."""
