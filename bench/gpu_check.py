@@ -39,6 +39,7 @@ from genq.core import device as dev
 from genq.core import sample as sampling
 from genq.core.batch import Request
 from genq.core.data.text import WordTokenizer
+from genq.core.models.gpt import slots
 from genq.core.models.gpt.net import GPT, GPTConfig
 from genq.core.models.gpt.recipe import GPTRecipe
 from genq.core.spec import get as model_spec
@@ -163,13 +164,27 @@ def generation(workdir: Path, device: str, rows: int, new_tokens: int) -> list[t
     x = torch.tensor([start_ids] * rows, device=device)
     gen = sampling.seeded_generator(0, device)
 
-    def engine(n: int, tokens: int) -> None:
+    def engine(n: int, tokens: int) -> int:
+        """The tokens generated: a row may end early, at the end-of-text token."""
+        made = []
         requests = [Request(i, start_ids, tokens, seed=i) for i in range(n)]
-        GPTRecipe._engine(net, tok, device, n).run(requests, lambda row: None)
+        GPTRecipe._engine(net, tok, device, n).run(requests, lambda row: made.append(len(row.tokens)))
+        return sum(made)
+
+    def generate(n: int, tokens: int) -> int:
+        return sampling.generate(net, x[:n], tokens, generator=gen)[:, x.size(1):].numel()
+
+    def eager_engine(n: int, tokens: int) -> int:
+        slots.CUDA_GRAPHS = False
+        try:
+            return engine(n, tokens)
+        finally:
+            slots.CUDA_GRAPHS = True
 
     ways = {f"batch generation ({rows} rows x {new_tokens} tokens, engine)": engine,
-            f"sample.generate ({rows} rows x {new_tokens} tokens, KV cache)":
-            lambda n, tokens: sampling.generate(net, x[:n], tokens, generator=gen)}
+            f"sample.generate ({rows} rows x {new_tokens} tokens, KV cache)": generate}
+    if dev.is_cuda(device):  # the peer of the CUDA graphs: the same engine, each kernel launched from Python
+        ways[f"batch generation ({rows} rows x {new_tokens} tokens, engine, eager)"] = eager_engine
     out = []
     for name, run in ways.items():
         memory = dev.PeakMemory(device)
@@ -177,10 +192,10 @@ def generation(workdir: Path, device: str, rows: int, new_tokens: int) -> list[t
             run(2, 8)  # warm-up
             sync(device)
             start = time.perf_counter()
-            run(rows, new_tokens)
+            made = run(rows, new_tokens)
             sync(device)
         elapsed = time.perf_counter() - start
-        out.append((name, {"tokens_per_s": rows * new_tokens / elapsed, "seconds": elapsed,
+        out.append((name, {"tokens_per_s": made / elapsed, "tokens": made, "seconds": elapsed,
                            "peak_bytes": memory.bytes()}))
     return out
 

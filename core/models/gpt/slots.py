@@ -114,7 +114,7 @@ class _Graphs:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()  # the graphs share their working memory: one runs at a time
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):  # other threads go on
             out = self.step(kv, rope, hidden, static_tokens, static_pos)
         return graph, static_tokens, static_pos, out
 
