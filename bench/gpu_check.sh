@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # genq on an NVIDIA GPU in one command: training tokens/s and MFU of a GPT-2-small-shaped model in a bare loop
 # and as a genq job, and batch-generation tokens/s (bench/gpu_check.py says how); then every model kind trained,
-# stopped, resumed and sampled on the GPU (bench/gpu_models.py). Under 6 minutes once installed. Options go to gpu_check.py: --cpu-smoke (a tiny shape on the CPU: checks this script),
-# --no-compile, --seconds N, --batch-size B, --json PATH.
+# stopped, resumed and sampled on the GPU (bench/gpu_models.py). Under 6 minutes once installed. Options go to
+# gpu_check.py: --cpu-smoke (a tiny shape on the CPU: checks this script), --no-compile, --seconds N,
+# --batch-size B, --json PATH.
 #
 # The Python it runs, the first that fits:
 #   $GENQ_PYTHON                          an interpreter with genq installed, used as it is

@@ -84,16 +84,10 @@ def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(turned).flatten(-2).to(x.dtype)
 
 
-# Below this many scores per layer (batch x heads x T x T), causal attention on a CPU under bf16 autocast is two
-# bf16 matrix products around a softmax: forward and backward, 2.9x faster than the float32 flash kernel at 6/6/384,
-# block 256, batch 16 (14 against 41 ms a layer on an AMD EPYC with AVX-512 BF16) and 2.3x at the CPU recipe's shape.
-# Its memory grows with T^2 (the scores and probabilities, kept for the backward); above BF16_SCORES_BELOW (defined
-# beside the memory estimate that counts them), flash's does not.
-
-
 # Attention's kernels on a GPU outside training (evaluation, sampling): not cuDNN's, which builds a plan for each new
 # shape, and decoding with a cache has a new key length every token: on an H200, sample.generate took 72 ms a token
-# at GPT-2 small's shape, batch 64, of which its kernels ran 1 ms. Training's shapes are fixed: it keeps them all.
+# at GPT-2 small's shape, batch 64, of which its kernels ran 1 ms; without it, 8,872 tokens/s against 1,076
+# (bench/gpu_check.sh, 64 rows x 256 tokens). Training's shapes are fixed: it keeps every kernel.
 INFERENCE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -115,6 +109,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
                                               dropout_p=dropout_p)
 
 
+# Below BF16_SCORES_BELOW scores per layer (batch x heads x T x T; defined beside the memory estimate that counts
+# them), causal attention on a CPU under bf16 autocast is two bf16 matrix products around a softmax: forward and
+# backward, 2.9x faster than the float32 flash kernel at 6/6/384, block 256, batch 16 (14 against 41 ms a layer on
+# an AMD EPYC with AVX-512 BF16) and 2.3x at the CPU recipe's shape. Its memory grows with T^2 (the scores and
+# probabilities, kept for the backward); above the bound, flash's does not.
 def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
     """Causal attention of (B, nh, T, hs) heads as bf16 products: scores (B, nh, T, T) plus a causal bias, a softmax
     (computed in float32 by the kernel, stored in bf16, as flash attention's probabilities are on a GPU), then
