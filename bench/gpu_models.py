@@ -1,8 +1,9 @@
 """Every model kind's CUDA path on a real GPU, through genq.core.api as a worker calls it: a small model of each
 kind trains on the GPU, is stopped after a checkpoint, resumes from it and finishes, then generates; the text
-kinds' batch generation (gpt, gru) gives the same rows at batch sizes 1, 7 and 32. bench/gpu_check.sh runs it after
-gpu_check.py (under a minute); alone: `python bench/gpu_models.py [--device cuda]`. Nothing is downloaded: the
-data are genq's built-in datasets and a tiny GPT-2 built here (tests/hf_tiny.py). Exits 1 if any kind fails.
+kinds' batch generation (gpt, gru) gives the same rows at batch sizes 1, 7 and 32 (gpt's on a GPU also without
+CUDA graphs). bench/gpu_check.sh runs it after gpu_check.py (under a minute); alone: `python
+bench/gpu_models.py [--device cuda] [--kinds gpt,gru]`. Nothing is downloaded: the data are genq's built-in
+datasets and a tiny GPT-2 built here (tests/hf_tiny.py). Exits 1 if any kind fails.
 """
 
 from __future__ import annotations

@@ -39,3 +39,13 @@ def test_the_cpu_smoke_run_measures_every_step(tmp_path):
     assert job["mfu"] is None and report["info"]["peak_flops"] is None  # a CPU: no peak, no MFU
     assert job["peak_bytes"] > 0 and job["estimate_bytes"] > 0 and "(cpu)" in job["worker"]
     assert "tokens/s" in done.stdout and "n/a" in done.stdout
+
+
+def test_the_model_kinds_check_runs_and_names_what_fails():
+    """bench/gpu_models.py, which gpu_check.sh runs after gpu_check.py, on the CPU: each kind trains, stops,
+    resumes and generates; an unknown kind is reported as failed and the script exits 1."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_models.py"), "--device", "cpu",
+                           "--kinds", "gpt,vae,nope"], cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ok    gpt" in done.stdout and "80 rows identical at batch sizes 1, 7, 32" in done.stdout
+    assert "ok    vae" in done.stdout and "2 of 3 model kinds passed; failed: ['nope']" in done.stdout
