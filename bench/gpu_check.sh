@@ -11,7 +11,9 @@
 #   .venv/bin/python                      `make install`'s, if its torch sees the GPU (any torch for --cpu-smoke)
 #   a venv layered over $GENQ_BASE_PYTHON (default python3) when that one's torch sees the GPU: genq and its
 #       other dependencies go into .venv-gpu, torch is the base's (no multi-GB download). Without internet,
-#       GENQ_WHEELS=DIR names a folder of wheels for those dependencies (pip install --no-index --find-links).
+#       GENQ_WHEELS=DIR names a folder of wheels of the dependencies the base lacks, installed as they are (no
+#       resolving: fetch each with `pip download --no-deps --only-binary=:all:` for the base's Python and
+#       platform), and genq is built with the base's setuptools. README's GPU section lists what an H200 lacked.
 #   else `make install` (PyPI's torch, a CUDA build) and .venv/bin/python.
 set -euo pipefail
 shopt -s inherit_errexit  # a failed install inside $(pick_python) stops the script
@@ -48,11 +50,12 @@ layer_venv() {
     "$base" -c 'import sysconfig; p = sysconfig.get_paths(); print(p["purelib"]); print(p["platlib"])' \
         | sort -u > "$inner/genq_base_packages.pth"
     local pip=(.venv-gpu/bin/python -m pip install --quiet)
-    if [[ -n "${GENQ_WHEELS:-}" ]]; then  # offline: the build's own needs come from the base or the wheels too
-        pip+=(--no-index --find-links "$GENQ_WHEELS" --no-build-isolation)
-        "${pip[@]}" "setuptools>=68" wheel
+    if [[ -n "${GENQ_WHEELS:-}" ]]; then
+        "${pip[@]}" --no-index --no-deps "$GENQ_WHEELS"/*.whl
+        "${pip[@]}" --no-index --no-deps --no-build-isolation -e .
+    else
+        "${pip[@]}" -e .
     fi
-    "${pip[@]}" -e .
 }
 
 pick_python() {  # prints the interpreter to run; what it installs says so on stderr
