@@ -249,3 +249,26 @@ def test_recipe_rows_are_byte_identical_at_batch_sizes_1_7_and_32(model, params,
     assert all(by_index[2 * r][3].startswith("All:" * (r % 9)) for r in range(40) if r != 5)
     long_row = 8  # 32 characters of prompt: past the gpt's 16-token context; a gru reads any length
     assert ("truncated from the left" in (by_index[2 * long_row][4] or "")) == (model == "gpt")
+
+
+def test_a_failed_cuda_graph_capture_falls_back_to_the_eager_step(monkeypatch):
+    """What a GPU does when a capture fails (slots._Graphs; CUDA-only, so the capture is made to fail here):
+    the step runs eagerly, with a warning, and no capture is tried again."""
+    from genq.core.models.gpt import slots
+
+    model = gpt(block_size=8)
+    cache = model.new_slots(1, "cpu", torch.float32, 8)
+    graphs = slots._Graphs(cache.step)
+    tries = []
+
+    def capture(*args):
+        tries.append(args)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs, "_capture", capture)
+    tokens, pos = torch.tensor([3]), torch.tensor([0])
+    expected = cache.step(cache.kv, cache.rope, cache.hidden[:, :1], tokens, pos)
+    with pytest.warns(UserWarning, match="without CUDA graphs"):
+        first = graphs.run(cache.kv, cache.rope, cache.hidden[:, :1], tokens, pos)
+    second = graphs.run(cache.kv, cache.rope, cache.hidden[:, :1], tokens, pos)
+    assert torch.equal(first, expected) and torch.equal(second, expected) and len(tries) == 1
