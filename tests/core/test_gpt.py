@@ -133,3 +133,20 @@ def test_attention_with_more_scores_than_the_bound_stays_in_float32(monkeypatch)
         y = attention(q, k, v, None, True, 0.0)
     assert y.dtype == torch.float32
     assert torch.equal(y, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+def test_attention_on_a_gpu_leaves_cudnn_out_outside_training(monkeypatch):
+    """cuDNN's attention builds a plan per shape, and decoding has a new one every token: outside training
+    (no grad) a GPU's attention runs without it; training keeps it. (Meta tensors stand in for a GPU's.)"""
+    cudnn_on = []
+
+    def sdpa(q, k, v, **kwargs):
+        cudnn_on.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return q
+
+    monkeypatch.setattr(net_module.F, "scaled_dot_product_attention", sdpa)
+    q = torch.zeros(1, 2, 3, 4, device="meta")
+    with torch.no_grad():
+        net_module.attention(q, q, q, None, False, 0.0)
+    net_module.attention(q, q, q, None, True, 0.0)
+    assert cudnn_on == [False, True] and torch.backends.cuda.cudnn_sdp_enabled()
