@@ -157,7 +157,7 @@ def train_job(client, corpus: Path, params: dict, timeout: float) -> dict:
 def generation(workdir: Path, device: str, rows: int, new_tokens: int) -> list[tuple[str, dict]]:
     """Tokens/s of `rows` samples of `new_tokens` tokens from the checkpoint in `workdir`: through the engine of
     batch generation jobs (continuous batching; CUDA graphs on a GPU), and through sample.generate (a KV cache
-    that grows by a token a step: galleries of the other text models, hf-causal-lm's fallback)."""
+    that grows by a token a step: what a generation job's `prompts`, rather than a prompts file, go through)."""
     ckpt = checkpoint.load_trained(workdir, "gpt")
     tok, net = GPTRecipe.generation_model(ckpt, device)
     start_ids = tok.start_ids()
