@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -97,9 +98,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     under autocast; not cuDNN's outside training). On a CPU in float32 (the bf16 flash kernel's backward takes
     3-6x as long), except causal attention under bf16 autocast with few enough scores (cpu_bf16_attention)."""
     if q.device.type != "cpu":
-        if torch.is_grad_enabled():
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
-        with sdpa_kernel(INFERENCE_BACKENDS):
+        with nullcontext() if torch.is_grad_enabled() else sdpa_kernel(INFERENCE_BACKENDS):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
     if (causal and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
             and q.shape[:-1].numel() * k.size(-2) < BF16_SCORES_BELOW):
