@@ -84,7 +84,7 @@ def test_the_untraced_step_with_a_bfloat16_cache_under_autocast_matches_the_forw
         for pos in range(3, 19):
             logits = model.decode_slots(cache, torch.stack([text[0, pos], text[0, 0]]), torch.tensor([pos, 0]),
                                         min(pos + 1, 8))
-            assert torch.allclose(logits[0].float(), full[0, pos], atol=0.1), pos
+            assert torch.allclose(logits[0].float(), full[0, pos], atol=0.01), pos  # bf16: ~1e-3 here
 
 
 def test_reading_keys_past_a_rows_position_changes_nothing():
@@ -97,8 +97,8 @@ def test_reading_keys_past_a_rows_position_changes_nothing():
     model.prefill_slots(cache, [0], [text[0, :3].tolist()])
     for pos in range(3, 11):
         tokens, where = text[0, pos:pos + 1], torch.tensor([pos])
-        exact = cache.step(cache.kv, cache.rope, cache.hidden[:, :pos + 1], tokens, where)
-        wide = cache.step(cache.kv, cache.rope, cache.hidden, tokens, where)
+        exact = cache.step(cache.kv, cache.rope, cache.hidden[:, :pos + 1], cache.rows, tokens, where)
+        wide = cache.step(cache.kv, cache.rope, cache.hidden, cache.rows, tokens, where)
         assert torch.allclose(exact, wide, atol=1e-6), pos
 
 
@@ -267,8 +267,8 @@ def test_a_failed_cuda_graph_capture_falls_back_to_the_eager_step(monkeypatch):
 
     monkeypatch.setattr(graphs, "_capture", capture)
     tokens, pos = torch.tensor([3]), torch.tensor([0])
-    expected = cache.step(cache.kv, cache.rope, cache.hidden[:, :1], tokens, pos)
+    expected = cache.step(cache.kv, cache.rope, cache.hidden[:, :1], cache.rows, tokens, pos)
     with pytest.warns(UserWarning, match="without CUDA graphs"):
-        first = graphs.run(cache.kv, cache.rope, cache.hidden[:, :1], tokens, pos)
-    second = graphs.run(cache.kv, cache.rope, cache.hidden[:, :1], tokens, pos)
+        first = graphs.run(cache.kv, cache.rope, cache.hidden[:, :1], cache.rows, tokens, pos)
+    second = graphs.run(cache.kv, cache.rope, cache.hidden[:, :1], cache.rows, tokens, pos)
     assert torch.equal(first, expected) and torch.equal(second, expected) and len(tries) == 1

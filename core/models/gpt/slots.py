@@ -27,7 +27,8 @@ class SlotCache:
     """Keys and values for continuous batching, kv (n_layer, 2, slots, nh, block_size, hs): each slot a ring.
 
     Also what one decoding step reads besides the ring (built once per cache, not per step): RoPE's rotations
-    as complex numbers by position, the attention mask's rows by position, and the step itself."""
+    as complex numbers by position, the attention mask's rows by position, where each slot's keys and values
+    start in a layer's ring, and the step itself."""
 
     def __init__(self, model: GPT, slots: int, device: str | torch.device, dtype: torch.dtype, positions: int):
         c = model.config
@@ -38,6 +39,7 @@ class SlotCache:
         self.rope = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (positions, hs/2)
         # row p: 0 where key j <= p has been written, -inf where it has not (a slot's ring before it wraps)
         self.hidden = torch.full((W, W), float("-inf"), device=device).triu_(1)
+        self.rows = _ring_rows(slots, c.n_head, W, device)
         self.step = _decode_step(model, self.kv)
         self.graphs = _Graphs(self.step) if self.kv.is_cuda and CUDA_GRAPHS else None
 
@@ -46,9 +48,9 @@ class SlotCache:
         graph where the cache is on a GPU; those read a power of two of keys, at least 32 (the extra ones are
         hidden, and weigh exactly 0), so a few graphs serve every width."""
         if self.graphs is None:
-            return self.step(self.kv, self.rope, self.hidden[:, :width], tokens, pos)
+            return self.step(self.kv, self.rope, self.hidden[:, :width], self.rows, tokens, pos)
         width = min(self.width, max(32, 1 << (width - 1).bit_length()))
-        return self.graphs.run(self.kv, self.rope, self.hidden[:, :width], tokens, pos)
+        return self.graphs.run(self.kv, self.rope, self.hidden[:, :width], self.rows, tokens, pos)
 
     @property
     def k(self) -> torch.Tensor:
@@ -63,6 +65,7 @@ class SlotCache:
     def keep(self, slots: torch.Tensor) -> None:
         """Keep only `slots` (an index tensor), renumbered from 0 in that order."""
         self.kv = self.kv[:, :, slots]
+        self.rows = _ring_rows(len(slots), self.kv.size(3), self.width, self.kv.device)
         if self.graphs is not None:
             self.graphs.clear()  # they read the old kv
 
@@ -84,25 +87,25 @@ class _Graphs:
     def clear(self) -> None:
         self.graphs.clear()
 
-    def run(self, kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
-            pos: torch.Tensor) -> torch.Tensor:
+    def run(self, kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor,
+            tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         if self.failed:
-            return self.step(kv, rope, hidden, tokens, pos)
+            return self.step(kv, rope, hidden, rows, tokens, pos)
         key = (kv.data_ptr(), kv.shape, hidden.size(1), tokens.size(0))
         if key not in self.graphs:
             try:
-                self.graphs[key] = self._capture(kv, rope, hidden, tokens, pos)
+                self.graphs[key] = self._capture(kv, rope, hidden, rows, tokens, pos)
             except RuntimeError as exc:
                 warnings.warn(f"decoding without CUDA graphs: capturing one failed ({exc})", stacklevel=2)
                 self.failed = True
-                return self.step(kv, rope, hidden, tokens, pos)
+                return self.step(kv, rope, hidden, rows, tokens, pos)
         graph, static_tokens, static_pos, out = self.graphs[key]
         static_tokens.copy_(tokens)
         static_pos.copy_(pos)
         graph.replay()
         return out.clone()  # the next replay overwrites out
 
-    def _capture(self, kv, rope, hidden, tokens, pos):
+    def _capture(self, kv, rope, hidden, rows, tokens, pos):
         """Warm up on a side stream (as CUDA graphs require), then capture. Each run writes the same keys and
         values at the same positions, so running the step here as well as in the replay changes nothing."""
         static_tokens, static_pos = tokens.clone(), pos.clone()
@@ -110,13 +113,13 @@ class _Graphs:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                self.step(kv, rope, hidden, static_tokens, static_pos)
+                self.step(kv, rope, hidden, rows, static_tokens, static_pos)
         torch.cuda.current_stream().wait_stream(side)
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()  # the graphs share their working memory: one runs at a time
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):  # other threads go on
-            out = self.step(kv, rope, hidden, static_tokens, static_pos)
+            out = self.step(kv, rope, hidden, rows, static_tokens, static_pos)
         return graph, static_tokens, static_pos, out
 
 
@@ -175,16 +178,16 @@ def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]
     weights = [_decode_weights(block, transposed) for block in model.h]
     head = (_norm_args(model.ln_f), transposed(model.lm_head.weight), model.wte.weight.detach())
 
-    def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor,
+    def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
              pos: torch.Tensor) -> torch.Tensor:
-        return _decode(weights, head, nh, hs, kv, rope, hidden, tokens, pos)
+        return _decode(weights, head, nh, hs, kv, rope, hidden, rows, tokens, pos)
 
     if not traced:  # views of the weights: always current
         return _Step(step, versions, copies, refreshable=True)
     # on stand-ins: one slot, two positions; sizes are read from the inputs, so any will do
     one = torch.zeros(1, dtype=torch.long)
     example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
-               torch.zeros(kv.size(4), 2), one, one)
+               torch.zeros(kv.size(4), 2), _ring_rows(1, nh, kv.size(4), kv.device), one, one)
     return _Step(torch.jit.trace(step, example, check_trace=False), versions, copies,
                  _distinct(_tensors((weights, head))))
 
@@ -237,15 +240,30 @@ def _linear(x: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor | None, residual
     return y if b is None else y.add_(b)
 
 
+def _turn(qk: torch.Tensor, norm_args: tuple, turn: torch.Tensor) -> torch.Tensor:
+    """Normalise the queries and keys qk (S, 2 nh, hs), a view of the step's qkv, and turn them by RoPE's `turn`
+    (S, 1, hs/2) as rotate() does (in float32), in place: the keys then lie beside the values, to be copied to
+    the cache as they are (no stack)."""
+    S, n, hs = qk.shape
+    turned = torch.view_as_complex(_as(_norm(qk, norm_args), torch.float32).view(S, n, hs // 2, 2))
+    if qk.dtype == torch.float32:  # the product written straight into qk: one kernel
+        return torch.mul(turned, turn, out=torch.view_as_complex(qk.view(S, n, hs // 2, 2)))
+    return qk.copy_(torch.view_as_real(turned * turn).view(S, n, hs))
+
+
+def _ring_rows(slots: int, nh: int, W: int, device: str | torch.device) -> torch.Tensor:
+    """(slots, 2 nh): where slot s's ring of key (t = 0) and value (t = 1) of head h starts in kv[layer] seen as
+    rows of hs, in the order (s, t, h) that the step's qkv holds them in."""
+    return (torch.arange(2 * slots * nh, device=device).view(2, slots, nh) * W).transpose(0, 1).reshape(slots, -1)
+
+
 def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, kv: torch.Tensor, rope: torch.Tensor,
-            hidden: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+            hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """GPT.decode_slots' step on the cache's tensors: kv (n_layer, 2, S, nh, W, hs), rope (positions, hs/2),
-    hidden (W, width): the mask's rows, read up to the widest position. Sizes come from the tensors, so that
-    one trace serves every batch and width."""
+    hidden (W, width): the mask's rows, read up to the widest position, rows (S, 2 nh): _ring_rows. Sizes come
+    from the tensors, so that one trace serves every batch and width."""
     S, W, width = tokens.size(0), kv.size(4), hidden.size(1)
-    ring = pos % W
-    # the ring index of slot s, head h, for keys (t = 0) and values (t = 1), in kv[layer] seen as (-1, hs)
-    where = (torch.arange(2 * S * nh, device=pos.device).view(2, S, nh) * W).add_(ring[:, None]).view(-1)
+    where = (rows + (pos % W)[:, None]).view(-1)  # each new key's and value's row in kv[layer] seen as (-1, hs)
     hidden = hidden.index_select(0, pos.clamp(max=W - 1))[:, None, None, :]  # (S, 1, 1, width)
     hidden = hidden.expand(S, nh, 1, width).reshape(S * nh, 1, width)
     turn = rope.index_select(0, pos)[:, None]  # (S, 1, hs/2) complex: RoPE at each row's position
@@ -256,11 +274,9 @@ def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, kv: torch.Tenso
     x = head[2].index_select(0, tokens)  # (S, C)
     for layer, (ln_1, qkv_t, qkv_b, qk_norm, proj_t, proj_b, ln_2, fc_t, fc_b, out_t, out_b) in enumerate(weights):
         qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(S, 3 * nh, hs)
-        qk = _as(_norm(qkv[:, :2 * nh], qk_norm), torch.float32)  # (S, 2 nh, hs), turned as rotate() does:
-        qk = torch.view_as_real(torch.view_as_complex(qk.view(S, 2 * nh, hs // 2, 2)) * turn).view(S, 2 * nh, hs)
-        new = torch.stack((_as(qk[:, nh:], qkv.dtype), qkv[:, 2 * nh:]))  # (2, S, nh, hs): the key and value
-        rings[layer].index_copy_(0, where, _as(new.view(-1, hs), kv.dtype))
-        q = _as(qk[:, :nh].reshape(S * nh, 1, hs), kv.dtype)
+        _turn(qkv[:, :2 * nh], qk_norm, turn)
+        rings[layer].index_copy_(0, where, _as(qkv[:, nh:].reshape(-1, hs), kv.dtype))  # the key and the value
+        q = _as(qkv[:, :nh].reshape(S * nh, 1, hs), kv.dtype)
         # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
         scores = torch.baddbmm(_as(hidden, kv.dtype), q, keys[layer], alpha=scale)  # (S nh, 1, width)
         y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), kv.dtype), values[layer])
