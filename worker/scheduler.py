@@ -194,10 +194,13 @@ class Scheduler:
             queued = {job.id: job for job in snap.queue}
             starts = [(job_id, node) for job_id, node in decision.starts
                       if self.take_slot(job_id, teams[queued[job_id].team], queued[job_id].gpus)]
+            # A job of several devices goes to the host the policy holds them on (any of its processes takes it
+            # there); one of a single device to whichever process of the pool is idle first, unless a job of
+            # several devices holds a host: that host's idle processes would only hand it back, so it too goes
+            # to the host the policy placed it on.
+            gang = any(job.gpus > 1 for job in snap.running)
             for index, (job_id, node) in enumerate(starts):
-                # A job of several devices goes to the host the policy holds them on (any of its processes
-                # takes it there); one of a single device to whichever worker of the pool is idle first.
-                queue = host_queue(pool, node) if queued[job_id].gpus > 1 else queue_name(pool)
+                queue = host_queue(pool, node) if gang or queued[job_id].gpus > 1 else queue_name(pool)
                 try:
                     self.celery.send_task(TASK_NAME, args=[job_id], queue=queue)
                     sent += 1

@@ -162,7 +162,24 @@ def test_a_job_of_two_devices_goes_to_the_queue_of_the_one_host_with_two_free_sl
     add_jobs(db, 1, gpus=2)
     assert scheduler.dispatch() == 0, "one slot free on a, none on b: no host holds a second job of two"
     add_jobs(db, 1)
-    assert scheduler.dispatch() == 1 and queued_messages(redis_url) == 1, "a one-device job takes a's last slot"
+    assert scheduler.dispatch() == 1 and messages.llen("gpu.default@a") == 1, "a one-device job takes a's last slot"
+
+
+def test_while_a_job_of_two_devices_holds_a_host_one_of_one_device_goes_to_the_host_with_a_free_slot(
+        db, scheduler, redis_url):
+    """Not to the pool's queue, where the gang's host's idle process could take it, only to hand it back."""
+    with db.session() as s:  # host a: two processes of one slot, both held by a job of two; host b: one, free
+        s.add_all([Worker(id=f"{host}:{i}:x", hostname=host, slots=1, last_heartbeat=utcnow())
+                   for host, n in (("a", 2), ("b", 1)) for i in range(n)])
+    (gang,) = add_jobs(db, 1, gpus=2, status="running", worker_id="a:0:x")
+    add_jobs(db, 1)
+    assert scheduler.dispatch() == 1
+    messages = redis.Redis.from_url(redis_url)
+    assert (messages.llen("gpu.default@b"), messages.llen("gpu.default@a"), queued_messages(redis_url)) == (1, 0, 0)
+    with db.session() as s:
+        s.get(Job, gang).status = "succeeded"
+    add_jobs(db, 1)
+    assert scheduler.dispatch() == 1 and queued_messages(redis_url) == 1, "no gang: the pool's queue again"
 
 
 def test_a_full_pool_is_decided_only_when_a_running_job_may_be_preempted(db, scheduler, monkeypatch):
