@@ -277,9 +277,12 @@ class JobHooks(Hooks):
 
     def discard(self) -> None:
         """Forget what is buffered (a failed job ends without it: it may be what failed), once a background
-        write has ended (what it raised is the failure's, or a lost lease's: nothing more is written anyway)."""
+        write has ended (what it raised is the failure's, or a lost lease's: nothing more is written anyway), and
+        delete the checkpoints checkpoint_written uploaded that no row came to name."""
         try:
             self._settle()
         except Exception as exc:  # noqa: BLE001
             log.info("job %s: a background write failed as the job ended: %s", self.job_id, exc)
         self._metrics, self._logs, self._step, self._progress, self._rows = [], [], None, None, []
+        unrecorded, self._uploaded = self._uploaded, {}
+        self.files.forget([up.key for stored in unrecorded.values() for up in stored.values()])

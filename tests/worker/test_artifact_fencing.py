@@ -203,3 +203,18 @@ def test_a_checkpoint_uploaded_where_it_was_written_is_recorded_without_a_second
     assert (tmp_path / "store" / row.path).read_bytes() == (folder / "model.safetensors").read_bytes()
     hooks.checkpoint(200, fake_checkpoint(hooks.files.workdir, 200))  # not uploaded before: uploaded now
     assert len(uploads) == 2 and checkpoint_row(db, job_id).name == "checkpoint-step-200.safetensors"
+
+
+def test_a_checkpoint_uploaded_by_its_writer_but_never_recorded_leaves_the_store_when_the_run_ends(db, tmp_path):
+    """The run failed between the upload (checkpoint thread) and the record (job thread): no row names it."""
+    (job_id,) = add_jobs(db, 1, status="running", worker_id="w", attempts=1)
+    hooks = hooks_for(db, tmp_path, job_id, "w", 1)
+    hooks.checkpoint(100, fake_checkpoint(hooks.files.workdir, 100))
+    hooks.checkpoint_written(200, fake_checkpoint(hooks.files.workdir, 200))
+    step_200 = tmp_path / "store" / f"jobs/{job_id}/a1/checkpoints/step-00000200"
+    assert sorted(p.name for p in step_200.iterdir()) == ["meta.json", "model.safetensors", "state.pt"]
+    hooks.discard()  # what the runner does as a failed run ends
+    stored = sorted(str(p.relative_to(tmp_path / "store")) for p in (tmp_path / "store").rglob("*") if p.is_file())
+    assert stored == [f"jobs/{job_id}/a1/checkpoints/step-00000100/{name}"
+                      for name in ("meta.json", "model.safetensors", "state.pt")]
+    assert checkpoint_row(db, job_id).path.endswith("step-00000100/model.safetensors")
