@@ -45,10 +45,6 @@ import json
 import os
 import pickle
 import random
-import shutil
-import socket
-import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +56,9 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
+from genq.core import checkpoint_files as files
 from genq.core.api import DataError
-
-KEEP = 2
-WEIGHTS, STATE, META, LATEST = "model.safetensors", "state.pt", "meta.json", "LATEST"
-_PREFIX = "step-"
-_HOST = socket.gethostname().replace("-", "_")
+from genq.core.checkpoint_files import LATEST, META, STATE, WEIGHTS  # noqa: F401 - the layout's names, here too
 
 
 class CheckpointError(DataError):
@@ -151,24 +144,24 @@ def write(workdir: Path, snap: Snapshot) -> Path:
     folder. Safe in a thread of its own: it reads only the snapshot."""
     root = checkpoint_dir(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    name = f"{_PREFIX}{snap.step:08d}"
+    name = f"{files.PREFIX}{snap.step:08d}"
     final = root / name
     # the same step saved twice (cancelled right after a resume) holds the same state: keep the first
     if not (final.exists() and _loads(final)):
         meta = {"step": snap.step, "kind": snap.kind, "modules": snap.modules, "format": 1}
-        tmp = root / _tmp_name()
+        tmp = root / files.tmp_name()
         tmp.mkdir()
-        _write_file(tmp / WEIGHTS, st_save(snap.weights, metadata={"aliases": json.dumps(snap.aliases)}))
-        _write_file(tmp / STATE, snap.state)
-        _write_file(tmp / META, json.dumps(meta).encode())
-        _fsync_dir(tmp)
+        files.write_file(tmp / WEIGHTS, st_save(snap.weights, metadata={"aliases": json.dumps(snap.aliases)}))
+        files.write_file(tmp / STATE, snap.state)
+        files.write_file(tmp / META, json.dumps(meta).encode())
+        files.fsync_dir(tmp)
         if final.exists():  # an unreadable folder with our name: move it out of the way first
-            _discard(final, root)
+            files.discard(final, root)
         os.rename(tmp, final)
-        _fsync_dir(root)
-    _write_file(root / _tmp_name(), (name + "\n").encode(), replace=root / LATEST)
-    _fsync_dir(root)
-    _prune(root, keep_name=name)
+        files.fsync_dir(root)
+    files.write_file(root / files.tmp_name(), (name + "\n").encode(), replace=root / LATEST)
+    files.fsync_dir(root)
+    files.prune(root, keep_name=name)
     return final
 
 
@@ -180,7 +173,7 @@ def load_latest(workdir: Path, kind: str | None = None, map_location: str | torc
     states must); load_into() and Optimizer.load_state_dict() move the rest to the model's device.
     """
     errors = []
-    for path in _candidates(checkpoint_dir(workdir)):
+    for path in files.candidates(checkpoint_dir(workdir)):
         try:
             ckpt = load(path, map_location)
         except Exception as exc:  # a torn or corrupt folder: fall back to the previous one
@@ -230,9 +223,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
 
 def load_model_kind(workdir: Path) -> str:
     """The model kind ('gpt', 'dcgan', ...) of the newest checkpoint in `workdir`."""
-    for path in _candidates(checkpoint_dir(workdir)):
+    for path in files.candidates(checkpoint_dir(workdir)):
         try:
-            if _complete(path):
+            if files.complete(path):
                 return json.loads((path / META).read_text())["kind"]
         except (OSError, ValueError, KeyError):
             continue
@@ -241,17 +234,17 @@ def load_model_kind(workdir: Path) -> str:
 
 def latest_step(workdir: Path) -> int | None:
     """The step of the newest complete checkpoint, without loading it; None if there is none."""
-    for path in _candidates(checkpoint_dir(workdir)):
-        if _complete(path):
-            return _step_of(path.name)
+    for path in files.candidates(checkpoint_dir(workdir)):
+        if files.complete(path):
+            return files.step_of(path.name)
     return None
 
 
 def identity(workdir: Path) -> tuple | None:
     """What names the checkpoint load_latest() would load now, without reading it: folder_identity() of the
     newest complete step folder; None when there is none."""
-    for path in _candidates(checkpoint_dir(workdir)):
-        if _complete(path) and (found := folder_identity(path)) is not None:
+    for path in files.candidates(checkpoint_dir(workdir)):
+        if files.complete(path) and (found := folder_identity(path)) is not None:
             return found
     return None
 
@@ -345,103 +338,9 @@ def _unpickler_refusal(exc: Exception) -> str:
     return reason or "torch.load(weights_only=True) cannot read it"
 
 
-def _tmp_name() -> str:
-    """A temp name in the checkpoints folder that says which writer made it (for cleaning up after kills)."""
-    return f".tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _write_file(path: Path, data: bytes, replace: Path | None = None) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if replace is not None:
-        os.replace(path, replace)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _step_of(name: str) -> int | None:
-    if not name.startswith(_PREFIX):
-        return None
-    try:
-        return int(name[len(_PREFIX):])
-    except ValueError:
-        return None
-
-
-def _complete(path: Path) -> bool:
-    return all((path / f).is_file() for f in (WEIGHTS, STATE, META))
-
-
-def _candidates(root: Path) -> list[Path]:
-    """Step folders to try, best first: the one LATEST names, then the rest newest first."""
-    if not root.is_dir():
-        return []
-    steps = sorted((p for p in root.iterdir() if _step_of(p.name) is not None and p.is_dir()),
-                   key=lambda p: _step_of(p.name), reverse=True)
-    try:
-        pointed = root / (root / LATEST).read_text().strip()
-    except OSError:
-        return steps
-    return [pointed] + [p for p in steps if p != pointed] if pointed in steps else steps
-
-
 def _loads(path: Path) -> bool:
     try:
         load(path)
         return True
     except Exception:
         return False
-
-
-def _discard(path: Path, root: Path) -> None:
-    """Rename out of the step namespace (atomic), then delete: a half-deleted folder is never a candidate."""
-    trash = root / f".trash-{uuid.uuid4().hex[:8]}"
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _prune(root: Path, keep_name: str) -> None:
-    steps = sorted((p for p in root.iterdir() if _step_of(p.name) is not None),
-                   key=lambda p: _step_of(p.name))
-    keep = {p.name for p in steps[-KEEP:]} | {keep_name}
-    for p in steps:
-        if p.name not in keep:
-            _discard(p, root)
-    for p in root.iterdir():  # leftovers of killed writers
-        if p.name.startswith(".trash-"):
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.name.startswith(".tmp-") and _abandoned(p):
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-
-
-def _abandoned(tmp: Path) -> bool:
-    """A temp entry whose writer is gone: our host and a dead pid, or older than a day."""
-    try:
-        if time.time() - tmp.stat().st_mtime > 86400:
-            return True
-    except OSError:
-        return False
-    parts = tmp.name.split("-")  # .tmp-HOST-PID-HEX
-    if len(parts) != 4 or parts[1] != _HOST:
-        return False
-    pid = parts[2]
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False

@@ -24,11 +24,12 @@ from pathlib import Path
 
 from genq.core import checkpoint
 from genq.core.api import Sample
+from genq.core.checkpoint_files import META, STATE, WEIGHTS
 from genq.db import Artifact
 from genq.store import ArtifactStore, StoreError, place, sha256_file
 
 log = logging.getLogger("genq.worker")
-CHECKPOINT_FILES = ("model.safetensors", "state.pt", "meta.json")  # genq.core.checkpoint's step folder
+CHECKPOINT_FILES = (WEIGHTS, STATE, META)  # genq.core.checkpoint's step folder
 # The cache's folder is listed (to find what to evict) when what this process added takes it over its bound, and
 # at least this often for what other workers of the host added: listing it on every file stored made each job
 # slower the longer the worker ran (~600 files listed per upload after 300 small generation jobs).
