@@ -148,16 +148,19 @@ class BatchGenerator:
         top_k = torch.zeros(S, 1, dtype=torch.long, device=dev)
         top_p = torch.ones(S, 1, device=dev)
         uniforms = torch.zeros(S, longest, device=dev)
-        # per slot, on the device: the next token's position, tokens drawn, and 1 while a row holds the slot
-        pos, drawn, live = (torch.zeros(S, dtype=torch.long, device=dev) for _ in range(3))
+        # per slot, on the device: the next token's position (counters[0]) and where its next uniform lies in
+        # `uniforms` seen flat (counters[1]); both advance by `live` (1 while a row holds the slot) in one kernel
+        counters = torch.zeros(2, S, dtype=torch.long, device=dev)
+        live = torch.zeros(S, dtype=torch.long, device=dev)
         filtering = 0  # rows in the slots with a top_k or a top_p
+        holding, window = 0, self._window()  # rows in the slots
         while True:
             if should_stop is not None and should_stop():
                 return False
-            free = [s for s, a in enumerate(active) if a is None]
             # Rows are admitted (their prompts read) a group at a time: one prefill for several rows costs about
             # what one costs, and a slot waiting a few steps for the group costs less.
             group = min(len(pending), max(1, S // 8) if self.continuous else S)
+            free = [s for s, a in enumerate(active) if a is None] if pending else []
             if pending and len(free) >= group:
                 admitted = [(slot, pending.popleft()) for slot in free[:len(pending)]]
                 prompts = [self._prompt(r) for _, r in admitted]
@@ -177,36 +180,38 @@ class BatchGenerator:
                 top_k[index, 0] = torch.tensor([r.top_k or logits.size(1) for r in rows], device=dev)
                 top_p[index, 0] = torch.tensor([r.top_p if r.top_p is not None and r.top_p < 1 else 2.0
                                             for r in rows], device=dev)
-                pos[index] = torch.tensor([len(p) for p in prompts], device=dev)
-                drawn[index], live[index] = 0, 1
-            live_rows = [s for s, a in enumerate(active) if a is not None]
-            if not live_rows:
+                counters[0, index] = torch.tensor([len(p) for p in prompts], device=dev)
+                counters[1, index] = index * longest
+                live[index] = 1
+                holding += len(admitted)
+            if not holding:
                 return True
-            if self.continuous and not pending and len(live_rows) <= S // 2 and S > 1:
+            if self.continuous and not pending and holding <= S // 2 and S > 1:
                 # the tail: decode only the rows left (a copy of their slots, once per halving)
-                keep = torch.tensor(live_rows, device=dev)
+                keep = torch.tensor([s for s, a in enumerate(active) if a is not None], device=dev)
                 state.keep(keep)
-                logits, temperature, top_k, top_p, uniforms, pos, drawn, live = (
-                    t[keep] for t in (logits, temperature, top_k, top_p, uniforms, pos, drawn, live))
-                active, S = [active[s] for s in live_rows], len(live_rows)
-            tokens = sample_rows(logits, temperature, top_k, top_p, uniforms.gather(1, drawn[:, None])[:, 0],
-                                 filtering > 0)
-            drawn += live
+                drawn = counters[1, keep] - keep * longest
+                logits, temperature, top_k, top_p, uniforms, live = (
+                    t[keep] for t in (logits, temperature, top_k, top_p, uniforms, live))
+                active, S = [a for a in active if a is not None], holding
+                counters = torch.stack((counters[0, keep], drawn + torch.arange(S, device=dev) * longest))
+            tokens = sample_rows(logits, temperature, top_k, top_p, uniforms.take(counters[1]), filtering > 0)
             for slot, token in enumerate(tokens.tolist()):  # the step's one wait for the device
                 row = active[slot]
                 if row is not None and self._take(row, token):
                     on_finish(Finished(row.request.key, row.tokens, row.text, row.reason))
                     active[slot] = None
+                    holding -= 1
                     filtering -= _filters(row.request)
-                    pos[slot] = drawn[slot] = live[slot] = 0
-            if all(a is None for a in active):
+                    counters[0, slot], counters[1, slot], live[slot] = 0, slot * longest, 0
+            if not holding:
                 if not pending:
                     return True
                 continue  # every slot freed at once: admit before decoding
-            width = min(max(a.pos for a in active if a is not None) + 1, self._window())
-            logits = self.model.decode_slots(state, tokens, pos, width)
+            width = min(max(a.pos for a in active if a is not None) + 1, window)
+            logits = self.model.decode_slots(state, tokens, counters[0], width)
             self.steps += 1
-            pos += live
+            counters += live  # the token drawn and the one fed: the next uniform, the next position
             for row in active:
                 if row is not None:
                     row.pos += 1

@@ -51,6 +51,25 @@ def test_rows_are_identical_at_batch_1_7_and_32(make):
     assert all(len(alone[r.key][0]) == r.max_new_tokens for r in rows)
 
 
+@pytest.mark.parametrize("make", [gpt, gru])
+def test_a_row_draws_its_tokens_with_its_own_uniforms_in_order(make):
+    """What the engine computes for a row, written out as one loop: the model's logits for the text so far, then
+    sample_rows with the row's next uniform from torch.rand(max_new_tokens) seeded by the row's seed."""
+    model = make()
+    rows = [Request(key=i, prompt=[i + 1, 2, 3], max_new_tokens=12, seed=7 + i, temperature=0.9) for i in range(5)]
+    got = run(model, rows, 3)
+    for row in rows:
+        uniforms = torch.rand(row.max_new_tokens, generator=torch.Generator().manual_seed(row.seed))
+        text, tokens = list(row.prompt), []
+        for u in uniforms:
+            logits = model(torch.tensor([text]))[0][:, -1]  # (1, vocab)
+            token = sample_rows(logits, torch.tensor([[row.temperature]]), torch.tensor([[VOCAB]]),
+                                torch.tensor([[2.0]]), u[None], filtered=False)
+            tokens.append(int(token))
+            text.append(int(token))
+        assert got[row.key][0] == tokens, row.key
+
+
 def test_the_seed_decides_the_text():
     model, rows = gpt(), requests(8)
     again = [Request(**{**r.__dict__, "seed": r.seed + 1}) for r in rows]
