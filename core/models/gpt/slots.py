@@ -180,7 +180,7 @@ def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]
 
     def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
              pos: torch.Tensor) -> torch.Tensor:
-        return _decode(weights, head, nh, hs, kv, rope, hidden, rows, tokens, pos)
+        return _decode(weights, head, nh, hs, c.block_size, kv, rope, hidden, rows, tokens, pos)
 
     if not traced:  # views of the weights: always current
         return _Step(step, versions, copies, refreshable=True)
@@ -240,15 +240,15 @@ def _linear(x: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor | None, residual
     return y if b is None else y.add_(b)
 
 
-def _turn(qk: torch.Tensor, norm_args: tuple, turn: torch.Tensor) -> torch.Tensor:
-    """Normalise the queries and keys qk (S, 2 nh, hs), a view of the step's qkv, and turn them by RoPE's `turn`
-    (S, 1, hs/2) as rotate() does (in float32), in place: the keys then lie beside the values, to be copied to
-    the cache as they are (no stack)."""
-    S, n, hs = qk.shape
-    turned = torch.view_as_complex(_as(_norm(qk, norm_args), torch.float32).view(S, n, hs // 2, 2))
+def _turn(qk: torch.Tensor, norm_args: tuple, turn: torch.Tensor, n: int, hs: int) -> torch.Tensor:
+    """Normalise the queries and keys qk (S, n = 2 nh, hs), a view of the step's qkv, and turn them by RoPE's
+    `turn` (S, 1, hs/2) as rotate() does (in float32), in place: the keys then lie beside the values, to be copied
+    to the cache as they are (no stack)."""
+    pairs = (-1, n, hs // 2, 2)
+    turned = torch.view_as_complex(_as(_norm(qk, norm_args), torch.float32).view(pairs))
     if qk.dtype == torch.float32:  # the product written straight into qk: one kernel
-        return torch.mul(turned, turn, out=torch.view_as_complex(qk.view(S, n, hs // 2, 2)))
-    return qk.copy_(torch.view_as_real(turned * turn).view(S, n, hs))
+        return torch.mul(turned, turn, out=torch.view_as_complex(qk.view(pairs)))
+    return qk.copy_(torch.view_as_real(turned * turn).view(-1, n, hs))
 
 
 def _ring_rows(slots: int, nh: int, W: int, device: str | torch.device) -> torch.Tensor:
@@ -257,30 +257,32 @@ def _ring_rows(slots: int, nh: int, W: int, device: str | torch.device) -> torch
     return (torch.arange(2 * slots * nh, device=device).view(2, slots, nh) * W).transpose(0, 1).reshape(slots, -1)
 
 
-def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, kv: torch.Tensor, rope: torch.Tensor,
+def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, W: int, kv: torch.Tensor, rope: torch.Tensor,
             hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """GPT.decode_slots' step on the cache's tensors: kv (n_layer, 2, S, nh, W, hs), rope (positions, hs/2),
-    hidden (W, width): the mask's rows, read up to the widest position, rows (S, 2 nh): _ring_rows. Sizes come
-    from the tensors, so that one trace serves every batch and width."""
-    S, W, width = tokens.size(0), kv.size(4), hidden.size(1)
+    hidden (W, width): the mask's rows, read up to the widest position, rows (S, 2 nh): _ring_rows. The model's
+    sizes are constants; the batch S is -1 in every view, and width the one size read from a tensor, so that one
+    trace serves every batch and width with no size arithmetic (traced, each size and sum was an op of its own:
+    ~90 of a step's ~280)."""
+    width = hidden.size(1)
     where = (rows + (pos % W)[:, None]).view(-1)  # each new key's and value's row in kv[layer] seen as (-1, hs)
     hidden = hidden.index_select(0, pos.clamp(max=W - 1))[:, None, None, :]  # (S, 1, 1, width)
-    hidden = hidden.expand(S, nh, 1, width).reshape(S * nh, 1, width)
+    hidden = hidden.expand(-1, nh, -1, -1).flatten(0, 1)  # (S nh, 1, width)
     turn = rope.index_select(0, pos)[:, None]  # (S, 1, hs/2) complex: RoPE at each row's position
     scale = 1.0 / math.sqrt(hs)
-    rings = kv.view(kv.size(0), -1, hs).unbind(0)  # per layer, kv[layer] as rows of hs
+    rings = kv.view(len(weights), -1, hs).unbind(0)  # per layer, kv[layer] as rows of hs
     keys = kv[:, 0, :, :, :width].flatten(1, 2).transpose(2, 3).unbind(0)  # per layer (S nh, hs, width): views
     values = kv[:, 1, :, :, :width].flatten(1, 2).unbind(0)  # per layer (S nh, width, hs)
     x = head[2].index_select(0, tokens)  # (S, C)
     for layer, (ln_1, qkv_t, qkv_b, qk_norm, proj_t, proj_b, ln_2, fc_t, fc_b, out_t, out_b) in enumerate(weights):
-        qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(S, 3 * nh, hs)
-        _turn(qkv[:, :2 * nh], qk_norm, turn)
+        qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(-1, 3 * nh, hs)
+        _turn(qkv[:, :2 * nh], qk_norm, turn, 2 * nh, hs)
         rings[layer].index_copy_(0, where, _as(qkv[:, nh:].reshape(-1, hs), kv.dtype))  # the key and the value
-        q = _as(qkv[:, :nh].reshape(S * nh, 1, hs), kv.dtype)
+        q = _as(qkv[:, :nh].reshape(-1, 1, hs), kv.dtype)
         # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
         scores = torch.baddbmm(_as(hidden, kv.dtype), q, keys[layer], alpha=scale)  # (S nh, 1, width)
         y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), kv.dtype), values[layer])
-        x = _linear(_as(y.view(S, nh * hs), x.dtype), proj_t, proj_b, residual=x)
+        x = _linear(_as(y.view(-1, nh * hs), x.dtype), proj_t, proj_b, residual=x)
         h = _linear(_norm(x, ln_2), fc_t, fc_b).relu_()
         x = _linear(h.mul_(h), out_t, out_b, residual=x)  # relu(h)^2 (the MLP's ReLUSquared, forward only)
     ln_f, head_t, _ = head
