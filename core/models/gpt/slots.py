@@ -184,7 +184,7 @@ def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]
 
     if not traced:  # views of the weights: always current
         return _Step(step, versions, copies, refreshable=True)
-    # on stand-ins: one slot, two positions; sizes are read from the inputs, so any will do
+    # on stand-ins: one slot, two keys read; the batch and the width come from the inputs, so any will do
     one = torch.zeros(1, dtype=torch.long)
     example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
                torch.zeros(kv.size(4), 2), _ring_rows(1, nh, kv.size(4), kv.device), one, one)
