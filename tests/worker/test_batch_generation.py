@@ -25,7 +25,7 @@ def prompts_file() -> bytes:
     lines = []
     for i in range(ROWS):
         row = {"id": f"p{i}", "prompt": "ROMEO: " * (20 if i == LONG_PROMPT else 1) + str(i),
-               "max_new_tokens": rnd.randint(100, 300)}  # long enough that the job is still running at row 20
+               "max_new_tokens": rnd.randint(1000, 3000)}  # long enough that the job is still running at row 20
         if i == 5:
             del row["prompt"]
         if i == 77:
