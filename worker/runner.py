@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, aliased
 from genq import __version__ as VERSION
 from genq.config import Settings
 from genq.core import api as core
-from genq.db import Artifact, Database, Dataset, Job, JobLog, Worker
+from genq.db import Artifact, Database, Dataset, Job, JobLog, Worker, WorkerHost
 from genq.db.clock import db_now
 from genq.errors import GenqError
 from genq.events import Publisher
@@ -40,6 +40,8 @@ from genq.worker.retry import TRANSIENT, with_retry
 log = logging.getLogger("genq.worker")
 
 _context: WorkerContext | None = None
+_H = WorkerHost.__table__.c
+LOCK_HOST = update(WorkerHost.__table__).where(_H.hostname == bindparam("host")).values(hostname=_H.hostname)
 
 
 def current() -> WorkerContext:
@@ -135,7 +137,8 @@ class WorkerContext:
     def fits(self):
         """The claim's condition that a job fits on this host now: one of several devices needs that many of the
         host's slots unheld; none other may start on a host where one of several devices runs (its processes
-        but one sit idle, holding their slots for it)."""
+        but one sit idle, holding their slots for it) unless the host has slots to spare (on a GPU, claim() also
+        checks that the claimer's own device is not one a running job holds)."""
         host, other = socket.gethostname(), aliased(Job)  # `other`: the host's running jobs, not the one claimed
         mine = select(Worker.id).where(Worker.hostname == host)
         on_host = (other.status == "running") & other.worker_id.in_(mine)
@@ -144,6 +147,11 @@ class WorkerContext:
             Worker.hostname == host, Worker.pool == self.pool, Worker.status == "online").scalar_subquery()
         gang_here = select(other.id).where(on_host, other.gpus > 1).exists()
         return ((Job.gpus == 1) & ~gang_here) | (held + Job.gpus <= slots)
+
+    @property
+    def gpu(self) -> str | None:
+        """This process' GPU (its CUDA_VISIBLE_DEVICES value), None on a CPU slot."""
+        return self.devices[0]["visible_id"] if self.device == "cuda" else None
 
     @cached_property
     def _claim(self):
@@ -155,21 +163,48 @@ class WorkerContext:
                 .where(j.id == bindparam("job"), j.status == "queued", j.cancel_requested.is_(False), self.fits)
                 .values(status="running", worker_id=self.id, attempts=j.attempts + 1, lease_expires_at=lease,
                         started_at=func.coalesce(j.started_at, now), error=None, run_started_at=now,
-                        run_start_step=func.coalesce(j.checkpoint_step, 0), accrued_until=now, preempt_requested=False))
+                        run_start_step=func.coalesce(j.checkpoint_step, 0), accrued_until=now, preempt_requested=False,
+                        devices=bindparam("devices", type_=j.devices.type)))
 
     def claim(self, job_id: int) -> Job | None:
-        """Atomically take a queued job that fits on this host: the one UPDATE that decides who runs it."""
+        """Atomically take a queued job that fits on this host: the one UPDATE that decides who runs it, after
+        the host's row is locked (claims on one host take turns: two could otherwise both count the same free
+        slots or devices)."""
         def write():
             with self.db.session() as s:
+                s.execute(LOCK_HOST, {"host": socket.gethostname()})
+                devices = None
+                if self.gpu is not None:
+                    devices = self._devices_for(s, s.scalar(select(Job.gpus).where(Job.id == job_id)) or 1)
+                    if devices is None:
+                        return None
                 now = db_now(s)
                 lease = now + timedelta(seconds=self.settings.lease_seconds)
-                if not s.execute(self._claim, {"job": job_id, "now": now, "lease": lease}).rowcount:
+                params = {"job": job_id, "now": now, "lease": lease, "devices": devices}
+                if not s.execute(self._claim, params).rowcount:
                     return None
                 job = s.get(Job, job_id)  # as claimed: this transaction holds the row
                 s.execute(insert(JobLog.__table__).values(  # the table's insert: no unit of work to flush
                     job_id=job_id, message=f"attempt {job.attempts} started on {self.id} ({self.device})"))
                 return job
         return with_retry(write, "claiming a job")
+
+    def _devices_for(self, s: Session, gpus: int) -> str | None:
+        """The GPUs a job of `gpus` devices would hold if this process claimed it, as Job.devices says them: its
+        own, then the lowest of the host's devices in this pool that no running job holds; None if too few are
+        free (or its own is held)."""
+        host = socket.gethostname()
+        held = {d for (row,) in s.execute(select(Job.devices).where(
+                    Job.status == "running", Job.devices.is_not(None),
+                    Job.worker_id.in_(select(Worker.id).where(Worker.hostname == host))))
+                for d in row.strip(",").split(",")}
+        pool = {d["visible_id"] for (devices,) in s.execute(select(Worker.devices).where(
+                    Worker.hostname == host, Worker.pool == self.pool, Worker.status == "online"))
+                for d in devices if d.get("kind") == "cuda"}
+        free = sorted(pool - held - {self.gpu}, key=lambda g: (len(g), g))  # "2" before "10"
+        if self.gpu in held or len(free) < gpus - 1:
+            return None
+        return f",{','.join([self.gpu, *free[:gpus - 1]])},"
 
     def run(self, job_id: int) -> None:
         """Run job `job_id` if this worker can claim it; otherwise it is a duplicate delivery: drop it."""
@@ -237,16 +272,6 @@ class WorkerContext:
         run = f"jobs/{job.id}/a{job.attempts}"
         return JobFiles(self.store, self.work / run, run, self.cache)
 
-    def host_gpus(self) -> list[str]:
-        """This host's GPUs in this pool (CUDA_VISIBLE_DEVICES values), this process' own first: where the
-        ranks of a job of several devices run (the other processes of the host hold them idle meanwhile)."""
-        own = [d["visible_id"] for d in self.devices if d["kind"] == "cuda"]
-        with self.db.session() as s:
-            rows = s.scalars(select(Worker.devices).where(Worker.hostname == socket.gethostname(),
-                                                          Worker.pool == self.pool, Worker.status == "online"))
-            others = sorted({d["visible_id"] for devices in rows for d in devices if d.get("kind") == "cuda"})
-        return own + [g for g in others if g not in own]
-
     def _checkpoint_row(self, job_id: int) -> Artifact | None:
         with self.db.reading() as s:
             return s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
@@ -258,7 +283,7 @@ class WorkerContext:
             if (row := self._checkpoint_row(job.id)) is not None:  # resume from what reached the store
                 restore_checkpoint(self.store, self.cache, row, workdir)
             result = core.train(job.model, job.params, data, workdir, hooks, self.device, world=job.gpus,
-                                gpus=self.host_gpus() if job.gpus > 1 and self.device == "cuda" else ())
+                                gpus=job.devices.strip(",").split(",") if job.devices else ())
             return result.stopped, result.samples
         prompts = job.prompts or [None]
         if job.source_job_id is None and job.base:  # a pretrained model of the models folder, sampled directly

@@ -125,6 +125,9 @@ class Job(Base):
     gpu_seconds: Mapped[float] = mapped_column(default=0.0)  # devices x seconds held, all runs
 
     worker_id: Mapped[str | None] = mapped_column(String(200))
+    # The GPUs a running job holds on its worker's host, as ",2,0," (CUDA_VISIBLE_DEVICES values, its ranks' in
+    # order): set by the claim on a GPU worker, None on a CPU one (genq.worker.runner).
+    devices: Mapped[str | None] = mapped_column(String(200))
     dispatched_at: Mapped[datetime | None]  # when the scheduler last sent its message; None: not sent
     lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

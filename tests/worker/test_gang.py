@@ -141,3 +141,31 @@ def test_a_host_running_a_job_of_two_devices_claims_nothing_else_until_it_ends(d
     worker._decline(small)
     with db.session() as s:
         assert s.get(Job, small).dispatched_at is None, "handed back for the scheduler to send again"
+
+
+def test_on_a_gpu_host_a_job_holds_its_devices_and_no_claim_takes_one_it_holds(db, settings):
+    """Four GPU processes on one host (devices faked: this machine has none). A job of two devices holds its
+    claimer's GPU and the lowest free one; the process whose GPU it took claims nothing while it runs, the others
+    may; a second job of two finds too few free devices."""
+    from genq.worker.runner import WorkerContext
+
+    host = socket.gethostname()
+    workers = {}
+    for gpu in "0123":
+        worker = WorkerContext(settings, "default")
+        worker.device, worker.devices = "cuda", [{"kind": "cuda", "index": 0, "visible_id": gpu}]
+        worker.id = f"{host}:{gpu}:x"
+        workers[gpu] = worker
+    with db.session() as s:
+        s.add_all([Worker(id=w.id, hostname=host, slots=1, last_heartbeat=utcnow(), devices=w.devices)
+                   for w in workers.values()])
+    wide, small, second_wide, other_small = (add_jobs(db, 1, gpus=g, dispatched_at=utcnow())[0] for g in (2, 1, 2, 1))
+    gang = workers["2"].claim(wide)
+    assert gang is not None and gang.devices == ",2,0,", "its own GPU first, then the lowest free one"
+    assert workers["0"].claim(small) is None, "GPU 0 runs the gang's second rank"
+    assert workers["1"].claim(small).devices == ",1,"
+    assert workers["3"].claim(second_wide) is None, "GPU 3 alone is free: too few for two"
+    with db.session() as s:
+        s.get(Job, gang.id).status = "succeeded"
+    assert workers["0"].claim(other_small).devices == ",0,", "the gang ended: GPU 0 is free again"
+    assert workers["3"].claim(second_wide).devices == ",3,2,"
