@@ -97,7 +97,8 @@ class Platform:
     def stop(self) -> None:
         """SIGKILL every process started, and theirs: a worker supervisor's children run in sessions of their
         own, and one left to shut down gracefully took the next test's messages from the shared Redis."""
-        children = [pid for process in self.processes for pid in descendants(process.pid)]
+        tree = process_children()  # read once, before any is killed
+        children = [pid for process in self.processes for pid in descendants(process.pid, tree)]
         for process in self.processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
@@ -112,21 +113,23 @@ class Platform:
             time.sleep(0.05)
 
 
-def descendants(pid: int) -> list[int]:
-    """The processes below `pid` (Linux /proc; none elsewhere)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
+def process_children() -> dict[int, list[int]]:
+    """Each process' children by pid (Linux /proc; none elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
             continue
-        parents.setdefault(ppid, []).append(int(entry))
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    return children
+
+
+def descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
+    """The processes below `pid` in `children` (process_children())."""
     out, todo = [], [pid]
     while todo:
-        for child in parents.get(todo.pop(), []):
+        for child in children.get(todo.pop(), []):
             out.append(child)
             todo.append(child)
     return out

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from sqlalchemy import select
 
 from genq.core import api
 from genq.db import Job, JobLog, Metric, Worker, utcnow
-from tests.worker.platform import CORPUS, tiny_gpt
+from tests.worker.platform import CORPUS, process_children, tiny_gpt
 from tests.worker.test_scheduler import add_jobs
 
 PARAMS = tiny_gpt(max_steps=40, eval_interval=20, checkpoint_interval=20, seed=7)
@@ -84,14 +83,8 @@ def test_two_device_jobs_hold_a_two_slot_host_and_train_like_one_process(platfor
 
 
 def ranks_of(supervisor: int) -> set[int]:
-    """The rank processes under a `genq worker --slots N` supervisor: its workers' children, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
+    """The rank processes under a `genq worker --slots N` supervisor: its workers' children."""
+    children = process_children()
     return {rank for worker in children.get(supervisor, []) for rank in children.get(worker, [])}
 
 
