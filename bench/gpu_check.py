@@ -175,11 +175,8 @@ def generation(workdir: Path, device: str, rows: int, new_tokens: int) -> list[t
         return sampling.generate(net, x[:n], tokens, generator=gen)[:, x.size(1):].numel()
 
     def eager_engine(n: int, tokens: int) -> int:
-        slots.CUDA_GRAPHS = False
-        try:
+        with slots.cuda_graphs(False):
             return engine(n, tokens)
-        finally:
-            slots.CUDA_GRAPHS = True
 
     ways = {f"batch generation ({rows} rows x {new_tokens} tokens, engine)": engine,
             f"sample.generate ({rows} rows x {new_tokens} tokens, KV cache)": generate}

@@ -107,11 +107,8 @@ def check_rows(workdir: Path, device: str, graphs: bool) -> str:
     assert not differing, f"rows at batch sizes {differing} differ from batch size 1"
     if not (graphs and device.startswith("cuda")):
         return "80 rows identical at batch sizes 1, 7, 32"
-    slots.CUDA_GRAPHS = False
-    try:
+    with slots.cuda_graphs(False):
         eager = texts(32)
-    finally:
-        slots.CUDA_GRAPHS = True
     same = sum(a == b for a, b in zip(eager, by_batch[32], strict=True))
     assert same == len(eager), f"{len(eager) - same} of {len(eager)} rows differ without CUDA graphs"
     return "80 rows identical at batch sizes 1, 7, 32 and without CUDA graphs"

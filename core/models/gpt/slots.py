@@ -11,7 +11,8 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING
@@ -74,6 +75,17 @@ class SlotCache:
 # kernels that run 1.4 ms on an H200, and launching them took 9 ms of the CPU's time; replayed, the engine made
 # 29,512 tokens/s against 11,508 (bench/gpu_check.sh, 64 rows x 256 tokens). GENQ_CUDA_GRAPHS=0: eager.
 CUDA_GRAPHS = os.environ.get("GENQ_CUDA_GRAPHS", "1") != "0"
+
+
+@contextmanager
+def cuda_graphs(enabled: bool) -> Iterator[None]:
+    """Within the block, caches built decode with CUDA graphs or not (a benchmark's eager peer); then as before."""
+    global CUDA_GRAPHS
+    before, CUDA_GRAPHS = CUDA_GRAPHS, enabled
+    try:
+        yield
+    finally:
+        CUDA_GRAPHS = before
 
 
 class _Graphs:
