@@ -6,8 +6,9 @@ every queued job its position, expected start and the reason it waits. The live 
 builds snapshots from SQL; bench/scheduling.py builds them on a simulated clock. No database, no clock here.
 
 The order, for each free slot:
-1. teams below their share of the pool first (share = the pool's slots x weight / the weights of the teams with
-   jobs in the pool): a team may borrow idle slots, but not ahead of a team that wants its own share back;
+1. teams owed a whole slot of their share of the pool first (share = the pool's slots x weight / the weights of
+   the teams with jobs in the pool; owed: its running devices + 1 fit in it): a team may borrow idle slots, but
+   not ahead of a team that wants its own share back;
 2. among those (or among the borrowers), the team with the least (decayed usage + expected remaining use of its
    running jobs) / weight;
 3. within a team, the job of highest priority, then the oldest.
@@ -172,9 +173,15 @@ class _Allocator:
             self.running_gpus[team] -= gpus
 
     def key(self, team: str) -> tuple:
+        """Fair-share order: teams owed a whole slot of their share first (a team whose share is 1.3 and runs 1
+        is owed 0.3 of one, settled by decayed usage among the borrowers), then the least usage per weight."""
         weight = self._team(team).weight or 1.0
-        below = self.running_gpus.get(team, 0) < self.share.get(team, 0.0) - 1e-9
-        return (0 if below else 1, self.charged.get(team, 0.0) / weight, team)
+        owed = self.running_gpus.get(team, 0) + 1 <= self.share.get(team, 0.0) + 1e-9
+        return (0 if owed else 1, self.charged.get(team, 0.0) / weight, team)
+
+    def below_share(self, team: str) -> bool:
+        """Whether `team` runs fewer devices than its share."""
+        return self.running_gpus.get(team, 0) < self.share.get(team, 0.0) - 1e-9
 
     def blocked_by_quota(self, job: Waiting) -> str | None:
         team = self._team(job.team)
@@ -250,7 +257,7 @@ class _Allocator:
     def _reserve_order(self, job: Waiting) -> tuple:
         # Starving jumps the fair-share order only for a team below its share: a team over it that jumped would
         # keep the reserved worker from the teams it owes (Jain 0.86 in one simulated week).
-        starving = self.now - job.created_at >= self.snap.starving_after_seconds and self.key(job.team)[0] == 0
+        starving = self.now - job.created_at >= self.snap.starving_after_seconds and self.below_share(job.team)
         return (not starving, () if starving else self.key(job.team), job.created_at, job.id)
 
     def start(self, job: Waiting, node: str) -> None:

@@ -42,6 +42,17 @@ def test_weights_split_the_slots_and_usage_breaks_ties():
     assert plan(snap).starts == [(2, "w")], "the team that used less goes first"
 
 
+def test_a_whole_slot_owed_goes_before_a_fraction_of_one():
+    # 7 slots, three equal teams: a share of 2.33 each. x runs 1 (owed a whole slot), y runs 2 (owed a third of
+    # one) and has used less: the free slot is x's; y's fraction is settled by usage among the borrowers.
+    running = [Running(id=100 + i, team=team, node="w", expected_end=600.0)
+               for i, team in enumerate(["x", "y", "y", "z", "z", "z"])]
+    used = {"x": TeamState("x", 1, usage=1000.0), "y": TeamState("y", 1), "z": TeamState("z", 1)}
+    snap = Snapshot(now=0, nodes=[Node("w", 7)], running=running, queue=queue("y", 1, 1) + queue("x", 1, 2),
+                    teams=used)
+    assert plan(snap).starts == [(2, "w")]
+
+
 def test_priority_then_age_within_a_team():
     jobs = queue("a", 3, 1) + [Waiting(id=9, team="a", priority=5, created_at=99.0)]
     snap = Snapshot(now=0, nodes=[Node("w", 2)], running=[], queue=jobs, teams=teams(a=1))
