@@ -14,9 +14,13 @@ from genq.core.models.gru.net import GRULM, GRUConfig
 VOCAB = 20
 
 
-def gpt(block_size: int = 16) -> GPT:
+def gpt(block_size: int = 16, n_head: int = 2) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=VOCAB, block_size=block_size, n_layer=2, n_head=2, n_embd=16)).eval()
+    return GPT(GPTConfig(vocab_size=VOCAB, block_size=block_size, n_layer=2, n_head=n_head, n_embd=16)).eval()
+
+
+def gpt_one_head() -> GPT:
+    return gpt(n_head=1)
 
 
 def gru() -> GRULM:
@@ -40,7 +44,7 @@ def run(model, rows: list[Request], slots: int, continuous: bool = True, **kwarg
     return out
 
 
-@pytest.mark.parametrize("make", [gpt, gru])
+@pytest.mark.parametrize("make", [gpt, gpt_one_head, gru])
 def test_rows_are_identical_at_batch_1_7_and_32(make):
     model, rows = make(), requests()
     alone = run(model, rows, 1)
@@ -76,9 +80,10 @@ def test_the_seed_decides_the_text():
     assert run(model, rows, 4) != run(model, again, 4)
 
 
-def test_slot_cache_matches_the_full_forward_past_the_window():
+@pytest.mark.parametrize("n_head", [1, 2])
+def test_slot_cache_matches_the_full_forward_past_the_window(n_head):
     """decode_slots' logits are the model's own forward over the whole text, also once the ring has wrapped."""
-    model = gpt(block_size=8)
+    model = gpt(block_size=8, n_head=n_head)
     text = torch.randint(0, VOCAB, (1, 30))
     full, _ = model(text)
     cache = model.new_slots(3, "cpu", torch.float32, 30)

@@ -265,8 +265,10 @@ def _turn(qk: torch.Tensor, norm_args: tuple, turn: torch.Tensor, n: int, hs: in
 
 def _ring_rows(slots: int, nh: int, W: int, device: str | torch.device) -> torch.Tensor:
     """(slots, 2 nh): where slot s's ring of key (t = 0) and value (t = 1) of head h starts in kv[layer] seen as
-    rows of hs, in the order (s, t, h) that the step's qkv holds them in."""
-    return (torch.arange(2 * slots * nh, device=device).view(2, slots, nh) * W).transpose(0, 1).reshape(slots, -1)
+    rows of hs, in the order (s, t, h) that the step's qkv holds them in. Contiguous: with one head the reshape
+    is a strided view, and the step's sums with it could not be flattened by view()."""
+    rows = torch.arange(2 * slots * nh, device=device).view(2, slots, nh) * W
+    return rows.transpose(0, 1).reshape(slots, -1).contiguous()
 
 
 def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, W: int, kv: torch.Tensor, rope: torch.Tensor,
