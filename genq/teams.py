@@ -39,10 +39,12 @@ def parse_settings(body: object, allowed: tuple[str, ...] = ("weight", "max_gpus
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
     fields = {k: v for k, v in body.items() if k != "name"}
-    if isinstance(fields.get("weight"), int) and not isinstance(fields["weight"], bool):
-        fields["weight"] = float(fields["weight"])  # strict mode takes 2 for a float field only as 2.0
-    if isinstance(fields.get("gpu_hours_per_week"), int) and not isinstance(fields["gpu_hours_per_week"], bool):
-        fields["gpu_hours_per_week"] = float(fields["gpu_hours_per_week"])
+    for key, most in (("weight", MAX_WEIGHT), ("gpu_hours_per_week", MAX_GPU_HOURS)):
+        value = fields.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):  # strict mode takes 2 for a float only as 2.0
+            if abs(value) > most:  # beyond a float's range too, for some: refused here, named
+                raise InvalidInput(f"invalid team settings: field '{key}': must be at most {most:g}")
+            fields[key] = float(value)
     try:
         parsed = TeamSettings.model_validate(fields)
     except ValidationError as exc:

@@ -118,12 +118,16 @@ def _json_row(obj: object) -> tuple[str, str | None, dict[str, Any]]:
 def template_fields(template: str) -> list[str]:
     """The column names a template like "Describe {name}: {features}" names; DataError if it is malformed."""
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
     except ValueError as exc:
         raise DataError(f"the template is malformed: {exc}") from None
-    if any(not n for n in names):
+    if any(not name for name, _, _ in fields):
         raise DataError("the template must name columns in braces, like {name}")
-    return names
+    if any(spec or conversion for _, spec, conversion in fields):  # {name!r}, {name:>9}: Python's, not ours
+        raise DataError("the template takes column names in braces only, like {name}: no conversion (!r) or "
+                        "format spec (:>10)")
+    return [name for name, _, _ in fields]
 
 
 def _csv_rows(text: str, template: str | None) -> list[tuple[str, str | None, dict[str, Any]] | RowError]:

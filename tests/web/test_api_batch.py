@@ -26,7 +26,10 @@ def test_csv_template_fills_the_rows_and_a_missing_column_is_refused(client, aut
     jobs = count(db, Job)
     for fields, words in [({"dataset": dataset, "params": {"template": "A {colour} {name}"}}, "column 'colour'"),
                           ({"prompts": ["x"], "params": {"template": "{name}"}}, "CSV prompts dataset"),
-                          ({"dataset": dataset, "params": {"template": "{name"}}, "malformed")]:
+                          ({"dataset": dataset, "params": {"template": "{name"}}, "malformed"),
+                          ({"dataset": dataset, "params": {"template": "{name!x}"}}, "no conversion"),
+                          ({"dataset": dataset, "params": {"template": "{name:d}"}}, "format spec"),
+                          ({"dataset": dataset, "params": {"template": "{name:{features}}"}}, "format spec")]:
         answer = generate(client, auth, source, **fields)
         assert answer.status_code == 422 and words in answer.json["message"], answer.json
     assert count(db, Job) == jobs

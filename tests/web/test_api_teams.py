@@ -50,10 +50,14 @@ def test_operator_creates_and_changes_teams_and_bad_settings_are_named(client, a
     for body, field in [({"weight": -1}, "weight"), ({"weight": 0}, "weight"), ({"weight": 1e9}, "weight"),
                         ({"weight": None}, "weight"), ({"max_gpus": 0}, "max_gpus"), ({"max_gpus": True}, "max_gpus"),
                         ({"max_gpus": 2.5}, "max_gpus"), ({"gpu_hours_per_week": -3}, "gpu_hours_per_week"),
-                        ({"gpu_hours_per_week": 1e12}, "gpu_hours_per_week"), ({"colour": "red"}, "colour")]:
+                        ({"gpu_hours_per_week": 1e12}, "gpu_hours_per_week"), ({"colour": "red"}, "colour"),
+                        ({"weight": 10 ** 400}, "weight"), ({"gpu_hours_per_week": 10 ** 400}, "gpu_hours_per_week"),
+                        ({"name": "renamed"}, "name")]:
         answer = client.patch("/api/v1/teams/vision", headers=operator, json=body)
         assert answer.status_code == 422 and field in answer.json["message"], (body, answer.json)
     assert client.post("/api/v1/teams", headers=operator, json={"name": "../x"}).status_code == 422
+    huge = client.post("/api/v1/teams", headers=operator, json={"name": "huge", "weight": 10 ** 400})
+    assert huge.status_code == 422 and "weight" in huge.json["message"]
     assert client.patch("/api/v1/teams/nobody", headers=operator, json={"weight": 1}).status_code == 404
     assert client.post("/api/v1/teams", headers=auth, json={"name": "mine"}).status_code == 403
     assert client.patch("/api/v1/teams/alpha", headers=auth, json={"weight": 100}).status_code == 403
@@ -74,6 +78,9 @@ def test_team_admins_manage_their_own_tokens_and_a_revoked_one_is_refused_at_onc
     assert client.post("/api/v1/tokens", headers=member, json={"role": "admin"}).status_code == 403
     assert client.post("/api/v1/tokens", headers=auth, json={"team": "beta"}).status_code == 403
     assert client.post("/api/v1/tokens", headers=auth, json={"role": "owner"}).status_code == 422
+    typo = client.post("/api/v1/tokens", headers=auth, json={"rol": "viewer"})
+    assert typo.status_code == 422 and "'rol'" in typo.json["message"], "a misspelt role is no member token"
+    assert client.get("/api/v1/tokens?team=beta", headers=auth).status_code == 403
     beta_token = client.get("/api/v1/tokens", headers=other_auth).json["tokens"][0]["id"]
     assert client.delete(f"/api/v1/tokens/{beta_token}", headers=auth).status_code == 404
     assert client.post(f"/api/v1/tokens/{made.json['id']}/revoke", headers=auth).status_code == 200

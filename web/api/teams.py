@@ -50,7 +50,10 @@ def add_team():
 def change_team(name: str):
     """Change a team's weight or quotas (the operator only); a quota of null lifts it."""
     require_operator(g.caller, "change teams")
-    settings = parse_settings(read_json())
+    body = read_json()
+    if isinstance(body, dict) and "name" in body:
+        raise InvalidInput(f"field 'name': team '{name}' keeps its name (a new name is a new team)")
+    settings = parse_settings(body)
     with state().db.session() as s:
         team = update_team(s, name, settings)
         return jsonify(list_teams(s, state().settings.usage_half_life_hours, team.id)[0])
@@ -59,10 +62,10 @@ def change_team(name: str):
 @bp.get("/tokens")
 def tokens():
     """{"tokens": [...]}: a team admin's own team's, or every team's (?team=) for the operator; never secrets."""
-    team = request.args.get("team") or None
-    may_manage_tokens(g.caller, team if g.caller.is_operator else g.caller.team)
+    team = request.args.get("team") or (None if g.caller.is_operator else g.caller.team)
+    may_manage_tokens(g.caller, team)  # another team's: 403, as for any of its token calls
     with state().db.session() as s:
-        rows = list_tokens(s, team if g.caller.is_operator else g.caller.team)
+        rows = list_tokens(s, team)
         return jsonify({"tokens": [token_to_dict(r) for r in rows]})
 
 
@@ -72,6 +75,8 @@ def add_token():
     body = read_json()
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
+    if unknown := sorted(set(body) - {"team", "role"}):
+        raise InvalidInput(f"unknown field '{unknown[0]}': a token takes 'team' and 'role'")
     team = body.get("team", g.caller.team)
     if not isinstance(team, str):
         raise InvalidInput("field 'team' must be a team name")
