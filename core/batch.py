@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from genq.core.device import one_thread
+from genq.core.sample import seeded_generator
 
 MAX_SLOTS = 256  # beyond this a step's fixed cost no longer dominates on any device genq runs on
 MEMORY_SHARE = 0.5  # of the device's free memory, what the slots may take
@@ -171,7 +172,7 @@ class BatchGenerator:
                 index = torch.tensor(slots, device=dev)
                 logits[index] = row_logits.to(logits.dtype)
                 for (slot, request), prompt in zip(admitted, prompts, strict=True):
-                    gen = torch.Generator().manual_seed(request.seed)
+                    gen = seeded_generator(request.seed)
                     uniforms[slot, :request.max_new_tokens] = torch.rand(request.max_new_tokens, generator=gen)
                     active[slot] = _Active(request, pos=len(prompt))
                     filtering += _filters(request)

@@ -14,10 +14,11 @@ from torch import nn
 
 
 def seeded_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
-    """A generator on `device` seeded with `seed`, or with a fresh random seed when it is None."""
+    """A generator on `device` seeded with `seed` (any int: its low 64 bits, all a generator takes; seeds derived
+    from a user's, like seed x 1,000,003 + row, go past them), or with a fresh random seed when it is None."""
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
-    return torch.Generator(device=device).manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(seed & 0xFFFF_FFFF_FFFF_FFFF)
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,

@@ -31,6 +31,8 @@ DATA_KINDS = ("text", "images", "audio")
 BYTES_PER_PARAM = 16
 FLOAT = 4
 OVERHEAD = 128 * 2**20  # allocator slack, framework buffers
+MAX_SEED = 2**63 - 1  # what torch.manual_seed takes as a signed 64-bit int
+MAX_TOP_K = 2**31 - 1  # a top_k past the vocabulary keeps all of it; past this, it overflowed a tensor
 
 
 class Params(BaseModel):
@@ -47,18 +49,18 @@ class TrainParams(Params):
     eval_interval: int = Field(100, ge=1)
     eval_iters: int = Field(20, ge=1, le=1000)
     checkpoint_interval: int = Field(100, ge=1)
-    seed: int = Field(1337, ge=0)
+    seed: int = Field(1337, ge=0, le=MAX_SEED)
 
 
 class GenerateParams(Params):
     """What a generation job takes; each model reads the fields that apply to it."""
 
     num_samples: int = Field(1, ge=1, le=1000)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     # text
     max_new_tokens: int = Field(200, ge=1, le=100_000)
     temperature: float = Field(1.0, gt=0, le=100)
-    top_k: int | None = Field(None, ge=1)
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)  # beyond the vocabulary: all of it
     top_p: float | None = Field(None, gt=0, le=1)
     stop: list[str] | None = Field(None, max_length=4)  # strings that end a text (per row in a prompts file)
     batch_size: int | None = Field(None, ge=1, le=4096)  # text: caps the rows decoded at once

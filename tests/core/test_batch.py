@@ -74,6 +74,13 @@ def test_a_row_draws_its_tokens_with_its_own_uniforms_in_order(make):
         assert got[row.key][0] == tokens, row.key
 
 
+def test_a_seed_past_64_bits_decodes_with_its_low_64_bits():
+    """A row's seed derived from a user's (a gallery's seed x 1,000,003 + row) may pass what a generator takes."""
+    model, big = gpt(), (2**63 - 1) * 1_000_003 + 2
+    out = run(model, [Request("big", [1, 2], 5, seed=big), Request("low", [1, 2], 5, seed=big % 2**64)], 2)
+    assert out["big"] == out["low"]
+
+
 def test_the_seed_decides_the_text():
     model, rows = gpt(), requests(8)
     again = [Request(**{**r.__dict__, "seed": r.seed + 1}) for r in rows]

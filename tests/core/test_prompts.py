@@ -41,6 +41,13 @@ def test_csv_prompt_column_and_template():
         parse_prompts(data, "csv", template="A {colour} {name}")
 
 
+def test_a_top_k_or_seed_past_what_a_tensor_holds_is_a_bad_row():
+    rows = parse_prompts(jsonl({"prompt": "ok", "top_k": 40, "seed": 2**63 - 1}, {"prompt": "big", "top_k": 10**30},
+                               {"prompt": "huge seed", "seed": 2**63}), "jsonl")
+    assert [r.error is None for r in rows] == [True, False, False]
+    assert '"top_k"' in rows[1].error and '"seed"' in rows[2].error
+
+
 def test_bad_rows_are_named_by_number_and_the_rest_kept():
     rows = parse_prompts(jsonl({"prompt": "ok"}, "[1, 2]", "{not json", {"id": 4}, {"prompt": "x", "top_p": 2},
                                {"prompt": "y", "max_new_tokens": "ten"}, {"prompt": "z", "temperature": True},

@@ -21,6 +21,7 @@ from transformers.generation.logits_process import (
 )
 
 from genq.core import base_models
+from genq.core.sample import seeded_generator
 
 GEN_BATCH = 64  # rows decoded at once
 NOISE_FLOATS = 1 << 18  # uniforms a row draws at once (1 MiB): tokens' worth of noise, up to NOISE_TOKENS
@@ -34,7 +35,7 @@ def sample_rows(net: nn.Module, prompt_ids: list[int], seeds: list[int], device:
     """The new tokens of one row per seed continuing `prompt_ids` (cut before eos_id), GEN_BATCH rows at a time."""
     out: list[list[int]] = []
     for done in range(0, len(seeds), GEN_BATCH):
-        gens = [torch.Generator(device=device).manual_seed(s) for s in seeds[done:done + GEN_BATCH]]
+        gens = [seeded_generator(s, device) for s in seeds[done:done + GEN_BATCH]]
         out += _batch(net, prompt_ids, gens, device, max_new_tokens, temperature, top_k, top_p, eos_id)
     return out
 
