@@ -207,9 +207,9 @@ def retry_job(session: Session, job: Job, body: object) -> Job:
         if not rows:
             raise Conflict(f"job {job.id} has no failed rows to retry")
     new = Job(team_id=job.team_id, type="generate", model=job.model, source_job_id=job.source_job_id,
-              dataset_id=job.dataset_id, params=job.params, prompts=job.prompts, priority=job.priority,
-              gpus=job.gpus, pool=job.pool, status="queued", max_attempts=job.max_attempts,
-              rows_total=len(rows), only_rows=rows, retry_of=job.id)
+              base=job.base, dataset_id=job.dataset_id, params=job.params, prompts=job.prompts,
+              priority=job.priority, preemptible=job.preemptible, gpus=job.gpus, pool=job.pool, status="queued",
+              max_attempts=job.max_attempts, rows_total=len(rows), only_rows=rows, retry_of=job.id)
     session.add(new)
     session.flush()
     session.add(JobLog(job_id=new.id, message=f"submitted: a retry of {len(rows)} rows of job {job.id}"))

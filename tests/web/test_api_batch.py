@@ -90,3 +90,10 @@ def test_retry_all_rows_or_the_failed_ones(client, auth, db):
     assert every["rows_total"] == 4 and every["params"] == {"seed": 1}
     with db.session() as s:
         assert s.get(Job, failed["id"]).only_rows == [1, 2, 3]
+
+
+def test_a_retry_keeps_the_base_model_and_preemptible(client, auth, db):
+    job = add_job(db, type="generate", status="failed", model="hf-causal-lm", base="tiny", builtin_dataset=None,
+                  prompts=["a"], rows_total=1, preemptible=False, priority=7)
+    again = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False}).json
+    assert (again["base"], again["preemptible"], again["priority"]) == ("tiny", False, 7), again
