@@ -114,11 +114,12 @@ def validate(cls: type[Params], params: object, what: str) -> dict[str, Any]:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "params"
+            key = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 problems.append(f"unknown param '{key}' (known: {', '.join(sorted(cls.model_fields))})")
-            else:
-                problems.append(f"param '{key}': {err['msg'].removeprefix('Value error, ')}")
+            else:  # no key: a check across params, whose message names them
+                problems.append(f"param '{key}': {message}" if key else message)
         raise ParamError(f"invalid {what}: " + "; ".join(problems), problems) from None
 
 

@@ -76,7 +76,7 @@ def test_submit_on_uploaded_dataset(client, auth):
         ({"model": "transformer-xl"}, 422, "unknown model 'transformer-xl'"),
         ({"params": {"n_layers": 3}}, 422, "unknown param 'n_layers'"),
         ({"params": {"n_layer": "four"}}, 422, "param 'n_layer'"),
-        ({"params": {"n_embd": 100, "n_head": 3}}, 422, "divisible"),
+        ({"params": {"n_embd": 100, "n_head": 3}}, 422, "model 'gpt': n_embd (100) must be divisible"),
         ({"params": [1, 2]}, 422, "params"),
         ({"dataset": "nope"}, 404, "dataset 'nope' not found"),
         ({"dataset": 999}, 404, "dataset 999 not found"),
