@@ -39,7 +39,7 @@ def magic(head: bytes) -> str | None:
         return "jpeg"
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
-    if head.startswith(b"PK\x03\x04"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # an archive, or an empty one
         return "zip"
     return None
 

@@ -77,6 +77,7 @@ def test_zip_of_wavs(client, auth):
         ("mixed.zip", zipped({"a.png": png(), "b.wav": wav()}), "mixes images and audio"),
         ("other.zip", zipped({"a.png": png(), "notes.txt": b"hi"}), "notes.txt"),
         ("slip.zip", zipped({"../../evil.png": png()}), "unsafe path"),
+        ("nothing.zip", zipped({}), "the zip archive holds no files"),
         ("broken.png", png()[:30], "cannot be read"),
         ("bad.jsonl", b'{"text": "no prompt"}\n["not an object"]\n', "no usable row: row 0 (line 1)"),
         ("empty.csv", b"prompt\n", "no prompts"),
