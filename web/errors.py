@@ -8,6 +8,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from genq.errors import GenqError, Unavailable
+from genq.jobs.schemas import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ def register(app: Flask) -> None:
         message = exc.description or exc.name
         if status == 404 and not request.url_rule:
             message = f"no such page or endpoint: {request.method} {request.path}"
+            # /jobs/0: no route takes an id out of range (genq.web.IdConverter)
+            wrong = [part for part in request.path.split("/") if part.isascii() and part.isdigit()
+                     and not 1 <= int(part) <= MAX_ID]
+            if wrong:
+                message = f"nothing has the id {wrong[0]}: ids run from 1 to {MAX_ID}"
         if status == 413:
             message = "the request is larger than the upload limit"
         return error_response(status, CODES.get(status, exc.name.lower().replace(" ", "_")), message)

@@ -173,3 +173,6 @@ def test_unknown_routes_and_methods_are_json(client, auth):
     ]:
         answer = getattr(client, method)(path, headers=auth)
         assert answer.status_code == status and answer.is_json and answer.json["error"]
+    for path, number in [("/api/v1/jobs/0", "0"), ("/api/v1/jobs/99999999999999999999/logs", "99999999999999999999")]:
+        message = client.get(path, headers=auth).json["message"]
+        assert message == f"nothing has the id {number}: ids run from 1 to 2147483647", message
