@@ -42,8 +42,8 @@ def parse_settings(body: object, allowed: tuple[str, ...] = ("weight", "max_gpus
     for key, most in (("weight", MAX_WEIGHT), ("gpu_hours_per_week", MAX_GPU_HOURS)):
         value = fields.get(key)
         if isinstance(value, int) and not isinstance(value, bool):  # strict mode takes 2 for a float only as 2.0
-            if abs(value) > most:  # beyond a float's range too, for some: refused here, named
-                raise InvalidInput(f"invalid team settings: field '{key}': must be at most {most:g}")
+            if abs(value) > most:  # and float() of an int past a float's range would raise OverflowError
+                raise InvalidInput(f"invalid team settings: field '{key}': must be above 0 and at most {most:g}")
             fields[key] = float(value)
     try:
         parsed = TeamSettings.model_validate(fields)
