@@ -16,7 +16,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +32,7 @@ BYTES_PER_PARAM = 16
 FLOAT = 4
 OVERHEAD = 128 * 2**20  # allocator slack, framework buffers
 MAX_SEED = 2**63 - 1  # what torch.manual_seed takes as a signed 64-bit int
+MIN_TEMPERATURE = 1e-6  # logits / 1e-40 overflow float32: the softmax turns to NaN
 MAX_TOP_K = 2**31 - 1  # a top_k past the vocabulary keeps all of it; past this, it overflowed a tensor
 
 
@@ -59,10 +60,10 @@ class GenerateParams(Params):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     # text
     max_new_tokens: int = Field(200, ge=1, le=100_000)
-    temperature: float = Field(1.0, gt=0, le=100)
+    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100)
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)  # beyond the vocabulary: all of it
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: list[str] | None = Field(None, max_length=4)  # strings that end a text (per row in a prompts file)
+    stop: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(None, max_length=4)  # end a text
     batch_size: int | None = Field(None, ge=1, le=4096)  # text: caps the rows decoded at once
     template: str | None = Field(None, max_length=2000)  # a CSV prompts file: "Describe {name}: {features}"
     # audio

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genq.core.errors import DataError
-from genq.core.spec import MAX_SEED, MAX_TOP_K
+from genq.core.spec import MAX_SEED, MAX_TOP_K, MIN_TEMPERATURE
 
 MAX_ROWS = 10_000
 MAX_PROMPT_CHARS = 10_000
@@ -24,7 +24,7 @@ MAX_STOPS, MAX_STOP_CHARS = 4, 100
 # per-row params: (types allowed, check, what the check says)
 ROW_PARAMS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "max_new_tokens": ((int,), lambda v: 1 <= v <= 100_000, "an integer from 1 to 100000"),
-    "temperature": ((int, float), lambda v: 0 < v <= 100, "a number above 0, at most 100"),
+    "temperature": ((int, float), lambda v: MIN_TEMPERATURE <= v <= 100, f"a number from {MIN_TEMPERATURE:g} to 100"),
     "top_k": ((int,), lambda v: 1 <= v <= MAX_TOP_K, f"an integer from 1 to {MAX_TOP_K}"),
     "top_p": ((int, float), lambda v: 0 < v <= 1, "a number above 0, at most 1"),
     "seed": ((int,), lambda v: 0 <= v <= MAX_SEED, "an integer from 0 to 2**63 - 1"),

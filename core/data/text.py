@@ -185,6 +185,15 @@ class BPETokenizer:
 Tokenizer = CharTokenizer | WordTokenizer | BPETokenizer
 
 
+def continued(tok: Tokenizer, prompt: str, text: str) -> str:
+    """`prompt` followed by `text`, the tokens generated after it, as `tok` writes a sequence: the word tokenizer
+    puts a space between words (its decode of the new tokens alone starts without one)."""
+    if (isinstance(tok, WordTokenizer) and prompt and text and prompt[-1] not in "\n([{"
+            and text[0] not in tok._NO_SPACE_BEFORE):
+        return f"{prompt} {text}"
+    return prompt + text
+
+
 def _unknown_chars(chars) -> DataError:
     return DataError("text contains characters the model was not trained on: "
                      + ", ".join(repr(c) for c in sorted(chars)[:20]))

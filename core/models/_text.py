@@ -19,7 +19,7 @@ from genq.core import batch, checkpoint
 from genq.core import device as dev
 from genq.core import sample as sampling
 from genq.core.api import DataError, DataSource, Hooks, RowResult, Sample, TrainResult, each_prompt
-from genq.core.data.text import TextData, build_tokenizer, load_text, tokenizer_from_state
+from genq.core.data.text import TextData, build_tokenizer, continued, load_text, tokenizer_from_state
 from genq.core.eval.text import eval_rows, sample_metrics, val_loss
 from genq.core.recipe import GALLERY_SEED, Recipe
 from genq.core.spec import generate_params
@@ -174,10 +174,13 @@ class TextRecipe(Recipe):
         for row in rows:
             if row.error is not None:
                 continue
-            ids = tok.encode(row.prompt) if row.prompt else tok.start_ids()
-            if row.prompt and not ids:
+            try:
+                ids = tok.encode(row.prompt) if row.prompt else tok.start_ids()
+                if row.prompt and not ids:
+                    raise DataError("the prompt has no tokens the model knows")
+            except DataError as exc:  # this row's, not the job's: the others run
                 hooks.rows([RowResult(row.row, row.row * g["num_samples"], row.prompt, None, "error",
-                                      f"row {row.row}: the prompt has no tokens the model knows", row.row_id)])
+                                      f"row {row.row}: {exc}", row.row_id)])
                 continue
             if context and len(ids) > context:
                 notes[row.row] = (f"the prompt's {len(ids)} tokens were truncated from the left to the model's "
@@ -201,7 +204,7 @@ class TextRecipe(Recipe):
             del waiting[row.row]
             rows_done += 1
             hooks.rows([RowResult(row.row, row.row * g["num_samples"] + k, row.prompt,
-                                  (row.prompt or "") + text, "ok", notes.get(row.row), row.row_id, n)
+                                  continued(tok, row.prompt or "", text), "ok", notes.get(row.row), row.row_id, n)
                         for k, text, n in sorted(samples)])
             now = time.monotonic()
             if now - last_report >= 1.0 or not waiting:

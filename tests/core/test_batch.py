@@ -266,6 +266,7 @@ def test_recipe_rows_are_byte_identical_at_batch_sizes_1_7_and_32(model, params,
     rows = [PromptRow(i, "All:" * (i % 9), f"r{i}", {"max_new_tokens": 5 + i % 23}) for i in range(40)]
     rows[3].params["seed"] = 99
     rows[5] = PromptRow(5, None, error="row 5: bad")
+    rows[6] = PromptRow(6, "\u00ff\u6f22", "r6")  # characters the corpus never had: this row's error, not the job's
     texts = {}
     for batch_size in (1, 7, 32):
         hooks, seen = make_hooks(), []
@@ -274,10 +275,12 @@ def test_recipe_rows_are_byte_identical_at_batch_sizes_1_7_and_32(model, params,
                                  hooks)
         texts[batch_size] = sorted((r.index, r.row, r.row_id, r.text, r.error) for r in seen)
     assert texts[1] == texts[7] == texts[32]
-    assert [t[0] for t in texts[1]] == [i for r in range(40) if r != 5 for i in (2 * r, 2 * r + 1)]
+    indexes = [i for r in range(40) if r != 5 for i in ((12,) if r == 6 else (2 * r, 2 * r + 1))]
+    assert [t[0] for t in texts[1]] == indexes
     by_index = {t[0]: t for t in texts[1]}
+    assert by_index[12][3] is None and "row 6: text contains characters the model was not trained on" in by_index[12][4]
     assert by_index[6][3] != by_index[7][3]  # two samples of a row differ
-    assert all(by_index[2 * r][3].startswith("All:" * (r % 9)) for r in range(40) if r != 5)
+    assert all(by_index[2 * r][3].startswith("All:" * (r % 9)) for r in range(40) if r not in (5, 6))
     long_row = 8  # 32 characters of prompt: past the gpt's 16-token context; a gru reads any length
     assert ("truncated from the left" in (by_index[2 * long_row][4] or "")) == (model == "gpt")
 

@@ -43,9 +43,10 @@ def test_csv_prompt_column_and_template():
 
 def test_a_top_k_or_seed_past_what_a_tensor_holds_is_a_bad_row():
     rows = parse_prompts(jsonl({"prompt": "ok", "top_k": 40, "seed": 2**63 - 1}, {"prompt": "big", "top_k": 10**30},
-                               {"prompt": "huge seed", "seed": 2**63}), "jsonl")
-    assert [r.error is None for r in rows] == [True, False, False]
-    assert '"top_k"' in rows[1].error and '"seed"' in rows[2].error
+                               {"prompt": "huge seed", "seed": 2**63}, {"prompt": "cold", "temperature": 1e-300}),
+                         "jsonl")
+    assert [r.error is None for r in rows] == [True, False, False, False]
+    assert '"top_k"' in rows[1].error and '"seed"' in rows[2].error and '"temperature"' in rows[3].error
 
 
 def test_bad_rows_are_named_by_number_and_the_rest_kept():

@@ -17,6 +17,7 @@ from genq.core.data.text import (
     TextData,
     WordTokenizer,
     build_tokenizer,
+    continued,
     load_text,
     tokenizer_from_state,
 )
@@ -47,6 +48,14 @@ def test_word_round_trip_with_punctuation_and_newlines(corpus):
     line = "All:\nSpeak, speak.\n"
     assert tok.decode(tok.encode(line)) == line.lower()
     assert tokenizer_from_state(tok.to_state()).itos == tok.itos
+
+
+def test_a_prompt_and_the_words_generated_after_it_are_spaced_as_the_tokenizer_writes_them(corpus):
+    word, char = build_tokenizer("word", corpus), build_tokenizer("char", corpus)
+    assert continued(word, "To be", "or not") == "To be or not"
+    assert continued(word, "To be", ", or not") == "To be, or not"
+    assert continued(word, "Speak:\n", "all") == "Speak:\nall"
+    assert continued(char, "To b", "e") == "To be"
 
 
 def test_bpe_trains_to_size_and_round_trips_any_text(corpus):

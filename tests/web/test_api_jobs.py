@@ -96,6 +96,7 @@ def test_submit_on_uploaded_dataset(client, auth):
         ({"params": {"tokenizer": "\ud800"}}, 422, "Unicode"),
         ({"params": {"n_layer": 96, "n_embd": 16384, "n_head": 128}}, 422, "memory"),
         ({"params": {"seed": 2**63}}, 422, "param 'seed'"),
+        ({"model": "dcgan", "dataset": "digits", "params": {"batch_size": 1}}, 422, "param 'batch_size'"),
     ],
 )
 def test_submit_refuses_bad_input(client, auth, db, body, status, words):
@@ -189,6 +190,8 @@ def test_generate_with_prompts_dataset(client, auth, db, settings):
         ({"status": "succeeded"}, {"params": {"top_k": "many"}}, 422, "top_k"),
         ({"status": "succeeded"}, {"params": {"top_k": 10**30}}, 422, "top_k"),
         ({"status": "succeeded"}, {"params": {"seed": 2**64}}, 422, "seed"),
+        ({"status": "succeeded"}, {"params": {"temperature": 1e-300}}, 422, "temperature"),
+        ({"status": "succeeded"}, {"params": {"stop": ["end", ""]}}, 422, "stop"),
         ({"status": "succeeded"}, {"params": {"max_steps": 3}}, 422, "unknown param 'max_steps'"),
         ({"status": "succeeded"}, {"prompts": []}, 422, "prompts"),
         ({"status": "succeeded"}, {"prompts": "not a list"}, 422, "prompts"),

@@ -16,7 +16,7 @@ class DCGANParams(TrainParams):
     conditional: Literal["none", "class", "prompt"] | bool = "none"
     image_size: int | None = Field(None, ge=8, le=256)  # default: the dataset's own (digits: 8, upsampled to 16)
     base_channels: int = Field(32, ge=4, le=1024)  # 32: digits reach ~99% class accuracy in ~2000 CPU steps
-    batch_size: int = Field(64, ge=1, le=4096)
+    batch_size: int = Field(64, ge=2, le=4096)  # the generator's BatchNorm cannot train on one image
     lr: float = Field(2e-4, gt=0, le=10)
     max_steps: int = Field(2000, ge=1, le=10_000_000)
     eval_interval: int = Field(500, ge=1)
