@@ -133,6 +133,14 @@ def test_an_adamw_checkpoint_goes_on_with_adamw_when_muon_is_asked_for(text_file
     assert "muon" not in checkpoint.load_latest(tmp_path / "job", "gpt").state
 
 
+def test_a_muon_checkpoint_goes_on_with_muon_when_adamw_is_asked_for(text_file, tmp_path, make_hooks):
+    api.train("gpt", GPT_PARAMS, text_file, tmp_path / "job", make_hooks(stop_at=25))
+    hooks = make_hooks()
+    result = api.train("gpt", {**GPT_PARAMS, "optimizer": "adamw"}, text_file, tmp_path / "job", hooks)
+    assert result.step == 60 and any("trained by Muon: it goes on so" in line for line in hooks.lines)
+    assert "muon" in checkpoint.load_latest(tmp_path / "job", "gpt").state
+
+
 def test_an_unknown_optimizer_is_a_param_error(text_file, tmp_path, make_hooks):
     from genq.core.errors import ParamError
 

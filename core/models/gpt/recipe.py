@@ -35,10 +35,12 @@ class GPTRecipe(_text.TextRecipe):
         return GPT(GPTConfig(**config))
 
     def build(self, data: DataSource, resumed: Checkpoint | None) -> None:
-        # a checkpoint without Muon's state was trained by AdamW alone (before Muon was offered): it resumes so
-        self.muon = self.p["optimizer"] == "muon" and (resumed is None or "muon" in resumed.state)
-        if self.p["optimizer"] == "muon" and not self.muon:
-            self.hooks.log("the checkpoint was trained by AdamW alone (before Muon): it goes on with AdamW")
+        # A run resumes with the optimizer its checkpoint holds the state of, whatever the params ask (as it
+        # keeps the checkpoint's network): one without Muon's state was trained by AdamW alone.
+        asked = self.p["optimizer"] == "muon"
+        self.muon = asked if resumed is None else "muon" in resumed.state
+        if self.muon != asked:
+            self.hooks.log(f"the checkpoint was trained by {'Muon' if self.muon else 'AdamW alone'}: it goes on so")
         super().build(data, resumed)
 
     def optimizer(self, net: GPT):
