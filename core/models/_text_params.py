@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from genq.core.spec import TrainParams
 
 CHAR_VOCAB = 256  # a char tokenizer's vocabulary is the corpus' characters: a few hundred at most
+BPE_BYTES = 256  # byte-level BPE's first tokens: a smaller vocab_size still got these (and the estimate counted less)
 
 
 class TextParams(TrainParams):
@@ -16,6 +17,13 @@ class TextParams(TrainParams):
     # bpe: the vocabulary it learns; word: the most frequent words kept (the rest read as <UNK>); char: unused
     vocab_size: int = Field(2000, ge=16, le=200_000)
     block_size: int = Field(64, ge=2, le=8192)
+
+    @model_validator(mode="after")
+    def _bpe_holds_its_bytes(self) -> TextParams:
+        if self.tokenizer == "bpe" and self.vocab_size < BPE_BYTES:
+            raise ValueError(f"vocab_size ({self.vocab_size}) must be at least {BPE_BYTES} with the bpe tokenizer: "
+                             "its vocabulary starts with the 256 bytes")
+        return self
 
 
 def vocab_bound(p: dict[str, Any]) -> int:
