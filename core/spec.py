@@ -53,6 +53,12 @@ class TrainParams(Params):
     seed: int = Field(1337, ge=0, le=MAX_SEED)
 
 
+def check_min_lr(lr: float, min_lr: float | None) -> None:
+    """ValueError unless the learning-rate schedule decays (min_lr, when set, at most lr)."""
+    if min_lr is not None and min_lr > lr:
+        raise ValueError(f"min_lr ({min_lr:g}) must be at most lr ({lr:g}): the schedule decays from lr to it")
+
+
 class GenerateParams(Params):
     """What a generation job takes; each model reads the fields that apply to it."""
 

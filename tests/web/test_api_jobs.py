@@ -97,6 +97,7 @@ def test_submit_on_uploaded_dataset(client, auth):
         ({"params": {"n_layer": 96, "n_embd": 16384, "n_head": 128}}, 422, "memory"),
         ({"params": {"seed": 2**63}}, 422, "param 'seed'"),
         ({"params": {"tokenizer": "bpe", "vocab_size": 100}}, 422, "vocab_size (100) must be at least 256"),
+        ({"params": {"lr": 1e-3, "min_lr": 5.0}}, 422, "min_lr (5) must be at most lr (0.001)"),
         ({"model": "dcgan", "dataset": "digits", "params": {"batch_size": 1}}, 422, "param 'batch_size'"),
     ],
 )

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from genq.core.models._text_params import TextParams, vocab_bound
-from genq.core.spec import ModelSpec
+from genq.core.spec import ModelSpec, check_min_lr
 
 
 class GPTParams(TextParams):
@@ -34,6 +34,7 @@ class GPTParams(TextParams):
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_embd // self.n_head % 2:  # rotary position embeddings turn pairs of channels
             raise ValueError(f"the head size n_embd / n_head ({self.n_embd // self.n_head}) must be even")
+        check_min_lr(self.lr, self.min_lr)
         return self
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from genq.core import base_models
-from genq.core.spec import ModelSpec, TrainParams
+from genq.core.spec import ModelSpec, TrainParams, check_min_lr
 
 
 class HFCausalLMParams(TrainParams):
@@ -35,6 +35,7 @@ class HFCausalLMParams(TrainParams):
         if window is not None and self.block_size > window:
             raise ValueError(f"block_size ({self.block_size}) exceeds the context window of base "
                              f"'{self.base}' ({window} tokens)")
+        check_min_lr(self.lr, self.min_lr)
         return self
 
 
