@@ -104,7 +104,7 @@ def test_prompts_with_some_bad_rows_upload_naming_them(client, auth):
     info = answer.json["info"]
     assert (info["prompts"], info["bad_rows"]) == (3, 2)
     assert "row 1 (line 2): it has no prompt" in info["errors"][0]["error"]
-    assert '"temperature" must be a number above 0' in info["errors"][1]["error"]
+    assert '"temperature" must be a number from 1e-06 to 100, got -1' in info["errors"][1]["error"]
 
 
 def test_binary_uploaded_as_text_is_refused(client, auth):
