@@ -155,6 +155,10 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
         start = resumed.restore(r.modules, r.optimizers)
         r.load_extra_state(resumed.state)
         hooks.log(f"resumed from the checkpoint at step {start}")
+        before = resumed.state.get("params", {})
+        if changed := [f"{k} {p[k]!r} (was {before[k]!r})" for k in p if k in before and before[k] != p[k]]:
+            hooks.log(f"params changed since the run began: {', '.join(changed)}; the network, its tokenizer and "
+                      "its optimizer stay the checkpoint's")
     else:
         hooks.log(f"{r.describe()}, {size(*r.modules.values())}")
     r.prepare(start)

@@ -138,6 +138,8 @@ def test_a_muon_checkpoint_goes_on_with_muon_when_adamw_is_asked_for(text_file, 
     hooks = make_hooks()
     result = api.train("gpt", {**GPT_PARAMS, "optimizer": "adamw"}, text_file, tmp_path / "job", hooks)
     assert result.step == 60 and any("trained by Muon: it goes on so" in line for line in hooks.lines)
+    assert any(line.startswith("params changed since the run began: optimizer 'adamw' (was 'muon');")
+               for line in hooks.lines), hooks.lines
     assert "muon" in checkpoint.load_latest(tmp_path / "job", "gpt").state
 
 
