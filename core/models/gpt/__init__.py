@@ -29,7 +29,7 @@ class GPTParams(TextParams):
     compile: bool = False  # torch.compile the training step: faster steps on a GPU after a minute of compiling
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> GPTParams:
+    def _params_agree(self) -> GPTParams:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_embd // self.n_head % 2:  # rotary position embeddings turn pairs of channels
