@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from genq import strict_json
 from genq.config import Settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -25,6 +26,9 @@ def _client():
     return Client(os.environ.get("GENQ_URL", f"http://{settings.host}:{settings.port}"), token)
 
 
+JOB_ID = click.IntRange(min=1)  # ids start at 1: -1 is named here, not sent
+
+
 def _parse_params(pairs: tuple[str, ...]) -> dict:
     """KEY=VALUE pairs; a VALUE that reads as JSON (3, 1e-3, true) keeps its type, else it is a string."""
     params = {}
@@ -33,9 +37,13 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
         if not sep or not key:
             raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="--param")
         try:
-            params[key.strip()] = json.loads(value)
+            params[key.strip()] = strict_json.loads(value)  # NaN and Infinity stay strings: the server names them
         except ValueError:
             params[key.strip()] = value
+        try:
+            json.dumps(params[key.strip()], allow_nan=False)
+        except ValueError:  # 1e400 reads as inf, which no JSON request can carry
+            raise click.BadParameter(f"'{pair}': {value} is not a finite number", param_hint="--param") from None
     return params
 
 
@@ -69,7 +77,7 @@ def submit_train(model, dataset, params, team, priority, gpus) -> None:
 
 
 @submit.command("generate")
-@click.option("--from", "source", type=int, help="a finished training job")
+@click.option("--from", "source", type=JOB_ID, help="a finished training job")
 @click.option("--base", help="instead of --from: a model of the models folder (hf-causal-lm), sampled as saved")
 @click.option("--prompt", "prompts", multiple=True)
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -109,7 +117,7 @@ def jobs(status, type_, team) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 def show(job_id: int) -> None:
     """Show a job, its latest metrics and its outputs."""
     client = _client()
@@ -126,7 +134,7 @@ def show(job_id: int) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("-f", "--follow", is_flag=True, help="keep printing until the job ends")
 def logs(job_id: int, follow: bool) -> None:
     """Print a job's log."""
@@ -145,7 +153,7 @@ def logs(job_id: int, follow: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--timeout", default=0.0, help="give up after this many seconds (0: never)")
 def wait(job_id: int, timeout: float) -> None:
     """Show a progress bar until the job ends; exit status 0 only if it succeeded."""
@@ -171,7 +179,7 @@ def wait(job_id: int, timeout: float) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 def cancel(job_id: int) -> None:
     """Cancel a job (a training job saves a checkpoint first)."""
     _client().cancel(job_id)
@@ -179,7 +187,7 @@ def cancel(job_id: int) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--all-rows", is_flag=True, help="every row again, not only the failed or missing ones")
 def retry(job_id: int, all_rows: bool) -> None:
     """Submit a generation job for the rows of finished job JOB_ID that failed or were never stored; prints its id."""

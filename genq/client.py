@@ -39,6 +39,10 @@ class Client:
         except requests.ConnectionError:
             raise ApiError(f"cannot reach genq at {self.url} (is `genq up` or `genq web` running? "
                            "set GENQ_URL)") from None
+        except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL):
+            raise ApiError(f"'{self.url}' is not the http(s) URL of a genq server (set GENQ_URL)") from None
+        except requests.RequestException as exc:  # a timeout, too many redirects...: a line, not a traceback
+            raise ApiError(f"calling genq at {self.url} failed: {exc}") from None
         try:
             body = response.json()
         except ValueError:

@@ -145,3 +145,16 @@ def test_submit_generate_names_a_training_job_or_a_base(up_env):
         result = subprocess.run([GENQ, "submit", "generate", "--prompt", "x", *args], env=up_env, capture_output=True,
                                 text=True, timeout=120)
         assert result.returncode == 2 and "give --from JOB_ID or --base NAME" in result.stderr
+
+
+def test_bad_arguments_and_urls_are_one_line_errors_without_a_server(up_env):
+    cases = [
+        (["submit", "train", "--model", "gpt", "--dataset", "pydoc", "--param", "lr=1e400"], {},
+         "'lr=1e400': 1e400 is not a finite number"),
+        (["show", "--", "-1"], {}, "-1 is not in the range x>=1"),
+        (["jobs"], {"GENQ_URL": "notaurl"}, "'notaurl' is not the http(s) URL of a genq server (set GENQ_URL)"),
+        (["jobs"], {"GENQ_URL": "http://127.0.0.1:99999"}, "is not the http(s) URL of a genq server"),
+    ]
+    for args, env, words in cases:
+        result = subprocess.run([GENQ, *args], env={**up_env, **env}, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
