@@ -67,6 +67,9 @@ def submit_train(model, dataset, params, team, priority, gpus) -> None:
     if team:
         payload["team"] = team
     path = Path(dataset)
+    if path.is_dir():
+        raise click.BadParameter(f"'{dataset}' is a directory: give a file (a text file, or a zip of images or "
+                                 "WAV files), a dataset id or a built-in name", param_hint="--dataset")
     if path.is_file():
         uploaded = client.upload(path)
         click.echo(f"uploaded {path} as dataset {uploaded['id']} ({uploaded['kind']})", err=True)
@@ -89,6 +92,8 @@ def submit_generate(source, base, prompts, prompts_file, params) -> None:
         raise click.UsageError("give --prompt or --prompts, not both")
     if (source is None) == (base is None):
         raise click.UsageError("give --from JOB_ID or --base NAME (one of them)")
+    if not prompts and not prompts_file:
+        raise click.UsageError("give --prompt TEXT (one or more) or --prompts FILE")
     client = _client()
     payload = {"type": "generate", "params": _parse_params(params)}
     payload.update({"source_job": source} if source is not None else {"base": base})
@@ -130,7 +135,7 @@ def show(job_id: int) -> None:
             click.echo(f"  {name}: {points[-1][1]:.4g} at step {points[-1][0]}")
     for output in client.outputs(job_id) if job["status"] == "succeeded" else []:
         click.echo(f"--- output {output['index']} ({output['kind']}) prompt={output.get('prompt')!r}")
-        click.echo(output.get("text") or output.get("url"))
+        click.echo(output.get("text") or output.get("url") or f"error: {output.get('error')}")
 
 
 @click.command()

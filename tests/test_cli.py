@@ -152,9 +152,33 @@ def test_bad_arguments_and_urls_are_one_line_errors_without_a_server(up_env):
         (["submit", "train", "--model", "gpt", "--dataset", "pydoc", "--param", "lr=1e400"], {},
          "'lr=1e400': 1e400 is not a finite number"),
         (["show", "--", "-1"], {}, "-1 is not in the range x>=1"),
+        (["submit", "train", "--model", "gpt", "--dataset", "/tmp"], {}, "'/tmp' is a directory: give a file"),
+        (["submit", "generate", "--from", "3"], {}, "give --prompt TEXT (one or more) or --prompts FILE"),
         (["jobs"], {"GENQ_URL": "notaurl"}, "'notaurl' is not the http(s) URL of a genq server (set GENQ_URL)"),
         (["jobs"], {"GENQ_URL": "http://127.0.0.1:99999"}, "is not the http(s) URL of a genq server"),
     ]
     for args, env, words in cases:
         result = subprocess.run([GENQ, *args], env={**up_env, **env}, capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_show_prints_each_rows_error(monkeypatch):
+    from click.testing import CliRunner
+
+    from genq import cli_jobs
+
+    class Stub:
+        def job(self, job_id):
+            return {"id": job_id, "status": "succeeded"}
+
+        def metrics(self, job_id, points):
+            return {}
+
+        def outputs(self, job_id):
+            return [{"index": 0, "kind": "text", "prompt": "hi", "text": "hi there", "status": "ok"},
+                    {"index": 1, "kind": "text", "prompt": None, "text": None, "status": "error",
+                     "error": "row 1 (line 2): it is not JSON"}]
+
+    monkeypatch.setattr(cli_jobs, "_client", Stub)
+    out = CliRunner().invoke(cli_jobs.show, ["7"]).output
+    assert "hi there" in out and "error: row 1 (line 2): it is not JSON" in out
