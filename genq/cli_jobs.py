@@ -166,8 +166,9 @@ def wait(job_id: int, timeout: float) -> None:
 
     client = _client()
     start = time.monotonic()
-    # disable=None: a bar on a terminal, nothing when piped; the outcome is printed either way.
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}", disable=None) as bar:
+    # disable=None: a bar on a terminal, nothing when piped; the outcome is printed either way. tqdm writes the
+    # postfix after ", ": "40%, running step 700".
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}%{postfix}", disable=None) as bar:
         while True:
             job = client.job(job_id)
             bar.n = round(job["progress"] * 100, 1)
