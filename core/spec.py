@@ -34,6 +34,8 @@ OVERHEAD = 128 * 2**20  # allocator slack, framework buffers
 MAX_SEED = 2**63 - 1  # what torch.manual_seed takes as a signed 64-bit int
 MIN_TEMPERATURE = 1e-6  # logits / 1e-40 overflow float32: the softmax turns to NaN
 MAX_TOP_K = 2**31 - 1  # a top_k past the vocabulary keeps all of it; past this, it overflowed a tensor
+MAX_STOPS, MAX_STOP_CHARS = 4, 100  # stop strings of a job or of a prompts row
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 
 
 class Params(BaseModel):
@@ -69,7 +71,7 @@ class GenerateParams(Params):
     temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100)
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)  # beyond the vocabulary: all of it
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(None, max_length=4)  # end a text
+    stop: list[StopString] | None = Field(None, max_length=MAX_STOPS)  # strings that end a text
     batch_size: int | None = Field(None, ge=1, le=4096)  # text: caps the rows decoded at once
     template: str | None = Field(None, max_length=2000)  # a CSV prompts file: "Describe {name}: {features}"
     # audio

@@ -37,13 +37,14 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
         if not sep or not key:
             raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="--param")
         try:
-            params[key.strip()] = strict_json.loads(value)  # NaN and Infinity stay strings: the server names them
+            parsed = strict_json.loads(value)  # NaN and Infinity stay strings: the server names them
         except ValueError:
-            params[key.strip()] = value
+            parsed = value
         try:
-            json.dumps(params[key.strip()], allow_nan=False)
+            json.dumps(parsed, allow_nan=False)
         except ValueError:  # 1e400 reads as inf, which no JSON request can carry
             raise click.BadParameter(f"'{pair}': {value} is not a finite number", param_hint="--param") from None
+        params[key.strip()] = parsed
     return params
 
 

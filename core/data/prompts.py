@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genq.core.errors import DataError
-from genq.core.spec import MAX_SEED, MAX_TOP_K, MIN_TEMPERATURE
+from genq.core.spec import MAX_SEED, MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K, MIN_TEMPERATURE
 
 MAX_ROWS = 10_000
 MAX_PROMPT_CHARS = 10_000
-MAX_STOPS, MAX_STOP_CHARS = 4, 100
 # per-row params: (types allowed, check, what the check says)
 ROW_PARAMS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "max_new_tokens": ((int,), lambda v: 1 <= v <= 100_000, "an integer from 1 to 100000"),

@@ -120,13 +120,18 @@ class WordTokenizer:
         get, unk = self.stoi.get, self.unk_id
         return joined(np.array([get(w, unk) for w in self.split(piece)], dtype=np.int64) for piece in text_pieces(text))
 
+    @classmethod
+    def spaced(cls, before: str, after: str) -> bool:
+        """Whether written text puts a space between `before` and `after` (words, marks, newlines)."""
+        return before[-1] not in "\n([{" and after[0] not in cls._NO_SPACE_BEFORE
+
     def decode(self, ids: list[int]) -> str:
         out: list[str] = []
         for i in ids:
             if i == self.pad_id:
                 continue
             w = self.itos[i]
-            if out and out[-1] != "\n" and w[0] not in self._NO_SPACE_BEFORE and out[-1] not in "([{":
+            if out and self.spaced(out[-1], w):
                 out.append(" ")
             out.append(w)
         return "".join(out)
@@ -188,8 +193,7 @@ Tokenizer = CharTokenizer | WordTokenizer | BPETokenizer
 def continued(tok: Tokenizer, prompt: str, text: str) -> str:
     """`prompt` followed by `text`, the tokens generated after it, as `tok` writes a sequence: the word tokenizer
     puts a space between words (its decode of the new tokens alone starts without one)."""
-    if (isinstance(tok, WordTokenizer) and prompt and text and prompt[-1] not in "\n([{"
-            and text[0] not in tok._NO_SPACE_BEFORE):
+    if isinstance(tok, WordTokenizer) and prompt and text and tok.spaced(prompt, text):
         return f"{prompt} {text}"
     return prompt + text
 
