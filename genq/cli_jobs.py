@@ -12,6 +12,7 @@ import click
 
 from genq import strict_json
 from genq.config import Settings
+from genq.errors import GenqError
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -26,6 +27,7 @@ def _client():
     return Client(os.environ.get("GENQ_URL", f"http://{settings.host}:{settings.port}"), token)
 
 
+TIMED_OUT = 124  # genq wait's exit status when --timeout runs out, as timeout(1)'s: a script tells it from failed (1)
 JOB_ID = click.IntRange(min=1)  # ids start at 1: -1 is named here, not sent
 
 
@@ -72,12 +74,27 @@ def submit_train(model, dataset, params, team, priority, gpus) -> None:
         raise click.BadParameter(f"'{dataset}' is a directory: give a file (a text file, or a zip of images or "
                                  "WAV files), a dataset id or a built-in name", param_hint="--dataset")
     if path.is_file():
-        uploaded = client.upload(path)
-        click.echo(f"uploaded {path} as dataset {uploaded['id']} ({uploaded['kind']})", err=True)
-        payload["dataset"] = uploaded["id"]
+        click.echo(_submit_uploading(client, payload, path))
     else:
         payload["dataset"] = int(dataset) if dataset.isdigit() else dataset
-    click.echo(client.submit(payload)["id"])
+        click.echo(client.submit(payload)["id"])
+
+
+def _submit_uploading(client, payload: dict, path: Path) -> int:
+    """Submit `payload` with the file at `path` uploaded as its dataset; the job's id. A refused submission
+    deletes that upload again: nothing half-created."""
+    uploaded = client.upload(path)
+    payload["dataset"] = uploaded["id"]
+    try:
+        job_id = client.submit(payload)["id"]
+    except GenqError:
+        try:
+            client.delete_dataset(uploaded["id"])
+        except GenqError as exc:
+            click.echo(f"the upload stays as dataset {uploaded['id']}: deleting it failed ({exc.message})", err=True)
+        raise
+    click.echo(f"uploaded {path} as dataset {uploaded['id']} ({uploaded['kind']})", err=True)
+    return job_id
 
 
 @submit.command("generate")
@@ -99,10 +116,10 @@ def submit_generate(source, base, prompts, prompts_file, params) -> None:
     payload = {"type": "generate", "params": _parse_params(params)}
     payload.update({"source_job": source} if source is not None else {"base": base})
     if prompts_file:
-        payload["dataset"] = client.upload(prompts_file)["id"]
+        click.echo(_submit_uploading(client, payload, prompts_file))
     else:
         payload["prompts"] = list(prompts)
-    click.echo(client.submit(payload)["id"])
+        click.echo(client.submit(payload)["id"])
 
 
 @click.command()
@@ -160,9 +177,10 @@ def logs(job_id: int, follow: bool) -> None:
 
 @click.command()
 @click.argument("job_id", type=JOB_ID)
-@click.option("--timeout", default=0.0, help="give up after this many seconds (0: never)")
+@click.option("--timeout", default=0.0, help=f"give up after this many seconds (0: never): exit status {TIMED_OUT}")
 def wait(job_id: int, timeout: float) -> None:
-    """Show a progress bar until the job ends; exit status 0 only if it succeeded."""
+    """Show a progress bar until the job ends; exit status 0 only if it succeeded (1 if it did not, 124 if
+    --timeout ran out first)."""
     from tqdm import tqdm
 
     client = _client()
@@ -177,7 +195,9 @@ def wait(job_id: int, timeout: float) -> None:
             if job["status"] in FINISHED:
                 break
             if timeout and time.monotonic() - start > timeout:
-                raise click.ClickException(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+                bar.close()
+                click.echo(f"Error: job {job_id} still {job['status']} after {timeout:.0f} s", err=True)
+                sys.exit(TIMED_OUT)
             time.sleep(1)
     click.echo(f"job {job_id} {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
                err=job["status"] != "succeeded")

@@ -59,6 +59,9 @@ class Client:
             return self.request("POST", "/datasets", files={"file": (path.name, f)},
                                 data={"name": name or path.name})
 
+    def delete_dataset(self, dataset_id: int) -> dict:
+        return self.request("DELETE", f"/datasets/{dataset_id}")
+
     def submit(self, payload: dict) -> dict:
         return self.request("POST", "/jobs", json=payload)
 

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, NamedTuple
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from genq.config import Settings
@@ -25,8 +27,8 @@ from genq.core.api import BUILTIN_DATASETS as BUILTIN_DATASETS  # the platform r
 from genq.core.data import formats
 from genq.core.data import prompts as prompts_format
 from genq.core.data.prompts import PromptRow
-from genq.db.models import Dataset, iso
-from genq.errors import InvalidInput, NotFound, TooLarge, refused_as_invalid_input
+from genq.db.models import Dataset, Job, iso
+from genq.errors import Conflict, InvalidInput, NotFound, TooLarge, refused_as_invalid_input
 from genq.store import ArtifactStore
 
 KINDS = ("text", "images", "audio", "prompts")
@@ -216,6 +218,23 @@ def save_upload(
         return dataset
     finally:
         tmp.unlink(missing_ok=True)
+
+
+
+def delete_dataset(session: Session, dataset: Dataset) -> str:
+    """Delete `dataset`'s row, or raise Conflict naming the jobs that use it; returns its file's key in the
+    store, for the caller to delete once the row's deletion is committed."""
+    users = session.scalars(select(Job.id).where(Job.dataset_id == dataset.id).order_by(Job.id).limit(6)).all()
+    if users:
+        listed = ", ".join(map(str, users[:5])) + (", ..." if len(users) > 5 else "")
+        raise Conflict(f"dataset {dataset.id} is used by job{'s' if len(users) > 1 else ''} {listed}: it stays "
+                       "while they do")
+    session.delete(dataset)
+    try:
+        session.flush()
+    except IntegrityError:  # a job naming it was submitted meanwhile
+        raise Conflict(f"dataset {dataset.id} is used by a job submitted just now: it stays while it is") from None
+    return dataset.path
 
 
 @contextmanager

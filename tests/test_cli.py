@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from genq.client import wait_until_serving
 from genq.redis_server import free_port
@@ -86,6 +87,13 @@ def test_up_trains_from_the_cli_stops_cleanly_and_keeps_its_data(up_env, tmp_pat
         bad = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", "pydoc", "--param", "n_layr=2",
                    check=False)
         assert bad.returncode != 0 and "n_layr" in bad.stderr
+        datasets = requests.get(f"{up_env['GENQ_URL']}/api/v1/datasets", headers={"Authorization": f"Bearer {token}"},
+                                timeout=30).json()["datasets"]
+        refused = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(corpus), "--param", "n_layr=2",
+                       check=False)
+        assert refused.returncode != 0 and "n_layr" in refused.stderr and "uploaded" not in refused.stderr
+        assert requests.get(f"{up_env['GENQ_URL']}/api/v1/datasets", headers={"Authorization": f"Bearer {token}"},
+                            timeout=30).json()["datasets"] == datasets  # its upload deleted again
     finally:
         out = stop_up(process)
     assert token in out and up_env["GENQ_URL"] in out
@@ -107,6 +115,13 @@ def test_wait_exits_nonzero_for_a_failed_job(up_env, tmp_path):
         job_id = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(short), *TINY).stdout.strip()
         result = genq(up_env, "wait", job_id, "--timeout", "120", check=False)
         assert result.returncode == 1 and "failed" in result.stderr
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+        long = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(corpus), *TINY,
+                    "--param", "max_steps=100000").stdout.strip()
+        result = genq(up_env, "wait", long, "--timeout", "1", check=False)
+        assert result.returncode == 124 and f"job {long} still" in result.stderr  # not 1: it has not failed
+        genq(up_env, "cancel", long)
     finally:
         stop_up(process)
 

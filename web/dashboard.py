@@ -26,7 +26,7 @@ from genq.jobs.service import (
 from genq.web import compare as compare_view
 from genq.web import queries, state
 from genq.web.api import query_job_ids
-from genq.web.api.datasets import store_request_file
+from genq.web.api.datasets import delete_request_dataset, store_request_file
 from genq.web.api.evaluation import pair_to_dict
 from genq.web.auth import current_principal, require_writer
 
@@ -234,6 +234,17 @@ def datasets():
         rows = _team_datasets(s)
     return render_template("datasets.html", datasets=rows, builtins=BUILTIN_DATASETS, error=error), status
 
+
+
+@bp.post("/datasets/<id:dataset_id>/delete")
+def delete_dataset(dataset_id: int):
+    """A dataset's delete button."""
+    try:
+        require_writer("delete datasets")
+        flash(f"Dataset {delete_request_dataset(dataset_id)['id']} deleted.")
+    except GenqError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for("dashboard.datasets"))
 
 @bp.get("/workers")
 def workers():

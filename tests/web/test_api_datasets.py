@@ -9,7 +9,7 @@ import pytest
 
 from genq.db.models import Dataset
 from genq.web import create_app
-from tests.web.conftest import count, png, upload, wav, zipped
+from tests.web.conftest import add_job, bearer, count, make_token, png, upload, wav, zipped
 
 
 def stored_files(settings) -> list[str]:
@@ -172,3 +172,19 @@ def test_no_leftovers_in_incoming(client, auth, settings):
     upload(client, auth, b"\x00\x01", "x.bin")
     upload(client, auth, b"fine", "x.txt")
     assert os.listdir(settings.artifacts / "datasets" / ".incoming") == []
+
+
+def test_delete_an_unused_dataset_and_its_file(client, auth, other_auth, db, settings):
+    kept, unused = upload(client, auth, b"kept", "a.txt").json, upload(client, auth, b"unused", "b.txt").json
+    job_id = add_job(db, dataset_id=kept["id"])
+    viewer = bearer(make_token(db, "alpha", "viewer"))
+    assert client.delete(f"/api/v1/datasets/{unused['id']}", headers=viewer).status_code == 403
+    assert client.delete(f"/api/v1/datasets/{unused['id']}", headers=other_auth).status_code == 404
+    used = client.delete(f"/api/v1/datasets/{kept['id']}", headers=auth)
+    assert used.status_code == 409 and used.json["message"] == (
+        f"dataset {kept['id']} is used by job {job_id}: it stays while they do")
+    gone = client.delete(f"/api/v1/datasets/{unused['id']}", headers=auth)
+    assert gone.status_code == 200 and gone.json["name"] == "b.txt"
+    assert client.get(f"/api/v1/datasets/{unused['id']}", headers=auth).status_code == 404
+    assert stored_files(settings) == [f"datasets/{kept['id']}/data.txt"]
+    assert client.delete(f"/api/v1/datasets/{unused['id']}", headers=auth).status_code == 404

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from sqlalchemy import select
 
 from genq.db.models import Dataset, Job, JobLog
 from tests.web.conftest import (
@@ -197,6 +198,17 @@ def test_dataset_upload_form(browser, db, settings):
     )
     assert bad.status_code == 422 and "NUL byte" in bad.text and 'id="form-error"' in bad.text
     assert count(db, Dataset) == 1
+    with db.session() as s:
+        dataset_id = s.scalars(select(Dataset.id)).one()
+    used = add_job(db, dataset_id=dataset_id)
+    browser.post(f"/datasets/{dataset_id}/delete", data={"csrf_token": csrf_from(listing)})
+    assert f"used by job {used}" in browser.get("/datasets").text and count(db, Dataset) == 1
+    with db.session() as s:
+        s.delete(s.get(Job, used))
+    assert f'aria-label="Delete dataset {dataset_id}"' in listing
+    gone = browser.post(f"/datasets/{dataset_id}/delete", data={"csrf_token": csrf_from(listing)})
+    assert gone.status_code == 302 and f"Dataset {dataset_id} deleted." in browser.get("/datasets").text
+    assert count(db, Dataset) == 0
 
 
 def test_cancel_button_and_viewer(client, db):

@@ -1,11 +1,11 @@
-"""/api/v1/datasets: upload (multipart), list, show."""
+"""/api/v1/datasets: upload (multipart), list, show, delete."""
 
 from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
 from sqlalchemy import select
 
-from genq.datasets import KINDS, dataset_to_dict, save_upload
+from genq.datasets import KINDS, dataset_to_dict, delete_dataset, save_upload
 from genq.db.models import Dataset
 from genq.errors import InvalidInput
 from genq.jobs.service import owned
@@ -58,3 +58,20 @@ def show(dataset_id: int):
     """One dataset."""
     with state().db.session() as s:
         return jsonify(dataset_to_dict(owned(s, Dataset, dataset_id, g.caller.team_id, "dataset")))
+
+
+@bp.delete("/datasets/<id:dataset_id>")
+def delete(dataset_id: int):
+    """Delete a dataset that no job uses: 200 with what it was; 409 naming the jobs that use it."""
+    require_writer("delete datasets")
+    return jsonify(delete_request_dataset(dataset_id))
+
+
+def delete_request_dataset(dataset_id: int) -> dict:
+    """Delete the caller's team's dataset `dataset_id` (genq.datasets.delete_dataset), then its file."""
+    with state().db.session() as s:
+        dataset = owned(s, Dataset, dataset_id, g.caller.team_id, "dataset")
+        out = dataset_to_dict(dataset)
+        path = delete_dataset(s, dataset)
+    artifact_store().delete(path)  # after the commit: a failure here leaves a file no row names, never the reverse
+    return out

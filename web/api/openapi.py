@@ -298,9 +298,12 @@ def spec() -> dict[str, Any]:
                 errors=(422,),
             ),
         },
-        "/api/v1/datasets/{dataset_id}": _get(
-            "One dataset", _json(_ref("Dataset")), [_path_id("dataset_id")]
-        ),
+        "/api/v1/datasets/{dataset_id}": {
+            **_get("One dataset", _json(_ref("Dataset")), [_path_id("dataset_id")]),
+            "delete": {"summary": "Delete a dataset that no job uses, and its file",
+                       "parameters": [_path_id("dataset_id")],
+                       "responses": {"200": _json(_ref("Dataset"), "deleted"), **_errors(403, 404, 409)}},
+        },
         "/api/v1/workers": _get(
             "Workers, devices, slots, load, heartbeats; their hosts (version, draining)",
             _json({**_wrapped("workers", "Worker"), "properties": {
