@@ -4,13 +4,14 @@ checkpoint and re-queue once the drain's timeout passes)."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from genq import __version__ as VERSION
-from genq.db import Worker, WorkerHost
+from genq.db import Job, JobLog, Worker, WorkerHost
 from genq.db.clock import db_now
 from genq.errors import Conflict, NotFound
 
@@ -95,3 +96,41 @@ def undrain_host(session: Session, hostname: str) -> WorkerHost:
     session.execute(update(Worker).where(Worker.hostname == hostname, Worker.status == "draining")
                     .values(status="online"))
     return host
+
+
+def gone(worker_id: str, hostname: str, me: str) -> bool:
+    """Whether worker `worker_id` ("host:pid:random") was a process of `hostname`, this host, that has exited.
+    Unsure is False: the pid of another process now (its lease then runs out as it would have)."""
+    host, _, rest = worker_id.partition(":")
+    pid = rest.partition(":")[0]
+    if host != hostname or worker_id == me or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():  # a restarted container numbers its processes anew: this pid is no longer its
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def release_gone_workers(session: Session, hostname: str, me: str) -> list[int]:
+    """At a worker's start: end now the leases of the running jobs whose worker process on this host has exited
+    (killed, or the host restarted), so the scheduler re-queues them at its next tick rather than a lease later,
+    and their devices are free for this process; mark those workers offline. Returns the jobs released."""
+    now, released = db_now(session), []
+    running = session.execute(select(Job.id, Job.worker_id).where(
+        Job.status == "running", Job.worker_id.startswith(f"{hostname}:", autoescape=True))).all()
+    for job_id, worker in running:
+        if gone(worker, hostname, me) and session.execute(
+                update(Job).where(Job.id == job_id, Job.worker_id == worker, Job.status == "running",
+                                  Job.lease_expires_at > now)
+                .values(lease_expires_at=now)).rowcount:
+            session.add(JobLog(job_id=job_id, message=f"its worker {worker} has exited: the lease ends now"))
+            released.append(job_id)
+    listed = session.scalars(select(Worker.id).where(Worker.hostname == hostname, Worker.status != "offline")).all()
+    if dead := [w for w in listed if gone(w, hostname, me)]:
+        session.execute(update(Worker).where(Worker.id.in_(dead)).values(status="offline"))
+    return released

@@ -34,7 +34,7 @@ from genq.worker.artifacts import ContentCache, JobFiles, Stored, model_in_use, 
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
-from genq.worker.hosts import register_host
+from genq.worker.hosts import gone, register_host, release_gone_workers
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")
@@ -89,6 +89,9 @@ class WorkerContext:
                     if attempt == 2:
                         raise
         status = with_retry(write, "registering the worker")
+        with self.db.session() as s:
+            if released := release_gone_workers(s, socket.gethostname(), self.id):
+                log.warning("jobs %s: their worker on this host has exited; their leases end now", released)
         self._remove_abandoned_runs()
         if status == "draining":
             self.heartbeat.draining.set()  # before the first beat: take no job on a draining host
@@ -102,11 +105,11 @@ class WorkerContext:
         runs = [p for p in (self.work / "jobs").glob("*/a*") if p.parent.name.isdigit() and p.name[1:].isdigit()]
         if not runs:
             return
-        prefix = f"{socket.gethostname()}:"
+        host = socket.gethostname()
         with self.db.session() as s:
             live = {(job_id, attempts) for job_id, attempts, worker in s.execute(
                 select(Job.id, Job.attempts, Job.worker_id).where(Job.status == "running"))
-                if worker and worker.startswith(prefix)}
+                if worker and worker.startswith(f"{host}:") and not gone(worker, host, self.id)}
         for run in runs:
             if (int(run.parent.name), int(run.name[1:])) not in live:
                 shutil.rmtree(run, ignore_errors=True)

@@ -10,7 +10,7 @@ import pytest
 import redis
 from sqlalchemy import func, select, text
 
-from genq.db import Job, JobLog, Metric
+from genq.db import Job, JobLog, Metric, Worker
 from genq.redis_server import EmbeddedRedis
 from genq.worker.celery_app import TASK_NAME, make_celery
 from tests.worker.platform import tiny_gpt
@@ -74,6 +74,24 @@ def test_sigkilled_worker_job_resumes_from_checkpoint_elsewhere(platform):
     resumed = next(m for m in losses if m.id > last_metric_before_kill)
     assert resumed.step > killed.checkpoint_step >= 500
     assert resumed.value < 0.9 * losses[0].value, f"resumed loss {resumed.value:.3f} vs initial {losses[0].value:.3f}"
+
+
+def test_a_worker_restarted_on_the_host_takes_back_a_killed_ones_job_without_waiting_for_its_lease(platform):
+    platform.start_scheduler()
+    lease = {"GENQ_LEASE_SECONDS": "600"}  # ten minutes: only the restart can end it within the test
+    first = platform.spawn("worker", "--name", "a", **lease)
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": "pydoc", "params": LONG})
+    platform.wait_for(lambda: row(platform, job_id).step > 0, 120, "the first steps")
+    kill(first)
+    first.wait()
+    platform.spawn("worker", "--name", "b", **lease)
+    job = platform.wait_status(job_id, ("succeeded", "failed"), timeout=240)
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job["error"]
+    with platform.db.session() as s:
+        said = list(s.scalars(select(JobLog.message).where(JobLog.job_id == job_id, JobLog.message.like("%exited%"))))
+        workers = dict(s.execute(select(Worker.id, Worker.status)).all())
+    assert len(said) == 1 and f":{first.pid}:" in said[0]
+    assert [status for worker, status in workers.items() if f":{first.pid}:" in worker] == ["offline"]
 
 
 def test_sigterm_requeues_with_checkpoint_then_finishes(platform):
