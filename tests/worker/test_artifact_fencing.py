@@ -8,6 +8,7 @@ import errno
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import pytest
 from sqlalchemy import select
@@ -126,20 +127,31 @@ def test_workers_of_one_host_restoring_a_model_at_once_each_get_it_whole(db, tmp
 def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_runs(db, settings, redis_url):
     import dataclasses
     import socket
+    import subprocess
 
+    from genq.worker.hosts import release_gone_workers
     from genq.worker.runner import WorkerContext
 
-    live, gone, elsewhere = add_jobs(db, 3, status="running", attempts=2)
+    exited = subprocess.Popen(["true"])
+    exited.wait()  # its pid: one no process has now
+    later = datetime(2100, 1, 1)
+    live, killed, ended, elsewhere = add_jobs(db, 4, status="running", attempts=2, lease_expires_at=later)
+    host = socket.gethostname()
     with db.session() as s:
-        s.get(Job, live).worker_id = f"{socket.gethostname()}:123:abc"  # a sibling process on this host
+        s.get(Job, live).worker_id = f"{host}:1:abc"  # a sibling process on this host (pid 1 always runs)
+        s.get(Job, killed).worker_id = f"{host}:{exited.pid}:x"
         s.get(Job, elsewhere).worker_id = "another-host:1:def"
     worker = WorkerContext(dataclasses.replace(settings, redis_url=redis_url), "default")
     folders = {(job, attempt): worker.work / "jobs" / str(job) / f"a{attempt}"
-               for job in (live, gone, elsewhere) for attempt in (1, 2)}
+               for job in (live, killed, ended, elsewhere) for attempt in (1, 2)}
     for folder in folders.values():
         (folder / "checkpoints").mkdir(parents=True)
     worker._remove_abandoned_runs()
     assert {key for key, folder in folders.items() if folder.exists()} == {(live, 2)}
+    with db.session() as s:
+        assert release_gone_workers(s, host, worker.id) == [killed]
+    with db.session() as s:
+        assert s.get(Job, killed).lease_expires_at < later == s.get(Job, live).lease_expires_at
     worker.db.dispose()
 
 
