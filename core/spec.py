@@ -33,6 +33,8 @@ FLOAT = 4
 OVERHEAD = 128 * 2**20  # allocator slack, framework buffers
 MAX_SEED = 2**63 - 1  # what torch.manual_seed takes as a signed 64-bit int
 MIN_TEMPERATURE = 1e-6  # logits / 1e-40 overflow float32: the softmax turns to NaN
+MAX_TEMPERATURE = 100
+MAX_NEW_TOKENS = 100_000
 MAX_TOP_K = 2**31 - 1  # a top_k past the vocabulary keeps all of it; past this, it overflowed a tensor
 MAX_STOPS, MAX_STOP_CHARS = 4, 100  # stop strings of a job or of a prompts row
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
@@ -67,8 +69,8 @@ class GenerateParams(Params):
     num_samples: int = Field(1, ge=1, le=1000)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     # text
-    max_new_tokens: int = Field(200, ge=1, le=100_000)
-    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100)
+    max_new_tokens: int = Field(200, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)  # beyond the vocabulary: all of it
     top_p: float | None = Field(None, gt=0, le=1)
     stop: list[StopString] | None = Field(None, max_length=MAX_STOPS)  # strings that end a text

@@ -16,14 +16,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genq.core.errors import DataError
-from genq.core.spec import MAX_SEED, MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K, MIN_TEMPERATURE
+from genq.core.spec import (
+    MAX_NEW_TOKENS,
+    MAX_SEED,
+    MAX_STOP_CHARS,
+    MAX_STOPS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MIN_TEMPERATURE,
+)
 
 MAX_ROWS = 10_000
 MAX_PROMPT_CHARS = 10_000
 # per-row params: (types allowed, check, what the check says)
 ROW_PARAMS: dict[str, tuple[tuple[type, ...], Any, str]] = {
-    "max_new_tokens": ((int,), lambda v: 1 <= v <= 100_000, "an integer from 1 to 100000"),
-    "temperature": ((int, float), lambda v: MIN_TEMPERATURE <= v <= 100, f"a number from {MIN_TEMPERATURE:g} to 100"),
+    "max_new_tokens": ((int,), lambda v: 1 <= v <= MAX_NEW_TOKENS, f"an integer from 1 to {MAX_NEW_TOKENS}"),
+    "temperature": ((int, float), lambda v: MIN_TEMPERATURE <= v <= MAX_TEMPERATURE,
+                    f"a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE}"),
     "top_k": ((int,), lambda v: 1 <= v <= MAX_TOP_K, f"an integer from 1 to {MAX_TOP_K}"),
     "top_p": ((int, float), lambda v: 0 < v <= 1, "a number above 0, at most 1"),
     "seed": ((int,), lambda v: 0 <= v <= MAX_SEED, "an integer from 0 to 2**63 - 1"),
