@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from genq.core.models.gpt import kernels
+
 if TYPE_CHECKING:
     from genq.core.models.gpt.net import GPT, Block
 
@@ -190,9 +192,11 @@ def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]
     weights = [_decode_weights(block, transposed) for block in model.h]
     head = (_norm_args(model.ln_f), transposed(model.lm_head.weight), model.wte.weight.detach())
 
+    fused = traced and hs % 8 == 0 and kernels.decode_attention()  # else torch's three calls per layer
+
     def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
              pos: torch.Tensor) -> torch.Tensor:
-        return _decode(weights, head, nh, hs, c.block_size, kv, rope, hidden, rows, tokens, pos)
+        return _decode(weights, head, nh, hs, c.block_size, kv, rope, hidden, rows, tokens, pos, fused)
 
     if not traced:  # views of the weights: always current
         return _Step(step, versions, copies, refreshable=True)
@@ -272,30 +276,37 @@ def _ring_rows(slots: int, nh: int, W: int, device: str | torch.device) -> torch
 
 
 def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, W: int, kv: torch.Tensor, rope: torch.Tensor,
-            hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+            hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor,
+            fused: bool = False) -> torch.Tensor:
     """GPT.decode_slots' step on the cache's tensors: kv (n_layer, 2, S, nh, W, hs), rope (positions, hs/2),
-    hidden (W, width): the mask's rows, read up to the widest position, rows (S, 2 nh): _ring_rows. The model's
+    hidden (W, width): the mask's rows, read up to the widest position, rows (S, 2 nh): _ring_rows; fused: the
+    attention by genq's kernel (kernels.py), which reads each key and value once, else by torch's. The model's
     sizes are constants; the batch S is -1 in every view, and width the one size read from a tensor, so that one
     trace serves every batch and width with no size arithmetic (traced, each size and sum was an op of its own:
     ~90 of a step's ~280)."""
     width = hidden.size(1)
     where = (rows + (pos % W)[:, None]).view(-1)  # each new key's and value's row in kv[layer] seen as (-1, hs)
-    hidden = hidden.index_select(0, pos.clamp(max=W - 1))[:, None, None, :]  # (S, 1, 1, width)
-    hidden = hidden.expand(-1, nh, -1, -1).flatten(0, 1)  # (S nh, 1, width)
+    mask = hidden.index_select(0, pos.clamp(max=W - 1))  # (S, width)
     turn = rope.index_select(0, pos)[:, None]  # (S, 1, hs/2) complex: RoPE at each row's position
     scale = 1.0 / math.sqrt(hs)
     rings = kv.view(len(weights), -1, hs).unbind(0)  # per layer, kv[layer] as rows of hs
-    keys = kv[:, 0, :, :, :width].flatten(1, 2).transpose(2, 3).unbind(0)  # per layer (S nh, hs, width): views
-    values = kv[:, 1, :, :, :width].flatten(1, 2).unbind(0)  # per layer (S nh, width, hs)
+    if fused:
+        layers = kv.unbind(0)  # per layer (2, S, nh, W, hs)
+    else:
+        hidden = mask[:, None, None, :].expand(-1, nh, -1, -1).flatten(0, 1)  # (S nh, 1, width)
+        keys = kv[:, 0, :, :, :width].flatten(1, 2).transpose(2, 3).unbind(0)  # per layer (S nh, hs, width): views
+        values = kv[:, 1, :, :, :width].flatten(1, 2).unbind(0)  # per layer (S nh, width, hs)
     x = head[2].index_select(0, tokens)  # (S, C)
     for layer, (ln_1, qkv_t, qkv_b, qk_norm, proj_t, proj_b, ln_2, fc_t, fc_b, out_t, out_b) in enumerate(weights):
         qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(-1, 3 * nh, hs)
         _turn(qkv[:, :2 * nh], qk_norm, turn, 2 * nh, hs)
         rings[layer].index_copy_(0, where, _as(qkv[:, nh:].reshape(-1, hs), kv.dtype))  # the key and the value
         q = _as(qkv[:, :nh].reshape(-1, 1, hs), kv.dtype)
-        # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
-        scores = torch.baddbmm(_as(hidden, kv.dtype), q, keys[layer], alpha=scale)  # (S nh, 1, width)
-        y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), kv.dtype), values[layer])
+        if fused:
+            y = torch.ops.genq.decode_attention(q.view(-1, hs), layers[layer], mask, scale)  # (S nh, hs)
+        else:  # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
+            scores = torch.baddbmm(_as(hidden, kv.dtype), q, keys[layer], alpha=scale)  # (S nh, 1, width)
+            y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), kv.dtype), values[layer])
         x = _linear(_as(y.view(-1, nh * hs), x.dtype), proj_t, proj_b, residual=x)
         h = _linear(_norm(x, ln_2), fc_t, fc_b).relu_()
         x = _linear(h.mul_(h), out_t, out_b, residual=x)  # relu(h)^2 (the MLP's ReLUSquared, forward only)
