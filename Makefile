@@ -17,6 +17,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/python -m genq.core.models.gpt.kernels
 	touch $@
 
 install: $(STAMP)

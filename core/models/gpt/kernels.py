@@ -71,3 +71,10 @@ def decode_attention() -> bool:
         warnings.warn(f"decoding with torch's attention functions: genq's kernel is unavailable ({exc})", stacklevel=2)
         return False
     return True
+
+
+if __name__ == "__main__":  # `make install` and the Dockerfile build it ahead of the first job; never fails them
+    try:
+        print(f"genq's decoding kernel: {build()}")
+    except KernelUnavailable as exc:
+        print(f"genq's decoding kernel is unavailable, decoding uses torch's functions: {exc}")
