@@ -1,8 +1,8 @@
 """Uploaded datasets: stored under a generated name, their kind detected from the bytes, never from the name.
 
 Kinds: `text` (UTF-8 without NUL bytes), `images` (a PNG/JPEG or a zip of them, optionally in class
-folders), `audio` (a WAV or a zip of WAVs), `prompts` (a .csv with a `prompt` column or prompts in the
-first column, or .jsonl objects with a "prompt" key). The rules for text, images, audio and zips are
+folders), `audio` (a WAV or a zip of WAVs), `prompts` (a .csv with a `prompt` column, columns a
+job's template names, or one column of prompts, or .jsonl objects with a "prompt" key). The rules for text, images, audio and zips are
 genq.core.data.formats, the ones the training loaders apply, so that what uploads is what trains.
 """
 
@@ -117,9 +117,10 @@ def _check_zip(path: Path, max_unpacked: int) -> Detected:
     return Detected(media.kind, ".zip", info)
 
 
-def read_prompt_rows(path: Path, ext: str, template: str | None = None) -> list[PromptRow]:
-    """The rows of a .csv or .jsonl prompts file (genq.core.data.prompts), a bad row carrying its error;
-    TooLarge before reading a file over MAX_PROMPTS_BYTES, InvalidInput when no row is usable."""
+def read_prompt_rows(path: Path, ext: str, template: str | None = None, template_later: bool = False
+                     ) -> list[PromptRow]:
+    """The rows of a .csv or .jsonl prompts file (genq.core.data.prompts.parse_prompts), a bad row carrying its
+    error; TooLarge before reading a file over MAX_PROMPTS_BYTES, InvalidInput when no row is usable."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -127,12 +128,7 @@ def read_prompt_rows(path: Path, ext: str, template: str | None = None) -> list[
     if size > MAX_PROMPTS_BYTES:
         raise TooLarge(f"the prompts file is {size} bytes; a prompts file may hold at most {MAX_PROMPTS_BYTES}")
     with refused_as_invalid_input():
-        return prompts_format.parse_prompts(path.read_bytes(), ext.lstrip("."), template)
-
-
-def read_prompts(path: Path, ext: str) -> list[str]:
-    """The prompts of a .csv or .jsonl file, one per row ("" for a bad row)."""
-    return [row.prompt or "" for row in read_prompt_rows(path, ext)]
+        return prompts_format.parse_prompts(path.read_bytes(), ext.lstrip("."), template, template_later)
 
 
 def prompts_info(rows: list[PromptRow]) -> dict[str, Any]:
@@ -156,7 +152,7 @@ def detect_kind(
         return Detected("text", ".txt", check_text(path))
     if kind == "prompts" or (kind is None and suffix in (".csv", ".jsonl")):
         ext = suffix if suffix in (".csv", ".jsonl") else ".csv"
-        return Detected("prompts", ext, prompts_info(read_prompt_rows(path, ext)))
+        return Detected("prompts", ext, prompts_info(read_prompt_rows(path, ext, template_later=True)))
     magic = formats.magic(head)
     if magic == "zip":
         found = _check_zip(path, max_unpacked)

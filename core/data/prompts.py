@@ -86,6 +86,8 @@ def _check_prompt(prompt: object) -> str:
     if not isinstance(prompt, str):
         raise RowError("it has no prompt" if prompt is None else f"its prompt is a {type(prompt).__name__}, "
                                                                   "not a string")
+    if not prompt.strip():
+        raise RowError("its prompt is empty")
     if "\x00" in prompt or len(prompt) > MAX_PROMPT_CHARS:
         raise RowError(f"its prompt has a NUL character or more than {MAX_PROMPT_CHARS} characters")
     try:
@@ -139,7 +141,8 @@ def template_fields(template: str) -> list[str]:
     return [name for name, _, _ in fields]
 
 
-def _csv_rows(text: str, template: str | None) -> list[tuple[str, str | None, dict[str, Any]] | RowError]:
+def _csv_rows(text: str, template: str | None, template_later: bool
+              ) -> list[tuple[str, str | None, dict[str, Any]] | RowError]:
     try:
         table = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
     except csv.Error as exc:
@@ -161,7 +164,10 @@ def _csv_rows(text: str, template: str | None) -> list[tuple[str, str | None, di
                 out.append(exc)
         return out
     has_header = "prompt" in lower
-    column = lower.index("prompt") if has_header else 0  # no header: prompts in the first column
+    if not has_header and len(header) > 1 and not template_later:  # one column may be headerless prompts
+        raise DataError(f"the CSV has no 'prompt' column (its first row: {', '.join(header)[:200]}): name the "
+                        "column of prompts 'prompt', or give a template over the columns")
+    column = lower.index("prompt") if has_header else 0  # no header: prompts in the one column
     id_column = lower.index("id") if has_header and "id" in lower else None
     for r in table[1 if has_header else 0:]:
         try:
@@ -173,9 +179,11 @@ def _csv_rows(text: str, template: str | None) -> list[tuple[str, str | None, di
     return out
 
 
-def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[PromptRow]:
+def parse_prompts(data: bytes, fmt: str, template: str | None = None, template_later: bool = False
+                  ) -> list[PromptRow]:
     """The rows of a prompts file's bytes (`fmt` "jsonl" or "csv"): each usable or carrying its error.
-    DataError when the file as a whole is unusable: empty, not UTF-8, too many rows, or no usable row."""
+    DataError when the file as a whole is unusable: empty, not UTF-8, too many rows, or no usable row; or a CSV of
+    several columns, none named 'prompt', without a template (template_later: at upload, a job may name one)."""
     if not data.strip():
         raise DataError("the prompts file is empty")
     try:
@@ -189,7 +197,7 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[Pr
     if fmt == "jsonl":
         if template is not None:
             raise DataError("a template applies to CSV prompts files only")
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may stand in a string
             if not line.strip():
                 continue
             lines.append(number)
@@ -201,17 +209,18 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[Pr
             try:
                 parsed.append(_json_row(obj))
             except RowError as exc:
-                exc.row_id = _salvaged_id(obj)  # a bad row keeps its id, so the caller can tell which it was
+                exc.row_id, exc.prompt = _salvaged(obj)  # a bad row keeps its id and prompt, to tell which it was
                 parsed.append(exc)
     else:
-        parsed = _csv_rows(text, template)
+        parsed = _csv_rows(text, template, template_later)
     if len(parsed) > MAX_ROWS:
         raise DataError(f"the prompts file holds {len(parsed)} rows (at most {MAX_ROWS})")
     rows = []
     for i, item in enumerate(parsed):
         if isinstance(item, RowError):
             where = f"row {i} (line {lines[i]})" if lines else f"row {i}"
-            rows.append(PromptRow(row=i, prompt=None, row_id=getattr(item, "row_id", None), error=f"{where}: {item}"))
+            rows.append(PromptRow(row=i, prompt=getattr(item, "prompt", None), row_id=getattr(item, "row_id", None),
+                                  error=f"{where}: {item}"))
         else:
             rows.append(PromptRow(row=i, prompt=item[0], row_id=item[1], params=item[2]))
     if not any(r.error is None for r in rows):
@@ -221,14 +230,19 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None) -> list[Pr
     return rows
 
 
-def _salvaged_id(obj: object) -> str | None:
-    """The id of a bad JSON row, when it has a usable one."""
+def _salvaged(obj: object) -> tuple[str | None, str | None]:
+    """(id, prompt) of a bad JSON row, each when it has a usable one."""
     if not isinstance(obj, dict):
-        return None
+        return None, None
     try:
-        return _row_id(obj.get("custom_id", obj.get("id")))
+        row_id = _row_id(obj.get("custom_id", obj.get("id")))
     except RowError:
-        return None
+        row_id = None
+    try:
+        prompt = _check_prompt(obj.get("prompt"))
+    except RowError:
+        prompt = None
+    return row_id, prompt
 
 
 def _no_constant(name: str) -> None:

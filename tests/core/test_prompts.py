@@ -80,3 +80,28 @@ def test_whole_file_refusals(data, fmt, message):
 def test_nan_is_not_a_number_here():
     rows = parse_prompts(jsonl({"prompt": "a"}, '{"prompt": "b", "temperature": NaN}'), "jsonl")
     assert rows[1].error and "not JSON" in rows[1].error
+
+
+def test_a_json_string_may_hold_unicode_line_separators():
+    rows = parse_prompts('{"prompt": "ROMEO:\u2028JULIET:", "id": "ls"}\n{"prompt": "KING\u0085x"}\n'
+                         '{"prompt": "ROMEO:"}\n'.encode(), "jsonl")
+    assert [(r.prompt, r.error) for r in rows] == [("ROMEO:\u2028JULIET:", None), ("KING\u0085x", None),
+                                                   ("ROMEO:", None)]
+
+
+def test_an_empty_prompt_is_a_bad_row_and_a_bad_row_keeps_its_prompt():
+    rows = parse_prompts(jsonl({"prompt": "  "}, {"prompt": "JULIET:", "id": "j", "max_new_tokens": "x"},
+                               {"prompt": "ROMEO:"}), "jsonl")
+    assert [(r.prompt, r.row_id, r.error) for r in rows] == [
+        (None, None, "row 0 (line 1): its prompt is empty"),
+        ("JULIET:", "j", 'row 1 (line 2): "max_new_tokens" must be an integer from 1 to 100000, got "x"'),
+        ("ROMEO:", None, None)]
+
+
+def test_a_csv_of_several_columns_needs_a_prompt_column_or_a_template():
+    data = b"name,features\nbob,tall\nann,short\n"
+    with pytest.raises(DataError, match="the CSV has no 'prompt' column .its first row: name, features."):
+        parse_prompts(data, "csv")
+    assert len(parse_prompts(data, "csv", template_later=True)) == 3  # at upload: the job names the template
+    assert [r.prompt for r in parse_prompts(data, "csv", "{name} is {features}")] == ["bob is tall", "ann is short"]
+    assert [r.prompt for r in parse_prompts(b"seven\nthree\n", "csv")] == ["seven", "three"]  # one column: headerless
