@@ -98,11 +98,13 @@ def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Te
     vocab = probs.size(-1)
     if filtered:
         ordered, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-        cut = torch.arange(vocab, device=probs.device) >= top_k  # past the top k
+        rank = torch.arange(vocab, device=probs.device)
+        cut = rank >= top_k  # past the top k
         kept = ordered.masked_fill(cut, 0.0)
         kept = kept / kept.sum(-1, keepdim=True)
-        # nucleus: the most likely tokens whose total reaches top_p (the first always kept)
-        cut |= kept.cumsum(-1) - kept >= top_p
+        # nucleus: the most likely tokens whose total reaches top_p; the first always kept (a top_p that is 0 in
+        # float32, such as 1e-300, would cut it)
+        cut |= (kept.cumsum(-1) - kept >= top_p) & (rank > 0)
         probs = probs.masked_fill(cut.scatter(1, order, cut), 0.0)
     cdf = probs.cumsum(-1)
     pick = torch.searchsorted(cdf, uniforms[:, None] * cdf[:, -1:], right=True)

@@ -173,6 +173,9 @@ def test_sample_rows_keeps_to_top_k_and_top_p():
     top_k, top_p = torch.tensor([[4], [2], [4]]), torch.tensor([[1.0], [1.0], [0.5]])
     picked = sample_rows(logits, torch.ones(3, 1), top_k, top_p, u)
     assert picked.tolist() == [3, 1, 0]  # all four; the top two; the nucleus holding half the mass: one
+    tiny = torch.tensor([[1e-300]], dtype=torch.float64).float()  # 0 in float32: the most likely token still
+    assert sample_rows(torch.tensor([[1.0, 3.0, 2.0]]), torch.ones(1, 1), torch.tensor([[3]]), tiny,
+                       torch.tensor([0.999])).tolist() == [1]
 
 
 def test_a_row_without_top_k_or_top_p_draws_the_same_whatever_its_neighbours_filter():
