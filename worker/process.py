@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger("genq")
+RESTARTS = 5  # a child that dies more often than this within a minute stops the supervisor
 SPIN_COUNT = "10000"  # GOMP_SPINCOUNT of CPU workers: rounds an idle OpenMP thread spins before it sleeps
 
 
@@ -43,16 +44,20 @@ def _die_with_parent() -> None:
 
 @dataclass
 class Supervisor:
-    """Starts child processes in their own sessions and stops them in order on SIGINT/SIGTERM."""
+    """Starts child processes in their own sessions, starts again one that dies (a worker killed by the kernel's
+    OOM killer, say: the dashboard and the scheduler stay up), and stops them in order on SIGINT/SIGTERM."""
 
     children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     stopping: bool = False
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
+    deaths: dict[str, list[float]] = field(default_factory=dict)  # each child's recent deaths (monotonic)
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         # Own session: a Ctrl-C reaches only the supervisor, which then stops the children in order.
         process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, start_new_session=True,
                                    preexec_fn=_die_with_parent)
-        self.children.append((name, process))
+        self.children = [(n, p) for n, p in self.children if n != name] + [(name, process)]
+        self.commands[name] = (argv, env)
         return process
 
     def install_signal_handlers(self) -> None:
@@ -63,13 +68,21 @@ class Supervisor:
         signal.signal(signal.SIGTERM, handle)
 
     def wait(self) -> int:
-        """Block until a stop signal or a child's death; then stop all children. Returns an exit code."""
+        """Block until a stop signal, starting again each child that dies; stop everything instead once a child
+        has died RESTARTS times within a minute (it cannot run: a bad setting, say). Returns an exit code."""
         while not self.stopping:
-            for name, process in self.children:
-                if process.poll() is not None:
-                    log.error("%s exited with code %s; stopping everything", name, process.returncode)
+            for name, process in list(self.children):
+                if process.poll() is None:
+                    continue
+                now = time.monotonic()
+                deaths = self.deaths[name] = [t for t in self.deaths.get(name, []) if now - t < 60] + [now]
+                if len(deaths) > RESTARTS:
+                    log.error("%s exited with code %s, %d times within a minute; stopping everything", name,
+                              process.returncode, len(deaths))
                     self.stop()
                     return 1
+                log.error("%s exited with code %s; starting it again", name, process.returncode)
+                self.start(name, *self.commands[name])
             time.sleep(0.5)
         self.stop()
         return 0
