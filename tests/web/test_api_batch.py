@@ -60,6 +60,26 @@ def test_outputs_page_by_row(client, auth, db):
     assert client.get(f"/api/v1/jobs/{job}/outputs?limit=x", headers=auth).status_code == 422
 
 
+def test_a_running_jobs_rows_are_followed_in_the_order_they_were_stored(client, auth, db):
+    job = add_job(db, type="generate", status="running", rows_total=4)
+    with db.session() as s:
+        for row in (2, 0, 3):  # as continuous batching finishes them; row 1 still decoding
+            s.add(Output(job_id=job, index=row, row=row, kind="text", text=f"{row}"))
+            s.flush()
+    seen, cursor = [], 0
+    for _ in range(3):
+        answer = client.get(f"/api/v1/jobs/{job}/outputs?stored_after={cursor}&limit=2", headers=auth).json
+        seen += [o["row"] for o in answer["outputs"]]
+        cursor = answer["next"] if answer["next"] is not None else (answer["outputs"] or [{"id": cursor}])[-1]["id"]
+    assert seen == [2, 0, 3]  # by ?after=ROW a client at row 2 would never see row 0
+    with db.session() as s:
+        s.add(Output(job_id=job, index=1, row=1, kind="text", text="1"))
+    later = client.get(f"/api/v1/jobs/{job}/outputs?stored_after={cursor}", headers=auth).json
+    assert [o["row"] for o in later["outputs"]] == [1] and later["next"] is None
+    both = client.get(f"/api/v1/jobs/{job}/outputs?after=0&stored_after=0", headers=auth)
+    assert both.status_code == 422 and "not both" in both.json["message"]
+
+
 @pytest.mark.parametrize("fields, body, status, words", [
     ({"status": "running"}, {}, 409, "once it has finished"),
     ({"type": "train"}, {}, 422, "only generation jobs"),

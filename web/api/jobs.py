@@ -99,14 +99,21 @@ def metrics(job_id: int):
 def outputs(job_id: int):
     """{"outputs": [{"id", "index", "row", "row_id", "status", "error", "prompt", "kind", "text" or "url"}],
     "next"}: with ?after=ROW or ?limit=N, the outputs of the next N input rows and the row to ask after next
-    (null at the end); without, every output."""
+    (null at the end); with ?stored_after=ID, the next N outputs in the order they were stored, to follow a
+    running job, and the id to ask after next (null: none more yet); without, every output."""
     after = query_int("after", None, -1, MAX_ID, clamp=True)
+    stored_after = query_int("stored_after", None, 0, MAX_ID, clamp=True)
     limit = query_int("limit", None, 1, 1000, clamp=True)
+    if after is not None and stored_after is not None:
+        raise InvalidInput("give ?after=ROW (input order) or ?stored_after=ID (the order rows are stored), not both")
     with state().db.session() as s:
         owned(s, Job, job_id, g.caller.scope, "job")
-        if after is None and limit is None:
-            return jsonify({"outputs": queries.job_outputs(s, job_id), "next": None})
-        page, cursor = queries.output_rows_page(s, job_id, after, limit or 100)
+        if stored_after is not None:
+            page, cursor = queries.outputs_stored_after(s, job_id, stored_after, limit or 100)
+        elif after is None and limit is None:
+            page, cursor = queries.job_outputs(s, job_id), None
+        else:
+            page, cursor = queries.output_rows_page(s, job_id, after, limit or 100)
         return jsonify({"outputs": page, "next": cursor})
 
 

@@ -198,11 +198,14 @@ def spec() -> dict[str, Any]:
             errors=(404, 422),
         ),
         "/api/v1/jobs/{job_id}/outputs": _get(
-            "Generated samples; with after or limit, those of the next input rows and the `after` of the next page",
+            "Generated samples; with after or limit, those of the next input rows and the `after` of the next "
+            "page; with stored_after, the next ones stored and the `stored_after` of the next page",
             _json(_wrapped("outputs", "Output")),
             job_id
             + [
                 _query("after", {"type": "integer", "minimum": -1, "maximum": MAX_ID}, "the rows after this one"),
+                _query("stored_after", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                       "the outputs stored after this output id, in the order they were stored (a running job's)"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "this many rows (default 100)"),
             ],
             errors=(404, 422),
