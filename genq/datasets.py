@@ -1,9 +1,9 @@
 """Uploaded datasets: stored under a generated name, their kind detected from the bytes, never from the name.
 
 Kinds: `text` (UTF-8 without NUL bytes), `images` (a PNG/JPEG or a zip of them, optionally in class
-folders), `audio` (a WAV or a zip of WAVs), `prompts` (a .csv with a `prompt` column, columns a
-job's template names, or one column of prompts, or .jsonl objects with a "prompt" key). The rules for text, images, audio and zips are
-genq.core.data.formats, the ones the training loaders apply, so that what uploads is what trains.
+folders), `audio` (a WAV or a zip of WAVs), `prompts` (a .csv with a `prompt` column, columns a job's template
+names, or one column of prompts, or .jsonl objects with a "prompt" key). The rules for text, images, audio and
+zips are genq.core.data.formats, the ones the training loaders apply, so that what uploads is what trains.
 """
 
 from __future__ import annotations
