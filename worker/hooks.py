@@ -27,6 +27,7 @@ from genq.worker.retry import with_retry
 from genq.worker.rows import FILES_EVERY, record_rows, write_files
 
 log = logging.getLogger("genq.worker")
+ETA_AFTER_ROWS = 50  # a generation job shows an eta once this many rows (or 5% of them) are done
 MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
 
 
@@ -93,9 +94,13 @@ class RowCounts:
     def after(self, rows: list[RowResult]) -> dict[str, object]:
         """The job's progress and eta_at once `rows` are stored."""
         self.done += len({r.row for r in rows})
-        rate = (self.done - self.start_done) / max(time.monotonic() - self.started, 1e-6)
+        measured = self.done - self.start_done
+        rate = measured / max(time.monotonic() - self.started, 1e-6)
         left = max(self.total - self.done, 0)
-        eta = utcnow() + timedelta(seconds=left / rate) if rate > 0 else None
+        # none from the first rows: continuous batching finishes its first slots' rows together, well after the
+        # start, and one row over those seconds put a 30 s job's end hours away
+        enough = measured >= min(ETA_AFTER_ROWS, max(1, (self.total - self.start_done) // 20))
+        eta = utcnow() + timedelta(seconds=left / rate) if enough and rate > 0 else None
         return {"progress": min(1.0, self.done / self.total) if self.total else 1.0, "eta_at": eta}
 
 

@@ -250,6 +250,10 @@ def job_to_dict(session: Session, job: Job, brief: bool = False, forecast: bool 
     forecast=False the queue position, ETA and wait reason (null): a submission's answer does not forecast the
     pool, which costs about a millisecond per queued job and would make a burst of submissions quadratic."""
     where = standing(session, job) if forecast else Standing(None, None, None)
+    # a running generation job knows its end from its rows, once enough are done; the forecast times the others
+    eta = job.eta_at if job.status == "running" and (job.eta_at is not None or job.rows_total) else where.eta
+    if job.status == "running" and eta is not None and eta < utcnow():
+        eta = None  # overdue: the end is not known
     out = JobOut(
         id=job.id,
         type=job.type,
@@ -260,8 +264,7 @@ def job_to_dict(session: Session, job: Job, brief: bool = False, forecast: bool 
         step=job.step,
         attempts=job.attempts,
         queue_position=where.queue_position,
-        # a running generation job knows its end from its rows; the forecast times the others
-        eta=iso(job.eta_at if job.status == "running" and job.eta_at is not None else where.eta),
+        eta=iso(eta),
         wait_reason=where.wait_reason,
         preemptions=job.preemptions,
         preemptible=job.preemptible,

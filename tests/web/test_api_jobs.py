@@ -228,3 +228,16 @@ def test_generate_refuses_other_teams_and_missing_sources(client, auth, other_au
         "/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": mine, "dataset": text_ds}
     )
     assert wrong_kind.status_code == 422 and "prompts dataset" in wrong_kind.json["message"]
+
+
+def test_a_running_jobs_eta_is_in_the_future_or_unknown(client, auth, db):
+    from datetime import timedelta
+
+    from genq.db.models import utcnow
+
+    overdue = add_job(db, status="running", started_at=utcnow() - timedelta(hours=1), eta_at=utcnow() - timedelta(1))
+    rows = add_job(db, type="generate", status="running", started_at=utcnow(), rows_total=3000)
+    ahead = add_job(db, type="generate", status="running", started_at=utcnow(), rows_total=3000,
+                    eta_at=utcnow() + timedelta(minutes=5))
+    etas = [client.get(f"/api/v1/jobs/{j}", headers=auth).json["eta"] for j in (overdue, rows, ahead)]
+    assert etas[:2] == [None, None] and etas[2] is not None

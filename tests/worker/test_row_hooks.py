@@ -55,3 +55,10 @@ def test_a_worker_that_lost_the_job_stores_no_rows(db, settings):
         stale.flush()
     with db.session() as s:
         assert s.scalars(select(Output).where(Output.job_id == job_id)).all() == []
+
+
+def test_no_eta_from_a_large_jobs_first_rows():
+    counts = RowCounts(total=3000, done=100)  # a resumed job: its own rows count, not the first attempt's
+    assert counts.after([RowResult(100, 100, "a", "a!")])["eta_at"] is None
+    assert counts.after([RowResult(r, r, "a", "a!") for r in range(101, 149)])["eta_at"] is None
+    assert counts.after([RowResult(149, 149, "a", "a!")])["eta_at"] is not None  # 50 rows of this attempt
