@@ -116,7 +116,8 @@ class JobOut(BaseModel):
     source_job: int | None
     base: str | None = Field(None, description="the models-folder model a generate job samples without a source job")
     params: dict[str, Any]
-    prompts: list[str] | int | None = Field(description="the prompts; in listings only their number")
+    prompts: list[str] | int | None = Field(
+        description="the prompts given inline; their number in listings and for prompts from a dataset")
     priority: int
     gpus: int
     pool: str

@@ -246,9 +246,10 @@ def cancel_job(session: Session, job: Job) -> Job:
 
 
 def job_to_dict(session: Session, job: Job, brief: bool = False, forecast: bool = True) -> dict[str, Any]:
-    """The JSON form of a job (CONTRACT.md's fields plus the submission); `brief` leaves out the prompts, and
-    forecast=False the queue position, ETA and wait reason (null): a submission's answer does not forecast the
-    pool, which costs about a millisecond per queued job and would make a burst of submissions quadratic."""
+    """The JSON form of a job (CONTRACT.md's fields plus the submission). `brief` gives the prompts' number, not
+    the prompts, as for prompts from a dataset (up to 32 MB of them: the dataset has them); forecast=False leaves
+    out the queue position, ETA and wait reason (null): a submission's answer does not forecast the pool, which
+    costs about a millisecond per queued job and would make a burst of submissions quadratic."""
     where = standing(session, job) if forecast else Standing(None, None, None)
     # a running generation job knows its end from its rows, once enough are done; the forecast times the others
     eta = job.eta_at if job.status == "running" and (job.eta_at is not None or job.rows_total) else where.eta
@@ -290,8 +291,8 @@ def job_to_dict(session: Session, job: Job, brief: bool = False, forecast: bool 
         rows_failed=job.rows_failed,
         retry_of=job.retry_of,
     ).model_dump()
-    if brief:
-        out["prompts"] = None if job.prompts is None else len(job.prompts)
+    if (brief or job.dataset_id is not None) and job.prompts is not None:  # a file's prompts are in the dataset
+        out["prompts"] = len(job.prompts)
     return out
 
 

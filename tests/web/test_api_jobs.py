@@ -174,7 +174,9 @@ def test_generate_with_prompts_dataset(client, auth, db, settings):
     job = client.post(
         "/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source, "dataset": prompts}
     ).json
-    assert job["prompts"] == ["seven", "a handwritten three"] and job["dataset"] == prompts
+    assert job["prompts"] == 2 and job["dataset"] == prompts
+    with db.session() as s:
+        assert s.get(Job, job["id"]).prompts == ["seven", "a handwritten three"]
     (settings.artifacts / "datasets" / str(prompts) / "data.csv").unlink()
     gone = client.post(
         "/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source, "dataset": prompts}
