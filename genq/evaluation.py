@@ -102,6 +102,9 @@ def visible_output(session: Session, output_id: int, team_id: int) -> Output:
     if out.step is not None:  # a gallery sample is replaced when its step is evaluated again: not judged
         raise Conflict(f"output {output_id} is a sample drawn at training step {out.step}; rate the job's "
                        "final outputs")
+    if out.status != "ok":
+        raise Conflict(f"output {output_id} is a row that failed ({(out.error or 'no output')[:80]}): there is "
+                       "nothing to judge")
     return out
 
 
@@ -121,7 +124,7 @@ def rating_summary(session: Session, job_id: int) -> dict[str, Any]:
     rows = session.execute(
         select(Rating.score, func.count())
         .join(Output, Rating.output_id == Output.id)
-        .where(Output.job_id == job_id)
+        .where(Output.job_id == job_id, Output.status == "ok")
         .group_by(Rating.score)
     )
     for score, n in rows:
@@ -178,7 +181,8 @@ def next_pair(
     groups: dict[str | None, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))  # prompt: job: outputs
     for output_id, job_id, prompt in session.execute(
         # Final outputs only: gallery samples drawn during training (a step) are not what the job produced.
-        select(Output.id, Output.job_id, Output.prompt).where(Output.job_id.in_(ids), Output.step.is_(None))
+        select(Output.id, Output.job_id, Output.prompt)
+        .where(Output.job_id.in_(ids), Output.step.is_(None), Output.status == "ok")  # a failed row has nothing
         .order_by(Output.id)
     ):
         job_of[output_id], prompt_of[output_id] = job_id, prompt
@@ -246,7 +250,7 @@ def _votes(session: Session, job_ids: Sequence[int]):
         )
         .join(first, PreferenceVote.a_output_id == first.id)
         .join(second, PreferenceVote.b_output_id == second.id)
-        .where(first.job_id.in_(job_ids), second.job_id.in_(job_ids))
+        .where(first.job_id.in_(job_ids), second.job_id.in_(job_ids), first.status == "ok", second.status == "ok")
         .order_by(PreferenceVote.id)
     ).all()
 
@@ -365,7 +369,7 @@ def export_rows(
         .join(first, PreferenceVote.a_output_id == first.id)
         .join(second, PreferenceVote.b_output_id == second.id)
         .join(Job, first.job_id == Job.id)
-        .where(Job.team_id == team_id, PreferenceVote.winner != "tie")
+        .where(Job.team_id == team_id, PreferenceVote.winner != "tie", first.status == "ok", second.status == "ok")
         .order_by(PreferenceVote.id)
     )
     if job_ids is not None:

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from genq.db.models import ApiToken, PreferenceVote, Rating, ShownPair
+from genq.db.models import ApiToken, Output, PreferenceVote, Rating, ShownPair
 from tests.web.conftest import add_artifact, add_job, add_output, bearer, count, make_token, png, wav
 from tests.web.judging import judge, prefer, text_jobs
 
@@ -130,6 +130,23 @@ def test_gallery_samples_drawn_during_training_are_never_paired(client, auth, db
     sample = client.get(f"/api/v1/jobs/{x}/samples", headers=auth).json["samples"][0]["id"]
     refused = client.put(f"/api/v1/outputs/{sample}/rating", headers=auth, json={"score": 3})
     assert refused.status_code == 409 and "training step 10" in refused.json["message"]
+
+
+def test_a_failed_row_is_neither_paired_rated_nor_shown_as_an_output(client, auth, db):
+    x, y = text_jobs(db, ["p0"])
+    failed = {}
+    for job in (x, y):  # a prompts file's bad row, in both jobs: stored with its error, and no text
+        failed[job] = add_output(db, job, 5, "text", prompt=None, text=None)
+    with db.session() as s:
+        for output_id in failed.values():
+            s.get(Output, output_id).status, s.get(Output, output_id).error = "error", "row 5 (line 6): not JSON"
+    pairs = judge(client, auth, [x, y], prefer("X"), 3)
+    assert all(failed[x] not in (p["a"]["id"], p["b"]["id"]) for p in pairs)
+    assert {p["unjudged"] for p in pairs} == {1, 0}  # the one pair of real outputs
+    refused = client.put(f"/api/v1/outputs/{failed[x]}/rating", headers=auth, json={"score": 4})
+    assert refused.status_code == 409 and "failed (row 5 (line 6): not JSON)" in refused.json["message"]
+    page = client.get(f"/jobs/{x}", headers=auth).text
+    assert "row 5 (line 6): not JSON" in page and f'data-output-id="{failed[x]}"' not in page
 
 
 def test_media_outputs_in_a_pair_come_by_url(client, auth, db, settings):
