@@ -299,3 +299,28 @@ def test_charts_zoom_compare_and_fit_a_phone(page, server, db, token):
         page.goto(f"{server}{path}")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     assert page.outside == [], f"requests left localhost: {page.outside}"
+
+
+def test_a_polling_job_page_keeps_its_log_and_facts_current(page, server, db, token):
+    from datetime import timedelta
+
+    from genq.db.models import JobLog, utcnow
+
+    job_id = add_job(db, status="running", started_at=utcnow(), eta_at=utcnow() + timedelta(hours=1))
+    page.route("**/api/v1/events**", lambda route: route.fulfill(status=503, body="busy"))  # no event stream
+    page.goto(f"{server}/login?next=/jobs/{job_id}")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/jobs/{job_id}")
+    expect(page.locator("body")).to_have_attribute("data-live", "polling")
+    assert page.locator("#job-eta").is_visible()
+    with db.session() as s:
+        s.add(JobLog(job_id=job_id, message="step 100: val/loss 1.9"))
+    expect(page.locator("#job-log li", has_text="step 100: val/loss 1.9")).to_be_visible(timeout=15_000)
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        job.status, job.finished_at, job.eta_at = "succeeded", utcnow(), None
+        s.add(JobLog(job_id=job_id, message="succeeded"))
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=15_000)
+    expect(page.locator("#job-log li", has_text="succeeded")).to_be_visible()
+    expect(page.locator("#job-eta")).to_be_hidden()  # a finished job expects nothing

@@ -32,7 +32,7 @@
       mode("events");
     }
     function connect() {
-      if (stopped) return;
+      if (stopped || document.hidden) return;  // a hidden tab connects when shown again
       source = new EventSource(url);
       source.onopen = function () { alive(); if (resync) resync(); };
       source.addEventListener("ping", alive);
@@ -58,6 +58,17 @@
     }
     if (typeof EventSource === "undefined") { polling = true; mode("polling"); pollLoop(); }
     else connect();
+    // A browser opens at most 6 connections to a server over HTTP/1.1, and each stream holds one: a hidden tab
+    // lets go of its stream (and stops polling), and catches up when shown again (resync at the reconnection).
+    document.addEventListener("visibilitychange", function () {
+      if (stopped || typeof EventSource === "undefined") return;
+      if (document.hidden) {
+        clearTimeout(watchdog);
+        if (source) source.close();
+        source = null;
+        polling = false;
+      } else if (!source) connect();
+    });
     return function stop() {
       stopped = true;
       clearTimeout(watchdog);
@@ -80,14 +91,27 @@
     return s;
   }
 
-  function jobRow(tbody, job) {
+  // One row as jobs.html renders it: the queue position, the expected start and why the job waits while
+  // queued, and (for the operator) its team.
+  function jobRow(tbody, job, operator) {
     var row = tbody.insertRow();
     row.dataset.jobId = job.id;
     var link = document.createElement("a");
     link.href = "/jobs/" + job.id; link.textContent = "#" + job.id;
     td(row, link); td(row, job.type); td(row, job.model);
     var st = td(row, span(job.status, "status status-" + job.status));
-    if (job.queue_position !== null) st.appendChild(span(" #" + (job.queue_position + 1) + " in queue", "muted"));
+    if (job.queue_position !== null && job.queue_position !== undefined) {
+      var place = span(" #" + (job.queue_position + 1) + " in queue" +
+        (job.eta ? ", starts ~" + job.eta.slice(11, 16) + " UTC" : ""), "muted");
+      place.title = job.wait_reason || "";
+      st.appendChild(place);
+      if (job.wait_reason) {
+        var reason = document.createElement("div");
+        reason.className = "muted small reason"; reason.textContent = job.wait_reason;
+        st.appendChild(reason);
+      }
+    }
+    if (operator) st.appendChild(span(" " + job.team, "muted small"));
     var bar = document.createElement("progress");
     bar.max = 1; bar.value = job.progress;
     var cell = td(row, bar, "wide");
@@ -102,7 +126,7 @@
     function fill(jobs) {
       if (!jobs.length) return;
       while (tbody.rows.length) tbody.deleteRow(0);
-      jobs.forEach(function (job) { jobRow(tbody, job); });
+      jobs.forEach(function (job) { jobRow(tbody, job, table.dataset.operator === "1"); });
     }
     function progress(data) {
       var row = tbody.querySelector('tr[data-job-id="' + data.id + '"]');
@@ -119,6 +143,11 @@
 
   // -- the job page ---------------------------------------------------------------------------------------------
   function setText(id, text) { var n = document.getElementById(id); if (n) n.textContent = text; }
+  // A fact of the job page's list: its text, and its row hidden while it has none.
+  function fact(id, text) {
+    var n = document.getElementById(id);
+    if (n) { n.textContent = text; n.parentNode.hidden = !text; }
+  }
   function when(iso) { return iso ? iso.slice(0, 19).replace("T", " ") : "—"; }
 
   function jobPage(box) {
@@ -147,11 +176,17 @@
       setText("job-attempts", job.attempts + " / " + job.max_attempts);
       setText("job-started", when(job.started_at));
       setText("job-finished", when(job.finished_at));
+      fact("job-eta", job.eta ? when(job.eta) + " UTC" : "");  // the forecast moves; a finished job has none
+      setText("job-eta-label", job.status === "queued" ? "Expected start" : "Expected end");
+      fact("job-wait-reason", job.wait_reason || "");
       var err = document.getElementById("job-error");
       if (err) { err.hidden = !job.error; err.textContent = job.error || ""; }
       if (finished(job.status)) {
         if (stop) stop();
-        if (!finished(shown)) refreshSoon();  // final evaluation, outputs, samples, artifacts, the buttons
+        if (!finished(shown)) {
+          refreshSoon();  // final evaluation, outputs, samples, artifacts, the buttons
+          if (log) getJSON("/api/v1/jobs/" + id + "/logs?after=" + lastLog).then(lines).catch(function () {});
+        }
       }
       shown = job.status;
     }
@@ -179,7 +214,7 @@
 
     function lines(answer) {
       if (!log) return;
-      answer.lines.forEach(function (line) {
+      (answer.lines || answer.logs || []).forEach(function (line) {  // an event's lines, or GET .../logs
         if (line.id <= lastLog) return;
         lastLog = line.id;
         var empty = log.querySelector("li.muted");
