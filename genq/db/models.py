@@ -71,6 +71,7 @@ class ApiToken(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = {"sqlite_autoincrement": True}  # a deleted dataset's id is never another's (its store keys)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)

@@ -188,3 +188,9 @@ def test_delete_an_unused_dataset_and_its_file(client, auth, other_auth, db, set
     assert client.get(f"/api/v1/datasets/{unused['id']}", headers=auth).status_code == 404
     assert stored_files(settings) == [f"datasets/{kept['id']}/data.txt"]
     assert client.delete(f"/api/v1/datasets/{unused['id']}", headers=auth).status_code == 404
+
+
+def test_a_deleted_datasets_id_is_never_given_again(client, auth):
+    first = upload(client, auth, b"one", "a.txt").json["id"]
+    assert client.delete(f"/api/v1/datasets/{first}", headers=auth).status_code == 200
+    assert upload(client, auth, b"two", "b.txt").json["id"] == first + 1  # SQLite reused the highest id
