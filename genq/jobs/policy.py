@@ -155,8 +155,10 @@ class _Allocator:
         return self.snap.default_run_seconds if seconds is None else max(seconds, 0.0)
 
     def _occupy(self, team: str, gpus: int, node: str | None, end: float | None, already: bool = False) -> None:
-        if node is None or node not in self.free:  # sent, not yet claimed: it takes room on the emptiest worker
+        if node is None:  # sent, not yet claimed: it takes room on the emptiest worker
             node = max(self.free, key=self.free.get, default=None)
+        elif node not in self.free:  # running on a host that takes no new job (draining): none of theirs held
+            node = None
         if node is not None:
             self.free[node] -= gpus
             end = max(end if end is not None else self.now + self.snap.default_run_seconds, self.now)

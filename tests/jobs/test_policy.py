@@ -53,6 +53,13 @@ def test_a_whole_slot_owed_goes_before_a_fraction_of_one():
     assert plan(snap).starts == [(2, "w")]
 
 
+def test_a_job_running_on_a_draining_host_holds_no_slot_of_the_others():
+    # hosts v and v2, one slot each; v2 drains (its workers are not among the snapshot's nodes) while it runs 51
+    running = [Running(id=51, team="a", node="v2", expected_end=600.0)]
+    snap = Snapshot(now=0, nodes=[Node("v", 1)], running=running, queue=queue("b", 1, 52), teams=teams(a=1, b=1))
+    assert plan(snap).starts == [(52, "v")]
+
+
 def test_priority_then_age_within_a_team():
     jobs = queue("a", 3, 1) + [Waiting(id=9, team="a", priority=5, created_at=99.0)]
     snap = Snapshot(now=0, nodes=[Node("w", 2)], running=[], queue=jobs, teams=teams(a=1))

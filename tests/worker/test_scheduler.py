@@ -36,9 +36,14 @@ def add_jobs(db, n: int, **fields) -> list[int]:
         return [j.id for j in jobs]
 
 
+def worker_id(slots: int = 1, pool: str = "default", age: float = 0.0) -> str:
+    """The id add_worker gives, in the form genq.worker.runner's ids have (HOST:PID:TOKEN)."""
+    return f"h:{slots}:{pool}{age}"
+
+
 def add_worker(db, slots: int = 1, pool: str = "default", age: float = 0.0) -> None:
     with db.session() as s:
-        s.add(Worker(id=f"w{slots}{pool}{age}", hostname="h", pool=pool, slots=slots,
+        s.add(Worker(id=worker_id(slots, pool, age), hostname="h", pool=pool, slots=slots,
                      last_heartbeat=utcnow() - timedelta(seconds=age)))
 
 
@@ -185,7 +190,7 @@ def test_while_a_job_of_two_devices_holds_a_host_one_of_one_device_goes_to_the_h
 def test_a_full_pool_is_decided_only_when_a_running_job_may_be_preempted(db, scheduler, monkeypatch):
     add_worker(db, slots=1)
     add_jobs(db, 1)  # waits for the one slot
-    (running,) = add_jobs(db, 1, status="running", worker_id="w1default0.0", run_started_at=utcnow())
+    (running,) = add_jobs(db, 1, status="running", worker_id=worker_id(), run_started_at=utcnow())
     decided, decide = [], scheduler.decide
     monkeypatch.setattr(scheduler, "decide", lambda pool, free: decided.append(pool) or decide(pool, free))
     assert scheduler.may_preempt("default") is False  # started just now: under preempt_min_run_seconds
@@ -202,3 +207,15 @@ def test_a_full_pool_is_decided_only_when_a_running_job_may_be_preempted(db, sch
         s.get(Job, running).preemptible = True
     monkeypatch.setattr(scheduler, "settings", replace(scheduler.settings, preempt_min_run_seconds=-1.0))  # off
     assert scheduler.may_preempt("default") is False
+
+
+def test_a_job_running_on_a_draining_host_holds_no_slot_of_the_online_ones(db, scheduler):
+    with db.session() as s:
+        s.add_all([Worker(id="v:1:a", hostname="v", slots=1, last_heartbeat=utcnow()),
+                   Worker(id="v2:1:b", hostname="v2", slots=1, status="draining", last_heartbeat=utcnow())])
+    add_jobs(db, 1, status="running", worker_id="v2:1:b")
+    (waiting,) = add_jobs(db, 1)
+    assert scheduler.free_slots() == {"default": 1}
+    assert scheduler.dispatch() == 1
+    with db.session() as s:
+        assert s.get(Job, waiting).dispatched_at is not None

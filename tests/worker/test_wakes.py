@@ -13,7 +13,7 @@ from genq.db import Worker
 from genq.events import WAKE_KEY, Publisher, WakeSignal
 from genq.redis_server import free_port
 from genq.worker.scheduler import Scheduler
-from tests.worker.test_scheduler import add_jobs, add_worker, queued_messages
+from tests.worker.test_scheduler import add_jobs, add_worker, queued_messages, worker_id
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_a_wake_dispatches_without_waiting_for_the_tick(db, settings, fresh_redi
 
 def db_worker_status(db) -> str:
     with db.session() as s:
-        return s.get(Worker, "w1default3600").status
+        return s.get(Worker, worker_id(age=3600)).status
 
 
 def test_with_wakes_lost_the_tick_still_dispatches(db, settings, fresh_redis):
