@@ -191,7 +191,7 @@ class _Allocator:
             return f"team {team.name} is at its quota of {_gpus(team.max_gpus)}"
         if team.gpu_hours_per_week is not None and team.week_gpu_hours >= team.gpu_hours_per_week:
             return (f"team {team.name} has used its {team.gpu_hours_per_week:g} GPU-hours of the last 7 days "
-                    f"({team.week_gpu_hours:.1f} used)")
+                    f"({team.week_gpu_hours:.3g} used)")
         return None
 
     def place(self, job: Waiting) -> str | None:
@@ -350,23 +350,30 @@ def _victims(snap: Snapshot, alloc: _Allocator) -> list[int]:
     heads = sorted((j for q in alloc.queues.values() for j in list(q)[:alloc.capacity]),
                    key=lambda j: (alloc.key(j.team), _job_order(j)))
     for job in heads:
-        if alloc.blocked_by_quota(job) or job.gpus > alloc.widest:
+        team = alloc._team(job.team)
+        if job.gpus > alloc.widest or (team.gpu_hours_per_week is not None
+                                       and team.week_gpu_hours >= team.gpu_hours_per_week):
             continue
+        # at its device quota a team may still swap a job of its own, of lower priority, for this one
+        over_quota = (0 if team.max_gpus is None else
+                      max(0, running_gpus.get(job.team, 0) + job.gpus - team.max_gpus))
         below = running_gpus.get(job.team, 0) + job.gpus <= alloc.share.get(job.team, 0.0) + 1e-9
         best: tuple[float, list[Running]] | None = None
         for node, jobs in by_node.items():
             if node is None:
                 continue
-            free = alloc.free.get(node, 0)
+            free, own = alloc.free.get(node, 0), 0
             pick, lost = [], 0.0
-            losers = [r for r in jobs if r.id not in chosen and _may_lose(r, job, below, snap, alloc, running_gpus)]
+            losers = [r for r in jobs if r.id not in chosen and (not over_quota or r.team == job.team)
+                      and _may_lose(r, job, below, snap, alloc, running_gpus)]
             for r in sorted(losers, key=lambda r: (r.at_risk_seconds * r.gpus, -r.started_at)):
-                if free >= job.gpus:
+                if free >= job.gpus and own >= over_quota:
                     break
                 pick.append(r)
                 free += r.gpus
+                own += r.gpus if r.team == job.team else 0
                 lost += r.at_risk_seconds * r.gpus
-            if free >= job.gpus and pick and (best is None or lost < best[0]):
+            if free >= job.gpus and own >= over_quota and pick and (best is None or lost < best[0]):
                 best = (lost, pick)
         if best is not None:
             for r in best[1]:

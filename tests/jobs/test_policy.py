@@ -125,6 +125,19 @@ def test_preemption_takes_back_a_share_losing_the_least_work_and_sparing_the_pro
     assert plan(snap).preempt == [101], "a job of higher priority preempts its own team's"
 
 
+def test_at_its_device_quota_a_team_swaps_its_own_job_for_one_of_higher_priority():
+    # team a may run 1 device at once and runs job 100; b's job 101 runs too; one slot is free
+    running = [Running(id=100, team="a", node="w", started_at=0, at_risk_seconds=5),
+               Running(id=101, team="b", node="w", started_at=0, at_risk_seconds=1)]
+    capped = {"a": TeamState("a", 1, max_gpus=1), "b": TeamState("b", 1)}
+    snap = Snapshot(now=1000, nodes=[Node("w", 3)], running=running, teams=capped, min_run_seconds=300,
+                    queue=[Waiting(id=1, team="a", priority=5, created_at=0)])
+    decision = plan(snap)
+    assert decision.starts == [] and decision.preempt == [100], "its own job, never b's, and no start over quota"
+    snap.queue = [Waiting(id=1, team="a", priority=0, created_at=0)]
+    assert plan(snap).preempt == [], "not for a job of the same priority"
+
+
 def test_no_preemption_while_one_is_under_way_or_within_a_fair_share():
     running = [Running(id=100, team="a", node="w", at_risk_seconds=5, preempt_requested=True),
                Running(id=101, team="a", node="w", at_risk_seconds=5)]
