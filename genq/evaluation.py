@@ -92,11 +92,11 @@ def _upsert(session: Session, model: type, keys: dict[str, Any], values: dict[st
     return existed is None
 
 
-def visible_output(session: Session, output_id: int, team_id: int) -> Output:
-    """The output if it belongs to one of the team's jobs, else NotFound (another team's looks missing)."""
-    out = session.scalar(
-        select(Output).join(Job, Output.job_id == Job.id).where(Output.id == output_id, Job.team_id == team_id)
-    )
+def visible_output(session: Session, output_id: int, team_id: int | None) -> Output:
+    """The output if it belongs to one of the team's jobs (any team's for None: the operator), else NotFound
+    (another team's looks missing)."""
+    query = select(Output).join(Job, Output.job_id == Job.id).where(Output.id == output_id)
+    out = session.scalar(query if team_id is None else query.where(Job.team_id == team_id))
     if out is None:
         raise NotFound(f"output {output_id} not found")
     if out.step is not None:  # a gallery sample is replaced when its step is evaluated again: not judged
@@ -108,7 +108,7 @@ def visible_output(session: Session, output_id: int, team_id: int) -> Output:
     return out
 
 
-def rate(session: Session, token_id: int, team_id: int, output_id: int, body: object) -> tuple[dict, bool]:
+def rate(session: Session, token_id: int, team_id: int | None, output_id: int, body: object) -> tuple[dict, bool]:
     """Record the token's 1-5 score of an output (replacing its earlier one); the answer and whether it is new."""
     req: RatingRequest = _parse(RatingRequest, body, "rating")
     visible_output(session, output_id, team_id)
@@ -144,7 +144,7 @@ def own_scores(session: Session, token_id: int, job_id: int) -> dict[int, int]:
     return dict(rows.tuples().all())
 
 
-def compared_jobs(session: Session, team_id: int, job_ids: Sequence[int], least: int = 2) -> list[Job]:
+def compared_jobs(session: Session, team_id: int | None, job_ids: Sequence[int], least: int = 2) -> list[Job]:
     """The team's jobs `job_ids` (duplicates dropped): InvalidInput for fewer than `least` or too many,
     NotFound for one that is missing or another team's."""
     ids = list(dict.fromkeys(job_ids))
@@ -168,7 +168,7 @@ def _judged(session: Session, token_id: int, output_ids) -> set[tuple[int, int]]
 
 
 def next_pair(
-    session: Session, token_id: int, team_id: int, job_ids: Sequence[int], rng: random.Random | None = None
+    session: Session, token_id: int, team_id: int | None, job_ids: Sequence[int], rng: random.Random | None = None
 ) -> Pair:
     """A pair to judge: outputs of two different jobs answering the same prompt (None matches None), drawn
     uniformly from the pairs this rater has not judged (from all pairs once none is left), in random order.
@@ -216,7 +216,7 @@ def next_pair(
     return Pair(prompt_of[a], a, b, (key["a_output_id"], key["b_output_id"]) in judged, left)
 
 
-def vote(session: Session, token_id: int, team_id: int, body: object) -> tuple[dict, bool]:
+def vote(session: Session, token_id: int, team_id: int | None, body: object) -> tuple[dict, bool]:
     """Record the token's verdict on a pair it was shown (replacing its earlier one on that pair); the answer
     and whether the vote is new."""
     req: VoteRequest = _parse(VoteRequest, body, "vote")
@@ -255,7 +255,7 @@ def _votes(session: Session, job_ids: Sequence[int]):
     ).all()
 
 
-def leaderboard(session: Session, team_id: int, job_ids: Sequence[int]) -> dict[str, Any]:
+def leaderboard(session: Session, team_id: int | None, job_ids: Sequence[int]) -> dict[str, Any]:
     """The compared jobs ranked by their Bradley–Terry rating from the pairwise votes, with a 95% interval,
     their vote tallies and 1-5 score summaries, and the raters' agreement (see METHOD)."""
     jobs = compared_jobs(session, team_id, job_ids)
@@ -359,7 +359,7 @@ def agreement(verdicts: Iterable[list[str]]) -> dict[str, Any]:
 
 
 def export_rows(
-    session: Session, team_id: int, job_ids: Sequence[int] | None, artifact_url: Callable[[int], str]
+    session: Session, team_id: int | None, job_ids: Sequence[int] | None, artifact_url: Callable[[int], str]
 ) -> list[dict[str, Any]]:
     """The team's votes (only between `job_ids` when given) as {"prompt", "chosen", "rejected"}, oldest first,
     one row per vote; ties are skipped. Text outputs give their text; images and audio their artifact's URL."""
@@ -369,9 +369,11 @@ def export_rows(
         .join(first, PreferenceVote.a_output_id == first.id)
         .join(second, PreferenceVote.b_output_id == second.id)
         .join(Job, first.job_id == Job.id)
-        .where(Job.team_id == team_id, PreferenceVote.winner != "tie", first.status == "ok", second.status == "ok")
+        .where(PreferenceVote.winner != "tie", first.status == "ok", second.status == "ok")
         .order_by(PreferenceVote.id)
     )
+    if team_id is not None:  # None: the operator, every team's
+        query = query.where(Job.team_id == team_id)
     if job_ids is not None:
         ids = [job.id for job in compared_jobs(session, team_id, job_ids, least=1)]
         query = query.where(first.job_id.in_(ids), second.job_id.in_(ids))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from genq import evaluation
 from genq.core import base_models
@@ -182,8 +182,11 @@ def submit():
             caller = require_writer("submit jobs")
             body = _form_body(request.form)
             with state().db.session() as s:
-                job_id = submit_job(s, state().settings, s.get(Team, caller.team_id), body, caller.is_operator).id
-            state().events.status(job_id, caller.team_id, "queued", wake=True)
+                if caller.is_operator and body.get("source_job"):  # from any team's job: for that team
+                    body["team"] = owned(s, Job, body["source_job"], None, "source job").team.name
+                job = submit_job(s, state().settings, s.get(Team, caller.team_id), body, caller.is_operator)
+                job_id, job_team = job.id, job.team_id
+            state().events.status(job_id, job_team, "queued", wake=True)
             flash(f"Job {job_id} queued.")
             return redirect(url_for("dashboard.job", job_id=job_id))
         except GenqError as exc:
@@ -194,7 +197,8 @@ def submit():
             {"id": j.id, "model": j.model}
             for j in s.scalars(
                 select(Job)
-                .where(Job.team_id == g.caller.team_id, Job.type == "train", Job.status == "succeeded")
+                .where(Job.team_id == g.caller.scope if g.caller.scope is not None else true(),
+                       Job.type == "train", Job.status == "succeeded")
                 .order_by(Job.id.desc())
                 .limit(200)
             )
@@ -261,14 +265,11 @@ def rate():
     ids = query_job_ids()
     with state().db.session() as s:
         if ids is None:
-            with_outputs = select(Output.job_id).distinct()
-            candidates = s.scalars(
-                select(Job)
-                .where(Job.team_id == g.caller.team_id, Job.id.in_(with_outputs))
-                .order_by(Job.id.desc())
-                .limit(100)
-            ).all()
+            query = select(Job).where(Job.id.in_(select(Output.job_id).distinct()))
+            if g.caller.scope is not None:  # None: the operator, every team's
+                query = query.where(Job.team_id == g.caller.scope)
+            candidates = s.scalars(query.order_by(Job.id.desc()).limit(100)).all()
             return render_template("rate.html", candidates=candidates, board=None)
-        board = evaluation.leaderboard(s, g.caller.team_id, ids)
-        pair = pair_to_dict(s, evaluation.next_pair(s, g.caller.token_id, g.caller.team_id, ids))
+        board = evaluation.leaderboard(s, g.caller.scope, ids)
+        pair = pair_to_dict(s, evaluation.next_pair(s, g.caller.token_id, g.caller.scope, ids))
     return render_template("rate.html", jobs=",".join(map(str, dict.fromkeys(ids))), board=board, pair=pair)

@@ -283,3 +283,25 @@ def test_generation_job_page_shows_rows_rate_eta_first_rows_and_files(browser, d
     jsonl = add_artifact(db, settings, job, "outputs.jsonl", b"{}\n", "application/x-ndjson")
     rows = browser.get(f"/jobs/{job}").text.split('id="rows"')[1]
     assert f"/api/v1/artifacts/{jsonl}/download" in rows
+
+
+def test_the_operator_generates_from_rates_and_judges_any_teams_jobs(client, db):
+    from tests.web.conftest import add_output
+
+    source = add_job(db, team="beta", status="succeeded", model="gpt")
+    one, two = (add_job(db, team="beta", type="generate", status="succeeded") for _ in range(2))
+    outputs = [add_output(db, job, 0, "text", prompt="p", text=f"from {job}") for job in (one, two)]
+    login(client, make_token(db, "admin", "admin"))
+    page = client.get(f"/submit?type=generate&source_job={source}").text
+    assert f'<option value="{source}"' in page  # another team's job is offered to the operator
+    answer = client.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate",
+                                          "source_job": str(source), "prompts": "Once"})
+    assert answer.status_code == 302, answer.text
+    with db.session() as s:
+        made = s.get(Job, int(answer.location.rsplit("/", 1)[-1]))
+        assert (made.source_job_id, made.team.name) == (source, "beta")  # for the source job's team
+    rated = client.put(f"/api/v1/outputs/{outputs[0]}/rating", json={"score": 4},
+                       headers={"X-CSRFToken": csrf_from(page)})
+    assert rated.status_code == 201, rated.text
+    assert f"#{one}" in client.get("/rate").text
+    assert "from " in client.get(f"/rate?jobs={one},{two}").text

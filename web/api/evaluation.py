@@ -23,7 +23,7 @@ def rate(output_id: int):
     """Score an output 1-5 (201 the first time, 200 when it replaces the caller's earlier score)."""
     body = read_json()
     with state().db.session() as s:
-        answer, created = evaluation.rate(s, g.caller.token_id, g.caller.team_id, output_id, body)
+        answer, created = evaluation.rate(s, g.caller.token_id, g.caller.scope, output_id, body)
     return jsonify(answer), 201 if created else 200
 
 
@@ -47,7 +47,7 @@ def next_pair():
     """A blind pair of outputs of two of ?jobs= for the same prompt, preferring pairs the caller has not judged."""
     ids = query_job_ids() or []
     with state().db.session() as s:
-        pair = evaluation.next_pair(s, g.caller.token_id, g.caller.team_id, ids)
+        pair = evaluation.next_pair(s, g.caller.token_id, g.caller.scope, ids)
         answer = pair_to_dict(s, pair)
     return jsonify(answer), 200, {"Cache-Control": "no-store"}
 
@@ -57,7 +57,7 @@ def vote():
     """A verdict on a served pair (201; 200 when it replaces the caller's earlier verdict on that pair)."""
     body = read_json()
     with state().db.session() as s:
-        answer, created = evaluation.vote(s, g.caller.token_id, g.caller.team_id, body)
+        answer, created = evaluation.vote(s, g.caller.token_id, g.caller.scope, body)
     return jsonify(answer), 201 if created else 200
 
 
@@ -66,7 +66,7 @@ def leaderboard():
     """The jobs of ?jobs= ranked by Bradley–Terry rating from the votes, with intervals, votes and agreement."""
     ids = query_job_ids() or []
     with state().db.session() as s:
-        return jsonify(evaluation.leaderboard(s, g.caller.team_id, ids))
+        return jsonify(evaluation.leaderboard(s, g.caller.scope, ids))
 
 
 @bp.get("/preferences/export")
@@ -75,7 +75,7 @@ def export():
     ids = query_job_ids()
     root = request.host_url.rstrip("/")
     with state().db.session() as s:
-        rows = evaluation.export_rows(s, g.caller.team_id, ids, lambda a: root + queries.download_url(a))
+        rows = evaluation.export_rows(s, g.caller.scope, ids, lambda a: root + queries.download_url(a))
     body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return Response(
         body,
