@@ -55,9 +55,11 @@ class Detected(NamedTuple):
     info: dict[str, Any]
 
 
-def clean_name(name: object, limit: int = 200) -> str:
-    """A display name: no path, no control characters, at most `limit` characters."""
-    text = str(name or "").replace("\\", "/").rsplit("/", 1)[-1]
+def clean_name(name: object, limit: int = 200, file: bool = True) -> str:
+    """A display name: no control characters, at most `limit` characters; for a `file` name, not its folders."""
+    text = str(name or "")
+    if file:
+        text = text.replace("\\", "/").rsplit("/", 1)[-1]
     text = _CONTROL.sub("", text).encode("utf-8", "replace").decode("utf-8", "replace").strip()
     return text[:limit]
 
@@ -197,7 +199,7 @@ def save_upload(
         display = clean_name(filename, 255) or "upload"
         dataset = Dataset(
             team_id=team_id,
-            name=clean_name(name) or display[:200],
+            name=clean_name(name, file=False) or display[:200],
             kind=found.kind,
             filename=display,
             path="",

@@ -194,3 +194,8 @@ def test_a_deleted_datasets_id_is_never_given_again(client, auth):
     first = upload(client, auth, b"one", "a.txt").json["id"]
     assert client.delete(f"/api/v1/datasets/{first}", headers=auth).status_code == 200
     assert upload(client, auth, b"two", "b.txt").json["id"] == first + 1  # SQLite reused the highest id
+
+
+def test_a_datasets_name_is_kept_as_given_but_its_file_name_loses_its_folders(client, auth):
+    body = upload(client, auth, b"text", "../x/corpus.txt", name="plays/2024 <draft>\x07").json
+    assert (body["name"], body["filename"]) == ("plays/2024 <draft>", "corpus.txt")
