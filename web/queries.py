@@ -210,9 +210,13 @@ def workers(session: Session, team_id: int | None) -> list[dict[str, Any]]:
 
 
 def worker_hosts(session: Session) -> list[dict[str, Any]]:
-    """Every registered worker host: its genq version, pools, devices and whether it is draining."""
+    """Every registered worker host: its genq version, pools, devices, whether it is draining, and when it was
+    last seen (its workers' latest heartbeat; the host row itself is written when a worker starts)."""
+    beats = dict(session.execute(select(Worker.hostname, func.max(Worker.last_heartbeat)).group_by(Worker.hostname))
+                 .tuples().all())
     return [{"hostname": h.hostname, "version": h.version, "pools": h.pools or [], "devices": h.devices or [],
-             "draining": h.draining, "drain_deadline": iso(h.drain_deadline), "last_seen": iso(h.last_seen)}
+             "draining": h.draining, "drain_deadline": iso(h.drain_deadline),
+             "last_seen": iso(max(filter(None, (h.last_seen, beats.get(h.hostname))), default=None))}
             for h in session.scalars(select(WorkerHost).order_by(WorkerHost.hostname))]
 
 

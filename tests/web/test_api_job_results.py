@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genq.db.models import Job, JobLog
+from genq.db.models import Job, JobLog, Worker
 from tests.web.conftest import add_artifact, add_job, add_metrics, add_output, add_worker, png, submit, wav
 
 
@@ -160,6 +160,20 @@ def test_workers(client, auth, db):
     [worker] = client.get("/api/v1/workers", headers=auth).json["workers"]
     assert worker["devices"][0]["name"] == "H100" and worker["slots"] == 2 and worker["last_heartbeat"]
     assert worker["running"] == 2 and worker["running_jobs"] == [mine]
+
+
+def test_a_hosts_last_seen_is_its_workers_latest_heartbeat(client, auth, db):
+    from datetime import datetime
+
+    from genq.db.models import WorkerHost
+
+    add_worker(db, "host:1:ab", "H100", 80)
+    with db.session() as s:
+        beat = s.get(Worker, "host:1:ab").last_heartbeat
+        s.add(WorkerHost(hostname="host", version="x", pools=["default"], devices=[], draining=False,
+                         registered_at=datetime(2026, 1, 1), last_seen=datetime(2026, 1, 1)))
+    [host] = client.get("/api/v1/workers", headers=auth).json["hosts"]
+    assert host["last_seen"].startswith(beat.isoformat()[:19])  # not the registration's 2026-01-01
 
 
 def test_unknown_routes_and_methods_are_json(client, auth):
