@@ -56,6 +56,18 @@ def owned(session: Session, model: type, ident: object, team_id: int | None, wha
     return row
 
 
+def _dataset(session: Session, dataset_id: int, team: Team, operator: bool) -> Dataset:
+    """The dataset a job of `team` names, or NotFound; the operator, who sees every team's, is told whose it is."""
+    try:
+        return owned(session, Dataset, dataset_id, team.id, "dataset")
+    except NotFound:
+        other = owned(session, Dataset, dataset_id, None, "dataset") if operator else None
+        if other is None:
+            raise
+        raise InvalidInput(f"dataset {dataset_id} belongs to team '{other.team.name}', not '{team.name}': upload "
+                           f"it for team '{team.name}' (the upload's form field 'team')") from None
+
+
 def _dataset_id(value: int | str) -> int | str:
     if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
         return int(value.strip())
@@ -128,7 +140,7 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
             kind, job.builtin_dataset = BUILTIN_DATASETS[ref], ref
             label = f"built-in dataset '{ref}'"
         else:
-            dataset = owned(session, Dataset, ref, team.id, "dataset")
+            dataset = _dataset(session, ref, team, operator)
             kind, job.dataset_id, label = dataset.kind, dataset.id, f"dataset {dataset.id}"
         if kind != need:
             raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
@@ -158,7 +170,7 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
         if req.prompts is not None and req.dataset is not None:
             raise InvalidInput("give either 'prompts' or a prompts 'dataset', not both")
         if req.dataset is not None:
-            dataset = owned(session, Dataset, req.dataset, team.id, "dataset")
+            dataset = _dataset(session, req.dataset, team, operator)
             if dataset.kind != "prompts":
                 raise InvalidInput(
                     f"dataset {dataset.id} holds {dataset.kind}; generate needs a prompts dataset"

@@ -199,3 +199,23 @@ def test_a_deleted_datasets_id_is_never_given_again(client, auth):
 def test_a_datasets_name_is_kept_as_given_but_its_file_name_loses_its_folders(client, auth):
     body = upload(client, auth, b"text", "../x/corpus.txt", name="plays/2024 <draft>\x07").json
     assert (body["name"], body["filename"]) == ("plays/2024 <draft>", "corpus.txt")
+
+
+def test_the_operator_uploads_for_a_team_and_others_only_for_their_own(client, auth, db):
+    operator = bearer(make_token(db, "admin", "admin"))
+    make_token(db, "beta", "admin")  # the team exists
+    theirs = upload(client, operator, b"text", "a.txt", team="beta")
+    assert theirs.status_code == 201
+    mine = upload(client, operator, b"text", "b.txt").json["id"]  # the operator's own team
+    refused = client.post("/api/v1/jobs", headers=operator, json={
+        "type": "train", "model": "gpt", "dataset": mine, "team": "beta", "params": {"max_steps": 1}})
+    assert refused.status_code == 422
+    assert f"dataset {mine} belongs to team 'admin', not 'beta'" in refused.json["message"]
+    ok = client.post("/api/v1/jobs", headers=operator, json={
+        "type": "train", "model": "gpt", "dataset": theirs.json["id"], "team": "beta", "params": {"max_steps": 1}})
+    assert ok.status_code == 201, ok.json
+    other = upload(client, auth, b"text", "c.txt", team="beta")
+    assert other.status_code == 403 and "cannot upload for team 'beta'" in other.json["message"]
+    bogus = upload(client, auth, b"text", "d.txt", bogus="1")
+    assert bogus.status_code == 422 and "unknown form field 'bogus'" in bogus.json["message"]
+    assert upload(client, operator, b"text", "e.txt", team="nosuch").status_code == 404

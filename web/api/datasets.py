@@ -7,8 +7,9 @@ from sqlalchemy import select
 
 from genq.datasets import KINDS, dataset_to_dict, delete_dataset, save_upload
 from genq.db.models import Dataset
-from genq.errors import InvalidInput
+from genq.errors import Forbidden, InvalidInput
 from genq.jobs.service import owned
+from genq.teams import get_team
 from genq.web import artifact_store, state
 from genq.web.api import api_blueprint, query_choice
 from genq.web.auth import require_writer
@@ -34,9 +35,19 @@ def store_request_file(team_id: int) -> dict:
 
 @bp.post("/datasets")
 def upload():
-    """Upload a dataset file: 201 {"id", "name", "kind", "size_bytes"}."""
+    """Upload a dataset file: 201 {"id", "name", "kind", "size_bytes"}; the operator may name another `team`."""
     caller = require_writer("upload datasets")
-    out = store_request_file(caller.team_id)
+    unknown = sorted(set(request.form) - {"name", "kind", "team"} | set(request.files) - {"file"})
+    if unknown:
+        raise InvalidInput(f"unknown form field '{unknown[0][:40]}' (known: file, name, kind, team)")
+    team = request.form.get("team") or caller.team
+    if team != caller.team and not caller.is_operator:
+        raise Forbidden(f"this token belongs to team '{caller.team}'; it cannot upload for team '{team[:40]}'")
+    team_id = caller.team_id
+    if team != caller.team:
+        with state().db.session() as s:
+            team_id = get_team(s, team).id
+    out = store_request_file(team_id)
     return jsonify(out), 201, {"Location": url_for("api_datasets.show", dataset_id=out["id"])}
 
 
