@@ -194,3 +194,20 @@ def generate_rows(source_workdir: Path, rows: list[Any], params: dict[str, Any],
     if (peak := memory.bytes()) is not None:
         hooks.metrics(0, {"memory/peak_bytes": peak})
     return finished
+
+
+def generate_rows_from_base(model: str, base: str, rows: list[Any], params: dict[str, Any], hooks: Hooks,
+                            device: str = "cpu") -> bool:
+    """generate_rows() from pretrained model `base` of the models folder, with model kind `model` (one whose spec
+    says pretrained=True and whose recipe generates rows); records memory/peak_bytes like generate()."""
+    from genq.core import device as dev
+
+    kind = spec.get(model)
+    if not kind.pretrained:
+        raise ParamError(f"model '{model}' does not sample a pretrained base")
+    dev.prepare(device)
+    memory = dev.PeakMemory(device)
+    finished = kind.load_recipe().generate_rows_from_base(base, rows, params, hooks, device)
+    if (peak := memory.bytes()) is not None:
+        hooks.metrics(0, {"memory/peak_bytes": peak})
+    return finished

@@ -49,6 +49,21 @@ def stored_rows(db: Database, job_id: int) -> set[int]:
         return set(s.scalars(select(Output.row).where(Output.job_id == job_id, Output.row.is_not(None)).distinct()))
 
 
+def start(settings: Settings, db: Database, job: Job, hooks, counts) -> list[PromptRow]:
+    """The start of a batch generation run: `hooks.batch` set to counts(total=, done=) of the job's rows (the
+    worker's RowCounts), the bad rows among those no attempt stored yet reported as error rows; returns the
+    others, to generate."""
+    with db.session() as s:
+        all_rows = prompt_rows(settings, s, job)
+    done = stored_rows(db, job.id)
+    todo = [r for r in all_rows if r.row not in done]
+    hooks.batch = counts(total=len(all_rows), done=len(done))
+    if done:
+        hooks.log(f"resuming: {len(done)} of {len(all_rows)} rows already stored")
+    hooks.rows(error_results(todo, job.params.get("num_samples", 1)))
+    return [r for r in todo if r.error is None]
+
+
 def error_results(rows: list[PromptRow], num_samples: int) -> list[RowResult]:
     """An error output for each row that cannot run."""
     return [RowResult(r.row, r.row * num_samples, r.prompt, None, "error", r.error, r.row_id)

@@ -288,31 +288,27 @@ class WorkerContext:
             result = core.train(job.model, job.params, data, workdir, hooks, self.device, world=job.gpus,
                                 gpus=job.devices.strip(",").split(",") if job.devices else ())
             return result.stopped, result.samples
+        if core.generates_rows(job.model):
+            return self._generate_rows(job, hooks), []
         prompts = job.prompts or [None]
         if job.source_job_id is None and job.base:  # a pretrained model of the models folder, sampled directly
             samples = core.generate_from_base(job.model, job.base, prompts, job.params, workdir / "outputs", hooks,
                                               self.device)
             return hooks.stop_requested(), samples
         with self._trained_model(job.source_job_id) as source:
-            if core.generates_rows(job.model):
-                return self._generate_rows(job, hooks, source), []
             samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
         return hooks.stop_requested(), samples
 
-    def _generate_rows(self, job: Job, hooks: JobHooks, source: Path) -> str | None:
-        """A text generation job, row by row: the rows no attempt stored yet, streamed to the database as they
-        finish (bad rows first, as error rows). The stop reason, if one ended it early."""
-        with self.db.session() as s:
-            all_rows = rows.prompt_rows(self.settings, s, job)
-        done = rows.stored_rows(self.db, job.id)
-        todo = [r for r in all_rows if r.row not in done]
-        hooks.batch = RowCounts(total=len(all_rows), done=len(done))
-        if done:
-            hooks.log(f"resuming: {len(done)} of {len(all_rows)} rows already stored")
-        hooks.rows(rows.error_results(todo, job.params.get("num_samples", 1)))
-        good = [r for r in todo if r.error is None]
-        if good:
-            core.generate_rows(source, good, job.params, hooks, self.device)
+    def _generate_rows(self, job: Job, hooks: JobHooks) -> str | None:
+        """A text generation job, row by row (genq.worker.rows.start): the rows no attempt stored yet, from its
+        source job's model or its base, streamed to the database as they finish. The stop reason, if one ended
+        it early."""
+        good = rows.start(self.settings, self.db, job, hooks, RowCounts)
+        if good and job.source_job_id is None:  # a pretrained model of the models folder, sampled directly
+            core.generate_rows_from_base(job.model, job.base, good, job.params, hooks, self.device)
+        elif good:
+            with self._trained_model(job.source_job_id) as source:
+                core.generate_rows(source, good, job.params, hooks, self.device)
         return hooks.stop_requested()  # the rows still buffered land with the job's end (_finish), in one commit
 
     def _trained_model(self, job_id: int) -> AbstractContextManager[Path]:

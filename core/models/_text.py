@@ -1,4 +1,5 @@
-"""What the text recipes (gpt, gru) share: data and tokenizer, the step, evaluation, final samples, generation.
+"""What the text recipes (gpt, gru) share: data and tokenizer, the step, evaluation, final samples, generation;
+and what every text model shares in generating prompt rows (generate_prompt_rows, hf-causal-lm's too).
 
 A text model subclasses `TextRecipe` with its network config, network and optimizer.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -165,59 +167,24 @@ class TextRecipe(Recipe):
                       device: str) -> bool:
         """num_samples texts per usable prompt row, decoded with continuous batching (genq.core.batch); each
         row's finished samples go to hooks.rows() together. False when a stop request ended it first."""
-        g = generate_params(params)
-        if g["seed"] is None:  # the platform fixes one at submission, so that a resumed job draws the same
-            g["seed"] = int.from_bytes(os.urandom(4), "little")
+        g = rows_params(params)
         tok, net = cls.loaded(source_workdir, device)
-        context = getattr(net.config, "block_size", None)
-        requests, notes, waiting = [], {}, {}
-        for row in rows:
-            if row.error is not None:
-                continue
-            try:
-                ids = tok.encode(row.prompt) if row.prompt else tok.start_ids()
-                if row.prompt and not ids:
-                    raise DataError("the prompt has no tokens the model knows")
-            except DataError as exc:  # this row's, not the job's: the others run
-                hooks.rows([RowResult(row.row, row.row * g["num_samples"], row.prompt, None, "error",
-                                      f"row {row.row}: {exc}", row.row_id)])
-                continue
-            if context and len(ids) > context:
-                notes[row.row] = (f"the prompt's {len(ids)} tokens were truncated from the left to the model's "
-                                  f"context of {context}")
-            p = {**g, **row.params}
-            waiting[row.row] = [row, []]
-            for k in range(g["num_samples"]):
-                requests.append(batch.Request(
-                    key=(row.row, k), prompt=ids, max_new_tokens=p["max_new_tokens"], seed=row_seed(p["seed"], row, k),
-                    temperature=p["temperature"], top_k=p["top_k"], top_p=p["top_p"], stop=p.get("stop") or ()))
-        start, generated, rows_done = time.monotonic(), 0, 0
-        last_report = start
 
-        def finished(out: batch.Finished) -> None:
-            nonlocal generated, rows_done, last_report
-            generated += len(out.tokens)
-            row, samples = waiting[out.key[0]]
-            samples.append((out.key[1], out.text, len(out.tokens)))
-            if len(samples) < g["num_samples"]:
-                return
-            del waiting[row.row]
-            rows_done += 1
-            hooks.rows([RowResult(row.row, row.row * g["num_samples"] + k, row.prompt,
-                                  continued(tok, row.prompt or "", text), "ok", notes.get(row.row), row.row_id, n)
-                        for k, text, n in sorted(samples)])
-            now = time.monotonic()
-            if now - last_report >= 1.0 or not waiting:
-                last_report = now
-                hooks.metrics(rows_done, {"throughput/rows_per_s": rows_done / (now - start),
-                                          "throughput/tokens_per_s": generated / (now - start)})
+        def encode(prompt: str | None) -> list[int]:
+            ids = tok.encode(prompt) if prompt else tok.start_ids()
+            if prompt and not ids:
+                raise DataError("the prompt has no tokens the model knows")
+            return ids
 
-        slots = batch.choose_slots(net, device, len(requests), g["batch_size"], cls._decode_dtype(device).itemsize)
-        hooks.log(f"continuous batching: {len(requests)} texts, {slots} at a time")
-        engine = cls._engine(net, tok, device, slots)
-        checks = iter(range(1 << 62))
-        with cls.amp(device):  # a stop request is read every 16 steps (cheap, but not free)
-            return engine.run(requests, finished, lambda: next(checks) % 16 == 0 and bool(hooks.stop_requested()))
+        def run(requests: list[batch.Request], finished, should_stop) -> bool:
+            slots = batch.choose_slots(net, device, len(requests), g["batch_size"], cls._decode_dtype(device).itemsize)
+            hooks.log(f"continuous batching: {len(requests)} texts, {slots} at a time")
+            engine = cls._engine(net, tok, device, slots)
+            with cls.amp(device):
+                return engine.run(requests, finished, should_stop)
+
+        return generate_prompt_rows(rows, g, hooks, encode, getattr(net.config, "block_size", None),
+                                    lambda row, text: continued(tok, row.prompt or "", text), run)
 
     @classmethod
     def _decode_dtype(cls, device: str) -> torch.dtype:
@@ -264,3 +231,66 @@ def row_seed(seed: int | None, row, sample: int) -> int:
     own = row.params.get("seed")
     key = f"{own}:{sample}" if own is not None else f"{seed}:{row.row}:{sample}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+
+
+def rows_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The generation params of a prompt rows job, with a seed (the platform fixes one at submission, so that a
+    resumed job draws the same; a script that gave none gets a random one)."""
+    g = generate_params(params)
+    if g["seed"] is None:
+        g["seed"] = int.from_bytes(os.urandom(4), "little")
+    return g
+
+
+def generate_prompt_rows(rows: list, g: dict[str, Any], hooks: Hooks, encode: Callable[[str | None], list[int]],
+                         context: int | None, written: Callable[[Any, str], str],
+                         run: Callable[[list[batch.Request], Callable[[batch.Finished], None], Callable[[], bool]],
+                                       bool]) -> bool:
+    """What the text models share in generating prompt rows (genq.core.data.prompts.PromptRow), whatever decodes
+    them: num_samples requests per usable row, with the row's own params over the job's `g` (rows_params) and
+    seeds from row_seed(); a row whose prompt encode() refuses (DataError) reported at once as an error row; a
+    prompt longer than `context` noted on its row (the decoder reads its newest tokens). run(requests, finished,
+    should_stop) decodes them, calling finished(batch.Finished) as each ends; a row's samples go to hooks.rows()
+    together as its last one finishes, written(row, new text) the text stored, with throughput metrics about once
+    a second. Returns run's answer: False when a stop request (read every 16 calls of should_stop) ended it."""
+    requests, notes, waiting = [], {}, {}
+    for row in rows:
+        if row.error is not None:
+            continue
+        try:
+            ids = encode(row.prompt)
+        except DataError as exc:  # this row's, not the job's: the others run
+            hooks.rows([RowResult(row.row, row.row * g["num_samples"], row.prompt, None, "error",
+                                  f"row {row.row}: {exc}", row.row_id)])
+            continue
+        if context and len(ids) > context:
+            notes[row.row] = (f"the prompt's {len(ids)} tokens were truncated from the left to the model's "
+                              f"context of {context}")
+        p = {**g, **row.params}
+        waiting[row.row] = [row, []]
+        for k in range(g["num_samples"]):
+            requests.append(batch.Request(
+                key=(row.row, k), prompt=ids, max_new_tokens=p["max_new_tokens"], seed=row_seed(p["seed"], row, k),
+                temperature=p["temperature"], top_k=p["top_k"], top_p=p["top_p"], stop=p.get("stop") or ()))
+    start, generated, rows_done = time.monotonic(), 0, 0
+    last_report = start
+
+    def finished(out: batch.Finished) -> None:
+        nonlocal generated, rows_done, last_report
+        generated += len(out.tokens)
+        row, samples = waiting[out.key[0]]
+        samples.append((out.key[1], out.text, len(out.tokens)))
+        if len(samples) < g["num_samples"]:
+            return
+        del waiting[row.row]
+        rows_done += 1
+        hooks.rows([RowResult(row.row, row.row * g["num_samples"] + k, row.prompt, written(row, text), "ok",
+                              notes.get(row.row), row.row_id, n) for k, text, n in sorted(samples)])
+        now = time.monotonic()
+        if now - last_report >= 1.0 or not waiting:
+            last_report = now
+            hooks.metrics(rows_done, {"throughput/rows_per_s": rows_done / (now - start),
+                                      "throughput/tokens_per_s": generated / (now - start)})
+
+    checks = iter(range(1 << 62))  # a stop request is read every 16 calls (cheap, but not free)
+    return run(requests, finished, lambda: next(checks) % 16 == 0 and bool(hooks.stop_requested()))

@@ -3,6 +3,7 @@ own tokenizer (loss falls), resumes exactly, and generates offline with its KV c
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -184,3 +185,62 @@ def test_the_corpus_is_tokenized_a_piece_at_a_time_as_a_whole(models, corpus_fil
     r.build(corpus_file, None)
     whole = AutoTokenizer.from_pretrained(models / "tiny")(text, add_special_tokens=False)["input_ids"]
     assert torch.cat([r.ds.train, r.ds.val]).tolist() == whole
+
+
+def _rows(lines: list[dict]):
+    from genq.core.data.prompts import parse_prompts
+
+    return parse_prompts("".join(json.dumps(line) + "\n" for line in lines).encode(), "jsonl")
+
+
+def _generate_rows(rows, params, make_hooks, **hooks_args) -> tuple[bool, dict, object]:
+    """generate_rows_from_base of the usable rows: (finished, {index: RowResult}, the hooks)."""
+    hooks, seen = make_hooks(**hooks_args), []
+    hooks.rows = seen.extend
+    done = api.generate_rows_from_base("hf-causal-lm", "tiny", [r for r in rows if r.error is None], params, hooks)
+    return done, {r.index: r for r in seen}, hooks
+
+
+def test_prompt_rows_take_their_own_seed_length_stop_and_batch(models, make_hooks):
+    lines = [{"id": "a", "prompt": "ROMEO:", "seed": 4, "max_new_tokens": 30},
+             {"prompt": "JULIET: no", "max_new_tokens": 10, "temperature": 0.7, "top_k": 20},
+             {"prompt": "ROMEO:", "seed": 4, "max_new_tokens": 30},
+             {"prompt": "ROMEO:", "seed": 4, "max_new_tokens": 6},
+             {"prompt": "x " * 80, "max_new_tokens": 3, "top_p": 0.9},
+             {"prompt": None}]
+    done, out, hooks = _generate_rows(_rows(lines), {"seed": 9, "num_samples": 2}, make_hooks)
+    assert done and sorted(out) == list(range(10))  # the bad row is the worker's to report: not generated here
+    assert all(r.status == "ok" and r.text.startswith(r.prompt) for r in out.values())
+    assert out[0].row_id == "a" and out[0].row == 0 and out[2].row == 1 and out[2].row_id is None
+    assert [out[0].text, out[1].text] == [out[4].text, out[5].text] and out[0].text != out[1].text  # row seeds
+    assert [out[i].tokens for i in (6, 7)] == [6, 6] and out[0].text.startswith(out[6].text)  # max_new_tokens
+    assert [out[i].tokens for i in (2, 3, 8, 9)] == [10, 10, 3, 3]
+    assert "the prompt's 160 tokens were truncated from the left to the model's context of 64" in out[8].error
+    assert hooks.series["throughput/rows_per_s"] and hooks.series["throughput/tokens_per_s"]
+
+    # In another order, one row at a time, beside other rows: a row with its own seed draws the same text; the
+    # others too at the same row numbers. A stop string ends a row before it.
+    new = out[0].text[len("ROMEO:"):]
+    stop = new[len(new) // 2:][:2]
+    shuffled = _rows([lines[3], lines[1], {**lines[0], "stop": stop}, lines[2], {"prompt": "other", "seed": 1}])
+    _, again, _ = _generate_rows(shuffled, {"seed": 9, "num_samples": 2, "batch_size": 1}, make_hooks)
+    assert [again[i].text for i in (0, 1, 6, 7)] == [out[i].text for i in (6, 7, 4, 5)]
+    assert again[4].text == "ROMEO:" + new[:new.find(stop)] and again[4].tokens < 30
+    _, ordered, _ = _generate_rows(_rows(lines), {"seed": 9, "num_samples": 2, "batch_size": 3}, make_hooks)
+    assert {i: r.text for i, r in ordered.items()} == {i: r.text for i, r in out.items()}
+
+
+def test_prompt_rows_stop_when_asked_and_report_what_finished(models, make_hooks):
+    rows = _rows([{"prompt": f"Row {i}", "max_new_tokens": 40} for i in range(6)])
+    done, out, hooks = _generate_rows(rows, {"seed": 1, "batch_size": 1}, make_hooks, stop_at=6)
+    assert not done and 1 <= len(out) < 6, len(out)  # stopped part-way: the finished rows were reported
+    assert sorted(r.row for r in out.values()) == list(range(len(out)))
+
+
+def test_a_sampled_nul_byte_is_not_stored_as_nul(models):
+    from genq.core.models.hf_causal_lm.recipe import decoded, load_tokenizer
+
+    tok = load_tokenizer(models / "tiny")
+    nul = tok.convert_tokens_to_ids("\u0100")  # the byte-level alphabet's letter for byte 0
+    assert tok.decode([nul]) == "\x00"
+    assert decoded(tok, tok.encode("To be") + [nul]) == "To be\ufffd"  # PostgreSQL text refuses NUL

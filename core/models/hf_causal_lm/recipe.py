@@ -28,9 +28,16 @@ from genq.core import base_models, checkpoint, model_cache  # noqa: E402
 from genq.core import device as dev  # noqa: E402
 from genq.core import train as loop  # noqa: E402
 from genq.core.api import DataError, DataSource, Hooks, Sample, TrainResult, each_prompt  # noqa: E402
+from genq.core.batch import Request  # noqa: E402
 from genq.core.data.text import TextData, joined, load_text, text_pieces  # noqa: E402
 from genq.core.eval.text import eval_rows, sample_metrics, val_loss  # noqa: E402
-from genq.core.models.hf_causal_lm.sampling import sample_rows  # noqa: E402
+from genq.core.models._text import generate_prompt_rows, rows_params  # noqa: E402
+from genq.core.models.hf_causal_lm.sampling import (  # noqa: E402
+    GEN_BATCH,
+    context_window,
+    generate_requests,
+    sample_rows,
+)
 from genq.core.recipe import GALLERY_SEED, Recipe  # noqa: E402
 from genq.core.spec import generate_params  # noqa: E402
 
@@ -135,6 +142,29 @@ class HFCausalLMRecipe(Recipe):
     def generate_from_base(cls, base: str, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
                            hooks: Hooks, device: str) -> list[Sample]:
         """num_samples texts per prompt from base model `base` of the models folder, as it was saved."""
+        tok, net = cls._base(base, hooks, device)
+        return _generate(tok, net, prompts, params, hooks, device)
+
+    @classmethod
+    def generate_rows(cls, source_workdir: Path, rows: list, params: dict[str, Any], hooks: Hooks,
+                      device: str) -> bool:
+        """num_samples texts per usable prompt row (genq.core.data.prompts.PromptRow) from the fine-tuned checkpoint
+        in `source_workdir`, as gpt's and gru's (genq.core.models._text.generate_prompt_rows): each row's samples go
+        to hooks.rows() as they finish. False when a stop request ended it first."""
+        tok, net = cls.loaded(source_workdir, device)
+        return _generate_rows(tok, net, rows, params, hooks, device)
+
+    @classmethod
+    def generate_rows_from_base(cls, base: str, rows: list, params: dict[str, Any], hooks: Hooks,
+                                device: str) -> bool:
+        """generate_rows() from base model `base` of the models folder, as it was saved."""
+        tok, net = cls._base(base, hooks, device)
+        return _generate_rows(tok, net, rows, params, hooks, device)
+
+    @classmethod
+    def _base(cls, base: str, hooks: Hooks, device: str) -> tuple[Any, nn.Module]:
+        """(tokenizer, network in eval mode) of base `base`, kept loaded between jobs like a trained checkpoint
+        (a rewritten folder is another key)."""
         folder = base_models.resolve(base)
         hooks.log(f"sampling base '{base}' from the models folder")
 
@@ -143,9 +173,7 @@ class HFCausalLMRecipe(Recipe):
             weights = {t.data_ptr(): t.nbytes for t in net.state_dict().values()}  # a tied head counted once
             return (load_tokenizer(folder), net), sum(weights.values())
 
-        # kept loaded between jobs like a trained checkpoint; a rewritten folder is another key
-        tok, net = model_cache.keep((cls.kind, "base", device, base_models.identity(folder)), build)
-        return _generate(tok, net, prompts, params, hooks, device)
+        return model_cache.keep((cls.kind, "base", device, base_models.identity(folder)), build)
 
     @classmethod
     def generation_model(cls, ckpt: checkpoint.Checkpoint, device: str) -> tuple[Any, nn.Module]:
@@ -247,7 +275,13 @@ def _texts(net: nn.Module, tok, prompt: str | None, seeds: list[int], device: st
     if prompt and not ids:
         raise DataError(f"the prompt {prompt!r} has no tokens the model knows")
     rows = sample_rows(net, ids or start_ids(tok), seeds, device, eos_id=tok.eos_token_id, **sampling)
-    return [tok.decode(ids + new, skip_special_tokens=True) for new in rows]
+    return [decoded(tok, ids + new) for new in rows]
+
+
+def decoded(tok, ids: list[int]) -> str:
+    """The text of `ids`, special tokens left out, a NUL character (a byte-level vocabulary has one, and a barely
+    trained model samples it) written as U+FFFD: PostgreSQL text holds no NUL."""
+    return tok.decode(ids, skip_special_tokens=True).replace("\x00", "\ufffd")
 
 
 def _generate(tok, net: nn.Module, prompts: list[str | None], params: dict[str, Any], hooks: Hooks,
@@ -265,3 +299,34 @@ def _generate(tok, net: nn.Module, prompts: list[str | None], params: dict[str, 
         return [Sample(kind="text", prompt=prompt, text=t) for t in texts]
 
     return each_prompt(prompts, hooks, make)
+
+
+def _generate_rows(tok, net: nn.Module, rows: list, params: dict[str, Any], hooks: Hooks, device: str) -> bool:
+    """Prompt rows as gpt and gru generate them (generate_prompt_rows): a row's own params and seed, a prompt past
+    the context window cut from the left with a note, rows reported as they finish. The rows whose prompts are as
+    long and that sample alike run together, at most `batch_size` (else GEN_BATCH) at a time (generate_requests)."""
+    g = rows_params(params)
+    at_once = min(GEN_BATCH, g["batch_size"] or GEN_BATCH)
+
+    def encode(prompt: str | None) -> list[int]:
+        ids = tok.encode(prompt, add_special_tokens=False) if prompt else start_ids(tok)
+        if not ids:
+            raise DataError("the prompt has no tokens the model knows")
+        return ids
+
+    def new_text(request: Request, tokens: list[int]) -> str:
+        """The text of a row's new tokens, decoded after the prompt's last tokens and cut after their text: a
+        tokenizer that drops a leading space at the start of a text (SentencePiece) keeps it here."""
+        tail = list(request.prompt[-4:])
+        head, text = decoded(tok, tail), decoded(tok, tail + tokens)
+        return text[len(head):] if text.startswith(head) else decoded(tok, tokens)
+
+    def run(requests: list[Request], finished, should_stop) -> bool:
+        hooks.log(f"{len(requests)} texts, up to {at_once} at a time (those whose prompts are as long and that "
+                  "sample alike)")
+        with dev.autocast(device):
+            return generate_requests(net, requests, device, finished, new_text, eos_id=tok.eos_token_id,
+                                     should_stop=should_stop, rows_at_once=at_once)
+
+    return generate_prompt_rows(rows, g, hooks, encode, context_window(net),
+                                lambda row, text: (row.prompt or "") + text, run)
