@@ -7,7 +7,7 @@ import hmac
 import re
 import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from genq.db.models import ROLES, ApiToken, Team, iso, utcnow
@@ -17,7 +17,8 @@ TOKEN_PREFIX = "genq_"
 LAST_USED_EVERY = 60.0  # seconds between updates of a token's last_used_at
 MAX_TOKEN_CHARS = 200  # longer strings cannot be one of ours; refuse before hashing
 OPERATOR_TEAM = "admin"  # its admin tokens are the operator's: every team's jobs, teams and tokens
-TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the whole name: used with fullmatch, never match
+QUOTED_CHARS = 40  # a name quoted in a message is cut after this many characters
 
 
 def hash_token(token: str) -> str:
@@ -25,18 +26,46 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def quoted(text: object, limit: int = QUOTED_CHARS) -> str:
+    """`text` as a message quotes it: repr (control characters visible), cut after `limit` characters."""
+    text = str(text)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
 def check_team_name(name: object) -> str:
-    """Return `name` if it is a valid team name, else raise InvalidInput."""
-    if not isinstance(name, str) or not TEAM_NAME.match(name):
-        raise InvalidInput(f"invalid team name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    """Return `name` if it is a valid team name, else raise InvalidInput naming the problem. The one rule for
+    team names: the API, the dashboard and the CLI all create teams through create_team or ensure_team."""
+    if not isinstance(name, str):
+        raise InvalidInput("a team name must be a string of 1-64 letters, digits, '.', '_' or '-'")
+    if bad := next((c for c in name if ord(c) < 32 or 127 <= ord(c) < 160), None):
+        raise InvalidInput(f"invalid team name {quoted(name)}: it holds a control character (U+{ord(bad):04X})")
+    if not TEAM_NAME.fullmatch(name):
+        raise InvalidInput(f"invalid team name {quoted(name)}: use 1-64 letters, digits, '.', '_' or '-', "
+                           "starting with a letter or digit")
+    return name
+
+
+def team_named(session: Session, name: str) -> Team | None:
+    """The team called `name` ignoring case (names that differ only in case are one team's), or None."""
+    return session.scalar(select(Team).where(func.lower(Team.name) == name.lower()).order_by(Team.id).limit(1))
+
+
+def check_new_team_name(session: Session, name: object) -> str:
+    """`name` if a new team may take it: valid, and no team has it already, ignoring case (Conflict naming it)."""
+    name = check_team_name(name)
+    if (existing := team_named(session, name)) is not None:
+        if existing.name == name:
+            raise Conflict(f"team {quoted(name)} already exists (change it with `genq team set`)")
+        raise Conflict(f"team {quoted(existing.name)} already exists, and {quoted(name)} differs from it only in "
+                       "case: team names are compared ignoring case (use that team, or another name)")
     return name
 
 
 def ensure_team(session: Session, name: str) -> Team:
-    """The team called `name`, created if missing."""
+    """The team called `name`, created if missing; Conflict if a team's name differs from it only in case."""
     team = session.scalar(select(Team).where(Team.name == check_team_name(name)))
     if team is None:
-        team = Team(name=name)
+        team = Team(name=check_new_team_name(session, name))
         session.add(team)
         session.flush()
     return team
@@ -45,7 +74,7 @@ def ensure_team(session: Session, name: str) -> Team:
 def create_token(session: Session, team: str, role: str = "admin") -> str:
     """Create a token for `team` (created if missing) with `role`; return the token, which is never stored."""
     if role not in ROLES:
-        raise InvalidInput(f"unknown role '{role}' (known: {', '.join(ROLES)})")
+        raise InvalidInput(f"unknown role {quoted(role)} (known: {', '.join(ROLES)})")
     team_row = ensure_team(session, team)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(

@@ -198,9 +198,19 @@ def _check_worker_host(settings: Settings) -> None:
         database.dispose()
 
 
+def _drain_timeout(ctx, param, value: float | None) -> float | None:
+    """--timeout: finite, from 0 to a year (worker.hosts.check_drain_timeout), else a usage error (exit 2)."""
+    from genq.worker.hosts import check_drain_timeout
+
+    try:
+        return check_drain_timeout(value)
+    except GenqError as exc:
+        raise click.BadParameter(exc.message, ctx, param) from None
+
+
 @worker.command("drain")
 @click.argument("host")
-@click.option("--timeout", type=float, default=None,
+@click.option("--timeout", type=float, default=None, callback=_drain_timeout,
               help="seconds after which running jobs checkpoint and re-queue (default: let them finish)")
 def worker_drain(host: str, timeout: float | None) -> None:
     """Stop HOST taking new jobs; its running jobs finish (or checkpoint and re-queue after --timeout)."""
@@ -211,7 +221,8 @@ def worker_drain(host: str, timeout: float | None) -> None:
             drain_host(s, host, timeout)
     except GenqError as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(f"host {host} is draining" + (f"; running jobs re-queue after {timeout:g} s" if timeout else ""))
+    click.echo(f"host {host} is draining"
+               + (f"; running jobs re-queue after {timeout:g} s" if timeout is not None else ""))
 
 
 @worker.command("undrain")

@@ -9,6 +9,9 @@ backend and what the database's `path` columns hold:
 - HttpStore: http(s)://WEB, through the web server's /api/v1/store with a `worker` token (GENQ_TOKEN), for
   worker hosts that have no store of their own.
 
+A key names a file, never a folder: on every backend a key under which other keys are stored ("jobs") is
+not a stored file (size None, open FileNotFoundError, delete leaves it), and put refuses it (Conflict).
+
 Every transfer streams in CHUNK pieces (memory stays flat whatever the file's size) and resumes: a download
 continues its `.part` file, an HTTP upload continues from the offset the server already holds.
 """
@@ -19,13 +22,14 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO
 
-from genq.errors import InvalidInput
+from genq.errors import Conflict, InvalidInput
 
 CHUNK = 8 * 1024 * 1024  # bytes moved per read/write/request: the memory a transfer holds
 HTTP_PIECE = 64 * 1024 * 1024  # bytes per upload request through the web server, streamed from the file
@@ -93,7 +97,8 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def put(self, key: str, source: Path) -> None:
-        """Store the file `source` under `key`; readers see the old file or the new one, whole."""
+        """Store the file `source` under `key`; readers see the old file or the new one, whole. Conflict when
+        `key` names a folder (see folder_conflict)."""
 
     @abstractmethod
     def open(self, key: str, offset: int = 0) -> BinaryIO:
@@ -110,6 +115,14 @@ class ArtifactStore(ABC):
     def local_path(self, key: str) -> Path | None:
         """The file itself when the store is a folder on this host (read it in place), else None."""
         return None
+
+    def folder_conflict(self, key: str) -> str | None:
+        """Why no file can be stored under `key` (other keys are stored under it: it is a folder), else None."""
+        return None
+
+    def _refuse_folder(self, key: str) -> None:
+        if reason := self.folder_conflict(key):
+            raise Conflict(reason)
 
     def get(self, key: str, target: Path, retries: int = 3) -> None:
         """Copy `key` to `target`, resuming `target.part` after a broken connection (and on the next call)."""
@@ -153,24 +166,44 @@ class LocalStore(ArtifactStore):
     def local_path(self, key: str) -> Path | None:
         return self.path(key)
 
+    def folder_conflict(self, key: str) -> str | None:
+        target = self.path(key)
+        if target.is_dir():
+            return f"artifact key {key} names a folder of the store (other keys are stored under it), not a file"
+        for parent in reversed(target.relative_to(self.root).parents[:-1]):
+            if (self.root / parent).exists() and not (self.root / parent).is_dir():
+                return f"artifact key {key} lies under {parent.as_posix()}, which is a stored file, not a folder"
+        return None
+
     def put(self, key: str, source: Path) -> None:
+        self._refuse_folder(key)
         target = self.path(key)
         if Path(source).resolve() != target:
             place(Path(source), target)
 
     def open(self, key: str, offset: int = 0) -> BinaryIO:
-        f = open(self.path(key), "rb")
+        try:
+            f = open(self.path(key), "rb")
+        except (IsADirectoryError, NotADirectoryError):  # a folder, or a path through a file: no stored file
+            raise FileNotFoundError(f"no stored file at artifact key {key}") from None
         f.seek(offset)
         return f
 
     def size(self, key: str) -> int | None:
         try:
-            return self.path(key).stat().st_size
-        except FileNotFoundError:
+            found = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        return found.st_size if stat.S_ISREG(found.st_mode) else None  # a folder is no stored file
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        path = self.path(key)
+        if path.is_dir():  # a folder is no stored file: nothing to delete
+            return
+        try:
+            path.unlink(missing_ok=True)
+        except NotADirectoryError:
+            pass
 
     def get(self, key: str, target: Path, retries: int = 3) -> None:
         source = self.path(key)
@@ -203,7 +236,13 @@ class FsspecStore(ArtifactStore):
     def _path(self, key: str) -> str:
         return f"{self.prefix}/{check_key(key)}"
 
+    def folder_conflict(self, key: str) -> str | None:
+        if self.fs.isdir(self._path(key)):
+            return f"artifact key {key} names a folder of the store (other keys are stored under it), not a file"
+        return None
+
     def put(self, key: str, source: Path) -> None:
+        self._refuse_folder(key)
         # s3fs sends a file above one part as a multipart upload, retrying each part; the object appears
         # whole at the end (or not at all).
         kwargs = {}
@@ -220,15 +259,19 @@ class FsspecStore(ArtifactStore):
         # One ranged GET per CHUNK: memory stays flat (s3fs' get_file held a whole 1 GiB object in memory in
         # bench/artifacts.py), and a broken download continues from its offset.
         f = self.fs.open(self._path(key), "rb", block_size=CHUNK, cache_type="none")
+        if getattr(f, "details", {}).get("type", "file") != "file":  # s3fs opens a prefix as an empty file
+            f.close()
+            raise FileNotFoundError(f"no stored file at artifact key {key}")
         if offset:
             f.seek(offset)
         return f
 
     def size(self, key: str) -> int | None:
         try:
-            return int(self.fs.size(self._path(key)))
-        except FileNotFoundError:
+            info = self.fs.info(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        return int(info["size"]) if info.get("type", "file") == "file" else None  # a prefix is no stored file
 
     def delete(self, key: str) -> None:
         try:

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from genq.api_tokens import OPERATOR_TEAM, check_team_name
+from genq.api_tokens import OPERATOR_TEAM, check_new_team_name, quoted
 from genq.db.models import ApiToken, Job, Team, iso, utcnow
-from genq.errors import Conflict, Forbidden, InvalidInput, NotFound
+from genq.errors import Forbidden, InvalidInput, NotFound
 from genq.jobs.schemas import refused
 from genq.jobs.usage import decayed_usage, week_gpu_hours
 
@@ -39,6 +39,8 @@ def parse_settings(body: object, allowed: tuple[str, ...] = ("weight", "max_gpus
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
     fields = {k: v for k, v in body.items() if k != "name"}
+    if unknown := sorted(set(fields) - set(TeamSettings.model_fields)):
+        raise InvalidInput(f"invalid team settings: unknown field {quoted(unknown[0])}")
     for key, most in (("weight", MAX_WEIGHT), ("gpu_hours_per_week", MAX_GPU_HOURS)):
         value = fields.get(key)
         if isinstance(value, int) and not isinstance(value, bool):  # strict mode takes 2 for a float only as 2.0
@@ -55,10 +57,8 @@ def parse_settings(body: object, allowed: tuple[str, ...] = ("weight", "max_gpus
 
 
 def create_team(session: Session, name: object, settings: dict[str, Any]) -> Team:
-    """A new team; Conflict if the name is taken."""
-    name = check_team_name(name)
-    if session.scalar(select(Team.id).where(Team.name == name)) is not None:
-        raise Conflict(f"team '{name}' already exists (change it with `genq team set`)")
+    """A new team; InvalidInput for a bad name, Conflict if the name is taken (ignoring case)."""
+    name = check_new_team_name(session, name)
     team = Team(name=name, **{"weight": 1.0, **settings})
     session.add(team)
     session.flush()
@@ -69,7 +69,7 @@ def get_team(session: Session, name: str) -> Team:
     """The team called `name`, or NotFound."""
     team = session.scalar(select(Team).where(Team.name == name))
     if team is None:
-        raise NotFound(f"team '{name}' not found (see `genq team list`)")
+        raise NotFound(f"team {quoted(name)} not found (see `genq team list`)")
     return team
 
 
@@ -123,7 +123,18 @@ def may_manage_tokens(caller: Any, team: str) -> None:
     if caller.role != "admin":
         raise Forbidden(f"only a team admin manages tokens; this token is a {caller.role} of team {caller.team}")
     if team != caller.team:
-        raise Forbidden(f"an admin of team {caller.team} manages only that team's tokens, not team {team}'s")
+        raise Forbidden(f"an admin of team {caller.team} manages only that team's tokens, not team {quoted(team)}'s")
+
+
+def may_create_token(caller: Any, team: str, role: object) -> None:
+    """Forbidden unless `caller` may create a `role` token for `team`: a team's admin for its own team, except
+    `worker` tokens, which only the operator creates (a worker token reads and writes every team's artifacts in
+    the store, /api/v1/store)."""
+    may_manage_tokens(caller, team)
+    if role == "worker" and not caller.is_operator:
+        raise Forbidden("only the operator (an admin token of team "
+                        f"'{OPERATOR_TEAM}') may create worker tokens: a worker token reads and writes every "
+                        "team's artifacts; ask the operator (`genq token create --team admin --role worker`)")
 
 
 def require_operator(caller: Any, action: str) -> None:

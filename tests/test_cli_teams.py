@@ -25,3 +25,22 @@ def test_team_create_set_and_list(settings):
     assert bad.returncode == 2 and "weight" in bad.stderr
     assert genq(settings, "team", "create", "vision").returncode == 2
     assert "not found" in genq(settings, "team", "set", "nobody", "--weight", "1").stderr
+
+
+def test_team_names_are_checked_by_the_cli_as_by_the_api(settings):
+    for team in ("alpha", "admin"):
+        assert genq(settings, "token", "create", "--team", team, "--role", "admin").returncode == 0
+    bad = genq(settings, "team", "create", "admin\n")
+    assert bad.returncode == 2 and "control character" in bad.stderr, bad.stderr
+    for args, existing in [(("team", "create", "ALPHA"), "alpha"), (("team", "create", "Admin"), "admin"),
+                           (("token", "create", "--team", "Alpha", "--role", "member"), "alpha")]:
+        same = genq(settings, *args)
+        assert same.returncode == 2 and f"'{existing}'" in same.stderr and "case" in same.stderr, (args, same.stderr)
+    listed = genq(settings, "team", "list").stdout
+    assert sorted(line.split("\t")[0] for line in listed.splitlines()) == ["admin", "alpha"], listed
+
+
+def test_the_operator_creates_worker_tokens_from_the_cli(settings):
+    made = genq(settings, "token", "create", "--team", "admin", "--role", "worker")
+    assert made.returncode == 0 and made.stdout.strip().startswith("genq_"), made.stderr
+    assert "\tadmin\tworker\t" in genq(settings, "token", "list").stdout

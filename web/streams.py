@@ -5,7 +5,9 @@ a process keeps at most `limit` open and refuses more with 503 and Retry-After, 
 `lifetime` seconds (EventSource reconnects by itself) or once its job has finished. The rows stay the
 truth: a stream subscribes first and then reads its first state from the database, so nothing published
 in between is missed; it reads the row again for every status event and at every keep-alive, so an event
-lost on the way costs at most one keep-alive interval.
+lost on the way costs at most one keep-alive interval. A stream opened with a token checks once a keep-alive interval
+(at most TOKEN_CHECK_EVERY seconds apart) that the token is still live, one primary-key read, and ends once it
+has been revoked.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from genq.db import Database
-from genq.db.models import Job, JobLog
+from genq.db.models import ApiToken, Job, JobLog
 from genq.errors import Unavailable
 from genq.jobs.service import job_to_dict, latest_jobs
 from genq.web import queries
@@ -33,6 +35,7 @@ RETRY = "retry: 2000\n\n"  # EventSource reconnects 2 s after a stream ends (its
 KEEPALIVE = ": keep-alive\nevent: ping\ndata: {}\n\n"  # a comment for proxies, an event for the page's watchdog
 TICK = 1.0  # the longest wait for a message, so deadlines and keep-alives are kept
 LIST_EVERY = 1.0  # at most one job-list event a second, however many jobs change status at once
+TOKEN_CHECK_EVERY = 5.0  # seconds between a stream's checks of its token (its keep-alive interval if shorter)
 # A change of these is worth a status event at a recheck (progress has events of its own).
 WATCHED = ("status", "attempts", "error", "cancel_requested")
 
@@ -42,17 +45,42 @@ def sse(event: str, data: object) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def token_live(db: Database, token_id: int) -> Callable[[], bool]:
+    """A check that token `token_id` is still live (not revoked, not deleted): one primary-key read."""
+
+    def live() -> bool:
+        with db.session() as s:
+            return s.scalar(select(ApiToken.id).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))) \
+                is not None
+
+    return live
+
+
 class Subscription:
     """One open stream's Redis subscription and server slot; close() gives both back, once."""
 
-    def __init__(self, pubsub, release: Callable[[], None], lifetime: float, closing: threading.Event):
+    def __init__(self, pubsub, release: Callable[[], None], lifetime: float, closing: threading.Event,
+                 allowed: Callable[[], bool] | None = None, check_every: float = TOKEN_CHECK_EVERY):
         self._pubsub, self._release, self._closing = pubsub, release, closing
         self.deadline = time.monotonic() + lifetime
         self._closed = False
+        self._allowed, self._check_every = allowed, check_every
+        self._next_check = time.monotonic() + check_every
+
+    def _still_allowed(self) -> bool:
+        """Whether the caller may go on receiving (asked of `allowed` at most every `check_every` seconds)."""
+        if self._allowed is None or time.monotonic() < self._next_check:
+            return True
+        self._next_check = time.monotonic() + self._check_every
+        return self._allowed()
 
     def messages(self) -> Iterator[dict | None]:
-        """The decoded messages, and None after each quiet TICK; ends at the deadline or when the server stops."""
+        """The decoded messages, and None after each quiet TICK; ends at the deadline, when the server stops, or
+        once the caller's token no longer is valid (checked every `check_every` seconds, not per message)."""
         while (left := self.deadline - time.monotonic()) > 0 and not self._closing.is_set():
+            if not self._still_allowed():
+                log.info("an event stream ended: its token was revoked")
+                return
             message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=min(TICK, left))
             if message is None:
                 yield None
@@ -88,8 +116,9 @@ class Relay:
         self.refused = 0
         self._closing = threading.Event()
 
-    def subscribe(self, channels: list[str]) -> Subscription:
-        """A confirmed subscription to `channels` holding one slot, else Unavailable (no slot free, no Redis)."""
+    def subscribe(self, channels: list[str], allowed: Callable[[], bool] | None = None) -> Subscription:
+        """A confirmed subscription to `channels` holding one slot, else Unavailable (no slot free, no Redis);
+        it ends once `allowed()` (asked once a keep-alive interval, at most TOKEN_CHECK_EVERY s apart) says no."""
         if self.redis is None:
             raise Unavailable("live events are off: this server has no GENQ_REDIS_URL; poll the JSON API instead",
                               retry_after=300)
@@ -115,7 +144,8 @@ class Relay:
             self._release()
             raise Unavailable(f"live events are unavailable: Redis does not answer ({type(exc).__name__}); "
                               "poll the JSON API instead") from None
-        return Subscription(pubsub, self._release, self.lifetime, self._closing)
+        return Subscription(pubsub, self._release, self.lifetime, self._closing, allowed,
+                            max(0.5, min(self.keepalive, TOKEN_CHECK_EVERY)))
 
     def close(self) -> None:
         """End every stream within a TICK: the server is stopping and should not wait for them."""

@@ -4,6 +4,7 @@ checkpoint and re-queue once the drain's timeout passes)."""
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import timedelta
 
@@ -13,7 +14,9 @@ from sqlalchemy.orm import Session
 from genq import __version__ as VERSION
 from genq.db import Job, JobLog, Worker, WorkerHost
 from genq.db.clock import db_now
-from genq.errors import Conflict, NotFound
+from genq.errors import Conflict, InvalidInput, NotFound
+
+MAX_DRAIN_SECONDS = 366 * 24 * 3600  # a drain's timeout: at most a year (omit it to let jobs finish)
 
 
 class VersionMismatch(Exception):
@@ -72,9 +75,22 @@ def register_host(session: Session, hostname: str, pool: str, devices: list[dict
     return "draining" if host.draining else "online"
 
 
+def check_drain_timeout(timeout_seconds: object) -> float | None:
+    """`timeout_seconds` if it is a drain's timeout (None, or a number of seconds from 0 to a year), else
+    InvalidInput saying what is allowed: the one rule for the CLI and any other caller of drain_host."""
+    if timeout_seconds is None:
+        return None
+    if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, int | float) \
+            or not math.isfinite(timeout_seconds) or not 0 <= timeout_seconds <= MAX_DRAIN_SECONDS:
+        raise InvalidInput(f"a drain's timeout must be a number of seconds from 0 to {MAX_DRAIN_SECONDS} "
+                           f"(omit it to let running jobs finish), not {str(timeout_seconds)[:40]}")
+    return float(timeout_seconds)
+
+
 def drain_host(session: Session, hostname: str, timeout_seconds: float | None) -> WorkerHost:
     """Mark `hostname` draining: its workers take no new job; after `timeout_seconds` (None: never) their
     running jobs checkpoint and go back to the queue."""
+    timeout_seconds = check_drain_timeout(timeout_seconds)
     host = session.get(WorkerHost, hostname)
     if host is None:
         raise NotFound(f"no worker host named {hostname!r} ever registered (see the workers page)")

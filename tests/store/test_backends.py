@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from genq.errors import InvalidInput
-from genq.store import check_key, open_store
+from genq.errors import Conflict, InvalidInput
+from genq.store import StoreError, check_key, open_store
 
 
 def random_file(path, size: int):
@@ -78,3 +78,22 @@ def test_open_store_picks_the_backend_by_the_address(tmp_path):
     assert type(open_store("http://web:8000", token="t")).__name__ == "HttpStore"
     with pytest.raises(InvalidInput, match="GENQ_TOKEN"):
         open_store("https://web:8000")
+
+
+def test_a_key_naming_a_folder_is_no_stored_file(store, tmp_path):
+    """"jobs" holds other keys: it is not a file to read, size, delete or replace, on every backend."""
+    source = random_file(tmp_path / "f", 100)
+    store.put("jobs/5/a1/out.bin", source)
+    for folder in ("jobs", "jobs/5", "jobs/5/a1"):
+        assert store.size(folder) is None, folder
+        with pytest.raises(FileNotFoundError):
+            store.open(folder)
+        with pytest.raises(FileNotFoundError):
+            store.get(folder, tmp_path / "back" / "x")
+        store.delete(folder)  # nothing: the folder and its files stay
+        with pytest.raises((Conflict, StoreError), match="folder"):
+            store.put(folder, source)
+    assert store.size("jobs/5/a1/out.bin") == 100
+    assert store.size("jobs/5/a1/out.bin/inner") is None, "a path through a file is no stored file either"
+    with pytest.raises(FileNotFoundError):
+        store.open("jobs/5/a1/out.bin/inner")

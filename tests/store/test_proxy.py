@@ -89,3 +89,26 @@ def test_bad_uploads_are_refused_with_the_reason_and_store_nothing(web_url, work
     assert requests.get(key_url, headers={**headers, "Range": "bytes=9-"}, timeout=30).status_code == 400
     reply = requests.get(key_url, headers={**headers, "Range": "bytes=2-"}, timeout=30)
     assert reply.status_code == 206 and reply.content == b"llo"
+
+
+def test_a_folder_key_is_answered_404_or_409_never_500(web_url, worker_token, db, settings):
+    stored = settings.artifacts / "jobs" / "4" / "a1" / "model.bin"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"weights")
+    digest = hashlib.sha256(b"hello").hexdigest()
+    operator = {"Authorization": f"Bearer {make_token(db, 'admin', 'admin')}"}
+    for headers in ({"Authorization": f"Bearer {worker_token}"}, operator):
+        for key in ("jobs", "jobs/4", "jobs/4/a1", "jobs/4/a1/model.bin/inner"):
+            url = f"{web_url}/api/v1/store/{key}"
+            for method in ("GET", "DELETE"):
+                reply = requests.request(method, url, headers=headers, timeout=30)
+                assert reply.status_code == 404, (method, key, reply.text)
+                assert "no stored file" in reply.json()["message"]
+            assert requests.head(url, headers=headers, timeout=30).status_code == 404, key
+            reply = requests.put(url, data=b"hello", timeout=30, headers={
+                **headers, "X-Content-SHA256": digest, "Content-Range": "bytes 0-4/5"})
+            assert reply.status_code == 409 and "offset" not in reply.json(), (key, reply.text)
+            assert "folder" in reply.json()["message"]
+    assert stored.read_bytes() == b"weights"
+    incoming = settings.home / "store-incoming"
+    assert not incoming.exists() or list(incoming.iterdir()) == [], "refused before any byte was taken"

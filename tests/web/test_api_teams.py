@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from genq.db.models import Job, Team, utcnow
+from genq.api_tokens import create_token
+from genq.db.models import ApiToken, Job, Team, utcnow
+from genq.errors import Conflict
 from genq.jobs.usage import accrue
 from tests.web.conftest import add_job, bearer, make_token, submit
 
@@ -138,3 +140,70 @@ def test_a_job_of_two_devices_needs_the_memory_of_half_its_batch_on_each(client,
         s.add_all([Worker(id=f"h:{i}", hostname="h", slots=1, devices=[device]) for i in range(2)])
     assert submit(client, auth, params=params, gpus=1).status_code == 422, "the whole batch does not fit"
     assert submit(client, auth, params=params, gpus=2).status_code == 201, "each device holds half of it"
+
+
+def test_only_the_operator_creates_worker_tokens(client, auth, operator, db, settings):
+    """A worker token reads and writes every team's artifacts (/api/v1/store): a team admin may not mint one."""
+    refused = client.post("/api/v1/tokens", headers=auth, json={"role": "worker"})
+    assert refused.status_code == 403, refused.json
+    assert "only the operator" in refused.json["message"] and "worker" in refused.json["message"]
+    with db.session() as s:
+        assert [t.role for t in s.query(ApiToken).filter_by(role="worker")] == [], "no token was made"
+    assert client.post("/api/v1/tokens", headers=auth, json={"role": "viewer"}).status_code == 201
+    made = client.post("/api/v1/tokens", headers=operator, json={"team": "admin", "role": "worker"})
+    assert made.status_code == 201 and made.json["role"] == "worker"
+    # the operator's worker token reaches the store; a team admin never held one to overwrite other teams' files
+    stored = settings.artifacts / "datasets" / "9" / "data.txt"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"beta's data")
+    reply = client.get("/api/v1/store/datasets/9/data.txt", headers=bearer(made.json["token"]))
+    assert reply.status_code == 200 and reply.data == b"beta's data"
+
+
+@pytest.mark.parametrize("name", ["admin\n", "alpha\n", "vision\r", "vi\tsion", "\nvision", "vision\x00",
+                                  "vision\x7f"])
+def test_team_names_with_control_characters_are_refused_naming_the_problem(client, operator, name):
+    answer = client.post("/api/v1/teams", headers=operator, json={"name": name})
+    assert answer.status_code == 422, answer.json
+    message = answer.json["message"]
+    assert "control character" in message or "NUL" in message, message
+    assert [t["name"] for t in client.get("/api/v1/teams", headers=operator).json["teams"]] == ["admin"]
+
+
+def test_team_names_differing_only_in_case_are_one_team(client, auth, operator, db):
+    for name, existing in [("ALPHA", "alpha"), ("Admin", "admin"), ("aLpHa", "alpha")]:
+        answer = client.post("/api/v1/teams", headers=operator, json={"name": name})
+        assert answer.status_code == 409, (name, answer.json)
+        assert f"'{existing}'" in answer.json["message"] and "case" in answer.json["message"]
+    assert client.post("/api/v1/teams", headers=operator, json={"name": "Vision"}).status_code == 201
+    taken = client.post("/api/v1/teams", headers=operator, json={"name": "vision"})
+    assert taken.status_code == 409 and "'Vision'" in taken.json["message"]
+    exact = client.post("/api/v1/teams", headers=operator, json={"name": "alpha"})
+    assert exact.status_code == 409 and "already exists" in exact.json["message"]
+    assert sorted(t["name"] for t in client.get("/api/v1/teams", headers=operator).json["teams"]) == \
+        ["Vision", "admin", "alpha"]
+    with db.session() as s, pytest.raises(Conflict, match="'alpha'"):
+        create_token(s, "ALPHA", "member")  # `genq token create --team ALPHA` makes no second team
+
+
+def test_team_bodies_and_long_names_in_messages(client, operator, auth):
+    empty = client.post("/api/v1/teams", headers=operator, data=b"", content_type="application/json")
+    assert empty.status_code == 400 and "empty" in empty.json["message"]
+    for body in ("null", "[]", '"vision"'):
+        answer = client.post("/api/v1/teams", headers=operator, data=body, content_type="application/json")
+        assert answer.status_code == 422 and "JSON object" in answer.json["message"], body
+    long = "v" * 100_000
+    for answer in (client.post("/api/v1/teams", headers=operator, json={"name": long}),
+                   client.post("/api/v1/teams", headers=operator, json={"name": "vision", long: 1}),
+                   client.patch(f"/api/v1/teams/{long}", headers=operator, json={"weight": 1}),
+                   client.post("/api/v1/tokens", headers=operator, json={"team": long}),
+                   client.post("/api/v1/tokens", headers=auth, json={"team": long}),
+                   client.post("/api/v1/tokens", headers=auth, json={"role": long}),
+                   client.post("/api/v1/tokens", headers=auth, json={long: "x"})):
+        assert answer.status_code in (403, 404, 422), answer.json
+        assert len(answer.json["message"]) < 300 and "v" * 40 + "'..." in answer.json["message"], answer.json
+
+
+def test_the_dashboard_team_form_quotes_a_long_name_cut(client, operator):
+    page = client.post("/teams", headers=operator, data={"name": "w" * 100_000, "weight": "2"})
+    assert page.status_code == 404 and "w" * 40 + "&#39;..." in page.text and "w" * 41 not in page.text

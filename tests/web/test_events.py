@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 
 import pytest
@@ -238,3 +239,40 @@ def test_the_operators_list_stream_holds_every_teams_jobs(live, db, publish):
     assert [j["id"] for j in next(events(filtered))[1]["jobs"]] == [beta]
     filtered.close()
     assert open_streams(live) == 0
+
+
+@pytest.mark.parametrize("which", ["list", "job"])
+def test_a_stream_ends_soon_after_its_token_is_revoked(live, db, publish, which):
+    """A revoked token's open stream stops sending within a check interval (the keep-alive, 0.5 s here), not at
+    the end of its lifetime (8 s here); the reconnect is refused."""
+    from genq.api_tokens import list_tokens, revoke_token
+
+    member = bearer(make_token(db, "alpha", "member"))
+    job = add_job(db, status="running")
+    url = "/api/v1/events/jobs" if which == "list" else f"/api/v1/events?job={job}"
+    response = stream(live.test_client(), url, member)
+    received = events(response)
+    assert next(received)[0] in ("jobs", "status")
+    alpha, stop = team_id(db), threading.Event()
+
+    def progress():  # step N is published about N/10 s after the revocation
+        for step in range(1, 100):
+            if stop.wait(0.1):
+                return
+            publish.publish(job, alpha, [("progress", {"progress": step / 100, "step": step})])
+
+    with db.session() as s:
+        revoke_token(s, next(t.id for t in list_tokens(s, "alpha") if t.role == "member"))
+    revoked = time.monotonic()
+    publisher = threading.Thread(target=progress, daemon=True)
+    publisher.start()
+    try:
+        steps = [data["step"] for name, data in received if name == "progress"]
+    finally:
+        stop.set()
+        publisher.join()
+    assert time.monotonic() - revoked < 4, "the stream went on after its token was revoked"
+    assert max(steps, default=0) < 25, steps
+    response.close()
+    assert open_streams(live) == 0
+    assert live.test_client().get(url, headers=member).status_code == 401

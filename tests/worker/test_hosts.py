@@ -16,7 +16,8 @@ from sqlalchemy import select, text
 
 from genq.db import Job, Worker, WorkerHost
 from genq.db.clock import db_now
-from genq.worker.hosts import VersionMismatch, check_schema, schema_heads
+from genq.errors import InvalidInput
+from genq.worker.hosts import VersionMismatch, check_schema, drain_host, schema_heads
 from tests.worker.platform import tiny_gpt
 
 
@@ -45,6 +46,25 @@ def test_a_worker_is_refused_when_the_database_is_newer_or_older_than_its_genq(d
     result = genq(env, "worker")
     assert result.returncode == 1 and "genq db upgrade" in result.stderr and head in result.stderr
     set_schema(db, head)
+
+
+def test_a_drains_timeout_must_be_finite_and_not_negative(db, settings):
+    with db.session() as s:
+        now = db_now(s)
+        s.add(WorkerHost(hostname="gpu-9", version="x", pools=["default"], devices=[], draining=False,
+                         registered_at=now, last_seen=now))
+    for timeout in ("nan", "inf", "-inf", "1e300", "-5", "-0.5"):
+        result = genq(dict(os.environ), "worker", "drain", "gpu-9", "--timeout", timeout)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (timeout, result.stderr)
+        assert "--timeout" in result.stderr and "from 0 to" in result.stderr, (timeout, result.stderr)
+    with db.session() as s:
+        assert s.get(WorkerHost, "gpu-9").draining is False, "a refused drain changed nothing"
+        for timeout in (float("nan"), float("inf"), 1e300, -5, True, "600"):
+            with pytest.raises(InvalidInput, match="timeout"):
+                drain_host(s, "gpu-9", timeout)
+        assert s.get(WorkerHost, "gpu-9").draining is False
+    drained = genq(dict(os.environ), "worker", "drain", "gpu-9", "--timeout", "0")
+    assert drained.returncode == 0 and "re-queue after 0 s" in drained.stdout, drained.stderr
 
 
 def wait_row(platform, job_id: int, predicate, what: str, timeout: float = 120) -> Job:

@@ -33,7 +33,7 @@ def read_json() -> Any:
     """The request body as JSON: strict (no NaN/Infinity), clean strings, 400 naming the problem otherwise."""
     data = request.get_data(cache=True)
     if not data.strip():
-        raise BadRequest("the request body must be a JSON object")
+        raise BadRequest("the request body is empty: send a JSON object")
     try:
         body = strict_json.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

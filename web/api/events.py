@@ -18,7 +18,8 @@ bp = api_blueprint("api_events")
 @bp.get("/events")
 def job_events():
     """Events of job ?job=ID: status (first, with the job as GET /jobs/ID shows it), progress, metrics, log,
-    outputs, and a keep-alive every few seconds; the stream ends once the job has finished."""
+    outputs, and a keep-alive every few seconds; the stream ends once the job has finished, or once the caller's
+    token has been revoked (checked every few seconds)."""
     job_id = query_int("job", None, 1, MAX_ID, clamp=True)
     if job_id is None:
         raise InvalidInput("query parameter 'job' is required: GET /api/v1/events?job=ID "
@@ -26,7 +27,7 @@ def job_events():
     with state().db.session() as s:
         owned(s, Job, job_id, g.caller.scope, "job")  # another team's job looks missing: 404, no stream
     relay = state().relay
-    sub = relay.subscribe([job_channel(job_id)])
+    sub = relay.subscribe([job_channel(job_id)], streams.token_live(state().db, g.caller.token_id))
     return streams.response(streams.job_events(state().db, job_id, sub, relay.keepalive), sub)
 
 
@@ -39,5 +40,5 @@ def team_events():
     with state().db.session() as s:  # the operator's list holds every team's jobs (or ?team='s)
         scope = visible_team(s, g.caller, request.args.get("team"))
         teams = list(s.scalars(select(Team.id))) if scope is None else [scope]
-    sub = relay.subscribe([team_channel(t) for t in teams])
+    sub = relay.subscribe([team_channel(t) for t in teams], streams.token_live(state().db, g.caller.token_id))
     return streams.response(streams.team_events(state().db, scope, filters, sub, relay.keepalive), sub)

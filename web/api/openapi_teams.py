@@ -26,14 +26,17 @@ SCHEMAS: dict[str, Any] = {
         "gpu_hours_this_week": {"type": "number"}, "decayed_usage_gpu_seconds": {"type": "number"},
         "created_at": TIME}},
     "TeamRequest": {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {
-        "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}, **_settings}},
+        "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                 "description": "unique ignoring case: a name differing from a team's only in case is a 409"},
+        **_settings}},
     "TeamChange": {"type": "object", "additionalProperties": False, "properties": _settings},
     "Token": {"type": "object", "properties": {
         "id": {"type": "integer"}, "team": {"type": "string"}, "role": {"type": "string"},
         "prefix": {"type": "string"}, "created_at": TIME, "last_used_at": TIME, "revoked_at": TIME,
         "token": {"type": "string", "description": "the secret: only in the answer that created it"}}},
     "TokenRequest": {"type": "object", "additionalProperties": False, "properties": {
-        "team": {"type": "string"}, "role": {"enum": ["admin", "member", "viewer"]}}},
+        "team": {"type": "string"}, "role": {"enum": ["admin", "member", "viewer", "worker"],
+                                             "description": "worker: the operator only (403 for a team admin)"}}},
     "Usage": {"type": "object", "properties": {
         "since": {"type": "string", "format": "date"},
         "teams": {"type": "array", "items": {"type": "object"}},

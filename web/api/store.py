@@ -5,7 +5,8 @@ GET streams a stored file (`Range: bytes=N-` continues a broken download); HEAD 
 file in pieces, each with `Content-Range: bytes START-END/TOTAL` and the whole file's `X-Content-SHA256`:
 the pieces collect in a part file named by key and hash, a piece that does not start where the part ends is
 answered 409 with the `offset` to send next (so a client that lost its connection resumes there), and the
-last piece checks the hash and moves the file into the store (201).
+last piece checks the hash and moves the file into the store (201). A key names a file: one that names a folder
+(other keys are stored under it) is answered 404 by GET, HEAD and DELETE, and 409 by PUT, on every backend.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 
 from flask import Response, g, jsonify, request
 
-from genq.errors import BadRequest, Forbidden, InvalidInput, NotFound, TooLarge
+from genq.errors import BadRequest, Conflict, Forbidden, InvalidInput, NotFound, TooLarge
 from genq.store import CHUNK, check_key, copy_stream, sha256_file
 from genq.web import artifact_store as web_store
 from genq.web import state
@@ -39,12 +40,16 @@ def _key(key: str) -> str:
     return check_key(key)
 
 
+def _missing(key: str) -> NotFound:
+    return NotFound(f"no stored file at artifact key {key} (absent, or a folder)")
+
+
 @bp.route("/store/<path:key>", methods=["HEAD"])
 def size(key: str):
     """The stored file's size as Content-Length; 404 if absent."""
     stored = web_store().size(_key(key))
     if stored is None:
-        raise NotFound(f"artifact {key} is not stored")
+        raise _missing(key)
     response = Response(status=200)
     response.headers["Content-Length"] = str(stored)
     response.headers["Accept-Ranges"] = "bytes"
@@ -57,14 +62,17 @@ def download(key: str):
     store = web_store()
     total = store.size(_key(key))
     if total is None:
-        raise NotFound(f"artifact {key} is not stored")
+        raise _missing(key)
     offset = 0
     if range_header := request.headers.get("Range"):
         match = re.fullmatch(r"bytes=(\d{1,15})-", range_header.strip())
         if match is None or int(match[1]) > total:
             raise BadRequest("only 'Range: bytes=N-' with N at most the file's size is supported")
         offset = int(match[1])
-    source = store.open(key, offset=offset)
+    try:
+        source = store.open(key, offset=offset)
+    except FileNotFoundError:  # removed since size() found it
+        raise _missing(key) from None
 
     def chunks():
         with source:
@@ -92,6 +100,8 @@ def upload(key: str):
     total = int(match[3])
     if total > MAX_ARTIFACT_BYTES:
         raise TooLarge(f"an artifact may be at most {MAX_ARTIFACT_BYTES} bytes")
+    if reason := web_store().folder_conflict(key):  # before any byte is taken: a folder cannot become a file
+        raise Conflict(reason)
     incoming = state().settings.home / "store-incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     part = incoming / hashlib.sha256(f"{key}\0{digest}\0{total}".encode()).hexdigest()
@@ -114,15 +124,20 @@ def upload(key: str):
     if sha256_file(part) != digest:
         part.unlink()
         raise InvalidInput(f"the uploaded bytes of {key} do not match X-Content-SHA256; send the file again")
-    web_store().put(key, part)
-    part.unlink(missing_ok=True)
+    try:
+        web_store().put(key, part)
+    finally:
+        part.unlink(missing_ok=True)
     return jsonify({"key": key, "size_bytes": total, "sha256": digest}), 201
 
 
 @bp.delete("/store/<path:key>")
 def delete(key: str):
-    """Remove a stored file (204)."""
-    web_store().delete(_key(key))
+    """Remove a stored file (204); 404 when none is stored under the key (absent, or a folder)."""
+    store = web_store()
+    if store.size(_key(key)) is None:
+        raise _missing(key)
+    store.delete(key)
     return Response(status=204)
 
 

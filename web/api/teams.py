@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Response, g, jsonify, request
 from sqlalchemy import select
 
-from genq.api_tokens import create_token, hash_token, list_tokens, revoke_token
+from genq.api_tokens import create_token, hash_token, list_tokens, quoted, revoke_token
 from genq.db.models import ApiToken
 from genq.errors import InvalidInput, NotFound
 from genq.jobs.service import visible_team
@@ -15,6 +15,7 @@ from genq.teams import (
     create_team,
     get_team,
     list_teams,
+    may_create_token,
     may_manage_tokens,
     parse_settings,
     require_operator,
@@ -52,7 +53,7 @@ def change_team(name: str):
     require_operator(g.caller, "change teams")
     body = read_json()
     if isinstance(body, dict) and "name" in body:
-        raise InvalidInput(f"field 'name': team '{name}' keeps its name (a new name is a new team)")
+        raise InvalidInput(f"field 'name': team {quoted(name)} keeps its name (a new name is a new team)")
     settings = parse_settings(body)
     with state().db.session() as s:
         team = update_team(s, name, settings)
@@ -76,14 +77,15 @@ def add_token():
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
     if unknown := sorted(set(body) - {"team", "role"}):
-        raise InvalidInput(f"unknown field '{unknown[0]}': a token takes 'team' and 'role'")
+        raise InvalidInput(f"unknown field {quoted(unknown[0])}: a token takes 'team' and 'role'")
     team = body.get("team", g.caller.team)
     if not isinstance(team, str):
         raise InvalidInput("field 'team' must be a team name")
-    may_manage_tokens(g.caller, team)
+    role = body.get("role", "member")
+    may_create_token(g.caller, team, role)  # a team admin: its own team's, and never a worker token
     with state().db.session() as s:
         get_team(s, team)  # no team is created by a token request
-        secret = create_token(s, team, body.get("role", "member"))
+        secret = create_token(s, team, role)
         row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
         return jsonify({**token_to_dict(row), "token": secret}), 201
 
