@@ -115,6 +115,8 @@ def test_wait_exits_nonzero_for_a_failed_job(up_env, tmp_path):
         job_id = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(short), *TINY).stdout.strip()
         result = genq(up_env, "wait", job_id, "--timeout", "120", check=False)
         assert result.returncode == 1 and "failed" in result.stderr
+        logged = genq(up_env, "logs", job_id).stdout
+        assert "failed: the dataset" in logged and "Traceback" not in logged  # a data error, said plainly
         corpus = tmp_path / "corpus.txt"
         corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
         long = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(corpus), *TINY,

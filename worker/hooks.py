@@ -28,7 +28,8 @@ from genq.worker.rows import FILES_EVERY, record_rows, write_files
 
 log = logging.getLogger("genq.worker")
 ETA_AFTER_ROWS = 50  # a generation job shows an eta once this many rows (or 5% of them) are done
-MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain"}
+MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".jsonl": "application/x-ndjson", ".txt": "text/plain",
+               ".csv": "text/csv"}
 
 
 class LeaseLost(Exception):
@@ -58,9 +59,10 @@ def hold(session: Session, job_id: int, holder: str, /, **values: object) -> Non
 
 
 def add_samples(session: Session, job_id: int, samples: list[Sample], stored: dict[Path, Stored],
-                artifact_kind: str, step: int | None = None) -> None:
+                artifact_kind: str, step: int | None = None, per_row: int | None = None) -> None:
     """Output rows for `samples` in the caller's transaction, each file (uploaded already: `stored`) also an
-    artifact of `artifact_kind` (named by the file, prefixed with the step for a gallery)."""
+    artifact of `artifact_kind` (named by the file, prefixed with the step for a gallery); with `per_row`, the
+    samples of a generation job, that many per prompt row in order."""
     prefix = "" if step is None else f"step-{step}-"
     for index, sample in enumerate(samples):
         artifact_id = None
@@ -73,7 +75,7 @@ def add_samples(session: Session, job_id: int, samples: list[Sample], stored: di
             session.flush()  # the id the output points to
             artifact_id = artifact.id
         session.add(Output(job_id=job_id, step=step, index=index, prompt=sample.prompt, kind=sample.kind,
-                           text=sample.text, artifact_id=artifact_id))
+                           text=sample.text, artifact_id=artifact_id, row=index // per_row if per_row else None))
 
 
 class RowCounts:

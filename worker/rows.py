@@ -49,6 +49,15 @@ def stored_rows(db: Database, job_id: int) -> set[int]:
         return set(s.scalars(select(Output.row).where(Output.job_id == job_id, Output.row.is_not(None)).distinct()))
 
 
+def none_ok(db: Database, job_id: int) -> str | None:
+    """Why a finished batch job failed when none of its rows did (the first error), else None."""
+    with db.reading() as s:
+        if s.scalar(select(Output.id).where(Output.job_id == job_id, Output.status == "ok").limit(1)) is not None:
+            return None
+        first = s.scalar(select(Output.error).where(Output.job_id == job_id).order_by(Output.row).limit(1))
+    return None if first is None else f"no row succeeded; the first: {first}"
+
+
 def start(settings: Settings, db: Database, job: Job, hooks, counts) -> list[PromptRow]:
     """The start of a batch generation run: `hooks.batch` set to counts(total=, done=) of the job's rows (the
     worker's RowCounts), the bad rows among those no attempt stored yet reported as error rows; returns the
@@ -92,22 +101,31 @@ def record_rows(session: Session, job_id: int, results: list[RowResult]) -> tupl
     return len(rows), len(failed)
 
 
+def write_sample_files(files: JobFiles, lines: list[dict], fields: list[str]) -> dict:
+    """outputs.jsonl and outputs.csv of `lines` (dicts of `fields`, in order) written in the run's folder and put
+    in the artifact store: {path: what the store answered}."""
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(lines)
+    files.workdir.mkdir(parents=True, exist_ok=True)
+    bodies = {"outputs.jsonl": "".join(json.dumps(line) + "\n" for line in lines), "outputs.csv": table.getvalue()}
+    out = {}
+    for name, body in bodies.items():
+        path = files.workdir / name
+        path.write_text(body, encoding="utf-8")
+        out[path] = files.upload(path)  # the store replaces a key whole: a reader never sees half a file
+    return out
+
+
 def write_files(session: Session, files: JobFiles, job_id: int) -> None:
     """outputs.jsonl and outputs.csv of every row stored so far, in input order, as the job's artifacts
     (replacing the previous ones: the worker writes them every FILES_EVERY seconds and at the end), written in
     the run's folder and put in the artifact store, in the caller's transaction."""
     lines = [row._asdict() for row in session.execute(_ROWS_OF, {"job": job_id})]
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=["row", "row_id", "index", "prompt", "text", "status", "error"])
-    writer.writeheader()
-    writer.writerows(lines)
-    files.workdir.mkdir(parents=True, exist_ok=True)
-    bodies = {"outputs.jsonl": "".join(json.dumps(line) + "\n" for line in lines), "outputs.csv": table.getvalue()}
     held = dict(session.execute(_FILES_OF, {"job": job_id}).all())
-    for name, body in bodies.items():
-        path = files.workdir / name
-        path.write_text(body, encoding="utf-8")
-        stored = files.upload(path)  # the store replaces a key whole: a reader never sees half a file
+    for path, stored in write_sample_files(files, lines, list(_ROWS_OF.selected_columns.keys())).items():
+        name = path.name
         values = {"path": stored.key, "sha256": stored.sha256, "size_bytes": stored.size,
                   "media_type": MEDIA_TYPES[name]}
         if name in held:

@@ -5,7 +5,6 @@ One WorkerContext per process (engines must not cross a fork). The Celery task c
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -244,12 +243,12 @@ class WorkerContext:
             # and the reconciler puts it back in the queue, from where it resumes at its last stored checkpoint.
             log.error("job %s: transient failure, left for the reconciler: %s", job_id, exc)
         except Exception as exc:  # noqa: BLE001 - any other failure ends the job with its message
-            message = str(exc) if isinstance(exc, (core.DataError, GenqError, ValueError)) \
-                else f"{type(exc).__name__}: {exc}"
+            said = isinstance(exc, (core.DataError, GenqError, ValueError))  # a message for the user, not a bug
+            message = str(exc) if said else f"{type(exc).__name__}: {exc}"
             log.error("job %s failed: %s", job_id, traceback.format_exc())
             hooks.discard()
             self._end(job, hooks, "failed", error=message or type(exc).__name__,
-                      log_line=f"failed: {traceback.format_exc(limit=5)}")
+                      log_line=f"failed: {message}" if said else f"failed: {traceback.format_exc(limit=5)}")
         finally:
             self.heartbeat.watch(None)
             hooks.discard()  # a lost lease or a transient failure may leave a background write running
@@ -353,28 +352,35 @@ class WorkerContext:
             self._woken = True
             return
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
-        self._end(job, hooks, "cancelled" if stopped == "cancel" else "succeeded", outputs=samples if keep else None)
+        error = None
+        if not stopped and job.type == "generate" and core.generates_rows(job.model):
+            hooks.flush()  # the rows still buffered, to count them
+            error = rows.none_ok(self.db, job.id)
+        status = "cancelled" if stopped == "cancel" else "failed" if error else "succeeded"
+        self._end(job, hooks, status, error=error, outputs=samples if keep else None)
 
     def _upload_outputs(self, job: Job, files: JobFiles, samples: list[core.Sample]) -> dict[Path, Stored]:
-        """Upload the files of `samples` and, for a generation job, outputs.jsonl (stored under its own path)."""
+        """Upload the files of `samples` and, for a generation job, outputs.jsonl and outputs.csv (each row's
+        samples, the file of an image or a clip by name)."""
         stored = files.upload_samples(samples)
         if job.type == "generate" and samples:
-            lines = [{"index": index, "prompt": sample.prompt, "kind": sample.kind, "text": sample.text,
-                      "file": sample.path.name if sample.path else None} for index, sample in enumerate(samples)]
-            batch = files.workdir / "outputs.jsonl"
-            batch.parent.mkdir(parents=True, exist_ok=True)
-            batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
-            stored[batch] = files.upload(batch)
+            per_row = job.params.get("num_samples", 1)
+            lines = [{"row": index // per_row, "index": index, "prompt": sample.prompt, "kind": sample.kind,
+                      "text": sample.text, "file": sample.path.name if sample.path else None}
+                     for index, sample in enumerate(samples)]
+            stored.update(rows.write_sample_files(files, lines, list(lines[0])))
         return stored
 
     def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample], stored: dict[Path, Stored]) -> None:
         """Output rows (and artifacts for files) for `samples`, in the caller's transaction; a generation job's
-        also as outputs.jsonl."""
-        add_samples(s, job.id, samples, stored, "output" if job.type == "generate" else "sample")
-        batch = [(path, up) for path, up in stored.items() if path.name == "outputs.jsonl"]
-        for _path, up in batch:
-            s.add(Artifact(job_id=job.id, kind="output", name="outputs.jsonl", path=up.key, size_bytes=up.size,
-                           sha256=up.sha256, media_type=MEDIA_TYPES[".jsonl"]))
+        also as outputs.jsonl and outputs.csv."""
+        generating = job.type == "generate"
+        add_samples(s, job.id, samples, stored, "output" if generating else "sample",
+                    per_row=job.params.get("num_samples", 1) if generating else None)
+        for path, up in stored.items():
+            if path.name in ("outputs.jsonl", "outputs.csv"):
+                s.add(Artifact(job_id=job.id, kind="output", name=path.name, path=up.key, size_bytes=up.size,
+                               sha256=up.sha256, media_type=MEDIA_TYPES[path.suffix]))
 
     def _end(self, job: Job, hooks: JobHooks, status: str, error: str | None = None, log_line: str | None = None,
              outputs: list[core.Sample] | None = None) -> None:
@@ -386,6 +392,8 @@ class WorkerContext:
             values = dict(status=status, finished_at=db_now(s), lease_expires_at=None, error=error)
             if status == "succeeded":
                 values["progress"] = 1.0
+                if job.type == "generate" and not core.generates_rows(job.model):  # every prompt row at once
+                    values["rows_done"] = job.rows_total
             hold(s, job.id, self.id, **values)
             if outputs is not None:
                 self._record_outputs(s, job, outputs, stored)

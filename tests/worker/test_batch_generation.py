@@ -101,7 +101,8 @@ def test_sigkilled_worker_resumes_batch_with_every_row_once(platform):
     retry = answer.json()
     assert (retry["retry_of"], retry["rows_total"], retry["params"]) == (job_id, 2, job["params"])
     done = platform.wait_status(retry["id"], ("succeeded", "failed"), timeout=120)
-    assert (done["status"], done["rows_done"], done["rows_failed"]) == ("succeeded", 2, 2)
+    assert (done["status"], done["rows_done"], done["rows_failed"]) == ("failed", 2, 2)  # no row succeeded
+    assert done["error"].startswith("no row succeeded; the first: row 5 (line 6): it has no prompt")
     assert [(o.row, o.status) for o in stored(platform, retry["id"])] == [(5, "error"), (77, "error")]
 
 

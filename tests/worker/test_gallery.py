@@ -105,6 +105,15 @@ def test_training_jobs_record_samples_at_every_evaluation_and_the_api_serves_the
                         timeout=30)
     assert page.status_code == 200 and "Samples by step" in page.text and 'data-steps=\'[20, 40, 60]\'' in page.text
 
+    # generating images: one prompt row of two samples, counted as a row, in both output files
+    drawn = platform.submit({"type": "generate", "source_job": images, "params": {"num_samples": 2}})
+    job = platform.wait_status(drawn, ("succeeded", "failed"), timeout=120)
+    assert (job["status"], job["rows_total"], job["rows_done"]) == ("succeeded", 1, 1), job["error"]
+    outputs = platform.api("GET", f"/jobs/{drawn}/outputs").json()["outputs"]
+    assert [(o["row"], o["index"], o["kind"]) for o in outputs] == [(0, 0, "image"), (0, 1, "image")]
+    files = {a["name"] for a in platform.api("GET", f"/jobs/{drawn}/artifacts").json()["artifacts"]}
+    assert {"outputs.jsonl", "outputs.csv"} <= files
+
 
 def test_samples_arrive_while_the_job_trains(platform):
     platform.start_scheduler()
