@@ -126,6 +126,18 @@ def test_causal_attention_under_cpu_bf16_autocast_is_bf16_products_close_to_exac
     assert torch.equal(y2[:, :, :-1], y[:, :, :-1]) and not torch.equal(y2[:, :, -1], y[:, :, -1])
 
 
+def test_small_causal_attention_in_float32_is_two_products_and_flash_beyond_the_bound(monkeypatch):
+    q, k, v = (torch.randn(3, 4, 40, 16, requires_grad=True) for _ in range(3))
+    grad = torch.randn(3, 4, 40, 16)
+    y, flash = attention(q, k, v, None, True, 0.0), F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert not torch.equal(y, flash) and torch.allclose(y, flash, atol=1e-5)  # the products: same numbers
+    for g, e in zip(torch.autograd.grad(y, (q, k, v), grad), torch.autograd.grad(flash, (q, k, v), grad),
+                    strict=True):
+        assert torch.allclose(g, e, atol=1e-4)
+    monkeypatch.setattr(net_module, "FLOAT32_SCORES_BELOW", 3 * 4 * 40 * 40)
+    assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
+
+
 def test_attention_with_more_scores_than_the_bound_stays_in_float32(monkeypatch):
     monkeypatch.setattr(net_module, "BF16_SCORES_BELOW", 3 * 4 * 40 * 40)
     q, k, v = (torch.randn(3, 4, 40, 16) for _ in range(3))

@@ -96,13 +96,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
               dropout_p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(hs)) v for (B, nh, T, hs) heads, in PyTorch's fused kernels (flash on a GPU, in bf16
     under autocast; not cuDNN's outside training). On a CPU in float32 (the bf16 flash kernel's backward takes
-    3-6x as long), except causal attention under bf16 autocast with few enough scores (cpu_bf16_attention)."""
+    3-6x as long), except causal attention with few enough scores: two matrix products around a softmax
+    (cpu_causal_attention), in bf16 under bf16 autocast."""
     if q.device.type != "cpu":
         with nullcontext() if torch.is_grad_enabled() else sdpa_kernel(INFERENCE_BACKENDS):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
-    if (causal and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-            and q.shape[:-1].numel() * k.size(-2) < BF16_SCORES_BELOW):
-        return cpu_bf16_attention(q, k, v, dropout_p)
+    bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    if causal and q.shape[:-1].numel() * k.size(-2) < (BF16_SCORES_BELOW if bf16 else FLOAT32_SCORES_BELOW):
+        return cpu_causal_attention(q, k, v, dropout_p, torch.bfloat16 if bf16 else torch.float32)
     with torch.autocast("cpu", enabled=False):
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal,
                                               dropout_p=dropout_p)
@@ -112,25 +113,32 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 # them), causal attention on a CPU under bf16 autocast is two bf16 matrix products around a softmax: forward and
 # backward, 2.9x faster than the float32 flash kernel at 6/6/384, block 256, batch 16 (14 against 41 ms a layer on
 # an AMD EPYC with AVX-512 BF16) and 2.3x at the CPU recipe's shape. Its memory grows with T^2 (the scores and
-# probabilities, kept for the backward); above the bound, flash's does not.
-def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
-    """Causal attention of (B, nh, T, hs) heads as bf16 products: scores (B, nh, T, T) plus a causal bias, a softmax
-    (computed in float32 by the kernel, stored in bf16, as flash attention's probabilities are on a GPU), then
-    the sums of the values; in bf16."""
+# probabilities, kept for the backward); above the bound, flash's does not. In float32 the products win only
+# while the scores are few: on an AMD EPYC with AVX2 (2 threads), forward and backward of one layer took 1.34
+# against 1.96 ms at the CPU recipe's shape (196,608 scores), 14.6 against 18.0 ms at 16 x 6 heads x T 128 (1.6M),
+# and 66.5 against 61.6 ms at 6/6/384, block 256, batch 16 (6.3M).
+FLOAT32_SCORES_BELOW = 1 << 21
+
+
+def cpu_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """Causal attention of (B, nh, T, hs) heads as products in `dtype`: scores (B, nh, T, T) plus a causal bias, a
+    softmax (computed in float32 by the kernel, stored in `dtype`: bf16, as flash attention's probabilities are on
+    a GPU, or float32), then the sums of the values."""
     T = q.size(-2)
     with torch.autocast("cpu", enabled=False):
-        scores = torch.matmul((q * q.size(-1) ** -0.5).bfloat16(), k.bfloat16().mT) + _causal_bias(T)
+        scores = torch.matmul((q * q.size(-1) ** -0.5).to(dtype), k.to(dtype).mT) + _causal_bias(T, dtype)
         weights = torch.softmax(scores, dim=-1)
         if dropout_p:
             weights = F.dropout(weights, dropout_p)
-        return weights @ v.bfloat16()
+        return weights @ v.to(dtype)
 
 
 @functools.cache
-def _causal_bias(T: int) -> torch.Tensor:
-    """(T, T) bf16: 0 where a query may see the key (at or before it), -inf after it."""
+def _causal_bias(T: int, dtype: torch.dtype) -> torch.Tensor:
+    """(T, T): 0 where a query may see the key (at or before it), -inf after it."""
     future = torch.ones(T, T, dtype=torch.bool).triu(1)
-    return torch.zeros(T, T, dtype=torch.bfloat16).masked_fill(future, float("-inf"))
+    return torch.zeros(T, T, dtype=dtype).masked_fill(future, float("-inf"))
 
 
 class CausalSelfAttention(nn.Module):
