@@ -143,10 +143,13 @@ def template_fields(template: str) -> list[str]:
 
 def _csv_rows(text: str, template: str | None, template_later: bool
               ) -> list[tuple[str, str | None, dict[str, Any]] | RowError]:
+    # strict: a quote left open swallowed the rest of the file into one prompt; newline="": the reader takes
+    # \r, \n and \r\n line ends alike (a file of bare \r ends was refused in Python's words)
     try:
-        table = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+        table = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r and any(c.strip() for c in r)]
     except csv.Error as exc:
-        raise DataError(f"the prompts file is not valid CSV: {exc}") from None
+        why = "a quoted field is never closed" if "end of data" in str(exc) else str(exc)
+        raise DataError(f"the prompts file is not valid CSV: {why}") from None
     header = [c.strip() for c in table[0]] if table else []
     lower = [c.lower() for c in header]
     out: list[tuple[str, str | None, dict[str, Any]] | RowError] = []

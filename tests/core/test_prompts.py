@@ -105,3 +105,9 @@ def test_a_csv_of_several_columns_needs_a_prompt_column_or_a_template():
     assert len(parse_prompts(data, "csv", template_later=True)) == 3  # at upload: the job names the template
     assert [r.prompt for r in parse_prompts(data, "csv", "{name} is {features}")] == ["bob is tall", "ann is short"]
     assert [r.prompt for r in parse_prompts(b"seven\nthree\n", "csv")] == ["seven", "three"]  # one column: headerless
+
+
+def test_a_csv_quote_left_open_is_refused_and_bare_carriage_returns_end_lines():
+    with pytest.raises(DataError, match="not valid CSV: a quoted field is never closed"):
+        parse_prompts(b'prompt,id\n"unterminated,a\nKING:,b\n', "csv")
+    assert [r.prompt for r in parse_prompts(b"prompt\rROMEO\rKING\r", "csv")] == ["ROMEO", "KING"]
