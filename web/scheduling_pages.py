@@ -67,7 +67,8 @@ def _form_number(name: str) -> float | int | None:
     try:
         number = float(raw) if len(raw) <= 20 else float("x")
     except ValueError:
-        raise InvalidInput(f"{name} must be a number (or empty for no limit), got '{raw[:20]}'") from None
+        limit = "" if name == "weight" else " (or empty for no limit)"  # a weight has no "none"
+        raise InvalidInput(f"{name} must be a number{limit}, got '{raw[:20]}'") from None
     return int(number) if name == "max_gpus" and number.is_integer() else number
 
 
