@@ -324,3 +324,22 @@ def test_a_polling_job_page_keeps_its_log_and_facts_current(page, server, db, to
     expect(page.locator("#job-status")).to_have_text("succeeded", timeout=15_000)
     expect(page.locator("#job-log li", has_text="succeeded")).to_be_visible()
     expect(page.locator("#job-eta")).to_be_hidden()  # a finished job expects nothing
+
+
+def test_deleting_a_dataset_asks_first(page, server, db, token, client, auth):
+    from tests.web.conftest import upload
+
+    dataset = upload(client, auth, b"to be or not to be\n", "plays.txt").json["id"]
+    page.goto(f"{server}/login?next=/datasets")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/datasets")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click(f'button[aria-label="Delete dataset {dataset}"]')
+    assert asked == [f"Delete dataset #{dataset} (plays.txt) and its file?"]
+    expect(page.locator("#datasets")).to_contain_text("plays.txt")  # dismissed: nothing sent
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f'button[aria-label="Delete dataset {dataset}"]')
+    expect(page.locator(".flash.ok")).to_have_text(f"Dataset {dataset} deleted.")
+    expect(page.locator("#datasets")).not_to_contain_text("plays.txt")

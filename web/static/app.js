@@ -284,5 +284,9 @@
     if (table && table.dataset.events) listPage(table);
     var box = document.getElementById("job");
     if (box && box.dataset.jobId) jobPage(box);
+    // Buttons that cannot be undone (delete a dataset, revoke a token) ask first.
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (form) {
+      form.addEventListener("submit", function (e) { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
+    });
   });
 })();
