@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import socket
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from genq import __version__ as VERSION
-from genq.db import Job, JobLog, Worker, WorkerHost
+from genq.db import Database, Job, JobLog, Worker, WorkerHost
 from genq.db.clock import db_now
 from genq.errors import Conflict, InvalidInput, NotFound
 
@@ -150,3 +153,19 @@ def release_gone_workers(session: Session, hostname: str, me: str) -> list[int]:
     if dead := [w for w in listed if gone(w, hostname, me)]:
         session.execute(update(Worker).where(Worker.id.in_(dead)).values(status="offline"))
     return released
+
+
+def remove_abandoned_runs(db: Database, work: Path, me: str) -> None:
+    """At a worker's start: delete the local folders (under `work`) of runs a killed worker of this host left
+    behind, those no live worker of this host runs now (another worker process may share this GENQ_HOME)."""
+    runs = [p for p in (work / "jobs").glob("*/a*") if p.parent.name.isdigit() and p.name[1:].isdigit()]
+    if not runs:
+        return
+    host = socket.gethostname()
+    with db.session() as s:
+        live = {(job_id, attempts) for job_id, attempts, worker in s.execute(
+            select(Job.id, Job.attempts, Job.worker_id).where(Job.status == "running"))
+            if worker and worker.startswith(f"{host}:") and not gone(worker, host, me)}
+    for run in runs:
+        if (int(run.parent.name), int(run.name[1:])) not in live:
+            shutil.rmtree(run, ignore_errors=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import socket
 import traceback
 from contextlib import AbstractContextManager
@@ -33,7 +32,7 @@ from genq.worker.artifacts import ContentCache, JobFiles, Stored, model_in_use, 
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
-from genq.worker.hosts import gone, register_host, release_gone_workers
+from genq.worker.hosts import register_host, release_gone_workers, remove_abandoned_runs
 from genq.worker.retry import TRANSIENT, with_retry
 
 log = logging.getLogger("genq.worker")
@@ -91,27 +90,12 @@ class WorkerContext:
         with self.db.session() as s:
             if released := release_gone_workers(s, socket.gethostname(), self.id):
                 log.warning("jobs %s: their worker on this host has exited; their leases end now", released)
-        self._remove_abandoned_runs()
+        remove_abandoned_runs(self.db, self.work, self.id)
         if status == "draining":
             self.heartbeat.draining.set()  # before the first beat: take no job on a draining host
         self.heartbeat.start()
         self.events.wake_scheduler()  # a new slot: the scheduler need not wait for its tick to fill it
         log.info("worker %s online in pool %s on %s", self.id, self.pool, self.device)
-
-    def _remove_abandoned_runs(self) -> None:
-        """Delete the local folders of runs a killed worker of this host left behind: those no worker of this
-        host runs now (another worker process may share this GENQ_HOME)."""
-        runs = [p for p in (self.work / "jobs").glob("*/a*") if p.parent.name.isdigit() and p.name[1:].isdigit()]
-        if not runs:
-            return
-        host = socket.gethostname()
-        with self.db.session() as s:
-            live = {(job_id, attempts) for job_id, attempts, worker in s.execute(
-                select(Job.id, Job.attempts, Job.worker_id).where(Job.status == "running"))
-                if worker and worker.startswith(f"{host}:") and not gone(worker, host, self.id)}
-        for run in runs:
-            if (int(run.parent.name), int(run.name[1:])) not in live:
-                shutil.rmtree(run, ignore_errors=True)
 
     def request_shutdown(self) -> None:
         """SIGTERM/SIGINT: the running job checkpoints and goes back to the queue; no new job starts."""
@@ -346,8 +330,9 @@ class WorkerContext:
                 more = {"preemptions": Job.preemptions + 1, "preempt_requested": False} if preempted else {}
                 hold(s, job.id, self.id, status="queued", worker_id=None, dispatched_at=None, lease_expires_at=None,
                      **more)
-                s.add(JobLog(job_id=job.id, message="preempted: checkpointed and re-queued" if preempted
-                             else "worker shutting down: checkpointed and re-queued"))
+                why = ("preempted" if preempted else "worker shutting down" if self.shutting_down
+                       else "its host's drain timed out")
+                s.add(JobLog(job_id=job.id, message=f"{why}: checkpointed and re-queued"))
             hooks.flush(also=requeue, events=[("status", {"status": "queued"})], what="re-queueing a job", wake=True)
             self._woken = True
             return

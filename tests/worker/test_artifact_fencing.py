@@ -129,7 +129,7 @@ def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_run
     import socket
     import subprocess
 
-    from genq.worker.hosts import release_gone_workers
+    from genq.worker.hosts import release_gone_workers, remove_abandoned_runs
     from genq.worker.runner import WorkerContext
 
     exited = subprocess.Popen(["true"])
@@ -146,7 +146,7 @@ def test_a_starting_worker_removes_the_folders_of_runs_no_worker_of_its_host_run
                for job in (live, killed, ended, elsewhere) for attempt in (1, 2)}
     for folder in folders.values():
         (folder / "checkpoints").mkdir(parents=True)
-    worker._remove_abandoned_runs()
+    remove_abandoned_runs(worker.db, worker.work, worker.id)
     assert {key for key, folder in folders.items() if folder.exists()} == {(live, 2)}
     with db.session() as s:
         assert release_gone_workers(s, host, worker.id) == [killed]

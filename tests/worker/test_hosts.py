@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
-from genq.db import Job, Worker, WorkerHost
+from genq.db import Job, JobLog, Worker, WorkerHost
 from genq.db.clock import db_now
 from genq.errors import InvalidInput
 from genq.worker.hosts import VersionMismatch, check_schema, drain_host, schema_heads
@@ -91,6 +91,9 @@ def test_a_drained_host_finishes_nothing_new_and_requeues_after_its_timeout(plat
     # past the timeout the running job checkpoints and goes back to the queue...
     requeued = wait_row(platform, job_id, lambda j: j.status == "queued", "the job to be re-queued", 60)
     assert requeued.checkpoint_step >= 100 and requeued.error is None
+    with platform.db.session() as s:
+        said = s.scalars(select(JobLog.message).where(JobLog.job_id == job_id)).all()
+    assert "its host's drain timed out: checkpointed and re-queued" in said  # not "worker shutting down"
     hosts = platform.api("GET", "/workers").json()["hosts"]
     assert [(h["hostname"], h["draining"]) for h in hosts] == [(host, True)]
     page = requests.get(f"{platform.url}/workers", timeout=30, headers={"Authorization": f"Bearer {platform.token}"})
