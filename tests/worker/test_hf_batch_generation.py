@@ -101,8 +101,8 @@ def test_base_rows_follow_the_batch_generation_contract(hf_platform):
     assert platform.api("POST", f"/jobs/{second}/retry", json={"only_failed": True}).status_code == 409
     retry = platform.api("POST", f"/jobs/{job_id}/retry", json={"only_failed": True})
     assert retry.status_code == 201 and retry.json()["rows_total"] == 2
-    done = finished(platform, retry.json()["id"])
-    assert (done["rows_done"], done["rows_failed"]) == (2, 2)
+    done = platform.wait_status(retry.json()["id"], ("succeeded", "failed"), timeout=240)
+    assert (done["status"], done["rows_done"], done["rows_failed"]) == ("failed", 2, 2)  # no row succeeded
     assert [(o.row, o.status) for o in stored(platform, done["id"])] == [(2, "error"), (4, "error")]
 
 
