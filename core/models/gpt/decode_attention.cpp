@@ -52,6 +52,15 @@ __attribute__((target("avx2,fma"))) inline __m256 sums8(__m256 a0, __m256 a1, __
 __attribute__((target("avx2,fma"))) void attend(const float* q, const float* keys, const float* values,
                                                 const float* mask, float* out, float* scores, int64_t width,
                                                 int64_t hs, float scale) {
+  // A slot's mask row is 0 up to its position and -inf after it (a ring that has not wrapped yet): the keys past
+  // it weigh exactly 0, so they are not read at all. Continuous batching mixes rows that have just begun with
+  // rows far along, and `width` is the farthest one's.
+  int64_t lo = 1, hi = width;  // the first -inf lies in [lo, hi] (hi: none); mask[0] is the row's first key
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (mask[mid] == -INFINITY) hi = mid; else lo = mid + 1;
+  }
+  width = lo;
   const int64_t padded = (width + 7) & ~int64_t(7);
   const __m256 sc = _mm256_set1_ps(scale);
   __m256 best = _mm256_set1_ps(-INFINITY);
@@ -109,8 +118,9 @@ __attribute__((target("avx2,fma"))) void attend(const float* q, const float* key
   }
 }
 
-// q (S nh, hs), its rows contiguous; kv one layer of the cache, (2, S, nh, W, hs); mask (S, width): each slot's row of the attention
-// mask (0 or -inf). Returns (S nh, hs): softmax(q k^T scale + mask) v over each slot's first `width` keys.
+// q (S nh, hs), its rows contiguous; kv one layer of the cache, (2, S, nh, W, hs); mask (S, width): each slot's
+// row of the attention mask, 0 for its first keys and -inf for the rest (SlotCache.hidden's rows). Returns
+// (S nh, hs): softmax(q k^T scale + mask) v over each slot's first `width` keys.
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& mask, double scale) {
   TORCH_CHECK(q.dim() == 2 && kv.dim() == 5 && mask.dim() == 2, "decode_attention: q (S nh, hs), kv (2, S, nh, W, hs), "
               "mask (S, width)");
