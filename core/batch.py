@@ -236,7 +236,7 @@ class BatchGenerator:
         row.tokens.append(token)
         if request.stop:
             row.text = self.decode(row.tokens)
-            cut = min((i for i in (row.text.find(s) for s in request.stop if s) if i >= 0), default=-1)
+            cut = first_stop(row.text, request.stop)
             if cut >= 0:
                 row.text, row.reason = row.text[:cut], "stop"
                 return True
@@ -245,6 +245,11 @@ class BatchGenerator:
             row.text = self.decode(row.tokens) if self.decode else None
             return True
         return False
+
+
+def first_stop(text: str, stops: Sequence[str]) -> int:
+    """Where the first of `stops` to appear starts in `text`, -1 if none does."""
+    return min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
 
 
 def _filters(request: Request) -> bool:

@@ -26,7 +26,7 @@ from transformers.generation.logits_process import (
 )
 
 from genq.core import base_models
-from genq.core.batch import Finished, Request
+from genq.core.batch import Finished, Request, first_stop
 from genq.core.sample import seeded_generator
 
 GEN_BATCH = 64  # rows decoded at once
@@ -73,7 +73,7 @@ def generate_requests(net: nn.Module, requests: Sequence[Request], device: str, 
                 return False
             for r, (tokens, reason) in zip(part, rows, strict=True):
                 text = decode(r, tokens)
-                if (cut := _first_stop(text, r.stop)) >= 0:
+                if (cut := first_stop(text, r.stop)) >= 0:
                     text, reason = text[:cut], "stop"
                 on_finish(Finished(r.key, tokens, text, reason))
     return True
@@ -84,13 +84,8 @@ def context_window(net: nn.Module) -> int:
     return base_models.context_window(net.config.to_dict()) or 1 << 30
 
 
-def _first_stop(text: str, stops: Sequence[str]) -> int:
-    """Where the first of `stops` starts in `text`, -1 if none does."""
-    return min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-
-
 def _stopped(request: Request, decode: Callable[[Request, list[int]], str], tokens: list[int]) -> bool:
-    return _first_stop(decode(request, tokens), request.stop) >= 0
+    return first_stop(decode(request, tokens), request.stop) >= 0
 
 
 def _batch(net, prompts, gens, device, max_new, temperature, top_k, top_p, eos_id, ended=None,
