@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from genq.core import spec
 from genq.core.errors import CoreError, DataError, ParamError, RankLost  # noqa: F401 - the front door names its errors
+
+T = TypeVar("T")
 
 # The datasets that ship with genq (generated or read locally, never downloaded) and their kinds.
 BUILTIN_DATASETS = {"digits": "images", "tones": "audio", "pydoc": "text"}
@@ -143,35 +145,18 @@ def generate_from_base(model: str, base: str, prompts: list[str | None], params:
                        hooks: Hooks, device: str = "cpu") -> list[Sample]:
     """Generate `params['num_samples']` samples per prompt from pretrained model `base` of the models folder,
     with model kind `model` (one whose spec says pretrained=True); records memory/peak_bytes like generate()."""
-    from genq.core import device as dev
-
-    kind = spec.get(model)
-    if not kind.pretrained:
-        raise ParamError(f"model '{model}' does not sample a pretrained base")
+    recipe = _pretrained(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev.prepare(device)
-    memory = dev.PeakMemory(device)
-    samples = kind.load_recipe().generate_from_base(base, prompts, params, out_dir, hooks, device)
-    if (peak := memory.bytes()) is not None:
-        hooks.metrics(0, {"memory/peak_bytes": peak})
-    return samples
+    return _measured(hooks, device, lambda: recipe.generate_from_base(base, prompts, params, out_dir, hooks, device))
 
 
 def generate(source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,
              hooks: Hooks, device: str = "cpu") -> list[Sample]:
     """Generate `params['num_samples']` samples per prompt from the trained model in `source_workdir`; records
     memory/peak_bytes (at step 0) when done."""
-    from genq.core import checkpoint
-    from genq.core import device as dev
-
-    recipe = spec.get(checkpoint.load_model_kind(source_workdir)).load_recipe()
+    recipe = _trained(source_workdir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev.prepare(device)
-    memory = dev.PeakMemory(device)
-    samples = recipe.generate(source_workdir, prompts, params, out_dir, hooks, device)
-    if (peak := memory.bytes()) is not None:
-        hooks.metrics(0, {"memory/peak_bytes": peak})
-    return samples
+    return _measured(hooks, device, lambda: recipe.generate(source_workdir, prompts, params, out_dir, hooks, device))
 
 
 def generates_rows(model: str) -> bool:
@@ -184,30 +169,40 @@ def generate_rows(source_workdir: Path, rows: list[Any], params: dict[str, Any],
     """Generate every usable row of `rows` (genq.core.data.prompts.PromptRow) from the trained text model in
     `source_workdir` with continuous batching, reporting rows to hooks.rows() as they finish. Returns False
     when hooks.stop_requested() stopped it first (the rows not reported were not generated)."""
-    from genq.core import checkpoint
-    from genq.core import device as dev
-
-    recipe = spec.get(checkpoint.load_model_kind(source_workdir)).load_recipe()
-    dev.prepare(device)
-    memory = dev.PeakMemory(device)
-    finished = recipe.generate_rows(source_workdir, rows, params, hooks, device)
-    if (peak := memory.bytes()) is not None:
-        hooks.metrics(0, {"memory/peak_bytes": peak})
-    return finished
+    recipe = _trained(source_workdir)
+    return _measured(hooks, device, lambda: recipe.generate_rows(source_workdir, rows, params, hooks, device))
 
 
 def generate_rows_from_base(model: str, base: str, rows: list[Any], params: dict[str, Any], hooks: Hooks,
                             device: str = "cpu") -> bool:
     """generate_rows() from pretrained model `base` of the models folder, with model kind `model` (one whose spec
     says pretrained=True and whose recipe generates rows); records memory/peak_bytes like generate()."""
-    from genq.core import device as dev
+    recipe = _pretrained(model)
+    return _measured(hooks, device, lambda: recipe.generate_rows_from_base(base, rows, params, hooks, device))
 
+
+def _trained(source_workdir: Path):
+    """The recipe of the model kind trained in `source_workdir` (its checkpoint names it)."""
+    from genq.core import checkpoint
+
+    return spec.get(checkpoint.load_model_kind(source_workdir)).load_recipe()
+
+
+def _pretrained(model: str):
+    """The recipe of model kind `model`, or ParamError unless it samples pretrained bases."""
     kind = spec.get(model)
     if not kind.pretrained:
         raise ParamError(f"model '{model}' does not sample a pretrained base")
+    return kind.load_recipe()
+
+
+def _measured(hooks: Hooks, device: str, run: Callable[[], T]) -> T:
+    """run() on `device`, prepared, then memory/peak_bytes (at step 0) recorded where the device reports it."""
+    from genq.core import device as dev
+
     dev.prepare(device)
     memory = dev.PeakMemory(device)
-    finished = kind.load_recipe().generate_rows_from_base(base, rows, params, hooks, device)
+    out = run()
     if (peak := memory.bytes()) is not None:
         hooks.metrics(0, {"memory/peak_bytes": peak})
-    return finished
+    return out
