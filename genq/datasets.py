@@ -218,7 +218,6 @@ def save_upload(
         tmp.unlink(missing_ok=True)
 
 
-
 def delete_dataset(session: Session, dataset: Dataset) -> str:
     """Delete `dataset`'s row, or raise Conflict naming the jobs that use it; returns its file's key in the
     store, for the caller to delete once the row's deletion is committed."""

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, aliased
 from genq.db.models import WINNERS, Job, Output, PreferenceVote, Rating, ShownPair, utcnow
 from genq.errors import Conflict, InvalidInput, NotFound
 from genq.jobs.schemas import MAX_ID, refused
-from genq.jobs.service import owned
+from genq.jobs.service import of_team, owned
 
 MAX_COMPARED_JOBS = 50
 PRIOR_SD = 2.0  # N(0, 2²) prior on each job's log-strength: an undefeated job gets a finite rating
@@ -95,8 +95,9 @@ def _upsert(session: Session, model: type, keys: dict[str, Any], values: dict[st
 def visible_output(session: Session, output_id: int, team_id: int | None) -> Output:
     """The output if it belongs to one of the team's jobs (any team's for None: the operator), else NotFound
     (another team's looks missing)."""
-    query = select(Output).join(Job, Output.job_id == Job.id).where(Output.id == output_id)
-    out = session.scalar(query if team_id is None else query.where(Job.team_id == team_id))
+    out = session.scalar(
+        select(Output).join(Job, Output.job_id == Job.id).where(Output.id == output_id, *of_team(team_id))
+    )
     if out is None:
         raise NotFound(f"output {output_id} not found")
     if out.step is not None:  # a gallery sample is replaced when its step is evaluated again: not judged
@@ -369,11 +370,9 @@ def export_rows(
         .join(first, PreferenceVote.a_output_id == first.id)
         .join(second, PreferenceVote.b_output_id == second.id)
         .join(Job, first.job_id == Job.id)
-        .where(PreferenceVote.winner != "tie", first.status == "ok", second.status == "ok")
+        .where(PreferenceVote.winner != "tie", first.status == "ok", second.status == "ok", *of_team(team_id))
         .order_by(PreferenceVote.id)
     )
-    if team_id is not None:  # None: the operator, every team's
-        query = query.where(Job.team_id == team_id)
     if job_ids is not None:
         ids = [job.id for job in compared_jobs(session, team_id, job_ids, least=1)]
         query = query.where(first.job_id.in_(ids), second.job_id.in_(ids))

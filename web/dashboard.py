@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
-from sqlalchemy import select, true
+from sqlalchemy import select
 
 from genq import evaluation
 from genq.core import base_models
@@ -18,6 +18,7 @@ from genq.jobs.service import (
     cancel_job,
     job_to_dict,
     latest_jobs,
+    of_team,
     owned,
     parse_param_lines,
     submit_job,
@@ -197,8 +198,7 @@ def submit():
             {"id": j.id, "model": j.model}
             for j in s.scalars(
                 select(Job)
-                .where(Job.team_id == g.caller.scope if g.caller.scope is not None else true(),
-                       Job.type == "train", Job.status == "succeeded")
+                .where(*of_team(g.caller.scope), Job.type == "train", Job.status == "succeeded")
                 .order_by(Job.id.desc())
                 .limit(200)
             )
@@ -239,7 +239,6 @@ def datasets():
     return render_template("datasets.html", datasets=rows, builtins=BUILTIN_DATASETS, error=error), status
 
 
-
 @bp.post("/datasets/<id:dataset_id>/delete")
 def delete_dataset(dataset_id: int):
     """A dataset's delete button."""
@@ -249,6 +248,7 @@ def delete_dataset(dataset_id: int):
     except GenqError as exc:
         flash(exc.message, "error")
     return redirect(url_for("dashboard.datasets"))
+
 
 @bp.get("/workers")
 def workers():
@@ -265,10 +265,8 @@ def rate():
     ids = query_job_ids()
     with state().db.session() as s:
         if ids is None:
-            query = select(Job).where(Job.id.in_(select(Output.job_id).distinct()))
-            if g.caller.scope is not None:  # None: the operator, every team's
-                query = query.where(Job.team_id == g.caller.scope)
-            candidates = s.scalars(query.order_by(Job.id.desc()).limit(100)).all()
+            candidates = s.scalars(select(Job).where(Job.id.in_(select(Output.job_id).distinct()),
+                                                     *of_team(g.caller.scope)).order_by(Job.id.desc()).limit(100)).all()
             return render_template("rate.html", candidates=candidates, board=None)
         board = evaluation.leaderboard(s, g.caller.scope, ids)
         pair = pair_to_dict(s, evaluation.next_pair(s, g.caller.token_id, g.caller.scope, ids))

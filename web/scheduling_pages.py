@@ -9,7 +9,7 @@ from sqlalchemy import select
 from genq.api_tokens import list_tokens, revoke_token
 from genq.db.models import ApiToken, Job
 from genq.errors import Forbidden, GenqError, InvalidInput, NotFound
-from genq.jobs.service import job_to_dict, visible_team
+from genq.jobs.service import job_to_dict, of_team, visible_team
 from genq.jobs.usage import usage_report
 from genq.teams import list_teams, may_manage_tokens, parse_settings, require_operator, token_to_dict, update_team
 from genq.web import state
@@ -26,11 +26,10 @@ def queue():
     """Running and queued jobs with position, ETA, reason and team; every team's for the operator."""
     with state().db.session() as s:
         team_id = visible_team(s, g.caller, request.args.get("team"))
-        mine = () if team_id is None else (Job.team_id == team_id,)
         running = [job_to_dict(s, j, brief=True) for j in s.scalars(
-            select(Job).where(Job.status == "running", *mine).order_by(Job.pool, Job.started_at))]
+            select(Job).where(Job.status == "running", *of_team(team_id)).order_by(Job.pool, Job.started_at))]
         waiting = [job_to_dict(s, j, brief=True) for j in s.scalars(
-            select(Job).where(Job.status == "queued", *mine)
+            select(Job).where(Job.status == "queued", *of_team(team_id))
             .order_by(Job.priority.desc(), Job.created_at).limit(QUEUE_ROWS))]
         teams = list_teams(s, state().settings.usage_half_life_hours, g.caller.scope)
     waiting.sort(key=lambda j: (j["pool"], j["queue_position"] if j["queue_position"] is not None else 1 << 30))

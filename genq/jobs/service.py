@@ -56,6 +56,11 @@ def owned(session: Session, model: type, ident: object, team_id: int | None, wha
     return row
 
 
+def of_team(team_id: int | None) -> tuple:
+    """The conditions (for .where(*...)) that a job is team `team_id`'s: none for None, the operator's view."""
+    return () if team_id is None else (Job.team_id == team_id,)
+
+
 def _dataset(session: Session, dataset_id: int, team: Team, operator: bool) -> Dataset:
     """The dataset a job of `team` names, or NotFound; the operator, who sees every team's, is told whose it is."""
     try:
@@ -350,7 +355,7 @@ def latest_jobs(
 ) -> tuple[list[Job], int | None]:
     """A page of the team's jobs (every team's with None), newest first, and the cursor for the next page
     (None at the end)."""
-    query = select(Job) if team_id is None else select(Job).where(Job.team_id == team_id)
+    query = select(Job).where(*of_team(team_id))
     if status:
         query = query.where(Job.status == status)
     if type:

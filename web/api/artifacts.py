@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from genq.db.models import Artifact, Job
 from genq.errors import InvalidInput, NotFound
+from genq.jobs.service import of_team
 from genq.store import CHUNK, check_key
 from genq.web import artifact_store, state
 from genq.web.api import api_blueprint
@@ -21,7 +22,7 @@ def download(artifact_id: int):
         artifact = s.scalar(
             select(Artifact)
             .join(Job, Artifact.job_id == Job.id)
-            .where(Artifact.id == artifact_id, *(() if g.caller.scope is None else (Job.team_id == g.caller.scope,)))
+            .where(Artifact.id == artifact_id, *of_team(g.caller.scope))
         )
     if artifact is None:
         raise NotFound(f"artifact {artifact_id} not found")
