@@ -11,12 +11,17 @@ from genq.core.models.gpt import kernels, slots
 from genq.core.models.gpt.net import GPT, GPTConfig
 
 
-def torch_attention(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """What the step computes without the kernel: baddbmm, softmax and bmm over each slot's first keys."""
-    nh, width = kv.size(2), mask.size(1)
-    keys, values = kv[0, :, :, :width].flatten(0, 1), kv[1, :, :, :width].flatten(0, 1)
+def torch_attention(qkv: torch.Tensor, kv: torch.Tensor, pos: torch.Tensor, scale: float) -> torch.Tensor:
+    """What the step computes without the kernel: the new keys and values written with index_copy_, then baddbmm,
+    softmax and bmm over each slot's keys, those it has written unmasked."""
+    S, nh, W, hs = kv.shape[1:]
+    rows = slots._ring_rows(S, nh, W, "cpu")
+    kv.view(-1, hs).index_copy_(0, (rows + (pos % W)[:, None]).view(-1), qkv[:, nh:].reshape(-1, hs))
+    mask = torch.full((W, W), float("-inf")).triu_(1)[pos.clamp(max=W - 1)]  # (S, W)
+    keys, values = kv[0].flatten(0, 1), kv[1].flatten(0, 1)
     hidden = mask[:, None, :].expand(-1, nh, -1).flatten(0, 1)[:, None]
-    scores = torch.baddbmm(hidden, q[:, None], keys.transpose(1, 2), alpha=scale)
+    q = qkv[:, :nh].reshape(-1, 1, hs)
+    scores = torch.baddbmm(hidden, q, keys.transpose(1, 2), alpha=scale)
     return torch.bmm(torch.softmax(scores, dim=-1), values)[:, 0]
 
 
@@ -27,27 +32,29 @@ def kernel():
     return torch.ops.genq.decode_attention
 
 
-@pytest.mark.parametrize("slots_, nh, W, hs, width", [(32, 4, 256, 32, 216), (3, 2, 64, 16, 13), (1, 1, 40, 8, 1),
-                                                      (5, 3, 100, 40, 100), (2, 2, 300, 64, 257)])
-def test_the_kernel_is_torchs_attention(kernel, slots_, nh, W, hs, width):
-    torch.manual_seed(width)
-    kv, q = torch.randn(2, slots_, nh, W, hs) * 3, torch.randn(slots_ * nh, hs)
-    mask = torch.zeros(slots_, width)
-    for s in range(slots_):  # each slot sees its own number of keys, at least one
-        mask[s, torch.randint(1, width + 1, ()).item():] = float("-inf")
+@pytest.mark.parametrize("slots_, nh, W, hs", [(32, 4, 256, 32), (3, 2, 64, 16), (1, 1, 40, 8), (5, 3, 100, 40),
+                                              (2, 2, 300, 64)])
+def test_the_kernel_writes_the_keys_and_is_torchs_attention(kernel, slots_, nh, W, hs):
+    torch.manual_seed(W)
+    kv = torch.randn(2, slots_, nh, W, hs) * 3
+    pos = torch.randint(0, 2 * W, (slots_,))  # rings before and after they wrap
+    pos[0] = 0  # a slot's first token: it sees itself alone
     scale = 1 / math.sqrt(hs)
-    assert torch.allclose(kernel(q, kv, mask, scale), torch_attention(q, kv, mask, scale), atol=2e-6, rtol=1e-5)
-    rows = torch.randn(slots_ * nh, 3 * hs)[:, hs:2 * hs]  # q's rows apart, as a slice of the step's qkv
-    assert torch.allclose(kernel(rows, kv, mask, scale), torch_attention(rows.contiguous(), kv, mask, scale),
-                          atol=2e-6, rtol=1e-5)
+    for qkv in (torch.randn(slots_, 3 * nh, hs), torch.randn(slots_, 5 * nh, hs)[:, nh:4 * nh]):  # rows apart too
+        ours, theirs = kv.clone(), kv.clone()
+        y = kernel(qkv, ours, pos, scale)
+        assert torch.allclose(y, torch_attention(qkv, theirs, pos, scale), atol=2e-6, rtol=1e-5)
+        assert torch.equal(ours, theirs)  # the same keys and values written, where torch writes them
 
 
 def test_the_kernel_names_what_it_cannot_take(kernel):
-    kv, mask = torch.zeros(2, 1, 1, 8, 12), torch.zeros(1, 4)
+    kv, pos = torch.zeros(2, 1, 1, 8, 12), torch.zeros(1, dtype=torch.long)
     with pytest.raises(RuntimeError, match="hs a multiple of 8"):
-        kernel(torch.zeros(1, 12), kv, mask, 1.0)
+        kernel(torch.zeros(1, 3, 12), kv, pos, 1.0)
     with pytest.raises(RuntimeError, match="float32 tensors only"):
-        kernel(torch.zeros(1, 12, dtype=torch.float64), kv.double(), mask.double(), 1.0)
+        kernel(torch.zeros(1, 3, 12, dtype=torch.float64), kv.double(), pos, 1.0)
+    with pytest.raises(RuntimeError, match="negative position"):
+        kernel(torch.zeros(1, 3, 16), torch.zeros(2, 1, 1, 8, 16), -pos - 1, 1.0)
 
 
 def test_decoding_without_the_kernel_gives_the_same_logits(kernel, monkeypatch):

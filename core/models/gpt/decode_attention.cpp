@@ -1,8 +1,9 @@
-// genq::decode_attention: one decoding step's attention on a CPU, one query per (slot, head) against that slot's
-// ring of keys and values, fused: scores, softmax and the weighted sum of values in one pass over each ring, in
-// float32. PyTorch's baddbmm + softmax + bmm on the same views spend most of a wide batch's step there (128 small
-// matrix-vector products each, and a softmax between them); this reads each key and value once, with AVX2.
-// Built and loaded by genq.core.models.gpt.kernels; slots.py calls it where it loaded, else the three torch calls.
+// genq::decode_attention: one decoding step's attention on a CPU, fused: each (slot, head) writes its new key and
+// value into its ring of the cache, then attends its query to the ring's keys (scores, softmax and the weighted sum
+// of values in one pass), in float32. PyTorch's index_copy_ + baddbmm + softmax + bmm on the same views spend most
+// of a wide batch's step there (128 small matrix-vector products each, and a softmax between them); this reads
+// each key and value once, with AVX2, and only the keys a slot has written.
+// Built and loaded by genq.core.models.gpt.kernels; slots.py calls it where it loaded, else torch's calls.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -10,6 +11,7 @@
 #include <immintrin.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -47,20 +49,10 @@ __attribute__((target("avx2,fma"))) inline __m256 sums8(__m256 a0, __m256 a1, __
   return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
 }
 
-// One (slot, head): q (hs), keys and values (width, hs) rows of its ring, mask (width) added to the scaled scores,
-// out (hs). scores: room for width rounded up to 8.
-__attribute__((target("avx2,fma"))) void attend(const float* q, const float* keys, const float* values,
-                                                const float* mask, float* out, float* scores, int64_t width,
-                                                int64_t hs, float scale) {
-  // A slot's mask row is 0 up to its position and -inf after it (a ring that has not wrapped yet): the keys past
-  // it weigh exactly 0, so they are not read at all. Continuous batching mixes rows that have just begun with
-  // rows far along, and `width` is the farthest one's.
-  int64_t lo = 1, hi = width;  // the first -inf lies in [lo, hi] (hi: none); mask[0] is the row's first key
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) / 2;
-    if (mask[mid] == -INFINITY) hi = mid; else lo = mid + 1;
-  }
-  width = lo;
+// One (slot, head): q (hs), keys and values (width, hs): the rows of its ring written so far, out (hs). scores: room
+// for width rounded up to 8.
+__attribute__((target("avx2,fma"))) void attend(const float* q, const float* keys, const float* values, float* out,
+                                                float* scores, int64_t width, int64_t hs, float scale) {
   const int64_t padded = (width + 7) & ~int64_t(7);
   const __m256 sc = _mm256_set1_ps(scale);
   __m256 best = _mm256_set1_ps(-INFINITY);
@@ -77,9 +69,12 @@ __attribute__((target("avx2,fma"))) void attend(const float* q, const float* key
           if (i < n) a[i] = _mm256_fmadd_ps(qd, _mm256_loadu_ps(keys + (j + i) * hs + d), a[i]);
       }
     }
-    alignas(32) float m[8];
-    for (int i = 0; i < 8; i++) m[i] = i < n ? mask[j + i] : -INFINITY;
-    const __m256 s = _mm256_fmadd_ps(sums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sc, _mm256_load_ps(m));
+    __m256 s = _mm256_mul_ps(sums8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), sc);
+    if (n < 8) {  // the lanes past width weigh 0
+      alignas(32) float m[8];
+      for (int i = 0; i < 8; i++) m[i] = i < n ? 0.0f : -INFINITY;
+      s = _mm256_add_ps(s, _mm256_load_ps(m));
+    }
     _mm256_storeu_ps(scores + j, s);
     best = _mm256_max_ps(best, s);
   }
@@ -118,29 +113,41 @@ __attribute__((target("avx2,fma"))) void attend(const float* q, const float* key
   }
 }
 
-// q (S nh, hs), its rows contiguous; kv one layer of the cache, (2, S, nh, W, hs); mask (S, width): each slot's
-// row of the attention mask, 0 for its first keys and -inf for the rest (SlotCache.hidden's rows). Returns
-// (S nh, hs): softmax(q k^T scale + mask) v over each slot's first `width` keys.
-at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& mask, double scale) {
-  TORCH_CHECK(q.dim() == 2 && kv.dim() == 5 && mask.dim() == 2, "decode_attention: q (S nh, hs), kv (2, S, nh, W, hs), "
-              "mask (S, width)");
-  TORCH_CHECK(q.scalar_type() == at::kFloat && kv.scalar_type() == at::kFloat && mask.scalar_type() == at::kFloat,
-              "decode_attention: float32 tensors only");
-  TORCH_CHECK(q.stride(1) == 1 && kv.is_contiguous() && mask.is_contiguous(),
-              "decode_attention: contiguous tensors (q's rows may be apart)");
-  const int64_t S = kv.size(1), nh = kv.size(2), W = kv.size(3), hs = kv.size(4), width = mask.size(1);
-  TORCH_CHECK(q.size(0) == S * nh && q.size(1) == hs && mask.size(0) == S && width <= W && hs % 8 == 0,
-              "decode_attention: shapes do not match (hs a multiple of 8; width at most the ring's)");
-  at::Tensor out = at::empty({S * nh, hs}, q.options());
-  const float *qp = q.data_ptr<float>(), *kp = kv.data_ptr<float>(), *mp = mask.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const int64_t ring = W * hs, values = S * nh * ring;
-  // one (slot, head) per iteration; small batches stay on the calling thread
-  at::parallel_for(0, S * nh, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width * hs)), [&](int64_t lo, int64_t hi) {
-    std::vector<float> scores((width + 7) & ~int64_t(7));
-    for (int64_t b = lo; b < hi; b++)
-      attend(qp + b * q.stride(0), kp + b * ring, kp + values + b * ring, mp + (b / nh) * width, op + b * hs, scores.data(),
-             width, hs, static_cast<float>(scale));
+// qkv (S, 3 nh, hs): the step's queries, keys (normalised and turned by RoPE) and values, each row contiguous; kv one
+// layer of the cache, (2, S, nh, W, hs); pos (S,): each slot's position. Slot s's new key and value go to row
+// pos % W of its rings, and its query attends to the rows written so far, min(pos + 1, W) of them (a ring that has
+// not wrapped yet is written from row 0 on; one that has is full). Returns (S nh, hs): softmax(q k^T scale) v.
+at::Tensor decode_attention(const at::Tensor& qkv, at::Tensor& kv, const at::Tensor& pos, double scale) {
+  TORCH_CHECK(qkv.dim() == 3 && kv.dim() == 5 && pos.dim() == 1, "decode_attention: qkv (S, 3 nh, hs), "
+              "kv (2, S, nh, W, hs), pos (S,)");
+  TORCH_CHECK(qkv.scalar_type() == at::kFloat && kv.scalar_type() == at::kFloat, "decode_attention: float32 tensors only");
+  TORCH_CHECK(pos.scalar_type() == at::kLong, "decode_attention: pos holds int64 positions");
+  TORCH_CHECK(qkv.stride(2) == 1 && kv.is_contiguous() && pos.is_contiguous(),
+              "decode_attention: contiguous tensors (qkv's rows may be apart)");
+  const int64_t S = kv.size(1), nh = kv.size(2), W = kv.size(3), hs = kv.size(4);
+  TORCH_CHECK(qkv.size(0) == S && qkv.size(1) == 3 * nh && qkv.size(2) == hs && pos.size(0) == S && hs % 8 == 0,
+              "decode_attention: shapes do not match (hs a multiple of 8)");
+  const int64_t* pp = pos.data_ptr<int64_t>();
+  int64_t widest = 1;
+  for (int64_t s = 0; s < S; s++) {
+    TORCH_CHECK(pp[s] >= 0, "decode_attention: a negative position");
+    widest = std::max(widest, std::min(pp[s] + 1, W));
+  }
+  at::Tensor out = at::empty({S * nh, hs}, qkv.options());
+  const float* qp = qkv.data_ptr<float>();
+  float *kp = kv.data_ptr<float>(), *op = out.data_ptr<float>();
+  const int64_t ring = W * hs, values = S * nh * ring, slot_stride = qkv.stride(0), head_stride = qkv.stride(1);
+  // one (slot, head) per iteration: it alone writes and reads its rings; small batches stay on the calling thread
+  at::parallel_for(0, S * nh, std::max<int64_t>(1, 16384 / (widest * hs)), [&](int64_t lo, int64_t hi) {
+    std::vector<float> scores((widest + 7) & ~int64_t(7));
+    for (int64_t b = lo; b < hi; b++) {
+      const int64_t s = b / nh, h = b % nh, p = pp[s];
+      const float* row = qp + s * slot_stride + h * head_stride;  // the query; its key nh rows on, its value 2 nh
+      float *keys = kp + b * ring, *vals = kp + values + b * ring;
+      std::copy(row + nh * head_stride, row + nh * head_stride + hs, keys + (p % W) * hs);
+      std::copy(row + 2 * nh * head_stride, row + 2 * nh * head_stride + hs, vals + (p % W) * hs);
+      attend(row, keys, vals, op + b * hs, scores.data(), std::min(p + 1, W), hs, static_cast<float>(scale));
+    }
   });
   return out;
 }
@@ -148,6 +155,6 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv, const at:
 }  // namespace
 
 TORCH_LIBRARY(genq, m) {
-  m.def("decode_attention(Tensor q, Tensor kv, Tensor mask, float scale) -> Tensor");
+  m.def("decode_attention(Tensor qkv, Tensor(a!) kv, Tensor pos, float scale) -> Tensor");
   m.impl("decode_attention", c10::DispatchKey::CPU, &decode_attention);
 }

@@ -279,20 +279,21 @@ def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, W: int, kv: tor
             hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor,
             fused: bool = False) -> torch.Tensor:
     """GPT.decode_slots' step on the cache's tensors: kv (n_layer, 2, S, nh, W, hs), rope (positions, hs/2),
-    hidden (W, width): the mask's rows, read up to the widest position, rows (S, 2 nh): _ring_rows; fused: the
-    attention by genq's kernel (kernels.py), which reads each key and value once, else by torch's. The model's
+    hidden (W, width): the mask's rows, read up to the widest position, rows (S, 2 nh): _ring_rows (both for torch's
+    attention); fused: the new keys' writes and the attention by genq's kernel (kernels.py), which reads each key
+    and value once and only those a slot has written, else by torch's. The model's
     sizes are constants; the batch S is -1 in every view, and width the one size read from a tensor, so that one
     trace serves every batch and width with no size arithmetic (traced, each size and sum was an op of its own:
     ~90 of a step's ~280)."""
-    width = hidden.size(1)
-    where = (rows + (pos % W)[:, None]).view(-1)  # each new key's and value's row in kv[layer] seen as (-1, hs)
-    mask = hidden.index_select(0, pos.clamp(max=W - 1))  # (S, width)
     turn = rope.index_select(0, pos)[:, None]  # (S, 1, hs/2) complex: RoPE at each row's position
     scale = 1.0 / math.sqrt(hs)
-    rings = kv.view(len(weights), -1, hs).unbind(0)  # per layer, kv[layer] as rows of hs
     if fused:
         layers = kv.unbind(0)  # per layer (2, S, nh, W, hs)
     else:
+        width = hidden.size(1)
+        where = (rows + (pos % W)[:, None]).view(-1)  # each new key's and value's row in kv[layer] seen as (-1, hs)
+        rings = kv.view(len(weights), -1, hs).unbind(0)  # per layer, kv[layer] as rows of hs
+        mask = hidden.index_select(0, pos.clamp(max=W - 1))  # (S, width)
         hidden = mask[:, None, None, :].expand(-1, nh, -1, -1).flatten(0, 1)  # (S nh, 1, width)
         keys = kv[:, 0, :, :, :width].flatten(1, 2).transpose(2, 3).unbind(0)  # per layer (S nh, hs, width): views
         values = kv[:, 1, :, :, :width].flatten(1, 2).unbind(0)  # per layer (S nh, width, hs)
@@ -300,11 +301,11 @@ def _decode(weights: list[tuple], head: tuple, nh: int, hs: int, W: int, kv: tor
     for layer, (ln_1, qkv_t, qkv_b, qk_norm, proj_t, proj_b, ln_2, fc_t, fc_b, out_t, out_b) in enumerate(weights):
         qkv = _linear(_norm(x, ln_1), qkv_t, qkv_b).view(-1, 3 * nh, hs)
         _turn(qkv[:, :2 * nh], qk_norm, turn, 2 * nh, hs)
-        rings[layer].index_copy_(0, where, _as(qkv[:, nh:].reshape(-1, hs), kv.dtype))  # the key and the value
-        q = _as(qkv[:, :nh].reshape(-1, 1, hs), kv.dtype)
-        if fused:
-            y = torch.ops.genq.decode_attention(q.view(-1, hs), layers[layer], mask, scale)  # (S nh, hs)
+        if fused:  # the key and the value written to the rings, then the query's attention: (S nh, hs)
+            y = torch.ops.genq.decode_attention(qkv, layers[layer], pos, scale)
         else:  # one query per row: two batched matrix-vector products (SDPA's CPU kernel is tuned for long queries)
+            rings[layer].index_copy_(0, where, _as(qkv[:, nh:].reshape(-1, hs), kv.dtype))  # the key and the value
+            q = _as(qkv[:, :nh].reshape(-1, 1, hs), kv.dtype)
             scores = torch.baddbmm(_as(hidden, kv.dtype), q, keys[layer], alpha=scale)  # (S nh, 1, width)
             y = torch.bmm(_as(torch.softmax(scores, dim=-1, dtype=torch.float32), kv.dtype), values[layer])
         x = _linear(_as(y.view(-1, nh * hs), x.dtype), proj_t, proj_b, residual=x)
