@@ -70,7 +70,7 @@ def test_muon_orthogonalises_a_shapes_matrices_at_once_as_one_by_one():
     assert in_bf16.dtype == torch.float32 and (in_bf16 - alone).norm() < 0.05 * alone.norm()
 
 
-def test_muon_batches_matrices_of_one_shape_without_changing_their_updates(cpu_kind):
+def test_muon_batches_matrices_of_one_shape_or_its_transpose_without_changing_their_updates(cpu_kind):
     cpu_kind(False)  # float32, so the two agree to rounding
     torch.manual_seed(0)
     shapes = [(32, 96), (96, 32), (32, 96), (32, 32)]
