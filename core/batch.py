@@ -111,6 +111,11 @@ def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Te
     return pick.clamp_(max=vocab - 1)[:, 0]
 
 
+# sample_rows as one TorchScript call: its ~10 small kernels dispatched without Python in between (at batch 1,
+# 2,382 against 2,322 tok/s on an Intel Xeon, medians of 8 alternating runs); the same kernels, the same tokens.
+_sample_rows = torch.jit.script(sample_rows)
+
+
 class BatchGenerator:
     """Decodes requests `slots` at a time; `continuous` admits a row as soon as a slot frees, otherwise
     (static batches, the baseline) only once the whole batch has finished."""
@@ -198,7 +203,7 @@ class BatchGenerator:
                     t[keep] for t in (logits, temperature, top_k, top_p, uniforms, live))
                 active, S = [a for a in active if a is not None], holding
                 counters = torch.stack((counters[0, keep], drawn + torch.arange(S, device=dev) * longest))
-            tokens = sample_rows(logits, temperature, top_k, top_p, uniforms.take(counters[1]), filtering > 0)
+            tokens = _sample_rows(logits, temperature, top_k, top_p, uniforms.take(counters[1]), filtering > 0)
             for slot, token in enumerate(tokens.tolist()):  # the step's one wait for the device
                 row = active[slot]
                 if row is not None and self._take(row, token):
