@@ -171,23 +171,24 @@ def _judged(session: Session, token_id: int, output_ids) -> set[tuple[int, int]]
 def next_pair(
     session: Session, token_id: int, team_id: int | None, job_ids: Sequence[int], rng: random.Random | None = None
 ) -> Pair:
-    """A pair to judge: outputs of two different jobs answering the same prompt (None matches None), drawn
+    """A pair to judge: outputs of one kind (text, image, audio) of two different jobs answering the same prompt
+    (None matches None), drawn
     uniformly from the pairs this rater has not judged (from all pairs once none is left), in random order.
     The pair is recorded as shown to the token: votes are only taken for shown pairs."""
     rng = rng or random.SystemRandom()
     jobs = compared_jobs(session, team_id, job_ids)
     ids = [j.id for j in jobs]
     job_of: dict[int, int] = {}
-    prompt_of: dict[int, str | None] = {}
-    groups: dict[str | None, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))  # prompt: job: outputs
-    for output_id, job_id, prompt in session.execute(
+    prompt_of: dict[int, tuple[str | None, str]] = {}  # (prompt, kind): an image is not judged against a text
+    groups: dict[tuple[str | None, str], dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))  # job: outputs
+    for output_id, job_id, prompt, kind in session.execute(
         # Final outputs only: gallery samples drawn during training (a step) are not what the job produced.
-        select(Output.id, Output.job_id, Output.prompt)
+        select(Output.id, Output.job_id, Output.prompt, Output.kind)
         .where(Output.job_id.in_(ids), Output.step.is_(None), Output.status == "ok")  # a failed row has nothing
         .order_by(Output.id)
     ):
-        job_of[output_id], prompt_of[output_id] = job_id, prompt
-        groups[prompt][job_id].append(output_id)
+        job_of[output_id], prompt_of[output_id] = job_id, (prompt, kind)
+        groups[prompt, kind][job_id].append(output_id)
     # Only served pairs take votes, so each of these is two outputs of different jobs for one prompt.
     judged = _judged(session, token_id, select(Output.id).where(Output.job_id.in_(ids)))
     judged_with: Counter[int] = Counter(o for pair in judged for o in pair)
@@ -201,7 +202,8 @@ def next_pair(
     weights = unjudged if left else partners
     if not any(weights.values()):
         listed = ", ".join(map(str, ids))
-        raise NotFound(f"no pair to judge: jobs {listed} have no outputs of two different jobs for the same prompt")
+        raise NotFound(f"no pair to judge: jobs {listed} have no outputs of two different jobs of one kind for the "
+                       "same prompt")
     first = rng.choices(list(weights), weights=list(weights.values()))[0]
     others = [
         o
@@ -214,7 +216,7 @@ def next_pair(
     a, b = (first, second) if rng.random() < 0.5 else (second, first)
     key = {"token_id": token_id, "a_output_id": min(a, b), "b_output_id": max(a, b)}
     _upsert(session, ShownPair, key, {"shown_at": utcnow()})
-    return Pair(prompt_of[a], a, b, (key["a_output_id"], key["b_output_id"]) in judged, left)
+    return Pair(prompt_of[a][0], a, b, (key["a_output_id"], key["b_output_id"]) in judged, left)
 
 
 def vote(session: Session, token_id: int, team_id: int | None, body: object) -> tuple[dict, bool]:
@@ -365,12 +367,13 @@ def export_rows(
     """The team's votes (only between `job_ids` when given) as {"prompt", "chosen", "rejected"}, oldest first,
     one row per vote; ties are skipped. Text outputs give their text; images and audio their artifact's URL."""
     first, second = aliased(Output), aliased(Output)
+    teams_jobs = select(Job.id).where(*of_team(team_id))  # both outputs': the operator votes across teams
     query = (
         select(PreferenceVote.winner, first, second)
         .join(first, PreferenceVote.a_output_id == first.id)
         .join(second, PreferenceVote.b_output_id == second.id)
-        .join(Job, first.job_id == Job.id)
-        .where(PreferenceVote.winner != "tie", first.status == "ok", second.status == "ok", *of_team(team_id))
+        .where(PreferenceVote.winner != "tie", first.status == "ok", second.status == "ok",
+               first.job_id.in_(teams_jobs), second.job_id.in_(teams_jobs))
         .order_by(PreferenceVote.id)
     )
     if job_ids is not None:

@@ -271,11 +271,19 @@ def test_jobs_without_a_common_prompt_have_no_pair(client, auth, db):
     answer = client.get(f"/api/v1/preferences/next?jobs={x},{y}", headers=auth)
     assert answer.status_code == 404
     assert answer.json["message"] == (
-        f"no pair to judge: jobs {x}, {y} have no outputs of two different jobs for the same prompt"
+        f"no pair to judge: jobs {x}, {y} have no outputs of two different jobs of one kind for the same prompt"
     )
     empty = add_job(db, type="generate", status="queued")
     assert client.get(f"/api/v1/preferences/next?jobs={x},{empty}", headers=auth).status_code == 404
     assert count(db, ShownPair) == 0
+
+
+def test_an_image_is_never_paired_with_a_text(client, auth, db):
+    (text,) = text_jobs(db, [None], names=("X",))  # unconditional samples: the same prompt, None
+    image = add_job(db, type="train", status="succeeded", model="dcgan")
+    add_output(db, image, 0, "image", prompt=None)
+    answer = client.get(f"/api/v1/preferences/next?jobs={text},{image}", headers=auth)
+    assert answer.status_code == 404 and "of one kind" in answer.json["message"], answer.json
 
 
 def test_viewers_may_rate_and_vote(client, db):

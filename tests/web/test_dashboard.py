@@ -305,3 +305,19 @@ def test_the_operator_generates_from_rates_and_judges_any_teams_jobs(client, db)
     assert rated.status_code == 201, rated.text
     assert f"#{one}" in client.get("/rate").text
     assert "from " in client.get(f"/rate?jobs={one},{two}").text
+
+
+def test_a_job_from_a_prompts_dataset_shows_their_number_and_the_dataset(browser, db):
+    job = add_job(db, type="generate", status="queued", builtin_dataset=None, params={},
+                  prompts=["Lamp", "Chair", "Desk"], rows_total=3)
+    with db.session() as s:  # what a submission from a prompts file sets: the prompts and the dataset
+        row = s.get(Job, job)
+        dataset = Dataset(team_id=row.team_id, name="p.jsonl", kind="prompts", filename="p.jsonl",
+                          path="datasets/1/p.jsonl", size_bytes=10)
+        s.add(dataset)
+        s.flush()
+        row.dataset_id = dataset.id
+    page = browser.get(f"/jobs/{job}")
+    assert page.status_code == 200, page.text
+    prompts = page.text.split("<h3>Prompts</h3>")[1].split("</p>")[0]
+    assert "3 from" in prompts and f"dataset #{dataset.id}" in prompts and "Chair" not in page.text

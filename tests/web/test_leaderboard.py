@@ -141,3 +141,13 @@ def test_export_is_a_preference_dataset(client, auth, other_auth, db, settings):
     assert client.get(f"/api/v1/preferences/export?jobs={theirs[0]}", headers=auth).status_code == 404
     assert client.get("/api/v1/preferences/export?jobs=x", headers=auth).status_code == 422
     assert len(client.get("/api/v1/preferences/export", headers=other_auth).text.splitlines()) == 1
+
+
+def test_a_team_exports_no_vote_the_operator_cast_across_teams(client, auth, other_auth, db):
+    (ours,) = text_jobs(db, ["p0"], names=("X",))
+    (theirs,) = text_jobs(db, ["p0"], names=("Y",), team="beta")
+    operator = bearer(make_token(db, "admin", "admin"))
+    judge(client, operator, [ours, theirs], prefer("Y"), 1)
+    assert client.get("/api/v1/preferences/export", headers=auth).text == ""  # beta's output is not alpha's
+    assert client.get("/api/v1/preferences/export", headers=other_auth).text == ""
+    assert json.loads(client.get("/api/v1/preferences/export", headers=operator).text)["chosen"] == "Y:p0"
