@@ -221,17 +221,18 @@ def save_upload(
 def delete_dataset(session: Session, dataset: Dataset) -> str:
     """Delete `dataset`'s row, or raise Conflict naming the jobs that use it; returns its file's key in the
     store, for the caller to delete once the row's deletion is committed."""
-    users = session.scalars(select(Job.id).where(Job.dataset_id == dataset.id).order_by(Job.id).limit(6)).all()
+    dataset_id, path = dataset.id, dataset.path  # read now: a failed flush leaves the row unreadable
+    users = session.scalars(select(Job.id).where(Job.dataset_id == dataset_id).order_by(Job.id).limit(6)).all()
     if users:
         listed = ", ".join(map(str, users[:5])) + (", ..." if len(users) > 5 else "")
-        raise Conflict(f"dataset {dataset.id} is used by job{'s' if len(users) > 1 else ''} {listed}: it stays "
+        raise Conflict(f"dataset {dataset_id} is used by job{'s' if len(users) > 1 else ''} {listed}: it stays "
                        "while they do")
     session.delete(dataset)
     try:
         session.flush()
     except IntegrityError:  # a job naming it was submitted meanwhile
-        raise Conflict(f"dataset {dataset.id} is used by a job submitted just now: it stays while it is") from None
-    return dataset.path
+        raise Conflict(f"dataset {dataset_id} is used by a job submitted just now: it stays while it is") from None
+    return path
 
 
 @contextmanager
@@ -253,6 +254,7 @@ def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
     """The JSON form of a dataset."""
     return {
         "id": dataset.id,
+        "team": dataset.team.name,
         "name": dataset.name,
         "kind": dataset.kind,
         "size_bytes": dataset.size_bytes,

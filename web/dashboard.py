@@ -234,8 +234,9 @@ def datasets():
             return redirect(url_for("dashboard.datasets"))
         except GenqError as exc:
             error, status = exc.message, exc.status
-    with state().db.session() as s:
-        rows = _team_datasets(s)
+    with state().db.session() as s:  # the operator's: every team's
+        rows = [dataset_to_dict(d) for d in s.scalars(select(Dataset).where(*of_team(g.caller.scope, Dataset))
+                                                      .order_by(Dataset.id.desc()))]
     return render_template("datasets.html", datasets=rows, builtins=BUILTIN_DATASETS, error=error), status
 
 

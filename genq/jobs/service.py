@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from genq import strict_json
@@ -56,9 +57,10 @@ def owned(session: Session, model: type, ident: object, team_id: int | None, wha
     return row
 
 
-def of_team(team_id: int | None) -> tuple:
-    """The conditions (for .where(*...)) that a job is team `team_id`'s: none for None, the operator's view."""
-    return () if team_id is None else (Job.team_id == team_id,)
+def of_team(team_id: int | None, model: type = Job) -> tuple:
+    """The conditions (for .where(*...)) that a job (a row of `model`) is team `team_id`'s: none for None, the
+    operator's view."""
+    return () if team_id is None else (model.team_id == team_id,)
 
 
 def _dataset(session: Session, dataset_id: int, team: Team, operator: bool) -> Dataset:
@@ -192,7 +194,13 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
         if job.params.get("seed") is None:  # fixed now: a resumed or retried job draws the same texts
             job.params = {**job.params, "seed": secrets.randbelow(2**31)}
     session.add(job)
-    session.flush()
+    dataset_id = job.dataset_id
+    try:
+        session.flush()
+    except IntegrityError:
+        if dataset_id is None:
+            raise
+        raise NotFound(f"dataset {dataset_id} not found: it was deleted just now") from None
     session.add(JobLog(job_id=job.id, message=f"submitted: {job.type} {job.model} in pool '{job.pool}'"))
     return job
 

@@ -219,3 +219,49 @@ def test_the_operator_uploads_for_a_team_and_others_only_for_their_own(client, a
     bogus = upload(client, auth, b"text", "d.txt", bogus="1")
     assert bogus.status_code == 422 and "unknown form field 'bogus'" in bogus.json["message"]
     assert upload(client, operator, b"text", "e.txt", team="nosuch").status_code == 404
+
+
+def test_the_operator_sees_and_deletes_every_teams_datasets(client, auth, other_auth, db):
+    operator = bearer(make_token(db, "admin", "admin"))
+    ours, theirs = (upload(client, who, b"text", "a.txt").json["id"] for who in (auth, other_auth))
+    listed = client.get("/api/v1/datasets", headers=operator).json["datasets"]
+    assert [(d["id"], d["team"]) for d in listed] == [(theirs, "beta"), (ours, "alpha")]
+    assert client.get(f"/api/v1/datasets/{ours}", headers=operator).json["team"] == "alpha"
+    assert client.delete(f"/api/v1/datasets/{theirs}", headers=operator).status_code == 200
+    assert client.get(f"/api/v1/datasets/{theirs}", headers=other_auth).status_code == 404
+    assert [d["id"] for d in client.get("/api/v1/datasets", headers=auth).json["datasets"]] == [ours]
+
+
+def test_a_dataset_deleted_while_a_job_naming_it_is_submitted_is_a_404(client, auth, db, monkeypatch):
+    from genq.jobs import service
+
+    dataset = upload(client, auth, b"some text to train on", "a.txt").json["id"]
+    checked = service._dataset
+
+    def checked_then_deleted(session, *args):  # the DELETE commits between the submission's check and its insert
+        found = checked(session, *args)
+        with db.session() as other:
+            other.delete(other.get(Dataset, dataset))
+        return found
+
+    monkeypatch.setattr(service, "_dataset", checked_then_deleted)
+    answer = client.post("/api/v1/jobs", headers=auth, json={
+        "type": "train", "model": "gpt", "dataset": dataset, "params": {"max_steps": 1}})
+    assert answer.status_code == 404 and f"dataset {dataset} not found" in answer.json["message"], answer.json
+    assert count(db, Dataset) == 0 and client.get("/api/v1/jobs", headers=auth).json["jobs"] == []
+
+
+def test_a_job_submitted_while_its_dataset_is_deleted_keeps_the_dataset(client, auth, db, monkeypatch):
+    from sqlalchemy.orm import Session
+
+    dataset = upload(client, auth, b"some text to train on", "a.txt").json["id"]
+    real_delete = Session.delete
+
+    def job_arrives(session, row):  # a job naming the dataset commits between the DELETE's check and its flush
+        add_job(db, dataset_id=dataset, builtin_dataset=None)
+        real_delete(session, row)
+
+    monkeypatch.setattr(Session, "delete", job_arrives)
+    answer = client.delete(f"/api/v1/datasets/{dataset}", headers=auth)
+    assert answer.status_code == 409 and "submitted just now" in answer.json["message"], answer.json
+    assert count(db, Dataset) == 1

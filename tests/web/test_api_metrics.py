@@ -118,3 +118,6 @@ def test_another_teams_job_is_404_with_points(client, auth, other_auth, db):
     add_metrics(db, job_id, "train/loss", [1.0, 0.5])
     assert client.get(f"/api/v1/jobs/{job_id}/metrics?points=10", headers=auth).status_code == 404
     assert get(client, other_auth, job_id, "points=10")["series"] == {"train/loss": [[0, 1.0], [1, 0.5]]}
+    for query in ("name=%00", "name=%00&points=10", "name=train/loss"):  # names no series has, too
+        assert client.get(f"/api/v1/jobs/{job_id}/metrics?{query}", headers=auth).status_code == 404, query
+    assert client.get("/api/v1/jobs/99999/metrics?name=%00", headers=other_auth).status_code == 404

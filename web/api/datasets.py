@@ -8,7 +8,7 @@ from sqlalchemy import select
 from genq.datasets import KINDS, dataset_to_dict, delete_dataset, save_upload
 from genq.db.models import Dataset
 from genq.errors import Forbidden, InvalidInput
-from genq.jobs.service import owned
+from genq.jobs.service import of_team, owned
 from genq.teams import get_team
 from genq.web import artifact_store, state
 from genq.web.api import api_blueprint, query_choice
@@ -53,9 +53,9 @@ def upload():
 
 @bp.get("/datasets")
 def index():
-    """The team's datasets, newest first; ?kind= filters."""
+    """The team's datasets (the operator's: every team's), newest first; ?kind= filters."""
     kind = query_choice("kind", KINDS)
-    query = select(Dataset).where(Dataset.team_id == g.caller.team_id)
+    query = select(Dataset).where(*of_team(g.caller.scope, Dataset))
     if kind:
         query = query.where(Dataset.kind == kind)
     with state().db.session() as s:
@@ -68,7 +68,7 @@ def index():
 def show(dataset_id: int):
     """One dataset."""
     with state().db.session() as s:
-        return jsonify(dataset_to_dict(owned(s, Dataset, dataset_id, g.caller.team_id, "dataset")))
+        return jsonify(dataset_to_dict(owned(s, Dataset, dataset_id, g.caller.scope, "dataset")))
 
 
 @bp.delete("/datasets/<id:dataset_id>")
@@ -79,9 +79,10 @@ def delete(dataset_id: int):
 
 
 def delete_request_dataset(dataset_id: int) -> dict:
-    """Delete the caller's team's dataset `dataset_id` (genq.datasets.delete_dataset), then its file."""
+    """Delete the caller's team's dataset `dataset_id` (the operator: any team's; genq.datasets.delete_dataset), then
+    its file."""
     with state().db.session() as s:
-        dataset = owned(s, Dataset, dataset_id, g.caller.team_id, "dataset")
+        dataset = owned(s, Dataset, dataset_id, g.caller.scope, "dataset")
         out = dataset_to_dict(dataset)
         path = delete_dataset(s, dataset)
     artifact_store().delete(path)  # after the commit: a failure here leaves a file no row names, never the reverse

@@ -86,10 +86,10 @@ def metrics(job_id: int):
         raise InvalidInput("give query parameter 'points' or 'max_points', not both")
     # Metric names are short plain strings; anything else (NUL bytes, say) cannot match: keep it from SQL.
     names = tuple(n for n in request.args.getlist("name") if n and len(n) <= 64 and not bad_string(n)) or None
-    if request.args.getlist("name") and names is None:
-        return jsonify({"series": {}} if points is None else {"series": {}, "bands": {}, "bucket": {}})
     with state().db.session() as s:
         owned(s, Job, job_id, g.caller.scope, "job")
+        if request.args.getlist("name") and names is None:  # only names no series can have
+            return jsonify({"series": {}} if points is None else {"series": {}, "bands": {}, "bucket": {}})
         if points is not None:
             return jsonify(queries.bucketed_series(s, job_id, names, start, end, points))
         return jsonify({"series": queries.metric_series(s, job_id, max_points, names, start, end)})
