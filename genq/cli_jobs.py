@@ -83,7 +83,7 @@ def submit_train(model, dataset, params, team, priority, gpus) -> None:
 def _submit_uploading(client, payload: dict, path: Path) -> int:
     """Submit `payload` with the file at `path` uploaded as its dataset; the job's id. A refused submission
     deletes that upload again: nothing half-created."""
-    uploaded = client.upload(path)
+    uploaded = client.upload(path, team=payload.get("team"))  # a job's dataset is its team's
     payload["dataset"] = uploaded["id"]
     try:
         job_id = client.submit(payload)["id"]

@@ -153,6 +153,11 @@ def test_operator_lists_and_revokes_tokens(up_env):
         assert refused.returncode != 0 and "revoked" in refused.stderr  # at once, not after a cache expiry
         again = genq(up_env, "token", "revoke", token_id, check=False)
         assert again.returncode != 0 and "already revoked" in again.stderr
+        corpus = Path(up_env["GENQ_HOME"]) / "corpus.txt"
+        corpus.write_text("some text to train on " * 50)
+        for_vision = genq(up_env, "submit", "train", "--model", "dcgan", "--dataset", str(corpus), "--team", "vision",
+                          check=False)  # uploaded for vision: only its kind is wrong
+        assert for_vision.returncode != 0 and "holds text" in for_vision.stderr, for_vision.stderr
     finally:
         stop_up(process)
 
