@@ -42,6 +42,14 @@ class StoreError(Exception):
     """The store could not move a file (after retries): the caller treats it like a lost connection."""
 
 
+class StoreRefused(StoreError):
+    """The web server's store refused the request's token (HTTP 401: invalid or revoked; 403: not a worker's)."""
+
+    def __init__(self, request: str, status: int, body: str):
+        super().__init__(f"{request}: HTTP {status}: {body}")
+        self.request, self.status = request, status
+
+
 def check_key(key: object) -> str:
     """`key` if it is a clean relative path (letters, digits, `_.+=@-` between slashes), else InvalidInput."""
     if not isinstance(key, str) or not key or len(key) > MAX_KEY:
@@ -311,6 +319,8 @@ class HttpStore(ArtifactStore):
     def _check(self, response, key: str) -> None:
         if response.status_code == 404:
             raise FileNotFoundError(f"artifact {key} is not in the store {self.url}")
+        if response.status_code in (401, 403):
+            raise StoreRefused(f"{response.request.method} {key}", response.status_code, response.text[:300])
         if response.status_code >= 400:
             raise StoreError(f"{response.request.method} {key}: HTTP {response.status_code}: {response.text[:300]}")
 

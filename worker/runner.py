@@ -34,12 +34,16 @@ from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
 from genq.worker.hosts import register_host, release_gone_workers, remove_abandoned_runs
 from genq.worker.retry import TRANSIENT, with_retry
+from genq.worker.store_access import store_refusal
 
 log = logging.getLogger("genq.worker")
 
 _context: WorkerContext | None = None
 _H = WorkerHost.__table__.c
-LOCK_HOST = update(WorkerHost.__table__).where(_H.hostname == bindparam("host")).values(hostname=_H.hostname)
+# Locks the host's row for a claim and reads whether the host drains, as of now: the heartbeat learns of a drain
+# only at its next beat, and a claim in between took jobs on a host already drained.
+LOCK_HOST = (update(WorkerHost.__table__).where(_H.hostname == bindparam("host")).values(hostname=_H.hostname)
+             .returning(_H.draining))
 
 
 def current() -> WorkerContext:
@@ -155,10 +159,12 @@ class WorkerContext:
     def claim(self, job_id: int) -> Job | None:
         """Atomically take a queued job that fits on this host: the one UPDATE that decides who runs it, after
         the host's row is locked (claims on one host take turns: two could otherwise both count the same free
-        slots or devices)."""
+        slots or devices). None on a draining host (and the heartbeat's draining flag is raised at once)."""
         def write():
             with self.db.session() as s:
-                s.execute(LOCK_HOST, {"host": socket.gethostname()})
+                if s.execute(LOCK_HOST, {"host": socket.gethostname()}).scalar():
+                    self.heartbeat.draining.set()  # the next messages are handed back without a claim
+                    return None
                 devices = None
                 if self.gpu is not None:
                     devices = self._devices_for(s, s.scalar(select(Job.gpus).where(Job.id == job_id)) or 1)
@@ -208,7 +214,9 @@ class WorkerContext:
         job = self.claim(job_id)
         if job is None:
             if self._decline(job_id):
-                log.info("job %s: does not fit on this host now (its slots are held); handed back", job_id)
+                why = "its host is draining" if self.heartbeat.draining.is_set() else \
+                    "does not fit on this host now (its slots are held)"
+                log.info("job %s: %s; handed back", job_id, why)
             else:
                 log.info("job %s: already claimed, finished or cancelled; message dropped", job_id)
             return
@@ -223,6 +231,12 @@ class WorkerContext:
         except core.RankLost as exc:  # its lease expires and the reconciler re-queues it, counting an attempt
             log.error("job %s: a data-parallel rank died; left for the reconciler: %s", job_id, exc)
         except (*TRANSIENT, StoreError) as exc:
+            if (refused := store_refusal(exc)) is not None:
+                # refused credentials: no retry helps, and expiring leases would hide why from the job's log
+                log.error("job %s failed: %s", job_id, refused)
+                hooks.discard()
+                self._end(job, hooks, "failed", error=refused, log_line=f"failed: {refused}")
+                return
             # The database, the artifact store or a connection is gone: leave the row running; its lease expires
             # and the reconciler puts it back in the queue, from where it resumes at its last stored checkpoint.
             log.error("job %s: transient failure, left for the reconciler: %s", job_id, exc)
@@ -327,9 +341,12 @@ class WorkerContext:
             preempted = stopped == "preempt"
 
             def requeue(s: Session) -> None:
-                more = {"preemptions": Job.preemptions + 1, "preempt_requested": False} if preempted else {}
+                # Counted in `preemptions` as a preemption is: a hand-back the platform asked for (a preemption,
+                # a drain's timeout, a graceful shutdown) is no failure, and the reconciler leaves such attempts
+                # out of max_attempts.
+                more = {"preempt_requested": False} if preempted else {}
                 hold(s, job.id, self.id, status="queued", worker_id=None, dispatched_at=None, lease_expires_at=None,
-                     **more)
+                     preemptions=Job.preemptions + 1, **more)
                 why = ("preempted" if preempted else "worker shutting down" if self.shutting_down
                        else "its host's drain timed out")
                 s.add(JobLog(job_id=job.id, message=f"{why}: checkpointed and re-queued"))

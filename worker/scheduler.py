@@ -84,9 +84,11 @@ class Scheduler:
                 if job.cancel_requested:
                     job.status, job.finished_at = "cancelled", now
                     message = f"cancelled; its worker {who} stopped answering"
-                elif job.attempts - job.preemptions >= job.max_attempts:  # a preemption is no failure
+                elif (lost := job.attempts - job.preemptions) >= job.max_attempts:
+                    # `preemptions` counts every run the platform asked back (preempted, drained, shut down): no
+                    # failure, so not counted here
                     job.status, job.finished_at = "failed", now
-                    job.error = (f"the worker running this job stopped answering {job.attempts} times "
+                    job.error = (f"the worker running this job stopped answering {lost} times "
                                  f"(max_attempts {job.max_attempts}); last worker: {who}")
                     message = job.error
                 else:

@@ -4,21 +4,25 @@ minutes apart still agree on leases (database time)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 import requests
 from sqlalchemy import select, text
 
-from genq.db import Job, JobLog, Worker, WorkerHost
+from genq.db import Job, JobLog, Worker, WorkerHost, utcnow
 from genq.db.clock import db_now
 from genq.errors import InvalidInput
-from genq.worker.hosts import VersionMismatch, check_schema, drain_host, schema_heads
+from genq.worker.hosts import VersionMismatch, check_schema, drain_host, register_host, schema_heads, undrain_host
+from genq.worker.scheduler import Scheduler
 from tests.worker.platform import tiny_gpt
+from tests.worker.test_scheduler import add_jobs
 
 
 def set_schema(db, revision: str) -> None:
@@ -109,6 +113,62 @@ def test_a_drained_host_finishes_nothing_new_and_requeues_after_its_timeout(plat
     wait_row(platform, second, lambda j: j.status == "succeeded", "the new job to run once undrained", 180)
     with platform.db.session() as s:
         assert s.get(WorkerHost, host).draining is False
+
+
+def test_a_host_drained_since_its_workers_last_heartbeat_claims_nothing(db, settings, redis_url):
+    """The drain takes effect at the next claim, not at the worker's next heartbeat (up to 2 s later): in between,
+    a host drained with another host idle took every job the scheduler sent to the pool."""
+    from genq.worker.runner import WorkerContext
+
+    host = socket.gethostname()
+    worker = WorkerContext(dataclasses.replace(settings, redis_url=redis_url), "default")  # its heartbeat not started
+    with db.session() as s:
+        register_host(s, host, "default", worker.devices)
+        s.add(Worker(id=worker.id, hostname=host, slots=1, last_heartbeat=utcnow()))
+    (job_id,) = add_jobs(db, 1, dispatched_at=utcnow())
+    with db.session() as s:
+        drain_host(s, host, None)
+    assert not worker.heartbeat.draining.is_set(), "the worker has not heard of the drain"
+    assert worker.claim(job_id) is None
+    assert worker.heartbeat.draining.is_set(), "the claim told it"
+    worker.run(job_id)  # the message as the worker gets it: handed back, no attempt counted
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        assert (job.status, job.attempts, job.worker_id, job.dispatched_at) == ("queued", 0, None, None)
+        assert s.scalars(select(JobLog.message).where(JobLog.job_id == job_id)).all() == []
+        undrain_host(s, host)
+    assert worker.claim(job_id).attempts == 1, "undrained, the host claims again"
+    worker.db.dispose()
+
+
+def test_runs_handed_back_do_not_count_against_max_attempts(db, settings, redis_url):
+    """A job drained past its timeout (or whose worker shut down gracefully) three times, then lost with its
+    worker once, stopped answering once: it goes back to the queue, and fails only once it stopped answering
+    max_attempts times."""
+    from genq.worker.runner import WorkerContext
+
+    worker = WorkerContext(dataclasses.replace(settings, redis_url=redis_url), "default")
+    scheduler = Scheduler(settings, redis_url)
+    (job_id,) = add_jobs(db, 1, max_attempts=3)
+    for _ in range(3):
+        job = worker.claim(job_id)
+        worker._finish(job, worker.hooks(job), "shutdown", [])  # checkpointed and re-queued, as a drain does
+
+    def lose_the_worker() -> Job:
+        assert worker.claim(job_id) is not None
+        with db.session() as s:
+            s.get(Job, job_id).lease_expires_at = utcnow() - timedelta(seconds=5)
+        scheduler.reconcile()
+        with db.session() as s:
+            return s.get(Job, job_id)
+
+    assert lose_the_worker().status == "queued", "three hand-backs and one loss: it stopped answering once"
+    assert lose_the_worker().status == "queued"
+    failed = lose_the_worker()
+    assert (failed.status, failed.attempts) == ("failed", 6)
+    assert "stopped answering 3 times (max_attempts 3)" in failed.error
+    worker.db.dispose()
+    scheduler.db.dispose()
 
 
 def test_clocks_minutes_apart_do_not_break_leases(platform):
