@@ -122,17 +122,18 @@ def job_outputs(
 
 def output_rows_page(session: Session, job_id: int, after: int | None, limit: int,
                      ) -> tuple[list[dict[str, Any]], int | None]:
-    """A page of a generation job's outputs by input row: those of the first `limit` rows after row `after`,
-    and the row to pass as `after` for the next page (None: no more rows stored)."""
-    after_row = Output.row > after if after is not None else Output.row.is_not(None)
-    rows = list(session.scalars(select(Output.row).where(Output.job_id == job_id, Output.step.is_(None), after_row)
-                                .distinct().order_by(Output.row).limit(limit + 1)))
+    """A page of a job's outputs by input row: those of the first `limit` rows after row `after`, and the row to
+    pass as `after` for the next page (None: no more rows stored). Outputs without a row (a training job's final
+    samples) are rows of their own, numbered by their index."""
+    row = func.coalesce(Output.row, Output.index)
+    final = (Output.job_id == job_id, Output.step.is_(None))
+    rows = list(session.scalars(select(row).where(*final, *(() if after is None else (row > after,)))
+                                .distinct().order_by(row).limit(limit + 1)))
     if not rows:
         return [], None
     page = rows[:limit]
-    found = session.execute(_outputs_with_media_type().where(
-        Output.job_id == job_id, Output.step.is_(None), Output.row >= page[0], Output.row <= page[-1])
-        .order_by(Output.row, Output.index))
+    found = session.execute(_outputs_with_media_type().where(*final, row >= page[0], row <= page[-1])
+                            .order_by(row, Output.index))
     return [output_to_dict(out, media_type) for out, media_type in found], page[-1] if len(rows) > limit else None
 
 

@@ -62,6 +62,17 @@ def test_outputs_page_by_row(client, auth, db):
     assert client.get(f"/api/v1/jobs/{job}/outputs?limit=x", headers=auth).status_code == 422
 
 
+def test_a_training_jobs_final_samples_page_one_per_row(client, auth, db):
+    job = add_job(db, status="succeeded")
+    with db.session() as s:
+        s.add(Output(job_id=job, index=0, step=10, kind="text", text="a gallery sample"))  # not a final output
+        s.add_all(Output(job_id=job, index=i, kind="text", text=f"sample {i}") for i in range(3))
+    first = client.get(f"/api/v1/jobs/{job}/outputs?limit=2", headers=auth).json
+    assert [o["text"] for o in first["outputs"]] == ["sample 0", "sample 1"] and first["next"] == 1
+    rest = client.get(f"/api/v1/jobs/{job}/outputs?after=1&limit=2", headers=auth).json
+    assert [o["text"] for o in rest["outputs"]] == ["sample 2"] and rest["next"] is None
+
+
 def test_a_running_jobs_rows_are_followed_in_the_order_they_were_stored(client, auth, db):
     job = add_job(db, type="generate", status="running", rows_total=4)
     with db.session() as s:
