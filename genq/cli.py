@@ -182,17 +182,20 @@ def worker(ctx: click.Context, gpus: str, pool: str, slots: int, name: str) -> N
 
 
 def _check_worker_host(settings: Settings) -> None:
-    """Refuse to start a worker whose genq the database does not match, saying which to upgrade."""
+    """Refuse to start a worker whose genq the database does not match, saying which to upgrade, or whose
+    GENQ_TOKEN the web server's store refuses (once here, not in each of its processes)."""
     import socket
 
     from genq.db import Database
     from genq.worker.hosts import VersionMismatch, check_schema
+    from genq.worker.store_access import CredentialsRefused, check_store_access
 
     database = Database(settings.database_url)
     try:
         with database.session() as s:
             check_schema(s, socket.gethostname())
-    except VersionMismatch as exc:
+        check_store_access(settings.store())
+    except (VersionMismatch, CredentialsRefused) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         database.dispose()

@@ -18,11 +18,11 @@ from genq.worker.store_access import check_store_access
 from tests.worker.platform import CORPUS, tiny_gpt
 
 
-def start_worker(platform, token: str) -> subprocess.CompletedProcess:
+def start_worker(platform, token: str, *args: str) -> subprocess.CompletedProcess:
     """`genq worker` through the web server's store with `token`: it should refuse at once."""
     env = {**platform.env, "GENQ_ARTIFACTS": platform.url, "GENQ_TOKEN": token}
     try:
-        return subprocess.run([sys.executable, "-m", "genq", "worker", "--name", "refused"], env=env,
+        return subprocess.run([sys.executable, "-m", "genq", "worker", "--name", "refused", *args], env=env,
                               capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the worker started with a token the store refuses:\n{exc.stderr}")
@@ -31,8 +31,9 @@ def start_worker(platform, token: str) -> subprocess.CompletedProcess:
 def test_a_worker_whose_token_the_store_refuses_does_not_start(platform):
     with platform.db.session() as s:
         member, worker = (create_token(s, team="admin", role=role) for role in ("member", "worker"))
-    for token, why in (("genq_bogus", "HTTP 401"), (member, "HTTP 403")):
-        result = start_worker(platform, token)
+    for token, why, args in (("genq_bogus", "HTTP 401", ()), (member, "HTTP 403", ()),
+                             ("genq_bogus", "HTTP 401", ("--slots", "2"))):  # refused once, before its processes
+        result = start_worker(platform, token, *args)
         assert result.returncode == 1, result.stderr
         assert "GENQ_TOKEN" in result.stderr and why in result.stderr and "--role worker" in result.stderr, \
             result.stderr
