@@ -38,6 +38,7 @@ def test_a_worker_whose_token_the_store_refuses_does_not_start(platform):
         assert "GENQ_TOKEN" in result.stderr and why in result.stderr and "--role worker" in result.stderr, \
             result.stderr
         assert "Traceback" not in result.stderr and "online" not in result.stderr, result.stderr
+        assert result.stderr.count("cannot start") == 1, result.stderr  # not once per process, restarted
     check_store_access(HttpStore(platform.url, worker))  # a worker token passes
     check_store_access(HttpStore(f"http://127.0.0.1:{free_port()}", "genq_bogus"))  # no answer is no refusal
 
