@@ -66,6 +66,8 @@ def test_another_teams_job_is_not_found_and_opens_no_stream(live, db, auth, othe
         answer = client.get(f"/api/v1/events?job={job}", headers=headers)
         assert answer.status_code == status and answer.mimetype == "application/json", answer.text
     assert client.get("/api/v1/events?job=999999", headers=auth).status_code == 404
+    past = client.get("/api/v1/events?job=99999999999", headers=auth)  # past any id: not another id's 404
+    assert past.status_code == 422 and "'job' must be between" in past.json["message"], past.json
     assert client.get("/api/v1/events", headers=auth).json["error"] == "invalid_input"
     assert open_streams(live) == 0
 

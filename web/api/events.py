@@ -20,7 +20,7 @@ def job_events():
     """Events of job ?job=ID: status (first, with the job as GET /jobs/ID shows it), progress, metrics, log,
     outputs, and a keep-alive every few seconds; the stream ends once the job has finished, or once the caller's
     token has been revoked (checked every few seconds)."""
-    job_id = query_int("job", None, 1, MAX_ID, clamp=True)
+    job_id = query_int("job", None, 1, MAX_ID)  # no clamp: a 404 would name another id
     if job_id is None:
         raise InvalidInput("query parameter 'job' is required: GET /api/v1/events?job=ID "
                            "(a team's job list: GET /api/v1/events/jobs)")
