@@ -43,15 +43,17 @@ class SlotCache:
         # row p: 0 where key j <= p has been written, -inf where it has not (a slot's ring before it wraps)
         self.hidden = torch.full((W, W), float("-inf"), device=device).triu_(1)
         self.rows = _ring_rows(slots, c.n_head, W, device)
-        self.step = _decode_step(model, self.kv)
+        built = _decode_step(model, self.kv)
+        self.step, self.fused = built.step, built.fused
         self.graphs = _Graphs(self.step) if self.kv.is_cuda and CUDA_GRAPHS else None
 
     def decode(self, tokens: torch.Tensor, pos: torch.Tensor, width: int) -> torch.Tensor:
         """The step for tokens (S,) at positions pos (S,), reading `width` keys: logits (S, vocab). From a CUDA
         graph where the cache is on a GPU; those read a power of two of keys, at least 32 (the extra ones are
         hidden, and weigh exactly 0), so a few graphs serve every width."""
-        if self.graphs is None:
-            return self.step(self.kv, self.rope, self.hidden[:, :width], self.rows, tokens, pos)
+        if self.graphs is None:  # genq's kernel reads no mask: its step takes the table unsliced (1% at batch 1)
+            hidden = self.hidden if self.fused else self.hidden[:, :width]
+            return self.step(self.kv, self.rope, hidden, self.rows, tokens, pos)
         width = min(self.width, max(32, 1 << (width - 1).bit_length()))
         return self.graphs.run(self.kv, self.rope, self.hidden[:, :width], self.rows, tokens, pos)
 
@@ -148,9 +150,10 @@ class _Step:
     versions: tuple[int, ...]  # the parameters' versions it decodes with
     copies: list[tuple[torch.Tensor, torch.Tensor]]  # (its copy, the weight): what a refresh rewrites
     refreshable: bool  # False: two weights it holds were equal when traced, and TorchScript pooled them into one
+    fused: bool = False  # it calls genq's attention kernel (which takes no mask)
 
 
-def _decode_step(model: GPT, kv: torch.Tensor) -> Callable[..., torch.Tensor]:
+def _decode_step(model: GPT, kv: torch.Tensor) -> _Step:
     """_decode on `model`'s weights, for caches like kv: traced on a CPU in float32 (a step is then mostly the
     interpreter's time between small kernels, and the trace runs them without Python; the same arithmetic).
     Kept per model: weights changed in place (an optimizer step) are copied into the step's own copies, where
@@ -173,7 +176,7 @@ def _decode_step(model: GPT, kv: torch.Tensor) -> Callable[..., torch.Tensor]:
         built = _build(model, kv, traced, versions)
         steps.clear()
         steps[key] = built
-    return built.step
+    return built
 
 
 def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]) -> _Step:
@@ -205,7 +208,7 @@ def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]
     example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
                torch.zeros(kv.size(4), 2), _ring_rows(1, nh, kv.size(4), kv.device), one, one)
     return _Step(torch.jit.trace(step, example, check_trace=False), versions, copies,
-                 _distinct(_tensors((weights, head))))
+                 _distinct(_tensors((weights, head))), fused)
 
 
 def _decode_weights(block: Block, transposed: Callable[[torch.Tensor], torch.Tensor]) -> tuple:
