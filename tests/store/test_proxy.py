@@ -77,6 +77,7 @@ def test_bad_uploads_are_refused_with_the_reason_and_store_nothing(web_url, work
     assert reply.status_code == 422
     reply = put(b"hel", **{"X-Content-SHA256": digest, "Content-Range": "bytes 0-4/5"})
     assert reply.status_code == 400 and "announced 5 bytes" in reply.json()["message"]
+    assert list((settings.home / "store-incoming").iterdir()) == []  # a short first piece leaves no empty file
     reply = put(b"jello", **{"X-Content-SHA256": digest, "Content-Range": "bytes 0-4/5"})
     assert reply.status_code == 422 and "do not match" in reply.json()["message"]
     bad_key = requests.put(f"{web_url}/api/v1/store/jobs/1/a%20b", data=b"hello", timeout=30,

@@ -115,7 +115,10 @@ def upload(key: str):
         with open(part, "ab") as out:
             received = copy_stream(request.stream, out)
         if received != end - start + 1:
-            os.truncate(part, held)  # a short piece: drop it whole, so the offset stays exact
+            if held:
+                os.truncate(part, held)  # a short piece: drop it whole, so the offset stays exact
+            else:
+                part.unlink()  # nothing held: no file left in store-incoming
             raise BadRequest(f"Content-Range announced {end - start + 1} bytes but the body had {received}")
         held = end + 1
     if held < total:
