@@ -154,7 +154,8 @@ def scheduler(interval: float) -> None:
 @main.group(invoke_without_command=True)
 @click.option("--gpus", default="", help="comma-separated GPU ids: one worker process per GPU")
 @click.option("--pool", default="default", show_default=True, help="the pool this worker serves")
-@click.option("--slots", default=1, show_default=True, help="CPU jobs run at once (one process each)")
+@click.option("--slots", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="CPU jobs run at once (one process each)")
 @click.option("--name", default="", hidden=True)
 @click.pass_context
 def worker(ctx: click.Context, gpus: str, pool: str, slots: int, name: str) -> None:
@@ -162,6 +163,9 @@ def worker(ctx: click.Context, gpus: str, pool: str, slots: int, name: str) -> N
     see its --help)."""
     if ctx.invoked_subcommand is not None:
         return
+    if not all(g.strip().isdigit() for g in gpus.split(",") if g.strip()):
+        raise click.BadParameter(f"GPU ids are CUDA's numbers from 0, as in 0,1 (not '{gpus[:40]}')",
+                                 param_hint="'--gpus'")
     from genq.worker.process import Supervisor, run_celery_worker, worker_children
 
     _logging()

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from genq.errors import InvalidInput
 
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def _number(name: str, default: float, kind: type = int, low: float = 0, high: float = math.inf) -> float:
+    """The variable `name` as a finite `kind` (int or float) from low to high, else InvalidInput naming it."""
+    raw = _env(name, str(default))
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or not low <= value <= high:
+        span = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+        raise InvalidInput(f"{name} must be {'an integer' if kind is int else 'a number'} {span}, not '{raw[:40]}'")
+    return value
 
 
 @dataclass(frozen=True)
@@ -57,22 +73,23 @@ class Settings:
             artifacts=(home / "artifacts" if remote else Path(store.removeprefix("file://"))).resolve(),
             models=Path(_env("GENQ_MODELS", str(home / "models"))).resolve(),
             host=_env("GENQ_HOST", "127.0.0.1"),
-            port=int(_env("GENQ_PORT", "8000")),
-            max_upload_bytes=int(_env("GENQ_MAX_UPLOAD_BYTES", str(200 * 1024 * 1024))),
-            lease_seconds=float(_env("GENQ_LEASE_SECONDS", "30")),
-            dispatch_timeout_seconds=float(_env("GENQ_DISPATCH_TIMEOUT_SECONDS", "60")),
-            max_attempts=int(_env("GENQ_MAX_ATTEMPTS", "3")),
-            max_event_streams=int(_env("GENQ_MAX_EVENT_STREAMS", "8")),
-            event_stream_seconds=float(_env("GENQ_EVENT_STREAM_SECONDS", "300")),
-            event_keepalive_seconds=float(_env("GENQ_EVENT_KEEPALIVE_SECONDS", "15")),
-            model_cache_models=int(_env("GENQ_MODEL_CACHE", "4")),
-            model_cache_bytes=int(_env("GENQ_MODEL_CACHE_MB", "2048")) * 1024**2,
-            usage_half_life_hours=float(_env("GENQ_USAGE_HALF_LIFE_HOURS", "24")),
-            preempt_min_run_seconds=float(_env("GENQ_PREEMPT_MIN_RUN_SECONDS", "300")),
+            port=_number("GENQ_PORT", 8000, int, 1, 65535),
+            max_upload_bytes=_number("GENQ_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, int, 1),
+            # a heartbeat renews the lease every lease/3 (at most 2 s): below a second it would spin
+            lease_seconds=_number("GENQ_LEASE_SECONDS", 30, float, 1),
+            dispatch_timeout_seconds=_number("GENQ_DISPATCH_TIMEOUT_SECONDS", 60, float, 1),
+            max_attempts=_number("GENQ_MAX_ATTEMPTS", 3, int, 1),
+            max_event_streams=_number("GENQ_MAX_EVENT_STREAMS", 8, int),
+            event_stream_seconds=_number("GENQ_EVENT_STREAM_SECONDS", 300, float, 1),
+            event_keepalive_seconds=_number("GENQ_EVENT_KEEPALIVE_SECONDS", 15, float, 0.1),
+            model_cache_models=_number("GENQ_MODEL_CACHE", 4, int),
+            model_cache_bytes=_number("GENQ_MODEL_CACHE_MB", 2048, int) * 1024**2,
+            usage_half_life_hours=_number("GENQ_USAGE_HALF_LIFE_HOURS", 24, float, 0.001),
+            preempt_min_run_seconds=_number("GENQ_PREEMPT_MIN_RUN_SECONDS", 300, float, -math.inf),
             secret_key=_env("GENQ_SECRET_KEY", ""),
             artifact_store=store,
             token=_env("GENQ_TOKEN", ""),
-            cache_bytes=int(_env("GENQ_CACHE_MB", "10240")) * 1024**2,
+            cache_bytes=_number("GENQ_CACHE_MB", 10240, int) * 1024**2,
         )
 
     @property
@@ -87,6 +104,9 @@ class Settings:
         return open_store(self.artifact_store or str(self.artifacts), self.token)
 
     def ensure_dirs(self) -> None:
-        """Create the home and artifact folders."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+        """Create the home and artifact folders, or InvalidInput naming the variable that cannot be one."""
+        for name, folder in (("GENQ_HOME", self.home), ("GENQ_ARTIFACTS", self.artifacts)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InvalidInput(f"{name}: {folder} cannot be a folder ({exc.strerror})") from None

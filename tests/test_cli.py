@@ -178,6 +178,9 @@ def test_bad_arguments_and_urls_are_one_line_errors_without_a_server(up_env):
         (["submit", "generate", "--from", "3"], {}, "give --prompt TEXT (one or more) or --prompts FILE"),
         (["jobs"], {"GENQ_URL": "notaurl"}, "'notaurl' is not the http(s) URL of a genq server (set GENQ_URL)"),
         (["jobs"], {"GENQ_URL": "http://127.0.0.1:99999"}, "is not the http(s) URL of a genq server"),
+        (["worker", "--slots", "0"], {}, "'--slots': 0 is not in the range 1<=x<=256"),
+        (["worker", "--gpus", "abc,-1"], {}, "GPU ids are CUDA's numbers from 0"),
+        (["scheduler"], {"GENQ_LEASE_SECONDS": "0"}, "GENQ_LEASE_SECONDS must be a number at least 1, not '0'"),
     ]
     for args, env, words in cases:
         result = subprocess.run([GENQ, *args], env={**up_env, **env}, capture_output=True, text=True, timeout=120)
