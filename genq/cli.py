@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -101,6 +102,7 @@ def web(workers: int, threads: int) -> None:
     from genq.web import create_app
 
     settings = Settings.from_env()
+    _check_database(settings)
     # An open event stream holds a thread until it ends: half the threads always serve ordinary requests.
     streams = min(settings.max_event_streams, threads // 2)
     settings = dataclasses.replace(settings, max_event_streams=streams)
@@ -148,6 +150,7 @@ def scheduler(interval: float) -> None:
     settings = Settings.from_env()
     if not settings.redis_url:
         raise click.UsageError("set GENQ_REDIS_URL (the scheduler sends jobs through Redis)")
+    _check_database(settings)
     Scheduler(settings, settings.redis_url).run(interval)
 
 
@@ -185,24 +188,44 @@ def worker(ctx: click.Context, gpus: str, pool: str, slots: int, name: str) -> N
     sys.exit(supervisor.wait())
 
 
-def _check_worker_host(settings: Settings) -> None:
-    """Refuse to start a worker whose genq the database does not match, saying which to upgrade, or whose
-    GENQ_TOKEN the web server's store refuses (once here, not in each of its processes)."""
+def _check_database(settings: Settings) -> None:
+    """Refuse to start a part of genq on a database it cannot use: none yet, an unreadable URL, or a schema this
+    genq does not match (saying which to upgrade)."""
     import socket
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     from genq.db import Database
     from genq.worker.hosts import VersionMismatch, check_schema
-    from genq.worker.store_access import CredentialsRefused, check_store_access
 
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        raise click.ClickException(f"GENQ_DATABASE_URL '{settings.database_url[:80]}' is not a database URL "
+                                   "(sqlite:///PATH, postgresql+psycopg://...)") from None
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise click.ClickException(f"no database at {url.database}: run `genq db upgrade` first (`genq up` does)")
     database = Database(settings.database_url)
     try:
         with database.session() as s:
             check_schema(s, socket.gethostname())
-        check_store_access(settings.store())
-    except (VersionMismatch, CredentialsRefused) as exc:
+    except VersionMismatch as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         database.dispose()
+
+
+def _check_worker_host(settings: Settings) -> None:
+    """_check_database, and refuse a worker whose GENQ_TOKEN the web server's store refuses (once here, not in
+    each of its processes)."""
+    from genq.worker.store_access import CredentialsRefused, check_store_access
+
+    _check_database(settings)
+    try:
+        check_store_access(settings.store())
+    except CredentialsRefused as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _drain_timeout(ctx, param, value: float | None) -> float | None:

@@ -185,6 +185,11 @@ def test_bad_arguments_and_urls_are_one_line_errors_without_a_server(up_env):
     for args, env, words in cases:
         result = subprocess.run([GENQ, *args], env={**up_env, **env}, capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+    for part in ("web", "scheduler", "worker"):  # no database yet: each says so, and creates none
+        result = subprocess.run([GENQ, part], env={**up_env, "GENQ_REDIS_URL": "redis://127.0.0.1:1/0"},
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "run `genq db upgrade` first" in result.stderr, result.stderr
+    assert not (Path(up_env["GENQ_HOME"]) / "genq.db").exists()
 
 
 def test_show_prints_each_rows_error(monkeypatch):
