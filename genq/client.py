@@ -46,7 +46,10 @@ class Client:
         try:
             body = response.json()
         except ValueError:
-            body = {"message": response.text[:200]}
+            body = None
+        if not isinstance(body, dict):  # genq answers JSON objects, errors too: this is another server
+            raise ApiError(f"{self.url} answered {method} /api/v1{path} with HTTP {response.status_code} and no genq "
+                           "JSON: is GENQ_URL the address of a genq server?")
         if response.status_code >= 400:
             error = ApiError(body.get("message", response.reason))
             error.code, error.status = body.get("error", "error"), response.status_code

@@ -212,3 +212,24 @@ def test_show_prints_each_rows_error(monkeypatch):
     monkeypatch.setattr(cli_jobs, "_client", Stub)
     out = CliRunner().invoke(cli_jobs.show, ["7"]).output
     assert "hi there" in out and "error: row 1 (line 2): it is not JSON" in out
+
+
+def test_a_server_that_is_not_genq_is_named_as_such(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from genq.client import ApiError, Client
+
+    (tmp_path / "api" / "v1").mkdir(parents=True)
+    (tmp_path / "api" / "v1" / "jobs").write_text("<html>a page</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Client(f"http://127.0.0.1:{server.server_port}", "token")
+        for call in (client.jobs, lambda: client.job(4)):  # a 200 page, then a 404 page
+            with pytest.raises(ApiError, match="no genq JSON: is GENQ_URL the address of a genq server"):
+                call()
+    finally:
+        server.shutdown()
