@@ -133,7 +133,7 @@ def token_list(team: str | None) -> None:
 
 
 @token.command("revoke")
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=click.IntRange(1, 2**31 - 1))  # the ids a row can have (genq.jobs.schemas.MAX_ID)
 def token_revoke(token_id: int) -> None:
     """Revoke token TOKEN_ID (see `genq token list`): requests with it are refused at once."""
     from genq.api_tokens import revoke_token

@@ -122,6 +122,9 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
         if team is None:
             raise InvalidInput(f"team '{req.team}' does not exist (create it with `genq team create`)")
     check_gpus(session, req.gpus, req.pool)
+    if team.max_gpus is not None and req.gpus > team.max_gpus:
+        raise InvalidInput(f"the job asks for {req.gpus} GPUs, more than team '{team.name}' may hold at once "
+                           f"(max_gpus {team.max_gpus}): it could never start")
     job = Job(
         preemptible=req.preemptible,
         team=team,  # the object, not its id: the answer reads job.team without loading it again

@@ -128,6 +128,14 @@ def test_more_gpus_than_the_widest_host_holds_is_refused(client, auth, db):
     assert generate.status_code == 422 and "a generation job runs on one device" in generate.json["message"]
 
 
+def test_more_gpus_than_the_teams_quota_is_refused(client, auth, operator):
+    assert client.patch("/api/v1/teams/alpha", headers=operator, json={"max_gpus": 1}).status_code == 200
+    answer = submit(client, auth, gpus=2)
+    assert answer.status_code == 422, answer.json
+    assert "more than team 'alpha' may hold at once (max_gpus 1): it could never start" in answer.json["message"]
+    assert submit(client, auth, gpus=1).status_code == 201
+
+
 def test_a_job_of_two_devices_needs_the_memory_of_half_its_batch_on_each(client, auth, db):
     from genq.core import spec
     from genq.db.models import Worker
