@@ -40,6 +40,8 @@ def up() -> None:
 
     _logging()
     settings = Settings.from_env()
+    if settings.redis_url is not None:
+        _check_redis(settings.redis_url)  # before anything is created: nothing could run without it
     settings.ensure_dirs()
     upgrade(settings.database_url)
     token = _admin_token(settings)
@@ -68,6 +70,17 @@ def up() -> None:
         if redis is not None:
             redis.stop()
     sys.exit(code)
+
+
+def _check_redis(url: str) -> None:
+    """Refuse to start the platform on a GENQ_REDIS_URL that does not answer: no job could be sent."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise click.ClickException(f"GENQ_REDIS_URL {url[:80]} does not answer ({exc}): start Redis, or leave "
+                                   "GENQ_REDIS_URL unset for genq up's own") from None
 
 
 def _admin_token(settings: Settings) -> str:

@@ -190,6 +190,10 @@ def test_bad_arguments_and_urls_are_one_line_errors_without_a_server(up_env):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 1 and "run `genq db upgrade` first" in result.stderr, result.stderr
     assert not (Path(up_env["GENQ_HOME"]) / "genq.db").exists()
+    no_redis = subprocess.run([GENQ, "up"], env={**up_env, "GENQ_REDIS_URL": "redis://127.0.0.1:1/0"},
+                              capture_output=True, text=True, timeout=120)
+    assert no_redis.returncode == 1 and "GENQ_REDIS_URL redis://127.0.0.1:1/0 does not answer" in no_redis.stderr
+    assert not Path(up_env["GENQ_HOME"]).exists()  # nothing created
 
 
 def test_show_prints_each_rows_error(monkeypatch):
