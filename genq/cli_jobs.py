@@ -134,7 +134,7 @@ def jobs(status, type_, team) -> None:
     for job in rows:
         position = "" if job.get("queue_position") is None else job["queue_position"] + 1
         eta = (job.get("eta") or "")[:19]
-        click.echo(f"{job['id']:>6}  {job['team'][:10]:10}  {job['type']:8}  {job['model']:8}  {job['status']:10}  "
+        click.echo(f"{job['id']:>6}  {job['team'][:10]:10}  {job['type']:8}  {job['model']:12}  {job['status']:10}  "
                    f"{job['progress'] * 100:>7.0f}%  {position:>4}  {eta:20}  "
                    f"{job.get('wait_reason') or job['created_at']}")
 
