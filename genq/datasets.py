@@ -250,6 +250,17 @@ def dataset_file(settings: Settings, dataset: Dataset, store: ArtifactStore | No
         yield copy
 
 
+def datasets_of(session: Session, team_id: int | None, kind: str | None = None) -> list[dict[str, Any]]:
+    """The JSON forms of team `team_id`'s datasets (every team's for None: the operator), newest first; only those
+    of `kind` when given."""
+    query = select(Dataset).order_by(Dataset.id.desc())
+    if team_id is not None:
+        query = query.where(Dataset.team_id == team_id)
+    if kind:
+        query = query.where(Dataset.kind == kind)
+    return [dataset_to_dict(d) for d in session.scalars(query)]
+
+
 def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
     """The JSON form of a dataset."""
     return {

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from genq import evaluation
 from genq.core import base_models
-from genq.datasets import BUILTIN_DATASETS, dataset_to_dict
-from genq.db.models import JOB_STATUSES, Dataset, Job, Output, Team
+from genq.datasets import BUILTIN_DATASETS, datasets_of
+from genq.db.models import JOB_STATUSES, Job, Output, Team
 from genq.errors import GenqError, InvalidInput
 from genq.jobs.estimate import training_estimate
 from genq.jobs.params import MODELS
@@ -156,12 +156,6 @@ def _form_body(form) -> dict[str, Any]:
     return body
 
 
-def _team_datasets(s) -> list[dict]:
-    """The caller's team's datasets, newest first."""
-    query = select(Dataset).where(Dataset.team_id == g.caller.team_id).order_by(Dataset.id.desc())
-    return [dataset_to_dict(d) for d in s.scalars(query)]
-
-
 # The form field an error message is about: the first of these words that it contains (in this order, so that
 # "model 'gpt' trains on text data, but dataset 3 holds images" points at the dataset).
 FIELD_WORDS = (("gpus", "gpus"), ("param", "params"), ("KEY=VALUE", "params"), ("source job", "source_job"),
@@ -193,7 +187,7 @@ def submit():
         except GenqError as exc:
             error, status = exc.message, exc.status
     with state().db.session() as s:
-        datasets = _team_datasets(s)
+        datasets = datasets_of(s, g.caller.team_id)  # a job's dataset is its team's
         sources = [
             {"id": j.id, "model": j.model}
             for j in s.scalars(
@@ -234,9 +228,8 @@ def datasets():
             return redirect(url_for("dashboard.datasets"))
         except GenqError as exc:
             error, status = exc.message, exc.status
-    with state().db.session() as s:  # the operator's: every team's
-        rows = [dataset_to_dict(d) for d in s.scalars(select(Dataset).where(*of_team(g.caller.scope, Dataset))
-                                                      .order_by(Dataset.id.desc()))]
+    with state().db.session() as s:
+        rows = datasets_of(s, g.caller.scope)  # the operator's: every team's
     return render_template("datasets.html", datasets=rows, builtins=BUILTIN_DATASETS, error=error), status
 
 

@@ -57,10 +57,9 @@ def owned(session: Session, model: type, ident: object, team_id: int | None, wha
     return row
 
 
-def of_team(team_id: int | None, model: type = Job) -> tuple:
-    """The conditions (for .where(*...)) that a job (a row of `model`) is team `team_id`'s: none for None, the
-    operator's view."""
-    return () if team_id is None else (model.team_id == team_id,)
+def of_team(team_id: int | None) -> tuple:
+    """The conditions (for .where(*...)) that a job is team `team_id`'s: none for None, the operator's view."""
+    return () if team_id is None else (Job.team_id == team_id,)
 
 
 def _dataset(session: Session, dataset_id: int, team: Team, operator: bool) -> Dataset:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
-from sqlalchemy import select
 
-from genq.datasets import KINDS, dataset_to_dict, delete_dataset, save_upload
+from genq.datasets import KINDS, dataset_to_dict, datasets_of, delete_dataset, save_upload
 from genq.db.models import Dataset
 from genq.errors import Forbidden, InvalidInput
-from genq.jobs.service import of_team, owned
+from genq.jobs.service import owned
 from genq.teams import get_team
 from genq.web import artifact_store, state
 from genq.web.api import api_blueprint, query_choice
@@ -55,13 +54,8 @@ def upload():
 def index():
     """The team's datasets (the operator's: every team's), newest first; ?kind= filters."""
     kind = query_choice("kind", KINDS)
-    query = select(Dataset).where(*of_team(g.caller.scope, Dataset))
-    if kind:
-        query = query.where(Dataset.kind == kind)
     with state().db.session() as s:
-        return jsonify(
-            {"datasets": [dataset_to_dict(d) for d in s.scalars(query.order_by(Dataset.id.desc()))]}
-        )
+        return jsonify({"datasets": datasets_of(s, g.caller.scope, kind)})
 
 
 @bp.get("/datasets/<id:dataset_id>")
