@@ -172,8 +172,8 @@ def next_pair(
     session: Session, token_id: int, team_id: int | None, job_ids: Sequence[int], rng: random.Random | None = None
 ) -> Pair:
     """A pair to judge: outputs of one kind (text, image, audio) of two different jobs answering the same prompt
-    (None matches None), drawn
-    uniformly from the pairs this rater has not judged (from all pairs once none is left), in random order.
+    (None matches None), drawn uniformly from the pairs this rater has not judged (from all pairs once none is
+    left), in random order.
     The pair is recorded as shown to the token: votes are only taken for shown pairs."""
     rng = rng or random.SystemRandom()
     jobs = compared_jobs(session, team_id, job_ids)

@@ -17,20 +17,9 @@ SPIN_COUNT = "10000"  # GOMP_SPINCOUNT of CPU workers: rounds an idle OpenMP thr
 
 
 def run_celery_worker(pool: str, name: str) -> None:
-    """Run one solo-pool Celery worker in this process: one job at a time, cooperative cancel. Refused (exit 1,
-    saying why) when its artifact store is misconfigured or refuses its GENQ_TOKEN, as genq.cli refuses a schema
-    mismatch: it would take jobs only to fail them."""
-    import click
-
-    from genq.config import Settings
-    from genq.errors import GenqError
+    """Run one solo-pool Celery worker in this process: one job at a time, cooperative cancel. (`genq worker`
+    checks its database and its artifact store's GENQ_TOKEN first: genq.cli._check_worker_host.)"""
     from genq.worker.celery_app import app, celery_events, host_queue, queue_name
-    from genq.worker.store_access import CredentialsRefused, check_store_access
-
-    try:
-        check_store_access(Settings.from_env().store())
-    except (CredentialsRefused, GenqError) as exc:  # GenqError: GENQ_ARTIFACTS is a web address, GENQ_TOKEN unset
-        raise click.ClickException(str(exc)) from None
 
     # Event heartbeats are what Flower counts a worker online by; without events nobody listens to them.
     quiet = ["--without-gossip", "--without-mingle"] + ([] if celery_events() else ["--without-heartbeat"])
