@@ -140,10 +140,7 @@ def padded_rate(model: GPT, prompts: list[list[int]], new: list[int], slots: int
     its longest row ends, every row to the end (a finished row's slot is not freed, and it attends to its whole
     context); only the tokens each row asked for count."""
     longest = [max(new[i - i % slots:i - i % slots + slots]) for i in range(len(new))]  # each row's batch's
-    start = clock()
-    BatchGenerator(model, slots, continuous=False).run(
-        [Request(i, p, n, seed=i) for i, (p, n) in enumerate(zip(prompts, longest, strict=True))], lambda f: None)
-    return sum(new) / (clock() - start)
+    return genq_rate(model, prompts, longest, slots, continuous=False) * sum(new) / sum(longest)
 
 
 def rows_section(model: GPT, quick: bool) -> list[bool]:
