@@ -48,7 +48,7 @@ def orthogonalise(g: torch.Tensor, coefficients: tuple[float, float, float], ste
     in `dtype` (torch's is bf16), returned in g's dtype."""
     a, b, c = coefficients
     x = g.to(dtype).reshape(-1, *g.shape[-2:])  # (matrices, rows, cols)
-    wide = x.size(-2) <= x.size(-1)
+    wide = _is_wide(x)
     x = x if wide else x.mT  # (short, long): the Gram matrix x x^T is the small one
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm <= 1
     for _ in range(steps):
