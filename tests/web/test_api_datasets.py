@@ -218,6 +218,10 @@ def test_the_operator_uploads_for_a_team_and_others_only_for_their_own(client, a
     assert other.status_code == 403 and "cannot upload for team 'beta'" in other.json["message"]
     bogus = upload(client, auth, b"text", "d.txt", bogus="1")
     assert bogus.status_code == 422 and "unknown form field 'bogus'" in bogus.json["message"]
+    body = (b'--B\r\nContent-Disposition: form-data; filename="a.txt"\r\n\r\nhello\r\n'  # a part with no name
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="b.txt"\r\n\r\nhi\r\n--B--\r\n')
+    nameless = client.post("/api/v1/datasets", headers=auth, data=body, content_type="multipart/form-data; boundary=B")
+    assert nameless.status_code == 422 and "unknown form field 'None'" in nameless.json["message"], nameless.json
     assert upload(client, operator, b"text", "e.txt", team="nosuch").status_code == 404
 
 

@@ -36,7 +36,8 @@ def store_request_file(team_id: int) -> dict:
 def upload():
     """Upload a dataset file: 201 {"id", "name", "kind", "size_bytes"}; the operator may name another `team`."""
     caller = require_writer("upload datasets")
-    unknown = sorted(set(request.form) - {"name", "kind", "team"} | set(request.files) - {"file"})
+    # a part without a name has the name None: an unknown field too, named as such
+    unknown = sorted(str(k) for k in set(request.form) - {"name", "kind", "team"} | set(request.files) - {"file"})
     if unknown:
         raise InvalidInput(f"unknown form field '{unknown[0][:40]}' (known: file, name, kind, team)")
     team = request.form.get("team") or caller.team
