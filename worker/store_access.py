@@ -4,7 +4,8 @@ out lease after lease as if the store were down. Torch-free: the check runs befo
 
 from __future__ import annotations
 
-from genq.store import ArtifactStore, HttpStore, StoreRefused
+from genq.store import ArtifactStore, StoreRefused
+from genq.store_http import HttpStore
 
 CREATE_WORKER_TOKEN = "genq token create --team admin --role worker"
 PROBE_KEY = "genq-worker-access-check"  # no file is stored under it: looking it up only asks to be let in

@@ -10,9 +10,11 @@ import pytest
 from werkzeug.serving import make_server
 
 from genq import store as store_module
+from genq import store_http
 from genq.api_tokens import create_token
 from genq.db import Database
-from genq.store import FsspecStore, HttpStore, LocalStore
+from genq.store import FsspecStore, LocalStore
+from genq.store_http import HttpStore
 from genq.web import create_app
 from tests.s3_server import S3_ENV, moto_server
 
@@ -46,7 +48,8 @@ def s3_endpoint(tmp_path_factory):
 @pytest.fixture
 def small_chunks(monkeypatch):
     monkeypatch.setattr(store_module, "CHUNK", SMALL_CHUNK)
-    monkeypatch.setattr(store_module, "HTTP_PIECE", SMALL_CHUNK)
+    monkeypatch.setattr(store_http, "CHUNK", SMALL_CHUNK)
+    monkeypatch.setattr(store_http, "HTTP_PIECE", SMALL_CHUNK)
     import genq.web.api.store as proxy
 
     monkeypatch.setattr(proxy, "CHUNK", SMALL_CHUNK)

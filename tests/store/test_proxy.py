@@ -8,7 +8,7 @@ import os
 
 import requests
 
-from genq.store import HttpStore
+from genq.store_http import HttpStore
 from tests.web.conftest import make_token
 
 

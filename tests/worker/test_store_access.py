@@ -13,7 +13,7 @@ from sqlalchemy import select
 from genq.api_tokens import create_token
 from genq.db import Job, JobLog
 from genq.redis_server import free_port
-from genq.store import HttpStore
+from genq.store_http import HttpStore
 from genq.worker.store_access import check_store_access
 from tests.worker.platform import CORPUS, tiny_gpt
 
