@@ -8,7 +8,8 @@ meaning: a user's `lr` means the same thing whichever optimizer runs.
 Embeddings, the (tied) output head, norms and biases are not hidden matrices: AdamW trains them, as in the
 speedrun.
 torch's Muon runs Newton-Schulz in bfloat16, which a CPU without bf16 units emulates (seconds a step for the
-CPU recipe's 4 x 4 small matrices); `Muon` below runs it in float32 there, the same iteration, and batches it.
+CPU recipe's 4 x 4 small matrices); `Muon` below runs it in float32 there (in the iteration's Gram form for long
+matrices: the same polynomial, fewer products), and batches it.
 """
 
 from __future__ import annotations
