@@ -28,6 +28,7 @@ from genq.core.spec import (
 
 MAX_ROWS = 10_000
 MAX_PROMPT_CHARS = 10_000
+MAX_FIELD_CHARS = 64 * 1024 * 1024  # above any cell of a file the upload limit (32 MiB) lets through
 # per-row params: (types allowed, check, what the check says)
 ROW_PARAMS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "max_new_tokens": ((int,), lambda v: 1 <= v <= MAX_NEW_TOKENS, f"an integer from 1 to {MAX_NEW_TOKENS}"),
@@ -128,6 +129,8 @@ def _json_row(obj: object) -> tuple[str, str | None, dict[str, Any]]:
 
 def template_fields(template: str) -> list[str]:
     """The column names a template like "Describe {name}: {features}" names; DataError if it is malformed."""
+    if not template.strip():
+        raise DataError("the template is empty: name columns in braces, like \"Describe {name}\"")
     try:
         fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
                   if name is not None]
@@ -141,10 +144,36 @@ def template_fields(template: str) -> list[str]:
     return [name for name, _, _ in fields]
 
 
+def render_template(template: str, cells: dict[str, str]) -> str:
+    """`template` with each {name} replaced by the cell of that column ("" when the row has none). Not
+    str.format: a column may be named "a.b", "x[1]" or "0", which str.format reads as an attribute, an index or
+    a position."""
+    return "".join(literal + (cells.get(name, "") if name is not None else "")
+                   for literal, name, _, _ in string.Formatter().parse(template))
+
+
+def _csv_params(cells: dict[str, str]) -> dict[str, Any]:
+    """The per-row params of a CSV row's columns named like them (max_new_tokens, temperature, top_k, top_p,
+    seed, stop; an empty cell is no value), read from their text as JSONL's numbers would be."""
+    values: dict[str, Any] = {}
+    for name, (types, _, what) in ROW_PARAMS.items():
+        text = cells.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            values[name] = int(text) if types == (int,) else float(text)
+        except ValueError:
+            raise RowError(f'"{name}" must be {what}, got {json.dumps(text)[:40]}') from None
+    if cells.get("stop"):
+        values["stop"] = cells["stop"]
+    return check_row_params(values)
+
+
 def _csv_rows(text: str, template: str | None, template_later: bool
               ) -> list[tuple[str, str | None, dict[str, Any]] | RowError]:
     # strict: a quote left open swallowed the rest of the file into one prompt; newline="": the reader takes
     # \r, \n and \r\n line ends alike (a file of bare \r ends was refused in Python's words)
+    csv.field_size_limit(MAX_FIELD_CHARS)  # the reader's default, 131,072, refused a whole file for one long cell
     try:
         table = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r and any(c.strip() for c in r)]
     except csv.Error as exc:
@@ -161,8 +190,8 @@ def _csv_rows(text: str, template: str | None, template_later: bool
         for r in table[1:]:
             cells = dict(zip(header, r, strict=False))
             try:
-                out.append((_check_prompt(template.format_map({n: cells.get(n, "") for n in header})),
-                            cells.get("id") or None, {}))
+                out.append((_check_prompt(render_template(template, cells)), cells.get("id") or None,
+                            _csv_params({name.lower(): cell for name, cell in cells.items()})))
             except RowError as exc:
                 out.append(exc)
         return out
@@ -172,11 +201,13 @@ def _csv_rows(text: str, template: str | None, template_later: bool
                         "column of prompts 'prompt', or give a template over the columns")
     column = lower.index("prompt") if has_header else 0  # no header: prompts in the one column
     id_column = lower.index("id") if has_header and "id" in lower else None
-    for r in table[1 if has_header else 0:]:
+    # several columns are a header even without 'prompt' (a job's template names them): not a row
+    for r in table[1 if has_header or len(header) > 1 else 0:]:
         try:
             prompt = _check_prompt(r[column] if column < len(r) else None)
             row_id = r[id_column] if id_column is not None and id_column < len(r) and r[id_column] else None
-            out.append((prompt, row_id, {}))
+            params = _csv_params(dict(zip(lower, r, strict=False))) if has_header else {}
+            out.append((prompt, row_id, params))
         except RowError as exc:
             out.append(exc)
     return out
@@ -206,7 +237,7 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None, template_l
             lines.append(number)
             try:
                 obj = json.loads(line, parse_constant=_no_constant)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
                 parsed.append(RowError(f"it is not JSON ({exc})"))
                 continue
             try:

@@ -30,6 +30,10 @@ from genq.jobs.params import MODELS, validate_generate_params, validate_train_pa
 from genq.jobs.scheduling_order import Standing, standing
 from genq.jobs.schemas import MAX_ID, JobOut, TrainJobRequest, parse_request
 
+# A generation job's rows x num_samples: each output is a database row and, while the job runs, worker memory;
+# 10,000 rows x 1,000 samples was accepted and held a worker for minutes before it could be cancelled.
+MAX_OUTPUTS = 100_000
+
 
 def check_clean(value: Any, where: str) -> None:
     """Refuse NaN/infinite numbers, NUL characters and lone surrogates: SQL and JSON cannot hold them."""
@@ -193,6 +197,9 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
                 raise InvalidInput("the param 'template' applies to a CSV prompts dataset, not to inline prompts")
             job.prompts = req.prompts
         job.rows_total = len(job.prompts or [None])
+        if (outputs := job.rows_total * job.params.get("num_samples", 1)) > MAX_OUTPUTS:
+            raise InvalidInput(f"the job would make {outputs:,} outputs ({job.rows_total:,} rows x num_samples "
+                               f"{job.params['num_samples']}); at most {MAX_OUTPUTS:,}: split it into several jobs")
         if job.params.get("seed") is None:  # fixed now: a resumed or retried job draws the same texts
             job.params = {**job.params, "seed": secrets.randbelow(2**31)}
     session.add(job)

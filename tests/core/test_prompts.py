@@ -102,7 +102,8 @@ def test_a_csv_of_several_columns_needs_a_prompt_column_or_a_template():
     data = b"name,features\nbob,tall\nann,short\n"
     with pytest.raises(DataError, match="the CSV has no 'prompt' column .its first row: name, features."):
         parse_prompts(data, "csv")
-    assert len(parse_prompts(data, "csv", template_later=True)) == 3  # at upload: the job names the template
+    # at upload (the job names the template): the first row is the header, not a prompt
+    assert len(parse_prompts(data, "csv", template_later=True)) == 2
     assert [r.prompt for r in parse_prompts(data, "csv", "{name} is {features}")] == ["bob is tall", "ann is short"]
     assert [r.prompt for r in parse_prompts(b"seven\nthree\n", "csv")] == ["seven", "three"]  # one column: headerless
 
@@ -111,3 +112,34 @@ def test_a_csv_quote_left_open_is_refused_and_bare_carriage_returns_end_lines():
     with pytest.raises(DataError, match="not valid CSV: a quoted field is never closed"):
         parse_prompts(b'prompt,id\n"unterminated,a\nKING:,b\n', "csv")
     assert [r.prompt for r in parse_prompts(b"prompt\rROMEO\rKING\r", "csv")] == ["ROMEO", "KING"]
+
+
+def test_a_template_takes_any_column_name_as_it_stands():
+    # str.format would read {a.b} as an attribute, {a[x]} as an index and {0} as a position (a KeyError, a 500)
+    data = b"a.b,a[x],0,id\nlamp,brass,7,L1\n"
+    rows = parse_prompts(data, "csv", template="{a.b} of {a[x]} #{0}")
+    assert [(r.prompt, r.row_id, r.error) for r in rows] == [("lamp of brass #7", "L1", None)]
+    with pytest.raises(DataError, match="template is empty"):
+        parse_prompts(data, "csv", template=" ")
+
+
+def test_csv_param_columns_are_each_rows_params_and_a_bad_one_is_a_bad_row():
+    data = b"prompt,seed,temperature,max_new_tokens,stop\nA,7,1,3,\nB,,0.5,,.\nC,abc,1,3,\nD,7,-1,3,\n"
+    rows = parse_prompts(data, "csv")
+    assert [r.params for r in rows[:2]] == [{"seed": 7, "temperature": 1.0, "max_new_tokens": 3},
+                                            {"temperature": 0.5, "stop": ["."]}]
+    assert [r.row for r in rows if r.error] == [2, 3]
+    assert '"seed"' in rows[2].error and '"temperature"' in rows[3].error
+    templated = parse_prompts(b"name,Seed\nlamp,4\n", "csv", template="Describe {name}")
+    assert templated[0].params == {"seed": 4}
+
+
+def test_one_long_csv_cell_is_a_bad_row_not_a_refused_file():
+    rows = parse_prompts(b"prompt\n" + b"b" * 1_000_000 + b"\nok\n", "csv")
+    assert "row 0" in rows[0].error and "10000 characters" in rows[0].error and rows[1].prompt == "ok"
+
+
+def test_json_nested_past_the_parsers_depth_is_a_bad_row():
+    rows = parse_prompts(('{"prompt": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n").encode()
+                         + jsonl({"prompt": "ok"}), "jsonl")
+    assert "not JSON" in rows[0].error and rows[1].prompt == "ok"

@@ -130,3 +130,16 @@ def test_a_retry_keeps_the_base_model_and_preemptible(client, auth, db):
                   prompts=["a"], rows_total=1, preemptible=False, priority=7)
     again = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False}).json
     assert (again["base"], again["preemptible"], again["priority"]) == ("tiny", False, 7), again
+
+
+def test_more_outputs_than_the_limit_are_refused_and_a_dotted_column_is_a_column(client, auth, db):
+    source = add_job(db, status="succeeded", model="gpt")
+    jobs = count(db, Job)
+    answer = generate(client, auth, source, prompts=["x"] * 101, params={"num_samples": 1000})
+    assert answer.status_code == 422 and "101,000 outputs" in answer.json["message"], answer.json
+    assert count(db, Job) == jobs
+    dataset = upload(client, auth, b"a.b,c\nfoo,bar\n", "dotted.csv").json["id"]
+    answer = generate(client, auth, source, dataset=dataset, params={"template": "X {a.b} Y"})
+    assert answer.status_code == 201, answer.json
+    with db.session() as s:
+        assert s.get(Job, answer.json["id"]).prompts == ["X foo Y"]
