@@ -203,6 +203,8 @@ class JobHooks(Hooks):
         self._maybe_flush()
 
     def stop_requested(self) -> str | None:
+        if self._rows:  # the decoder asks often: rows that finished while a long one decodes are stored within
+            self._maybe_flush()  # about a second, not when the next row finishes
         return self._stop_reason()
 
     def _maybe_flush(self) -> None:

@@ -4,6 +4,7 @@ ETA, the output files rewritten as rows arrive, and nothing written by a worker 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from sqlalchemy import select
@@ -62,3 +63,22 @@ def test_no_eta_from_a_large_jobs_first_rows():
     assert counts.after([RowResult(100, 100, "a", "a!")])["eta_at"] is None
     assert counts.after([RowResult(r, r, "a", "a!") for r in range(101, 149)])["eta_at"] is None
     assert counts.after([RowResult(149, 149, "a", "a!")])["eta_at"] is not None  # 50 rows of this attempt
+
+
+def test_finished_rows_are_stored_while_a_long_row_still_decodes(db, settings):
+    # no row finishes after these two for a while: the decoder's stop checks are what flush them
+    (job_id,) = add_jobs(db, 1, status="running", worker_id=ME)
+    hooks = JobHooks(db, job_id, ME, files(settings, job_id), stop_reason=lambda: None, flush_every=0.05)
+    hooks.batch = RowCounts(total=3, done=0)
+    hooks.rows([RowResult(1, 1, "a", "a!"), RowResult(2, 2, "b", "b!")])  # within flush_every of the start
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert hooks.stop_requested() is None
+        with db.session() as s:
+            if s.get(Job, job_id).rows_done == 2:
+                break
+        time.sleep(0.02)
+    with db.session() as s:
+        assert s.get(Job, job_id).rows_done == 2
+        assert len(s.scalars(select(Output).where(Output.job_id == job_id)).all()) == 2
+    hooks.flush()
