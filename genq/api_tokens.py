@@ -75,6 +75,11 @@ def create_token(session: Session, team: str, role: str = "admin") -> str:
     """Create a token for `team` (created if missing) with `role`; return the token, which is never stored."""
     if role not in ROLES:
         raise InvalidInput(f"unknown role {quoted(role)} (known: {', '.join(ROLES)})")
+    if role == "worker" and team != OPERATOR_TEAM:
+        # a worker token reads and writes every team's artifacts: bound to a team, that team's admin would list
+        # and revoke it as one of theirs
+        raise InvalidInput(f"a worker token belongs to team '{OPERATOR_TEAM}', not {quoted(team)}: it reads and "
+                           f"writes every team's artifacts (genq token create --team {OPERATOR_TEAM} --role worker)")
     team_row = ensure_team(session, team)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(
@@ -110,7 +115,7 @@ def list_tokens(session: Session, team: str | None = None) -> list[ApiToken]:
     """Every token (of `team`), oldest first, with its team loaded."""
     query = select(ApiToken).join(Team).order_by(ApiToken.id)
     if team is not None:
-        query = query.where(Team.name == team)
+        query = query.where(func.lower(Team.name) == team.lower())
     rows = list(session.scalars(query))
     for row in rows:
         _ = row.team

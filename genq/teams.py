@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from genq.api_tokens import OPERATOR_TEAM, check_new_team_name, quoted
+from genq.api_tokens import OPERATOR_TEAM, check_new_team_name, quoted, team_named
 from genq.db.models import ApiToken, Job, Team, iso, utcnow
 from genq.errors import Forbidden, InvalidInput, NotFound
 from genq.jobs.schemas import refused
@@ -66,8 +66,8 @@ def create_team(session: Session, name: object, settings: dict[str, Any]) -> Tea
 
 
 def get_team(session: Session, name: str) -> Team:
-    """The team called `name`, or NotFound."""
-    team = session.scalar(select(Team).where(Team.name == name))
+    """The team called `name` (ignoring case, as names are compared), or NotFound."""
+    team = team_named(session, name)
     if team is None:
         raise NotFound(f"team {quoted(name)} not found (see `genq team list`)")
     return team

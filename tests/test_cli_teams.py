@@ -43,6 +43,8 @@ def test_team_names_are_checked_by_the_cli_as_by_the_api(settings):
 def test_the_operator_creates_worker_tokens_from_the_cli(settings):
     made = genq(settings, "token", "create", "--team", "admin", "--role", "worker")
     assert made.returncode == 0 and made.stdout.strip().startswith("genq_"), made.stderr
+    elsewhere = genq(settings, "token", "create", "--team", "vision", "--role", "worker")  # its admin would revoke it
+    assert elsewhere.returncode == 2 and "belongs to team 'admin'" in elsewhere.stderr, elsewhere.stderr
     assert "\tadmin\tworker\t" in genq(settings, "token", "list").stdout
     past = genq(settings, "token", "revoke", "99999999999999999999999")  # past any id: refused, no traceback
     assert past.returncode == 2 and "not in the range" in past.stderr and "Traceback" not in past.stderr

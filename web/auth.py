@@ -73,6 +73,9 @@ def require_principal() -> Principal:
     principal = current_principal()
     if principal is None:
         if "Authorization" in request.headers:
+            scheme, _, token = request.headers["Authorization"].strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("the Authorization header must be 'Bearer TOKEN'")
             raise Unauthorized("invalid or revoked token")
         raise Unauthorized("authentication required: send 'Authorization: Bearer TOKEN'")
     return principal

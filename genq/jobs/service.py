@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from genq import strict_json
+from genq.api_tokens import team_named
 from genq.config import Settings
 from genq.core import base_models, spec
 from genq.datasets import (
@@ -116,14 +117,16 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
     GenqError writes nothing."""
     req = parse_request(body)
     check_clean(req.model_dump(), "request")
-    if req.team is not None and req.team != team.name:
+    if req.team is not None and req.team.lower() != team.name.lower():  # names are compared ignoring case
         if not operator:
             raise Forbidden(
                 f"this token belongs to team '{team.name}'; it cannot submit jobs for team '{req.team}'"
             )
-        team = session.scalar(select(Team).where(Team.name == req.team))
+        team = team_named(session, req.team)
         if team is None:
             raise InvalidInput(f"team '{req.team}' does not exist (create it with `genq team create`)")
+    if not isinstance(req, TrainJobRequest):
+        check_data_parallel(None, {}, req.gpus)  # before the pool's widest host: no host makes gpus > 1 apply
     check_gpus(session, req.gpus, req.pool)
     if team.max_gpus is not None and req.gpus > team.max_gpus:
         raise InvalidInput(f"the job asks for {req.gpus} GPUs, more than team '{team.name}' may hold at once "
@@ -161,7 +164,6 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
         # each device holds the whole model and its share of the batch (genq.core.parallel)
         check_fits(session, req.model, {**job.params, "batch_size": job.params["batch_size"] // req.gpus}, req.pool)
     else:
-        check_data_parallel(None, {}, req.gpus)
         if req.base is not None:
             if req.source_job is not None:
                 raise InvalidInput("give either 'source_job' or 'base', not both")
@@ -394,6 +396,6 @@ def visible_team(session: Session, caller: Any, name: str | None) -> int | None:
     if not name:
         return caller.scope
     if caller.is_operator:
-        team_id = session.scalar(select(Team.id).where(Team.name == name))
-        return NO_TEAM if team_id is None else team_id
-    return caller.team_id if name == caller.team else NO_TEAM
+        team = team_named(session, name)
+        return NO_TEAM if team is None else team.id
+    return caller.team_id if name.lower() == caller.team.lower() else NO_TEAM

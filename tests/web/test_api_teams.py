@@ -118,6 +118,9 @@ def test_more_gpus_than_the_widest_host_holds_is_refused(client, auth, db):
     from genq.db.models import Worker
 
     assert submit(client, auth, gpus=4).status_code == 201, "no worker online: accepted, it waits for one"
+    generate = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": 1, "gpus": 2})
+    assert generate.status_code == 422 and "a generation job runs on one device" in generate.json["message"], \
+        "not the pool's width: gpus > 1 never applies to generation"
     with db.session() as s:  # host h: two processes of one slot; host g: one
         s.add_all([Worker(id="h:1", hostname="h", slots=1), Worker(id="h:2", hostname="h", slots=1),
                    Worker(id="g:1", hostname="g", slots=1)])
@@ -192,6 +195,14 @@ def test_team_names_differing_only_in_case_are_one_team(client, auth, operator, 
         ["Vision", "admin", "alpha"]
     with db.session() as s, pytest.raises(Conflict, match="'alpha'"):
         create_token(s, "ALPHA", "member")  # `genq token create --team ALPHA` makes no second team
+    # and wherever a team is named, its name in another case names it
+    assert client.patch("/api/v1/teams/ALPHA", headers=operator, json={"weight": 2}).json["weight"] == 2
+    mine = submit(client, auth, team="ALPHA")  # auth: a member of alpha
+    assert mine.status_code == 201 and mine.json["team"] == "alpha", mine.json
+    theirs = submit(client, operator, team="VISION")
+    assert theirs.status_code == 201 and theirs.json["team"] == "Vision", theirs.json
+    listed = client.get("/api/v1/jobs?team=Alpha", headers=operator).json["jobs"]
+    assert [j["id"] for j in listed] == [mine.json["id"]]
 
 
 def test_team_bodies_and_long_names_in_messages(client, operator, auth):

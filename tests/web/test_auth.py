@@ -70,6 +70,9 @@ def test_api_needs_a_valid_token(client, header):
         answer = getattr(client, method)(path, headers=headers)
         assert answer.status_code == 401, (method, path, answer.data)
         assert answer.json["error"] == "unauthorized" and "Bearer" in answer.headers["WWW-Authenticate"]
+        # a token sent without the Bearer scheme is told so, not called invalid
+        wrong_scheme = header is not None and not header.lower().startswith("bearer ") or header == "bearer  "
+        assert ("must be 'Bearer TOKEN'" in answer.json["message"]) == wrong_scheme, (header, answer.json)
 
 
 def test_public_endpoints(client):
