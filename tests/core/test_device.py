@@ -177,3 +177,26 @@ def test_muon_and_adamw_select_their_kernels_by_device():
         opts = optim.muon_with_adamw(net, net.h, 1e-3, 0.1, (0.9, 0.99), device)
         assert opts["optimizer"].defaults["fused"] is fused
         assert opts["muon"].defaults["adjust_lr_fn"] == "match_rms_adamw"
+
+
+def test_the_heap_is_trimmed_only_when_much_of_it_is_free(monkeypatch):
+    # malloc_trim walks the whole heap: a stream of tiny jobs paid it at each start for a few free KB
+    trims = []
+
+    class Libc:
+        free = 0
+
+        def mallinfo2(self):
+            return dev._MallInfo2(fordblks=self.free)
+
+        def malloc_trim(self, pad):
+            trims.append(pad)
+
+    libc = Libc()
+    monkeypatch.setattr(dev, "_libc", lambda: libc)
+    libc.free = dev.TRIM_FREE_ABOVE - 1
+    dev._release_free_heap()
+    assert trims == []
+    libc.free = dev.TRIM_FREE_ABOVE
+    dev._release_free_heap()
+    assert trims == [0]
