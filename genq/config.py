@@ -63,6 +63,8 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Build settings from GENQ_* variables, filling in the documented defaults."""
+        if (forced := os.environ.get("GENQ_CPU_BF16", "")) not in ("", "0", "1"):  # read by genq.core.device
+            raise InvalidInput(f"GENQ_CPU_BF16 must be 0 or 1 (unset: detected from the CPU), not '{forced[:40]}'")
         home = Path(_env("GENQ_HOME", "./.genq")).resolve()
         store = _env("GENQ_ARTIFACTS", str(home / "artifacts"))
         remote = "://" in store and not store.startswith("file://")
