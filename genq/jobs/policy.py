@@ -12,11 +12,13 @@ The order, for each free slot:
 2. among those (or among the borrowers), the team with the least (decayed usage + expected remaining use of its
    running jobs) / weight;
 3. within a team, the job of highest priority, then the oldest.
-A team at its quota (devices at once, or GPU-hours this week) waits. A job of N devices needs N free slots of
-ONE worker; when none has them it steps aside for its team's narrower jobs. After 30 min a wide job reserves
-the worker whose slots would idle least until they are free (one at a time: the team first in fair-share order,
-or the oldest after 12 h of a team below its share); until it starts only jobs expected to end before then start
-there (backfill: a team's longer jobs step aside for its shorter ones), so small jobs do not starve it.
+A team at its quota (devices at once, or GPU-hours this week) waits; a job wider than its team's max_gpus
+waits aside (holding back no job, counting for no share) until the quota is raised or it is cancelled. A job of
+N devices needs N free slots of ONE worker; when none has them it steps aside for its team's narrower jobs.
+After 30 min a wide job reserves the worker whose slots would idle least until they are free (one at a time: the
+team first in fair-share order, or the oldest after 12 h of a team below its share); until it starts only jobs
+expected to end before then start there (backfill: a team's longer jobs step aside for its shorter ones), so
+small jobs do not starve it.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class Snapshot:
     default_run_seconds: float = DEFAULT_RUN_SECONDS
     reserve_after_seconds: float = RESERVE_AFTER_SECONDS
     starving_after_seconds: float = STARVING_AFTER_SECONDS
+    draining: list[Node] = field(default_factory=list)  # the pool's hosts that drain: they take no new job
 
 
 @dataclass
@@ -140,8 +143,14 @@ class _Allocator:
         for job in snap.running:
             self._occupy(job.team, job.gpus, job.node, job.expected_end, already=True)
         self.queues: dict[str, deque[Waiting]] = {}
+        self.never: dict[Waiting, str] = {}  # jobs wider than their team's max_gpus, and why they wait
         for job in sorted(snap.queue, key=_job_order):
-            self.queues.setdefault(job.team, deque()).append(job)
+            cap = self._team(job.team).max_gpus
+            if cap is not None and job.gpus > cap:
+                self.never[job] = (f"needs {_gpus(job.gpus)}, more than team {job.team} may hold at once (max_gpus "
+                                   f"{cap}): it can never start under this quota; raise max_gpus or cancel it")
+            else:
+                self.queues.setdefault(job.team, deque()).append(job)
         busy = set(self.queues) | set(self.running_gpus)
         total = sum(self._team(t).weight for t in busy) or 1.0
         self.share = {t: self.capacity * self._team(t).weight / total for t in busy}
@@ -284,8 +293,7 @@ class _Allocator:
                 job = queue[0]
                 why = self.blocked_by_quota(job)
                 if why is None and job.gpus > self.widest:
-                    why = (f"no worker in pool '{self.snap.pool}' has {_gpus(job.gpus)}" if self.widest
-                           else f"no worker is online in pool '{self.snap.pool}'")
+                    why = self.no_room(job.gpus)
                 if why is not None:
                     if reasons is not None:
                         reasons[job.id] = why
@@ -309,6 +317,15 @@ class _Allocator:
             self.queues[team].extendleft(reversed(jobs))
         return started
 
+    def no_room(self, gpus: int) -> str:
+        """Why a job of `gpus` devices fits on no online worker of the pool."""
+        pool, hosts = self.snap.pool, [n.id for n in self.snap.draining if n.slots >= gpus]
+        if hosts:
+            return (f"the workers of pool '{pool}' {'with ' + _gpus(gpus) + ' ' if self.widest else ''}are on "
+                    f"draining hosts ({', '.join(hosts)}): it starts once one is undrained or another worker joins")
+        return (f"no worker in pool '{pool}' has {_gpus(gpus)}" if self.widest
+                else f"no worker is online in pool '{pool}'")
+
     def waiting_reason(self, job: Waiting) -> str:
         held = next(((n, t) for n, (t, j) in self.reservations.items() if j == job.id), None)
         if held is not None:
@@ -327,7 +344,7 @@ class _Allocator:
 def plan(snap: Snapshot) -> Plan:
     """What to do now in one pool: starts, preemptions, reservations, and why each team's first job waits."""
     alloc = _Allocator(snap)
-    out = Plan()
+    out = Plan(reasons={job.id: why for job, why in alloc.never.items()})
     for job, node in alloc.pick(out.reasons, out.reserved):
         out.starts.append((job.id, node))
         out.reasons.pop(job.id, None)
@@ -413,9 +430,11 @@ def forecast(snap: Snapshot, limit: int | None = None) -> dict[int, Forecast]:
             break
         alloc.now = alloc.ends[0][0]
         alloc.release_until(alloc.now)
-    for job in sorted((j for q in alloc.queues.values() for j in q), key=_job_order):
-        out[job.id] = Forecast(position, None, "")  # held by a weekly quota or a pool without workers
+    # held by a weekly quota or a pool without workers, then those wider than their team's max_gpus
+    for job in [*sorted((j for q in alloc.queues.values() for j in q), key=_job_order), *alloc.never]:
+        out[job.id] = Forecast(position, None, "")
         position += 1
+    reasons.update((job.id, why) for job, why in alloc.never.items())
     for job_id, fc in out.items():
         # What holds each job now: its team's first job's reason, or the jobs ahead of it.
         if job_id in reasons:

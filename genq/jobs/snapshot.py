@@ -37,8 +37,11 @@ HOLDING = union_all(select(*HOLDING_COLUMNS).where(Job.status == "running", Job.
                     select(*HOLDING_COLUMNS).where(Job.dispatched_at.is_not(None), Job.status == "queued",
                                                    Job.pool == _POOL))
 # The policy's nodes are hosts: a job of N devices takes N slots of one host, whichever processes serve them.
-WORKERS = (select(Worker.hostname, func.sum(Worker.slots)).where(Worker.pool == _POOL, Worker.status == "online")
-           .group_by(Worker.hostname))
+# Those of a draining host (`genq worker drain`: WorkerHost.draining, mirrored in its workers' status) take no
+# new job: they are read apart, only to say why a job waits.
+WORKERS = (select(Worker.hostname, Worker.status, func.sum(Worker.slots))
+           .where(Worker.pool == _POOL, Worker.status.in_(("online", "draining")))
+           .group_by(Worker.hostname, Worker.status))
 RATES = (select(Metric.job_id, func.min(Metric.step), func.max(Metric.step), func.min(Metric.created_at),
                 func.max(Metric.created_at))
          .join(Job, Job.id == Metric.job_id)
@@ -46,22 +49,26 @@ RATES = (select(Metric.job_id, func.min(Metric.step), func.max(Metric.step), fun
                 Metric.created_at >= Job.run_started_at)
          .group_by(Metric.job_id))
 QUEUED = select(*QUEUE_COLUMNS).where(Job.status == "queued", Job.pool == _POOL, Job.dispatched_at.is_(None))
+# A team's first jobs leave out those wider than its max_gpus (`cap`): they could not start, and a row of them
+# would hide its narrower jobs from the scheduler (the forecast, reading every job, gives them their reason).
+NO_CAP = 2**31 - 1
 NEXT_LEVEL = select(func.max(Job.priority)).where(Job.status == "queued", Job.pool == _POOL, Job.team_id == _TEAM,
-                                                  Job.dispatched_at.is_(None), Job.priority < bindparam("below"))
-LEVEL = (QUEUED.where(Job.team_id == _TEAM, Job.priority == bindparam("level"))
+                                                  Job.dispatched_at.is_(None), Job.priority < bindparam("below"),
+                                                  Job.gpus <= bindparam("cap"))
+LEVEL = (QUEUED.where(Job.team_id == _TEAM, Job.priority == bindparam("level"), Job.gpus <= bindparam("cap"))
          .order_by(Job.created_at, Job.id).limit(bindparam("n")))
 
 
 @cache
 def heads(teams: int):
-    """One statement for `teams` teams (team0, team1, ...): each team's oldest jobs (at most `head`) of its
-    highest priority, an index range each."""
+    """One statement for `teams` teams (team0, team1, ...): each team's oldest jobs (at most `head`, none wider
+    than `cap0`, `cap1`, ...) of its highest priority, an index range each."""
     def top_level(i: int):
-        team = bindparam(f"team{i}")
+        team, cap = bindparam(f"team{i}"), bindparam(f"cap{i}")
         top = (select(func.max(Job.priority)).where(Job.status == "queued", Job.pool == _POOL, Job.team_id == team,
-                                                    Job.dispatched_at.is_(None)).scalar_subquery())
-        return select(*QUEUED.where(Job.team_id == team, Job.priority == top).order_by(Job.created_at, Job.id)
-                      .limit(bindparam("head")).subquery().c)
+                                                    Job.dispatched_at.is_(None), Job.gpus <= cap).scalar_subquery())
+        return select(*QUEUED.where(Job.team_id == team, Job.priority == top, Job.gpus <= cap)
+                      .order_by(Job.created_at, Job.id).limit(bindparam("head")).subquery().c)
     parts = [top_level(i) for i in range(teams)]
     return union_all(*parts) if teams > 1 else parts[0]
 
@@ -183,25 +190,28 @@ def running_jobs(session: Session, pool: str, now: datetime, names: dict[int, st
 
 
 def waiting_jobs(session: Session, pool: str, team_ids: list[int] | None = None,
-                 head: int | None = None) -> list[tuple]:
+                 head: int | None = None, caps: dict[int, int | None] | None = None) -> list[tuple]:
     """Queued, unsent jobs of `pool` as QUEUE_COLUMNS rows: all of them, or each team's first `head` in
-    scheduling order (read from the queue index, so 10,000 queued jobs cost no more than 10)."""
+    scheduling order (read from the queue index, so 10,000 queued jobs cost no more than 10) that are no wider
+    than its cap (`caps`: max_gpus by team id; None or absent: no cap)."""
     if head is None:
         return list(session.execute(QUEUED, {"pool": pool}))
     if not team_ids:
         return []
+    cap = {t: NO_CAP if (caps or {}).get(t) is None else caps[t] for t in team_ids}
     rows = list(session.execute(heads(len(team_ids)),
-                                {"pool": pool, "head": head, **{f"team{i}": t for i, t in enumerate(team_ids)}}))
+                                {"pool": pool, "head": head, **{f"team{i}": t for i, t in enumerate(team_ids)},
+                                 **{f"cap{i}": cap[t] for i, t in enumerate(team_ids)}}))
     got: dict[int, list[tuple]] = {}
     for row in rows:
         got.setdefault(row.team_id, []).append(row)
     for team_id, mine in got.items():
         below = min(r.priority for r in mine)
         while len(mine) < head:  # the highest priority holds fewer than `head`: read the next levels
-            lower = session.scalar(NEXT_LEVEL, {"pool": pool, "team": team_id, "below": below})
+            lower = session.scalar(NEXT_LEVEL, {"pool": pool, "team": team_id, "below": below, "cap": cap[team_id]})
             if lower is None:
                 break
-            more = session.execute(LEVEL, {"pool": pool, "team": team_id, "level": lower,
+            more = session.execute(LEVEL, {"pool": pool, "team": team_id, "level": lower, "cap": cap[team_id],
                                            "n": head - len(mine)}).all()
             rows += more
             mine += more
@@ -222,8 +232,9 @@ def pool_snapshot(session: Session, settings: Settings, pool: str, now: datetime
         Waiting(id=job_id, team=names[team_id], priority=priority, created_at=seconds(created), gpus=gpus,
                 expected_seconds=times.expected(kind, model, max_steps, checkpoint))
         for job_id, team_id, priority, created, gpus, kind, model, max_steps, checkpoint
-        in waiting_jobs(session, pool, list(names), head)
+        in waiting_jobs(session, pool, list(names), head, {i: teams[n].max_gpus for i, n in names.items()})
     ]
-    return Snapshot(now=seconds(now), nodes=[Node(host, int(n)) for host, n in nodes],
+    return Snapshot(now=seconds(now), nodes=[Node(host, int(n)) for host, status, n in nodes if status == "online"],
                     running=running, queue=queue, teams=teams, pool=pool,
-                    min_run_seconds=settings.preempt_min_run_seconds)
+                    min_run_seconds=settings.preempt_min_run_seconds,
+                    draining=[Node(host, int(n)) for host, status, n in nodes if status == "draining"])

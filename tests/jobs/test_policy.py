@@ -207,3 +207,40 @@ def test_a_starving_wide_job_reserves_before_a_team_first_in_fair_share_order():
     snap.nodes = [Node("w", 4), Node("w2", 4)]
     snap.running = running + [Running(id=200 + i, team="a", node="w2", expected_end=5e4) for i in range(4)]
     assert list(plan(snap).reserved) == [2], "after 12 h, a team over its share waits its fair-share turn"
+
+
+def test_a_job_wider_than_its_teams_max_gpus_waits_aside_and_holds_back_no_job():
+    # pool 'two' (one host of 2 slots); alpha's max_gpus was lowered to 1 after it queued job 29 of 2 devices
+    capped = {"alpha": TeamState("alpha", max_gpus=1), "beta": TeamState("beta")}
+    wide = Waiting(id=29, team="alpha", priority=0, created_at=0, gpus=2)
+    snap = Snapshot(now=0, nodes=[Node("h", 2)], running=[], queue=[wide, *queue("alpha", 1, 30)], teams=capped,
+                    pool="two")
+    decision = plan(snap)
+    assert decision.starts == [(30, "h")], "its team's narrower job starts"
+    never = ("needs 2 GPUs, more than team alpha may hold at once (max_gpus 1): it can never start under this "
+             "quota; raise max_gpus or cancel it")
+    assert decision.reasons[29] == never and decision.reserved == {}
+    fc = forecast(snap)
+    assert (fc[30].position, fc[30].eta) == (0, 0) and (fc[29].position, fc[29].eta, fc[29].reason) == (1, None, never)
+    # behind the team's other jobs too, it says so rather than "behind N jobs"
+    snap.queue = [*queue("alpha", 3, 1), Waiting(id=29, team="alpha", priority=0, created_at=9, gpus=2)]
+    assert forecast(snap)[29].reason == never
+    # it counts for no share: beta, alone wanting slots besides it, may take back a slot from gamma
+    running = [Running(id=100 + i, team="gamma", node="h", started_at=0) for i in range(2)]
+    snap = Snapshot(now=1000, nodes=[Node("h", 2)], running=running, queue=[wide, *queue("beta", 1, 40)],
+                    teams={**capped, "gamma": TeamState("gamma")}, pool="two")
+    assert plan(snap).preempt == [100]
+    snap.teams = {**snap.teams, "alpha": TeamState("alpha", max_gpus=2)}
+    assert plan(snap).preempt == [], "raised again, it counts: three teams of a share of 2/3 each"
+
+
+def test_a_pool_whose_hosts_drain_says_so():
+    drained = Snapshot(now=0, nodes=[], running=[], queue=queue("a", 1, 1), teams=teams(a=1), draining=[Node("vm", 1)])
+    why = ("the workers of pool 'default' are on draining hosts (vm): it starts once one is undrained or another "
+           "worker joins")
+    assert plan(drained).reasons[1] == why and forecast(drained)[1].reason == why
+    wide = Snapshot(now=0, nodes=[Node("w", 2)], running=[], teams=teams(a=1), draining=[Node("v1", 1), Node("v4", 4)],
+                    queue=[Waiting(id=1, team="a", priority=0, created_at=0, gpus=4)])
+    assert plan(wide).reasons[1].startswith("the workers of pool 'default' with 4 GPUs are on draining hosts (v4)")
+    wide.draining = [Node("v1", 1)]
+    assert plan(wide).reasons[1] == "no worker in pool 'default' has 4 GPUs"

@@ -48,3 +48,16 @@ def test_usage_page(client, auth):
     page = client.get("/usage?since=2026-01-01", headers=auth)
     assert page.status_code == 200 and "No usage since 2026-01-01" in page.text
     assert client.get("/usage?since=soon", headers=auth).status_code == 422
+
+
+def test_a_job_wider_than_its_teams_lowered_max_gpus_says_so_and_lets_narrower_ones_start(client, auth, db):
+    add_worker(db, "h:1:a", "H100", 80, slots=2, pool="two")
+    wide = add_job(db, gpus=2, pool="two")
+    narrow = add_job(db, pool="two")
+    operator = bearer(make_token(db, "admin", "admin"))
+    assert client.patch("/api/v1/teams/alpha", headers=operator, json={"max_gpus": 1}).status_code == 200
+    job = client.get(f"/api/v1/jobs/{wide}", headers=auth).json
+    assert "more than team alpha may hold at once (max_gpus 1): it can never start" in job["wait_reason"]
+    assert "raise max_gpus or cancel it" in job["wait_reason"] and job["eta"] is None
+    job = client.get(f"/api/v1/jobs/{narrow}", headers=auth).json
+    assert (job["queue_position"], job["wait_reason"]) == (0, "a slot is free: it starts at this scheduling round")
