@@ -48,14 +48,21 @@ def _signed_in():
 
 @bp.get("/")
 def jobs():
-    """The team's jobs with live status and progress."""
+    """The team's jobs, 50 a page, newest first: the first page with live status and progress, older pages
+    (`?before=ID`, the cursor the page links to) as they stand."""
     status = request.args.get("status") if request.args.get("status") in JOB_STATUSES else None
     kind = request.args.get("type") if request.args.get("type") in ("train", "generate") else None
+    before = request.args.get("before", type=int)
+    before = before if before is not None and before > 0 else None
     with state().db.session() as s:
-        rows, _ = latest_jobs(s, visible_team(s, g.caller, request.args.get("team")), status=status, type=kind,
-                              limit=50)
+        rows, older = latest_jobs(s, visible_team(s, g.caller, request.args.get("team")), status=status, type=kind,
+                                  limit=JOBS_PAGE, before=before)
         items = [job_to_dict(s, j, brief=True) for j in rows]
-    return render_template("jobs.html", jobs=items, status=status, type=kind, statuses=JOB_STATUSES)
+    return render_template("jobs.html", jobs=items, status=status, type=kind, statuses=JOB_STATUSES, before=before,
+                           older=older)
+
+
+JOBS_PAGE = 50
 
 
 PAGE_OUTPUTS = 200  # a batch job's page shows its first outputs; the API and the files have them all

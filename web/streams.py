@@ -35,7 +35,9 @@ RETRY = "retry: 2000\n\n"  # EventSource reconnects 2 s after a stream ends (its
 KEEPALIVE = ": keep-alive\nevent: ping\ndata: {}\n\n"  # a comment for proxies, an event for the page's watchdog
 TICK = 1.0  # the longest wait for a message, so deadlines and keep-alives are kept
 LIST_EVERY = 1.0  # at most one job-list event a second, however many jobs change status at once
-TOKEN_CHECK_EVERY = 5.0  # seconds between a stream's checks of its token (its keep-alive interval if shorter)
+# Seconds between a stream's checks of its token (its keep-alive interval if shorter): what a revoked token's open
+# stream may still send. One primary-key read a second per stream, of at most GENQ_MAX_EVENT_STREAMS a process.
+TOKEN_CHECK_EVERY = 1.0
 # A change of these is worth a status event at a recheck (progress has events of its own).
 WATCHED = ("status", "attempts", "error", "cancel_requested")
 

@@ -50,6 +50,19 @@ def test_job_list_shows_status_and_progress(browser, db):
     assert "42%" in page and 'data-poll="/api/v1/jobs?limit=50"' in page
 
 
+def test_the_job_list_pages_to_older_jobs(browser, db):
+    ids = [add_job(db, status="succeeded", progress=1.0) for _ in range(52)]
+    first = browser.get("/").text
+    shown = [int(i) for i in re.findall(r'data-job-id="(\d+)"', first)]
+    assert shown == ids[::-1][:50] and "Newest jobs" not in first
+    older = re.search(r'href="\?before=(\d+)" rel="next">Older jobs', first)
+    assert older and int(older[1]) == ids[2]
+    second = browser.get(f"/?before={older[1]}").text
+    assert [int(i) for i in re.findall(r'data-job-id="(\d+)"', second)] == ids[1::-1]
+    assert "Older jobs" not in second and "Newest jobs" in second
+    assert "data-events" not in second  # an older page stands still: the live list is the newest 50
+
+
 def test_job_page_shows_everything(browser, db, settings):
     failed = add_job(db, status="failed", error="CUDA out of memory <script>", attempts=3)
     add_metrics(db, failed, "train/loss", [3.0, 2.5, 2.0], every=10)
