@@ -206,10 +206,12 @@ def test_dataset_upload_form(browser, db, settings):
     assert "tiny" in listing and "text" in listing
     bad = browser.post(
         "/datasets",
-        data={"csrf_token": csrf_from(page), "kind": "text", "file": (io.BytesIO(png()), "x.png")},
+        data={"csrf_token": csrf_from(page), "kind": "text", "name": "my <corpus>",
+              "file": (io.BytesIO(png()), "x.png")},
         content_type="multipart/form-data",
     )
     assert bad.status_code == 422 and "NUL byte" in bad.text and 'id="form-error"' in bad.text
+    assert 'value="my &lt;corpus&gt;"' in bad.text  # the name typed is kept (escaped) for the next try
     assert count(db, Dataset) == 1
     with db.session() as s:
         dataset_id = s.scalars(select(Dataset.id)).one()

@@ -35,6 +35,7 @@ def test_teams_page_for_admins_saves_settings_and_revokes_tokens(client, auth, d
         assert (team.weight, team.max_gpus, team.gpu_hours_per_week) == (3.0, 2, None)
     bad = client.post("/teams", headers=operator, data={"name": "alpha", "weight": "-2"})
     assert bad.status_code == 422 and "weight" in bad.text
+    assert 'name="weight" value="-2"' in bad.text  # what was typed stays in its field, not the saved 3.0
     words = client.post("/teams", headers=operator, data={"name": "alpha", "weight": "heavy"}).text
     assert "weight must be a number, got &#39;heavy&#39;" in words and "no limit" not in words  # weights have one
     assert client.post("/teams", headers=auth, data={"name": "alpha", "weight": "9"}).status_code == 403
