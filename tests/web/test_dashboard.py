@@ -231,7 +231,9 @@ def test_cancel_button_and_viewer(client, db):
     viewer = make_token(db, "alpha", "viewer")
     login(client, viewer)
     page = client.get(f"/jobs/{job_id}").text
-    assert ">Cancel<" not in page  # viewers get no button
+    assert ">Cancel<" not in page  # viewers get no button, no Submit link, no New job button, no upload form
+    assert ">Submit</a>" not in page and ">New job<" not in client.get("/").text
+    assert 'id="upload-form"' not in client.get("/datasets").text
     client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf_from(page)})
     assert "viewer tokens cannot cancel" in client.get(f"/jobs/{job_id}").text
     admin = client.application.test_client()
