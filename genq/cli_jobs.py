@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -28,6 +32,7 @@ def _client():
 
 
 TIMED_OUT = 124  # genq wait's exit status when --timeout runs out, as timeout(1)'s: a script tells it from failed (1)
+INTERRUPTED = 130  # genq wait's and logs -f's exit status on Ctrl-C (128 + SIGINT, as a shell's): not 1, "failed"
 JOB_ID = click.IntRange(min=1)  # ids start at 1: -1 is named here, not sent
 
 
@@ -87,11 +92,17 @@ def _submit_uploading(client, payload: dict, path: Path) -> int:
     payload["dataset"] = uploaded["id"]
     try:
         job_id = client.submit(payload)["id"]
-    except GenqError:
+    except GenqError as refused:
+        deleted = True
         try:
             client.delete_dataset(uploaded["id"])
         except GenqError as exc:
+            deleted = False
             click.echo(f"the upload stays as dataset {uploaded['id']}: deleting it failed ({exc.message})", err=True)
+        # The server names the dataset by the id the user never saw (and that is gone): name the file instead.
+        named = f"{path} (uploaded as dataset {uploaded['id']}{', now deleted' if deleted else ''})"
+        refused.message = re.sub(rf"\bdataset {uploaded['id']}\b", lambda _: named, refused.message)
+        refused.args = (refused.message, *refused.args[1:])
         raise
     click.echo(f"uploaded {path} as dataset {uploaded['id']} ({uploaded['kind']})", err=True)
     return job_id
@@ -122,21 +133,32 @@ def submit_generate(source, base, prompts, prompts_file, params) -> None:
         click.echo(client.submit(payload)["id"])
 
 
+# One format for the header and the rows of `genq jobs`: each column starts under its title.
+JOBS_ROW = "{id:>6}  {team:10}  {type:8}  {model:12}  {status:10}  {progress:>8}  {position:>4}  {eta:20}  {why}"
+
+
 @click.command()
 @click.option("--status")
 @click.option("--type", "type_")
 @click.option("--team")
-def jobs(status, type_, team) -> None:
-    """List jobs, newest first."""
-    rows = _client().jobs(status=status, type=type_, team=team)
-    click.echo(f"{'ID':>6}  {'TEAM':10}  {'TYPE':8}  {'MODEL':8}  {'STATUS':10}  {'PROGRESS':>8}  {'POS':>4}  "
-               f"{'ETA':20}  CREATED / WHY IT WAITS")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="show at most this many jobs")
+@click.option("--before", type=JOB_ID, metavar="ID", help="only jobs of ids below ID: the page after a listing")
+def jobs(status, type_, team, limit, before) -> None:
+    """List jobs, newest first: the newest 50 unless --limit says otherwise (stderr says when more exist)."""
+    rows, following = _client().jobs_and_next(limit, before, status=status, type=type_, team=team)
+    click.echo(JOBS_ROW.format(id="ID", team="TEAM", type="TYPE", model="MODEL", status="STATUS", progress="PROGRESS",
+                               position="POS", eta="ETA", why="CREATED / WHY IT WAITS"))
     for job in rows:
         position = "" if job.get("queue_position") is None else job["queue_position"] + 1
-        eta = (job.get("eta") or "")[:19]
-        click.echo(f"{job['id']:>6}  {job['team'][:10]:10}  {job['type']:8}  {job['model']:12}  {job['status']:10}  "
-                   f"{job['progress'] * 100:>7.0f}%  {position:>4}  {eta:20}  "
-                   f"{job.get('wait_reason') or job['created_at']}")
+        click.echo(JOBS_ROW.format(id=job["id"], team=job["team"][:10], type=job["type"], model=job["model"] or "",
+                                   status=job["status"], progress=f"{job['progress'] * 100:.0f}%", position=position,
+                                   eta=(job.get("eta") or "")[:19], why=job.get("wait_reason") or job["created_at"]))
+    if following is not None:
+        filters = "".join(f" --{name} {shlex.quote(value)}" for name, value
+                          in (("status", status), ("type", type_), ("team", team)) if value)
+        click.echo(f"... more jobs: genq jobs{filters} --limit {max(limit * 4, 200)} "
+                   f"(or --before {following} for the next ones)", err=True)
 
 
 @click.command()
@@ -156,49 +178,79 @@ def show(job_id: int) -> None:
         click.echo(output.get("text") or output.get("url") or f"error: {output.get('error')}")
 
 
+def _interrupted(job_id: int, status: str | None, again: str) -> NoReturn:
+    """Ctrl-C while following a job: a line saying where the job stands, then exit status 130 (128 + SIGINT, as a
+    shell gives), so a script tells it from the job's failure (1); the job itself goes on."""
+    where = f"job {job_id} is still {status}" if status else f"stopped following job {job_id}"
+    click.echo(f"interrupted: {where} ({again})", err=True)
+    sys.exit(INTERRUPTED)
+
+
 @click.command()
 @click.argument("job_id", type=JOB_ID)
-@click.option("-f", "--follow", is_flag=True, help="keep printing until the job ends")
+@click.option("-f", "--follow", is_flag=True,
+              help=f"keep printing until the job ends (Ctrl-C stops following: exit status {INTERRUPTED})")
 def logs(job_id: int, follow: bool) -> None:
     """Print a job's log."""
     client = _client()
     after = None
-    while True:
-        for line in client.logs(job_id, after):
-            click.echo(f"{line['time']}  {line['message']}")
-            after = line["id"]
-        if not follow or client.job(job_id)["status"] in FINISHED:
-            if follow:  # the last lines may have landed with the final status
-                for line in client.logs(job_id, after):
-                    click.echo(f"{line['time']}  {line['message']}")
-            return
-        time.sleep(1)
+    status = None
+    try:
+        while True:
+            for line in client.logs(job_id, after):
+                click.echo(f"{line['time']}  {line['message']}")
+                after = line["id"]
+            if follow:
+                status = client.job(job_id)["status"]
+            if not follow or status in FINISHED:
+                if follow:  # the last lines may have landed with the final status
+                    for line in client.logs(job_id, after):
+                        click.echo(f"{line['time']}  {line['message']}")
+                return
+            time.sleep(1)
+    except KeyboardInterrupt:
+        if not follow:
+            click.echo("interrupted", err=True)
+            sys.exit(INTERRUPTED)
+        _interrupted(job_id, status if status not in FINISHED else None, f"genq logs -f {job_id} to follow it again")
+
+
+def _timeout(ctx, param, value: float) -> float:
+    if not math.isfinite(value) or value < 0:  # -5 would time out at once, nan never
+        raise click.BadParameter(f"{value:g} is not a number of seconds of 0 (never) or more")
+    return value
 
 
 @click.command()
 @click.argument("job_id", type=JOB_ID)
-@click.option("--timeout", default=0.0, help=f"give up after this many seconds (0: never): exit status {TIMED_OUT}")
+@click.option("--timeout", default=0.0, callback=_timeout,
+              help=f"give up after this many seconds (0: never): exit status {TIMED_OUT}")
 def wait(job_id: int, timeout: float) -> None:
     """Show a progress bar until the job ends; exit status 0 only if it succeeded (1 if it did not, 124 if
-    --timeout ran out first)."""
+    --timeout ran out first, 130 if interrupted by Ctrl-C: the job goes on)."""
     from tqdm import tqdm
 
     client = _client()
     start = time.monotonic()
-    # disable=None: a bar on a terminal, nothing when piped; the outcome is printed either way. tqdm writes the
-    # postfix after ", ": "40%, running step 700".
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}%{postfix}", disable=None) as bar:
-        while True:
-            job = client.job(job_id)
-            bar.n = round(job["progress"] * 100, 1)
-            bar.set_postfix_str(f"{job['status']} step {job['step']}")
-            if job["status"] in FINISHED:
-                break
-            if timeout and time.monotonic() - start > timeout:
-                bar.close()
-                click.echo(f"Error: job {job_id} still {job['status']} after {timeout:.0f} s", err=True)
-                sys.exit(TIMED_OUT)
-            time.sleep(1)
+    job = None
+    try:
+        # disable=None: a bar on a terminal, nothing when piped; the outcome is printed either way. tqdm writes the
+        # postfix after ", ": "40%, running step 700".
+        with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}%{postfix}", disable=None) as bar:
+            while True:
+                job = client.job(job_id)
+                bar.n = round(job["progress"] * 100, 1)
+                bar.set_postfix_str(f"{job['status']} step {job['step']}")
+                if job["status"] in FINISHED:
+                    break
+                if timeout and time.monotonic() - start > timeout:
+                    bar.close()
+                    click.echo(f"Error: job {job_id} still {job['status']} after {timeout:.0f} s", err=True)
+                    sys.exit(TIMED_OUT)
+                time.sleep(1)
+    except KeyboardInterrupt:
+        status = job["status"] if job and job["status"] not in FINISHED else None
+        _interrupted(job_id, status, f"genq wait {job_id} to wait again")
     click.echo(f"job {job_id} {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
                err=job["status"] != "succeeded")
     if job["status"] != "succeeded":

@@ -17,6 +17,8 @@ from genq.errors import GenqError
 # restarting server); other methods are not, so a submission is never sent twice.
 RETRY = Retry(total=5, connect=5, read=3, status=0, backoff_factor=0.3, allowed_methods=frozenset({"GET"}))
 
+JOBS_PAGE = 200  # the most jobs GET /api/v1/jobs answers at once (its `limit` clamps there)
+
 
 class ApiError(GenqError):
     """The API answered with an error; the message is the server's."""
@@ -71,8 +73,27 @@ class Client:
     def job(self, job_id: int) -> dict:
         return self.request("GET", f"/jobs/{job_id}")
 
-    def jobs(self, **filters) -> list[dict]:
-        return self.request("GET", "/jobs", params={k: v for k, v in filters.items() if v})["jobs"]
+    def jobs(self, limit: int = 50, before: int | None = None, **filters) -> list[dict]:
+        """The newest `limit` jobs (with `before`: of ids below it), newest first; `filters`: status, type, team."""
+        return self.jobs_and_next(limit, before, **filters)[0]
+
+    def jobs_and_next(self, limit: int = 50, before: int | None = None, **filters) -> tuple[list[dict], int | None]:
+        """The newest `limit` jobs (of ids below `before`), newest first, and the `before` that lists the jobs
+        after them (None: there are none). The API answers at most JOBS_PAGE a request: this follows its "next"."""
+        rows: list[dict] = []
+        cursor = before
+        while len(rows) < limit:
+            params = {k: v for k, v in filters.items() if v}
+            params["limit"] = min(limit - len(rows), JOBS_PAGE)
+            if cursor is not None:
+                params["before"] = cursor
+            page = self.request("GET", "/jobs", params=params)
+            rows.extend(page["jobs"])
+            following = page.get("next")
+            if following is None or not page["jobs"] or (cursor is not None and following >= cursor):
+                return rows, None  # the end (or a cursor that does not go down: stop rather than loop)
+            cursor = following
+        return rows, cursor
 
     def cancel(self, job_id: int) -> dict:
         return self.request("POST", f"/jobs/{job_id}/cancel")

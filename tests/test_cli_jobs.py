@@ -1,0 +1,174 @@
+"""`genq jobs`, `wait`, `logs -f` and `submit` against a real API (the app served in this process, SQLite), run
+as a user runs them: the console script in its own process, or click's runner where no server is needed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from flask import request
+from werkzeug.serving import make_server
+
+from genq import cli_jobs
+from genq.api_tokens import create_token, ensure_team
+from genq.db.models import Job
+from genq.errors import GenqError
+from genq.web import create_app
+
+GENQ = str(Path(sys.executable).with_name("genq"))
+
+
+@pytest.fixture
+def api(settings, db):
+    """The API served on a free port of 127.0.0.1: (env for `genq`, the paths requested so far)."""
+    app = create_app({"SETTINGS": settings, "TESTING": True})
+    requested: list[str] = []
+
+    @app.after_request
+    def note(response):
+        requested.append(request.path)
+        return response
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with db.session() as s:
+        token = create_token(s, "alpha", "admin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
+    env.update(GENQ_HOME=str(settings.home), GENQ_URL=f"http://127.0.0.1:{server.server_port}", GENQ_TOKEN=token)
+    try:
+        yield env, requested
+    finally:
+        server.shutdown()
+        app.extensions["genq"].db.dispose()
+
+
+def add_jobs(db, n: int, **fields) -> list[int]:
+    """`n` queued training jobs of team alpha in one transaction; their ids, oldest first."""
+    with db.session() as s:
+        team = ensure_team(s, "alpha")
+        jobs = [Job(team_id=team.id, type="train", model="gpt", builtin_dataset="pydoc", params={}, status="queued",
+                    **fields) for _ in range(n)]
+        s.add_all(jobs)
+        s.flush()
+        return [job.id for job in jobs]
+
+
+def genq(env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([GENQ, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def listed_ids(stdout: str) -> list[int]:
+    return [int(line.split()[0]) for line in stdout.splitlines()[1:]]
+
+
+def test_jobs_shows_50_says_when_more_exist_and_pages_with_limit_and_before(api, db):
+    env, _ = api
+    ids = add_jobs(db, 250)  # more than the API's largest page (200): --limit follows its "next"
+    newest = ids[::-1]
+    first = genq(env, "jobs")
+    assert first.returncode == 0, first.stderr
+    assert listed_ids(first.stdout) == newest[:50]
+    assert first.stderr.strip() == (f"... more jobs: genq jobs --limit 200 (or --before {newest[49]} "
+                                    "for the next ones)")
+    more = genq(env, "jobs", "--limit", "230")
+    assert listed_ids(more.stdout) == newest[:230] and f"--before {newest[229]}" in more.stderr
+    every = genq(env, "jobs", "--limit", "1000")
+    assert listed_ids(every.stdout) == newest and every.stderr == ""  # all shown: nothing more to say
+    page = genq(env, "jobs", "--before", str(newest[49]), "--limit", "10", "--status", "queued")
+    assert listed_ids(page.stdout) == newest[50:60]
+    assert f"genq jobs --status queued --limit 200 (or --before {newest[59]} " in page.stderr
+    last = genq(env, "jobs", "--before", str(newest[-5]))
+    assert listed_ids(last.stdout) == newest[-4:] and last.stderr == ""
+    for bad in (["--limit", "0"], ["--before", "0"], ["--limit", "x"]):
+        refused = genq(env, "jobs", *bad)
+        assert refused.returncode == 2 and bad[0] in refused.stderr, refused.stderr
+
+
+def test_jobs_rows_line_up_under_their_titles(api, db):
+    env, _ = api
+    [job_id] = add_jobs(db, 1, progress=0.4)
+    header, row = genq(env, "jobs").stdout.splitlines()
+    assert row.split()[:7] == [str(job_id), "alpha", "train", "gpt", "queued", "40%", "1"]
+    for title, value in (("TEAM", "alpha"), ("TYPE", "train"), ("MODEL", "gpt"), ("STATUS", "queued")):
+        assert row.index(value) == header.index(title), (title, header, row)  # left-aligned columns
+    for title, value in (("PROGRESS", "40%"), ("POS", "1")):  # right-aligned ones end under their titles' ends
+        end = header.index(title) + len(title)
+        assert row[:end].endswith(f" {value}") and row[end] == " ", (title, header, row)
+    why = row.split("  ")[-1].strip()  # no ETA here: why it waits starts under its title
+    assert row.index(why) == header.index("CREATED / WHY IT WAITS"), (header, row)
+
+
+def interrupt_after_polling(env, requested: list[str], job_id: int, *args: str) -> subprocess.CompletedProcess:
+    """Start `genq ARGS`, send it SIGINT (what Ctrl-C sends) once it has asked for job `job_id`, and wait."""
+    process = subprocess.Popen([GENQ, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while f"/api/v1/jobs/{job_id}" not in requested and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_ctrl_c_while_waiting_or_following_exits_130_not_1(api, db):
+    env, requested = api
+    [job_id] = add_jobs(db, 1)  # queued, and no scheduler: it stays so
+    waited = interrupt_after_polling(env, requested, job_id, "wait", str(job_id))
+    assert waited.returncode == 130, waited.stderr
+    assert waited.stderr.strip() == f"interrupted: job {job_id} is still queued (genq wait {job_id} to wait again)"
+    requested.clear()
+    followed = interrupt_after_polling(env, requested, job_id, "logs", "-f", str(job_id))
+    assert followed.returncode == 130, followed.stderr
+    assert followed.stderr.strip() == (f"interrupted: job {job_id} is still queued "
+                                       f"(genq logs -f {job_id} to follow it again)")
+    assert "130" in genq(env, "wait", "--help").stdout  # the help lists it with 1 and 124
+    assert "130" in genq(env, "logs", "--help").stdout
+
+
+@pytest.mark.parametrize("timeout", ["-5", "nan", "inf", "-inf"])
+def test_wait_refuses_a_negative_or_non_finite_timeout(timeout):
+    result = CliRunner().invoke(cli_jobs.wait, ["7", "--timeout", timeout])
+    assert result.exit_code == 2, result.output
+    assert "'--timeout'" in result.stderr and "0 (never) or more" in result.stderr, result.stderr
+
+
+def test_a_refused_submission_names_the_file_it_uploaded_not_its_deleted_dataset(api, tmp_path):
+    env, _ = api
+    other = tmp_path / "other.txt"
+    other.write_text("some text, not images " * 50)
+    refused = genq(env, "submit", "train", "--model", "vae", "--dataset", str(other))
+    assert refused.returncode == 2
+    dataset_id = refused.stderr.split("uploaded as dataset ")[1].split(",")[0]
+    assert refused.stderr.strip() == (f"error: model 'vae' trains on images data, but {other} (uploaded as dataset "
+                                      f"{dataset_id}, now deleted) holds text"), refused.stderr
+    datasets = requests.get(f"{env['GENQ_URL']}/api/v1/datasets", timeout=30,
+                            headers={"Authorization": f"Bearer {env['GENQ_TOKEN']}"}).json()["datasets"]
+    assert datasets == []  # deleted indeed
+
+
+def test_a_refused_submission_whose_upload_stays_says_so(monkeypatch, tmp_path):
+    class Stub:
+        def upload(self, path, team=None):
+            return {"id": 5, "kind": "text"}
+
+        def submit(self, payload):
+            raise GenqError("model 'vae' trains on images data, but dataset 5 holds text (not dataset 55)")
+
+        def delete_dataset(self, dataset_id):
+            raise GenqError("the server is restarting")
+
+    monkeypatch.setattr(cli_jobs, "_client", Stub)
+    (tmp_path / "other.txt").write_text("text")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli_jobs.submit, ["train", "--model", "vae", "--dataset", "other.txt"])
+    assert isinstance(result.exception, GenqError)
+    assert result.exception.message == ("model 'vae' trains on images data, but other.txt (uploaded as dataset 5) "
+                                        "holds text (not dataset 55)")
+    assert "the upload stays as dataset 5: deleting it failed (the server is restarting)" in result.stderr
