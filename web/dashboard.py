@@ -62,9 +62,7 @@ def jobs():
                            older=older)
 
 
-JOBS_PAGE = 50
-
-
+JOBS_PAGE = 50  # jobs a page of the list shows; the live first page polls the API for as many
 PAGE_OUTPUTS = 200  # a batch job's page shows its first outputs; the API and the files have them all
 FIRST_ROWS = 20
 
