@@ -120,17 +120,15 @@ class JobFiles:
     def key(self, path: Path) -> str:
         return f"{self.prefix}/{Path(path).relative_to(self.workdir).as_posix()}"
 
-    def upload(self, path: Path, keep: bool = False) -> Stored:
-        """Put one file of the workdir in the store (streamed, in chunks); `keep`: also in the local cache, for a
-        file a worker reads again (a checkpoint a job resumes or generates from), not samples or outputs files,
-        which only the web serves (a stream of tiny generation jobs filled the cache with two files each)."""
+    def upload(self, path: Path) -> Stored:
+        """Put one file of the workdir in the store (streamed, in chunks)."""
         path = Path(path)
         stored = Stored(self.key(path), path.stat().st_size, sha256_file(path))
         try:
             self.store.put(stored.key, path)
         except OSError as exc:  # the network or the store is gone (requests' and s3fs' errors are OSErrors)
             raise StoreError(f"uploading {stored.key} to {self.store.url} failed: {exc}") from exc
-        if keep and self.cache is not None:
+        if self.cache is not None:
             self.cache.keep(path, stored.sha256)
         return stored
 
@@ -141,7 +139,7 @@ class JobFiles:
     def upload_checkpoint(self, path: Path) -> dict[str, Stored]:
         """Upload a checkpoint's step folder (`path`, or the folder of a file in it); by file name."""
         folder = path if path.is_dir() else path.parent
-        return {name: self.upload(folder / name, keep=True) for name in CHECKPOINT_FILES}
+        return {name: self.upload(folder / name) for name in CHECKPOINT_FILES}
 
     def forget(self, keys: list[str]) -> None:
         """Delete store files no row names any more (best effort: an orphan costs space, not correctness)."""

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from genq.store import LocalStore, StoreError, sha256_file
-from genq.worker.artifacts import CHECKPOINT_FILES, ContentCache, JobFiles
+from genq.worker.artifacts import ContentCache
 
 
 def test_the_cache_serves_a_hash_it_holds_without_asking_the_store_and_checks_what_it_downloads(tmp_path):
@@ -65,17 +65,3 @@ def test_the_cache_lists_its_folder_once_while_under_its_bound_and_again_for_wha
     monkeypatch.setattr("genq.worker.artifacts.RESCAN_SECONDS", 0.0)
     cache.keep(*files[4])
     assert sum(p.stat().st_size for p in (tmp_path / "cache").glob("??/*")) <= 2500
-
-
-def test_a_run_caches_its_checkpoints_but_not_its_samples_or_outputs(tmp_path):
-    # a worker reads checkpoints again (resuming, generating); samples and outputs only the web serves
-    cache = ContentCache(tmp_path / "cache", max_bytes=1 << 20)
-    files = JobFiles(LocalStore(tmp_path / "store"), tmp_path / "work", "jobs/1/a1", cache)
-    (tmp_path / "work" / "step-1").mkdir(parents=True)
-    (tmp_path / "work" / "outputs.jsonl").write_text('{"row": 0}\n')
-    files.upload(tmp_path / "work" / "outputs.jsonl")
-    assert list((tmp_path / "cache").glob("??/*")) == []
-    for name in CHECKPOINT_FILES:
-        (tmp_path / "work" / "step-1" / name).write_bytes(name.encode())
-    stored = files.upload_checkpoint(tmp_path / "work" / "step-1")
-    assert sorted(p.name for p in (tmp_path / "cache").glob("??/*")) == sorted(s.sha256 for s in stored.values())
