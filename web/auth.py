@@ -43,6 +43,12 @@ def _principal(row: ApiToken, via: str) -> Principal:
     return Principal(row.id, row.team_id, row.team.name, row.role, via)
 
 
+def _bearer(header: str) -> str | None:
+    """The token of an Authorization header of the form 'Bearer TOKEN', else None."""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def current_principal() -> Principal | None:
     """The caller, or None. A present but bad Authorization header never falls back to the cookie."""
     if "principal" in g:
@@ -52,10 +58,9 @@ def current_principal() -> Principal | None:
     principal = None
     header = request.headers.get("Authorization")
     if header is not None:
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
+        if (token := _bearer(header)) is not None:
             with state().db.session() as s:
-                row = authenticate(s, token.strip())
+                row = authenticate(s, token)
                 principal = _principal(row, "bearer") if row else None
     elif isinstance(session.get("auth"), dict):
         token_id, fingerprint = session["auth"].get("id"), session["auth"].get("fp")
@@ -73,8 +78,7 @@ def require_principal() -> Principal:
     principal = current_principal()
     if principal is None:
         if "Authorization" in request.headers:
-            scheme, _, token = request.headers["Authorization"].strip().partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            if _bearer(request.headers["Authorization"]) is None:
                 raise Unauthorized("the Authorization header must be 'Bearer TOKEN'")
             raise Unauthorized("invalid or revoked token")
         raise Unauthorized("authentication required: send 'Authorization: Bearer TOKEN'")
