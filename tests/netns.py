@@ -121,7 +121,8 @@ class TcpRelay:
         self._closed = True
         self.listener.close()
         for s in self._sockets:
-            try:
-                s.close()
+            try:  # shutdown first: close() alone leaves a pipe thread blocked in recv, and the connection open
+                s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            s.close()

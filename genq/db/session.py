@@ -43,8 +43,15 @@ def make_engine(url: str, pre_ping: bool = True) -> Engine:
     # A host that loses its network mid-transaction would hold its row locks until TCP gives up (hours): the
     # server ends a transaction idle this long, so a lost worker's job can be re-queued after its lease.
     idle = int(float(os.environ.get("GENQ_DB_IDLE_TRANSACTION_SECONDS", "60")) * 1000)
+    # ...and the host itself would wait on its socket as long (its answer retransmitted with backoff, or lost
+    # with the server's end of the connection): keepalive probes and a TCP user timeout end a connection that
+    # has gone this long unanswered, so the caller gets an error it retries instead of hanging.
+    tcp = max(1, round(float(os.environ.get("GENQ_DB_TCP_TIMEOUT_SECONDS", "30"))))
     return create_engine(url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5,
-                         connect_args={"options": f"-c idle_in_transaction_session_timeout={idle}"})
+                         connect_args={"options": f"-c idle_in_transaction_session_timeout={idle}",
+                                       "connect_timeout": tcp, "tcp_user_timeout": tcp * 1000, "keepalives": 1,
+                                       "keepalives_idle": max(1, tcp // 3), "keepalives_interval": max(1, tcp // 6),
+                                       "keepalives_count": 3})
 
 
 class Database:

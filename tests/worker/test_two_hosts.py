@@ -29,7 +29,8 @@ from tests.netns import Network, TcpRelay, netns_unavailable
 from tests.s3_server import S3_ENV, moto_server
 from tests.worker.platform import CORPUS, Platform, tiny_gpt
 
-pytestmark = pytest.mark.skipif(bool(reason := netns_unavailable()), reason=reason or "")
+# The waits below add up to less than the timeout, so a stuck run fails with the processes' logs.
+pytestmark = [pytest.mark.skipif(bool(reason := netns_unavailable()), reason=reason or ""), pytest.mark.timeout(600)]
 PARAMS = tiny_gpt(max_steps=400, checkpoint_interval=100, eval_interval=100)
 
 
@@ -66,7 +67,8 @@ def hosts(settings, tmp_path):
         redis_server = EmbeddedRedis.start(None, host=gateway)
         env = {**os.environ, "GENQ_HOME": str(settings.home), "GENQ_DATABASE_URL": settings.database_url,
                "GENQ_REDIS_URL": redis_server.url, "GENQ_LEASE_SECONDS": "3", "GENQ_DISPATCH_TIMEOUT_SECONDS": "5",
-               "GENQ_DB_IDLE_TRANSACTION_SECONDS": "3", "GENQ_TORCH_THREADS": "1", "GENQ_LOG_LEVEL": "INFO"}
+               "GENQ_DB_IDLE_TRANSACTION_SECONDS": "3", "GENQ_DB_TCP_TIMEOUT_SECONDS": "3",
+               "GENQ_TORCH_THREADS": "1", "GENQ_LOG_LEVEL": "INFO"}
         with db.session() as s:
             token = create_token(s, team="admin", role="admin")
         p = Hosts(env=env, home=settings.home, db=db, token=token)
@@ -105,15 +107,15 @@ def lose_a_host_mid_job(hosts: Hosts, store_env: dict[str, str]) -> None:
     hosts.start_scheduler()
     host_a = hosts.start_worker_on("a", **store_env)
     train = hosts.submit({"type": "train", "model": "gpt", "dataset": dataset, "params": PARAMS})
-    hosts.wait_for(lambda: (job_row(hosts, train).checkpoint_step or 0) >= 100, 240, "a checkpoint from host A")
-    hosts.wait_for(lambda: job_row(hosts, train).step >= 130, 120, "steps past the checkpoint")
+    hosts.wait_for(lambda: (job_row(hosts, train).checkpoint_step or 0) >= 100, 120, "a checkpoint from host A")
+    hosts.wait_for(lambda: job_row(hosts, train).step >= 130, 60, "steps past the checkpoint")
     hosts.network.cut("a")
     at_cut = job_row(hosts, train)
     assert at_cut.worker_id.startswith("genq-host-a:")
     with hosts.db.session() as s:
         last_metric = s.scalar(select(Metric.id).order_by(Metric.id.desc()).limit(1))
     hosts.start_worker_on("b", **store_env)
-    job = hosts.wait_status(train, ("succeeded", "failed"), timeout=300)
+    job = hosts.wait_status(train, ("succeeded", "failed"), timeout=180)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2
     with hosts.db.session() as s:
@@ -130,7 +132,7 @@ def lose_a_host_mid_job(hosts: Hosts, store_env: dict[str, str]) -> None:
     def a_gave_up() -> bool:
         log = "".join(p.read_text(errors="replace") for p in hosts.home.glob("worker-a-*.log"))
         return f"job {train}: lease lost" in log or f"job {train}: transient failure" in log
-    hosts.wait_for(a_gave_up, 180, "host A to notice it lost the job")
+    hosts.wait_for(a_gave_up, 90, "host A to notice it lost the job")
     time.sleep(3)
     final = job_row(hosts, train)
     assert (final.status, final.attempts) == ("succeeded", 2) and final.worker_id.startswith("genq-host-b:")
@@ -141,7 +143,7 @@ def lose_a_host_mid_job(hosts: Hosts, store_env: dict[str, str]) -> None:
     # a generation job from it runs on either host, reading the model through the store
     generate = hosts.submit({"type": "generate", "source_job": train, "prompts": ["ROMEO:"],
                              "params": {"max_new_tokens": 16, "num_samples": 2}})
-    job = hosts.wait_status(generate, ("succeeded", "failed"), timeout=180)
+    job = hosts.wait_status(generate, ("succeeded", "failed"), timeout=90)
     assert job["status"] == "succeeded", job["error"]
     outputs = hosts.api("GET", f"/jobs/{generate}/outputs").json()["outputs"]
     assert len(outputs) == 2 and all(o["text"].startswith("ROMEO:") for o in outputs)
