@@ -14,7 +14,8 @@ The order, for each free slot:
 3. within a team, the job of highest priority, then the oldest.
 A team at its quota (devices at once, or GPU-hours this week) waits; a job wider than its team's max_gpus
 waits aside (holding back no job, counting for no share) until the quota is raised or it is cancelled. A job of
-N devices needs N free slots of ONE worker; when none has them it steps aside for its team's narrower jobs.
+N devices needs N free slots of ONE worker; when none has them (or none online is that wide) it steps aside for
+its team's narrower jobs.
 After 30 min a wide job reserves the worker whose slots would idle least until they are free (one at a time: the
 team first in fair-share order, or the oldest after 12 h of a team below its share); until it starts only jobs
 expected to end before then start there (backfill: a team's longer jobs step aside for its shorter ones), so
@@ -292,12 +293,16 @@ class _Allocator:
             while queue:  # the team's first job that starts, if any (its key stays the least meanwhile)
                 job = queue[0]
                 why = self.blocked_by_quota(job)
-                if why is None and job.gpus > self.widest:
+                too_wide = why is None and job.gpus > self.widest
+                if too_wide:
                     why = self.no_room(job.gpus)
                 if why is not None:
                     if reasons is not None:
                         reasons[job.id] = why
-                    break
+                    if not (too_wide and self.widest) or len(aside) == BACKFILL_DEPTH:
+                        break
+                    aside.append(queue.popleft())  # it fits no online worker: the team's narrower jobs go on
+                    continue
                 node = self.place(job) if job.gpus <= room else None
                 if node is not None:
                     self.start(job, node)

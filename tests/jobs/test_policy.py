@@ -104,6 +104,14 @@ def test_a_job_wider_than_every_worker_never_holds_the_queue():
     decision = plan(snap)
     assert [job for job, _ in decision.starts] == [10, 11]
     assert decision.reasons[1] == "no worker in pool 'default' has 4 GPUs"
+    # nor its own team's: until a host that wide joins, its narrower jobs run (and it keeps its place and reason)
+    snap.queue = [*snap.queue, *queue("a", 1, 20)]
+    decision = plan(snap)
+    assert sorted(job for job, _ in decision.starts) == [10, 20]
+    assert decision.reasons[1] == "no worker in pool 'default' has 4 GPUs"
+    assert forecast(snap)[1].reason == "no worker in pool 'default' has 4 GPUs"
+    snap.nodes = []  # no worker at all: nothing starts, and the team's first job says why
+    assert plan(snap).starts == [] and plan(snap).reasons[1] == "no worker is online in pool 'default'"
 
 
 def test_preemption_takes_back_a_share_losing_the_least_work_and_sparing_the_protected():
