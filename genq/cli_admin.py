@@ -111,11 +111,14 @@ def token() -> None:
 @click.option("--team", required=True)
 @click.option("--role", type=click.Choice(["admin", "member", "viewer", "worker"]), default="member", show_default=True)
 def token_create(team: str, role: str) -> None:
-    """Print a new API token for TEAM."""
-    from genq.api_tokens import create_token
+    """Print a new API token for TEAM (created if no team has that name: said on stderr, so a typo shows)."""
+    from genq.api_tokens import create_token, team_named
 
     with operator_session() as s:
+        new = team_named(s, team) is None
         click.echo(create_token(s, team=team, role=role))
+    if new:
+        click.echo(f"created team '{team}': no team had that name (`genq team list` shows them)", err=True)
 
 
 @token.command("list")

@@ -30,6 +30,11 @@ def test_team_create_set_and_list(settings):
 def test_team_names_are_checked_by_the_cli_as_by_the_api(settings):
     for team in ("alpha", "admin"):
         assert genq(settings, "token", "create", "--team", team, "--role", "admin").returncode == 0
+    again = genq(settings, "token", "create", "--team", "alpha")  # stdout is the token alone, for scripts
+    assert again.stdout.startswith("genq_") and len(again.stdout.split()) == 1 and again.stderr == "", again.stderr
+    typo = genq(settings, "token", "create", "--team", "aplha")
+    assert typo.returncode == 0 and "created team 'aplha': no team had that name" in typo.stderr
+    assert typo.stdout.startswith("genq_") and len(typo.stdout.split()) == 1
     bad = genq(settings, "team", "create", "admin\n")
     assert bad.returncode == 2 and "control character" in bad.stderr, bad.stderr
     for args, existing in [(("team", "create", "ALPHA"), "alpha"), (("team", "create", "Admin"), "admin"),
@@ -37,7 +42,7 @@ def test_team_names_are_checked_by_the_cli_as_by_the_api(settings):
         same = genq(settings, *args)
         assert same.returncode == 2 and f"'{existing}'" in same.stderr and "case" in same.stderr, (args, same.stderr)
     listed = genq(settings, "team", "list").stdout
-    assert sorted(line.split("\t")[0] for line in listed.splitlines()) == ["admin", "alpha"], listed
+    assert sorted(line.split("\t")[0] for line in listed.splitlines()) == ["admin", "alpha", "aplha"], listed
 
 
 def test_the_operator_creates_worker_tokens_from_the_cli(settings):
