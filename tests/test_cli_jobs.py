@@ -110,7 +110,13 @@ def interrupt_after_polling(env, requested: list[str], job_id: int, *args: str) 
     """Start `genq ARGS`, send it SIGINT (what Ctrl-C sends) once it has read job `job_id`'s status, and wait.
     Its second request for the job says it has read the first answer (the server notes a request before the
     client has its answer: under load a signal after the first could land before the status was known)."""
-    process = subprocess.Popen([GENQ, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A test run started in the background by a shell ignores SIGINT, and the CLI would inherit that (Python then
+    # installs no KeyboardInterrupt): handled here while it starts, the signal is back to its default there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([GENQ, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 60
     while requested.count(f"/api/v1/jobs/{job_id}") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
