@@ -201,7 +201,7 @@ def test_the_sample_slider_walks_through_the_steps(page, server, db, settings, t
     label, shown = page.locator("#gallery-step"), page.locator("#gallery-samples")
     expect(label).to_have_text("step 30")  # the last step first
     expect(shown.locator("img")).to_have_count(1)
-    page.wait_for_function("document.querySelector('#gallery-samples img').naturalWidth > 0")
+    page.wait_for_function("() => document.querySelector('#gallery-samples img').naturalWidth > 0")
     expect(shown.locator("audio[controls]")).to_have_count(1)
 
     page.locator("#gallery-slider").fill("0")  # dragged to the first step

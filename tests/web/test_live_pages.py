@@ -76,6 +76,7 @@ def test_new_metric_points_go_to_the_charts_append(page, server, db, token, redi
     expect(page.locator("body")).to_have_attribute("data-live", "events")
     publisher = Publisher(redis_url)
     publisher.publish(job, team_id(db), [("metrics", {"series": {"train/loss": [[10, 2.5], [20, 2.25]]}})])
-    page.wait_for_function("window.__appended.length > 0")
+    # a function: an expression is eval()ed in the page at each poll, which the page's CSP refuses
+    page.wait_for_function("() => window.__appended.length > 0")
     assert page.evaluate("window.__appended") == [["train/loss", [[10, 2.5], [20, 2.25]]]]
     publisher.close()
