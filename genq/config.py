@@ -59,6 +59,7 @@ class Settings:
     artifact_store: str = ""
     token: str = field(default="", repr=False)  # GENQ_TOKEN: a worker's token for an http(s) artifact store
     cache_bytes: int = 10 * 1024**3  # GENQ_CACHE_MB: a worker's local copies of datasets and checkpoints
+    metrics_token: str = field(default="", repr=False)  # GENQ_METRICS_TOKEN: /metrics asks for it when set
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -92,6 +93,7 @@ class Settings:
             artifact_store=store,
             token=_env("GENQ_TOKEN", ""),
             cache_bytes=_number("GENQ_CACHE_MB", 10240, int) * 1024**2,
+            metrics_token=_env("GENQ_METRICS_TOKEN", ""),
         )
 
     @property

@@ -43,7 +43,7 @@ def _principal(row: ApiToken, via: str) -> Principal:
     return Principal(row.id, row.team_id, row.team.name, row.role, via)
 
 
-def _bearer(header: str) -> str | None:
+def bearer_token(header: str) -> str | None:
     """The token of an Authorization header of the form 'Bearer TOKEN', else None."""
     scheme, _, token = header.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -58,7 +58,7 @@ def current_principal() -> Principal | None:
     principal = None
     header = request.headers.get("Authorization")
     if header is not None:
-        if (token := _bearer(header)) is not None:
+        if (token := bearer_token(header)) is not None:
             with state().db.session() as s:
                 row = authenticate(s, token)
                 principal = _principal(row, "bearer") if row else None
@@ -78,7 +78,7 @@ def require_principal() -> Principal:
     principal = current_principal()
     if principal is None:
         if "Authorization" in request.headers:
-            if _bearer(request.headers["Authorization"]) is None:
+            if bearer_token(request.headers["Authorization"]) is None:
                 raise Unauthorized("the Authorization header must be 'Bearer TOKEN'")
             raise Unauthorized("invalid or revoked token")
         raise Unauthorized("authentication required: send 'Authorization: Bearer TOKEN'")

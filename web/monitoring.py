@@ -3,9 +3,10 @@ when scraped, this process' event streams, request counts."""
 
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -19,7 +20,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from genq.db import Database
 from genq.db.models import JOB_STATUSES, Job, Team, Worker, utcnow
+from genq.errors import Unauthorized
 from genq.web import queries
+from genq.web.auth import bearer_token
 
 bp = Blueprint("monitoring", __name__)
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
@@ -161,7 +164,11 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics():
-    """Prometheus text exposition."""
+    """Prometheus text exposition; with GENQ_METRICS_TOKEN set, only for 'Authorization: Bearer' that token (the
+    series name every team and its queue: a scraper's secret, not an API token, which would be a team's)."""
     from genq.web import state
 
+    if (secret := state().settings.metrics_token) and not hmac.compare_digest(
+            (bearer_token(request.headers.get("Authorization", "")) or "").encode(), secret.encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer TOKEN' with the token in GENQ_METRICS_TOKEN")
     return Response(generate_latest(state().telemetry.registry), content_type=CONTENT_TYPE_LATEST)

@@ -32,6 +32,18 @@ def test_prometheus_metrics(client, auth, db):
     assert 'genq_http_requests_total{endpoint="/api/v1/jobs",method="GET",status="200"} 1.0' in text
 
 
+def test_metrics_ask_for_their_own_token_when_one_is_set(settings, db):
+    client = create_app({"SETTINGS": dataclasses.replace(settings, metrics_token="scrape-me"),
+                         "TESTING": True}).test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-me"}):
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 401 and "GENQ_METRICS_TOKEN" in refused.json["message"], headers
+        assert "genq_jobs" not in refused.text
+    answer = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert answer.status_code == 200 and "genq_database_up 1.0" in answer.text
+    assert client.get("/healthz").status_code == 200  # still open: load balancers probe it
+
+
 def test_openapi_describes_every_api_route(client, app):
     spec = client.get("/api/v1/openapi.json").json
     assert spec["openapi"].startswith("3.")

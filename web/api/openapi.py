@@ -346,9 +346,11 @@ def spec() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
+                "description": "Open unless GENQ_METRICS_TOKEN is set: then 'Authorization: Bearer' that token.",
                 "security": [],
                 "responses": {
-                    "200": {"description": "text exposition", "content": {"text/plain": {"schema": STR}}}
+                    "200": {"description": "text exposition", "content": {"text/plain": {"schema": STR}}},
+                    "401": {"description": "GENQ_METRICS_TOKEN is set and the request does not bear it"},
                 },
             }
         },
