@@ -15,7 +15,7 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
-def _number(name: str, default: float, kind: type = int, low: float = 0, high: float = math.inf) -> float:
+def env_number(name: str, default: float, kind: type = int, low: float = 0, high: float = math.inf) -> float:
     """The variable `name` as a finite `kind` (int or float) from low to high, else InvalidInput naming it."""
     raw = _env(name, str(default))
     try:
@@ -76,23 +76,23 @@ class Settings:
             artifacts=(home / "artifacts" if remote else Path(store.removeprefix("file://"))).resolve(),
             models=Path(_env("GENQ_MODELS", str(home / "models"))).resolve(),
             host=_env("GENQ_HOST", "127.0.0.1"),
-            port=_number("GENQ_PORT", 8000, int, 1, 65535),
-            max_upload_bytes=_number("GENQ_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, int, 1),
+            port=env_number("GENQ_PORT", 8000, int, 1, 65535),
+            max_upload_bytes=env_number("GENQ_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, int, 1),
             # a heartbeat renews the lease every lease/3 (at most 2 s): below a second it would spin
-            lease_seconds=_number("GENQ_LEASE_SECONDS", 30, float, 1),
-            dispatch_timeout_seconds=_number("GENQ_DISPATCH_TIMEOUT_SECONDS", 60, float, 1),
-            max_attempts=_number("GENQ_MAX_ATTEMPTS", 3, int, 1),
-            max_event_streams=_number("GENQ_MAX_EVENT_STREAMS", 8, int),
-            event_stream_seconds=_number("GENQ_EVENT_STREAM_SECONDS", 300, float, 1),
-            event_keepalive_seconds=_number("GENQ_EVENT_KEEPALIVE_SECONDS", 15, float, 0.1),
-            model_cache_models=_number("GENQ_MODEL_CACHE", 4, int),
-            model_cache_bytes=_number("GENQ_MODEL_CACHE_MB", 2048, int) * 1024**2,
-            usage_half_life_hours=_number("GENQ_USAGE_HALF_LIFE_HOURS", 24, float, 0.001),
-            preempt_min_run_seconds=_number("GENQ_PREEMPT_MIN_RUN_SECONDS", 300, float, -math.inf),
+            lease_seconds=env_number("GENQ_LEASE_SECONDS", 30, float, 1),
+            dispatch_timeout_seconds=env_number("GENQ_DISPATCH_TIMEOUT_SECONDS", 60, float, 1),
+            max_attempts=env_number("GENQ_MAX_ATTEMPTS", 3, int, 1),
+            max_event_streams=env_number("GENQ_MAX_EVENT_STREAMS", 8, int),
+            event_stream_seconds=env_number("GENQ_EVENT_STREAM_SECONDS", 300, float, 1),
+            event_keepalive_seconds=env_number("GENQ_EVENT_KEEPALIVE_SECONDS", 15, float, 0.1),
+            model_cache_models=env_number("GENQ_MODEL_CACHE", 4, int),
+            model_cache_bytes=env_number("GENQ_MODEL_CACHE_MB", 2048, int) * 1024**2,
+            usage_half_life_hours=env_number("GENQ_USAGE_HALF_LIFE_HOURS", 24, float, 0.001),
+            preempt_min_run_seconds=env_number("GENQ_PREEMPT_MIN_RUN_SECONDS", 300, float, -math.inf),
             secret_key=_env("GENQ_SECRET_KEY", ""),
             artifact_store=store,
             token=_env("GENQ_TOKEN", ""),
-            cache_bytes=_number("GENQ_CACHE_MB", 10240, int) * 1024**2,
+            cache_bytes=env_number("GENQ_CACHE_MB", 10240, int) * 1024**2,
             metrics_token=_env("GENQ_METRICS_TOKEN", ""),
         )
 

@@ -57,3 +57,16 @@ def test_a_file_where_a_folder_belongs_is_named(monkeypatch, tmp_path, name):
     monkeypatch.setenv(name, str(afile))
     with pytest.raises(InvalidInput, match=f"{name}: {afile} cannot be a folder"):
         Settings.from_env().ensure_dirs()
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("GENQ_DB_TCP_TIMEOUT_SECONDS", "abc", "GENQ_DB_TCP_TIMEOUT_SECONDS must be an integer at least 1, not 'abc'"),
+    ("GENQ_DB_TCP_TIMEOUT_SECONDS", "0", "GENQ_DB_TCP_TIMEOUT_SECONDS must be an integer at least 1"),
+    ("GENQ_DB_IDLE_TRANSACTION_SECONDS", "-1", "GENQ_DB_IDLE_TRANSACTION_SECONDS must be a number"),
+])
+def test_the_database_connections_settings_are_checked_too(monkeypatch, name, value, words):
+    from genq.db.session import make_engine
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidInput, match=words):
+        make_engine("postgresql://nobody@127.0.0.1:1/none")  # refused before it connects

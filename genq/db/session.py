@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +11,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from genq.config import env_number
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -42,11 +43,11 @@ def make_engine(url: str, pre_ping: bool = True) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # A host that loses its network mid-transaction would hold its row locks until TCP gives up (hours): the
     # server ends a transaction idle this long, so a lost worker's job can be re-queued after its lease.
-    idle = int(float(os.environ.get("GENQ_DB_IDLE_TRANSACTION_SECONDS", "60")) * 1000)
+    idle = round(env_number("GENQ_DB_IDLE_TRANSACTION_SECONDS", 60, float, 0.001) * 1000)
     # ...and the host itself would wait on its socket as long (its answer retransmitted with backoff, or lost
     # with the server's end of the connection): keepalive probes and a TCP user timeout end a connection that
     # has gone this long unanswered, so the caller gets an error it retries instead of hanging.
-    tcp = max(1, round(float(os.environ.get("GENQ_DB_TCP_TIMEOUT_SECONDS", "30"))))
+    tcp = env_number("GENQ_DB_TCP_TIMEOUT_SECONDS", 30, int, 1)
     return create_engine(url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5,
                          connect_args={"options": f"-c idle_in_transaction_session_timeout={idle}",
                                        "connect_timeout": tcp, "tcp_user_timeout": tcp * 1000, "keepalives": 1,
