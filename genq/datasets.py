@@ -161,6 +161,8 @@ def detect_kind(
     elif magic in formats.MEDIA_KINDS:
         found = _check_file(path)
     else:
+        with refused_as_invalid_input():
+            formats.refuse_unsupported(head, "the file")
         found = Detected("text", ".txt", check_text(path))
     if kind is not None and found.kind != kind:
         raise InvalidInput(f"the file holds {found.kind}, not {kind}")

@@ -44,6 +44,28 @@ def magic(head: bytes) -> str | None:
     return None
 
 
+# First bytes of media files genq does not read, named in the refusal rather than taken for (bad) text; each
+# long enough, or with a NUL byte, that no text file starts so.
+_OTHER_FORMATS = (
+    (re.compile(rb"BM.{4}\x00\x00\x00\x00", re.S), "a BMP image"), (re.compile(rb"GIF8[79]a"), "a GIF image"),
+    (re.compile(rb"RIFF.{4}WEBP", re.S), "a WebP image"), (re.compile(rb"II\*\x00|MM\x00\*"), "a TIFF image"),
+    (re.compile(rb"fLaC\x00"), "a FLAC file"), (re.compile(rb"OggS\x00"), "an Ogg file"),
+    (re.compile(rb"ID3[\x02-\x04]\x00"), "an MP3 file"), (re.compile(rb"\x1f\x8b\x08"), "a gzip archive"),
+    (re.compile(rb"7z\xbc\xaf\x27\x1c"), "a 7-Zip archive"), (re.compile(rb"%PDF-\d"), "a PDF document"))
+
+
+def unsupported(head: bytes) -> str | None:
+    """What a file of a format genq does not read is, from its first 12 bytes ('a GIF image'), else None."""
+    return next((name for start, name in _OTHER_FORMATS if start.match(head)), None)
+
+
+def refuse_unsupported(head: bytes, what: str) -> None:
+    """DataError when `head` starts a media file of a format genq does not read, naming it and what it reads."""
+    if (name := unsupported(head)) is not None:
+        raise DataError(f"{what} is {name}: genq reads PNG and JPEG images, 16-bit PCM WAV audio, zip archives of "
+                        "them, and UTF-8 text (convert it to one of those)")
+
+
 # ------------------------------------------------------------------------------------------------------ text
 
 
@@ -247,11 +269,13 @@ class Media:
                      for p in self.path.rglob("*") if p.is_file()]
         else:
             with open(self.path, "rb") as f:
-                kind = magic(f.read(16))
+                head = f.read(16)
+            kind = magic(head)
             if kind in MEDIA_KINDS:
                 one = MediaFile(PurePosixPath(self.path.name), kind, self.path.stat().st_size, "the file", self.path)
                 return [one], "the file"
             if kind != "zip":
+                refuse_unsupported(head, "the file")
                 raise DataError("the file is not a PNG/JPEG image, a WAV file or a zip archive of them")
             where, what = "the zip archive", "zip member '{}'"
             try:
@@ -278,6 +302,7 @@ class Media:
             raise DataError(f"{what} cannot be read: {exc}") from None
         found = magic(head)
         if found not in MEDIA_KINDS:
+            refuse_unsupported(head, what)
             raise DataError(f"{what} is not a PNG/JPEG image or a WAV file")
         return MediaFile(name, found, size, what, source)
 

@@ -131,3 +131,8 @@ def test_wrong_data_is_refused(tmp_path, make_hooks):
     res = api.train("dcgan", {**TINY, "max_steps": 2}, DataSource(kind="images", path=folder), tmp_path / "c",
                     make_hooks())
     assert res.step == 2 and res.samples[0].path.exists() and "eval/fid" in res.metrics
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    Image.new("L", (8, 8)).save(alone / "only.png")  # one image: its FID was NaN at the first evaluation
+    with pytest.raises(DataError, match="a dcgan needs at least 2 images"):
+        api.train("dcgan", TINY, DataSource(kind="images", path=alone), tmp_path / "d", make_hooks())

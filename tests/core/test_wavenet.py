@@ -123,3 +123,6 @@ def test_unconditional_recipe_stops_on_request_and_checks_its_data(tmp_path, mak
     with pytest.raises(DataError, match="needs labelled audio"):
         api.train("wavenet", {**TINY, "conditional": True}, DataSource(kind="audio", path=single), tmp_path / "y",
                   make_hooks())
+    write_wav(single, np.sin(np.arange(10) / 3), 8000)  # its validation part (1 sample) gave a val/loss of 0.0
+    with pytest.raises(DataError, match=r"too short to train on \(10 samples\): the last 10% of each clip"):
+        api.train("wavenet", TINY, DataSource(kind="audio", path=single), tmp_path / "z", make_hooks())

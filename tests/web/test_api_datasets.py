@@ -87,6 +87,10 @@ def test_zip_of_wavs(client, auth):
         ("8bit.zip", zipped({"a.wav": wav(), "b.wav": wav(width=1)}), "zip member 'b.wav' is 8-bit"),
         ("24bit.zip", zipped({"a.wav": wav(width=3)}), "zip member 'a.wav' is 24-bit"),
         ("loose.zip", zipped({"cat/a.png": png(), "b.png": png()}), "'b.png' sits outside the class folders"),
+        ("one.gif", b"GIF89a\x04\x00\x04\x00\x80\x00\x00", "the file is a GIF image: genq reads PNG and JPEG"),
+        ("one.bmp", b"BM\x46\x00\x00\x00\x00\x00\x00\x00\x36\x00", "the file is a BMP image"),
+        ("one.webp", b"RIFF\x1a\x00\x00\x00WEBPVP8L", "the file is a WebP image"),
+        ("gifs.zip", zipped({"cat/a.gif": b"GIF87a\x01\x00\x01\x00"}), "zip member 'cat/a.gif' is a GIF image"),
     ],
 )
 def test_upload_refuses_bad_files_naming_the_problem(client, auth, settings, filename, data, words):

@@ -47,6 +47,8 @@ class DCGANRecipe(Recipe):
         self.mode = resumed.state["conditional"] if resumed is not None else p["conditional"]  # a resumed job keeps it
         ds = self.ds = load_images(data, resumed.config["image_size"] if resumed is not None else p["image_size"],
                                    self.kind)
+        if len(ds.images) < 2:  # one image has no covariance: the evaluation's FID would be NaN
+            raise DataError("a dcgan needs at least 2 images (its evaluation compares their spread with the samples')")
         if self.mode != "none" and ds.labels is None:
             raise DataError("a conditional dcgan needs labelled images: put the images in one sub-folder per class")
         self.n_classes = len(ds.classes) if self.mode != "none" else 0

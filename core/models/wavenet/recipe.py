@@ -42,8 +42,10 @@ class WaveNetRecipe(Recipe):
         if p["conditional"] and audio.labels is None:
             raise DataError("a conditional wavenet needs labelled audio: put the WAV files in one sub-folder per label")
         self.fit_set, self.val = _split(audio)
-        if sum(len(c) for c in self.fit_set.clips) < 2:
-            raise DataError("the audio is too short to train on")
+        if sum(len(c) for c in self.fit_set.clips) < 2 or all(len(c) < 2 for c in self.val.clips):
+            raise DataError(f"the audio is too short to train on ({sum(len(c) for c in audio.clips)} samples): the "
+                            f"last {VAL_FRACTION:.0%} of each clip is held out for validation, which needs 2 samples "
+                            "of one clip or more")
         self.n_classes = len(audio.classes) if p["conditional"] else 0
         self.config = resumed.config if resumed is not None else asdict(WaveNetConfig(
             n_layers=p["n_layers"], residual_channels=p["residual_channels"], skip_channels=p["residual_channels"],
