@@ -169,6 +169,15 @@ def _csv_params(cells: dict[str, str]) -> dict[str, Any]:
     return check_row_params(values)
 
 
+def _check_width(cells: list[str], width: int) -> None:
+    """RowError when a CSV row has fewer cells than the first row, or more that are not empty: an unquoted comma
+    in a prompt split it, and the cells past the header were dropped without a word."""
+    if len(cells) < width or any(c.strip() for c in cells[width:]):
+        first = "the header has" if width > 1 else "the first row has"
+        raise RowError(f"has {len(cells)} cell{'s' * (len(cells) != 1)} where {first} {width} (a cell holding a "
+                       "comma must be quoted)")
+
+
 def _csv_rows(text: str, template: str | None, template_later: bool
               ) -> list[tuple[str, str | None, dict[str, Any]] | RowError]:
     # strict: a quote left open swallowed the rest of the file into one prompt; newline="": the reader takes
@@ -181,6 +190,9 @@ def _csv_rows(text: str, template: str | None, template_later: bool
         raise DataError(f"the prompts file is not valid CSV: {why}") from None
     header = [c.strip() for c in table[0]] if table else []
     lower = [c.lower() for c in header]
+    if len(header) > 1 and (twice := next((n for n in lower if n and lower.count(n) > 1), None)):
+        raise DataError(f"the CSV header names the column '{header[lower.index(twice)]}' twice: give each column a "
+                        "name of its own")
     out: list[tuple[str, str | None, dict[str, Any]] | RowError] = []
     if template is not None:
         missing = [n for n in template_fields(template) if n not in header]
@@ -190,6 +202,7 @@ def _csv_rows(text: str, template: str | None, template_later: bool
         for r in table[1:]:
             cells = dict(zip(header, r, strict=False))
             try:
+                _check_width(r, len(header))
                 out.append((_check_prompt(render_template(template, cells)), cells.get("id") or None,
                             _csv_params({name.lower(): cell for name, cell in cells.items()})))
             except RowError as exc:
@@ -204,6 +217,7 @@ def _csv_rows(text: str, template: str | None, template_later: bool
     # several columns are a header even without 'prompt' (a job's template names them): not a row
     for r in table[1 if has_header or len(header) > 1 else 0:]:
         try:
+            _check_width(r, len(header))
             prompt = _check_prompt(r[column] if column < len(r) else None)
             row_id = r[id_column] if id_column is not None and id_column < len(r) and r[id_column] else None
             params = _csv_params(dict(zip(lower, r, strict=False))) if has_header else {}

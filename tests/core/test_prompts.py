@@ -143,3 +143,20 @@ def test_json_nested_past_the_parsers_depth_is_a_bad_row():
     rows = parse_prompts(('{"prompt": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n").encode()
                          + jsonl({"prompt": "ok"}), "jsonl")
     assert "not JSON" in rows[0].error and rows[1].prompt == "ok"
+
+
+def test_a_csv_row_of_more_or_fewer_cells_than_its_header_is_a_bad_row():
+    rows = parse_prompts(b"name,features\nA,B,C,D\nE\nF,G\nH,I,,\n", "csv", "{name} {features}")
+    assert [r.error for r in rows[:2]] == [
+        "row 0: has 4 cells where the header has 2 (a cell holding a comma must be quoted)",
+        "row 1: has 1 cell where the header has 2 (a cell holding a comma must be quoted)"]
+    assert [r.prompt for r in rows[2:]] == ["F G", "H I"]  # empty cells past the header are no loss
+    # headerless prompts: an unquoted comma split the prompt, whose second half was dropped
+    rows = parse_prompts(b"Hello\nHi, there\n\"Yes, quoted\"\n", "csv")
+    assert [r.prompt for r in rows] == ["Hello", None, "Yes, quoted"]
+    assert rows[1].error == "row 1: has 2 cells where the first row has 1 (a cell holding a comma must be quoted)"
+
+
+def test_a_csv_header_that_names_a_column_twice_is_refused():
+    with pytest.raises(DataError, match="the CSV header names the column 'prompt' twice"):
+        parse_prompts(b"prompt,Prompt\nA,B\n", "csv")
