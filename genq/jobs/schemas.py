@@ -75,6 +75,23 @@ def parse_request(body: object) -> TrainJobRequest | GenerateJobRequest:
         raise refused(exc, "job") from None
 
 
+class RetryRequest(BaseModel):
+    """POST /api/v1/jobs/{id}/retry: which rows run again."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    only_failed: bool = Field(True, description="the rows not stored as ok (true), or every row (false)")
+
+
+def parse_retry(body: object) -> RetryRequest:
+    """Validate a retry body; InvalidInput names every bad field."""
+    if not isinstance(body, Mapping):
+        raise InvalidInput('the request body must be a JSON object like {"only_failed": true}')
+    try:
+        return RetryRequest.model_validate(dict(body))
+    except ValidationError as exc:
+        raise refused(exc, "retry") from None
+
+
 def refused(exc: ValidationError, what: str) -> InvalidInput:
     """A pydantic ValidationError as InvalidInput ("invalid WHAT: field 'x': ...") naming every bad field."""
     problems = []

@@ -29,7 +29,7 @@ from genq.errors import Conflict, Forbidden, InvalidInput, NotFound, refused_as_
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODELS, validate_generate_params, validate_train_params
 from genq.jobs.scheduling_order import Standing, standing
-from genq.jobs.schemas import MAX_ID, JobOut, TrainJobRequest, parse_request
+from genq.jobs.schemas import MAX_ID, JobOut, TrainJobRequest, parse_request, parse_retry
 
 # A generation job's rows x num_samples: each output is a database row and, while the job runs, worker memory;
 # 10,000 rows x 1,000 samples was accepted and held a worker for minutes before it could be cancelled.
@@ -229,15 +229,13 @@ def pretrained_base(base: str, settings: Settings) -> tuple[str, str]:
 def retry_job(session: Session, job: Job, body: object) -> Job:
     """A new queued generation job for `job`'s rows that are not stored as ok (only_failed, the default) or
     for all of them, with the same source, prompts and params; InvalidInput/Conflict write nothing."""
-    if not isinstance(body, Mapping) or set(body) - {"only_failed"} or not isinstance(
-            body.get("only_failed", True), bool):
-        raise InvalidInput('the body must be a JSON object like {"only_failed": true}')
+    only_failed = parse_retry(body).only_failed
     if job.type != "generate":
         raise InvalidInput(f"job {job.id} is a {job.type} job; only generation jobs retry rows")
     if job.status not in FINISHED:
         raise Conflict(f"job {job.id} is {job.status}; retry it once it has finished")
     rows = job.only_rows if job.only_rows is not None else list(range(job.rows_total or len(job.prompts or [None])))
-    if body.get("only_failed", True):
+    if only_failed:
         ok = set(session.scalars(select(Output.row).where(Output.job_id == job.id, Output.status == "ok")))
         rows = [r for r in rows if r not in ok]
         if not rows:

@@ -96,7 +96,9 @@ def test_a_running_jobs_rows_are_followed_in_the_order_they_were_stored(client, 
 @pytest.mark.parametrize("fields, body, status, words", [
     ({"status": "running"}, {}, 409, "once it has finished"),
     ({"type": "train"}, {}, 422, "only generation jobs"),
-    ({}, {"only_failed": "yes"}, 422, "only_failed"),
+    ({}, {"only_failed": "yes"}, 422, "invalid retry: field 'only_failed': Input should be a valid boolean"),
+    ({}, {"only_failed": False, "x": 1}, 422, "invalid retry: unknown field 'x'"),
+    ({}, ["only_failed"], 422, "the request body must be a JSON object"),
     ({}, {"only_failed": True}, 409, "no failed rows"),
 ])
 def test_retry_refusals_create_nothing(client, auth, db, fields, body, status, words):
