@@ -60,6 +60,12 @@ def test_outputs_page_by_row(client, auth, db):
     assert [o["row_id"] for o in first["outputs"]] == ["r0", "r0"] and first["next"] == 0
     assert client.get(f"/api/v1/jobs/{job}/outputs?after=4", headers=auth).json == {"outputs": [], "next": None}
     assert client.get(f"/api/v1/jobs/{job}/outputs?limit=x", headers=auth).status_code == 422
+    for far in ("99999999999999999999999", "9" * 5000):  # past every row, however many digits: an empty page
+        assert client.get(f"/api/v1/jobs/{job}/outputs?after={far}", headers=auth).json == {"outputs": [],
+                                                                                          "next": None}
+    below = client.get(f"/api/v1/jobs/{job}/outputs?after=-99999999999999999999999", headers=auth)
+    assert below.status_code == 422 and "'after' must be between -1 and" in below.json["message"], below.json
+    assert "'after' must be an integer" in client.get(f"/api/v1/jobs/{job}/outputs?after=1e3", headers=auth).text
 
 
 def test_a_training_jobs_final_samples_page_one_per_row(client, auth, db):
