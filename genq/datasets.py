@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, NamedTuple
 
@@ -235,6 +235,14 @@ def delete_dataset(session: Session, dataset: Dataset) -> str:
     except IntegrityError:  # a job naming it was submitted meanwhile
         raise Conflict(f"dataset {dataset_id} is used by a job submitted just now: it stays while it is") from None
     return path
+
+
+def remove_dataset_file(store: ArtifactStore, key: str) -> None:
+    """Delete a dataset's stored file, and in a folder store its folder (datasets/ID/) once that is empty."""
+    store.delete(key)
+    if (local := store.local_path(key)) is not None:
+        with suppress(OSError):  # not empty, or gone already
+            local.parent.rmdir()
 
 
 @contextmanager

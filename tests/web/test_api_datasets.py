@@ -191,6 +191,7 @@ def test_delete_an_unused_dataset_and_its_file(client, auth, other_auth, db, set
     assert gone.status_code == 200 and gone.json["name"] == "b.txt"
     assert client.get(f"/api/v1/datasets/{unused['id']}", headers=auth).status_code == 404
     assert stored_files(settings) == [f"datasets/{kept['id']}/data.txt"]
+    assert not (settings.artifacts / "datasets" / str(unused["id"])).exists()  # its folder went with it
     assert client.delete(f"/api/v1/datasets/{unused['id']}", headers=auth).status_code == 404
 
 

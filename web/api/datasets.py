@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
 
-from genq.datasets import KINDS, dataset_to_dict, datasets_of, delete_dataset, save_upload
+from genq.datasets import KINDS, dataset_to_dict, datasets_of, delete_dataset, remove_dataset_file, save_upload
 from genq.db.models import Dataset
 from genq.errors import Forbidden, InvalidInput
 from genq.jobs.service import owned
@@ -80,5 +80,5 @@ def delete_request_dataset(dataset_id: int) -> dict:
         dataset = owned(s, Dataset, dataset_id, g.caller.scope, "dataset")
         out = dataset_to_dict(dataset)
         path = delete_dataset(s, dataset)
-    artifact_store().delete(path)  # after the commit: a failure here leaves a file no row names, never the reverse
+    remove_dataset_file(artifact_store(), path)  # after the commit: a failure leaves a file no row names, not worse
     return out
