@@ -92,8 +92,10 @@ class Hooks:
 
 
 def each_prompt(prompts: list[str | None], hooks: Hooks,
-                make: Callable[[int, str | None], Iterable[Sample]]) -> list[Sample]:
-    """The samples of make(i, prompt) for every prompt, reporting progress and stopping between prompts."""
+                make: Callable[[int, str | None], Iterable[Sample] | None]) -> list[Sample]:
+    """The samples of make(i, prompt) for every prompt, reporting progress and stopping between prompts; a make
+    that returns None was stopped partway through its prompt, whose samples are then not kept (a clip cut short
+    is no sample of what was asked)."""
     out: list[Sample] = []
     hooks.progress(0, len(prompts))
     for i, prompt in enumerate(prompts):
@@ -101,7 +103,12 @@ def each_prompt(prompts: list[str | None], hooks: Hooks,
         if reason:
             hooks.log(f"stop requested ({reason}) after {i} of {len(prompts)} prompts")
             break
-        out.extend(make(i, prompt))
+        made = make(i, prompt)
+        if made is None:
+            hooks.log(f"stop requested ({hooks.stop_requested()}) during prompt {i + 1} of {len(prompts)}: its "
+                      f"unfinished samples are dropped, those of the {i} before it kept")
+            break
+        out.extend(made)
         hooks.progress(i + 1, len(prompts))
     return out
 

@@ -108,6 +108,21 @@ def test_conditional_recipe_trains_and_generates_wavs(tmp_path, make_hooks):
         api.generate(tmp_path / "job", ["B flat"], gen, tmp_path / "bad", hooks)
 
 
+def test_a_clip_cut_short_by_a_stop_request_is_not_kept(tmp_path, make_hooks):
+    api.train("wavenet", {**TINY, "conditional": True}, TONES, tmp_path / "job", make_hooks())
+    gen = {"num_samples": 2, "seconds": 0.5, "seed": 3}  # 4,000 samples: the decoder asks at 999, 1999, ...
+    hooks = make_hooks(stop_at=2)  # asked before the prompt, at sample 999, then stopped at 1999
+    assert api.generate(tmp_path / "job", ["A4", "e5"], gen, tmp_path / "cut", hooks) == []
+    assert hooks.lines[-1] == ("stop requested (cancel) during prompt 1 of 2: its unfinished samples are dropped, "
+                               "those of the 0 before it kept")
+    hooks = make_hooks(stop_at=5)  # the first prompt whole (1 + 4 questions), stopped before the second
+    kept = api.generate(tmp_path / "job", ["A4", "e5"], gen, tmp_path / "whole", hooks)
+    assert [s.prompt for s in kept] == ["A4", "A4"] and hooks.progress_calls[-1] == (1, 2)
+    for s in kept:
+        with wave.open(str(s.path)) as w:
+            assert w.getnframes() == 4000
+
+
 def test_unconditional_recipe_stops_on_request_and_checks_its_data(tmp_path, make_hooks):
     hooks = make_hooks(stop_at=3)
     res = api.train("wavenet", TINY, TONES, tmp_path / "job", hooks)

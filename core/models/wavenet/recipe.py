@@ -124,8 +124,10 @@ class WaveNetRecipe(Recipe):
         (net, classes), g, gen = _media.load_for_generation(cls, source_workdir, params, device)
         rate = net.cfg.sample_rate
 
-        def make(i: int, prompt: str | None) -> list[Sample]:
+        def make(i: int, prompt: str | None) -> list[Sample] | None:
             clips, _ = _generate(net, g["num_samples"], g["seconds"], prompt, gen, classes, hooks)
+            if len(clips[0]) < _length(g["seconds"], rate):
+                return None  # a stop request cut them short
             return [Sample(kind="audio", prompt=prompt, path=write_wav(out_dir / f"{i:04d}-{j:03d}.wav", clip, rate))
                     for j, clip in enumerate(clips)]
 
@@ -137,6 +139,11 @@ class WaveNetRecipe(Recipe):
         net = WaveNet(WaveNetConfig(**ckpt.config)).to(device)
         ckpt.load_into({"model": net})
         return net.eval(), ckpt.state["classes"]
+
+
+def _length(seconds: float, rate: int) -> int:
+    """Samples in a clip of `seconds` at `rate`."""
+    return max(1, round(seconds * rate))
 
 
 def _generate(net: WaveNet, n: int, seconds: float, prompt: str | None, gen: torch.Generator,
@@ -155,8 +162,7 @@ def _generate(net: WaveNet, n: int, seconds: float, prompt: str | None, gen: tor
             label = torch.full((n,), cls)
     elif prompt is not None:
         hooks.log(f"this wavenet is unconditional: the prompt {prompt!r} is ignored")
-    length = max(1, round(seconds * net.cfg.sample_rate))
-    wave = net.generate(n, length, label, generator=gen, stop=hooks.stop_requested)
+    wave = net.generate(n, _length(seconds, net.cfg.sample_rate), label, generator=gen, stop=hooks.stop_requested)
     return list(wave.numpy()), names
 
 
