@@ -153,11 +153,35 @@ class WavInfo(NamedTuple):
         return self.frames / self.sample_rate
 
 
+def _as_plain_pcm(raw: bytes, what: str) -> bytes:
+    """A WAVE_FORMAT_EXTENSIBLE file of PCM samples with its format tag set to plain PCM (the same samples and
+    header otherwise): Python's wave module reads no other before Python 3.12. DataError for other samples."""
+    pos = 12
+    while pos + 8 <= len(raw):
+        size = int.from_bytes(raw[pos + 4:pos + 8], "little")
+        if raw[pos:pos + 4] == b"fmt ":
+            if size >= 40 and raw[pos + 8 + 24:pos + 8 + 26] == b"\x01\x00":  # the SubFormat GUID: PCM
+                return raw[:pos + 8] + b"\x01\x00" + raw[pos + 10:]
+            break
+        pos += 8 + size + size % 2
+    raise DataError(f"{what} is a WAVE_FORMAT_EXTENSIBLE file of float or compressed samples; only 16-bit PCM WAV "
+                    "files are supported")
+
+
 def _read_wav(f: BinaryIO, what: str, everything: bool) -> tuple[WavInfo, bytes]:
     try:
-        with wave.open(f) as w:
+        try:
+            w = wave.open(f)
+        except wave.Error as exc:
+            if str(exc) != "unknown format: 65534" or not f.seekable():
+                raise
+            f.seek(0)
+            w = wave.open(io.BytesIO(_as_plain_pcm(f.read(), what)))
+        with w:
             width, channels, rate, frames = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
             data = w.readframes(frames if everything else 1)
+    except DataError:
+        raise
     except EOFError:
         raise DataError(f"{what} is not a readable PCM WAV file: it ends inside the header") from None
     except Exception as exc:  # wave.Error names the problem (float or compressed formats, missing chunks ...)

@@ -121,3 +121,26 @@ def test_segments_are_windows_of_the_clips():
         clip = audio.clips[label]  # one clip per note: the label names the clip
         windows = np.lib.stride_tricks.sliding_window_view(clip, 256)
         assert (windows == row).all(axis=1).any()
+
+
+def extensible_wav(samples: np.ndarray, rate: int, subformat: int = 1) -> bytes:
+    """A mono 16-bit WAV with a WAVE_FORMAT_EXTENSIBLE header (as many recorders and converters write), a JUNK
+    chunk before its fmt chunk; `subformat` 1 is PCM, 3 IEEE float."""
+    import struct
+
+    pcm = (samples * 32767).astype("<i2").tobytes()
+    guid = struct.pack("<H", subformat) + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 1, rate, 2 * rate, 2, 16, 22, 16, 4) + guid
+    chunks = (b"JUNK" + struct.pack("<I", 3) + b"abc\x00" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+              + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+def test_a_wave_format_extensible_header_of_pcm_samples_reads_as_plain_pcm(tmp_path):
+    tone = sine(440, 8000, 0.1)
+    samples, rate = read_wav(extensible_wav(tone, 8000))
+    assert rate == 8000 and np.allclose(samples, tone, atol=1e-4)
+    (tmp_path / "clip.wav").write_bytes(extensible_wav(tone, 8000))  # and loads as a dataset
+    assert len(load_audio(DataSource(kind="audio", path=tmp_path / "clip.wav"), 8000, "wavenet").clips[0]) == 800
+    with pytest.raises(DataError, match="a WAVE_FORMAT_EXTENSIBLE file of float or compressed samples"):
+        read_wav(extensible_wav(tone, 8000, subformat=3))
