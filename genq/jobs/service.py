@@ -67,16 +67,23 @@ def of_team(team_id: int | None) -> tuple:
     return () if team_id is None else (Job.team_id == team_id,)
 
 
-def _dataset(session: Session, dataset_id: int, team: Team, operator: bool) -> Dataset:
-    """The dataset a job of `team` names, or NotFound; the operator, who sees every team's, is told whose it is."""
+def _named(session: Session, model: type, ident: object, team: Team, operator: bool, what: str, remedy: str):
+    """The row a job of `team` names (a dataset, a source job), or NotFound; the operator, who sees every team's,
+    is told whose it is and `remedy`."""
     try:
-        return owned(session, Dataset, dataset_id, team.id, "dataset")
+        return owned(session, model, ident, team.id, what)
     except NotFound:
-        other = owned(session, Dataset, dataset_id, None, "dataset") if operator else None
+        other = owned(session, model, ident, None, what) if operator else None
         if other is None:
             raise
-        raise InvalidInput(f"dataset {dataset_id} belongs to team '{other.team.name}', not '{team.name}': upload "
-                           f"it for team '{team.name}' (the upload's form field 'team')") from None
+        raise InvalidInput(f"{what} {ident} belongs to team '{other.team.name}', not '{team.name}': "
+                           + remedy.format(team=team.name, other=other.team.name)) from None
+
+
+def _dataset(session: Session, dataset_id: int, team: Team, operator: bool) -> Dataset:
+    """The dataset a job of `team` names (genq.jobs.service._named)."""
+    return _named(session, Dataset, dataset_id, team, operator, "dataset",
+                  "upload it for team '{team}' (the upload's form field 'team')")
 
 
 def _dataset_id(value: int | str) -> int | str:
@@ -172,7 +179,8 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
             if req.source_job is None:
                 raise InvalidInput("a generate job needs 'source_job' (a train job) or 'base' (a model of the "
                                    "models folder)")
-            source = owned(session, Job, req.source_job, team.id, "source job")
+            source = _named(session, Job, req.source_job, team, operator, "source job",
+                            "a team generates from its own models (submit it for team '{other}')")
             if source.type != "train":
                 raise InvalidInput(f"source job {source.id} is a {source.type} job; generate from a train job")
             if source.status != "succeeded":

@@ -219,6 +219,15 @@ def test_the_operator_uploads_for_a_team_and_others_only_for_their_own(client, a
     ok = client.post("/api/v1/jobs", headers=operator, json={
         "type": "train", "model": "gpt", "dataset": theirs.json["id"], "team": "beta", "params": {"max_steps": 1}})
     assert ok.status_code == 201, ok.json
+    model = add_job(db, status="succeeded")  # a model of team alpha's: the operator sees it, says whose it is
+    across = client.post("/api/v1/jobs", headers=operator, json={"type": "generate", "source_job": model,
+                                                                 "team": "beta"})
+    assert across.status_code == 422 and across.json["message"] == (
+        f"source job {model} belongs to team 'alpha', not 'beta': a team generates from its own models (submit it "
+        "for team 'alpha')")
+    hidden = client.post("/api/v1/jobs", headers=bearer(make_token(db, "beta", "member")),
+                         json={"type": "generate", "source_job": model})
+    assert hidden.status_code == 404 and hidden.json["message"] == f"source job {model} not found"  # not the operator
     other = upload(client, auth, b"text", "c.txt", team="beta")
     assert other.status_code == 403 and "cannot upload for team 'beta'" in other.json["message"]
     bogus = upload(client, auth, b"text", "d.txt", bogus="1")
