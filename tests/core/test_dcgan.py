@@ -136,3 +136,14 @@ def test_wrong_data_is_refused(tmp_path, make_hooks):
     Image.new("L", (8, 8)).save(alone / "only.png")  # one image: its FID was NaN at the first evaluation
     with pytest.raises(DataError, match="a dcgan needs at least 2 images"):
         api.train("dcgan", TINY, DataSource(kind="images", path=alone), tmp_path / "d", make_hooks())
+
+
+def test_conditional_takes_its_names_or_a_boolean_and_a_bad_value_is_named_plainly():
+    from genq.core import spec
+    from genq.core.errors import ParamError
+
+    params = spec.get("dcgan").train_params
+    assert [params({"conditional": v})["conditional"] for v in ("class", True, False)] == ["class", "prompt", "none"]
+    with pytest.raises(ParamError) as refused:
+        params({"conditional": "banana"})
+    assert str(refused.value).endswith("param 'conditional': Input should be 'none', 'class' or 'prompt'")

@@ -13,7 +13,7 @@ from genq.core.spec import ModelSpec, TrainParams
 class DCGANParams(TrainParams):
     z_dim: int = Field(64, ge=1, le=4096)
     # none: unconditional; class: a label id; prompt: a short text ("7", "seven", "a handwritten seven")
-    conditional: Literal["none", "class", "prompt"] | bool = "none"
+    conditional: Literal["none", "class", "prompt"] = "none"  # true and false stand for "prompt" and "none"
     image_size: int | None = Field(None, ge=8, le=256)  # default: the dataset's own (digits: 8, upsampled to 16)
     base_channels: int = Field(32, ge=4, le=1024)  # 32: digits reach ~99% class accuracy in ~2000 CPU steps
     batch_size: int = Field(64, ge=2, le=4096)  # the generator's BatchNorm cannot train on one image
@@ -22,10 +22,11 @@ class DCGANParams(TrainParams):
     eval_interval: int = Field(500, ge=1)
     checkpoint_interval: int = Field(500, ge=1)
 
-    @field_validator("conditional")
+    @field_validator("conditional", mode="before")
     @classmethod
-    def _normalise(cls, v: str | bool) -> str:
-        return {True: "prompt", False: "none"}.get(v, v) if isinstance(v, bool) else v
+    def _normalise(cls, v: object) -> object:
+        # before the type check: a union with bool named its branches in the error ('conditional.bool')
+        return {True: "prompt", False: "none"}[v] if isinstance(v, bool) else v
 
     _power_of_two = field_validator("image_size")(check_power_of_two)
 
