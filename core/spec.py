@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from genq.core.errors import ParamError
 
@@ -78,6 +78,11 @@ class GenerateParams(Params):
     template: str | None = Field(None, max_length=2000)  # a CSV prompts file: "Describe {name}: {features}"
     # audio
     seconds: float = Field(1.0, gt=0, le=600)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v  # one string, as a prompts file's row may give it
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,9 @@ def test_generate_from_succeeded_train_job(client, auth, db):
         "default",
     )
     assert job["params"]["num_samples"] == 2 and job["params"]["temperature"] == 1.0
+    one_stop = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source,
+                                                               "params": {"stop": "\n"}})
+    assert one_stop.status_code == 201 and one_stop.json["params"]["stop"] == ["\n"]  # one string, as a row's
 
 
 def test_generate_with_prompts_dataset(client, auth, db, settings):
