@@ -394,8 +394,9 @@ class WorkerContext:
             values = dict(status=status, finished_at=db_now(s), lease_expires_at=None, error=error)
             if status == "succeeded":
                 values["progress"] = 1.0
-                if job.type == "generate" and not core.generates_rows(job.model):  # every prompt row at once
-                    values["rows_done"] = job.rows_total
+            if job.type == "generate" and not core.generates_rows(job.model) and outputs is not None:
+                # Every prompt row at once: all of them, or the whole ones a cancel kept.
+                values["rows_done"] = len(outputs) // job.params.get("num_samples", 1)
             hold(s, job.id, self.id, **values)
             if outputs is not None:
                 self._record_outputs(s, job, outputs, stored)

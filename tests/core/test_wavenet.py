@@ -118,6 +118,8 @@ def test_a_clip_cut_short_by_a_stop_request_is_not_kept(tmp_path, make_hooks):
     hooks = make_hooks(stop_at=5)  # the first prompt whole (1 + 4 questions), stopped before the second
     kept = api.generate(tmp_path / "job", ["A4", "e5"], gen, tmp_path / "whole", hooks)
     assert [s.prompt for s in kept] == ["A4", "A4"] and hooks.progress_calls[-1] == (1, 2)
+    # progress moves within a prompt too, at each of the decoder's checks (samples of the 2 x 4,000 asked)
+    assert hooks.progress_calls[:5] == [(0, 2), (1000, 8000), (2000, 8000), (3000, 8000), (4000, 8000)]
     for s in kept:
         with wave.open(str(s.path)) as w:
             assert w.getnframes() == 4000

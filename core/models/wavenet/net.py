@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MU = 255  # mu-law with 256 levels
+STOP_EVERY = 1000  # samples per clip between generate()'s stop checks
 
 
 def mu_law_encode(x: torch.Tensor | np.ndarray, mu: int = MU) -> torch.Tensor:
@@ -112,7 +113,7 @@ class WaveNet(nn.Module):
                  generator: torch.Generator | None = None, stop=None) -> torch.Tensor:
         """Sample n clips of `length` samples (float in [-1, 1], (n, length)) starting from silence.
 
-        `stop` is an optional callable checked every 1000 samples; when it returns true the clips end early.
+        `stop` is an optional callable checked every STOP_EVERY samples; when it returns true the clips end early.
         """
         state = FastState(self, n, label)
         code = torch.full((n,), self.cfg.quantization // 2, dtype=torch.long)  # silence
@@ -121,7 +122,7 @@ class WaveNet(nn.Module):
             probs = torch.softmax(state.step(code) / temperature, dim=-1).cpu()
             code = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             out[:, t] = code
-            if stop is not None and t % 1000 == 999 and stop():
+            if stop is not None and t % STOP_EVERY == STOP_EVERY - 1 and stop():
                 out = out[:, : t + 1]
                 break
         return mu_law_decode(out)

@@ -9,6 +9,7 @@ genq.core.eval.audio). Generation is autoregressive from silence, one clip per s
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from genq.core.data.audio import AudioSet, load_audio, segments, write_wav
 from genq.core.device import to_device
 from genq.core.eval.audio import audio_metrics, reference_pitches
 from genq.core.models import _media
-from genq.core.models.wavenet.net import WaveNet, WaveNetConfig, mu_law_encode
+from genq.core.models.wavenet.net import STOP_EVERY, WaveNet, WaveNetConfig, mu_law_encode
 from genq.core.recipe import Recipe
 
 EVAL_CLIPS = 8  # one-second clips generated per evaluation
@@ -123,10 +124,17 @@ class WaveNetRecipe(Recipe):
         """num_samples WAVs of `seconds` seconds per prompt (a label name for a conditional model, or None)."""
         (net, classes), g, gen = _media.load_for_generation(cls, source_workdir, params, device)
         rate = net.cfg.sample_rate
+        length = _length(g["seconds"], rate)
 
         def make(i: int, prompt: str | None) -> list[Sample] | None:
-            clips, _ = _generate(net, g["num_samples"], g["seconds"], prompt, gen, classes, hooks)
-            if len(clips[0]) < _length(g["seconds"], rate):
+            decoded = itertools.count(STOP_EVERY, STOP_EVERY)  # samples per clip at each of the decoder's checks
+
+            def stop() -> str | None:  # progress within a prompt too: a long clip takes minutes on a CPU
+                hooks.progress(i * length + next(decoded), len(prompts) * length)
+                return hooks.stop_requested()
+
+            clips, _ = _generate(net, g["num_samples"], g["seconds"], prompt, gen, classes, hooks, stop)
+            if len(clips[0]) < length:
                 return None  # a stop request cut them short
             return [Sample(kind="audio", prompt=prompt, path=write_wav(out_dir / f"{i:04d}-{j:03d}.wav", clip, rate))
                     for j, clip in enumerate(clips)]
@@ -147,8 +155,9 @@ def _length(seconds: float, rate: int) -> int:
 
 
 def _generate(net: WaveNet, n: int, seconds: float, prompt: str | None, gen: torch.Generator,
-              classes: list[str], hooks: Hooks) -> tuple[list[np.ndarray], list[str | None]]:
-    """n clips for a prompt; with no prompt a conditional model cycles through its labels."""
+              classes: list[str], hooks: Hooks, stop=None) -> tuple[list[np.ndarray], list[str | None]]:
+    """n clips for a prompt; with no prompt a conditional model cycles through its labels. `stop`: asked every
+    STOP_EVERY samples whether to end early (default: hooks.stop_requested)."""
     net.eval()
     label, names = None, [prompt] * n
     if net.cfg.n_classes:
@@ -162,7 +171,8 @@ def _generate(net: WaveNet, n: int, seconds: float, prompt: str | None, gen: tor
             label = torch.full((n,), cls)
     elif prompt is not None:
         hooks.log(f"this wavenet is unconditional: the prompt {prompt!r} is ignored")
-    wave = net.generate(n, _length(seconds, net.cfg.sample_rate), label, generator=gen, stop=hooks.stop_requested)
+    wave = net.generate(n, _length(seconds, net.cfg.sample_rate), label, generator=gen,
+                        stop=stop or hooks.stop_requested)
     return list(wave.numpy()), names
 
 
