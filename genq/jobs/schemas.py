@@ -58,6 +58,15 @@ class GenerateJobRequest(_JobRequest):
     )
     dataset: int | None = Field(None, ge=1, le=MAX_ID, description="a prompts dataset id, instead of prompts")
 
+    @field_validator("prompts")
+    @classmethod
+    def _prompt_texts(cls, v: list[str] | None) -> list[str] | None:
+        """A blank prompt is refused, as in a prompts file (an empty shell variable, say)."""
+        for i, prompt in enumerate(v or ()):
+            if not prompt.strip():
+                raise ValueError(f"prompt {i + 1} is empty (leave prompts out for unconditional samples)")
+        return v
+
 
 REQUESTS: dict[str, type[_JobRequest]] = {"train": TrainJobRequest, "generate": GenerateJobRequest}
 

@@ -246,3 +246,14 @@ def test_a_running_jobs_eta_is_in_the_future_or_unknown(client, auth, db):
                     eta_at=utcnow() + timedelta(minutes=5))
     etas = [client.get(f"/api/v1/jobs/{j}", headers=auth).json["eta"] for j in (overdue, rows, ahead)]
     assert etas[:2] == [None, None] and etas[2] is not None
+
+
+@pytest.mark.parametrize("prompts, words", [([""], "prompt 1 is empty (leave prompts out for unconditional"),
+                                            (["Once", "  \n"], "prompt 2 is empty")])
+def test_a_blank_inline_prompt_is_refused_as_in_a_prompts_file(client, auth, db, prompts, words):
+    source = add_job(db, status="succeeded", model="gru")
+    before = count(db, Job)
+    answer = client.post("/api/v1/jobs", headers=auth, json={"type": "generate", "source_job": source,
+                                                             "prompts": prompts})
+    assert answer.status_code == 422 and words in answer.json["message"], answer.json
+    assert "field 'prompts'" in answer.json["message"] and count(db, Job) == before
