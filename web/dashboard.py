@@ -50,16 +50,21 @@ def _signed_in():
 def jobs():
     """The team's jobs, 50 a page, newest first: the first page with live status and progress, older pages
     (`?before=ID`, the cursor the page links to) as they stand."""
-    status = request.args.get("status") if request.args.get("status") in JOB_STATUSES else None
-    kind = request.args.get("type") if request.args.get("type") in ("train", "generate") else None
+    status, kind = request.args.get("status") or None, request.args.get("type") or None
     before = request.args.get("before", type=int)
     before = before if before is not None and before > 0 else None
-    with state().db.session() as s:
-        rows, older = latest_jobs(s, visible_team(s, g.caller, request.args.get("team")), status=status, type=kind,
-                                  limit=JOBS_PAGE, before=before)
-        items = [job_to_dict(s, j, brief=True) for j in rows]
+    # A filter naming no status or type (a mistyped link) shows no jobs and says so, as the API's 422 does.
+    error = (f"no status '{status}': the statuses are {', '.join(JOB_STATUSES)}" if status not in (None, *JOB_STATUSES)
+             else f"no type '{kind}': the types are train and generate" if kind not in (None, "train", "generate")
+             else None)
+    items, older = [], None
+    if error is None:
+        with state().db.session() as s:
+            rows, older = latest_jobs(s, visible_team(s, g.caller, request.args.get("team")), status=status,
+                                      type=kind, limit=JOBS_PAGE, before=before)
+            items = [job_to_dict(s, j, brief=True) for j in rows]
     return render_template("jobs.html", jobs=items, status=status, type=kind, statuses=JOB_STATUSES, before=before,
-                           older=older)
+                           older=older, error=error), 400 if error else 200
 
 
 JOBS_PAGE = 50  # jobs a page of the list shows; the live first page polls the API for as many

@@ -50,6 +50,16 @@ def test_job_list_shows_status_and_progress(browser, db):
     assert "42%" in page and 'data-poll="/api/v1/jobs?limit=50"' in page
 
 
+@pytest.mark.parametrize("query, words", [("status=bogus", "no status &#39;bogus&#39;: the statuses are queued"),
+                                          ("type=tune", "no type &#39;tune&#39;: the types are train and generate")])
+def test_a_filter_naming_no_status_or_type_says_so_and_shows_no_jobs(browser, db, query, words):
+    add_job(db, status="running")
+    answer = browser.get(f"/?{query}")
+    assert answer.status_code == 400 and words in answer.text
+    assert 'data-job-id="' not in answer.text and "data-poll" not in answer.text
+    assert 'data-job-id="' in browser.get("/?status=running&type=train").text
+
+
 def test_the_job_list_pages_to_older_jobs(browser, db):
     ids = [add_job(db, status="succeeded", progress=1.0) for _ in range(52)]
     first = browser.get("/").text
