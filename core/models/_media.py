@@ -42,8 +42,24 @@ def match_class(prompt: str, classes: list[str], synonyms: dict[int, list[str]])
 
 
 def unknown_class(prompt: str, classes: list[str]) -> DataError:
+    return unknown_classes([prompt], classes)
+
+
+def unknown_classes(prompts: list[str], classes: list[str]) -> DataError:
+    """The error for prompts that name no class of the model, naming (the first 5 of) them and its classes."""
     shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
-    return DataError(f"the prompt {prompt!r} names no class of this model (classes: {shown})")
+    if len(prompts) == 1:
+        return DataError(f"the prompt {prompts[0]!r} names no class of this model (classes: {shown})")
+    named = ", ".join(repr(p) for p in prompts[:5]) + (", ..." if len(prompts) > 5 else "")
+    return DataError(f"{len(prompts)} prompts name no class of this model: {named} (classes: {shown})")
+
+
+def check_classes(prompts: list[str | None], classes: list[str], synonyms: dict[int, list[str]]) -> None:
+    """Raise unknown_classes for the prompts (None aside) that name no class: before anything is generated, not
+    after the prompts before them."""
+    unknown = [p for p in dict.fromkeys(prompts) if p is not None and match_class(p, classes, synonyms) is None]
+    if unknown:
+        raise unknown_classes(unknown, classes)
 
 
 def png_scale(image_size: int) -> int:

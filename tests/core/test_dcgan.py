@@ -114,6 +114,11 @@ def test_class_conditioned_recipe_refuses_unknown_classes_and_stops_when_asked(t
         api.generate(tmp_path / "job", ["a handwritten seven"], {"seed": 1}, tmp_path / "out", make_hooks())
     out = api.generate(tmp_path / "job", ["Seven"], {"seed": 1}, tmp_path / "out", make_hooks())
     assert len(out) == 1
+    # Unknown classes after known ones: refused before any image is drawn, each named once.
+    with pytest.raises(DataError, match=r"^2 prompts name no class of this model: 'eleven', 'ten' \(classes: 0, "):
+        api.generate(tmp_path / "job", ["1", "eleven", None, "ten", "eleven"], {"seed": 1}, tmp_path / "mixed",
+                     make_hooks())
+    assert not (tmp_path / "mixed").exists() or not any((tmp_path / "mixed").iterdir())
 
 
 def test_wrong_data_is_refused(tmp_path, make_hooks):

@@ -138,6 +138,8 @@ class DCGANRecipe(Recipe):
         """num_samples PNG images per prompt: a class name or text (conditional models) or None."""
         (modules, mode, classes, synonyms), g, gen = _media.load_for_generation(cls, source_workdir, params, device)
         G, n_classes, n = modules["generator"], modules["generator"].cfg.n_classes, g["num_samples"]
+        if n_classes and mode == "class":
+            _media.check_classes(prompts, classes, synonyms)
 
         def make(i: int, prompt: str | None) -> list[Sample]:
             if n_classes == 0 or prompt is None:

@@ -125,6 +125,8 @@ class WaveNetRecipe(Recipe):
         (net, classes), g, gen = _media.load_for_generation(cls, source_workdir, params, device)
         rate = net.cfg.sample_rate
         length = _length(g["seconds"], rate)
+        if net.cfg.n_classes:
+            _media.check_classes(prompts, classes, {})
 
         def make(i: int, prompt: str | None) -> list[Sample] | None:
             decoded = itertools.count(STOP_EVERY, STOP_EVERY)  # samples per clip at each of the decoder's checks
