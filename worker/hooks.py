@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from genq.core.api import Hooks, RowResult, Sample
+from genq.core.data.prompts import PromptRow
 from genq.db import Artifact, Database, Job, JobLog, Output, utcnow
 from genq.db.clock import db_now
 from genq.events import flush_events
@@ -59,12 +60,12 @@ def hold(session: Session, job_id: int, holder: str, /, **values: object) -> Non
 
 
 def add_samples(session: Session, job_id: int, samples: list[Sample], stored: dict[Path, Stored],
-                artifact_kind: str, step: int | None = None, per_row: int | None = None) -> None:
+                artifact_kind: str, step: int | None = None, rows: list[tuple[PromptRow, int]] | None = None) -> None:
     """Output rows for `samples` in the caller's transaction, each file (uploaded already: `stored`) also an
-    artifact of `artifact_kind` (named by the file, prefixed with the step for a gallery); with `per_row`, the
-    samples of a generation job, that many per prompt row in order."""
+    artifact of `artifact_kind` (named by the file, prefixed with the step for a gallery); with `rows`, the
+    samples of a generation job: each sample's prompt row and output index."""
     prefix = "" if step is None else f"step-{step}-"
-    for index, sample in enumerate(samples):
+    for i, sample in enumerate(samples):
         artifact_id = None
         if sample.path is not None:
             up = stored[sample.path]
@@ -74,8 +75,10 @@ def add_samples(session: Session, job_id: int, samples: list[Sample], stored: di
             session.add(artifact)
             session.flush()  # the id the output points to
             artifact_id = artifact.id
+        row, index = rows[i] if rows is not None else (None, i)
         session.add(Output(job_id=job_id, step=step, index=index, prompt=sample.prompt, kind=sample.kind,
-                           text=sample.text, artifact_id=artifact_id, row=index // per_row if per_row else None))
+                           text=sample.text, artifact_id=artifact_id, row=None if row is None else row.row,
+                           row_id=None if row is None else row.row_id))
 
 
 class RowCounts:

@@ -33,6 +33,7 @@ from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
 from genq.worker.hosts import register_host, release_gone_workers, remove_abandoned_runs
+from genq.worker.media_rows import MediaRows
 from genq.worker.retry import TRANSIENT, with_retry
 from genq.worker.store_access import store_refusal
 
@@ -224,8 +225,8 @@ class WorkerContext:
         self.heartbeat.watch(job.id)
         hooks = self.hooks(job)
         try:
-            stopped, samples = self._execute(job, hooks)
-            self._finish(job, hooks, stopped, samples)
+            stopped, samples, media = self._execute(job, hooks)
+            self._finish(job, hooks, stopped, samples, media)
         except LeaseLost:
             log.warning("job %s: lease lost to another worker; stopped", job_id)
         except core.RankLost as exc:  # its lease expires and the reconciler re-queues it, counting an attempt
@@ -276,7 +277,9 @@ class WorkerContext:
         with self.db.reading() as s:
             return s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
 
-    def _execute(self, job: Job, hooks: JobHooks) -> tuple[str | None, list[core.Sample]]:
+    def _execute(self, job: Job, hooks: JobHooks) -> tuple[str | None, list[core.Sample], MediaRows | None]:
+        """Run the job's model code: (the stop reason, if one ended it early; its samples; an image or audio
+        generation job's rows)."""
         workdir = hooks.files.workdir
         if job.type == "train":
             data = self._data_source(job, workdir)
@@ -284,17 +287,17 @@ class WorkerContext:
                 restore_checkpoint(self.store, self.cache, row, workdir)
             result = core.train(job.model, job.params, data, workdir, hooks, self.device, world=job.gpus,
                                 gpus=job.devices.strip(",").split(",") if job.devices else ())
-            return result.stopped, result.samples
+            return result.stopped, result.samples, None
         if core.generates_rows(job.model):
-            return self._generate_rows(job, hooks), []
-        prompts = job.prompts or [None]
-        if job.source_job_id is None and job.base:  # a pretrained model of the models folder, sampled directly
-            samples = core.generate_from_base(job.model, job.base, prompts, job.params, workdir / "outputs", hooks,
-                                              self.device)
-            return hooks.stop_requested(), samples
-        with self._trained_model(job.source_job_id) as source:
-            samples = core.generate(source, prompts, job.params, workdir / "outputs", hooks, self.device)
-        return hooks.stop_requested(), samples
+            return self._generate_rows(job, hooks), [], None
+        media, samples = MediaRows.load(self.settings, self.db, job), []
+        if row_params := media.row_params():
+            hooks.log(f"per-row params ({', '.join(row_params)}) are for text models: every row of a {job.model} "
+                      "job is drawn with the job's params")
+        if media.good:
+            with self._trained_model(job.source_job_id) as source:
+                samples = core.generate(source, media.prompts(), job.params, workdir / "outputs", hooks, self.device)
+        return hooks.stop_requested(), samples, media
 
     def _generate_rows(self, job: Job, hooks: JobHooks) -> str | None:
         """A text generation job, row by row (genq.worker.rows.start): the rows no attempt stored yet, from its
@@ -334,7 +337,8 @@ class WorkerContext:
         place(cached, path)
         return core.DataSource(kind=kind, path=path)
 
-    def _finish(self, job: Job, hooks: JobHooks, stopped: str | None, samples: list[core.Sample]) -> None:
+    def _finish(self, job: Job, hooks: JobHooks, stopped: str | None, samples: list[core.Sample],
+                media: MediaRows | None) -> None:
         if stopped == "lost":
             raise LeaseLost(job.id)
         if stopped in ("shutdown", "preempt"):
@@ -354,53 +358,58 @@ class WorkerContext:
             self._woken = True
             return
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
+        text_rows = job.type == "generate" and media is None
         error = None
-        if not stopped and job.type == "generate" and core.generates_rows(job.model):
+        if not stopped and text_rows:
             hooks.flush()  # the rows still buffered, to count them
             error = rows.none_ok(self.db, job.id)
+        elif not stopped and media is not None:
+            error = media.none_ok()
         status = "cancelled" if stopped == "cancel" else "failed" if error else "succeeded"
-        self._end(job, hooks, status, error=error, outputs=samples if keep else None)
+        self._end(job, hooks, status, error=error, outputs=samples if keep else None, media=media,
+                  row_files=text_rows)
 
-    def _upload_outputs(self, job: Job, files: JobFiles, samples: list[core.Sample]) -> dict[Path, Stored]:
-        """Upload the files of `samples` and, for a generation job, outputs.jsonl and outputs.csv (each row's
-        samples, the file of an image or a clip by name)."""
+    def _upload_outputs(self, files: JobFiles, samples: list[core.Sample], media: MediaRows | None
+                        ) -> dict[Path, Stored]:
+        """Upload the files of `samples` and, for an image or audio generation job, outputs.jsonl and outputs.csv
+        (each row's samples, the file of an image or a clip by name, and its bad rows)."""
         stored = files.upload_samples(samples)
-        if job.type == "generate" and samples:
-            per_row = job.params.get("num_samples", 1)
-            lines = [{"row": index // per_row, "index": index, "prompt": sample.prompt, "kind": sample.kind,
-                      "text": sample.text, "file": sample.path.name if sample.path else None}
-                     for index, sample in enumerate(samples)]
+        if media is not None and (lines := media.lines(samples)):
             stored.update(rows.write_sample_files(files, lines, list(lines[0])))
         return stored
 
-    def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample], stored: dict[Path, Stored]) -> None:
-        """Output rows (and artifacts for files) for `samples`, in the caller's transaction; a generation job's
-        also as outputs.jsonl and outputs.csv."""
-        generating = job.type == "generate"
-        add_samples(s, job.id, samples, stored, "output" if generating else "sample",
-                    per_row=job.params.get("num_samples", 1) if generating else None)
+    def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample], stored: dict[Path, Stored],
+                        media: MediaRows | None) -> None:
+        """Output rows (and artifacts for files) for `samples`, in the caller's transaction; an image or audio
+        generation job's numbered by their rows, its bad rows as error rows, and all as outputs.jsonl and
+        outputs.csv."""
+        numbered = None if media is None else [(row, index) for row, index, _ in media.numbered(samples)]
+        add_samples(s, job.id, samples, stored, "sample" if job.type == "train" else "output", rows=numbered)
+        if media is not None:
+            media.record_bad(s, job.id)
         for path, up in stored.items():
             if path.name in ("outputs.jsonl", "outputs.csv"):
                 s.add(Artifact(job_id=job.id, kind="output", name=path.name, path=up.key, size_bytes=up.size,
                                sha256=up.sha256, media_type=MEDIA_TYPES[path.suffix]))
 
     def _end(self, job: Job, hooks: JobHooks, status: str, error: str | None = None, log_line: str | None = None,
-             outputs: list[core.Sample] | None = None) -> None:
-        """End the job and record its outputs in one fenced transaction with what the hooks still buffer: all of
-        it lands, or none."""
-        stored = self._upload_outputs(job, hooks.files, outputs) if outputs else {}
+             outputs: list[core.Sample] | None = None, media: MediaRows | None = None, row_files: bool = False) -> None:
+        """End the job and record its outputs (and an image or audio generation job's rows: `media`) in one
+        fenced transaction with what the hooks still buffer: all of it lands, or none. `row_files`: write a text
+        generation job's outputs.jsonl and outputs.csv from its stored rows."""
+        outputs = outputs or []
+        stored = self._upload_outputs(hooks.files, outputs, media) if outputs or media else {}
 
         def end(s: Session) -> None:
             values = dict(status=status, finished_at=db_now(s), lease_expires_at=None, error=error)
             if status == "succeeded":
                 values["progress"] = 1.0
-            if job.type == "generate" and not core.generates_rows(job.model) and outputs is not None:
-                # Every prompt row at once: all of them, or the whole ones a cancel kept.
-                values["rows_done"] = len(outputs) // job.params.get("num_samples", 1)
+            if media is not None:  # every row at once: all of them, or the whole ones a cancel kept
+                values["rows_done"], values["rows_failed"] = media.counts(outputs)
             hold(s, job.id, self.id, **values)
-            if outputs is not None:
-                self._record_outputs(s, job, outputs, stored)
-            if job.type == "generate" and status != "failed" and core.generates_rows(job.model):
+            if outputs or media:
+                self._record_outputs(s, job, outputs, stored, media)
+            if row_files:
                 rows.write_files(s, hooks.files, job.id)
             s.execute(insert(JobLog.__table__).values(job_id=job.id, message=log_line or status))
         events = [("outputs", {"count": len(outputs)})] if outputs else []

@@ -170,21 +170,38 @@ def _csv_params(cells: dict[str, str]) -> dict[str, Any]:
 
 
 def _check_width(cells: list[str], width: int) -> None:
-    """RowError when a CSV row has fewer cells than the first row, or more that are not empty: an unquoted comma
-    in a prompt split it, and the cells past the header were dropped without a word."""
-    if len(cells) < width or any(c.strip() for c in cells[width:]):
+    """RowError when a CSV row has more or fewer cells than the first row: an unquoted comma in a prompt split it
+    (even with the last column empty, the prompt's second half went to the next column)."""
+    if len(cells) != width:
         first = "the header has" if width > 1 else "the first row has"
         raise RowError(f"has {len(cells)} cell{'s' * (len(cells) != 1)} where {first} {width} (a cell holding a "
                        "comma must be quoted)")
 
 
+def _bad_row(exc: RowError, row_id: str | None, prompt: str | None) -> RowError:
+    """`exc`, carrying the row's id and prompt (when usable), to tell which row it was."""
+    exc.row_id = row_id if row_id and len(row_id) <= 200 else None
+    try:
+        exc.prompt = _check_prompt(prompt)
+    except RowError:
+        exc.prompt = None
+    return exc
+
+
 def _csv_rows(text: str, template: str | None, template_later: bool
-              ) -> list[tuple[str, str | None, dict[str, Any]] | RowError]:
+              ) -> tuple[list[tuple[str | None, str | None, dict[str, Any]] | RowError], list[int]]:
+    """(each row's (prompt, id, params) or its RowError, each row's last line in the file). A CSV of several
+    columns and no 'prompt' one, with template_later, has rows of no prompt yet: a job's template makes them."""
     # strict: a quote left open swallowed the rest of the file into one prompt; newline="": the reader takes
     # \r, \n and \r\n line ends alike (a file of bare \r ends was refused in Python's words)
     csv.field_size_limit(MAX_FIELD_CHARS)  # the reader's default, 131,072, refused a whole file for one long cell
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    table, line_of = [], []
     try:
-        table = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r and any(c.strip() for c in r)]
+        for r in reader:
+            if r and any(c.strip() for c in r):
+                table.append(r)
+                line_of.append(reader.line_num)
     except csv.Error as exc:
         why = "a quoted field is never closed" if "end of data" in str(exc) else str(exc)
         raise DataError(f"the prompts file is not valid CSV: {why}") from None
@@ -193,38 +210,33 @@ def _csv_rows(text: str, template: str | None, template_later: bool
     if len(header) > 1 and (twice := next((n for n in lower if n and lower.count(n) > 1), None)):
         raise DataError(f"the CSV header names the column '{header[lower.index(twice)]}' twice: give each column a "
                         "name of its own")
-    out: list[tuple[str, str | None, dict[str, Any]] | RowError] = []
-    if template is not None:
-        missing = [n for n in template_fields(template) if n not in header]
-        if missing:
-            raise DataError(f"the template names the column '{missing[0]}', which the CSV header "
-                            f"({', '.join(header)}) does not have")
-        for r in table[1:]:
-            cells = dict(zip(header, r, strict=False))
-            try:
-                _check_width(r, len(header))
-                out.append((_check_prompt(render_template(template, cells)), cells.get("id") or None,
-                            _csv_params({name.lower(): cell for name, cell in cells.items()})))
-            except RowError as exc:
-                out.append(exc)
-        return out
+    out: list[tuple[str | None, str | None, dict[str, Any]] | RowError] = []
     has_header = "prompt" in lower
-    if not has_header and len(header) > 1 and not template_later:  # one column may be headerless prompts
+    if template is None and not has_header and len(header) > 1 and not template_later:
         raise DataError(f"the CSV has no 'prompt' column (its first row: {', '.join(header)[:200]}): name the "
                         "column of prompts 'prompt', or give a template over the columns")
-    column = lower.index("prompt") if has_header else 0  # no header: prompts in the one column
-    id_column = lower.index("id") if has_header and "id" in lower else None
-    # several columns are a header even without 'prompt' (a job's template names them): not a row
-    for r in table[1 if has_header or len(header) > 1 else 0:]:
+    if template is not None and (missing := [n for n in template_fields(template) if n not in header]):
+        raise DataError(f"the template names the column '{missing[0]}', which the CSV header "
+                        f"({', '.join(header)}) does not have")
+    # several columns are a header even without 'prompt' (a job's template names them): not a row; one column
+    # without it holds headerless prompts
+    body = table[1:] if has_header or len(header) > 1 else table
+    for r in body:
+        cells = {name: cell for name, cell in zip(lower, r, strict=False)}  # by lowercased column name
+        if template is not None:
+            prompt = render_template(template, dict(zip(header, r, strict=False)))
+        elif has_header or len(header) == 1:
+            column = lower.index("prompt") if has_header else 0
+            prompt = r[column] if column < len(r) else None
+        else:
+            prompt = None  # no prompt until a job's template makes it
         try:
             _check_width(r, len(header))
-            prompt = _check_prompt(r[column] if column < len(r) else None)
-            row_id = r[id_column] if id_column is not None and id_column < len(r) and r[id_column] else None
-            params = _csv_params(dict(zip(lower, r, strict=False))) if has_header else {}
-            out.append((prompt, row_id, params))
+            out.append((prompt if prompt is None else _check_prompt(prompt), _row_id(cells.get("id") or None),
+                        _csv_params(cells) if len(header) > 1 else {}))
         except RowError as exc:
-            out.append(exc)
-    return out
+            out.append(_bad_row(exc, cells.get("id"), prompt))
+    return out, line_of[len(table) - len(body):]
 
 
 def parse_prompts(data: bytes, fmt: str, template: str | None = None, template_later: bool = False
@@ -260,7 +272,7 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None, template_l
                 exc.row_id, exc.prompt = _salvaged(obj)  # a bad row keeps its id and prompt, to tell which it was
                 parsed.append(exc)
     else:
-        parsed = _csv_rows(text, template, template_later)
+        parsed, lines = _csv_rows(text, template, template_later)
     if len(parsed) > MAX_ROWS:
         raise DataError(f"the prompts file holds {len(parsed)} rows (at most {MAX_ROWS})")
     rows = []

@@ -146,15 +146,44 @@ def test_json_nested_past_the_parsers_depth_is_a_bad_row():
 
 
 def test_a_csv_row_of_more_or_fewer_cells_than_its_header_is_a_bad_row():
-    rows = parse_prompts(b"name,features\nA,B,C,D\nE\nF,G\nH,I,,\n", "csv", "{name} {features}")
-    assert [r.error for r in rows[:2]] == [
-        "row 0: has 4 cells where the header has 2 (a cell holding a comma must be quoted)",
-        "row 1: has 1 cell where the header has 2 (a cell holding a comma must be quoted)"]
-    assert [r.prompt for r in rows[2:]] == ["F G", "H I"]  # empty cells past the header are no loss
+    rows = parse_prompts(b"name,features\nA,B,C,D\nE\nF,G\n\nH,I,,\n", "csv", "{name} {features}")
+    assert [r.error for r in rows] == [
+        "row 0 (line 2): has 4 cells where the header has 2 (a cell holding a comma must be quoted)",
+        "row 1 (line 3): has 1 cell where the header has 2 (a cell holding a comma must be quoted)", None,
+        "row 3 (line 6): has 4 cells where the header has 2 (a cell holding a comma must be quoted)"]
+    assert [r.prompt for r in rows] == ["A B", "E ", "F G", "H I"]  # a bad row keeps a prompt, to tell which
     # headerless prompts: an unquoted comma split the prompt, whose second half was dropped
     rows = parse_prompts(b"Hello\nHi, there\n\"Yes, quoted\"\n", "csv")
-    assert [r.prompt for r in rows] == ["Hello", None, "Yes, quoted"]
-    assert rows[1].error == "row 1: has 2 cells where the first row has 1 (a cell holding a comma must be quoted)"
+    assert [r.prompt for r in rows] == ["Hello", "Hi", "Yes, quoted"] and [r.error is None for r in rows] == [
+        True, False, True]
+    assert rows[1].error == ("row 1 (line 2): has 2 cells where the first row has 1 (a cell holding a comma must be "
+                             "quoted)")
+    # an unquoted comma with the last column empty: its second half went to that column
+    rows = parse_prompts(b"id,prompt,notes\nr1,ROMEO: speak,\nr2,Hello, world,\n", "csv")
+    assert [(r.row_id, r.prompt, r.error is None) for r in rows] == [("r1", "ROMEO: speak", True),
+                                                                      ("r2", "Hello", False)]
+    assert "has 4 cells where the header has 3" in rows[1].error
+
+
+def test_csv_ids_are_read_whatever_the_case_of_their_column_and_kept_on_bad_rows():
+    rows = parse_prompts(b"Name,ID\nRomeo,k1\n,k2\n", "csv", "Hi {Name}")
+    assert [(r.row_id, r.prompt) for r in rows] == [("k1", "Hi Romeo"), ("k2", "Hi ")]
+    rows = parse_prompts(b"Prompt,Id,seed\nROMEO:,k1,1\nJULIET:,k2,x\n,k3,\n", "csv")
+    assert [(r.row_id, r.prompt, r.error) for r in rows] == [
+        ("k1", "ROMEO:", None),
+        ("k2", "JULIET:", 'row 1 (line 3): "seed" must be an integer from 0 to 2**63 - 1, got "x"'),
+        ("k3", None, "row 2 (line 4): its prompt is empty")]
+    long_id = parse_prompts(b"prompt,id\nhello," + b"i" * 201 + b"\nok,2\n", "csv")
+    assert long_id[0].row_id is None and "its id must be a string or an integer of at most 200" in long_id[0].error
+
+
+def test_a_csv_for_a_template_uploads_whatever_its_first_column_holds():
+    rows = parse_prompts(b"notes,name,features\n,Romeo,sad\n,Juliet,young\n", "csv", template_later=True)
+    assert [(r.prompt, r.error) for r in rows] == [(None, None), (None, None)]
+    rows = parse_prompts(b"notes,name,features\n,Romeo,sad\n", "csv", "Describe {name}: {features}")
+    assert [(r.prompt, r.error) for r in rows] == [("Describe Romeo: sad", None)]
+    with pytest.raises(DataError, match="no 'prompt' column"):
+        parse_prompts(b"notes,name,features\n,Romeo,sad\n", "csv")
 
 
 def test_a_csv_header_that_names_a_column_twice_is_refused():

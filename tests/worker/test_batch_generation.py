@@ -104,6 +104,8 @@ def test_sigkilled_worker_resumes_batch_with_every_row_once(platform):
     assert (done["status"], done["rows_done"], done["rows_failed"]) == ("failed", 2, 2)  # no row succeeded
     assert done["error"].startswith("no row succeeded; the first: row 5 (line 6): it has no prompt")
     assert [(o.row, o.status) for o in stored(platform, retry["id"])] == [(5, "error"), (77, "error")]
+    files = {a["name"]: a for a in platform.api("GET", f"/jobs/{retry['id']}/artifacts").json()["artifacts"]}
+    assert [json.loads(line)["row"] for line in download(platform, files["outputs.jsonl"]).splitlines()] == [5, 77]
 
 
 def download(platform, artifact: dict) -> str:
