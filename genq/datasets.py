@@ -139,6 +139,14 @@ def prompts_info(rows: list[PromptRow]) -> dict[str, Any]:
     return {"prompts": len(rows), "bad_rows": len(bad), "errors": bad[:100]} if bad else {"prompts": len(rows)}
 
 
+def _prompts_format(path: Path) -> str:
+    """The format of a prompts file named neither .csv nor .jsonl (rows.txt): JSONL when its first character
+    (past a BOM and blank space) opens a JSON object, else CSV."""
+    with open(path, "rb") as f:
+        start = f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return ".jsonl" if start.startswith(b"{") else ".csv"
+
+
 def detect_kind(
     path: Path, filename: str = "", max_unpacked: int = 4 * 2**30, kind: str | None = None
 ) -> Detected:
@@ -153,7 +161,7 @@ def detect_kind(
     if kind == "text":
         return Detected("text", ".txt", check_text(path))
     if kind == "prompts" or (kind is None and suffix in (".csv", ".jsonl")):
-        ext = suffix if suffix in (".csv", ".jsonl") else ".csv"
+        ext = suffix if suffix in (".csv", ".jsonl") else _prompts_format(path)
         return Detected("prompts", ext, prompts_info(read_prompt_rows(path, ext, template_later=True)))
     magic = formats.magic(head)
     if magic == "zip":

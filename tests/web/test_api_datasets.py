@@ -111,6 +111,16 @@ def test_prompts_with_some_bad_rows_upload_naming_them(client, auth):
     assert '"temperature" must be a number from 1e-06 to 100, got -1' in info["errors"][1]["error"]
 
 
+def test_prompts_named_neither_csv_nor_jsonl_are_read_by_their_first_line(client, auth, db):
+    rows = b'\xef\xbb\xbf\n  {"prompt": "ROMEO:", "id": "a"}\n{"prompt": "JULIET:"}\n'
+    jsonl = upload(client, auth, rows, "rows.txt", kind="prompts")
+    assert jsonl.status_code == 201 and jsonl.json["info"] == {"prompts": 2}, jsonl.json
+    table = upload(client, auth, b"id,prompt\na,ROMEO:\n", "rows.txt", kind="prompts")
+    assert table.status_code == 201 and table.json["info"] == {"prompts": 1}, table.json
+    with db.session() as s:
+        assert [s.get(Dataset, d.json["id"]).path.rsplit(".", 1)[1] for d in (jsonl, table)] == ["jsonl", "csv"]
+
+
 def test_binary_uploaded_as_text_is_refused(client, auth):
     answer = upload(client, auth, png(), "digit.png", kind="text")
     assert answer.status_code == 422 and "NUL byte" in answer.json["message"]

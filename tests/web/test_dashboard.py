@@ -334,6 +334,17 @@ def test_the_operator_generates_from_rates_and_judges_any_teams_jobs(client, db)
     assert "from " in client.get(f"/rate?jobs={one},{two}").text
 
 
+def test_a_prompts_dataset_with_bad_rows_lists_their_errors_as_text(browser, db):
+    page = browser.get("/datasets").text
+    rows = b'{"prompt": "ok"}\n' + b"".join(b'{"prompt": "x", "top_p": %d}\n' % i for i in range(2, 7))
+    browser.post("/datasets", data={"csrf_token": csrf_from(page), "file": (io.BytesIO(rows), "p.jsonl")},
+                 content_type="multipart/form-data")
+    listing = browser.get("/datasets").text
+    cell = listing.split('<span class="kind">prompts</span>')[1].split("</td>", 3)[2]
+    assert "prompts: 6 · bad_rows: 5 · row 1 (line 2): &#34;top_p&#34; must be" in cell, cell
+    assert cell.count("row ") == 3 and cell.rstrip().endswith("; …") and "{" not in cell
+
+
 def test_a_job_from_a_prompts_dataset_shows_their_number_and_the_dataset(browser, db):
     job = add_job(db, type="generate", status="queued", builtin_dataset=None, params={},
                   prompts=["Lamp", "Chair", "Desk"], rows_total=3)
