@@ -8,6 +8,7 @@ reason, and the file is refused (DataError) only when no row is usable.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import math
@@ -59,6 +60,25 @@ class PromptRow:
 
 class RowError(ValueError):
     """One row cannot run; the message says why."""
+
+
+def _check_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """`values`, or RowError for a key that misspells a per-row param: a JSON row's other keys are its own data
+    (a CSV's columns are a template's data: "seeds" may be one, so they are not checked)."""
+    for key in values:
+        if (meant := _misspelt(key)) is not None:
+            raise RowError(f'unknown key "{key}": did you mean "{meant}"?')
+    return values
+
+
+def _misspelt(key: str) -> str | None:
+    """The per-row param that `key`, not one, looks like a misspelling of (maxNewTokens, temperatur), if any."""
+    names = [*ROW_PARAMS, "stop"]
+    if key in names:
+        return None
+    squashed = key.lower().replace("_", "").replace("-", "").replace(" ", "")
+    same = [n for n in names if n.replace("_", "") == squashed]
+    return (same or difflib.get_close_matches(key.lower(), names, n=1, cutoff=0.88) or [None])[0]
 
 
 def check_row_params(values: dict[str, Any]) -> dict[str, Any]:
@@ -123,8 +143,9 @@ def _json_row(obj: object) -> tuple[str, str | None, dict[str, Any]]:
         else:
             prompt = body.get("prompt")
         values = {OPENAI_NAMES.get(k, k): v for k, v in body.items()}
-        return _check_prompt(prompt), _row_id(obj.get("custom_id")), check_row_params(values)
-    return _check_prompt(obj.get("prompt")), _row_id(obj.get("id")), check_row_params(obj)
+        return _check_prompt(prompt), _row_id(obj.get("custom_id")), check_row_params(_check_keys(values))
+    values = {OPENAI_NAMES.get(k, k): v for k, v in obj.items()}  # max_tokens, as in an OpenAI body
+    return _check_prompt(obj.get("prompt")), _row_id(obj.get("id")), check_row_params(_check_keys(values))
 
 
 def template_fields(template: str) -> list[str]:

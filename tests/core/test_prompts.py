@@ -189,3 +189,16 @@ def test_a_csv_for_a_template_uploads_whatever_its_first_column_holds():
 def test_a_csv_header_that_names_a_column_twice_is_refused():
     with pytest.raises(DataError, match="the CSV header names the column 'prompt' twice"):
         parse_prompts(b"prompt,Prompt\nA,B\n", "csv")
+
+
+def test_a_json_key_that_misspells_a_row_param_is_a_bad_row_and_max_tokens_is_max_new_tokens():
+    rows = parse_prompts(jsonl({"prompt": "a", "maxNewTokens": 2}, {"prompt": "b", "temperatur": 0.5},
+                               {"prompt": "c", "max_tokens": 3}, {"prompt": "d", "category": "x", "top": 1},
+                               {"custom_id": "e", "body": {"prompt": "e", "Top_P": 0.5}}), "jsonl")
+    assert [r.error for r in rows] == [
+        'row 0 (line 1): unknown key "maxNewTokens": did you mean "max_new_tokens"?',
+        'row 1 (line 2): unknown key "temperatur": did you mean "temperature"?', None, None,
+        'row 4 (line 5): unknown key "Top_P": did you mean "top_p"?']
+    assert rows[2].params == {"max_new_tokens": 3} and rows[3].params == {}
+    # a CSV's columns are a template's data, whatever their names
+    assert parse_prompts(b"prompt,seeds\nROMEO:,4\n", "csv")[0].error is None
