@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
@@ -94,6 +95,7 @@ def job(job_id: int):
         evals=evals,
         estimate=training_estimate(item["model"], item["params"]) if item["type"] == "train" else None,
         outputs=outputs,
+        page_outputs=PAGE_OUTPUTS,
         ratings=ratings,
         own_scores=own_scores,
         artifacts=[a for a in artifacts if a["kind"] != "gallery"],  # those are under "Samples by step"
@@ -135,10 +137,11 @@ def _int_field(form, name: str, default: int) -> int:
     raw = (form.get(name) or "").strip()
     if not raw:
         return default
-    try:
-        return int(raw) if len(raw) <= 12 else int("x")
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number") from None
+    if not re.fullmatch(r"[+-]?[0-9]+", raw):
+        raise InvalidInput(f"{name} must be a whole number")
+    if len(raw) > 20:  # the API says the range of a number it can read
+        raise InvalidInput(f"{name} is out of range ({len(raw)} digits)")
+    return int(raw)
 
 
 def _form_body(form) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from genq.db.models import Dataset, Job, JobLog
+from genq.db.models import Dataset, Job, JobLog, Output
 from tests.web.conftest import (
     add_artifact,
     add_job,
@@ -149,6 +149,8 @@ def test_submit_train_form(browser, db):
         ({"dataset": "digits"}, "trains on text data", "dataset"),
         ({"priority": "soon"}, "priority", "priority"),
         ({"gpus": "two"}, "gpus must be a whole number", "gpus"),
+        ({"priority": "99999999999999999999"}, "less than or equal to 1000", "priority"),
+        ({"priority": "9" * 30}, "priority is out of range (30 digits)", "priority"),
         ({"model": "vae", "dataset": "digits", "gpus": "2"}, "runs on one device", "gpus"),
     ],
 )
@@ -359,3 +361,15 @@ def test_a_job_from_a_prompts_dataset_shows_their_number_and_the_dataset(browser
     assert page.status_code == 200, page.text
     prompts = page.text.split("<h3>Prompts</h3>")[1].split("</p>")[0]
     assert "3 from" in prompts and f"dataset #{dataset.id}" in prompts and "Chair" not in page.text
+
+
+def test_a_batch_page_says_it_shows_the_first_outputs_and_a_retry_links_its_job(browser, db):
+    first = add_job(db, type="generate", status="succeeded", params={}, prompts=["p"] * 300, rows_total=300)
+    with db.session() as s:
+        s.add_all(Output(job_id=first, index=i, row=i, kind="text", prompt="p", text=f"t{i}") for i in range(300))
+    page = browser.get(f"/jobs/{first}").text
+    assert page.count('class="output output-text"') == 200 and 'id="outputs-shown"' in page
+    retry = add_job(db, type="generate", status="queued", params={}, prompts=["p"] * 300, rows_total=2,
+                    retry_of=first, only_rows=[4, 9])
+    page = browser.get(f"/jobs/{retry}").text
+    assert f'2 rows of <a href="/jobs/{first}">job #{first}</a>' in page and 'id="outputs-shown"' not in page
