@@ -4,9 +4,11 @@ process would (the same loss, to rounding).
 
 The calling process is rank 0: it keeps the job's hooks (metrics, checkpoints, progress, samples) and its
 stop requests, which it passes to the other ranks at every step, so that all of them stop at the same step.
-Ranks 1..N-1 are child processes that report nothing: forked on CPU (no second import of torch), spawned
-on GPU (CUDA forbids a fork once initialised). A rank that dies ends the run: rank 0 raises RankLost at its
-next step (or its next collective fails) and kills the rest; the children die with rank 0's process.
+Ranks 1..N-1 are child processes that report nothing, spawned (a new interpreter each): CUDA forbids a fork
+once initialised, and a fork breaks OpenMP's thread pool (it copies no thread): a forked rank of a worker that
+had already run a job hung at its first parallel kernel, waiting for its parent's OpenMP threads. A rank that
+dies ends the run: rank 0 raises RankLost at its next step (or its next collective fails) and kills the rest;
+the children die with rank 0's process.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def train(recipe: type, params: dict[str, Any], data: DataSource, workdir: Path,
     # The ranks meet at a store on a port the system picks: no port to guess, none taken by another job.
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False,
                           timeout=timedelta(seconds=TIMEOUT_SECONDS))
-    context = torch.multiprocessing.get_context("spawn" if cuda else "fork")
+    context = torch.multiprocessing.get_context("spawn")
     children = [context.Process(target=_rank, name=f"genq-rank{r}", daemon=True,
                                 args=(r, world, store.port, torch.get_num_threads(), gpus[r] if cuda else None,
                                       recipe, params, data, workdir))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,9 +84,16 @@ def test_two_device_jobs_hold_a_two_slot_host_and_train_like_one_process(platfor
 
 
 def ranks_of(supervisor: int) -> set[int]:
-    """The rank processes under a `genq worker --slots N` supervisor: its workers' children."""
+    """The rank processes under a `genq worker --slots N` supervisor: its workers' spawned children (not
+    multiprocessing's resource tracker)."""
     children = process_children()
-    return {rank for worker in children.get(supervisor, []) for rank in children.get(worker, [])}
+
+    def spawned(pid: int) -> bool:
+        try:
+            return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            return False
+    return {rank for worker in children.get(supervisor, []) for rank in children.get(worker, []) if spawned(rank)}
 
 
 def test_a_lost_rank_requeues_the_job_from_its_checkpoint_and_a_cancel_ends_every_rank(platform):
