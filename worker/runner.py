@@ -129,9 +129,10 @@ class WorkerContext:
         """The claim's condition that a job fits on this host now: one of several devices needs that many of the
         host's slots unheld; none other may start on a host where one of several devices runs (its processes
         but one sit idle, holding their slots for it) unless the host has slots to spare (on a GPU, claim() also
-        checks that the claimer's own device is not one a running job holds)."""
-        host, other = socket.gethostname(), aliased(Job)  # `other`: the host's running jobs, not the one claimed
-        mine = select(Worker.id).where(Worker.hostname == host)
+        checks that the claimer's own device is not one a running job holds). Only this pool's: another pool's
+        processes on the host have slots of their own, as the scheduler counts them."""
+        host, other = socket.gethostname(), aliased(Job)  # `other`: the pool's running jobs here, not the one claimed
+        mine = select(Worker.id).where(Worker.hostname == host, Worker.pool == self.pool)
         on_host = (other.status == "running") & other.worker_id.in_(mine)
         held = select(func.coalesce(func.sum(other.gpus), 0)).where(on_host).scalar_subquery()
         slots = select(func.coalesce(func.sum(Worker.slots), 0)).where(

@@ -144,6 +144,20 @@ def test_a_host_running_a_job_of_two_devices_claims_nothing_else_until_it_ends(d
         assert s.get(Job, small).dispatched_at is None, "handed back for the scheduler to send again"
 
 
+def test_a_job_of_two_devices_in_another_pool_of_the_host_holds_none_of_this_pools_slots(db, settings):
+    from genq.worker.runner import WorkerContext
+
+    host = socket.gethostname()
+    worker = WorkerContext(settings, "default")  # the host's one process in pool default, idle
+    with db.session() as s:
+        s.add_all([Worker(id=worker.id, hostname=host, slots=1, last_heartbeat=utcnow()),
+                   *(Worker(id=f"{host}:{n}:b", hostname=host, pool="b", slots=1, last_heartbeat=utcnow())
+                     for n in (1, 2))])
+    add_jobs(db, 1, gpus=2, pool="b", status="running", worker_id=f"{host}:1:b")
+    (small,) = add_jobs(db, 1, dispatched_at=utcnow())
+    assert worker.claim(small) is not None, "pool b's job holds pool b's slots, not this one"
+
+
 def test_on_a_gpu_host_a_job_holds_its_devices_and_no_claim_takes_one_it_holds(db, settings):
     """Four GPU processes on one host (devices faked: this machine has none). A job of two devices holds its
     claimer's GPU and the lowest free one; the process whose GPU it took claims nothing while it runs, the others
