@@ -152,7 +152,8 @@ class _Allocator:
                                    f"{cap}): it can never start under this quota; raise max_gpus or cancel it")
             else:
                 self.queues.setdefault(job.team, deque()).append(job)
-        busy = set(self.queues) | set(self.running_gpus)
+        # A team whose week of GPU-hours is spent can start nothing: it takes no share from the others.
+        busy = {t for t in self.queues if not self._hours_spent(t)} | set(self.running_gpus)
         total = sum(self._team(t).weight for t in busy) or 1.0
         self.share = {t: self.capacity * self._team(t).weight / total for t in busy}
         self.reservations: dict[str, tuple[float, int]] = {}  # node -> (time, job)
@@ -160,6 +161,10 @@ class _Allocator:
 
     def _team(self, name: str) -> TeamState:
         return self.snap.teams.get(name) or TeamState(name)
+
+    def _hours_spent(self, name: str) -> bool:
+        team = self._team(name)
+        return team.gpu_hours_per_week is not None and team.week_gpu_hours >= team.gpu_hours_per_week
 
     def expected(self, seconds: float | None) -> float:
         return self.snap.default_run_seconds if seconds is None else max(seconds, 0.0)
@@ -199,7 +204,7 @@ class _Allocator:
         team = self._team(job.team)
         if team.max_gpus is not None and self.running_gpus.get(job.team, 0) + job.gpus > team.max_gpus:
             return f"team {team.name} is at its quota of {_gpus(team.max_gpus)}"
-        if team.gpu_hours_per_week is not None and team.week_gpu_hours >= team.gpu_hours_per_week:
+        if self._hours_spent(job.team):
             return (f"team {team.name} has used its {team.gpu_hours_per_week:g} GPU-hours of the last 7 days "
                     f"({team.week_gpu_hours:.3g} used)")
         return None

@@ -77,6 +77,18 @@ def test_device_quota_and_weekly_quota_hold_jobs_with_a_reason():
     assert "team b has used its 10 GPU-hours" in decision.reasons[50]
 
 
+def test_a_team_whose_week_of_hours_is_spent_takes_no_share_from_the_others():
+    # 3 slots, all a's; b (weight 1) waits, as does spent (weight 1, out of hours): b's share is 1 of 3, not 0.75
+    spent = {**teams(a=2, b=1), "spent": TeamState("spent", gpu_hours_per_week=1, week_gpu_hours=2)}
+    running = [Running(id=100 + i, team="a", node="w", started_at=0) for i in range(3)]
+    snap = Snapshot(now=1000, nodes=[Node("w", 3)], running=running,
+                    queue=queue("spent", 1, 1) + queue("b", 1, 2), teams=spent, min_run_seconds=0)
+    decision = plan(snap)
+    assert len(decision.preempt) == 1 and "GPU-hours" in decision.reasons[1]
+    snap.teams["spent"] = TeamState("spent")  # with hours left it takes its share: b's is 0.75, no whole slot
+    assert plan(snap).preempt == []
+
+
 def test_a_big_job_reserves_a_worker_and_only_short_jobs_backfill_it():
     # Two 4-slot workers, each with 3 slots busy until t=100; a 4-GPU job first in line, then 1-GPU jobs.
     running = [Running(id=100 + i, team="b", node=f"w{i % 2}", expected_end=100.0) for i in range(6)]
