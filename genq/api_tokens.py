@@ -62,8 +62,8 @@ def check_new_team_name(session: Session, name: object) -> str:
 
 
 def ensure_team(session: Session, name: str) -> Team:
-    """The team called `name`, created if missing; Conflict if a team's name differs from it only in case."""
-    team = session.scalar(select(Team).where(Team.name == check_team_name(name)))
+    """The team called `name` (ignoring case, as names are compared), created if missing."""
+    team = team_named(session, check_team_name(name))
     if team is None:
         team = Team(name=check_new_team_name(session, name))
         session.add(team)

@@ -37,10 +37,12 @@ def test_team_names_are_checked_by_the_cli_as_by_the_api(settings):
     assert typo.stdout.startswith("genq_") and len(typo.stdout.split()) == 1
     bad = genq(settings, "team", "create", "admin\n")
     assert bad.returncode == 2 and "control character" in bad.stderr, bad.stderr
-    for args, existing in [(("team", "create", "ALPHA"), "alpha"), (("team", "create", "Admin"), "admin"),
-                           (("token", "create", "--team", "Alpha", "--role", "member"), "alpha")]:
+    for args, existing in [(("team", "create", "ALPHA"), "alpha"), (("team", "create", "Admin"), "admin")]:
         same = genq(settings, *args)
         assert same.returncode == 2 and f"'{existing}'" in same.stderr and "case" in same.stderr, (args, same.stderr)
+    other_case = genq(settings, "token", "create", "--team", "Alpha", "--role", "viewer")  # alpha's, as elsewhere
+    assert other_case.returncode == 0 and other_case.stderr == "", other_case.stderr
+    assert "\talpha\tviewer\t" in genq(settings, "token", "list").stdout
     listed = genq(settings, "team", "list").stdout
     assert sorted(line.split("\t")[0] for line in listed.splitlines()) == ["admin", "alpha", "aplha"], listed
 
