@@ -16,9 +16,10 @@ from genq.errors import Forbidden, InvalidInput, NotFound
 from genq.jobs.schemas import refused
 from genq.jobs.usage import decayed_usage, week_gpu_hours
 
-MAX_WEIGHT = 1000.0
+# A weight or a weekly quota outside these is a typo (a weight of 1e-320 would leave the team no share at all).
+MIN_WEIGHT, MAX_WEIGHT = 0.001, 1000.0
 MAX_GPUS_QUOTA = 100_000
-MAX_GPU_HOURS = 10_000_000.0
+MIN_GPU_HOURS, MAX_GPU_HOURS = 0.01, 10_000_000.0
 
 
 class TeamSettings(BaseModel):
@@ -26,10 +27,10 @@ class TeamSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    weight: float | None = Field(None, gt=0, le=MAX_WEIGHT, allow_inf_nan=False,
+    weight: float | None = Field(None, ge=MIN_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
                                  description="its share of a busy pool, relative to the other busy teams")
     max_gpus: int | None = Field(None, ge=1, le=MAX_GPUS_QUOTA, description="devices (CPU slots) held at once")
-    gpu_hours_per_week: float | None = Field(None, gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False,
+    gpu_hours_per_week: float | None = Field(None, ge=MIN_GPU_HOURS, le=MAX_GPU_HOURS, allow_inf_nan=False,
                                              description="GPU-hours over the last 7 days")
 
 
@@ -41,11 +42,11 @@ def parse_settings(body: object, allowed: tuple[str, ...] = ("weight", "max_gpus
     fields = {k: v for k, v in body.items() if k != "name"}
     if unknown := sorted(set(fields) - set(TeamSettings.model_fields)):
         raise InvalidInput(f"invalid team settings: unknown field {quoted(unknown[0])}")
-    for key, most in (("weight", MAX_WEIGHT), ("gpu_hours_per_week", MAX_GPU_HOURS)):
+    for key, least, most in (("weight", MIN_WEIGHT, MAX_WEIGHT), ("gpu_hours_per_week", MIN_GPU_HOURS, MAX_GPU_HOURS)):
         value = fields.get(key)
         if isinstance(value, int) and not isinstance(value, bool):  # strict mode takes 2 for a float only as 2.0
             if abs(value) > most:  # and float() of an int past a float's range would raise OverflowError
-                raise InvalidInput(f"invalid team settings: field '{key}': must be above 0 and at most {most:g}")
+                raise InvalidInput(f"invalid team settings: field '{key}': must be from {least:g} to {most:g}")
             fields[key] = float(value)
     try:
         parsed = TeamSettings.model_validate(fields)

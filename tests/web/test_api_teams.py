@@ -54,9 +54,13 @@ def test_operator_creates_and_changes_teams_and_bad_settings_are_named(client, a
                         ({"max_gpus": 2.5}, "max_gpus"), ({"gpu_hours_per_week": -3}, "gpu_hours_per_week"),
                         ({"gpu_hours_per_week": 1e12}, "gpu_hours_per_week"), ({"colour": "red"}, "colour"),
                         ({"weight": 10 ** 400}, "weight"), ({"gpu_hours_per_week": 10 ** 400}, "gpu_hours_per_week"),
+                        ({"weight": 1e-320}, "weight"), ({"gpu_hours_per_week": 1e-300}, "gpu_hours_per_week"),
                         ({"name": "renamed"}, "name")]:
         answer = client.patch("/api/v1/teams/vision", headers=operator, json=body)
         assert answer.status_code == 422 and field in answer.json["message"], (body, answer.json)
+    tiny = client.patch("/api/v1/teams/vision", headers=operator, json={"weight": 1e-4})
+    assert "field 'weight': Input should be greater than or equal to 0.001" in tiny.json["message"], tiny.json
+    assert client.patch("/api/v1/teams/vision", headers=operator, json={"weight": 0.001}).status_code == 200
     assert client.post("/api/v1/teams", headers=operator, json={"name": "../x"}).status_code == 422
     huge = client.post("/api/v1/teams", headers=operator, json={"name": "huge", "weight": 10 ** 400})
     assert huge.status_code == 422 and "weight" in huge.json["message"]
