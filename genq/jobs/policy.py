@@ -426,6 +426,8 @@ def forecast(snap: Snapshot, limit: int | None = None) -> dict[int, Forecast]:
     run times (the first `limit` jobs to start, or all)."""
     alloc = _Allocator(snap)
     heads = {q[0].id for q in alloc.queues.values() if q}
+    # what its team's quota says of each job now (plan gives a reason for a team's first job only)
+    quota = {job.id: why for q in alloc.queues.values() for job in q if (why := alloc.blocked_by_quota(job))}
     reasons: dict[int, str] = {}
     out: dict[int, Forecast] = {}
     position = 0
@@ -451,6 +453,8 @@ def forecast(snap: Snapshot, limit: int | None = None) -> dict[int, Forecast]:
             fc.reason = reasons[job_id]
         elif fc.eta == snap.now:
             fc.reason = "a slot is free: it starts at this scheduling round"
+        elif job_id in quota:
+            fc.reason = quota[job_id]
         elif job_id in heads:
             fc.reason = f"{_jobs(fc.position)} start before it in pool '{snap.pool}', as slots free up"
         else:

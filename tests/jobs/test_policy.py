@@ -182,6 +182,15 @@ def test_forecast_gives_positions_etas_and_reasons():
     assert forecast(empty)[1].reason == "no worker is online in pool 'default'"
 
 
+def test_every_job_a_quota_holds_back_gives_the_quota_as_its_reason():
+    # 3 slots, 2 idle; team a may hold 1 device and runs 1: its 3 queued jobs all wait for the quota
+    snap = Snapshot(now=0, nodes=[Node("w", 3)], running=[Running(id=100, team="a", node="w", expected_end=60.0)],
+                    queue=queue("a", 3, 1, expected_seconds=30), teams={"a": TeamState("a", max_gpus=1)})
+    fc = forecast(snap)
+    assert [fc[j].reason for j in (1, 2, 3)] == ["team a is at its quota of 1 GPU"] * 3
+    assert [fc[j].eta for j in (1, 2, 3)] == [60.0, 90.0, 120.0]
+
+
 def test_a_wide_job_reserves_only_after_waiting_a_while():
     running = [Running(id=100 + i, team="b", node="w", expected_end=100.0) for i in range(3)]
     big = Waiting(id=1, team="a", priority=0, created_at=0.0, gpus=4, expected_seconds=500)
