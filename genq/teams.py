@@ -123,8 +123,9 @@ def may_manage_tokens(caller: Any, team: str) -> None:
         return
     if caller.role != "admin":
         raise Forbidden(f"only a team admin manages tokens; this token is a {caller.role} of team {caller.team}")
-    if team != caller.team:
-        raise Forbidden(f"an admin of team {caller.team} manages only that team's tokens, not team {quoted(team)}'s")
+    if team.lower() != caller.team.lower():  # names are compared ignoring case
+        raise Forbidden(f"an admin of team {caller.team} manages only that team's tokens, not those of team "
+                        f"{quoted(team)}")
 
 
 def may_create_token(caller: Any, team: str, role: object) -> None:

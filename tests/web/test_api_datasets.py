@@ -240,6 +240,7 @@ def test_the_operator_uploads_for_a_team_and_others_only_for_their_own(client, a
     assert hidden.status_code == 404 and hidden.json["message"] == f"source job {model} not found"  # not the operator
     other = upload(client, auth, b"text", "c.txt", team="beta")
     assert other.status_code == 403 and "cannot upload for team 'beta'" in other.json["message"]
+    assert upload(client, auth, b"text", "c.txt", team="ALPHA").status_code == 201  # its own, in another case
     bogus = upload(client, auth, b"text", "d.txt", bogus="1")
     assert bogus.status_code == 422 and "unknown form field 'bogus'" in bogus.json["message"]
     body = (b'--B\r\nContent-Disposition: form-data; filename="a.txt"\r\n\r\nhello\r\n'  # a part with no name

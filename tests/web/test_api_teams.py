@@ -202,6 +202,8 @@ def test_team_names_differing_only_in_case_are_one_team(client, auth, operator, 
         assert s.get(Team, row.team_id).name == "alpha" and s.scalar(select(func.count(Team.id))) == 3
     made = client.post("/api/v1/tokens", headers=operator, json={"team": "ALPHA", "role": "viewer"})
     assert made.status_code == 201 and made.json["team"] == "alpha", made.json
+    own = client.post("/api/v1/tokens", headers=bearer(make_token(db, "alpha", "admin")), json={"team": "Alpha"})
+    assert own.status_code == 201 and own.json["team"] == "alpha", own.json  # a team admin's own team
     # and wherever a team is named, its name in another case names it
     assert client.patch("/api/v1/teams/ALPHA", headers=operator, json={"weight": 2}).json["weight"] == 2
     mine = submit(client, auth, team="ALPHA")  # auth: a member of alpha

@@ -41,10 +41,11 @@ def upload():
     if unknown:
         raise InvalidInput(f"unknown form field '{unknown[0][:40]}' (known: file, name, kind, team)")
     team = request.form.get("team") or caller.team
-    if team != caller.team and not caller.is_operator:
+    own = team.lower() == caller.team.lower()  # names are compared ignoring case
+    if not own and not caller.is_operator:
         raise Forbidden(f"this token belongs to team '{caller.team}'; it cannot upload for team '{team[:40]}'")
     team_id = caller.team_id
-    if team != caller.team:
+    if not own:
         with state().db.session() as s:
             team_id = get_team(s, team).id
     out = store_request_file(team_id)
