@@ -339,7 +339,7 @@ class WorkerContext:
         return core.DataSource(kind=kind, path=path)
 
     def _finish(self, job: Job, hooks: JobHooks, stopped: str | None, samples: list[core.Sample],
-                media: MediaRows | None) -> None:
+                media: MediaRows | None = None) -> None:
         if stopped == "lost":
             raise LeaseLost(job.id)
         if stopped in ("shutdown", "preempt"):
@@ -359,7 +359,7 @@ class WorkerContext:
             self._woken = True
             return
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
-        text_rows = job.type == "generate" and media is None
+        text_rows = job.type == "generate" and core.generates_rows(job.model)
         error = None
         if not stopped and text_rows:
             hooks.flush()  # the rows still buffered, to count them
