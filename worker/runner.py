@@ -28,12 +28,12 @@ from genq.errors import GenqError
 from genq.events import Publisher
 from genq.store import StoreError, place
 from genq.worker import rows
-from genq.worker.artifacts import ContentCache, JobFiles, Stored, model_in_use, restore_checkpoint
+from genq.worker.artifacts import ContentCache, JobFiles, model_in_use, restore_checkpoint
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
-from genq.worker.hooks import MEDIA_TYPES, JobHooks, LeaseLost, RowCounts, add_samples, hold
+from genq.worker.hooks import JobHooks, LeaseLost, RowCounts, hold
 from genq.worker.hosts import register_host, release_gone_workers, remove_abandoned_runs
-from genq.worker.media_rows import MediaRows
+from genq.worker.outputs import MediaRows, record_outputs, upload_outputs
 from genq.worker.retry import TRANSIENT, with_retry
 from genq.worker.store_access import store_refusal
 
@@ -370,36 +370,13 @@ class WorkerContext:
         self._end(job, hooks, status, error=error, outputs=samples if keep else None, media=media,
                   row_files=text_rows)
 
-    def _upload_outputs(self, files: JobFiles, samples: list[core.Sample], media: MediaRows | None
-                        ) -> dict[Path, Stored]:
-        """Upload the files of `samples` and, for an image or audio generation job, outputs.jsonl and outputs.csv
-        (each row's samples, the file of an image or a clip by name, and its bad rows)."""
-        stored = files.upload_samples(samples)
-        if media is not None and (lines := media.lines(samples)):
-            stored.update(rows.write_sample_files(files, lines, list(lines[0])))
-        return stored
-
-    def _record_outputs(self, s: Session, job: Job, samples: list[core.Sample], stored: dict[Path, Stored],
-                        media: MediaRows | None) -> None:
-        """Output rows (and artifacts for files) for `samples`, in the caller's transaction; an image or audio
-        generation job's numbered by their rows, its bad rows as error rows, and all as outputs.jsonl and
-        outputs.csv."""
-        numbered = None if media is None else [(row, index) for row, index, _ in media.numbered(samples)]
-        add_samples(s, job.id, samples, stored, "sample" if job.type == "train" else "output", rows=numbered)
-        if media is not None:
-            media.record_bad(s, job.id)
-        for path, up in stored.items():
-            if path.name in ("outputs.jsonl", "outputs.csv"):
-                s.add(Artifact(job_id=job.id, kind="output", name=path.name, path=up.key, size_bytes=up.size,
-                               sha256=up.sha256, media_type=MEDIA_TYPES[path.suffix]))
-
     def _end(self, job: Job, hooks: JobHooks, status: str, error: str | None = None, log_line: str | None = None,
              outputs: list[core.Sample] | None = None, media: MediaRows | None = None, row_files: bool = False) -> None:
         """End the job and record its outputs (and an image or audio generation job's rows: `media`) in one
         fenced transaction with what the hooks still buffer: all of it lands, or none. `row_files`: write a text
         generation job's outputs.jsonl and outputs.csv from its stored rows."""
         outputs = outputs or []
-        stored = self._upload_outputs(hooks.files, outputs, media) if outputs or media else {}
+        stored = upload_outputs(hooks.files, outputs, media) if outputs or media else {}
 
         def end(s: Session) -> None:
             values = dict(status=status, finished_at=db_now(s), lease_expires_at=None, error=error)
@@ -409,7 +386,7 @@ class WorkerContext:
                 values["rows_done"], values["rows_failed"] = media.counts(outputs)
             hold(s, job.id, self.id, **values)
             if outputs or media:
-                self._record_outputs(s, job, outputs, stored, media)
+                record_outputs(s, job, outputs, stored, media)
             if row_files:
                 rows.write_files(s, hooks.files, job.id)
             s.execute(insert(JobLog.__table__).values(job_id=job.id, message=log_line or status))

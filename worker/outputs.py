@@ -1,11 +1,16 @@
-"""Image and audio generation jobs by rows: a model that draws every prompt at once (dcgan, vae, wavenet) still
-answers a prompts file row by row, as a text model does (genq.worker.rows). The rows that run are the file's
-good rows (a retry's: those it names), each giving num_samples samples in order; all of them are stored at the
-job's end, numbered by their row and carrying its id, beside the file's bad rows as error rows."""
+"""What a job leaves at its end: its samples' files and output rows (a training job's final samples, a
+generation job's outputs), in the job's last transaction.
+
+Image and audio generation jobs go by rows too: a model that draws every prompt at once (dcgan, vae, wavenet)
+still answers a prompts file row by row, as a text model does (genq.worker.rows). The rows that run are the
+file's good rows (a retry's: those it names), each giving num_samples samples in order; all of them are stored
+at the job's end, numbered by their row and carrying its id, beside the file's bad rows as error rows, and
+listed in outputs.jsonl and outputs.csv."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
@@ -14,8 +19,10 @@ from genq.config import Settings
 from genq.core.api import Sample
 from genq.core.data.prompts import PromptRow
 from genq.core.spec import get as get_spec
-from genq.db import Database, Job, Output
-from genq.worker.rows import prompt_rows
+from genq.db import Artifact, Database, Job, Output
+from genq.worker.artifacts import JobFiles, Stored
+from genq.worker.hooks import MEDIA_TYPES, add_samples
+from genq.worker.rows import prompt_rows, write_sample_files
 
 SAMPLE_KINDS = {"images": "image", "audio": "audio"}  # what one sample of a model of this data kind is
 
@@ -71,3 +78,27 @@ class MediaRows:
             session.execute(insert(Output.__table__), [
                 {"job_id": job_id, "index": r.row * self.per_row, "row": r.row, "row_id": r.row_id,
                  "prompt": r.prompt, "kind": self.kind, "status": "error", "error": r.error} for r in self.bad])
+
+
+def upload_outputs(files: JobFiles, samples: list[Sample], media: MediaRows | None) -> dict[Path, Stored]:
+    """Upload the files of `samples` and, for an image or audio generation job, outputs.jsonl and outputs.csv
+    (each row's samples, the file of an image or a clip by name, and its bad rows)."""
+    stored = files.upload_samples(samples)
+    if media is not None and (lines := media.lines(samples)):
+        stored.update(write_sample_files(files, lines, list(lines[0])))
+    return stored
+
+
+def record_outputs(s: Session, job: Job, samples: list[Sample], stored: dict[Path, Stored],
+                   media: MediaRows | None) -> None:
+    """Output rows (and artifacts for files) for `samples`, in the caller's transaction; an image or audio
+    generation job's numbered by their rows, its bad rows as error rows, and all as outputs.jsonl and
+    outputs.csv."""
+    numbered = None if media is None else [(row, index) for row, index, _ in media.numbered(samples)]
+    add_samples(s, job.id, samples, stored, "sample" if job.type == "train" else "output", rows=numbered)
+    if media is not None:
+        media.record_bad(s, job.id)
+    for path, up in stored.items():
+        if path.name in ("outputs.jsonl", "outputs.csv"):
+            s.add(Artifact(job_id=job.id, kind="output", name=path.name, path=up.key, size_bytes=up.size,
+                           sha256=up.sha256, media_type=MEDIA_TYPES[path.suffix]))
