@@ -13,6 +13,7 @@ import io
 import json
 import math
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,16 +200,6 @@ def _check_width(cells: list[str], width: int) -> None:
                        "comma must be quoted)")
 
 
-def _bad_row(exc: RowError, row_id: str | None, prompt: str | None) -> RowError:
-    """`exc`, carrying the row's id and prompt (when usable), to tell which row it was."""
-    exc.row_id = row_id if row_id and len(row_id) <= 200 else None
-    try:
-        exc.prompt = _check_prompt(prompt)
-    except RowError:
-        exc.prompt = None
-    return exc
-
-
 def _csv_rows(text: str, template: str | None, template_later: bool
               ) -> tuple[list[tuple[str | None, str | None, dict[str, Any]] | RowError], list[int]]:
     """(each row's (prompt, id, params) or its RowError, each row's last line in the file). A CSV of several
@@ -256,7 +247,8 @@ def _csv_rows(text: str, template: str | None, template_later: bool
             out.append((prompt if prompt is None else _check_prompt(prompt), _row_id(cells.get("id") or None),
                         _csv_params(cells) if len(header) > 1 else {}))
         except RowError as exc:
-            out.append(_bad_row(exc, cells.get("id"), prompt))
+            exc.row_id, exc.prompt = _salvaged(cells.get("id") or None, prompt)
+            out.append(exc)
     return out, line_of[len(table) - len(body):]
 
 
@@ -290,7 +282,8 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None, template_l
             try:
                 parsed.append(_json_row(obj))
             except RowError as exc:
-                exc.row_id, exc.prompt = _salvaged(obj)  # a bad row keeps its id and prompt, to tell which it was
+                exc.row_id, exc.prompt = (_salvaged(obj.get("custom_id", obj.get("id")), obj.get("prompt"))
+                                          if isinstance(obj, dict) else (None, None))
                 parsed.append(exc)
     else:
         parsed, lines = _csv_rows(text, template, template_later)
@@ -311,19 +304,17 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None, template_l
     return rows
 
 
-def _salvaged(obj: object) -> tuple[str | None, str | None]:
-    """(id, prompt) of a bad JSON row, each when it has a usable one."""
-    if not isinstance(obj, dict):
-        return None, None
+def _salvaged(row_id: object, prompt: object) -> tuple[str | None, str | None]:
+    """(id, prompt) that a bad row keeps, each when it is a usable one: to tell which row it was."""
+    return _usable(_row_id, row_id), _usable(_check_prompt, prompt)
+
+
+def _usable(check: Callable[[Any], str | None], value: object) -> str | None:
+    """check(value), or None where it refuses the value."""
     try:
-        row_id = _row_id(obj.get("custom_id", obj.get("id")))
+        return check(value)
     except RowError:
-        row_id = None
-    try:
-        prompt = _check_prompt(obj.get("prompt"))
-    except RowError:
-        prompt = None
-    return row_id, prompt
+        return None
 
 
 def _no_constant(name: str) -> None:
