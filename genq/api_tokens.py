@@ -45,6 +45,11 @@ def check_team_name(name: object) -> str:
     return name
 
 
+def same_team(a: str, b: str) -> bool:
+    """Whether two team names name one team: names are compared ignoring case, as team_named does."""
+    return a.lower() == b.lower()
+
+
 def team_named(session: Session, name: str) -> Team | None:
     """The team called `name` ignoring case (names that differ only in case are one team's), or None."""
     return session.scalar(select(Team).where(func.lower(Team.name) == name.lower()).order_by(Team.id).limit(1))
@@ -63,9 +68,10 @@ def check_new_team_name(session: Session, name: object) -> str:
 
 def ensure_team(session: Session, name: str) -> Team:
     """The team called `name` (ignoring case, as names are compared), created if missing."""
-    team = team_named(session, check_team_name(name))
-    if team is None:
-        team = Team(name=check_new_team_name(session, name))
+    name = check_team_name(name)
+    team = team_named(session, name)
+    if team is None:  # no team has the name, in any case: a new one takes it
+        team = Team(name=name)
         session.add(team)
         session.flush()
     return team

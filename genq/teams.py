@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from genq.api_tokens import OPERATOR_TEAM, check_new_team_name, quoted, team_named
+from genq.api_tokens import OPERATOR_TEAM, check_new_team_name, quoted, same_team, team_named
 from genq.db.models import ApiToken, Job, Team, iso, utcnow
 from genq.errors import Forbidden, InvalidInput, NotFound
 from genq.jobs.schemas import refused
@@ -123,7 +123,7 @@ def may_manage_tokens(caller: Any, team: str) -> None:
         return
     if caller.role != "admin":
         raise Forbidden(f"only a team admin manages tokens; this token is a {caller.role} of team {caller.team}")
-    if team.lower() != caller.team.lower():  # names are compared ignoring case
+    if not same_team(team, caller.team):
         raise Forbidden(f"an admin of team {caller.team} manages only that team's tokens, not those of team "
                         f"{quoted(team)}")
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from genq import strict_json
-from genq.api_tokens import team_named
+from genq.api_tokens import same_team, team_named
 from genq.config import Settings
 from genq.core import base_models, spec
 from genq.datasets import (
@@ -404,4 +404,4 @@ def visible_team(session: Session, caller: Any, name: str | None) -> int | None:
     if caller.is_operator:
         team = team_named(session, name)
         return NO_TEAM if team is None else team.id
-    return caller.team_id if name.lower() == caller.team.lower() else NO_TEAM
+    return caller.team_id if same_team(name, caller.team) else NO_TEAM

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
 
+from genq.api_tokens import same_team
 from genq.datasets import KINDS, dataset_to_dict, datasets_of, delete_dataset, remove_dataset_file, save_upload
 from genq.db.models import Dataset
 from genq.errors import Forbidden, InvalidInput
@@ -41,7 +42,7 @@ def upload():
     if unknown:
         raise InvalidInput(f"unknown form field '{unknown[0][:40]}' (known: file, name, kind, team)")
     team = request.form.get("team") or caller.team
-    own = team.lower() == caller.team.lower()  # names are compared ignoring case
+    own = same_team(team, caller.team)
     if not own and not caller.is_operator:
         raise Forbidden(f"this token belongs to team '{caller.team}'; it cannot upload for team '{team[:40]}'")
     team_id = caller.team_id
