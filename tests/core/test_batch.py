@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from genq.core.batch import BatchGenerator, Request, choose_slots, sample_rows
+from genq.core.models.gpt import slots
 from genq.core.models.gpt.net import GPT, GPTConfig
 from genq.core.models.gru.net import GRULM, GRUConfig
 
@@ -211,28 +212,38 @@ def test_decoding_follows_weights_changed_after_a_first_run():
 
 
 @pytest.mark.parametrize("trained", [True, False])
-def test_weights_changed_in_place_are_decoded_on_the_same_trace_where_it_is_safe(trained):
-    """Weights changed in place after a first run (as by training) are copied into the traced step, not traced
-    again, and it decodes exactly as the model's forward does. A fresh model's norms are all ones: the trace
-    pooled them into one constant, so it is traced again."""
-    model = gpt()
+def test_models_of_one_shape_decode_their_own_weights_on_one_trace(trained, monkeypatch):
+    """The traced step takes the weights as inputs: weights changed in place after a first run (as by training),
+    and another model of the same shape, decode on the same trace, each exactly as its model's forward does. A
+    fresh model's norms are all ones (a trace holding weights as constants pooled them into one)."""
+    traces = []
+    trace = torch.jit.trace
+    monkeypatch.setattr(slots, "_TRACES", {})
+    monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(args) or trace(*args, **kwargs))
+
+    def decodes_as_its_forward(model: GPT) -> None:
+        full, _ = model(text)
+        cache = model.new_slots(1, "cpu", torch.float32, 12)
+        model.prefill_slots(cache, [0], [text[0, :4].tolist()])
+        for pos in range(4, 11):
+            logits = model.decode_slots(cache, text[0, pos:pos + 1], torch.tensor([pos]), pos + 1)
+            assert torch.allclose(logits[0], full[0, pos], atol=1e-4), pos
+
+    model, other = gpt(), gpt()
     if trained:
         with torch.no_grad():  # no two weights equal, as after any training
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.1)
     text = torch.randint(0, VOCAB, (1, 12))
-    first = model.new_slots(1, "cpu", torch.float32, 12)
-    model.decode_slots(first, text[0, :1], torch.tensor([0]), 1)
+    model.decode_slots(model.new_slots(1, "cpu", torch.float32, 12), text[0, :1], torch.tensor([0]), 1)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1 + 0.2 * torch.randn_like(p))  # each weight differently
-    full, _ = model(text)
-    cache = model.new_slots(1, "cpu", torch.float32, 12)
-    assert (cache.step is first.step) == trained
-    model.prefill_slots(cache, [0], [text[0, :4].tolist()])
-    for pos in range(4, 11):
-        logits = model.decode_slots(cache, text[0, pos:pos + 1], torch.tensor([pos]), pos + 1)
-        assert torch.allclose(logits[0], full[0, pos], atol=1e-4), pos
+    decodes_as_its_forward(model)
+    decodes_as_its_forward(other)
+    assert len(traces) == 1
+    gpt(block_size=24).new_slots(1, "cpu", torch.float32, 12)  # another shape: a trace of its own
+    assert len(traces) == 2
 
 
 def test_a_small_model_decodes_on_one_thread_and_gives_the_threads_back():

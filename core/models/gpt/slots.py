@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import combinations
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -140,6 +140,10 @@ class _Graphs:
 
 
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> {what it was built for: _Step}
+# Traced steps by the network's shape (not its weights, which are the trace's inputs): a training job's galleries
+# and a worker's later jobs of the same shape decode on the first one's trace (tracing took 60 ms of a 100 ms
+# gallery at the CPU recipe's shape).
+_TRACES: dict[tuple, torch.jit.ScriptFunction] = {}
 
 
 @dataclass
@@ -148,31 +152,21 @@ class _Step:
 
     step: Callable[..., torch.Tensor]
     versions: tuple[int, ...]  # the parameters' versions it decodes with
-    copies: list[tuple[torch.Tensor, torch.Tensor]]  # (its copy, the weight): what a refresh rewrites
-    refreshable: bool  # False: two weights it holds were equal when traced, and TorchScript pooled them into one
     fused: bool = False  # it calls genq's attention kernel (which takes no mask)
 
 
 def _decode_step(model: GPT, kv: torch.Tensor) -> _Step:
     """_decode on `model`'s weights, for caches like kv: traced on a CPU in float32 (a step is then mostly the
     interpreter's time between small kernels, and the trace runs them without Python; the same arithmetic).
-    Kept per model: weights changed in place (an optimizer step) are copied into the step's own copies, where
-    tracing again took 70-140 ms of a 150-210 ms gallery; weights replaced by new tensors are traced again."""
+    Kept per model, and built again once the weights have changed (an optimizer step, a load): the trace itself
+    is kept per shape."""
     traced = kv.device.type == "cpu" and kv.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
     params = list(model.parameters())
     key = (kv.device, kv.dtype, traced, tuple(p.data_ptr() for p in params))
     versions = tuple(p._version for p in params)
     steps = _STEPS.setdefault(model, {})
     built = steps.get(key)
-    if built is not None and built.versions != versions:
-        if built.refreshable:
-            with torch.inference_mode():  # the copies may be inference tensors, made while decoding
-                for copy, weight in built.copies:
-                    copy.copy_(weight.detach().t())
-            built.versions = versions
-        else:
-            built = None
-    if built is None:
+    if built is None or built.versions != versions:
         built = _build(model, kv, traced, versions)
         steps.clear()
         steps[key] = built
@@ -182,33 +176,31 @@ def _decode_step(model: GPT, kv: torch.Tensor) -> _Step:
 def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]) -> _Step:
     c = model.config
     nh, hs = c.n_head, c.n_embd // c.n_head
-    copies: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def transposed(weight: torch.Tensor) -> torch.Tensor:
         """weight (out, in) as (in, out) for torch.mm: a copy on a CPU (~10% less time a step than the
         transposed view there), the view elsewhere (no second copy of the weights in a GPU's memory)."""
-        if not traced:
-            return weight.detach().t()
-        copies.append((weight.detach().t().contiguous(), weight))
-        return copies[-1][0]
+        return weight.detach().t().contiguous() if traced else weight.detach().t()
 
     weights = [_decode_weights(block, transposed) for block in model.h]
     head = (_norm_args(model.ln_f), transposed(model.lm_head.weight), model.wte.weight.detach())
-
     fused = traced and hs % 8 == 0 and kernels.decode_attention()  # else torch's three calls per layer
-
-    def step(kv: torch.Tensor, rope: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
-             pos: torch.Tensor) -> torch.Tensor:
-        return _decode(weights, head, nh, hs, c.block_size, kv, rope, hidden, rows, tokens, pos, fused)
-
     if not traced:  # views of the weights: always current
-        return _Step(step, versions, copies, refreshable=True)
-    # on stand-ins: one slot, two keys read; the batch and the width come from the inputs, so any will do
-    one = torch.zeros(1, dtype=torch.long)
-    example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
-               torch.zeros(kv.size(4), 2), _ring_rows(1, nh, kv.size(4), kv.device), one, one)
-    return _Step(torch.jit.trace(step, example, check_trace=False), versions, copies,
-                 _distinct(_tensors((weights, head))), fused)
+        return _Step(partial(_decode, weights, head, nh, hs, c.block_size, fused=fused), versions, fused)
+    tensors, layout = _tensors((weights, head)), _layout((weights, head))
+    shape = (kv.device, nh, hs, c.block_size, fused, layout, tuple(t.shape for t in tensors))
+    if shape not in _TRACES:
+        def step(kv, rope, hidden, rows, tokens, pos, *tensors):
+            w, h = _filled(layout, iter(tensors))
+            return _decode(w, h, nh, hs, c.block_size, kv, rope, hidden, rows, tokens, pos, fused)
+
+        # on stand-ins: one slot, two keys read; the batch and the width come from the inputs, so any will do
+        one = torch.zeros(1, dtype=torch.long)
+        example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
+                   torch.zeros(kv.size(4), 2), _ring_rows(1, nh, kv.size(4), kv.device), one, one, *tensors)
+        _TRACES[shape] = torch.jit.trace(step, example, check_trace=False)
+    trace = _TRACES[shape]
+    return _Step(lambda *inputs: trace(*inputs, *tensors), versions, fused)
 
 
 def _decode_weights(block: Block, transposed: Callable[[torch.Tensor], torch.Tensor]) -> tuple:
@@ -224,19 +216,27 @@ def _decode_weights(block: Block, transposed: Callable[[torch.Tensor], torch.Ten
 
 
 def _tensors(tree) -> list[torch.Tensor]:
-    """The tensors in nested tuples and lists."""
+    """The tensors in nested tuples and lists, in order."""
     if isinstance(tree, torch.Tensor):
         return [tree]
     return [t for item in tree for t in _tensors(item)] if isinstance(tree, (tuple, list)) else []
 
 
-def _distinct(tensors: list[torch.Tensor]) -> bool:
-    """No two of `tensors` equal: a trace pools equal constants into one (LayerNorm gains of a fresh model are
-    all ones), and a refresh in place would then change one tensor the trace no longer reads."""
-    groups: dict[tuple, list[torch.Tensor]] = {}
-    for t in tensors:
-        groups.setdefault((t.shape, t.dtype), []).append(t)
-    return not any(torch.equal(a, b) for group in groups.values() for a, b in combinations(group, 2))
+_TENSOR = object()  # where a layout holds a tensor
+
+
+def _layout(tree):
+    """`tree` with each tensor replaced by _TENSOR: what a trace taking the tensors as inputs is built on."""
+    if isinstance(tree, torch.Tensor):
+        return _TENSOR
+    return tuple(_layout(item) for item in tree) if isinstance(tree, (tuple, list)) else tree
+
+
+def _filled(layout, tensors: Iterator[torch.Tensor]):
+    """The tree of `layout` with its tensors taken, in order, from `tensors`."""
+    if layout is _TENSOR:
+        return next(tensors)
+    return tuple(_filled(item, tensors) for item in layout) if isinstance(layout, tuple) else layout
 
 
 def _norm_args(ln: nn.LayerNorm) -> tuple:
