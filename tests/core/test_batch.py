@@ -193,6 +193,16 @@ def test_a_row_without_top_k_or_top_p_draws_the_same_whatever_its_neighbours_fil
     assert all(int(t) in row.topk(3).indices.tolist() for row, t in zip(logits[::2], mixed[::2].tolist()))
 
 
+def decodes_as_its_forward(model: GPT, text: torch.Tensor) -> None:
+    """Decoding text (1, 12) after its first 4 tokens gives the logits the model's forward gives."""
+    full, _ = model(text)
+    cache = model.new_slots(1, "cpu", torch.float32, 12)
+    model.prefill_slots(cache, [0], [text[0, :4].tolist()])
+    for pos in range(4, 11):
+        logits = model.decode_slots(cache, text[0, pos:pos + 1], torch.tensor([pos]), pos + 1)
+        assert torch.allclose(logits[0], full[0, pos], atol=1e-4), pos
+
+
 def test_decoding_follows_weights_changed_after_a_first_run():
     """The traced step is kept per model: weights changed in place (an optimizer step) or replaced (a load onto
     new tensors) are what the next run decodes with."""
@@ -203,12 +213,7 @@ def test_decoding_follows_weights_changed_after_a_first_run():
         with torch.no_grad():
             for p in model.parameters():
                 change(p)
-        full, _ = model(text)
-        cache = model.new_slots(1, "cpu", torch.float32, 12)
-        model.prefill_slots(cache, [0], [text[0, :4].tolist()])
-        for pos in range(4, 11):
-            logits = model.decode_slots(cache, text[0, pos:pos + 1], torch.tensor([pos]), pos + 1)
-            assert torch.allclose(logits[0], full[0, pos], atol=1e-4), pos
+        decodes_as_its_forward(model, text)
 
 
 @pytest.mark.parametrize("trained", [True, False])
@@ -221,14 +226,6 @@ def test_models_of_one_shape_decode_their_own_weights_on_one_trace(trained, monk
     monkeypatch.setattr(slots, "_TRACES", {})
     monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(args) or trace(*args, **kwargs))
 
-    def decodes_as_its_forward(model: GPT) -> None:
-        full, _ = model(text)
-        cache = model.new_slots(1, "cpu", torch.float32, 12)
-        model.prefill_slots(cache, [0], [text[0, :4].tolist()])
-        for pos in range(4, 11):
-            logits = model.decode_slots(cache, text[0, pos:pos + 1], torch.tensor([pos]), pos + 1)
-            assert torch.allclose(logits[0], full[0, pos], atol=1e-4), pos
-
     model, other = gpt(), gpt()
     if trained:
         with torch.no_grad():  # no two weights equal, as after any training
@@ -239,8 +236,8 @@ def test_models_of_one_shape_decode_their_own_weights_on_one_trace(trained, monk
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1 + 0.2 * torch.randn_like(p))  # each weight differently
-    decodes_as_its_forward(model)
-    decodes_as_its_forward(other)
+    decodes_as_its_forward(model, text)
+    decodes_as_its_forward(other, text)
     assert len(traces) == 1
     gpt(block_size=24).new_slots(1, "cpu", torch.float32, 12)  # another shape: a trace of its own
     assert len(traces) == 2
