@@ -430,12 +430,18 @@ def forecast(snap: Snapshot, limit: int | None = None) -> dict[int, Forecast]:
     quota = {job.id: why for q in alloc.queues.values() for job in q if (why := alloc.blocked_by_quota(job))}
     reasons: dict[int, str] = {}
     out: dict[int, Forecast] = {}
-    position = 0
+    free_now: set[int] = set()  # the jobs that start now, on slots free now
+    position, first = 0, True
     while True:
-        started = alloc.pick(reasons if not out and alloc.now == snap.now else None)
+        started = alloc.pick(reasons if first else None)
         for job, _ in started:
-            out[job.id] = Forecast(position, alloc.now, "")
+            # Not picked first yet now: it takes the slot of a job past its expected end, which ends when nobody
+            # can say (its end is taken as now only to play the queue on).
+            out[job.id] = Forecast(position, alloc.now if first or alloc.now > snap.now else None, "")
+            if first:
+                free_now.add(job.id)
             position += 1
+        first = False
         if limit is not None and position >= limit:
             break
         if not any(alloc.queues.values()) or not alloc.ends:
@@ -451,7 +457,7 @@ def forecast(snap: Snapshot, limit: int | None = None) -> dict[int, Forecast]:
         # What holds each job now: its team's first job's reason, or the jobs ahead of it.
         if job_id in reasons:
             fc.reason = reasons[job_id]
-        elif fc.eta == snap.now:
+        elif job_id in free_now:
             fc.reason = "a slot is free: it starts at this scheduling round"
         elif job_id in quota:
             fc.reason = quota[job_id]

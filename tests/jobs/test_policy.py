@@ -273,3 +273,20 @@ def test_a_pool_whose_hosts_drain_says_so():
     assert plan(wide).reasons[1].startswith("the workers of pool 'default' with 4 GPUs are on draining hosts (v4)")
     wide.draining = [Node("v1", 1)]
     assert plan(wide).reasons[1] == "no worker in pool 'default' has 4 GPUs"
+
+
+def test_jobs_waiting_for_a_job_past_its_expected_end_have_no_eta_and_no_free_slot():
+    # two slots, both held by jobs that should have ended by now: when they will is anyone's guess
+    running = [Running(id=100 + i, team="a", node="w", expected_end=60.0) for i in range(2)]
+    snap = Snapshot(now=100, nodes=[Node("w", 2)], running=running, queue=queue("b", 3, 1, expected_seconds=30),
+                    teams=teams(a=1, b=1))
+    fc = forecast(snap)
+    assert [fc[j].eta for j in (1, 2)] == [None, None]
+    assert "busy" in fc[1].reason and fc[2].reason.startswith("behind 1 job")
+    assert not any("a slot is free" in f.reason for f in fc.values())
+    assert fc[3].eta == 130.0  # after 1 or 2, which start "now" in the play of the queue
+    free = Snapshot(now=100, nodes=[Node("w", 3)], running=running, queue=queue("b", 2, 1, expected_seconds=30),
+                    teams=teams(a=1, b=1))
+    assert (forecast(free)[1].eta, forecast(free)[1].reason) == (100, "a slot is free: it starts at this scheduling "
+                                                                      "round")
+    assert forecast(free)[2].eta is None
