@@ -75,9 +75,9 @@ def refresh_series(session: Session, spans: dict[tuple[int, str], tuple[int, int
     if stored:
         points = session.execute(
             select(Metric.job_id, Metric.name, Metric.step, Metric.value)
-            .where(or_(*(and_(Metric.job_id == job_id, Metric.name == name,
+            .where(or_(*(and_(Metric.job_id == job_id, Metric.name.in_(names),
                               Metric.step.between(first * BASE, last * BASE + BASE - 1))
-                         for ((job_id, name), level), (first, last) in stored.items() if level == 1)))
+                         for (job_id, level, first, last), names in _by_span(stored).items() if level == 1)))
             .order_by(Metric.step, Metric.id)
         )
         latest = {(job_id, name, step): value for job_id, name, step, value in points}  # the last logged wins
@@ -87,9 +87,9 @@ def refresh_series(session: Session, spans: dict[tuple[int, str], tuple[int, int
         r = MetricRollup.__table__.c
         for job_id, name, level, block, *summary in session.execute(
             select(r.job_id, r.name, r.level, r.block, r.lo, r.hi, r.last_step, r.last_value)
-            .where(or_(*(and_(r.job_id == job_id, r.name == name, r.level == level - 1,
+            .where(or_(*(and_(r.job_id == job_id, r.name.in_(names), r.level == level - 1,
                               r.block.between(first * BASE, last * BASE + BASE - 1))
-                         for ((job_id, name), level), (first, last) in stored.items() if level > 1)))
+                         for (job_id, level, first, last), names in _by_span(stored).items() if level > 1)))
         ):
             first, last = touched[(job_id, name), level]
             if not first <= block <= last:
@@ -102,9 +102,9 @@ def refresh_series(session: Session, spans: dict[tuple[int, str], tuple[int, int
             blocks.setdefault((key, level), {}).update(_summarise(parts, unit * BASE))
     if stored:
         session.execute(delete(MetricRollup).where(or_(*(
-            and_(MetricRollup.job_id == job_id, MetricRollup.name == name, MetricRollup.level == level,
+            and_(MetricRollup.job_id == job_id, MetricRollup.name.in_(names), MetricRollup.level == level,
                  MetricRollup.block.between(first, last))
-            for ((job_id, name), level), (first, last) in stored.items()))))
+            for (job_id, level, first, last), names in _by_span(stored).items()))))
     new = [{"job_id": job_id, "name": name, "level": level, "block": block, "lo": lo, "hi": hi,
             "last_step": last_step, "last_value": last_value}
            for ((job_id, name), level), (first, last) in touched.items()
@@ -112,6 +112,15 @@ def refresh_series(session: Session, spans: dict[tuple[int, str], tuple[int, int
            if first <= block <= last]
     if new:
         session.execute(insert(MetricRollup), new)
+
+
+def _by_span(spans: dict[tuple, tuple[int, int]]) -> dict[tuple, list[str]]:
+    """{((job_id, name), level): (first, last)} as {(job_id, level, first, last): [names]}: the series one flush
+    touches share their spans, and one condition for them all is a fifth of the statement to build."""
+    grouped: dict[tuple, list[str]] = {}
+    for ((job_id, name), level), (first, last) in spans.items():
+        grouped.setdefault((job_id, level, first, last), []).append(name)
+    return grouped
 
 
 def _summarise(parts: Iterable[tuple], width: int) -> dict[int, tuple]:
