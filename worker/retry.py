@@ -15,6 +15,14 @@ T = TypeVar("T")
 TRANSIENT = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` is a lost connection, database or network, that a retry may get past: not a database's
+    refusal of what was sent (a DataError, an IntegrityError), which a retry only repeats."""
+    if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError):
+        return exc.connection_invalidated
+    return isinstance(exc, TRANSIENT)
+
+
 def with_retry(fn: Callable[[], T], what: str, attempts: int = 8, first_delay: float = 0.25) -> T:
     """Call `fn`; on a transient error wait 0.25, 0.5, 1, ... s and call it again (about a minute in all)."""
     delay = first_delay
@@ -22,7 +30,7 @@ def with_retry(fn: Callable[[], T], what: str, attempts: int = 8, first_delay: f
         try:
             return fn()
         except TRANSIENT as exc:
-            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(exc, OperationalError):
+            if not transient(exc):
                 raise
             if attempt == attempts - 1:
                 raise

@@ -16,7 +16,7 @@ from functools import cached_property, partial
 from pathlib import Path
 
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from genq import __version__ as VERSION
@@ -34,7 +34,7 @@ from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import JobHooks, LeaseLost, RowCounts, hold
 from genq.worker.hosts import register_host, release_gone_workers, remove_abandoned_runs
 from genq.worker.outputs import MediaRows, record_outputs, upload_outputs
-from genq.worker.retry import TRANSIENT, with_retry
+from genq.worker.retry import TRANSIENT, transient, with_retry
 from genq.worker.store_access import store_refusal
 
 log = logging.getLogger("genq.worker")
@@ -233,8 +233,11 @@ class WorkerContext:
         except core.RankLost as exc:  # its lease expires and the reconciler re-queues it, counting an attempt
             log.error("job %s: a data-parallel rank died; left for the reconciler: %s", job_id, exc)
         except (*TRANSIENT, StoreError) as exc:
-            if (refused := store_refusal(exc)) is not None:
-                # refused credentials: no retry helps, and expiring leases would hide why from the job's log
+            refused = store_refusal(exc)
+            if refused is None and isinstance(exc, DBAPIError) and not transient(exc):
+                refused = f"the database refused what the job wrote: {exc.orig}"
+            if refused is not None:
+                # refused credentials or data: no retry helps, and expiring leases would hide why from the job's log
                 log.error("job %s failed: %s", job_id, refused)
                 hooks.discard()
                 self._end(job, hooks, "failed", error=refused, log_line=f"failed: {refused}")

@@ -106,17 +106,29 @@ def check_row_params(values: dict[str, Any]) -> dict[str, Any]:
 
 def _check_prompt(prompt: object) -> str:
     if not isinstance(prompt, str):
-        raise RowError("it has no prompt" if prompt is None else f"its prompt is a {type(prompt).__name__}, "
-                                                                  "not a string")
+        kind = type(prompt).__name__
+        raise RowError("it has no prompt" if prompt is None else f"its prompt is {_a(kind)} {kind}, not a string")
     if not prompt.strip():
         raise RowError("its prompt is empty")
-    if "\x00" in prompt or len(prompt) > MAX_PROMPT_CHARS:
-        raise RowError(f"its prompt has a NUL character or more than {MAX_PROMPT_CHARS} characters")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RowError("its prompt holds invalid Unicode") from None
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise RowError(f"its prompt has more than {MAX_PROMPT_CHARS} characters")
+    _check_text(prompt, "its prompt")
     return prompt
+
+
+def _check_text(text: str, what: str) -> None:
+    """RowError unless `text` can be stored: no NUL character (PostgreSQL's text holds none), valid Unicode."""
+    if "\x00" in text:
+        raise RowError(f"{what} has a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError(f"{what} holds invalid Unicode (a lone surrogate)") from None
+
+
+def _a(word: str) -> str:
+    """The indefinite article of `word`."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _row_id(value: object) -> str | None:
@@ -124,6 +136,7 @@ def _row_id(value: object) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)) or len(str(value)) > 200:
         raise RowError("its id must be a string or an integer of at most 200 characters")
+    _check_text(str(value), "its id")
     return str(value)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, MetaData, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -27,6 +28,21 @@ def utcnow() -> datetime:
 def iso(value: datetime | None) -> str | None:
     """Naive UTC datetime -> ISO 8601 with a Z, as the API writes times."""
     return None if value is None else value.isoformat() + "Z"
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class StoredText(TypeDecorator):
+    """Text as every database stores it: a NUL (which PostgreSQL's text refuses) or a lone surrogate (which no
+    UTF-8 encoder writes) becomes U+FFFD, the replacement character. Generated text may hold either: a byte-level
+    BPE model samples any byte, NUL included."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect) -> str | None:
+        return value if value is None else _UNSTORABLE.sub("\ufffd", value)
 
 
 class Base(DeclarativeBase):
@@ -115,7 +131,7 @@ class Job(Base):
     checkpoint_step: Mapped[int | None]
     attempts: Mapped[int] = mapped_column(default=0)  # how many times a worker claimed it
     max_attempts: Mapped[int] = mapped_column(default=3)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(StoredText)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     preemptible: Mapped[bool] = mapped_column(default=True)  # False: never preempted
     preempt_requested: Mapped[bool] = mapped_column(default=False)  # checkpoint, then back to the queue
@@ -212,15 +228,15 @@ class Output(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     index: Mapped[int]
-    prompt: Mapped[str | None] = mapped_column(Text)
+    prompt: Mapped[str | None] = mapped_column(StoredText)
     kind: Mapped[str] = mapped_column(String(16))  # text, image, audio
-    text: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(StoredText)
     artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
     step: Mapped[int | None]  # the training step of a gallery sample; None for a job's final outputs
     row: Mapped[int | None]  # the input row (from 0) of a batch generation output
     row_id: Mapped[str | None] = mapped_column(String(200))  # the row's own "id" or "custom_id"
     status: Mapped[str] = mapped_column(String(8), default="ok", server_default="ok")  # ok, error
-    error: Mapped[str | None] = mapped_column(Text)  # why the row failed, or a note (prompt truncated)
+    error: Mapped[str | None] = mapped_column(StoredText)  # why the row failed, or a note (prompt truncated)
 
 
 class JobLog(Base):
@@ -229,7 +245,7 @@ class JobLog(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    message: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(StoredText)
 
 
 class Worker(Base):

@@ -202,3 +202,19 @@ def test_a_json_key_that_misspells_a_row_param_is_a_bad_row_and_max_tokens_is_ma
     assert rows[2].params == {"max_new_tokens": 3} and rows[3].params == {}
     # a CSV's columns are a template's data, whatever their names
     assert parse_prompts(b"prompt,seeds\nROMEO:,4\n", "csv")[0].error is None
+
+
+def test_an_id_with_a_nul_or_a_lone_surrogate_is_a_bad_row_and_the_other_rows_run():
+    """Neither can be stored (PostgreSQL's text holds no NUL; UTF-8 has no lone surrogates): refused at upload,
+    where the rest of the file still runs, not when the job stores its first row."""
+    rows = parse_prompts(jsonl('{"prompt": "ROMEO:", "id": "a\\u0000b"}', '{"prompt": "KING:", "id": "x\\ud800"}',
+                               {"prompt": "JULIET:", "id": "ok"}), "jsonl")
+    assert [(r.prompt, r.row_id, r.error) for r in rows] == [
+        ("ROMEO:", None, "row 0 (line 1): its id has a NUL character"),
+        ("KING:", None, "row 1 (line 2): its id holds invalid Unicode (a lone surrogate)"),
+        ("JULIET:", "ok", None)]
+    csv_rows = parse_prompts(b"id,prompt\na\x00b,ROMEO:\nok,KING:\n", "csv")
+    assert [(r.prompt, r.row_id, r.error) for r in csv_rows] == [
+        ("ROMEO:", None, "row 0 (line 2): its id has a NUL character"), ("KING:", "ok", None)]
+    assert parse_prompts(jsonl({"prompt": 7}, {"prompt": "x"}), "jsonl")[0].error == \
+        "row 0 (line 1): its prompt is an int, not a string"

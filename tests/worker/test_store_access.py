@@ -63,3 +63,31 @@ def test_a_job_the_store_refuses_fails_naming_the_token(platform, settings, redi
         assert "authentication failed" in job.error and "GENQ_TOKEN" in job.error and why in job.error, job.error
         assert lines[-1] == f"failed: {job.error}"
         worker.db.dispose()
+
+
+def test_a_job_whose_write_the_database_refuses_fails_at_once_with_its_reason(platform, settings, redis_url,
+                                                                              monkeypatch):
+    """A DataError (PostgreSQL refusing a value, say) is no lost connection: a retry only repeats it, so the job
+    fails at once naming the refusal, not after three lease expiries that blame the worker."""
+    from sqlalchemy.exc import DataError
+
+    from genq.worker.runner import WorkerContext
+
+    dataset = platform.upload_text(CORPUS.read_text()[:4000])
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": dataset, "params": tiny_gpt()})
+    worker = WorkerContext(dataclasses.replace(settings, redis_url=redis_url), "default")
+
+    def refused(*_args):
+        raise DataError("INSERT INTO outputs ...", {}, ValueError("PostgreSQL text fields cannot contain NUL (0x00) "
+                                                                   "bytes"))
+
+    monkeypatch.setattr(worker, "_execute", refused)
+    worker.run(job_id)
+    with platform.db.session() as s:
+        job = s.get(Job, job_id)
+        lines = s.scalars(select(JobLog.message).where(JobLog.job_id == job_id)).all()
+    assert job.status == "failed", (job.status, lines)
+    assert job.error == ("the database refused what the job wrote: PostgreSQL text fields cannot contain NUL (0x00) "
+                         "bytes")
+    assert lines[-1] == f"failed: {job.error}" and job.attempts == 1
+    worker.db.dispose()
