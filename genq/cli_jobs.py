@@ -85,10 +85,10 @@ def submit_train(model, dataset, params, team, priority, gpus) -> None:
         click.echo(client.submit(payload)["id"])
 
 
-def _submit_uploading(client, payload: dict, path: Path) -> int:
-    """Submit `payload` with the file at `path` uploaded as its dataset; the job's id. A refused submission
-    deletes that upload again: nothing half-created."""
-    uploaded = client.upload(path, team=payload.get("team"))  # a job's dataset is its team's
+def _submit_uploading(client, payload: dict, path: Path, kind: str | None = None) -> int:
+    """Submit `payload` with the file at `path` uploaded as its dataset (of `kind`, else as the server reads it);
+    the job's id. A refused submission deletes that upload again: nothing half-created."""
+    uploaded = client.upload(path, team=payload.get("team"), kind=kind)  # a job's dataset is its team's
     payload["dataset"] = uploaded["id"]
     try:
         job_id = client.submit(payload)["id"]
@@ -127,7 +127,7 @@ def submit_generate(source, base, prompts, prompts_file, params) -> None:
     payload = {"type": "generate", "params": _parse_params(params)}
     payload.update({"source_job": source} if source is not None else {"base": base})
     if prompts_file:
-        click.echo(_submit_uploading(client, payload, prompts_file))
+        click.echo(_submit_uploading(client, payload, prompts_file, kind="prompts"))
     else:
         payload["prompts"] = list(prompts)
         click.echo(client.submit(payload)["id"])

@@ -58,11 +58,13 @@ class Client:
             raise error
         return body
 
-    def upload(self, path: Path, name: str | None = None, team: str | None = None) -> dict:
-        """Upload a local file as a dataset (of `team`: the operator's choice; the token's team by default)."""
+    def upload(self, path: Path, name: str | None = None, team: str | None = None, kind: str | None = None) -> dict:
+        """Upload a local file as a dataset (of `team`: the operator's choice; the token's team by default; `kind`:
+        what it holds, else what the server reads it as)."""
         with path.open("rb") as f:
             return self.request("POST", "/datasets", files={"file": (path.name, f)},
-                                data={"name": name or path.name, **({"team": team} if team else {})})
+                                data={"name": name or path.name, **({"team": team} if team else {}),
+                                      **({"kind": kind} if kind else {})})
 
     def delete_dataset(self, dataset_id: int) -> dict:
         return self.request("DELETE", f"/datasets/{dataset_id}")

@@ -161,9 +161,23 @@ def test_a_refused_submission_names_the_file_it_uploaded_not_its_deleted_dataset
     assert datasets == []  # deleted indeed
 
 
+def test_a_prompts_file_named_neither_csv_nor_jsonl_is_uploaded_as_prompts(api, db, tmp_path):
+    """As the README says: a file named neither .csv nor .jsonl is JSONL when its first line is a JSON object (it
+    was uploaded as text, and the generation job refused)."""
+    env, _ = api
+    source = add_jobs(db, 1)[0]
+    with db.session() as s:
+        s.get(Job, source).status = "succeeded"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text('{"prompt": "ROMEO:"}\n')
+    submitted = genq(env, "submit", "generate", "--from", str(source), "--prompts", str(prompts))
+    assert submitted.returncode == 0, submitted.stderr
+    assert f"uploaded {prompts} as dataset" in submitted.stderr and "(prompts)" in submitted.stderr
+
+
 def test_a_refused_submission_whose_upload_stays_says_so(monkeypatch, tmp_path):
     class Stub:
-        def upload(self, path, team=None):
+        def upload(self, path, team=None, kind=None):
             return {"id": 5, "kind": "text"}
 
         def submit(self, payload):
