@@ -70,9 +70,10 @@ def refuse_unsupported(head: bytes, what: str) -> None:
 
 
 def text_lines(f: BinaryIO, what: str = "the file") -> int:
-    """The line count of UTF-8 text without NUL bytes that holds more than whitespace; DataError otherwise."""
+    """The number of lines of UTF-8 text without NUL bytes that holds more than whitespace (a last one without its
+    newline included); DataError otherwise."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, lines, blank = 0, 0, True
+    offset, lines, blank, last = 0, 0, True, b"\n"
     while chunk := f.read(CHUNK):
         nul = chunk.find(b"\x00")
         if nul >= 0:
@@ -84,14 +85,14 @@ def text_lines(f: BinaryIO, what: str = "the file") -> int:
             raise DataError(f"{what} is not UTF-8 text: invalid byte near offset {offset + exc.start}") from None
         blank = blank and not (text.removeprefix("\ufeff") if offset == 0 else text).strip()
         lines += chunk.count(b"\n")
-        offset += len(chunk)
+        offset, last = offset + len(chunk), chunk[-1:]
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         raise DataError(f"{what} is not UTF-8 text: it ends inside a multi-byte character") from None
     if blank:
         raise DataError(f"{what} is empty: it holds no text but whitespace")
-    return lines + 1
+    return lines + (last != b"\n")  # a last line without its newline is a line too
 
 
 def decode_text(raw: bytes, what: str = "the file") -> str:

@@ -20,7 +20,8 @@ def stored_files(settings) -> list[str]:
 @pytest.mark.parametrize(
     "filename, data, kind, info",
     [
-        ("corpus.txt", "hello wörld\nline two\n".encode(), "text", {"lines": 3}),
+        ("corpus.txt", "hello wörld\nline two\n".encode(), "text", {"lines": 2}),
+        ("corpus.txt", "hello wörld\nline two".encode(), "text", {"lines": 2}),
         ("digit.png", png(), "images", {"images": 1, "width": 8, "height": 8}),
         ("photo.jpg", png(fmt="JPEG"), "images", {"images": 1, "width": 8, "height": 8}),
         ("tone.wav", wav(), "audio", {"clips": 1, "channels": 1, "sample_rate": 8000, "seconds": 0.05}),
