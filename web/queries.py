@@ -140,12 +140,13 @@ def output_rows_page(session: Session, job_id: int, after: int | None, limit: in
 def outputs_stored_after(session: Session, job_id: int, after_id: int, limit: int,
                          ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of a generation job's outputs in the order they were stored (a running job stores its rows as
-    they finish, not in input order): those after output `after_id`, and the id to pass next (None: the page was
-    not full, nothing more is stored yet). One worker writes a job's rows, in id order."""
+    they finish, not in input order): those after output `after_id`, and the id to pass next: the page's last,
+    or `after_id` again when nothing more is stored yet (a page short of `limit` holds all there is now). One
+    worker writes a job's rows, in id order."""
     found = session.execute(_outputs_with_media_type().where(
         Output.job_id == job_id, Output.step.is_(None), Output.id > after_id).order_by(Output.id).limit(limit))
     page = [output_to_dict(out, media_type) for out, media_type in found]
-    return page, page[-1]["id"] if len(page) == limit else None
+    return page, page[-1]["id"] if page else after_id
 
 
 def outputs_by_id(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:

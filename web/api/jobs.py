@@ -100,7 +100,7 @@ def outputs(job_id: int):
     """{"outputs": [{"id", "index", "row", "row_id", "status", "error", "prompt", "kind", "text" or "url"}],
     "next"}: with ?after=ROW or ?limit=N, the outputs of the next N input rows and the row to ask after next
     (null at the end); with ?stored_after=ID, the next N outputs in the order they were stored, to follow a
-    running job, and the id to ask after next (null: none more yet); without, every output."""
+    running job, and the id to ask after next (ID again when none more are stored yet); without, every output."""
     after = query_int("after", None, -1, MAX_ID, clamp=True)
     stored_after = query_int("stored_after", None, 0, MAX_ID, clamp=True)
     limit = query_int("limit", None, 1, 1000, clamp=True)
