@@ -32,13 +32,17 @@ def _team_settings(weight, max_gpus, gpu_hours_per_week) -> dict:
     for key, value in (("weight", weight), ("max_gpus", max_gpus), ("gpu_hours_per_week", gpu_hours_per_week)):
         if value is None:
             continue
+        option = f"--{key.replace('_', '-')}"
         if value.strip().lower() == "none":
+            if key == "weight":  # every team has a share: a quota may be lifted, a weight not
+                raise click.BadParameter(f"{option} must be a number above 0, got '{value}'")
             body[key] = None
             continue
         try:
             number = float(value)
         except ValueError:
-            raise click.BadParameter(f"--{key.replace('_', '-')} must be a number or 'none', got '{value}'") from None
+            either = "a number above 0" if key == "weight" else "a number or 'none'"
+            raise click.BadParameter(f"{option} must be {either}, got '{value}'") from None
         body[key] = int(number) if key == "max_gpus" and number.is_integer() else number
     return body
 

@@ -23,8 +23,8 @@ def env_number(name: str, default: float, kind: type = int, low: float = 0, high
     except ValueError:
         value = None
     if value is None or not math.isfinite(value) or not low <= value <= high:
-        span = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
-        raise InvalidInput(f"{name} must be {'an integer' if kind is int else 'a number'} {span}, not '{raw[:40]}'")
+        span = ("" if low == -math.inf else f" at least {low:g}") if high == math.inf else f" from {low:g} to {high:g}"
+        raise InvalidInput(f"{name} must be {'an integer' if kind is int else 'a number'}{span}, not '{raw[:40]}'")
     return value
 
 

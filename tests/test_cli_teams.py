@@ -23,6 +23,9 @@ def test_team_create_set_and_list(settings):
     assert "vision\tweight 2" in genq(settings, "team", "list").stdout
     bad = genq(settings, "team", "set", "vision", "--weight", "-1")
     assert bad.returncode == 2 and "weight" in bad.stderr
+    for weight in ("none", "lots"):  # a quota may be lifted with 'none', a weight not
+        bad = genq(settings, "team", "set", "vision", "--weight", weight)
+        assert bad.returncode == 2 and f"--weight must be a number above 0, got '{weight}'" in bad.stderr, bad.stderr
     assert genq(settings, "team", "create", "vision").returncode == 2
     assert "not found" in genq(settings, "team", "set", "nobody", "--weight", "1").stderr
 

@@ -22,6 +22,7 @@ from genq.errors import InvalidInput
     ("GENQ_MODEL_CACHE_MB", "x", "GENQ_MODEL_CACHE_MB"),
     ("GENQ_USAGE_HALF_LIFE_HOURS", "nan", "GENQ_USAGE_HALF_LIFE_HOURS must be a number"),
     ("GENQ_PREEMPT_MIN_RUN_SECONDS", "inf", "GENQ_PREEMPT_MIN_RUN_SECONDS"),
+    ("GENQ_PREEMPT_MIN_RUN_SECONDS", "abc", "GENQ_PREEMPT_MIN_RUN_SECONDS must be a number, not 'abc'"),
     ("GENQ_CPU_BF16", "yes", "GENQ_CPU_BF16 must be 0 or 1 .unset: detected from the CPU., not 'yes'"),
 ])
 def test_a_value_that_cannot_work_is_refused_naming_the_variable(monkeypatch, tmp_path, name, value, words):
