@@ -36,7 +36,7 @@ def up() -> None:
     from genq.db.session import upgrade
     from genq.redis_server import EmbeddedRedis
     from genq.worker.devices import gpu_ids
-    from genq.worker.process import SERVICES_NICE, Supervisor, genq_command, worker_children
+    from genq.worker.process import Supervisor, genq_command, worker_children
 
     _logging()
     settings = Settings.from_env()
@@ -54,10 +54,10 @@ def up() -> None:
     supervisor = Supervisor()
     supervisor.install_signal_handlers()
     try:
-        supervisor.start("scheduler", genq_command("scheduler"), env, nice=SERVICES_NICE)
+        supervisor.start("scheduler", genq_command("scheduler"), env)
         for name, argv, extra in worker_children(gpu_ids(), 1, "default"):
             supervisor.start(name, argv, {**env, **extra})
-        web = supervisor.start("web", genq_command("web"), env, nice=SERVICES_NICE)
+        web = supervisor.start("web", genq_command("web"), env)
         url = f"http://{settings.host}:{settings.port}"
         if not wait_until_serving(url, web):
             raise click.ClickException(f"the web server is not serving {url} (exit code {web.poll()}); "

@@ -10,15 +10,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 log = logging.getLogger("genq")
 RESTARTS = 5  # a child that dies more often than this within a minute stops the supervisor
 SPIN_COUNT = "10000"  # GOMP_SPINCOUNT of CPU workers: rounds an idle OpenMP thread spins before it sleeps
-# The niceness `genq up` gives the web and the scheduler: where they share a host's cores with workers training on
-# them, they yield to the training threads (an OpenMP team waits for the thread a request took the core of) and
-# run in the gaps between its parallel regions.
-SERVICES_NICE = 10
 
 
 def run_celery_worker(pool: str, name: str) -> None:
@@ -39,11 +34,8 @@ def genq_command(*args: str) -> list[str]:
     return [sys.executable, "-P", "-m", "genq", *args]
 
 
-def _child_setup(nice: int) -> None:
-    """In the child, before exec: lower its CPU priority by `nice`; on Linux, get SIGTERM when the supervisor
-    dies, even by SIGKILL."""
-    if nice:
-        os.nice(nice)
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the supervisor dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -58,16 +50,15 @@ class Supervisor:
 
     children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     stopping: bool = False
-    commands: dict[str, tuple[list[str], dict[str, str] | None, int]] = field(default_factory=dict)
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
     deaths: dict[str, list[float]] = field(default_factory=dict)  # each child's recent deaths (monotonic)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, nice: int = 0) -> subprocess.Popen:
-        """Start child `name` (`nice`: lower its CPU priority by that much), or start it again."""
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         # Own session: a Ctrl-C reaches only the supervisor, which then stops the children in order.
         process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, start_new_session=True,
-                                   preexec_fn=partial(_child_setup, nice))
+                                   preexec_fn=_die_with_parent)
         self.children = [(n, p) for n, p in self.children if n != name] + [(name, process)]
-        self.commands[name] = (argv, env, nice)
+        self.commands[name] = (argv, env)
         return process
 
     def install_signal_handlers(self) -> None:
