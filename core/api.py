@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from genq.core import spec
-from genq.core.errors import CoreError, DataError, ParamError, RankLost  # noqa: F401 - the front door names its errors
+from genq.core.errors import CoreError, DataError, ParamError, RankLost, UnknownClasses  # noqa: F401 - the front door names its errors
 
 T = TypeVar("T")
 

@@ -11,6 +11,15 @@ class DataError(CoreError):
     """The data does not fit the model (wrong kind, too small, unreadable): the job fails with this message."""
 
 
+class UnknownClasses(DataError):
+    """Prompts that name no class of a class-conditional model, found before anything was generated: `reasons`
+    says why for each of them (a platform may fail their rows alone and generate the others)."""
+
+    def __init__(self, message: str, reasons: dict[str, str]):
+        super().__init__(message)
+        self.reasons = reasons
+
+
 class ParamError(CoreError):
     """Params that the model does not take: unknown keys, wrong types, values out of range. `problems` names
     each bad key."""

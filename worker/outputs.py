@@ -9,14 +9,15 @@ listed in outputs.jsonl and outputs.csv."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from genq.config import Settings
-from genq.core.api import Sample
+from genq.core.api import Sample, UnknownClasses
 from genq.core.data.prompts import PromptRow
 from genq.core.spec import get as get_spec
 from genq.db import Artifact, Database, Job, Output
@@ -44,6 +45,18 @@ class MediaRows:
 
     def prompts(self) -> list[str | None]:
         return [r.prompt for r in self.good]
+
+    def generate(self, draw: Callable[[list[str | None]], list[Sample]]) -> list[Sample]:
+        """draw(prompts) of the good rows; when some name no class of the model (found before anything is drawn),
+        those rows fail, as bad rows, and the others are drawn."""
+        try:
+            return draw(self.prompts())
+        except UnknownClasses as exc:
+            failed = [r for r in self.good if r.prompt in exc.reasons]
+            self.good = [r for r in self.good if r.prompt not in exc.reasons]
+            self.bad = sorted([*self.bad, *(replace(r, error=f"row {r.row}: {exc.reasons[r.prompt]}") for r in failed)],
+                              key=lambda r: r.row)
+            return draw(self.prompts()) if self.good else []
 
     def row_params(self) -> list[str]:
         """The per-row params the good rows give (a media model draws every row with the job's params)."""

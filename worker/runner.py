@@ -300,7 +300,8 @@ class WorkerContext:
                       "job is drawn with the job's params")
         if media.good:
             with self._trained_model(job.source_job_id) as source:
-                samples = core.generate(source, media.prompts(), job.params, workdir / "outputs", hooks, self.device)
+                samples = media.generate(lambda prompts: core.generate(source, prompts, job.params, workdir / "outputs",
+                                                                       hooks, self.device))
         return hooks.stop_requested(), samples, media
 
     def _generate_rows(self, job: Job, hooks: JobHooks) -> str | None:

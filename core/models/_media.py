@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from genq.core.api import DataError, Hooks, Sample
+from genq.core.api import Hooks, Sample, UnknownClasses
 from genq.core.data.images import ImageSet, save_grid, save_png
 from genq.core.eval.images import ImageClassifier, train_classifier
 from genq.core.recipe import Recipe
@@ -41,17 +41,18 @@ def match_class(prompt: str, classes: list[str], synonyms: dict[int, list[str]])
     return None
 
 
-def unknown_class(prompt: str, classes: list[str]) -> DataError:
+def unknown_class(prompt: str, classes: list[str]) -> UnknownClasses:
     return unknown_classes([prompt], classes)
 
 
-def unknown_classes(prompts: list[str], classes: list[str]) -> DataError:
+def unknown_classes(prompts: list[str], classes: list[str]) -> UnknownClasses:
     """The error for prompts that name no class of the model, naming (the first 5 of) them and its classes."""
     shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
+    reasons = {p: f"the prompt {p!r} names no class of this model (classes: {shown})" for p in prompts}
     if len(prompts) == 1:
-        return DataError(f"the prompt {prompts[0]!r} names no class of this model (classes: {shown})")
+        return UnknownClasses(reasons[prompts[0]], reasons)
     named = ", ".join(repr(p) for p in prompts[:5]) + (", ..." if len(prompts) > 5 else "")
-    return DataError(f"{len(prompts)} prompts name no class of this model: {named} (classes: {shown})")
+    return UnknownClasses(f"{len(prompts)} prompts name no class of this model: {named} (classes: {shown})", reasons)
 
 
 def check_classes(prompts: list[str | None], classes: list[str], synonyms: dict[int, list[str]]) -> None:
@@ -81,8 +82,11 @@ def grid_sample(images: torch.Tensor, prompt: str | None, path: Path, nrow: int 
 
 def evaluation_classifier(fit: ImageSet, held: ImageSet | None, steps: int, seed: int, hooks: Hooks,
                           step: int) -> ImageClassifier:
-    """The evaluation CNN fitted on `fit`; its accuracy on labelled `held` images is recorded and logged."""
-    clf = train_classifier(fit, steps, seed)
+    """The evaluation CNN fitted on `fit` (a stop request ends the fit: the run stops at its first step); its
+    accuracy on labelled `held` images is recorded and logged."""
+    if fit.labels is not None:
+        hooks.log(f"fitting the evaluation classifier on {len(fit.labels)} labelled images ({steps} steps)")
+    clf = train_classifier(fit, steps, seed, stop=hooks.stop_requested)
     if held is not None and held.labels is not None:
         acc = clf.accuracy(held.floats(), held.labels)
         hooks.metrics(step, {"eval/classifier_accuracy": acc})

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from genq.core import api, checkpoint
-from genq.core.api import DataError, DataSource
+from genq.core.api import DataError, DataSource, UnknownClasses
 from genq.core.data.builtin_media import DIGIT_WORDS
 from genq.core.models.dcgan import recipe
 from genq.core.models.dcgan.net import DCGANConfig, Discriminator, Generator, d_loss, g_loss
@@ -115,9 +115,12 @@ def test_class_conditioned_recipe_refuses_unknown_classes_and_stops_when_asked(t
     out = api.generate(tmp_path / "job", ["Seven"], {"seed": 1}, tmp_path / "out", make_hooks())
     assert len(out) == 1
     # Unknown classes after known ones: refused before any image is drawn, each named once.
-    with pytest.raises(DataError, match=r"^2 prompts name no class of this model: 'eleven', 'ten' \(classes: 0, "):
+    with pytest.raises(UnknownClasses, match=r"^2 prompts name no class of this model: 'eleven', 'ten' \(classes: 0, "
+                       ) as refused:
         api.generate(tmp_path / "job", ["1", "eleven", None, "ten", "eleven"], {"seed": 1}, tmp_path / "mixed",
                      make_hooks())
+    assert refused.value.reasons["ten"].startswith("the prompt 'ten' names no class of this model (classes: 0, ")
+    assert set(refused.value.reasons) == {"eleven", "ten"}  # each, for a platform to fail its rows alone
     assert not (tmp_path / "mixed").exists() or not any((tmp_path / "mixed").iterdir())
 
 

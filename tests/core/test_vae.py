@@ -8,6 +8,7 @@ import torch
 from genq.core import api, checkpoint
 from genq.core.api import DataError, DataSource
 from genq.core.data.builtin_media import digits
+from genq.core.eval.images import train_classifier
 from genq.core.models.vae import recipe
 from genq.core.models.vae.net import VAE, VAEConfig, loss_terms, vae_loss
 
@@ -99,3 +100,20 @@ def test_recipe_stops_on_request_and_refuses_audio(tmp_path, make_hooks):
     checkpoint.save(tmp_path / "dc", 1, {"model": torch.nn.Linear(1, 1)}, {"kind": "dcgan"})
     with pytest.raises(DataError, match="holds a dcgan checkpoint, not vae"):
         api.train("vae", TINY, DIGITS, tmp_path / "dc", make_hooks())
+
+
+def test_a_stop_request_ends_the_evaluation_classifiers_fit_and_the_run_at_its_first_step(tmp_path, make_hooks,
+                                                                                        monkeypatch):
+    """The classifier is fitted before the first step: a cancel then waited for all of its steps (minutes at
+    256 x 256). Now the fit asks every 50 steps, and the run stops before its first step."""
+    asked = []
+    train_classifier(digits(), steps=200, stop=lambda: asked.append(1))
+    assert len(asked) == 3  # at steps 50, 100 and 150, none of them a stop
+
+    class CancelAtOnce(make_hooks):
+        def stop_requested(self):
+            return "cancel"
+
+    monkeypatch.setattr(recipe, "CLASSIFIER_STEPS", 10**9)  # would never end unless stopped
+    res = api.train("vae", TINY, DIGITS, tmp_path / "job", CancelAtOnce())
+    assert res.stopped == "cancel" and res.step == 0

@@ -67,6 +67,25 @@ def test_images_from_a_prompts_file_keep_row_ids_and_store_bad_rows_as_errors(pl
     assert [row[:5] for row in stored(platform, failed["id"])] == [(1, 2, "q2", "image", "error")]
 
 
+def test_a_prompt_naming_no_class_fails_its_row_alone(platform):
+    """A class-conditional model's unknown classes are found before anything is drawn: their rows are error rows
+    and the other rows are drawn (the whole job failed, and no row was stored)."""
+    platform.start_scheduler()
+    platform.start_worker()
+    dcgan = finished(platform, platform.submit({"type": "train", "model": "dcgan", "dataset": "digits", "params": {
+        "conditional": "class", "z_dim": 4, "base_channels": 4, "batch_size": 8, "max_steps": 2, "eval_interval": 2,
+        "checkpoint_interval": 2}}))["id"]
+    job = finished(platform, platform.submit({"type": "generate", "source_job": dcgan,
+                                              "prompts": ["7", "eleven", "seven", "a handwritten seven"]}))
+    assert (job["rows_total"], job["rows_done"], job["rows_failed"]) == (4, 4, 2)
+    rows = stored(platform, job["id"])
+    assert [(row, status) for row, _, _, _, status, _, _ in rows] == [(0, "ok"), (1, "error"), (2, "ok"), (3, "error")]
+    assert rows[1][5].startswith("row 1: the prompt 'eleven' names no class of this model (classes: 0, 1, ")
+    none = platform.submit({"type": "generate", "source_job": dcgan, "prompts": ["eleven"]})
+    none = platform.wait_status(none, ("succeeded", "failed"), timeout=120)
+    assert none["status"] == "failed" and none["error"].startswith("no row succeeded; the first: row 0: the prompt")
+
+
 def test_a_cancelled_audio_job_keeps_and_counts_its_whole_rows_and_a_retry_runs_the_rest(platform):
     platform.start_scheduler()
     platform.start_worker()
