@@ -100,6 +100,9 @@ class ModelSpec:
     pretrained: bool = False
     # True: a training job may take gpus > 1, run as that many data-parallel ranks (the recipe's parallel())
     data_parallel: bool = False
+    # (validated params, an uploaded dataset's info) -> None, or DataError for data the recipe's build would
+    # refuse: said at submission, not by a worker after the job waited in the queue
+    check_data: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
     def train_params(self, params: object) -> dict[str, Any]:
         """The full params for a training job, or ParamError naming each bad key."""

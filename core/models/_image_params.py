@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from genq.core.errors import DataError
 from genq.core.spec import FLOAT
 
 DEFAULT_IMAGE_SIZE = 32  # the estimate's guess when the dataset decides the size
@@ -24,3 +25,12 @@ def conv_pair_estimate(p: dict[str, Any]) -> tuple[int, int]:
     params = 16 * (84 * c * c + 8 * c * z)
     acts = 2 * 2 * B * s * s * c * 5 * FLOAT  # two nets, forward + backward, ~5 feature maps of s*s*c
     return params, acts
+
+
+def check_images(info: dict[str, Any], kind: str, why: str, labelled: bool = False) -> None:
+    """DataError unless images data of `info` (an upload's: "images", "classes") holds 2 images or more, and
+    classes if `labelled`: a submission checks its dataset's, the recipe what it loaded."""
+    if info.get("images", 2) < 2:
+        raise DataError(f"a {kind} needs at least 2 images ({why})")
+    if labelled and not info.get("classes"):
+        raise DataError(f"a conditional {kind} needs labelled images: put the images in one sub-folder per class")

@@ -18,6 +18,7 @@ from genq import strict_json
 from genq.api_tokens import same_team, team_named
 from genq.config import Settings
 from genq.core import base_models, spec
+from genq.core.errors import DataError
 from genq.datasets import (
     BUILTIN_DATASETS,
     bad_string,
@@ -167,6 +168,11 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
             kind, job.dataset_id, label = dataset.kind, dataset.id, f"dataset {dataset.id}"
         if kind != need:
             raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
+        if job.dataset_id is not None and (check := MODELS[req.model].check_data) is not None:
+            try:
+                check(job.params, dataset.info or {})  # what the recipe would refuse once a worker loads it
+            except DataError as exc:
+                raise InvalidInput(f"{label}: {exc}") from None
         check_data_parallel(req.model, job.params, req.gpus)
         # each device holds the whole model and its share of the batch (genq.core.parallel)
         check_fits(session, req.model, {**job.params, "batch_size": job.params["batch_size"] // req.gpus}, req.pool)

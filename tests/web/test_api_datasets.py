@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from genq.db.models import Dataset
+from genq.db.models import Dataset, Job
 from genq.web import create_app
 from tests.web.conftest import add_job, bearer, count, make_token, png, upload, wav, zipped
 
@@ -295,3 +295,26 @@ def test_a_job_submitted_while_its_dataset_is_deleted_keeps_the_dataset(client, 
     answer = client.delete(f"/api/v1/datasets/{dataset}", headers=auth)
     assert answer.status_code == 409 and "submitted just now" in answer.json["message"], answer.json
     assert count(db, Dataset) == 1
+
+
+@pytest.mark.parametrize("model, params, data, filename, words", [
+    ("dcgan", {}, png(), "one.png",
+     "a dcgan needs at least 2 images (its evaluation compares their spread with the samples')"),
+    ("vae", {}, png(fmt="JPEG"), "one.jpg", "a vae needs at least 2 images (one is held out for validation)"),
+    ("dcgan", {"conditional": "class"}, zipped({"a.png": png(), "b.png": png(color=9)}), "flat.zip",
+     "a conditional dcgan needs labelled images: put the images in one sub-folder per class"),
+    ("wavenet", {"conditional": True}, wav(), "tone.wav",
+     "a conditional wavenet needs labelled audio: put the WAV files in one sub-folder per label"),
+])
+def test_data_a_worker_would_refuse_is_refused_at_submission(client, auth, db, model, params, data, filename, words):
+    """What the upload's info already says cannot train: a 422 naming the dataset, no job queued for a worker
+    to fail."""
+    dataset = upload(client, auth, data, filename).json["id"]
+    answer = client.post("/api/v1/jobs", headers=auth, json={"type": "train", "model": model, "dataset": dataset,
+                                                             "params": params})
+    assert answer.status_code == 422 and answer.json["message"] == f"dataset {dataset}: {words}", answer.json
+    assert count(db, Job) == 0
+    labelled = upload(client, auth, zipped({"x/a.png": png(), "y/b.png": png(color=9)}), "two.zip").json["id"]
+    if model != "wavenet":
+        assert client.post("/api/v1/jobs", headers=auth, json={"type": "train", "model": model, "dataset": labelled,
+                                                               "params": params}).status_code == 201

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from genq.db.models import Job, JobLog
-from tests.web.conftest import add_job, add_worker, count, png, submit, upload, wav
+from tests.web.conftest import add_job, add_worker, count, png, submit, upload, wav, zipped
 
 CONTRACT_FIELDS = {
     "id",
@@ -60,7 +60,7 @@ def test_submit_every_model_on_its_builtin(client, auth, model, dataset):
 
 def test_submit_on_uploaded_dataset(client, auth):
     text_id = upload(client, auth, b"to be or not to be\n" * 50, "t.txt").json["id"]
-    images_id = upload(client, auth, png(), "d.png").json["id"]
+    images_id = upload(client, auth, zipped({"a.png": png(), "b.png": png(color=9)}), "d.zip").json["id"]
     audio_id = upload(client, auth, wav(), "a.wav").json["id"]
     assert submit(client, auth, dataset=text_id).json["dataset"] == text_id
     assert submit(client, auth, dataset=str(text_id)).status_code == 201

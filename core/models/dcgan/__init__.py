@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from genq.core.models._image_params import check_power_of_two, conv_pair_estimate
+from genq.core.models._image_params import check_images, check_power_of_two, conv_pair_estimate
 from genq.core.spec import ModelSpec, TrainParams
 
 
@@ -31,5 +31,14 @@ class DCGANParams(TrainParams):
     _power_of_two = field_validator("image_size")(check_power_of_two)
 
 
+TWO_IMAGES = "its evaluation compares their spread with the samples'"  # one has no covariance: a NaN FID
+
+
+def check_data(p: dict[str, Any], info: dict[str, Any]) -> None:
+    """Refuse one image, and unlabelled images for a conditional dcgan."""
+    check_images(info, "dcgan", TWO_IMAGES, labelled=p["conditional"] != "none")
+
+
 SPEC = ModelSpec(name="dcgan", data="images", params=DCGANParams, estimate=conv_pair_estimate,
-                 recipe="genq.core.models.dcgan.recipe:DCGANRecipe", summary=__doc__.split(": ", 1)[1])
+                 recipe="genq.core.models.dcgan.recipe:DCGANRecipe", summary=__doc__.split(": ", 1)[1],
+                 check_data=check_data)

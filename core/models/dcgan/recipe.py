@@ -27,6 +27,8 @@ from genq.core.data.images import ImageSet, load_images
 from genq.core.device import to_device
 from genq.core.eval.images import image_metrics
 from genq.core.models import _media
+from genq.core.models._image_params import check_images
+from genq.core.models.dcgan import TWO_IMAGES
 from genq.core.models.dcgan.net import DCGANConfig, Discriminator, Generator, d_loss, g_loss
 from genq.core.models.dcgan.text_encoder import TextEncoder, TextEncoderConfig, train_text_encoder
 from genq.core.recipe import GALLERY_SEED, Recipe
@@ -47,10 +49,8 @@ class DCGANRecipe(Recipe):
         self.mode = resumed.state["conditional"] if resumed is not None else p["conditional"]  # a resumed job keeps it
         ds = self.ds = load_images(data, resumed.config["image_size"] if resumed is not None else p["image_size"],
                                    self.kind)
-        if len(ds.images) < 2:  # one image has no covariance: the evaluation's FID would be NaN
-            raise DataError("a dcgan needs at least 2 images (its evaluation compares their spread with the samples')")
-        if self.mode != "none" and ds.labels is None:
-            raise DataError("a conditional dcgan needs labelled images: put the images in one sub-folder per class")
+        check_images({"images": len(ds.images), "classes": ds.labels is not None}, self.kind, TWO_IMAGES,
+                     labelled=self.mode != "none")
         self.n_classes = len(ds.classes) if self.mode != "none" else 0
         self.config = resumed.config if resumed is not None else asdict(DCGANConfig(
             image_size=ds.image_size, channels=ds.channels, z_dim=p["z_dim"], base_channels=p["base_channels"],

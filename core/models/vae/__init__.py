@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from genq.core.models._image_params import check_power_of_two, conv_pair_estimate
+from genq.core.models._image_params import check_images, check_power_of_two, conv_pair_estimate
 from genq.core.spec import ModelSpec, TrainParams
 
 
@@ -21,5 +21,9 @@ class VAEParams(TrainParams):
     _power_of_two = field_validator("image_size")(check_power_of_two)
 
 
+TWO_IMAGES = "one is held out for validation"
+
+
 SPEC = ModelSpec(name="vae", data="images", params=VAEParams, estimate=conv_pair_estimate,
-                 recipe="genq.core.models.vae.recipe:VAERecipe", summary=__doc__.split(": ", 1)[1])
+                 recipe="genq.core.models.vae.recipe:VAERecipe", summary=__doc__.split(": ", 1)[1],
+                 check_data=lambda p, info: check_images(info, "vae", TWO_IMAGES))

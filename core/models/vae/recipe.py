@@ -21,6 +21,8 @@ from genq.core.data.images import load_images
 from genq.core.device import to_device
 from genq.core.eval.images import features_and_probs, frechet_distance
 from genq.core.models import _media
+from genq.core.models._image_params import check_images
+from genq.core.models.vae import TWO_IMAGES
 from genq.core.models.vae.net import VAE, VAEConfig, loss_terms, vae_loss
 from genq.core.recipe import GALLERY_SEED, Recipe
 
@@ -35,8 +37,7 @@ class VAERecipe(Recipe):
     def build(self, data: DataSource, resumed: checkpoint.Checkpoint | None) -> None:
         p = self.p
         ds = load_images(data, resumed.config["image_size"] if resumed is not None else p["image_size"], self.kind)
-        if len(ds.images) < 2:
-            raise DataError("a vae needs at least 2 images (one is held out for validation)")
+        check_images({"images": len(ds.images)}, self.kind, TWO_IMAGES)
         self.fit_set, self.val = ds.split(0.1, p["seed"])
         self.config = resumed.config if resumed is not None else asdict(VAEConfig(
             image_size=ds.image_size, channels=ds.channels, z_dim=p["z_dim"], base_channels=p["base_channels"]))

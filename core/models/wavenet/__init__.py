@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
+from genq.core.errors import DataError
 from genq.core.spec import FLOAT, ModelSpec, TrainParams
 
 AUDIO_CLASSES = 256  # 8-bit mu-law
@@ -32,5 +33,15 @@ def estimate(p: dict[str, Any]) -> tuple[int, int]:
     return params, acts
 
 
+NEEDS_LABELS = "a conditional wavenet needs labelled audio: put the WAV files in one sub-folder per label"
+
+
+def check_data(p: dict[str, Any], info: dict[str, Any]) -> None:
+    """Refuse unlabelled audio for a conditional wavenet."""
+    if p["conditional"] and not info.get("classes"):
+        raise DataError(NEEDS_LABELS)
+
+
 SPEC = ModelSpec(name="wavenet", data="audio", params=WaveNetParams, estimate=estimate,
-                 recipe="genq.core.models.wavenet.recipe:WaveNetRecipe", summary=__doc__.split(": ", 1)[1])
+                 recipe="genq.core.models.wavenet.recipe:WaveNetRecipe", summary=__doc__.split(": ", 1)[1],
+                 check_data=check_data)

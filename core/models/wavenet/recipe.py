@@ -24,6 +24,7 @@ from genq.core.data.audio import AudioSet, load_audio, segments, write_wav
 from genq.core.device import to_device
 from genq.core.eval.audio import audio_metrics, reference_pitches
 from genq.core.models import _media
+from genq.core.models.wavenet import NEEDS_LABELS
 from genq.core.models.wavenet.net import STOP_EVERY, WaveNet, WaveNetConfig, mu_law_encode
 from genq.core.recipe import Recipe
 
@@ -41,7 +42,7 @@ class WaveNetRecipe(Recipe):
         rate = resumed.config["sample_rate"] if resumed is not None else p["sample_rate"]
         audio = self.audio = load_audio(data, rate, self.kind)
         if p["conditional"] and audio.labels is None:
-            raise DataError("a conditional wavenet needs labelled audio: put the WAV files in one sub-folder per label")
+            raise DataError(NEEDS_LABELS)
         self.fit_set, self.val = _split(audio)
         if sum(len(c) for c in self.fit_set.clips) < 2 or all(len(c) < 2 for c in self.val.clips):
             raise DataError(f"the audio is too short to train on ({sum(len(c) for c in audio.clips)} samples): the "
