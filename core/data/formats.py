@@ -147,7 +147,7 @@ def load_image(f: BinaryIO, mode: str, what: str = "the file") -> Image.Image:
 class WavInfo(NamedTuple):
     channels: int
     sample_rate: int
-    frames: int  # as the header counts them
+    frames: int  # as the header counts them, or as many as a file cut short holds
 
     @property
     def seconds(self) -> float:
@@ -170,17 +170,22 @@ def _as_plain_pcm(raw: bytes, what: str) -> bytes:
 
 
 def _read_wav(f: BinaryIO, what: str, everything: bool) -> tuple[WavInfo, bytes]:
+    src = f
     try:
         try:
-            w = wave.open(f)
+            w = wave.open(src)
         except wave.Error as exc:
             if str(exc) != "unknown format: 65534" or not f.seekable():
                 raise
             f.seek(0)
-            w = wave.open(io.BytesIO(_as_plain_pcm(f.read(), what)))
+            src = io.BytesIO(_as_plain_pcm(f.read(), what))
+            w = wave.open(src)
         with w:
             width, channels, rate, frames = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
+            start = src.tell() if src.seekable() else None  # the samples begin here, once the header is read
             data = w.readframes(frames if everything else 1)
+            if start is not None and width and channels:  # a file cut short holds fewer frames than its header says
+                frames = min(frames, (src.seek(0, io.SEEK_END) - start) // (width * channels))
     except DataError:
         raise
     except EOFError:

@@ -58,6 +58,14 @@ def test_wav_that_is_not_16_bit_is_refused_by_both_naming_the_width(tmp_path, wi
     assert verdict == ("refused", f"zip member 'high/b.wav' is {bits}")
 
 
+def test_a_wav_cut_short_counts_the_frames_it_holds_not_those_its_header_says():
+    whole = wav(seconds=1.0)  # 8,000 frames
+    assert formats.wav_info(io.BytesIO(whole)).frames == 8000
+    cut = formats.wav_info(io.BytesIO(whole[:60]))  # the 44-byte header and 8 frames
+    assert (cut.frames, cut.seconds) == (8, 0.001)
+    assert formats.wav_frames(io.BytesIO(whole[:60]))[0] == cut
+
+
 @pytest.mark.parametrize("members, kind, expected", [
     # typed by magic bytes, never by the name
     ({"cats/a.bin": png(), "dogs/b.png": png()}, "images", ("images", 2, ["cats", "dogs"])),
