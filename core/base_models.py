@@ -67,6 +67,7 @@ def resolve(name: object, folder: Path | None = None) -> Path:
         raise ParamError(f"base '{name}' not found in the models folder (known: {_known(models)})")
     _check_inside(path, models, name)
     config = read_config(path, name)
+    _safetensors_count(path)  # its weights files are readable
     if not is_causal_lm(config):
         kinds = ", ".join(config.get("architectures") or []) or config.get("model_type") or "unknown"
         raise ParamError(f"base '{name}' is not a causal language model ({kinds}): hf-causal-lm needs a model "
@@ -183,17 +184,23 @@ def _check_inside(path: Path, models: Path, name: str) -> None:
 
 
 def _safetensors_count(path: Path) -> int | None:
-    """The sum of the tensor sizes in the headers of the folder's *.safetensors files; None without them."""
+    """The sum of the tensor sizes in the headers of the folder's *.safetensors files; None without them (or with
+    a header too large to read for a count). ParamError for a file that is no safetensors file: loading the
+    model would fail on it."""
     total, found = 0, False
     for file in sorted(path.glob("*.safetensors")):
         try:
             with open(file, "rb") as f:
                 (length,) = struct.unpack("<Q", f.read(8))
+                if length > file.stat().st_size - 8:
+                    raise ValueError(f"its header's length, {length} bytes, is past the end of the file")
                 if length > MAX_HEADER_BYTES:
                     return None
                 header = json.loads(f.read(length))
-        except (OSError, ValueError, struct.error):
-            return None
+            if not isinstance(header, dict):
+                raise ValueError("its header is not a JSON object")
+        except (OSError, ValueError, struct.error) as exc:
+            raise ParamError(f"base '{path.name}': {file.name} is not a readable safetensors file ({exc})") from None
         for key, tensor in header.items():
             if key != "__metadata__" and isinstance(tensor, dict):
                 total += math.prod(tensor.get("shape") or [])

@@ -13,7 +13,7 @@ from tests.web.conftest import count, upload
 @pytest.fixture
 def models(settings, tiny_gpt2, tmp_path):
     """$GENQ_HOME/models with the tiny GPT-2 as "tiny", a folder symlinked out, files symlinked out, a BERT
-    config, a folder with no config.json and a stray file."""
+    config, a folder with no config.json, one whose weights file is garbage and a stray file."""
     folder = settings.models_folder
     shutil.copytree(tiny_gpt2, folder / "tiny")
     outside = tmp_path / "outside"
@@ -25,6 +25,8 @@ def models(settings, tiny_gpt2, tmp_path):
     (folder / "bert").mkdir()
     (folder / "bert" / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')
     (folder / "empty").mkdir()
+    shutil.copytree(tiny_gpt2, folder / "corrupt")
+    (folder / "corrupt" / "model.safetensors").write_bytes(b"garbage, not the weights it should be")
     (folder / "README.txt").write_text("not a model")
     return folder
 
@@ -33,7 +35,7 @@ def test_models_lists_the_folders(client, auth, models):
     answer = client.get("/api/v1/models", headers=auth)
     assert answer.status_code == 200, answer.json
     listed = {m["name"]: m for m in answer.json["models"]}
-    assert sorted(listed) == ["bert", "empty", "escape", "leaky", "tiny"]  # folders only
+    assert sorted(listed) == ["bert", "corrupt", "empty", "escape", "leaky", "tiny"]  # folders only
     tiny = listed["tiny"]
     assert (tiny["model_type"], tiny["architectures"], tiny["causal_lm"], tiny["error"]) == (
         "gpt2", ["GPT2LMHeadModel"], True, None)
@@ -42,6 +44,7 @@ def test_models_lists_the_folders(client, auth, models):
     assert "resolves outside the models folder" in listed["escape"]["error"]
     assert "symlink out of the models folder" in listed["leaky"]["error"]
     assert "has no config.json" in listed["empty"]["error"]
+    assert listed["corrupt"]["error"].startswith("base 'corrupt': model.safetensors is not a readable safetensors file")
     assert client.get("/api/v1/models").status_code == 401
 
 
@@ -76,6 +79,7 @@ def test_train_and_generate_name_a_base(client, auth, models, db):
     ("leaky", "is a symlink out of the models folder"),
     ("bert", "is not a causal language model"),
     ("empty", "has no config.json"),
+    ("corrupt", "model.safetensors is not a readable safetensors file"),
     ("nowhere", "not found in the models folder"),
 ])
 def test_a_bad_base_is_refused_and_nothing_is_created(client, auth, models, db, base, reason):
