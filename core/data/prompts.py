@@ -213,6 +213,16 @@ def _check_width(cells: list[str], width: int) -> None:
                        "comma must be quoted)")
 
 
+_SEPARATORS = {"\t": "tabs", ";": "semicolons", "|": "bars"}
+
+
+def _other_separator(cell: str) -> str | None:
+    """The separator other than a comma (tab, semicolon, bar) that splits a one-column header's `cell` into
+    columns, one of them 'prompt'; None if none does."""
+    return next((sep for sep in _SEPARATORS if sep in cell and "prompt" in (c.strip() for c in cell.split(sep))),
+                None)
+
+
 def _csv_rows(text: str, template: str | None, template_later: bool
               ) -> tuple[list[tuple[str | None, str | None, dict[str, Any]] | RowError], list[int]]:
     """(each row's (prompt, id, params) or its RowError, each row's last line in the file). A CSV of several
@@ -237,6 +247,10 @@ def _csv_rows(text: str, template: str | None, template_later: bool
                         "name of its own")
     out: list[tuple[str | None, str | None, dict[str, Any]] | RowError] = []
     has_header = "prompt" in lower
+    if len(header) == 1 and (sep := _other_separator(lower[0])):
+        # its header would be read as a prompt, and every row as one prompt of the whole line
+        raise DataError(f"the prompts file's header is separated by {_SEPARATORS[sep]}: a CSV separates its columns "
+                        "with commas (save it as comma-separated CSV)")
     if template is None and not has_header and len(header) > 1 and not template_later:
         raise DataError(f"the CSV has no 'prompt' column (its first row: {', '.join(header)[:200]}): name the "
                         "column of prompts 'prompt', or give a template over the columns")

@@ -218,3 +218,12 @@ def test_an_id_with_a_nul_or_a_lone_surrogate_is_a_bad_row_and_the_other_rows_ru
         ("ROMEO:", None, "row 0 (line 2): its id has a NUL character"), ("KING:", "ok", None)]
     assert parse_prompts(jsonl({"prompt": 7}, {"prompt": "x"}), "jsonl")[0].error == \
         "row 0 (line 1): its prompt is an int, not a string"
+
+
+@pytest.mark.parametrize("data, words", [(b"id\tprompt\n1\tROMEO:\n", "tabs"),
+                                         (b"prompt;id\nROMEO:;1\n", "semicolons")])
+def test_a_header_separated_by_tabs_or_semicolons_is_refused_not_read_as_a_prompt(data, words):
+    with pytest.raises(DataError, match=f"header is separated by {words}: a CSV separates its columns with commas"):
+        parse_prompts(data, "csv")
+    one = parse_prompts(b"Write a prompt; be brief\nROMEO:\n", "csv")  # a prompt may hold a semicolon
+    assert [r.prompt for r in one] == ["Write a prompt; be brief", "ROMEO:"]
