@@ -116,20 +116,18 @@ def _submit_uploading(client, payload: dict, path: Path, kind: str | None = None
               help="a CSV or JSONL file of prompts")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
 def submit_generate(source, base, prompts, prompts_file, params) -> None:
-    """Submit a generation job."""
+    """Submit a generation job: of the prompts given, or unconditional samples (num_samples) without any."""
     if prompts and prompts_file:
         raise click.UsageError("give --prompt or --prompts, not both")
     if (source is None) == (base is None):
         raise click.UsageError("give --from JOB_ID or --base NAME (one of them)")
-    if not prompts and not prompts_file:
-        raise click.UsageError("give --prompt TEXT (one or more) or --prompts FILE")
     client = _client()
     payload = {"type": "generate", "params": _parse_params(params)}
     payload.update({"source_job": source} if source is not None else {"base": base})
     if prompts_file:
         click.echo(_submit_uploading(client, payload, prompts_file, kind="prompts"))
     else:
-        payload["prompts"] = list(prompts)
+        payload.update({"prompts": list(prompts)} if prompts else {})
         click.echo(client.submit(payload)["id"])
 
 

@@ -107,30 +107,6 @@ def test_up_trains_from_the_cli_stops_cleanly_and_keeps_its_data(up_env, tmp_pat
         stop_up(process)
 
 
-def niceness_of_children(pid: int) -> dict[str, int]:
-    """{'scheduler' | 'web' | 'worker': its process's niceness} for the genq processes `pid` started."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after the command's name: state, ppid, ...; nice is the 17th
-        if int(fields[1]) == pid and b"genq" in argv and len(argv) > 4:
-            found[argv[4].decode()] = int(fields[16])
-    return found
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_up_runs_the_web_and_the_scheduler_at_a_lower_priority_than_the_workers(up_env):
-    process = start_up(up_env)
-    try:
-        assert niceness_of_children(process.pid) == {"scheduler": 10, "web": 10, "worker": 0}
-    finally:
-        stop_up(process)
-
-
 def test_wait_exits_nonzero_for_a_failed_job(up_env, tmp_path):
     process = start_up(up_env)
     try:
@@ -199,7 +175,6 @@ def test_bad_arguments_and_urls_are_one_line_errors_without_a_server(up_env):
          "'lr=1e400': 1e400 is not a finite number"),
         (["show", "--", "-1"], {}, "-1 is not in the range x>=1"),
         (["submit", "train", "--model", "gpt", "--dataset", "/tmp"], {}, "'/tmp' is a directory: give a file"),
-        (["submit", "generate", "--from", "3"], {}, "give --prompt TEXT (one or more) or --prompts FILE"),
         (["jobs"], {"GENQ_URL": "notaurl"}, "'notaurl' is not the http(s) URL of a genq server (set GENQ_URL)"),
         (["jobs"], {"GENQ_URL": "http://127.0.0.1:99999"}, "is not the http(s) URL of a genq server"),
         (["worker", "--slots", "0"], {}, "'--slots': 0 is not in the range 1<=x<=256"),

@@ -175,6 +175,18 @@ def test_a_prompts_file_named_neither_csv_nor_jsonl_is_uploaded_as_prompts(api, 
     assert f"uploaded {prompts} as dataset" in submitted.stderr and "(prompts)" in submitted.stderr
 
 
+def test_generate_without_prompts_asks_for_unconditional_samples(api, db):
+    env, _ = api
+    source = add_jobs(db, 1)[0]
+    with db.session() as s:
+        s.get(Job, source).status = "succeeded"
+    submitted = genq(env, "submit", "generate", "--from", str(source), "--param", "num_samples=3")
+    assert submitted.returncode == 0, submitted.stderr
+    with db.session() as s:
+        job = s.get(Job, int(submitted.stdout))
+        assert (job.prompts, job.params["num_samples"]) == (None, 3)
+
+
 def test_a_refused_submission_whose_upload_stays_says_so(monkeypatch, tmp_path):
     class Stub:
         def upload(self, path, team=None, kind=None):
