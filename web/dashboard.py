@@ -15,6 +15,7 @@ from genq.db.models import JOB_STATUSES, Job, Output, Team
 from genq.errors import GenqError, InvalidInput
 from genq.jobs.estimate import training_estimate
 from genq.jobs.params import MODELS
+from genq.jobs.schemas import MAX_ID
 from genq.jobs.service import (
     cancel_job,
     job_to_dict,
@@ -52,8 +53,8 @@ def jobs():
     """The team's jobs, 50 a page, newest first: the first page with live status and progress, older pages
     (`?before=ID`, the cursor the page links to) as they stand."""
     status, kind = request.args.get("status") or None, request.args.get("type") or None
-    before = request.args.get("before", type=int)
-    before = before if before is not None and before > 0 else None
+    before = request.args.get("before", type=int)  # not a whole number: the first page
+    before = None if before is None or before <= 0 else min(before, MAX_ID)  # as the API clamps it
     # A filter naming no status or type (a mistyped link) shows no jobs and says so, as the API's 422 does.
     error = (f"no status '{status}': the statuses are {', '.join(JOB_STATUSES)}" if status not in (None, *JOB_STATUSES)
              else f"no type '{kind}': the types are train and generate" if kind not in (None, "train", "generate")
@@ -159,6 +160,8 @@ def _form_body(form) -> dict[str, Any]:
     elif kind == "generate":
         if form.get("base", "").strip():  # a pretrained model of the models folder, instead of a source job
             body["base"] = form["base"].strip()
+        elif not form.get("source_job", "").strip():
+            raise InvalidInput("give a source job (a succeeded training job's id) or a base model")
         else:
             body["source_job"] = _int_field(form, "source_job", 0)
         prompts = [line.strip() for line in form.get("prompts", "").splitlines() if line.strip()]

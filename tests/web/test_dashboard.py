@@ -71,6 +71,9 @@ def test_the_job_list_pages_to_older_jobs(browser, db):
     assert [int(i) for i in re.findall(r'data-job-id="(\d+)"', second)] == ids[1::-1]
     assert "Older jobs" not in second and "Newest jobs" in second
     assert "data-events" not in second  # an older page stands still: the live list is the newest 50
+    for huge in ("9223372036854775808", "9" * 30):  # past any id (and past SQLite's integers): from the newest
+        beyond = browser.get(f"/?before={huge}")
+        assert beyond.status_code == 200 and re.findall(r'data-job-id="(\d+)"', beyond.text)[:1] == [str(ids[-1])]
 
 
 def test_job_page_shows_everything(browser, db, settings):
@@ -80,6 +83,10 @@ def test_job_page_shows_everything(browser, db, settings):
     add_metrics(db, failed, "val/perplexity", [18.2, 11.0], every=20)
     page = browser.get(f"/jobs/{failed}").text
     assert "CUDA out of memory &lt;script&gt;" in page  # escaped
+    assert '<dd id="job-attempts">3 / 3</dd>' in page
+    restarted = add_job(db, status="running", attempts=4, preemptions=3)  # three clean restarts of genq up
+    shown = browser.get(f"/jobs/{restarted}").text
+    assert '<dd id="job-attempts">1 / 3</dd>' in shown and "3 times" in shown  # hand-backs are not attempts
     sources = json.loads(re.search(r"id=\"loss-chart\"[^>]*data-sources='([^']*)'", page).group(1))
     assert sources == [{"job": failed, "name": n, "label": n} for n in ("train/loss", "val/loss")]
     drawn = browser.get(f"/api/v1/jobs/{failed}/metrics?points=800&name=train/loss").json  # what the chart fetches
@@ -204,6 +211,19 @@ def test_submit_generate_form(browser, db):
         "/submit", data={"csrf_token": csrf_from(page), "type": "generate", "source_job": str(running)}
     )
     assert answer.status_code == 409 and "is running" in answer.text
+    prompts = browser.post("/datasets", data={"csrf_token": csrf_from(page), "file": (io.BytesIO(b"seven\nthree\n"),
+                                                                                      "p.csv")},
+                           content_type="multipart/form-data")
+    assert prompts.status_code == 302
+    with db.session() as s:
+        prompts_id = s.scalars(select(Dataset.id).where(Dataset.kind == "prompts")).one()
+    refused = browser.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate",
+                                            "source_job": str(source), "prompts_dataset": str(prompts_id),
+                                            "params": "num_samples=0"})
+    assert refused.status_code == 422 and "num_samples" in refused.text
+    assert f'<option value="{prompts_id}" selected>' in refused.text  # kept for the next try, as the other fields
+    nothing = browser.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate", "source_job": " "})
+    assert nothing.status_code == 422 and "give a source job (a succeeded training job&#39;s id)" in nothing.text
 
 
 def test_dataset_upload_form(browser, db, settings):
@@ -224,6 +244,7 @@ def test_dataset_upload_form(browser, db, settings):
     )
     assert bad.status_code == 422 and "NUL byte" in bad.text and 'id="form-error"' in bad.text
     assert 'value="my &lt;corpus&gt;"' in bad.text  # the name typed is kept (escaped) for the next try
+    assert '<option value="text" selected>' in bad.text  # and the kind chosen
     assert count(db, Dataset) == 1
     with db.session() as s:
         dataset_id = s.scalars(select(Dataset.id)).one()

@@ -173,7 +173,7 @@
       badge.textContent = job.status; badge.className = "status status-" + job.status;
       progress(job);
       setText("job-queue", job.queue_position === null ? "—" : String(job.queue_position + 1));
-      setText("job-attempts", job.attempts + " / " + job.max_attempts);
+      setText("job-attempts", (job.attempts - job.preemptions) + " / " + job.max_attempts);  // hand-backs not counted
       setText("job-started", when(job.started_at));
       setText("job-finished", when(job.finished_at));
       fact("job-eta", job.eta ? when(job.eta) + " UTC" : "");  // the forecast moves; a finished job has none
