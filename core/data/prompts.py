@@ -82,8 +82,9 @@ def _misspelt(key: str) -> str | None:
     return (same or difflib.get_close_matches(key.lower(), names, n=1, cutoff=0.88) or [None])[0]
 
 
-def check_row_params(values: dict[str, Any]) -> dict[str, Any]:
-    """The per-row params among `values` (unknown keys ignored), or RowError naming the bad one."""
+def check_row_params(values: dict[str, Any], written: dict[str, str] | None = None) -> dict[str, Any]:
+    """The per-row params among `values` (unknown keys ignored), or RowError naming the bad one as the row wrote
+    it (`written`: param -> the key it came from, "body.max_tokens" say)."""
     out: dict[str, Any] = {}
     for name, (types, ok, what) in ROW_PARAMS.items():
         if values.get(name) is None:
@@ -91,7 +92,7 @@ def check_row_params(values: dict[str, Any]) -> dict[str, Any]:
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, types) or (
                 isinstance(value, float) and not math.isfinite(value)) or not ok(value):
-            raise RowError(f'"{name}" must be {what}, got {json.dumps(value)[:40]}')
+            raise RowError(f'"{(written or {}).get(name, name)}" must be {what}, got {json.dumps(value)[:40]}')
         out[name] = value
     stop = values.get("stop")
     if stop is not None:
@@ -157,9 +158,11 @@ def _json_row(obj: object) -> tuple[str, str | None, dict[str, Any]]:
         else:
             prompt = body.get("prompt")
         values = {OPENAI_NAMES.get(k, k): v for k, v in body.items()}
-        return _check_prompt(prompt), _row_id(obj.get("custom_id")), check_row_params(_check_keys(values))
+        written = {OPENAI_NAMES.get(k, k): f"body.{k}" for k in body}
+        return _check_prompt(prompt), _row_id(obj.get("custom_id")), check_row_params(_check_keys(values), written)
     values = {OPENAI_NAMES.get(k, k): v for k, v in obj.items()}  # max_tokens, as in an OpenAI body
-    return _check_prompt(obj.get("prompt")), _row_id(obj.get("id")), check_row_params(_check_keys(values))
+    written = {OPENAI_NAMES[k]: k for k in obj if k in OPENAI_NAMES}
+    return _check_prompt(obj.get("prompt")), _row_id(obj.get("id")), check_row_params(_check_keys(values), written)
 
 
 def template_fields(template: str) -> list[str]:

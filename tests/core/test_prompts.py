@@ -227,3 +227,11 @@ def test_a_header_separated_by_tabs_or_semicolons_is_refused_not_read_as_a_promp
         parse_prompts(data, "csv")
     one = parse_prompts(b"Write a prompt; be brief\nROMEO:\n", "csv")  # a prompt may hold a semicolon
     assert [r.prompt for r in one] == ["Write a prompt; be brief", "ROMEO:"]
+
+
+def test_a_bad_param_is_named_by_the_key_the_row_wrote():
+    rows = parse_prompts(jsonl({"custom_id": "a", "body": {"prompt": "x", "max_tokens": "lots"}},
+                               {"prompt": "y", "max_tokens": 0}, {"prompt": "z", "max_new_tokens": 0},
+                               {"prompt": "ok"}), "jsonl")
+    assert [r.error.split(": ", 1)[1].split(" must")[0] for r in rows[:3]] == [
+        '"body.max_tokens"', '"max_tokens"', '"max_new_tokens"']

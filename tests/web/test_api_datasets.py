@@ -318,3 +318,11 @@ def test_data_a_worker_would_refuse_is_refused_at_submission(client, auth, db, m
     if model != "wavenet":
         assert client.post("/api/v1/jobs", headers=auth, json={"type": "train", "model": model, "dataset": labelled,
                                                                "params": params}).status_code == 201
+
+
+def test_a_file_part_whose_name_is_not_utf8_is_said_to_be_unread(client, auth, db):
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="\xff.txt"\r\nContent-Type: text/plain\r\n'
+            b"\r\nhello\r\n--b--\r\n")
+    answer = client.post("/api/v1/datasets", headers=auth, data=body, content_type="multipart/form-data; boundary=b")
+    assert answer.status_code == 422 and "not UTF-8 is not read" in answer.json["message"], answer.json
+    assert count(db, Dataset) == 0

@@ -21,7 +21,9 @@ def store_request_file(team_id: int) -> dict:
     """Store the request's `file` (optional `name`, `kind`) as a dataset of `team_id`; its JSON form."""
     upload = request.files.get("file")
     if upload is None:
-        raise InvalidInput("multipart field 'file' is required")
+        # werkzeug drops a part whose headers are not UTF-8: a file named in another encoding arrives as no file
+        raise InvalidInput("multipart field 'file' is required (a part whose headers, its filename say, are not "
+                           "UTF-8 is not read)")
     kind = request.form.get("kind") or None
     if kind is not None and kind not in KINDS:
         raise InvalidInput(f"unknown dataset kind '{kind[:40]}' (known: {', '.join(KINDS)})")
