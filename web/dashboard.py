@@ -12,7 +12,7 @@ from genq import evaluation
 from genq.core import base_models
 from genq.datasets import BUILTIN_DATASETS, datasets_of
 from genq.db.models import JOB_STATUSES, Job, Output, Team
-from genq.errors import GenqError, InvalidInput
+from genq.errors import GenqError, InvalidInput, NotFound
 from genq.jobs.estimate import training_estimate
 from genq.jobs.params import MODELS
 from genq.jobs.schemas import MAX_ID
@@ -279,5 +279,9 @@ def rate():
                                                      *of_team(g.caller.scope)).order_by(Job.id.desc()).limit(100)).all()
             return render_template("rate.html", candidates=candidates, board=None)
         board = evaluation.leaderboard(s, g.caller.scope, ids)
-        pair = pair_to_dict(s, evaluation.next_pair(s, g.caller.token_id, g.caller.scope, ids))
-    return render_template("rate.html", jobs=",".join(map(str, dict.fromkeys(ids))), board=board, pair=pair)
+        try:
+            pair, no_pair = pair_to_dict(s, evaluation.next_pair(s, g.caller.token_id, g.caller.scope, ids)), None
+        except NotFound as exc:  # the jobs exist, but no prompt has outputs of two of them: said on the page
+            pair, no_pair = None, exc.message
+    return render_template("rate.html", jobs=",".join(map(str, dict.fromkeys(ids))), board=board, pair=pair,
+                           no_pair=no_pair)

@@ -267,6 +267,8 @@ def test_cancel_button_and_viewer(client, db):
     assert ">Cancel<" not in page  # viewers get no button, no Submit link, no New job button, no upload form
     assert ">Submit</a>" not in page and ">New job<" not in client.get("/").text
     assert 'id="upload-form"' not in client.get("/datasets").text
+    submit_page = client.get("/submit?type=generate").text  # a page of forms it could only have refused
+    assert 'id="read-only"' in submit_page and "<form" not in submit_page.split("<main>")[1]
     client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf_from(page)})
     assert "viewer tokens cannot cancel" in client.get(f"/jobs/{job_id}").text
     admin = client.application.test_client()

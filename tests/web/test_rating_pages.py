@@ -83,3 +83,12 @@ def test_rate_page_errors_are_pages(browser, db, jobs, status):
     text_jobs(db, ["p0"])
     answer = browser.get(f"/rate?jobs={jobs}")
     assert answer.status_code == status and answer.mimetype == "text/html"
+
+
+def test_jobs_without_a_common_prompt_show_their_leaderboard_and_say_why_there_is_no_pair(browser, db):
+    x = text_jobs(db, ["p0", "p1"], names=("X",))[0]
+    y = text_jobs(db, ["q0"], names=("Y",))[0]
+    answer = browser.get(f"/rate?jobs={x},{y}")
+    assert answer.status_code == 200, answer.text  # a 404 page said the jobs were not found
+    assert 'id="no-pair"' in answer.text and "no outputs of two different jobs of one kind" in answer.text
+    assert 'id="judge"' not in answer.text and 'id="leaderboard"' in answer.text
