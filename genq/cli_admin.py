@@ -70,7 +70,12 @@ def _write_team(write, name: str, options: dict) -> None:
 def _echo_team(row: dict) -> None:
     click.echo(f"{row['name']}\tweight {row['weight']:g}\tmax_gpus {row['max_gpus'] or '-'}\t"
                f"gpu_hours_per_week {row['gpu_hours_per_week'] or '-'}\tin use {row['gpus_in_use']}\t"
-               f"{row['gpu_hours_this_week']:.2f} GPU-h this week")
+               f"{_hours(row['gpu_hours_this_week'])} GPU-h this week")
+
+
+def _hours(hours: float) -> str:
+    """GPU-hours to two decimals, or two significant digits below 0.1: 0.0088 does not read as a quota of 0.01."""
+    return f"{hours:.2f}" if hours >= 0.1 or hours == 0 else f"{hours:.2g}"
 
 
 @team.command("create")

@@ -58,3 +58,9 @@ def test_the_operator_creates_worker_tokens_from_the_cli(settings):
     assert "\tadmin\tworker\t" in genq(settings, "token", "list").stdout
     past = genq(settings, "token", "revoke", "99999999999999999999999")  # past any id: refused, no traceback
     assert past.returncode == 2 and "not in the range" in past.stderr and "Traceback" not in past.stderr
+
+
+def test_hours_below_a_tenth_keep_two_significant_digits():
+    from genq.cli_admin import _hours
+
+    assert [_hours(h) for h in (0, 0.0088, 0.1, 3.14159)] == ["0.00", "0.0088", "0.10", "3.14"]  # 0.0088 read "0.01"
