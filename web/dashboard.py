@@ -205,10 +205,11 @@ def submit():
     with state().db.session() as s:
         datasets = datasets_of(s, g.caller.team_id)  # a job's dataset is its team's
         sources = [
-            {"id": j.id, "model": j.model}
+            {"id": j.id, "model": j.model, "step": j.checkpoint_step if j.status == "cancelled" else None}
             for j in s.scalars(
                 select(Job)
-                .where(*of_team(g.caller.scope), Job.type == "train", Job.status == "succeeded")
+                .where(*of_team(g.caller.scope), Job.type == "train",
+                       (Job.status == "succeeded") | ((Job.status == "cancelled") & (Job.checkpoint_step > 0)))
                 .order_by(Job.id.desc())
                 .limit(200)
             )

@@ -189,10 +189,9 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
                             "a team generates from its own models (submit it for team '{other}')")
             if source.type != "train":
                 raise InvalidInput(f"source job {source.id} is a {source.type} job; generate from a train job")
-            if source.status != "succeeded":
-                raise Conflict(
-                    f"source job {source.id} is {source.status}; only a succeeded train job can generate"
-                )
+            if source.status != "succeeded" and not (source.status == "cancelled" and source.checkpoint_step):
+                raise Conflict(f"source job {source.id} is {source.status}; a train job generates once it has "
+                               "succeeded, or from the checkpoint it saved when cancelled")
             job.model, job.source_job_id = source.model, source.id
         job.params = validate_generate_params(req.params)
         check_clean(job.params, "params")

@@ -192,6 +192,8 @@ def test_generate_with_prompts_dataset(client, auth, db, settings):
     [
         ({"status": "running"}, {}, 409, "is running"),
         ({"status": "failed", "error": "boom"}, {}, 409, "is failed"),
+        ({"status": "cancelled"}, {}, 409, "is cancelled; a train job generates once it has succeeded, or from the "
+                                          "checkpoint it saved when cancelled"),
         ({"status": "queued"}, {}, 409, "queued"),
         ({"status": "succeeded", "type": "generate"}, {}, 422, "generate job"),
         ({"status": "succeeded"}, {"params": {"top_k": "many"}}, 422, "top_k"),

@@ -222,6 +222,10 @@ def test_submit_generate_form(browser, db):
                                             "params": "num_samples=0"})
     assert refused.status_code == 422 and "num_samples" in refused.text
     assert f'<option value="{prompts_id}" selected>' in refused.text  # kept for the next try, as the other fields
+    stopped = add_job(db, status="cancelled", checkpoint_step=140)  # its checkpoint generates too
+    add_job(db, status="cancelled")  # none saved: nothing to generate from
+    offered = browser.get("/submit?type=generate").text
+    assert re.findall(r'<option value="(\d+)"[^>]*>#\d+ gpt \(cancelled', offered) == [str(stopped)]
     nothing = browser.post("/submit", data={"csrf_token": csrf_from(page), "type": "generate", "source_job": " "})
     assert nothing.status_code == 422 and "give a source job (a succeeded training job&#39;s id)" in nothing.text
 

@@ -125,6 +125,11 @@ def test_cancel_running_job_checkpoints_and_ends_within_10_seconds(platform):
     assert row(platform, job_id).checkpoint_step >= step_before
     artifacts = platform.api("GET", f"/jobs/{job_id}/artifacts").json()["artifacts"]
     assert any(a["kind"] == "checkpoint" for a in artifacts)
+    # The run is not lost with the cancel: its checkpoint generates.
+    gen = platform.submit({"type": "generate", "source_job": job_id, "prompts": ["def "],
+                           "params": {"max_new_tokens": 8}})
+    done = platform.wait_status(gen, ("succeeded", "failed"), timeout=120)
+    assert done["status"] == "succeeded", done["error"]
 
 
 def test_cancel_queued_job_is_immediate(platform):
