@@ -76,10 +76,11 @@ def bad_string(text: str) -> bool:
 
 
 def check_text(path: Path) -> dict[str, Any]:
-    """Line count of a UTF-8 text file that holds more than whitespace; InvalidInput naming the first NUL or
-    invalid byte otherwise."""
+    """Lines and characters of a UTF-8 text file that holds more than whitespace; InvalidInput naming the first NUL
+    or invalid byte otherwise."""
     with refused_as_invalid_input(), open(path, "rb") as f:
-        return {"lines": formats.text_lines(f)}
+        lines, chars = formats.text_stats(f)
+    return {"lines": lines, "chars": chars}
 
 
 def _read_media(path: Path, max_unpacked: int | None) -> tuple[formats.Media, list[Any]]:

@@ -69,11 +69,11 @@ def refuse_unsupported(head: bytes, what: str) -> None:
 # ------------------------------------------------------------------------------------------------------ text
 
 
-def text_lines(f: BinaryIO, what: str = "the file") -> int:
-    """The number of lines of UTF-8 text without NUL bytes that holds more than whitespace (a last one without its
-    newline included); DataError otherwise."""
+def text_stats(f: BinaryIO, what: str = "the file") -> tuple[int, int]:
+    """(lines, characters) of UTF-8 text without NUL bytes that holds more than whitespace (a last line without
+    its newline counted, a leading byte-order mark not); DataError otherwise."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, lines, blank, last = 0, 0, True, b"\n"
+    offset, lines, chars, blank, last = 0, 0, 0, True, b"\n"
     while chunk := f.read(CHUNK):
         nul = chunk.find(b"\x00")
         if nul >= 0:
@@ -83,8 +83,10 @@ def text_lines(f: BinaryIO, what: str = "the file") -> int:
             text = decoder.decode(chunk)
         except UnicodeDecodeError as exc:
             raise DataError(f"{what} is not UTF-8 text: invalid byte near offset {offset + exc.start}") from None
-        blank = blank and not (text.removeprefix("\ufeff") if offset == 0 else text).strip()
-        lines += chunk.count(b"\n")
+        if offset == 0:
+            text = text.removeprefix("\ufeff")
+        blank = blank and not text.strip()
+        lines, chars = lines + chunk.count(b"\n"), chars + len(text)
         offset, last = offset + len(chunk), chunk[-1:]
     try:
         decoder.decode(b"", final=True)
@@ -92,12 +94,12 @@ def text_lines(f: BinaryIO, what: str = "the file") -> int:
         raise DataError(f"{what} is not UTF-8 text: it ends inside a multi-byte character") from None
     if blank:
         raise DataError(f"{what} is empty: it holds no text but whitespace")
-    return lines + (last != b"\n")  # a last line without its newline is a line too
+    return lines + (last != b"\n"), chars  # a last line without its newline is a line too
 
 
 def decode_text(raw: bytes, what: str = "the file") -> str:
-    """`raw` as text if text_lines accepts it, without a leading byte-order mark."""
-    text_lines(io.BytesIO(raw), what)
+    """`raw` as text if text_stats accepts it, without a leading byte-order mark."""
+    text_stats(io.BytesIO(raw), what)
     return raw.decode("utf-8").removeprefix("\ufeff")
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from genq.core.errors import DataError
 from genq.core.spec import TrainParams
 
 CHAR_VOCAB = 256  # a char tokenizer's vocabulary is the corpus' characters: a few hundred at most
@@ -29,3 +30,16 @@ class TextParams(TrainParams):
 def vocab_bound(p: dict[str, Any]) -> int:
     """The largest vocabulary these params can give: what the memory estimate counts."""
     return CHAR_VOCAB if p["tokenizer"] == "char" else p["vocab_size"]
+
+
+def check_text_data(p: dict[str, Any], info: dict[str, Any]) -> None:
+    """DataError when the text is too short for block_size whatever it tokenizes to: a char tokenizer makes one
+    token a character and a word tokenizer at most one (byte-level bpe up to four: not judged here), and the
+    last tenth of the tokens, held out for validation, must be longer than block_size (genq.core.data.text)."""
+    chars, block = info.get("chars"), p["block_size"]
+    if chars is None or p["tokenizer"] == "bpe":  # None: uploaded before datasets counted their characters
+        return
+    if chars - int(0.9 * chars) <= block:
+        raise DataError(f"the text is too short for block_size={block}: {chars} characters make at most {chars} "
+                        f"{p['tokenizer']} tokens, and the tenth held out for validation must be longer than "
+                        f"block_size (about {10 * (block + 1)} characters); upload more text or lower block_size")

@@ -20,8 +20,8 @@ def stored_files(settings) -> list[str]:
 @pytest.mark.parametrize(
     "filename, data, kind, info",
     [
-        ("corpus.txt", "hello wörld\nline two\n".encode(), "text", {"lines": 2}),
-        ("corpus.txt", "hello wörld\nline two".encode(), "text", {"lines": 2}),
+        ("corpus.txt", "hello wörld\nline two\n".encode(), "text", {"lines": 2, "chars": 21}),
+        ("corpus.txt", "\ufeffhello wörld\nline two".encode(), "text", {"lines": 2, "chars": 20}),
         ("digit.png", png(), "images", {"images": 1, "width": 8, "height": 8}),
         ("photo.jpg", png(fmt="JPEG"), "images", {"images": 1, "width": 8, "height": 8}),
         ("tone.wav", wav(), "audio", {"clips": 1, "channels": 1, "sample_rate": 8000, "seconds": 0.05}),
@@ -319,6 +319,28 @@ def test_data_a_worker_would_refuse_is_refused_at_submission(client, auth, db, m
         assert client.post("/api/v1/jobs", headers=auth, json={"type": "train", "model": model, "dataset": labelled,
                                                                "params": params}).status_code == 201
 
+
+
+@pytest.mark.parametrize("model, tokenizer", [("gpt", "char"), ("gru", "word")])
+def test_text_too_short_for_block_size_is_refused_at_submission(client, auth, db, model, tokenizer):
+    """A text whose held-out tenth cannot fill one block whatever tokens it makes: a 422 naming the dataset and
+    the size it needs, no job. A block its characters could fill is accepted: the worker counts the tokens."""
+    text = "to be or not to be\n" * 34  # 646 characters: a validation tenth of 65, more than a block of 64
+    dataset = upload(client, auth, text.encode(), "short.txt").json["id"]
+
+    def submit(block_size: int):
+        return client.post("/api/v1/jobs", headers=auth, json={"type": "train", "model": model, "dataset": dataset,
+                                                               "params": {"tokenizer": tokenizer,
+                                                                          "block_size": block_size}})
+
+    answer = submit(65)
+    assert answer.status_code == 422, answer.json
+    assert answer.json["message"] == (
+        f"dataset {dataset}: the text is too short for block_size=65: 646 characters make at most 646 {tokenizer} "
+        "tokens, and the tenth held out for validation must be longer than block_size (about 660 characters); "
+        "upload more text or lower block_size")
+    assert count(db, Job) == 0
+    assert submit(64).status_code == 201
 
 def test_a_file_part_whose_name_is_not_utf8_is_said_to_be_unread(client, auth, db):
     body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="\xff.txt"\r\nContent-Type: text/plain\r\n'

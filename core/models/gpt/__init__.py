@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from genq.core.models._text_params import TextParams, vocab_bound
+from genq.core.models._text_params import TextParams, check_text_data, vocab_bound
 from genq.core.spec import ModelSpec, check_min_lr
 
 
@@ -57,4 +57,4 @@ def estimate(p: dict[str, Any]) -> tuple[int, int]:
 
 SPEC = ModelSpec(name="gpt", data="text", params=GPTParams, estimate=estimate,
                  recipe="genq.core.models.gpt.recipe:GPTRecipe", summary=__doc__.split(": ", 1)[1],
-                 data_parallel=True)
+                 data_parallel=True, check_data=check_text_data)

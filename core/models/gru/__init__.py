@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from genq.core.models._text_params import TextParams, vocab_bound
+from genq.core.models._text_params import TextParams, check_text_data, vocab_bound
 from genq.core.spec import FLOAT, ModelSpec
 
 
@@ -34,4 +34,4 @@ def estimate(p: dict[str, Any]) -> tuple[int, int]:
 
 SPEC = ModelSpec(name="gru", data="text", params=GRUParams, estimate=estimate,
                  recipe="genq.core.models.gru.recipe:GRURecipe", summary=__doc__.split(": ", 1)[1],
-                 data_parallel=True)
+                 data_parallel=True, check_data=check_text_data)
