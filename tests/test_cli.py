@@ -112,7 +112,9 @@ def test_wait_exits_nonzero_for_a_failed_job(up_env, tmp_path):
     try:
         short = tmp_path / "short.txt"
         short.write_text("too short")
-        job_id = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(short), *TINY).stdout.strip()
+        # bpe: the worker finds the text too short (a char tokenizer's is refused at submission)
+        job_id = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(short), *TINY,
+                      "--param", "tokenizer=bpe").stdout.strip()
         result = genq(up_env, "wait", job_id, "--timeout", "120", check=False)
         assert result.returncode == 1 and "failed" in result.stderr
         logged = genq(up_env, "logs", job_id).stdout

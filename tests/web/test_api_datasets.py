@@ -220,7 +220,7 @@ def test_a_datasets_name_is_kept_as_given_but_its_file_name_loses_its_folders(cl
 def test_the_operator_uploads_for_a_team_and_others_only_for_their_own(client, auth, db):
     operator = bearer(make_token(db, "admin", "admin"))
     make_token(db, "beta", "admin")  # the team exists
-    theirs = upload(client, operator, b"text", "a.txt", team="beta")
+    theirs = upload(client, operator, b"a text to train on\n" * 40, "a.txt", team="beta")  # a block of 64 fits
     assert theirs.status_code == 201
     mine = upload(client, operator, b"text", "b.txt").json["id"]  # the operator's own team
     refused = client.post("/api/v1/jobs", headers=operator, json={
@@ -265,7 +265,7 @@ def test_the_operator_sees_and_deletes_every_teams_datasets(client, auth, other_
 def test_a_dataset_deleted_while_a_job_naming_it_is_submitted_is_a_404(client, auth, db, monkeypatch):
     from genq.jobs import service
 
-    dataset = upload(client, auth, b"some text to train on", "a.txt").json["id"]
+    dataset = upload(client, auth, b"some text to train on\n" * 40, "a.txt").json["id"]
     checked = service._dataset
 
     def checked_then_deleted(session, *args):  # the DELETE commits between the submission's check and its insert

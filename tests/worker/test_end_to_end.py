@@ -47,12 +47,13 @@ def test_upload_train_generate_through_the_api(platform):
 
 
 def test_a_job_failing_in_the_worker_shows_its_error(platform):
-    # 40 characters cannot fill one block of 64: the worker fails the job with a message a person can act on.
+    # 40 characters cannot fill one block of 64: the worker fails the job with a message a person can act on
+    # (bpe: a char tokenizer's text this short is refused at submission).
     dataset = platform.upload_text("To be, or not to be, that is the question")
     platform.start_scheduler()
     platform.start_worker()
     job_id = platform.submit({"type": "train", "model": "gpt", "dataset": dataset,
-                              "params": tiny_gpt(block_size=64)})
+                              "params": tiny_gpt(block_size=64, tokenizer="bpe", vocab_size=300)})
     job = platform.wait_status(job_id, ("succeeded", "failed"), timeout=120)
     assert job["status"] == "failed"
     assert "block_size" in job["error"] or "too short" in job["error"], job["error"]
