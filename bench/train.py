@@ -22,7 +22,9 @@ GPT2LMHeadModel, and a genq job through the platform against the bare loop.
    samples included; submitted once the platform has settled), against the same recipe's steps in a bare
    loop here, with the platform up and idle: --job-rounds of each in turn, a bare loop first and last, and the
    ratio of the medians (goal: bare / job >= 0.95); and each job's time split into its steps (by its own
-   throughput metric) and the rest. This machine's speed drifts by 20% within minutes: one job against one
+   throughput metric) and the rest; on Linux, the CPU seconds of each bare loop and, over each job, of each of
+   the platform's processes (the job's worker against the bare loop; the web, the scheduler and Redis beside
+   it, their cost to the job's cores). This machine's speed drifts by 20% within minutes: one job against one
    loop measured anywhere from 0.73x to 1.02x in four runs of the same code.
 """
 
@@ -226,23 +228,56 @@ def job_seconds(client, dataset: int, params: dict) -> tuple[float, float]:
     return (finished - started).total_seconds(), steps
 
 
+def platform_cpu(root: int) -> dict[str, float]:
+    """CPU seconds used so far by each process under `root` (genq up: the worker, the web, the scheduler, Redis),
+    by name; empty where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    procs: dict[int, tuple[int, str, float]] = {}  # pid: (parent, name, seconds)
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat, argv = (entry / "stat").read_text(), (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        words = [w.decode(errors="replace") for w in argv if w]
+        name = stat[stat.index("(") + 1:stat.rindex(")")]  # the kernel's name: valkey-server, redis-server
+        if "genq" in words:  # python -P -m genq worker ...: its command
+            name = next((w for w in words[words.index("genq") + 1:] if not w.startswith("-")), "genq")
+        procs[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+    under, out = {root}, {}
+    for pid in sorted(procs):  # children have larger pids than their parents, bar wrap-around
+        parent, name, seconds = procs[pid]
+        if parent in under:
+            under.add(pid)
+            out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
 def compare_job(corpus: Path, rounds: int) -> bool:
     """Print the 300-step job against the bare loop, `rounds` of each in turn (bare loop, job, ..., bare loop)
     with the platform up and idle around the bare loops; the ratio of their medians. Whether it met the goal."""
     params = {**JOB_PARAMS}
-    bare, jobs, job_steps = [], [], []
+    bare, jobs, job_steps, bare_cpu, job_cpu = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         process, client = start_platform(Path(tmp) / "home")
+
+        def timed_bare() -> None:
+            wait_until_settled(client)
+            cpu = time.process_time()  # every thread of this process: the bare loop's torch threads
+            bare.append(bare_loop(corpus, params))
+            bare_cpu.append(time.process_time() - cpu)
+
         try:
             dataset = client.upload(corpus)["id"]
             for _ in range(rounds):
-                wait_until_settled(client)
-                bare.append(bare_loop(corpus, params))
+                timed_bare()
+                before = platform_cpu(process.pid)
                 total, steps = job_seconds(client, dataset, params)
+                after = platform_cpu(process.pid)
+                job_cpu.append({name: after[name] - before.get(name, 0.0) for name in after})
                 jobs.append(total)
                 job_steps.append(steps)
-            wait_until_settled(client)
-            bare.append(bare_loop(corpus, params))
+            timed_bare()
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(120)
@@ -256,6 +291,10 @@ def compare_job(corpus: Path, rounds: int) -> bool:
     print(f"    its steps {' '.join(f'{j:.1f}' for j in job_steps)} s by its throughput metric; the rest "
           f"{' '.join(f'{j - t:.2f}' for j, t in zip(jobs, job_steps, strict=True))} s (start, evaluations, galleries, "
           "checkpoints, final samples, end)")
+    if job_cpu and job_cpu[0]:  # the CPU each took: the job's worker against the bare loop, and the rest
+        print(f"  CPU seconds: bare loop {' '.join(f'{c:.1f}' for c in bare_cpu)}; over each job "
+              + "; ".join(", ".join(f"{name} {c:.2f}" for name, c in sorted(cpu.items(), key=lambda kv: -kv[1])
+                                    if c >= 0.01) for cpu in job_cpu))
     print(f"  bare / job = {ratio:.2f}x, of the medians (goal >= 0.95x) {'PASS' if ratio >= 0.95 else 'MISS'}; "
           f"{paired:.2f}x the median of each job against the bare loops either side of it", flush=True)
     return ratio >= 0.95
