@@ -27,6 +27,7 @@ from genq.core.api import BUILTIN_DATASETS as BUILTIN_DATASETS  # the platform r
 from genq.core.data import formats
 from genq.core.data import prompts as prompts_format
 from genq.core.data.prompts import PromptRow
+from genq.core.data.prompts import bad_string as bad_string  # the API's checks share the prompts'
 from genq.db.models import Dataset, Job, iso
 from genq.errors import Conflict, InvalidInput, NotFound, TooLarge, refused_as_invalid_input
 from genq.store import ArtifactStore
@@ -62,17 +63,6 @@ def clean_name(name: object, limit: int = 200, file: bool = True) -> str:
         text = text.replace("\\", "/").rsplit("/", 1)[-1]
     text = _CONTROL.sub("", text).encode("utf-8", "replace").decode("utf-8", "replace").strip()
     return text[:limit]
-
-
-def bad_string(text: str) -> bool:
-    """True if `text` cannot be stored as SQL text (NUL) or encoded as UTF-8 (lone surrogates)."""
-    if "\x00" in text:
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def check_text(path: Path) -> dict[str, Any]:

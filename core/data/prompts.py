@@ -117,14 +117,22 @@ def _check_prompt(prompt: object) -> str:
     return prompt
 
 
-def _check_text(text: str, what: str) -> None:
-    """RowError unless `text` can be stored: no NUL character (PostgreSQL's text holds none), valid Unicode."""
+def bad_string(text: str) -> bool:
+    """True if `text` cannot be stored as SQL text (NUL) or encoded as UTF-8 (lone surrogates)."""
     if "\x00" in text:
-        raise RowError(f"{what} has a NUL character")
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise RowError(f"{what} holds invalid Unicode (a lone surrogate)") from None
+        return True
+    return False
+
+
+def _check_text(text: str, what: str) -> None:
+    """RowError unless `text` can be stored: no NUL character (PostgreSQL's text holds none), valid Unicode."""
+    if bad_string(text):
+        raise RowError(f"{what} has a NUL character" if "\x00" in text
+                       else f"{what} holds invalid Unicode (a lone surrogate)")
 
 
 def _a(word: str) -> str:
