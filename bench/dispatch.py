@@ -7,7 +7,8 @@ the web), trains one tiny gpt as a job, then measures:
    ended; the time from just before the POST to the row's started_at (the worker's claim). Peer: one raw
    Celery round trip (send a no-op task, get its result) on the same Redis, with a solo worker.
 2. throughput: M tiny generation jobs (5 new tokens each) submitted at once, from the first POST to the last
-   job's end. Peer: M raw Celery round trips one after another.
+   job's end. Peer: M raw Celery round trips one after another. On Linux, the CPU each process spent per job
+   over it (the web, the scheduler, the worker, Redis, this script's clients).
 
 Then it reads the rows: every job succeeded, was claimed once (attempts 1, one "attempt ... started" log line).
 It exits 1 when a row is wrong or a goal of issue 12 is missed (p50 < 300 ms, p99 < 1 s, >= 25 jobs/s).
@@ -41,7 +42,7 @@ from genq.redis_server import EmbeddedRedis
 from genq.worker.celery_app import make_celery
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import start_platform  # noqa: E402 - a sibling script, not a package
+from quality import platform_cpu, start_platform  # noqa: E402 - a sibling script, not a package
 
 TINY_GPT = dict(tokenizer="char", n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8, max_steps=20,
                 eval_interval=20, eval_iters=2, checkpoint_interval=20, warmup_steps=2)
@@ -195,7 +196,14 @@ def main(argv: list[str]) -> int:
 
             stages = latency(client, db, finishes, train, args.latency)
             peer_single = peer_round_trips(args.latency)
+            def used() -> dict[str, float]:
+                return {**platform_cpu(platform.pid), **platform_cpu(server.process.pid),
+                        "this script": time.process_time()}
+
+            before = used()
             ids, seconds = throughput(client, finishes, train, args.jobs)
+            after = used()
+            cpu = {name: (after[name] - before.get(name, 0.0)) / len(ids) for name in after}
             peer_seconds = sum(peer_round_trips(args.jobs))
             problems = check_rows(db, ids)
             stages_of_cycle = cycle(db, ids)
@@ -224,6 +232,10 @@ def main(argv: list[str]) -> int:
               *(v * ms for i in range(3) for v in (statistics.median(t[i] for t in stages), slowest[i]))))
     print("a throughput job's cycle, medians: previous end to dispatch {:.1f} ms, dispatch to claim {:.1f} ms, "
           "claim to end {:.1f} ms (jobs dispatched after the previous end)".format(*(v * ms for v in stages_of_cycle)))
+    if cpu:  # what each process spent per job: on 2 cores, the sum bounds the rate
+        print(f"CPU per throughput job ({os.cpu_count()} cores): " + ", ".join(
+            f"{name} {c * ms:.1f} ms" for name, c in sorted(cpu.items(), key=lambda kv: -kv[1]) if c * ms >= 0.05)
+            + f"; {sum(cpu.values()) * ms:.1f} ms in all")
     if problems:
         print("rows wrong:\n  " + "\n  ".join(problems))
     else:

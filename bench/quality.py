@@ -63,6 +63,31 @@ def start_platform(home: Path, **settings: str) -> tuple[subprocess.Popen, Clien
     raise SystemExit(f"genq up did not start; see {home / 'up.log'}")
 
 
+def platform_cpu(root: int) -> dict[str, float]:
+    """CPU seconds used so far by `root` and each process under it (genq up: itself, the worker, the web, the
+    scheduler, Redis), by name; empty where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    procs: dict[int, tuple[int, str, float]] = {}  # pid: (parent, name, seconds)
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat, argv = (entry / "stat").read_text(), (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        words = [w.decode(errors="replace") for w in argv if w]
+        name = stat[stat.index("(") + 1:stat.rindex(")")]  # the kernel's name: valkey-server, redis-server
+        if "genq" in words:  # python -P -m genq worker ...: its command
+            name = next((w for w in words[words.index("genq") + 1:] if not w.startswith("-")), "genq")
+        procs[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+    under, out = {root}, {}
+    for pid in sorted(procs):  # children have larger pids than their parents, bar wrap-around
+        parent, name, seconds = procs[pid]
+        if pid == root or parent in under:
+            under.add(pid)
+            out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
 def wait_until_settled(client: Client, timeout: float = 120.0) -> None:
     """Wait until a worker is online and the machine's CPUs are mostly idle again (the platform's processes
     have finished starting): a job timed on a platform still booting would share the cores with its start,

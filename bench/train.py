@@ -51,7 +51,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import start_platform, wait_until_settled  # noqa: E402 - bench/ is a folder of scripts
+from quality import platform_cpu, start_platform, wait_until_settled  # noqa: E402 - bench/ is a folder of scripts
 
 from genq.core import api, optim  # noqa: E402
 from genq.core import device as dev  # noqa: E402
@@ -226,31 +226,6 @@ def job_seconds(client, dataset: int, params: dict) -> tuple[float, float]:
         steps += (step - done) * tokens / rate
         done = step
     return (finished - started).total_seconds(), steps
-
-
-def platform_cpu(root: int) -> dict[str, float]:
-    """CPU seconds used so far by each process under `root` (genq up: the worker, the web, the scheduler, Redis),
-    by name; empty where there is no /proc."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    procs: dict[int, tuple[int, str, float]] = {}  # pid: (parent, name, seconds)
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat, argv = (entry / "stat").read_text(), (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        words = [w.decode(errors="replace") for w in argv if w]
-        name = stat[stat.index("(") + 1:stat.rindex(")")]  # the kernel's name: valkey-server, redis-server
-        if "genq" in words:  # python -P -m genq worker ...: its command
-            name = next((w for w in words[words.index("genq") + 1:] if not w.startswith("-")), "genq")
-        procs[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
-    under, out = {root}, {}
-    for pid in sorted(procs):  # children have larger pids than their parents, bar wrap-around
-        parent, name, seconds = procs[pid]
-        if parent in under:
-            under.add(pid)
-            out[name] = out.get(name, 0.0) + seconds
-    return out
 
 
 def compare_job(corpus: Path, rounds: int) -> bool:
