@@ -243,6 +243,22 @@ def test_models_of_one_shape_decode_their_own_weights_on_one_trace(trained, monk
     assert len(traces) == 2
 
 
+def test_only_the_latest_traces_are_kept(monkeypatch):
+    """A worker keeps TRACES_KEPT traced steps, the most recently used: a shape pushed out is traced again."""
+    traces = []
+    trace = torch.jit.trace
+    monkeypatch.setattr(slots, "_TRACES", {})
+    monkeypatch.setattr(slots, "TRACES_KEPT", 2)
+    monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(args) or trace(*args, **kwargs))
+    for block_size in (16, 24, 16, 32):  # a new model each time (a model keeps its own step): 16 used again, so
+        gpt(block_size=block_size).new_slots(1, "cpu", torch.float32, 12)  # 32 pushes out 24
+    assert len(traces) == 3 and len(slots._TRACES) == 2
+    gpt(block_size=24).new_slots(1, "cpu", torch.float32, 12)  # traced again; pushes out 16
+    assert len(traces) == 4 and len(slots._TRACES) == 2
+    decodes_as_its_forward(gpt(block_size=16), torch.randint(0, VOCAB, (1, 12)))
+    assert len(traces) == 5
+
+
 def test_a_small_model_decodes_on_one_thread_and_gives_the_threads_back():
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -142,8 +142,10 @@ class _Graphs:
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> {what it was built for: _Step}
 # Traced steps by the network's shape (not its weights, which are the trace's inputs): a training job's galleries
 # and a worker's later jobs of the same shape decode on the first one's trace (tracing took 60 ms of a 100 ms
-# gallery at the CPU recipe's shape).
-_TRACES: dict[tuple, torch.jit.ScriptFunction] = {}
+# gallery at the CPU recipe's shape). The TRACES_KEPT last used are kept: a worker serving many shapes over its
+# life holds no more.
+_TRACES: dict[tuple, torch.jit.ScriptFunction] = {}  # in order of use, the latest last
+TRACES_KEPT = 16
 
 
 @dataclass
@@ -189,7 +191,8 @@ def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]
         return _Step(partial(_decode, weights, head, nh, hs, c.block_size, fused=fused), versions, fused)
     tensors, layout = _tensors((weights, head)), _layout((weights, head))
     shape = (kv.device, nh, hs, c.block_size, fused, layout, tuple(t.shape for t in tensors))
-    if shape not in _TRACES:
+    trace = _TRACES.pop(shape, None)
+    if trace is None:
         def step(kv, rope, hidden, rows, tokens, pos, *tensors):
             w, h = _filled(layout, iter(tensors))
             return _decode(w, h, nh, hs, c.block_size, kv, rope, hidden, rows, tokens, pos, fused)
@@ -198,8 +201,10 @@ def _build(model: GPT, kv: torch.Tensor, traced: bool, versions: tuple[int, ...]
         one = torch.zeros(1, dtype=torch.long)
         example = (torch.zeros_like(kv[:, :, :1]), torch.ones(2, hs // 2, dtype=torch.complex64),
                    torch.zeros(kv.size(4), 2), _ring_rows(1, nh, kv.size(4), kv.device), one, one, *tensors)
-        _TRACES[shape] = torch.jit.trace(step, example, check_trace=False)
-    trace = _TRACES[shape]
+        trace = torch.jit.trace(step, example, check_trace=False)
+        while len(_TRACES) >= TRACES_KEPT:
+            del _TRACES[next(iter(_TRACES))]  # the least recently used
+    _TRACES[shape] = trace
     return _Step(lambda *inputs: trace(*inputs, *tensors), versions, fused)
 
 
