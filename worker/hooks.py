@@ -88,6 +88,7 @@ class RowCounts:
     def __init__(self, total: int, done: int):
         self.total, self.done, self.started, self.start_done = total, done, time.monotonic(), done
         self.files_at = self.started
+        self.ok = False  # whether a row of this attempt succeeded
 
     def files_due(self) -> bool:
         """Whether the output files are due to be written again (every FILES_EVERY seconds)."""
@@ -99,6 +100,7 @@ class RowCounts:
     def after(self, rows: list[RowResult]) -> dict[str, object]:
         """The job's progress and eta_at once `rows` are stored."""
         self.done += len({r.row for r in rows})
+        self.ok = self.ok or any(r.status == "ok" for r in rows)
         measured = self.done - self.start_done
         rate = measured / max(time.monotonic() - self.started, 1e-6)
         left = max(self.total - self.done, 0)
@@ -242,6 +244,10 @@ class JobHooks(Hooks):
         same round trip as a wake for the scheduler (the job's slot is free)."""
         self._settle()
         self._write(self._take(), also, events, what, wake)
+
+    def row_ok(self) -> bool:
+        """Whether a row of this attempt succeeded, stored or still buffered."""
+        return (self.batch is not None and self.batch.ok) or any(r.status == "ok" for r in self._rows)
 
     def _take(self) -> tuple[list[dict], list[dict], list[RowResult], dict[str, object]]:
         """What is buffered (metrics, logs, rows, job values), the buffers emptied."""

@@ -365,8 +365,10 @@ class WorkerContext:
         keep = stopped != "cancel" or job.type == "generate"  # a cancelled training job has no final samples
         text_rows = job.type == "generate" and core.generates_rows(job.model)
         error = None
-        if not stopped and text_rows:
-            hooks.flush()  # the rows still buffered, to count them
+        # A row of this attempt succeeded: so did the job, known without reading the rows back (a tiny job's end
+        # took a transaction more for it, bench/dispatch.py). Else the rows still buffered are stored, then read.
+        if not stopped and text_rows and not hooks.row_ok():
+            hooks.flush()
             error = rows.none_ok(self.db, job.id)
         elif not stopped and media is not None:
             error = media.none_ok()
