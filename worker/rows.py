@@ -64,7 +64,7 @@ def start(settings: Settings, db: Database, job: Job, hooks, counts) -> list[Pro
     others, to generate."""
     with db.session() as s:
         all_rows = prompt_rows(settings, s, job)
-    done = stored_rows(db, job.id)
+    done = stored_rows(db, job.id) if job.attempts > 1 else set()  # a first attempt finds none
     todo = [r for r in all_rows if r.row not in done]
     hooks.batch = counts(total=len(all_rows), done=len(done))
     if done:
