@@ -135,6 +135,23 @@ def test_retry_all_rows_or_the_failed_ones(client, auth, db):
         assert s.get(Job, failed["id"]).only_rows == [1, 2, 3]
 
 
+def test_a_retry_of_rows_that_failed_on_their_input_alone_is_refused(client, auth, db):
+    """Rows fail alone only on their input: a retry of those rows only would fail them again; all rows may run."""
+    source = add_job(db, status="succeeded", model="gpt")
+    job = add_job(db, type="generate", status="failed", source_job_id=source, prompts=["a", "b", "c"],
+                  rows_total=3)
+    with db.session() as s:
+        s.add_all([Output(job_id=job, index=0, row=0, kind="text", text="a!"),
+                   Output(job_id=job, index=1, row=1, kind="text", status="error", error="row 1: no tokens"),
+                   Output(job_id=job, index=2, row=2, kind="text", status="error", error="row 2: too long")])
+    jobs = count(db, Job)
+    answer = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={})
+    assert answer.status_code == 409 and "failed on its input" in answer.json["message"], answer.json
+    assert "row 1: no tokens" in answer.json["message"] and count(db, Job) == jobs
+    every = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False})
+    assert every.status_code == 201 and every.json["rows_total"] == 3, every.json
+
+
 def test_a_retry_keeps_the_base_model_and_preemptible(client, auth, db):
     job = add_job(db, type="generate", status="failed", model="hf-causal-lm", base="tiny", builtin_dataset=None,
                   prompts=["a"], rows_total=1, preemptible=False, priority=7)
