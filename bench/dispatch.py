@@ -196,6 +196,7 @@ def main(argv: list[str]) -> int:
 
             stages = latency(client, db, finishes, train, args.latency)
             peer_single = peer_round_trips(args.latency)
+
             def used() -> dict[str, float]:
                 return {**platform_cpu(platform.pid), **platform_cpu(server.process.pid),
                         "this script": time.process_time()}
