@@ -255,11 +255,11 @@ def retry_job(session: Session, job: Job, body: object) -> Job:
             raise Conflict(f"job {job.id} has no failed rows to retry")
         # A row fails alone only on its input (a bad row of the file, a prompt the model cannot read): the same
         # rows, model and params fail the same way again. A retry of nothing else would be a job sure to fail.
-        failed = session.execute(select(Output.row, Output.error).where(
-            Output.job_id == job.id, Output.status == "error").order_by(Output.row)).all()
-        if len({row for row, _ in failed} - ok) == len(rows):
+        errors = (Output.job_id == job.id, Output.status == "error")
+        if len(set(session.scalars(select(Output.row).where(*errors))) - ok) == len(rows):
+            first = session.scalar(select(Output.error).where(*errors).order_by(Output.row).limit(1))
             raise Conflict(f"every failed row of job {job.id} failed on its input, and would again (the first: "
-                           f"{clean(failed[0].error or 'no message')}); fix the prompts and submit a new job")
+                           f"{clean(first or 'no message')}); fix the prompts and submit a new job")
     new = Job(team_id=job.team_id, type="generate", model=job.model, source_job_id=job.source_job_id,
               base=job.base, dataset_id=job.dataset_id, params=job.params, prompts=job.prompts,
               priority=job.priority, preemptible=job.preemptible, gpus=job.gpus, pool=job.pool, status="queued",
