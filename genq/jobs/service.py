@@ -25,7 +25,7 @@ from genq.datasets import (
     dataset_file,
     read_prompt_rows,
 )
-from genq.db.models import FINISHED, Dataset, Job, JobLog, Output, Team, Worker, iso, utcnow
+from genq.db.models import FINISHED, JOB_STATUSES, Dataset, Job, JobLog, Output, Team, Worker, iso, utcnow
 from genq.errors import Conflict, Forbidden, InvalidInput, NotFound, refused_as_invalid_input
 from genq.jobs.estimate import check_fits
 from genq.jobs.params import MODELS, validate_generate_params, validate_train_params
@@ -247,6 +247,15 @@ def retry_job(session: Session, job: Job, body: object) -> Job:
         raise InvalidInput(f"job {job.id} is a {job.type} job; only generation jobs retry rows")
     if job.status not in FINISHED:
         raise Conflict(f"job {job.id} is {job.status}; retry it once it has finished")
+    # One retry at a time: a second click on the dashboard's button would run the same rows twice. The no-op
+    # UPDATE holds the job's row (PostgreSQL) or the write lock (SQLite) until commit, so of two retries sent
+    # together the second waits, then finds the first.
+    session.execute(update(Job).where(Job.id == job.id).values(retry_of=Job.retry_of))
+    unfinished = Job.status.in_([status for status in JOB_STATUSES if status not in FINISHED])  # an indexed few
+    pending = session.execute(select(Job.id, Job.status).where(unfinished, Job.retry_of == job.id).limit(1)).first()
+    if pending is not None:
+        raise Conflict(f"job {pending.id} already retries rows of job {job.id} ({pending.status}); wait for it to "
+                       "finish, or cancel it")
     rows = job.only_rows if job.only_rows is not None else list(range(job.rows_total or len(job.prompts or [None])))
     if only_failed:
         ok = set(session.scalars(select(Output.row).where(Output.job_id == job.id, Output.status == "ok")))

@@ -3,9 +3,12 @@ the retry endpoint's checks."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from genq.db.models import Dataset, Job, Output
+from genq.jobs.service import retry_job
 from tests.web.conftest import add_job, count, upload
 
 CSV = b"name,features,id\nlamp,brass,L1\nchair,oak,C2\n"
@@ -129,6 +132,7 @@ def test_retry_all_rows_or_the_failed_ones(client, auth, db):
                    Output(job_id=job, index=1, row=1, kind="text", status="error", error="row 1: bad")])
     failed = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": True}).json
     assert (failed["rows_total"], failed["retry_of"], failed["status"]) == (3, job, "queued")  # 1 failed, 2 never ran
+    client.post(f"/api/v1/jobs/{failed['id']}/cancel", headers=auth)  # one retry of a job at a time
     every = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False}).json
     assert every["rows_total"] == 4 and every["params"] == {"seed": 1}
     with db.session() as s:
@@ -150,6 +154,30 @@ def test_a_retry_of_rows_that_failed_on_their_input_alone_is_refused(client, aut
     assert "row 1: no tokens" in answer.json["message"] and count(db, Job) == jobs
     every = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False})
     assert every.status_code == 201 and every.json["rows_total"] == 3, every.json
+
+
+def test_one_retry_at_a_time_even_of_two_sent_together(client, auth, db):
+    """A retry while another of the same job is unfinished is refused; of two sent together, the second waits
+    for the first's commit, then is refused, creating nothing."""
+    source = add_job(db, status="succeeded", model="gpt")
+    job = add_job(db, type="generate", status="failed", source_job_id=source, prompts=["a", "b"], rows_total=2)
+    answers = []
+    second = threading.Thread(target=lambda: answers.append(
+        client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False})))
+    with db.session() as s:
+        first = retry_job(s, s.get(Job, job), {"only_failed": False})  # uncommitted until the block ends
+        jobs = count(db, Job)
+        second.start()
+        second.join(1.0)
+        assert second.is_alive()  # waiting for the first retry's lock
+    second.join(30)
+    assert answers[0].status_code == 409, answers[0].json
+    assert f"job {first.id} already retries rows of job {job} (queued)" in answers[0].json["message"]
+    assert count(db, Job) == jobs + 1
+    with db.session() as s:
+        s.get(Job, first.id).status = "succeeded"
+    again = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False})
+    assert again.status_code == 201 and again.json["retry_of"] == job, again.json
 
 
 def test_a_retry_keeps_the_base_model_and_preemptible(client, auth, db):
