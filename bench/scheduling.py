@@ -37,7 +37,8 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
-from genq.jobs.policy import Node, Running, Snapshot, TeamState, Waiting, decay, forecast, plan
+from genq.jobs.policy import forecast, plan
+from genq.jobs.pool import Node, Running, Snapshot, TeamState, Waiting, decay
 
 WEIGHTS = {"a": 1.0, "b": 2.0, "c": 3.0}
 NODES = [Node("w0", 4), Node("w1", 4)]

@@ -28,7 +28,8 @@ from genq.config import Settings
 from genq.db import Database, Job, JobLog, Team, Worker, utcnow
 from genq.db.clock import db_now
 from genq.events import Publisher, WakeSignal
-from genq.jobs.policy import BACKFILL_DEPTH, Plan, Snapshot, TeamState, plan
+from genq.jobs.policy import BACKFILL_DEPTH, plan
+from genq.jobs.pool import Plan, Snapshot, TeamState
 from genq.jobs.snapshot import StepRates, StepTimes, pool_snapshot, team_states
 from genq.jobs.usage import accrue, week_gpu_hours
 from genq.worker.celery_app import TASK_NAME, host_queue, make_celery, queue_name

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from genq.config import Settings
 from genq.db.models import Job, utcnow
-from genq.jobs.policy import Forecast, Running, forecast
+from genq.jobs.policy import forecast
+from genq.jobs.pool import Forecast, Running
 from genq.jobs.snapshot import StepTimes, pool_snapshot, running_jobs, seconds, team_states
 
 FORECAST_SECONDS = 2.0  # about a scheduler tick: ETAs move with time and usage, not only with the queue

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from genq.config import Settings
 from genq.db.models import Job, Metric, Team, Worker
-from genq.jobs.policy import Node, Running, Snapshot, TeamState, Waiting
+from genq.jobs.pool import Node, Running, Snapshot, TeamState, Waiting
 from genq.jobs.usage import decayed_usage, week_gpu_hours
 
 SIMILAR_RUNS = 20  # recent finished runs of the same model that time its steps

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from genq.db.models import Job, Team, UsageDay
-from genq.jobs.policy import decay
+from genq.jobs.pool import decay
 
 
 def accrue(session: Session, now: datetime, half_life_hours: float) -> float:

@@ -3,7 +3,8 @@ preemption, and the forecast's positions, ETAs and reasons."""
 
 from __future__ import annotations
 
-from genq.jobs.policy import Node, Running, Snapshot, TeamState, Waiting, decay, forecast, plan
+from genq.jobs.policy import forecast, plan
+from genq.jobs.pool import Node, Running, Snapshot, TeamState, Waiting, decay
 
 
 def queue(team: str, n: int, start_id: int, **fields) -> list[Waiting]:
