@@ -111,8 +111,8 @@ def test_wait_exits_nonzero_for_a_failed_job(up_env, tmp_path):
     process = start_up(up_env)
     try:
         short = tmp_path / "short.txt"
-        short.write_text("too short")
-        # bpe: the worker finds the text too short (a char tokenizer's is refused at submission)
+        short.write_text("ab" * 200)  # one word: bpe merges its 400 bytes into 3 tokens, which the worker finds
+        # too short (a text with too few bytes is refused at submission)
         job_id = genq(up_env, "submit", "train", "--model", "gpt", "--dataset", str(short), *TINY,
                       "--param", "tokenizer=bpe").stdout.strip()
         result = genq(up_env, "wait", job_id, "--timeout", "120", check=False)

@@ -34,12 +34,14 @@ def vocab_bound(p: dict[str, Any]) -> int:
 
 def check_text_data(p: dict[str, Any], info: dict[str, Any]) -> None:
     """DataError when the text is too short for block_size whatever it tokenizes to: a char tokenizer makes one
-    token a character and a word tokenizer at most one (byte-level bpe up to four: not judged here), and the
-    last tenth of the tokens, held out for validation, must be longer than block_size (genq.core.data.text)."""
-    chars, block = info.get("chars"), p["block_size"]
-    if chars is None or p["tokenizer"] == "bpe":  # None: uploaded before datasets counted their characters
+    token a character, a word tokenizer at most one, byte-level bpe at most one a byte (info's "bytes": the
+    file's size); and the last tenth of the tokens, held out for validation, must be longer than block_size
+    (genq.core.data.text)."""
+    most, unit = (info.get("bytes"), "bytes") if p["tokenizer"] == "bpe" else (info.get("chars"), "characters")
+    if most is None:  # not counted: a dataset uploaded before datasets counted their characters
         return
-    if chars - int(0.9 * chars) <= block:
-        raise DataError(f"the text is too short for block_size={block}: {chars} characters make at most {chars} "
+    block = p["block_size"]
+    if most - int(0.9 * most) <= block:
+        raise DataError(f"the text is too short for block_size={block}: {most} {unit} make at most {most} "
                         f"{p['tokenizer']} tokens, and the tenth held out for validation must be longer than "
-                        f"block_size (about {10 * (block + 1)} characters); upload more text or lower block_size")
+                        f"block_size (about {10 * (block + 1)} {unit}); upload more text or lower block_size")

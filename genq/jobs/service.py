@@ -170,7 +170,8 @@ def submit_job(session: Session, settings: Settings, team: Team, body: object, o
             raise InvalidInput(f"model '{req.model}' trains on {need} data, but {label} holds {kind}")
         if job.dataset_id is not None and (check := MODELS[req.model].check_data) is not None:
             try:
-                check(job.params, dataset.info or {})  # what the recipe would refuse once a worker loads it
+                # what the recipe would refuse once a worker loads it (a text's bytes bound its bpe tokens)
+                check(job.params, {**(dataset.info or {}), "bytes": dataset.size_bytes})
             except DataError as exc:
                 raise InvalidInput(f"{label}: {exc}") from None
         check_data_parallel(req.model, job.params, req.gpus)

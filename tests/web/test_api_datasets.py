@@ -321,10 +321,12 @@ def test_data_a_worker_would_refuse_is_refused_at_submission(client, auth, db, m
 
 
 
-@pytest.mark.parametrize("model, tokenizer", [("gpt", "char"), ("gru", "word")])
-def test_text_too_short_for_block_size_is_refused_at_submission(client, auth, db, model, tokenizer):
-    """A text whose held-out tenth cannot fill one block whatever tokens it makes: a 422 naming the dataset and
-    the size it needs, no job. A block its characters could fill is accepted: the worker counts the tokens."""
+@pytest.mark.parametrize("model, tokenizer, unit", [("gpt", "char", "characters"), ("gru", "word", "characters"),
+                                                    ("gpt", "bpe", "bytes")])
+def test_text_too_short_for_block_size_is_refused_at_submission(client, auth, db, model, tokenizer, unit):
+    """A text whose held-out tenth cannot fill one block whatever tokens it makes (a character's or a byte's
+    worth each): a 422 naming the dataset and the size it needs, no job. A block its characters (its bytes for
+    bpe) could fill is accepted: the worker counts the tokens."""
     text = "to be or not to be\n" * 34  # 646 characters: a validation tenth of 65, more than a block of 64
     dataset = upload(client, auth, text.encode(), "short.txt").json["id"]
 
@@ -336,8 +338,8 @@ def test_text_too_short_for_block_size_is_refused_at_submission(client, auth, db
     answer = submit(65)
     assert answer.status_code == 422, answer.json
     assert answer.json["message"] == (
-        f"dataset {dataset}: the text is too short for block_size=65: 646 characters make at most 646 {tokenizer} "
-        "tokens, and the tenth held out for validation must be longer than block_size (about 660 characters); "
+        f"dataset {dataset}: the text is too short for block_size=65: 646 {unit} make at most 646 {tokenizer} "
+        f"tokens, and the tenth held out for validation must be longer than block_size (about 660 {unit}); "
         "upload more text or lower block_size")
     assert count(db, Job) == 0
     assert submit(64).status_code == 201

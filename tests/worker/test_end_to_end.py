@@ -47,9 +47,9 @@ def test_upload_train_generate_through_the_api(platform):
 
 
 def test_a_job_failing_in_the_worker_shows_its_error(platform):
-    # 40 characters cannot fill one block of 64: the worker fails the job with a message a person can act on
-    # (bpe: a char tokenizer's text this short is refused at submission).
-    dataset = platform.upload_text("To be, or not to be, that is the question")
+    # bpe merges "abab...ab" (one word, 800 bytes) into a few tokens, which cannot fill one block of 64: the worker
+    # fails the job with a message a person can act on (a text with too few bytes is refused at submission).
+    dataset = platform.upload_text("ab" * 400)
     platform.start_scheduler()
     platform.start_worker()
     job_id = platform.submit({"type": "train", "model": "gpt", "dataset": dataset,
