@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, literal, select, union_all, update
+from sqlalchemy import bindparam, exists, func, literal, select, union_all, update
 
 from genq.config import Settings
 from genq.db import Database, Job, JobLog, Team, Worker, utcnow
@@ -55,6 +55,13 @@ LOCK_TEAM = (update(Team.__table__).where(_T.id == bindparam("team")).values(usa
              .returning(_T.max_gpus, _T.gpu_hours_per_week))
 SEND = (update(Job.__table__).where(_J.id == bindparam("job"), _J.status == "queued", _J.dispatched_at.is_(None))
         .values(dispatched_at=bindparam("now")))
+# Every tick's reads with a job running, built once too: whether reconcile has anything to write (most ticks, not),
+# and when the pool's longest-running preemptible job started (may_preempt).
+DUE = select(exists().where(_J.status == "running", _J.lease_expires_at < bindparam("now")),
+             exists().where(_J.status == "queued", _J.dispatched_at < bindparam("stale")),
+             exists().where(Worker.status.in_(("online", "draining")), Worker.last_heartbeat < bindparam("silent")))
+FIRST_PREEMPTIBLE = select(func.min(func.coalesce(_J.run_started_at, _J.dispatched_at))).where(
+    _J.pool == bindparam("pool"), _J.status == "running", _J.preemptible)
 STEP_TIMES_SECONDS = 30.0  # how long the recent step times of finished jobs are reused
 TEAMS_SECONDS = 1.0  # how long the teams' weights, quotas and usage are reused between decisions
 STEP_RATES_SECONDS = 10.0  # how long a running job's step rate is reused
@@ -75,9 +82,22 @@ class Scheduler:
     def reconcile(self) -> None:
         """Recover what crashed workers and lost messages left behind."""
         s_ = self.settings
-        changed: list[tuple[int, int, str]] = []  # (job, team, status), published once committed
-        with self.db.session() as s:
+        with self.db.reading() as s:  # most ticks find nothing to recover: one read, no write transaction
             now = db_now(s)  # leases are in database time: no host's clock matters
+            stale = now - timedelta(seconds=s_.dispatch_timeout_seconds)
+            silent = now - timedelta(seconds=3 * s_.lease_seconds)
+            due = s.execute(DUE, {"now": now, "stale": stale, "silent": silent}).one()
+        changed = self._recover(now, stale, silent) if any(due) else []
+        with self.db.session() as s:
+            accrue(s, now, s_.usage_half_life_hours)
+        for job_id, team_id, status in changed:
+            self.events.status(job_id, team_id, status)
+
+    def _recover(self, now: datetime, stale: datetime, silent: datetime) -> list[tuple[int, int, str]]:
+        """reconcile's writes: expired leases re-queued (or failed, or cancelled), unclaimed messages sent again,
+        silent workers marked offline; returns (job, team, status) of the jobs changed, to publish once committed."""
+        changed = []
+        with self.db.session() as s:
             expired = s.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now)
                                 .with_for_update(skip_locked=True)).all()
             for job in expired:
@@ -100,18 +120,13 @@ class Scheduler:
                 changed.append((job.id, job.team_id, job.status))
                 s.add(JobLog(job_id=job.id, message=message))
                 log.warning("job %s: %s", job.id, message)
-            stale = now - timedelta(seconds=s_.dispatch_timeout_seconds)
             resent = s.execute(update(Job).where(Job.status == "queued", Job.dispatched_at < stale)
                                .values(dispatched_at=None)).rowcount
             if resent:
                 log.warning("%d dispatched jobs were never claimed; sending them again", resent)
-            silent = now - timedelta(seconds=3 * s_.lease_seconds)
             s.execute(update(Worker).where(Worker.status.in_(("online", "draining")), Worker.last_heartbeat < silent)
                       .values(status="offline"))
-        with self.db.session() as s:
-            accrue(s, now, s_.usage_half_life_hours)
-        for job_id, team_id, status in changed:
-            self.events.status(job_id, team_id, status)
+        return changed
 
     def free_slots(self) -> dict[str, int]:
         """Per pool: slots of online workers minus jobs dispatched or running there."""
@@ -145,8 +160,7 @@ class Scheduler:
         if least < 0:
             return False
         with self.db.reading() as s:
-            began = s.scalar(select(func.min(func.coalesce(Job.run_started_at, Job.dispatched_at)))
-                             .where(Job.pool == pool, Job.status == "running", Job.preemptible))
+            began = s.scalar(FIRST_PREEMPTIBLE, {"pool": pool})
         return began is not None and (utcnow() - began).total_seconds() >= least
 
     def decide(self, pool: str, free: int) -> tuple[Plan, Snapshot]:

@@ -16,7 +16,7 @@ from genq.config import Settings
 from genq.db.models import Job, utcnow
 from genq.jobs.policy import forecast
 from genq.jobs.pool import Forecast, Running
-from genq.jobs.snapshot import StepTimes, pool_snapshot, running_jobs, seconds, team_states
+from genq.jobs.snapshot import StepTimes, pool_snapshot, running_jobs, seconds, team_names
 
 FORECAST_SECONDS = 2.0  # about a scheduler tick: ETAs move with time and usage, not only with the queue
 _recent: dict[tuple[str, str], tuple[float, tuple, dict[int, Forecast]]] = {}  # (database, pool) -> forecast
@@ -76,9 +76,8 @@ def pool_running(session: Session, pool: str) -> dict[int, Running]:
     """The running jobs of `pool` with their expected ends; cached in the session."""
     cache = session.info.setdefault("running", {})
     if pool not in cache:
-        now = utcnow()
-        names, _ = team_states(session, now, _settings(session).usage_half_life_hours)
-        cache[pool] = {r.id: r for r in running_jobs(session, pool, now, names, StepTimes.load(session))}
+        cache[pool] = {r.id: r for r in running_jobs(session, pool, utcnow(), team_names(session),
+                                                     StepTimes.load(session))}
     return cache[pool]
 
 

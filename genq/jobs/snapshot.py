@@ -116,6 +116,11 @@ class StepTimes:
         return rate
 
 
+def team_names(session: Session) -> dict[int, str]:
+    """Team names by id."""
+    return dict(session.execute(select(Team.id, Team.name)).all())
+
+
 def team_states(session: Session, now: datetime, half_life_hours: float) -> tuple[dict[int, str], dict[str, TeamState]]:
     """Team names by id, and each team's state for the policy."""
     week = week_gpu_hours(session, now.date())

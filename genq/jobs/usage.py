@@ -13,44 +13,52 @@ import io
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from genq.db.models import Job, Team, UsageDay
 from genq.jobs.pool import decay
 
+# accrue's statements, built once on the tables: the scheduler runs them every tick for every running job, and an
+# ORM statement built at each call cost more than the database took to run it.
+_J, _U, _T = Job.__table__.c, UsageDay.__table__.c, Team.__table__.c
+_ACCRUING = select(_J.id, _J.team_id, _J.gpus, _J.status, _J.accrued_until, _J.finished_at).where(
+    _J.accrued_until.is_not(None))
+# conditional on the value read: a second scheduler counting at the same time adds nothing twice
+_COUNT_JOB = (update(Job.__table__).where(_J.id == bindparam("b_job"), _J.accrued_until == bindparam("b_since"))
+              .values(accrued_until=bindparam("b_until"), gpu_seconds=_J.gpu_seconds + bindparam("b_seconds")))
+_COUNT_DAY = (update(UsageDay.__table__).where(_U.job_id == bindparam("b_job"), _U.day == bindparam("b_day"))
+              .values(gpu_seconds=_U.gpu_seconds + bindparam("b_seconds")))
+_NEW_DAY = insert(UsageDay.__table__)
+_TEAMS = select(_T.id, _T.usage, _T.usage_at).where(_T.id.in_(bindparam("b_teams", expanding=True))).with_for_update()
+_SET_TEAM = update(Team.__table__).where(_T.id == bindparam("b_team")).values(usage=bindparam("b_usage"),
+                                                                               usage_at=bindparam("b_at"))
+
 
 def accrue(session: Session, now: datetime, half_life_hours: float) -> float:
     """Count the device-seconds used since the last call; returns how many were added."""
-    rows = session.execute(
-        select(Job.id, Job.team_id, Job.gpus, Job.status, Job.accrued_until, Job.finished_at)
-        .where(Job.accrued_until.is_not(None))
-    ).all()
     per_team: dict[int, float] = {}
-    for job_id, team_id, gpus, status, since, finished in rows:
+    for job_id, team_id, gpus, status, since, finished in session.execute(_ACCRUING).all():
         end = now if status == "running" else min(finished or since, now)
         seconds = max((end - since).total_seconds(), 0.0) * gpus
-        # Conditional on the value read: a second scheduler counting at the same time adds nothing twice.
-        won = session.execute(
-            update(Job).where(Job.id == job_id, Job.accrued_until == since)
-            .values(accrued_until=now if status == "running" else None, gpu_seconds=Job.gpu_seconds + seconds)
-        ).rowcount
+        until = now if status == "running" else None
+        won = session.execute(_COUNT_JOB, {"b_job": job_id, "b_since": since, "b_until": until,
+                                           "b_seconds": seconds}).rowcount
         if not won or seconds <= 0:
             continue
         per_team[team_id] = per_team.get(team_id, 0.0) + seconds
         day = end.date()
-        added = session.execute(update(UsageDay).where(UsageDay.job_id == job_id, UsageDay.day == day)
-                                .values(gpu_seconds=UsageDay.gpu_seconds + seconds)).rowcount
-        if not added:
-            session.add(UsageDay(team_id=team_id, job_id=job_id, day=day, gpu_seconds=seconds))
-    for team in session.scalars(select(Team).where(Team.id.in_(per_team)).with_for_update()) if per_team else ():
-        team.usage = decayed_usage(team, now, half_life_hours) + per_team[team.id]
-        team.usage_at = now
-    session.flush()
+        if not session.execute(_COUNT_DAY, {"b_job": job_id, "b_day": day, "b_seconds": seconds}).rowcount:
+            session.execute(_NEW_DAY, {"team_id": team_id, "job_id": job_id, "day": day, "gpu_seconds": seconds})
+    if per_team:
+        teams = session.execute(_TEAMS, {"b_teams": list(per_team)}).all()
+        session.execute(_SET_TEAM, [{"b_team": team.id, "b_usage": decayed_usage(team, now, half_life_hours)
+                                     + per_team[team.id], "b_at": now} for team in teams])
     return sum(per_team.values())
 
 
-def decayed_usage(team: Team, now: datetime, half_life_hours: float) -> float:
+def decayed_usage(team: Team | Row, now: datetime, half_life_hours: float) -> float:
     """The team's fair-share usage faded to `now`."""
     if team.usage_at is None:
         return team.usage or 0.0
