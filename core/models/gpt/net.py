@@ -177,8 +177,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         nh = self.n_head
         qkv = self.c_attn(x).view(B, T, 3 * nh, C // nh)  # (B, T, 3 nh, hs): the heads of q, then k, then v
-        # q and k heads normalised and turned in one go, then in attention's dtype (LayerNorm autocasts to float32)
-        qk = rotate(self.qk_norm(qkv[:, :, :2 * nh]), rope).to(torch.float32 if x.device.type == "cpu" else qkv.dtype)
+        # q and k heads normalised and turned in one go, then in attention's dtype. In the norm's dtype first (what
+        # autocast's LayerNorm casts to): one copy of the strided heads, not a gather then a cast (an evaluation of
+        # the CPU recipe 10% faster, the same val/loss)
+        qk = qkv[:, :, :2 * nh].to(self.qk_norm.weight.dtype)
+        qk = rotate(self.qk_norm(qk), rope).to(torch.float32 if x.device.type == "cpu" else qkv.dtype)
         q, k = qk.transpose(1, 2).split(nh, dim=1)  # (B, nh, T, hs) each
         v = qkv[:, :, 2 * nh:].transpose(1, 2)
         if cache is not None:
