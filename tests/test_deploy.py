@@ -48,7 +48,8 @@ def test_compose_cli_accepts_the_file():
 
 def test_a_regular_install_ships_every_package(tmp_path):
     # The Dockerfile installs with `pip install .`, not in editable mode: every package folder must be in the
-    # wheel (a model kind added as a folder under core/models/ included) and the templates with them.
+    # wheel (a model kind added as a folder under core/models/ included), the templates with them, and the
+    # kernel's C++ source, which the image compiles once installed.
     root = COMPOSE.parent
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                              "-w", str(tmp_path), str(root)], capture_output=True, text=True, timeout=300)
@@ -59,4 +60,5 @@ def test_a_regular_install_ships_every_package(tmp_path):
     expected = {f"{package}/{init.relative_to(root / folder).as_posix()}"
                 for folder, package in packages.items() for init in (root / folder).rglob("__init__.py")}
     assert expected - shipped == set()
-    assert {"genq/core/models/gpt/recipe.py", "genq/web/templates/job.html"} <= shipped
+    assert {"genq/core/models/gpt/recipe.py", "genq/web/templates/job.html",
+            "genq/core/models/gpt/decode_attention.cpp"} <= shipped

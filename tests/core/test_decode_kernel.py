@@ -85,3 +85,10 @@ def test_where_the_kernel_cannot_be_built_decoding_says_why_and_goes_on(monkeypa
     finally:
         kernels.decode_attention.cache_clear()
     assert list(tmp_path.rglob("*.so")) == []
+
+
+def test_a_kernel_without_its_source_is_unavailable_and_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENQ_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "SOURCE", tmp_path / "decode_attention.cpp")  # an install that left it out
+    with pytest.raises(kernels.KernelUnavailable, match="its source is not installed"):
+        kernels.build()

@@ -36,6 +36,8 @@ def build() -> Path:
     """The built library, compiled now unless a build of the same source, torch and flags is in the cache."""
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         raise KernelUnavailable(f"this CPU has no AVX2 (torch reports {torch.backends.cpu.get_cpu_capability()})")
+    if not SOURCE.is_file():
+        raise KernelUnavailable(f"its source is not installed ({SOURCE})")
     compiler = os.environ.get("CXX") or "c++"
     torch_dir = Path(torch.__file__).parent
     key = hashlib.sha256(SOURCE.read_bytes() + f"{torch.__version__} {compiler} {FLAGS}".encode()).hexdigest()[:16]
