@@ -235,11 +235,10 @@ def platform(rows: int = 512) -> list[bool]:
 
 def wait(client, job_id: int, timeout: float = 1800) -> dict:
     """The job once it has finished; SystemExit if it failed or took too long."""
-    deadline = time.monotonic() + timeout
-    while (job := client.job(job_id))["status"] not in ("succeeded", "failed", "cancelled"):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"job {job_id} did not finish in {timeout} s")
-        time.sleep(0.5)
+    try:
+        job = client.wait(job_id, timeout)
+    except TimeoutError:
+        raise SystemExit(f"job {job_id} did not finish in {timeout} s") from None
     if job["status"] != "succeeded":
         raise SystemExit(f"job {job_id} {job['status']}: {job['error']}")
     return job

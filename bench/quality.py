@@ -126,8 +126,7 @@ def run(client: Client, name: str, corpus_id: int, extra: dict) -> str | None:
     start = time.monotonic()
     job_id = client.submit({"type": "train", "model": model, "params": {**params, **extra},
                             "dataset": corpus_id if dataset == "corpus" else dataset})["id"]
-    while (job := client.job(job_id))["status"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(2)
+    job = client.wait(job_id)
     wall = time.monotonic() - start
     if job["status"] != "succeeded":
         print(f"{name:8} job {job_id} {job['status']}: {job['error']}")

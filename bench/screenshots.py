@@ -14,7 +14,6 @@ import random
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -32,8 +31,7 @@ RUNS = {  # two GPTs that differ in width and learning rate: something to compar
 
 
 def wait(client: Client, job_id: int) -> dict:
-    while (job := client.job(job_id))["status"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(1)
+    job = client.wait(job_id)
     if job["status"] != "succeeded":
         raise SystemExit(f"job {job_id} {job['status']}: {job['error']}")
     return job

@@ -102,8 +102,7 @@ def genq_job(corpus: Path, params: dict) -> tuple[float, list[tuple[float, int, 
             dataset = client.upload(corpus)["id"]
             wait_until_settled(client)
             job_id = client.submit({"type": "train", "model": "gpt", "params": params, "dataset": dataset})["id"]
-            while (job := client.job(job_id))["status"] not in ("succeeded", "failed", "cancelled"):
-                time.sleep(1)
+            job = client.wait(job_id)
             logs = client.logs(job_id)
         finally:
             process.send_signal(signal.SIGINT)

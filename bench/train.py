@@ -216,8 +216,7 @@ def job_seconds(client, dataset: int, params: dict) -> tuple[float, float]:
     seconds its steps took by its own throughput metric, evaluations and checkpoints left out)."""
     wait_until_settled(client)
     job_id = client.submit({"type": "train", "model": "gpt", "params": params, "dataset": dataset})["id"]
-    while (job := client.job(job_id))["status"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(1)  # as `genq wait` polls: each poll is the web's CPU, taken from the job's cores
+    job = client.wait(job_id)  # as `genq wait` does: the job's event stream, the web's CPU beside the job's
     if job["status"] != "succeeded":
         raise SystemExit(f"the job {job['status']}: {job['error']}")
     started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))

@@ -18,8 +18,6 @@ from genq import strict_json
 from genq.config import Settings
 from genq.errors import GenqError
 
-FINISHED = ("succeeded", "failed", "cancelled")
-
 
 def _client():
     from genq.client import Client
@@ -190,6 +188,8 @@ def _interrupted(job_id: int, status: str | None, again: str) -> NoReturn:
               help=f"keep printing until the job ends (Ctrl-C stops following: exit status {INTERRUPTED})")
 def logs(job_id: int, follow: bool) -> None:
     """Print a job's log."""
+    from genq.client import FINISHED
+
     client = _client()
     after = None
     status = None
@@ -228,24 +228,22 @@ def wait(job_id: int, timeout: float) -> None:
     --timeout ran out first, 130 if interrupted by Ctrl-C: the job goes on)."""
     from tqdm import tqdm
 
+    from genq.client import FINISHED
+
     client = _client()
-    start = time.monotonic()
     job = None
     try:
         # disable=None: a bar on a terminal, nothing when piped; the outcome is printed either way. tqdm writes the
-        # postfix after ", ": "40%, running step 700".
+        # postfix after ", ": "40%, running step 700". The job's event stream moves it (polled without one).
         with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}%{postfix}", disable=None) as bar:
-            while True:
-                job = client.job(job_id)
-                bar.n = round(job["progress"] * 100, 1)
-                bar.set_postfix_str(f"{job['status']} step {job['step']}")
-                if job["status"] in FINISHED:
-                    break
-                if timeout and time.monotonic() - start > timeout:
-                    bar.close()
-                    click.echo(f"Error: job {job_id} still {job['status']} after {timeout:.0f} s", err=True)
-                    sys.exit(TIMED_OUT)
-                time.sleep(1)
+            try:
+                for job in client.follow(job_id, time.monotonic() + timeout if timeout else None):
+                    bar.n = round(job["progress"] * 100, 1)
+                    bar.set_postfix_str(f"{job['status']} step {job['step']}")
+            except TimeoutError:
+                bar.close()
+                click.echo(f"Error: job {job_id} still {job['status']} after {timeout:.0f} s", err=True)
+                sys.exit(TIMED_OUT)
     except KeyboardInterrupt:
         status = job["status"] if job and job["status"] not in FINISHED else None
         _interrupted(job_id, status, f"genq wait {job_id} to wait again")

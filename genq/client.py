@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,14 @@ from urllib3.util.retry import Retry
 from genq.errors import GenqError
 
 # GETs are retried when a connection drops (a keep-alive connection the server closed as we reused it, a
-# restarting server); other methods are not, so a submission is never sent twice.
-RETRY = Retry(total=5, connect=5, read=3, status=0, backoff_factor=0.3, allowed_methods=frozenset({"GET"}))
+# restarting server); other methods are not, so a submission is never sent twice. An answer is never retried, a
+# 503 with Retry-After neither (the event stream's "poll instead").
+RETRY = Retry(total=5, connect=5, read=3, status=0, backoff_factor=0.3, allowed_methods=frozenset({"GET"}),
+              respect_retry_after_header=False)
 
 JOBS_PAGE = 200  # the most jobs GET /api/v1/jobs answers at once (its `limit` clamps there)
+FINISHED = ("succeeded", "failed", "cancelled")
+STREAM_READ_SECONDS = 20.0  # the event stream pings every 15 s: this long without a byte, it is gone
 
 
 class ApiError(GenqError):
@@ -36,8 +42,11 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs) -> Any:
         """Call `path` under /api/v1 and return its JSON, or raise ApiError with the server's message."""
+        return self._json(method, path, self._send(method, path, timeout=self.timeout, **kwargs))
+
+    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         try:
-            response = self.session.request(method, f"{self.url}/api/v1{path}", timeout=self.timeout, **kwargs)
+            return self.session.request(method, f"{self.url}/api/v1{path}", **kwargs)
         except requests.ConnectionError:
             raise ApiError(f"cannot reach genq at {self.url} (is `genq up` or `genq web` running? "
                            "set GENQ_URL)") from None
@@ -45,6 +54,8 @@ class Client:
             raise ApiError(f"'{self.url}' is not the http(s) URL of a genq server (set GENQ_URL)") from None
         except requests.RequestException as exc:  # a timeout, too many redirects...: a line, not a traceback
             raise ApiError(f"calling genq at {self.url} failed: {exc}") from None
+
+    def _json(self, method: str, path: str, response: requests.Response) -> Any:
         try:
             body = response.json()
         except ValueError:
@@ -57,6 +68,65 @@ class Client:
             error.code, error.status = body.get("error", "error"), response.status_code
             raise error
         return body
+
+    def events(self, job_id: int) -> Iterator[tuple[str, Any]]:
+        """Job `job_id`'s server-sent events (GET /api/v1/events?job=ID) as (name, data) until the stream ends;
+        ApiError if it cannot be opened (a 503: the server has no Redis or holds its most streams), and
+        requests' ConnectionError if it goes silent for STREAM_READ_SECONDS."""
+        response = self._send("GET", "/events", params={"job": job_id}, stream=True,
+                              timeout=(self.timeout, STREAM_READ_SECONDS))
+        with response:
+            if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                error = self._json("GET", "/events", response)  # raises the server's error
+                raise ApiError(f"{self.url} answered GET /api/v1/events with JSON, not an event stream: {error}")
+            name, data = "message", []
+            # chunk_size=None: each chunk as it arrives (a fixed size would wait for that many bytes)
+            for line in response.iter_lines(chunk_size=None, decode_unicode=True):
+                if not line:  # a blank line ends an event
+                    if data:
+                        yield name, json.loads("\n".join(data))
+                    name, data = "message", []
+                elif not line.startswith(":"):  # a comment (a keep-alive for proxies) otherwise
+                    field, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if field == "event":
+                        name = value
+                    elif field == "data":
+                        data.append(value)
+
+    def follow(self, job_id: int, deadline: float | None = None) -> Iterator[dict]:
+        """Job `job_id` as GET /api/v1/jobs/ID shows it, first as it is, then each time its status or progress
+        changes, until it has finished: from its event stream, or polled once a second where the server has
+        none. TimeoutError once time.monotonic() passes `deadline` (checked at least every STREAM_READ_SECONDS)."""
+        job = self.job(job_id)
+        yield job
+        stream = True
+        while job["status"] not in FINISHED:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']}")
+            if not stream:
+                time.sleep(1)
+                job = self.job(job_id)
+                yield job
+                continue
+            try:
+                for name, data in self.events(job_id):
+                    if name == "status" or (name == "progress" and isinstance(data, dict)):
+                        job = data if name == "status" else {**job, **data}
+                        yield job
+                    if job["status"] in FINISHED or (deadline is not None and time.monotonic() > deadline):
+                        break
+            except ApiError as exc:
+                if getattr(exc, "status", None) != 503:
+                    raise
+                stream = False  # no stream here: poll
+            except requests.RequestException:  # silent past the read timeout, or cut: open it again
+                pass
+
+    def wait(self, job_id: int, timeout: float | None = None) -> dict:
+        """Job `job_id` once it has finished, followed as `follow` does; TimeoutError after `timeout` seconds."""
+        *_, job = self.follow(job_id, None if timeout is None else time.monotonic() + timeout)
+        return job
 
     def upload(self, path: Path, name: str | None = None, team: str | None = None, kind: str | None = None) -> dict:
         """Upload a local file as a dataset (of `team`: the operator's choice; the token's team by default; `kind`:

@@ -3,6 +3,8 @@ as a user runs them: the console script in its own process, or click's runner wh
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -21,13 +23,14 @@ from genq import cli_jobs
 from genq.api_tokens import create_token, ensure_team
 from genq.db.models import Job
 from genq.errors import GenqError
+from genq.events import Publisher
 from genq.web import create_app
 
 GENQ = str(Path(sys.executable).with_name("genq"))
 
 
-@pytest.fixture
-def api(settings, db):
+@contextlib.contextmanager
+def serve(settings, db):
     """The API served on a free port of 127.0.0.1: (env for `genq`, the paths requested so far)."""
     app = create_app({"SETTINGS": settings, "TESTING": True})
     requested: list[str] = []
@@ -48,6 +51,20 @@ def api(settings, db):
     finally:
         server.shutdown()
         app.extensions["genq"].db.dispose()
+
+
+@pytest.fixture
+def api(settings, db):
+    """The API without Redis: no event streams (503), so `genq wait` polls."""
+    with serve(dataclasses.replace(settings, redis_url=None), db) as served:
+        yield served
+
+
+@pytest.fixture
+def streaming_api(settings, db, redis_url):
+    """The API with the suite's Redis: event streams."""
+    with serve(dataclasses.replace(settings, redis_url=redis_url), db) as served:
+        yield served
 
 
 def add_jobs(db, n: int, **fields) -> list[int]:
@@ -138,6 +155,51 @@ def test_ctrl_c_while_waiting_or_following_exits_130_not_1(api, db):
                                        f"(genq logs -f {job_id} to follow it again)")
     assert "130" in genq(env, "wait", "--help").stdout  # the help lists it with 1 and 124
     assert "130" in genq(env, "logs", "--help").stdout
+
+
+def test_wait_follows_the_jobs_event_stream(streaming_api, db, redis_url):
+    env, requested = streaming_api
+    [job_id] = add_jobs(db, 1)
+    started = time.monotonic()
+    waiting = subprocess.Popen([GENQ, "wait", str(job_id), "--timeout", "60"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    while "/api/v1/events" not in requested and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    assert "/api/v1/events" in requested
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        job.status, job.error, team = "failed", "out of memory", job.team_id
+    Publisher(redis_url).status(job_id, team, "failed")  # what a worker publishes as the job ends
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 1, err
+    assert err.strip().endswith(f"job {job_id} failed: out of memory")
+    # told by the stream, not by polling: one GET of the job, before its stream opened
+    assert requested.count(f"/api/v1/jobs/{job_id}") == 1 and requested.count("/api/v1/events") == 1, requested
+
+
+def test_wait_opens_the_stream_again_when_it_ends_before_the_job(settings, db, redis_url):
+    short = dataclasses.replace(settings, redis_url=redis_url, event_stream_seconds=1.0, event_keepalive_seconds=5)
+    with serve(short, db) as (env, requested):
+        [job_id] = add_jobs(db, 1)
+        waiting = subprocess.Popen([GENQ, "wait", str(job_id), "--timeout", "60"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        while requested.count("/api/v1/events") < 2 and time.monotonic() - started < 30:
+            time.sleep(0.05)
+        with db.session() as s:
+            s.get(Job, job_id).status = "succeeded"  # published by nobody: the next stream's first event tells it
+        out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert out.strip() == f"job {job_id} succeeded" and requested.count("/api/v1/events") >= 2
+
+
+def test_wait_without_event_streams_polls_and_times_out(api, db):
+    env, requested = api
+    [job_id] = add_jobs(db, 1)  # queued, and no scheduler: it stays so
+    result = genq(env, "wait", str(job_id), "--timeout", "2")
+    assert result.returncode == 124, result.stderr
+    assert result.stderr.strip().endswith(f"Error: job {job_id} still queued after 2 s")
+    assert requested.count("/api/v1/events") == 1 and requested.count(f"/api/v1/jobs/{job_id}") >= 2, requested
 
 
 @pytest.mark.parametrize("timeout", ["-5", "nan", "inf", "-inf"])
