@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from genq import metrics
 from genq.db.models import Job
 from genq.errors import InvalidInput
-from genq.jobs.service import job_to_dict, owned
+from genq.jobs.service import owned
+from genq.jobs.views import job_to_dict
 from genq.web import queries
 from genq.web.api import query_job_ids
 

@@ -16,16 +16,8 @@ from genq.errors import GenqError, InvalidInput, NotFound
 from genq.jobs.estimate import training_estimate
 from genq.jobs.params import MODELS
 from genq.jobs.schemas import MAX_ID
-from genq.jobs.service import (
-    cancel_job,
-    job_to_dict,
-    latest_jobs,
-    of_team,
-    owned,
-    parse_param_lines,
-    submit_job,
-    visible_team,
-)
+from genq.jobs.service import cancel_job, of_team, owned, parse_param_lines, submit_job
+from genq.jobs.views import job_to_dict, latest_jobs, visible_team
 from genq.web import compare as compare_view
 from genq.web import queries, state
 from genq.web.api import query_job_ids

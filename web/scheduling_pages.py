@@ -9,8 +9,9 @@ from sqlalchemy import select
 from genq.api_tokens import list_tokens, revoke_token
 from genq.db.models import ApiToken, Job
 from genq.errors import Forbidden, GenqError, InvalidInput, NotFound
-from genq.jobs.service import job_to_dict, of_team, visible_team
+from genq.jobs.service import of_team
 from genq.jobs.usage import usage_report
+from genq.jobs.views import job_to_dict, visible_team
 from genq.teams import list_teams, may_manage_tokens, parse_settings, require_operator, token_to_dict, update_team
 from genq.web import state
 from genq.web.api import query_since

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from genq.db import Database
 from genq.db.models import ApiToken, Job, JobLog
 from genq.errors import Unavailable
-from genq.jobs.service import job_to_dict, latest_jobs
+from genq.jobs.views import job_to_dict, latest_jobs
 from genq.web import queries
 
 log = logging.getLogger("genq.web")

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from genq.db.models import JOB_STATUSES, Job, Team
 from genq.errors import InvalidInput
 from genq.events import job_channel, team_channel
-from genq.jobs.service import MAX_ID, owned, visible_team
+from genq.jobs.service import MAX_ID, owned
+from genq.jobs.views import visible_team
 from genq.web import state, streams
 from genq.web.api import api_blueprint, query_choice, query_int
 

@@ -7,16 +7,8 @@ from flask import g, jsonify, request, url_for
 from genq.datasets import bad_string
 from genq.db.models import JOB_STATUSES, Job, Team
 from genq.errors import InvalidInput
-from genq.jobs.service import (
-    MAX_ID,
-    cancel_job,
-    job_to_dict,
-    latest_jobs,
-    owned,
-    retry_job,
-    submit_job,
-    visible_team,
-)
+from genq.jobs.service import MAX_ID, cancel_job, owned, retry_job, submit_job
+from genq.jobs.views import job_to_dict, latest_jobs, visible_team
 from genq.metrics import MAX_STEP
 from genq.web import queries, state
 from genq.web.api import api_blueprint, query_choice, query_int, read_json

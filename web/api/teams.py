@@ -9,8 +9,8 @@ from sqlalchemy import select
 from genq.api_tokens import create_token, hash_token, list_tokens, quoted, revoke_token
 from genq.db.models import ApiToken
 from genq.errors import InvalidInput, NotFound
-from genq.jobs.service import visible_team
 from genq.jobs.usage import usage_csv, usage_report
+from genq.jobs.views import visible_team
 from genq.teams import (
     create_team,
     get_team,
