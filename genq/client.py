@@ -79,6 +79,7 @@ class Client:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 error = self._json("GET", "/events", response)  # raises the server's error
                 raise ApiError(f"{self.url} answered GET /api/v1/events with JSON, not an event stream: {error}")
+            response.encoding = "utf-8"  # server-sent events are UTF-8 whatever the header says
             name, data = "message", []
             # chunk_size=None: each chunk as it arrives (a fixed size would wait for that many bytes)
             for line in response.iter_lines(chunk_size=None, decode_unicode=True):
@@ -97,7 +98,8 @@ class Client:
     def follow(self, job_id: int, deadline: float | None = None) -> Iterator[dict]:
         """Job `job_id` as GET /api/v1/jobs/ID shows it, first as it is, then each time its status or progress
         changes, until it has finished: from its event stream, or polled once a second where the server has
-        none. TimeoutError once time.monotonic() passes `deadline` (checked at least every STREAM_READ_SECONDS)."""
+        none. TimeoutError once time.monotonic() passes `deadline` (checked at least every STREAM_READ_SECONDS).
+        A stream that ends before the job (its lifetime, a restart) is opened again a second later."""
         job = self.job(job_id)
         yield job
         stream = True
@@ -120,8 +122,10 @@ class Client:
                 if getattr(exc, "status", None) != 503:
                     raise
                 stream = False  # no stream here: poll
-            except requests.RequestException:  # silent past the read timeout, or cut: open it again
+            except (requests.RequestException, ValueError):  # silent past the read timeout, cut, garbled
                 pass
+            if stream and job["status"] not in FINISHED and (deadline is None or time.monotonic() < deadline):
+                time.sleep(1)
 
     def wait(self, job_id: int, timeout: float | None = None) -> dict:
         """Job `job_id` once it has finished, followed as `follow` does; TimeoutError after `timeout` seconds."""
