@@ -193,19 +193,27 @@ def logs(job_id: int, follow: bool) -> None:
     client = _client()
     after = None
     status = None
-    try:
-        while True:
-            for line in client.logs(job_id, after):
+
+    def show(lines: list[dict]) -> None:
+        nonlocal after
+        for line in lines:
+            if after is None or line["id"] > after:  # a line the stream and a read both brought shows once
                 click.echo(f"{line['time']}  {line['message']}")
                 after = line["id"]
-            if follow:
-                status = client.job(job_id)["status"]
-            if not follow or status in FINISHED:
-                if follow:  # the last lines may have landed with the final status
-                    for line in client.logs(job_id, after):
-                        click.echo(f"{line['time']}  {line['message']}")
-                return
-            time.sleep(1)
+
+    try:
+        show(client.logs(job_id))
+        if not follow:
+            return
+        # Each status event (a stream's first, a change, or each poll without a stream) reads the lines since the
+        # last shown: those written before a stream opened; the stream's log events bring the rest.
+        for name, data in client.watch(job_id):
+            if name == "status":
+                status = data["status"]
+                show(client.logs(job_id, after))
+            elif name == "log":
+                show(data["lines"])
+        show(client.logs(job_id, after))  # the last lines may have landed with the final status
     except KeyboardInterrupt:
         if not follow:
             click.echo("interrupted", err=True)

@@ -95,13 +95,14 @@ class Client:
                     elif field == "data":
                         data.append(value)
 
-    def follow(self, job_id: int, deadline: float | None = None) -> Iterator[dict]:
-        """Job `job_id` as GET /api/v1/jobs/ID shows it, first as it is, then each time its status or progress
-        changes, until it has finished: from its event stream, or polled once a second where the server has
-        none. TimeoutError once time.monotonic() passes `deadline` (checked at least every STREAM_READ_SECONDS).
-        A stream that ends before the job (its lifetime, a restart) is opened again a second later."""
+    def watch(self, job_id: int, deadline: float | None = None) -> Iterator[tuple[str, Any]]:
+        """Job `job_id`'s events until it has finished: ("status", the job as GET /api/v1/jobs/ID shows it) first,
+        then what its event stream sends ("status", "progress", "log", "metrics", "outputs"), or, where the server
+        has no stream, ("status", job) polled once a second. A stream that ends before the job (its lifetime, a
+        restart) is opened again a second later, starting with a status event. TimeoutError once
+        time.monotonic() passes `deadline` (checked at least every STREAM_READ_SECONDS)."""
         job = self.job(job_id)
-        yield job
+        yield "status", job
         stream = True
         while job["status"] not in FINISHED:
             if deadline is not None and time.monotonic() > deadline:
@@ -109,13 +110,13 @@ class Client:
             if not stream:
                 time.sleep(1)
                 job = self.job(job_id)
-                yield job
+                yield "status", job
                 continue
             try:
                 for name, data in self.events(job_id):
-                    if name == "status" or (name == "progress" and isinstance(data, dict)):
-                        job = data if name == "status" else {**job, **data}
-                        yield job
+                    if name == "status":
+                        job = data
+                    yield name, data
                     if job["status"] in FINISHED or (deadline is not None and time.monotonic() > deadline):
                         break
             except ApiError as exc:
@@ -126,6 +127,15 @@ class Client:
                 pass
             if stream and job["status"] not in FINISHED and (deadline is None or time.monotonic() < deadline):
                 time.sleep(1)
+
+    def follow(self, job_id: int, deadline: float | None = None) -> Iterator[dict]:
+        """Job `job_id` as GET /api/v1/jobs/ID shows it, first as it is, then each time its status or progress
+        changes, until it has finished (watched as `watch` does)."""
+        job: dict = {}
+        for name, data in self.watch(job_id, deadline):
+            if name == "status" or (name == "progress" and isinstance(data, dict)):
+                job = data if name == "status" else {**job, **data}
+                yield job
 
     def wait(self, job_id: int, timeout: float | None = None) -> dict:
         """Job `job_id` once it has finished, followed as `follow` does; TimeoutError after `timeout` seconds."""

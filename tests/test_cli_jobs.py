@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 
 from genq import cli_jobs
 from genq.api_tokens import create_token, ensure_team
-from genq.db.models import Job
+from genq.db.models import Job, JobLog
 from genq.errors import GenqError
 from genq.events import Publisher
 from genq.web import create_app
@@ -175,6 +175,33 @@ def test_wait_follows_the_jobs_event_stream(streaming_api, db, redis_url):
     assert err.strip().endswith(f"job {job_id} failed: out of memory")
     # told by the stream, not by polling: one GET of the job, before its stream opened
     assert requested.count(f"/api/v1/jobs/{job_id}") == 1 and requested.count("/api/v1/events") == 1, requested
+
+
+def test_logs_follow_prints_the_lines_the_event_stream_announces_each_once(streaming_api, db, redis_url):
+    env, requested = streaming_api
+    [job_id] = add_jobs(db, 1)
+    with db.session() as s:
+        s.add(JobLog(job_id=job_id, message="written before"))
+        team = s.get(Job, job_id).team_id
+    following = subprocess.Popen([GENQ, "logs", "-f", str(job_id)], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    while "/api/v1/events" not in requested and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    publisher = Publisher(redis_url)
+    with db.session() as s:
+        s.add(JobLog(job_id=job_id, message="written while followed"))
+    publisher.publish(job_id, team, [("log", {"count": 1})])  # as a worker's flush announces its lines
+    shown = [following.stdout.readline(), following.stdout.readline()]  # the job still queued: the event's doing
+    assert [line.rstrip("\n").split("  ", 1)[1] for line in shown] == ["written before", "written while followed"]
+    with db.session() as s:
+        s.add(JobLog(job_id=job_id, message="the last line"))
+        s.get(Job, job_id).status = "succeeded"
+    publisher.status(job_id, team, "succeeded")
+    out, err = following.communicate(timeout=30)
+    assert following.returncode == 0, err
+    assert [line.split("  ", 1)[1] for line in out.splitlines()] == ["the last line"]
+    assert requested.count(f"/api/v1/jobs/{job_id}") == 1, requested  # the stream told the end: no polling
 
 
 def test_wait_opens_the_stream_again_when_it_ends_before_the_job(settings, db, redis_url):
