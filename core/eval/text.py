@@ -24,7 +24,7 @@ def eval_rows(batch_size: int, block_size: int, vocab_size: int) -> int:
     return max(batch_size, min(EVAL_TOKENS // block_size, LOGITS_BYTES // (4 * block_size * vocab_size)))
 
 
-@torch.no_grad()
+@torch.inference_mode()  # not just no_grad: no version counters or views to track (the CPU recipe's 4-12% faster)
 def val_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
     """Mean cross-entropy per row over the batches (model(x, y) -> (logits, loss)), and its perplexity."""
     was_training = model.training
