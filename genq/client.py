@@ -69,12 +69,11 @@ class Client:
             raise error
         return body
 
-    def events(self, job_id: int) -> Iterator[tuple[str, Any]]:
+    def events(self, job_id: int, silence: float = STREAM_READ_SECONDS) -> Iterator[tuple[str, Any]]:
         """Job `job_id`'s server-sent events (GET /api/v1/events?job=ID) as (name, data) until the stream ends;
         ApiError if it cannot be opened (a 503: the server has no Redis or holds its most streams), and
-        requests' ConnectionError if it goes silent for STREAM_READ_SECONDS."""
-        response = self._send("GET", "/events", params={"job": job_id}, stream=True,
-                              timeout=(self.timeout, STREAM_READ_SECONDS))
+        requests' ConnectionError if it stays silent for `silence` seconds."""
+        response = self._send("GET", "/events", params={"job": job_id}, stream=True, timeout=(self.timeout, silence))
         with response:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 error = self._json("GET", "/events", response)  # raises the server's error
@@ -100,7 +99,7 @@ class Client:
         then what its event stream sends ("status", "progress", "log", "metrics", "outputs"), or, where the server
         has no stream, ("status", job) polled once a second. A stream that ends before the job (its lifetime, a
         restart) is opened again a second later, starting with a status event. TimeoutError once
-        time.monotonic() passes `deadline` (checked at least every STREAM_READ_SECONDS)."""
+        time.monotonic() passes `deadline`."""
         job = self.job(job_id)
         yield "status", job
         stream = True
@@ -113,7 +112,8 @@ class Client:
                 yield "status", job
                 continue
             try:
-                for name, data in self.events(job_id):
+                left = STREAM_READ_SECONDS if deadline is None else deadline - time.monotonic()
+                for name, data in self.events(job_id, max(0.1, min(STREAM_READ_SECONDS, left))):
                     if name == "status":
                         job = data
                     yield name, data

@@ -220,6 +220,15 @@ def test_wait_opens_the_stream_again_when_it_ends_before_the_job(settings, db, r
     assert out.strip() == f"job {job_id} succeeded" and requested.count("/api/v1/events") >= 2
 
 
+def test_wait_times_out_on_time_while_the_stream_is_silent(streaming_api, db):
+    env, _ = streaming_api
+    [job_id] = add_jobs(db, 1)  # queued, and no scheduler: nothing comes down its stream but keep-alives
+    started = time.monotonic()
+    result = genq(env, "wait", str(job_id), "--timeout", "2")
+    assert result.returncode == 124, result.stderr
+    assert time.monotonic() - started < 10  # not at the stream's next keep-alive (15 s)
+
+
 def test_wait_without_event_streams_polls_and_times_out(api, db):
     env, requested = api
     [job_id] = add_jobs(db, 1)  # queued, and no scheduler: it stays so
