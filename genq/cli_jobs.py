@@ -202,18 +202,18 @@ def logs(job_id: int, follow: bool) -> None:
                 after = line["id"]
 
     try:
-        show(client.logs(job_id))
         if not follow:
+            show(client.logs(job_id))
             return
-        # Each status event (a stream's first, a change, or each poll without a stream) reads the lines since the
-        # last shown: those written before a stream opened; the stream's log events bring the rest.
+        # Each status event (the first, a stream's first, a change, each poll without a stream, the final one, with
+        # which the last lines may have landed) reads the lines since the last shown; a stream's log events bring
+        # the lines between.
         for name, data in client.watch(job_id):
             if name == "status":
                 status = data["status"]
                 show(client.logs(job_id, after))
             elif name == "log":
                 show(data["lines"])
-        show(client.logs(job_id, after))  # the last lines may have landed with the final status
     except KeyboardInterrupt:
         if not follow:
             click.echo("interrupted", err=True)
