@@ -171,7 +171,7 @@ class Bare(Hooks):
 def platform(rows: int = 512) -> list[bool]:
     """Section 4: the 512-row job through the platform against the engine bare on the same model, run just before
     and just after the job (their mean: the machine's load drifts)."""
-    from quality import start_platform
+    from quality import start_platform, succeeded
 
     from genq.core.data.prompts import PromptRow
     from genq.core.models.gpt.recipe import GPTRecipe
@@ -193,7 +193,7 @@ def platform(rows: int = 512) -> list[bool]:
             corpus = client.upload(CORPUS)["id"]
             train = client.submit({"type": "train", "model": "gpt", "dataset": corpus, "params": {
                 "tokenizer": "char", **SHAPE, "batch_size": 4, "max_steps": 20, "eval_interval": 20}})["id"]
-            wait(client, train)
+            succeeded(client, train, 1800)
             # a folder store keeps each attempt's files under jobs/ID/aN/: the job's last attempt holds its model
             source = max((home / "artifacts" / "jobs" / str(train)).glob("a*"), key=lambda run: int(run.name[1:]))
 
@@ -212,7 +212,7 @@ def platform(rows: int = 512) -> list[bool]:
             before = bare()
             start = time.monotonic()
             job = client.submit({"type": "generate", "source_job": train, "dataset": dataset, "params": params})
-            done = wait(client, job["id"])
+            done = succeeded(client, job["id"], 1800)
             wall = time.monotonic() - start
             after = bare()
             outputs = client.request("GET", f"/jobs/{job['id']}/outputs")["outputs"]
@@ -231,17 +231,6 @@ def platform(rows: int = 512) -> list[bool]:
     print(f"{rows}-row job: {tokens / job_rate:.1f} s in the engine (its metric), {wall - tokens / job_rate:.1f} s "
           f"around it (dispatch, model load, prompts file, the final outputs files)")
     return ok
-
-
-def wait(client, job_id: int, timeout: float = 1800) -> dict:
-    """The job once it has finished; SystemExit if it failed or took too long."""
-    try:
-        job = client.wait(job_id, timeout)
-    except TimeoutError:
-        raise SystemExit(f"job {job_id} did not finish in {timeout} s") from None
-    if job["status"] != "succeeded":
-        raise SystemExit(f"job {job_id} {job['status']}: {job['error']}")
-    return job
 
 
 def main(argv: list[str]) -> int:

@@ -45,7 +45,7 @@ from genq.core.models.gpt.recipe import GPTRecipe
 from genq.core.spec import get as model_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import start_platform  # noqa: E402 - a sibling script, not a package
+from quality import start_platform, succeeded  # noqa: E402 - a sibling script, not a package
 
 # shape, batch, corpus size, seconds per measurement, generation batch
 SHAPES = {
@@ -131,18 +131,8 @@ def train_job(client, corpus: Path, params: dict, timeout: float) -> dict:
     dataset = client.upload(corpus)["id"]
     submitted = time.monotonic()
     job_id = client.submit({"type": "train", "model": "gpt", "dataset": dataset, "params": params})["id"]
-    status = None
-    while (job := client.job(job_id))["status"] not in ("succeeded", "failed", "cancelled"):
-        if job["status"] != status:
-            status = job["status"]
-            print(f"  job {job_id}: {status}", flush=True)
-        if time.monotonic() - submitted > timeout:
-            client.cancel(job_id)
-            raise SystemExit(f"job {job_id} did not finish in {timeout:.0f} s (cancelled)")
-        time.sleep(1)
+    succeeded(client, job_id, timeout, say=True)
     wall = time.monotonic() - submitted
-    if job["status"] != "succeeded":
-        raise SystemExit(f"job {job_id} {job['status']}: {job['error']}")
     series = client.metrics(job_id, points=10_000)  # one bucket a step for any run this script makes
     started_on = [e["message"] for e in client.logs(job_id) if "started on" in e["message"]]
     steps = params["max_steps"]

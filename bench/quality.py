@@ -88,6 +88,23 @@ def platform_cpu(root: int) -> dict[str, float]:
     return out
 
 
+def succeeded(client: Client, job_id: int, timeout: float | None = None, say: bool = False) -> dict:
+    """Job `job_id` once it has finished, followed as `genq wait` follows it (with `say`, each status printed);
+    SystemExit unless it succeeded within `timeout` seconds (then it is cancelled)."""
+    status = None
+    try:
+        for job in client.follow(job_id, None if timeout is None else time.monotonic() + timeout):
+            if say and job["status"] != status:
+                status = job["status"]
+                print(f"  job {job_id}: {status}", flush=True)
+    except TimeoutError:
+        client.cancel(job_id)
+        raise SystemExit(f"job {job_id} did not finish in {timeout:.0f} s (cancelled)") from None
+    if job["status"] != "succeeded":
+        raise SystemExit(f"job {job_id} {job['status']}: {job['error']}")
+    return job
+
+
 def wait_until_settled(client: Client, timeout: float = 120.0) -> None:
     """Wait until a worker is online and the machine's CPUs are mostly idle again (the platform's processes
     have finished starting): a job timed on a platform still booting would share the cores with its start,

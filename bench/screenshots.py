@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
-from quality import start_platform
+from quality import start_platform, succeeded
 
 from genq.client import Client
 
@@ -30,13 +30,6 @@ RUNS = {  # two GPTs that differ in width and learning rate: something to compar
 }
 
 
-def wait(client: Client, job_id: int) -> dict:
-    job = client.wait(job_id)
-    if job["status"] != "succeeded":
-        raise SystemExit(f"job {job_id} {job['status']}: {job['error']}")
-    return job
-
-
 def populate(client: Client) -> dict[str, list[int]]:
     """Train, sample, rate and vote; the ids of the training and the generation jobs."""
     corpus = client.upload(CORPUS, name="tinyshakespeare (20k characters)")["id"]
@@ -44,12 +37,12 @@ def populate(client: Client) -> dict[str, list[int]]:
     train = [client.submit({"type": "train", "model": "gpt", "dataset": corpus, "params": {**common, **p}})["id"]
              for p in RUNS.values()]
     for job_id in train:
-        wait(client, job_id)
+        succeeded(client, job_id)
     generate = [client.submit({"type": "generate", "source_job": job_id, "prompts": PROMPTS,
                                "params": {"max_new_tokens": 120, "temperature": 0.8, "seed": 7}})["id"]
                 for job_id in train]
     for job_id in generate:
-        wait(client, job_id)
+        succeeded(client, job_id)
     pick = random.Random(0)
     for out in client.outputs(generate[0])[:3]:
         client.request("PUT", f"/outputs/{out['id']}/rating", json={"score": pick.randint(3, 5)})

@@ -37,7 +37,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import start_platform, wait_until_settled  # noqa: E402 - bench/ is a folder of scripts
+from quality import start_platform, succeeded, wait_until_settled  # noqa: E402 - bench/ is a folder of scripts
 from quality_text import PeerRecipe  # noqa: E402
 
 from genq.core import api  # noqa: E402
@@ -102,13 +102,11 @@ def genq_job(corpus: Path, params: dict) -> tuple[float, list[tuple[float, int, 
             dataset = client.upload(corpus)["id"]
             wait_until_settled(client)
             job_id = client.submit({"type": "train", "model": "gpt", "params": params, "dataset": dataset})["id"]
-            job = client.wait(job_id)
+            job = succeeded(client, job_id)
             logs = client.logs(job_id)
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(120)
-    if job["status"] != "succeeded":
-        raise SystemExit(f"the job {job['status']}: {job['error']}")
     started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
     points = []
     for line in logs:

@@ -51,7 +51,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import platform_cpu, start_platform, wait_until_settled  # noqa: E402 - bench/ is a folder of scripts
+from quality import platform_cpu, start_platform, succeeded, wait_until_settled  # noqa: E402 - a sibling script
 
 from genq.core import api, optim  # noqa: E402
 from genq.core import device as dev  # noqa: E402
@@ -216,9 +216,7 @@ def job_seconds(client, dataset: int, params: dict) -> tuple[float, float]:
     seconds its steps took by its own throughput metric, evaluations and checkpoints left out)."""
     wait_until_settled(client)
     job_id = client.submit({"type": "train", "model": "gpt", "params": params, "dataset": dataset})["id"]
-    job = client.wait(job_id)  # as `genq wait` does: the job's event stream, the web's CPU beside the job's
-    if job["status"] != "succeeded":
-        raise SystemExit(f"the job {job['status']}: {job['error']}")
+    job = succeeded(client, job_id)  # on the job's event stream: the web's CPU beside the job's, as `genq wait`'s
     started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
     tokens, steps, done = params["batch_size"] * params["block_size"], 0.0, 0
     for step, rate in client.metrics(job_id, points=10_000)["throughput/tokens_per_s"]:  # one per logged window

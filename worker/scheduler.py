@@ -50,16 +50,19 @@ FREE_SLOTS = union_all(
                       (Job.status == "queued") & Job.dispatched_at.is_not(None))))
 # take_slot's two UPDATEs, built once on the tables: an ORM UPDATE built at every call took 3x as long (2.1
 # against 0.63 ms for both on SQLite, 4.2 against 2.6 on PostgreSQL), most of it building the statement.
-_T, _J = Team.__table__.c, Job.__table__.c
+_T, _J, _W = Team.__table__.c, Job.__table__.c, Worker.__table__.c
 LOCK_TEAM = (update(Team.__table__).where(_T.id == bindparam("team")).values(usage=_T.usage)
              .returning(_T.max_gpus, _T.gpu_hours_per_week))
 SEND = (update(Job.__table__).where(_J.id == bindparam("job"), _J.status == "queued", _J.dispatched_at.is_(None))
         .values(dispatched_at=bindparam("now")))
+# What reconcile recovers, each one condition for both its read and its write: leases expired, messages sent but
+# never claimed, workers silent.
+EXPIRED = (_J.status == "running") & (_J.lease_expires_at < bindparam("now"))
+UNCLAIMED = (_J.status == "queued") & (_J.dispatched_at < bindparam("stale"))
+SILENT = _W.status.in_(("online", "draining")) & (_W.last_heartbeat < bindparam("silent"))
 # Every tick's reads with a job running, built once too: whether reconcile has anything to write (most ticks, not),
 # and when the pool's longest-running preemptible job started (may_preempt).
-DUE = select(exists().where(_J.status == "running", _J.lease_expires_at < bindparam("now")),
-             exists().where(_J.status == "queued", _J.dispatched_at < bindparam("stale")),
-             exists().where(Worker.status.in_(("online", "draining")), Worker.last_heartbeat < bindparam("silent")))
+DUE = select(exists().where(EXPIRED), exists().where(UNCLAIMED), exists().where(SILENT))
 FIRST_PREEMPTIBLE = select(func.min(func.coalesce(_J.run_started_at, _J.dispatched_at))).where(
     _J.pool == bindparam("pool"), _J.status == "running", _J.preemptible)
 STEP_TIMES_SECONDS = 30.0  # how long the recent step times of finished jobs are reused
@@ -84,22 +87,22 @@ class Scheduler:
         s_ = self.settings
         with self.db.reading() as s:  # most ticks find nothing to recover: one read, no write transaction
             now = db_now(s)  # leases are in database time: no host's clock matters
-            stale = now - timedelta(seconds=s_.dispatch_timeout_seconds)
-            silent = now - timedelta(seconds=3 * s_.lease_seconds)
-            due = s.execute(DUE, {"now": now, "stale": stale, "silent": silent}).one()
-        changed = self._recover(now, stale, silent) if any(due) else []
+            bounds = {"now": now, "stale": now - timedelta(seconds=s_.dispatch_timeout_seconds),
+                      "silent": now - timedelta(seconds=3 * s_.lease_seconds)}
+            due = s.execute(DUE, bounds).one()
+        changed = self._recover(now, bounds) if any(due) else []
         with self.db.session() as s:
             accrue(s, now, s_.usage_half_life_hours)
         for job_id, team_id, status in changed:
             self.events.status(job_id, team_id, status)
 
-    def _recover(self, now: datetime, stale: datetime, silent: datetime) -> list[tuple[int, int, str]]:
-        """reconcile's writes: expired leases re-queued (or failed, or cancelled), unclaimed messages sent again,
-        silent workers marked offline; returns (job, team, status) of the jobs changed, to publish once committed."""
+    def _recover(self, now: datetime, bounds: dict[str, datetime]) -> list[tuple[int, int, str]]:
+        """reconcile's writes, by DUE's conditions and `bounds`: expired leases re-queued (or failed, or cancelled),
+        unclaimed messages sent again, silent workers marked offline; returns (job, team, status) of the jobs
+        changed, to publish once committed."""
         changed = []
         with self.db.session() as s:
-            expired = s.scalars(select(Job).where(Job.status == "running", Job.lease_expires_at < now)
-                                .with_for_update(skip_locked=True)).all()
+            expired = s.scalars(select(Job).where(EXPIRED).with_for_update(skip_locked=True), bounds).all()
             for job in expired:
                 who = job.worker_id
                 if job.cancel_requested:
@@ -120,12 +123,10 @@ class Scheduler:
                 changed.append((job.id, job.team_id, job.status))
                 s.add(JobLog(job_id=job.id, message=message))
                 log.warning("job %s: %s", job.id, message)
-            resent = s.execute(update(Job).where(Job.status == "queued", Job.dispatched_at < stale)
-                               .values(dispatched_at=None)).rowcount
+            resent = s.execute(update(Job.__table__).where(UNCLAIMED).values(dispatched_at=None), bounds).rowcount
             if resent:
                 log.warning("%d dispatched jobs were never claimed; sending them again", resent)
-            s.execute(update(Worker).where(Worker.status.in_(("online", "draining")), Worker.last_heartbeat < silent)
-                      .values(status="offline"))
+            s.execute(update(Worker.__table__).where(SILENT).values(status="offline"), bounds)
         return changed
 
     def free_slots(self) -> dict[str, int]:
