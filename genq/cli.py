@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from genq.cli_admin import operator_session, team, token
+from genq.cli_datasets import dataset
 from genq.cli_jobs import COMMANDS
 from genq.config import Settings
 from genq.errors import GenqError
@@ -306,5 +307,5 @@ def run() -> None:
         sys.exit(2)
 
 
-for command in [team, token, *COMMANDS]:
+for command in [team, token, dataset, *COMMANDS]:
     main.add_command(command)

@@ -150,6 +150,10 @@ class Client:
                                 data={"name": name or path.name, **({"team": team} if team else {}),
                                       **({"kind": kind} if kind else {})})
 
+    def datasets(self, kind: str | None = None) -> list[dict]:
+        """The datasets the token's team may use (the operator: every team's), newest first; only `kind`'s if given."""
+        return self.request("GET", "/datasets", params={"kind": kind} if kind else None)["datasets"]
+
     def delete_dataset(self, dataset_id: int) -> dict:
         return self.request("DELETE", f"/datasets/{dataset_id}")
 

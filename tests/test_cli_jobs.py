@@ -1,5 +1,6 @@
-"""`genq jobs`, `wait`, `logs -f` and `submit` against a real API (the app served in this process, SQLite), run
-as a user runs them: the console script in its own process, or click's runner where no server is needed."""
+"""`genq jobs`, `wait`, `logs -f`, `submit` and `dataset` against a real API (the app served in this process,
+SQLite), run as a user runs them: the console script in its own process, or click's runner where no server is
+needed."""
 
 from __future__ import annotations
 
@@ -257,6 +258,40 @@ def test_a_refused_submission_names_the_file_it_uploaded_not_its_deleted_dataset
     datasets = requests.get(f"{env['GENQ_URL']}/api/v1/datasets", timeout=30,
                             headers={"Authorization": f"Bearer {env['GENQ_TOKEN']}"}).json()["datasets"]
     assert datasets == []  # deleted indeed
+
+
+def test_dataset_uploads_lists_and_deletes_and_keeps_one_a_job_uses(api, db, tmp_path):
+    env, _ = api
+    corpus, other = tmp_path / "corpus.txt", tmp_path / "other.txt"
+    corpus.write_text("some text " * 50)
+    other.write_text("more text " * 20)
+    uploaded = genq(env, "dataset", "upload", str(corpus), "--name", "my corpus")
+    assert uploaded.returncode == 0, uploaded.stderr
+    used = int(uploaded.stdout)
+    assert f"uploaded {corpus} as dataset {used} (text)" in uploaded.stderr
+    unused = int(genq(env, "dataset", "upload", str(other)).stdout)
+    listed = genq(env, "dataset", "list")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "TEAM", "KIND", "BYTES", "CREATED", "NAME"]
+    assert [row.split()[:4] for row in rows] == [[str(unused), "alpha", "text", str(other.stat().st_size)],
+                                                 [str(used), "alpha", "text", str(corpus.stat().st_size)]]
+    assert rows[1].endswith("my corpus") and rows[0].endswith("other.txt")
+    assert listed_ids(genq(env, "dataset", "list", "--kind", "images").stdout) == []
+
+    job = add_jobs(db, 1, dataset_id=used)[0]
+    refused = genq(env, "dataset", "delete", str(used))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == f"error: dataset {used} is used by job {job}: it stays while they do"
+    deleted = genq(env, "dataset", "delete", str(unused))
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.strip() == f"deleted dataset {unused} (other.txt)"
+    assert listed_ids(genq(env, "dataset", "list").stdout) == [used]
+
+    wrong_kind = genq(env, "dataset", "upload", str(corpus), "--kind", "video")
+    assert wrong_kind.returncode == 2 and "'video' is not one of 'text', 'images', 'audio', 'prompts'" in (
+        wrong_kind.stderr), wrong_kind.stderr
+    assert listed_ids(genq(env, "dataset", "list").stdout) == [used]  # nothing uploaded
 
 
 def test_a_prompts_file_named_neither_csv_nor_jsonl_is_uploaded_as_prompts(api, db, tmp_path):
