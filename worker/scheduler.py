@@ -90,17 +90,17 @@ class Scheduler:
             bounds = {"now": now, "stale": now - timedelta(seconds=s_.dispatch_timeout_seconds),
                       "silent": now - timedelta(seconds=3 * s_.lease_seconds)}
             due = s.execute(DUE, bounds).one()
-        changed = self._recover(now, bounds) if any(due) else []
+        changed = self._recover(bounds) if any(due) else []
         with self.db.session() as s:
             accrue(s, now, s_.usage_half_life_hours)
         for job_id, team_id, status in changed:
             self.events.status(job_id, team_id, status)
 
-    def _recover(self, now: datetime, bounds: dict[str, datetime]) -> list[tuple[int, int, str]]:
+    def _recover(self, bounds: dict[str, datetime]) -> list[tuple[int, int, str]]:
         """reconcile's writes, by DUE's conditions and `bounds`: expired leases re-queued (or failed, or cancelled),
         unclaimed messages sent again, silent workers marked offline; returns (job, team, status) of the jobs
         changed, to publish once committed."""
-        changed = []
+        changed, now = [], bounds["now"]
         with self.db.session() as s:
             expired = s.scalars(select(Job).where(EXPIRED).with_for_update(skip_locked=True), bounds).all()
             for job in expired:
