@@ -19,7 +19,9 @@ from genq.config import Settings
 from genq.errors import GenqError
 
 
-def _client():
+def connect():
+    """A client of the API this environment names: GENQ_URL (else GENQ_HOST and GENQ_PORT) and GENQ_TOKEN (else
+    the admin token in GENQ_HOME)."""
     from genq.client import Client
 
     settings = Settings.from_env()
@@ -67,7 +69,7 @@ def submit() -> None:
 @click.option("--gpus", default=1, show_default=True)
 def submit_train(model, dataset, params, team, priority, gpus) -> None:
     """Submit a training job."""
-    client = _client()
+    client = connect()
     payload = {"type": "train", "model": model, "params": _parse_params(params), "priority": priority,
                "gpus": gpus}
     if team:
@@ -119,7 +121,7 @@ def submit_generate(source, base, prompts, prompts_file, params) -> None:
         raise click.UsageError("give --prompt or --prompts, not both")
     if (source is None) == (base is None):
         raise click.UsageError("give --from JOB_ID or --base NAME (one of them)")
-    client = _client()
+    client = connect()
     payload = {"type": "generate", "params": _parse_params(params)}
     payload.update({"source_job": source} if source is not None else {"base": base})
     if prompts_file:
@@ -142,7 +144,7 @@ JOBS_ROW = "{id:>6}  {team:10}  {type:8}  {model:12}  {status:10}  {progress:>8}
 @click.option("--before", type=JOB_ID, metavar="ID", help="only jobs of ids below ID: the page after a listing")
 def jobs(status, type_, team, limit, before) -> None:
     """List jobs, newest first: the newest 50 unless --limit says otherwise (stderr says when more exist)."""
-    rows, following = _client().jobs_and_next(limit, before, status=status, type=type_, team=team)
+    rows, following = connect().jobs_and_next(limit, before, status=status, type=type_, team=team)
     click.echo(JOBS_ROW.format(id="ID", team="TEAM", type="TYPE", model="MODEL", status="STATUS", progress="PROGRESS",
                                position="POS", eta="ETA", why="CREATED / WHY IT WAITS"))
     for job in rows:
@@ -161,7 +163,7 @@ def jobs(status, type_, team, limit, before) -> None:
 @click.argument("job_id", type=JOB_ID)
 def show(job_id: int) -> None:
     """Show a job, its latest metrics and its outputs."""
-    client = _client()
+    client = connect()
     job = client.job(job_id)
     click.echo(json.dumps(job, indent=2))
     series = client.metrics(job_id, points=1)
@@ -190,7 +192,7 @@ def logs(job_id: int, follow: bool) -> None:
     """Print a job's log."""
     from genq.client import FINISHED
 
-    client = _client()
+    client = connect()
     after = None
     status = None
 
@@ -238,7 +240,7 @@ def wait(job_id: int, timeout: float) -> None:
 
     from genq.client import FINISHED
 
-    client = _client()
+    client = connect()
     job = None
     try:
         # disable=None: a bar on a terminal, nothing when piped; the outcome is printed either way. tqdm writes the
@@ -265,7 +267,7 @@ def wait(job_id: int, timeout: float) -> None:
 @click.argument("job_id", type=JOB_ID)
 def cancel(job_id: int) -> None:
     """Cancel a job (a training job saves a checkpoint first)."""
-    _client().cancel(job_id)
+    connect().cancel(job_id)
     click.echo(f"cancel requested for job {job_id}")
 
 
@@ -274,7 +276,7 @@ def cancel(job_id: int) -> None:
 @click.option("--all-rows", is_flag=True, help="every row again, not only the failed or missing ones")
 def retry(job_id: int, all_rows: bool) -> None:
     """Submit a generation job for the rows of finished job JOB_ID that failed or were never stored; prints its id."""
-    click.echo(_client().retry(job_id, only_failed=not all_rows)["id"])
+    click.echo(connect().retry(job_id, only_failed=not all_rows)["id"])
 
 
 COMMANDS = [submit, jobs, show, logs, wait, cancel, retry]

@@ -226,13 +226,14 @@ def delete_dataset(session: Session, dataset: Dataset) -> str:
     users = session.scalars(select(Job.id).where(Job.dataset_id == dataset_id).order_by(Job.id).limit(6)).all()
     if users:
         listed = ", ".join(map(str, users[:5])) + (", ..." if len(users) > 5 else "")
-        raise Conflict(f"dataset {dataset_id} is used by job{'s' if len(users) > 1 else ''} {listed}: it stays "
-                       "while they do")
+        raise Conflict(f"dataset {dataset_id} is used by job{'s' if len(users) > 1 else ''} {listed}: a job's "
+                       "dataset is kept, as the record of what it ran on")
     session.delete(dataset)
     try:
         session.flush()
     except IntegrityError:  # a job naming it was submitted meanwhile
-        raise Conflict(f"dataset {dataset_id} is used by a job submitted just now: it stays while it is") from None
+        raise Conflict(f"dataset {dataset_id} is used by a job submitted just now: a job's "
+                       "dataset is kept, as the record of what it ran on") from None
     return path
 
 

@@ -214,7 +214,7 @@ def test_show_prints_each_rows_error(monkeypatch):
                     {"index": 1, "kind": "text", "prompt": None, "text": None, "status": "error",
                      "error": "row 1 (line 2): it is not JSON"}]
 
-    monkeypatch.setattr(cli_jobs, "_client", Stub)
+    monkeypatch.setattr(cli_jobs, "connect", Stub)
     out = CliRunner().invoke(cli_jobs.show, ["7"]).output
     assert "hi there" in out and "error: row 1 (line 2): it is not JSON" in out
 

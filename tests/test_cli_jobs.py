@@ -282,7 +282,8 @@ def test_dataset_uploads_lists_and_deletes_and_keeps_one_a_job_uses(api, db, tmp
     job = add_jobs(db, 1, dataset_id=used)[0]
     refused = genq(env, "dataset", "delete", str(used))
     assert refused.returncode == 2
-    assert refused.stderr.strip() == f"error: dataset {used} is used by job {job}: it stays while they do"
+    assert refused.stderr.strip() == (f"error: dataset {used} is used by job {job}: a job's dataset is kept, as the "
+                                      "record of what it ran on")
     deleted = genq(env, "dataset", "delete", str(unused))
     assert deleted.returncode == 0, deleted.stderr
     assert deleted.stdout.strip() == f"deleted dataset {unused} (other.txt)"
@@ -331,7 +332,7 @@ def test_a_refused_submission_whose_upload_stays_says_so(monkeypatch, tmp_path):
         def delete_dataset(self, dataset_id):
             raise GenqError("the server is restarting")
 
-    monkeypatch.setattr(cli_jobs, "_client", Stub)
+    monkeypatch.setattr(cli_jobs, "connect", Stub)
     (tmp_path / "other.txt").write_text("text")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli_jobs.submit, ["train", "--model", "vae", "--dataset", "other.txt"])

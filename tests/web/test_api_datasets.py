@@ -197,7 +197,7 @@ def test_delete_an_unused_dataset_and_its_file(client, auth, other_auth, db, set
     assert client.delete(f"/api/v1/datasets/{unused['id']}", headers=other_auth).status_code == 404
     used = client.delete(f"/api/v1/datasets/{kept['id']}", headers=auth)
     assert used.status_code == 409 and used.json["message"] == (
-        f"dataset {kept['id']} is used by job {job_id}: it stays while they do")
+        f"dataset {kept['id']} is used by job {job_id}: a job's dataset is kept, as the record of what it ran on")
     gone = client.delete(f"/api/v1/datasets/{unused['id']}", headers=auth)
     assert gone.status_code == 200 and gone.json["name"] == "b.txt"
     assert client.get(f"/api/v1/datasets/{unused['id']}", headers=auth).status_code == 404
