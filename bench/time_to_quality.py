@@ -53,12 +53,12 @@ EVAL_LINE = re.compile(r"^step (\d+): val/loss ([0-9.]+)")
 
 
 class NanoGPT(PeerRecipe):
-    """nanoGPT's network and optimizer on genq's data pipeline and schedule, evaluated as nanoGPT does (the
-    eval_iters-batch estimate at every evaluation, the last one too) and drawing no samples (nanoGPT draws
-    none while training, and its train.py none at the end)."""
+    """nanoGPT's network and optimizer on genq's data pipeline and schedule, evaluated as nanoGPT does (its
+    trained weights, no average; the eval_iters-batch estimate at every evaluation, the last one too) and
+    drawing no samples (nanoGPT draws none while training, and its train.py none at the end)."""
 
     def build(self, data, resumed):
-        self.p = {**self.p, "optimizer": "adamw"}
+        self.p = {**self.p, "optimizer": "adamw", "ema_decay": 0.0}
         super().build(data, resumed)
 
     def evaluate(self, step):

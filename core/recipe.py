@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from genq.core import checkpoint, model_cache, spec
+from genq.core import checkpoint, ema, model_cache, spec
 from genq.core import device as dev
 from genq.core import train as loop
 from genq.core.api import DataSource, Hooks, Sample, TrainResult
@@ -161,6 +162,9 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
                       "its optimizer stay the checkpoint's")
     else:
         hooks.log(f"{r.describe()}, {size(*r.modules.values())}")
+    # what evaluations, samples and checkpoints show: the trained weights' average, for a kind with ema_decay
+    average = ema.start(r.modules.values(), r.p.get("ema_decay", 0.0), resumed and resumed.state)
+    shown = average.swapped_in if average else nullcontext
     r.prepare(start)
     if gang is not None:
         r.parallel(gang)
@@ -180,17 +184,27 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
     def save(step: int) -> Future[Path]:
         state = {"kind": r.kind, "config": r.config, "params": p, "rng": checkpoint.rng_state(),
                  **{name: opt.state_dict() for name, opt in r.optimizers.items()}, **r.extra_state()}
-        return writer.submit(write, checkpoint.snapshot(step, r.modules, state))
+        with shown() as trained:
+            if average:
+                state[ema.STATE_KEY] = trained
+            return writer.submit(write, checkpoint.snapshot(step, r.modules, state))
 
     def evaluate(step: int) -> dict[str, float]:
-        metrics = r.evaluate(step)
-        drawn = r.gallery(step, gallery_folder(workdir, step))
+        with shown():
+            metrics = r.evaluate(step)
+            drawn = r.gallery(step, gallery_folder(workdir, step))
         if drawn:
             hooks.samples(step, drawn)
         return metrics
 
+    def step(s: int) -> LossDict:
+        losses = r.step(s)
+        average.update()
+        return losses
+
     with writer:  # a write still going when the loop raises is waited for
-        result = loop.run(r.step if gang is None else gang.averaged(r.step), hooks, max_steps=p["max_steps"],
+        train_step = step if average else r.step
+        result = loop.run(train_step if gang is None else gang.averaged(train_step), hooks, max_steps=p["max_steps"],
                           start_step=start, save_fn=save if lead else lambda step: workdir,
                           checkpoint_interval=p["checkpoint_interval"], eval_fn=evaluate if lead else None,
                           eval_interval=p["eval_interval"], optimizers=list(r.optimizers.values()),
@@ -198,7 +212,8 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
                           throughput_metric=r.throughput_metric, flops_per_item=flops,
                           peak_flops=dev.peak_flops(device) if flops else None, peak_memory=memory.bytes)
     if not result.stopped and lead:
-        result.samples = r.finish(result, workdir / "samples")
+        with shown():
+            result.samples = r.finish(result, workdir / "samples")
     if (peak := memory.bytes()) is not None:  # the final evaluation and samples included
         hooks.metrics(result.step, {"memory/peak_bytes": peak})
     return result
