@@ -12,8 +12,12 @@ job was asked to stop. Along the way it records memory/peak_bytes (genq.core.dev
 step and once more at the end, and throughput/mfu on a GPU of known peak for a recipe whose flops_per_item()
 is not None.
 
-A checkpoint holds the modules' weights (safetensors) and, in its state, "kind", "config", "params", "rng",
-each optimizer's state under its name in `optimizers`, and whatever `extra_state()` returns.
+A kind whose params have `ema_decay` (gpt) is evaluated, sampled and checkpointed as the moving average of its
+weights (genq.core.ema) while it trains on the weights themselves.
+
+A checkpoint holds the modules' weights (safetensors; the average, where the kind averages) and, in its state,
+"kind", "config", "params", "rng", each optimizer's state under its name in `optimizers`, the trained weights
+where the kind averages, and whatever `extra_state()` returns.
 """
 
 from __future__ import annotations
@@ -199,7 +203,7 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
 
     def step(s: int) -> LossDict:
         losses = r.step(s)
-        average.update()
+        average.update(s)
         return losses
 
     with writer:  # a write still going when the loop raises is waited for

@@ -22,12 +22,13 @@ def test_the_average_follows_the_weights_and_swaps_in_and_out():
     assert len(params) == 3
     average = ema.WeightAverage(params, decay=0.9)
     expected = [p.clone() for p in params]
-    for _ in range(3):
+    for step in range(3 * ema.EVERY):
         with torch.no_grad():
             for p in (first.weight, first.bias, shared.bias):
                 p.add_(torch.randn_like(p))
-        average.update()
-        expected = [0.9 * e + 0.1 * p for e, p in zip(expected, params, strict=True)]
+        average.update(step)
+        if (step + 1) % ema.EVERY == 0:  # the weights of every EVERY-th step, at decay**EVERY
+            expected = [0.9**ema.EVERY * e + (1 - 0.9**ema.EVERY) * p for e, p in zip(expected, params, strict=True)]
     assert all(torch.allclose(a, e) for a, e in zip(average.average, expected, strict=True))
     weights = [p.clone() for p in params]
     with average.swapped_in() as trained:
