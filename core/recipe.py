@@ -12,7 +12,7 @@ job was asked to stop. Along the way it records memory/peak_bytes (genq.core.dev
 step and once more at the end, and throughput/mfu on a GPU of known peak for a recipe whose flops_per_item()
 is not None.
 
-A kind whose params have `ema_decay` (gpt) is evaluated, sampled and checkpointed as the moving average of its
+A kind whose params have `ema_decay` (gpt, gru) is evaluated, sampled and checkpointed as the moving average of its
 weights (genq.core.ema) while it trains on the weights themselves.
 
 A checkpoint holds the modules' weights (safetensors; the average, where the kind averages) and, in its state,
