@@ -56,13 +56,20 @@ class WeightAverage:
 
     @contextmanager
     def swapped_in(self) -> Iterator[list[torch.Tensor]]:
-        """The average in the weights inside (copied in place); yields the trained weights, back in place after."""
-        trained = [p.clone() for p in self.params]
-        torch._foreach_copy_(self.params, self.average)
+        """The average in the weights inside, the trained weights in its place (yielded); swapped back after. In
+        place (whatever holds the weights sees them) and a tensor at a time: no more memory than the largest."""
+        self._swap()
         try:
-            yield trained
+            yield self.average
         finally:
-            torch._foreach_copy_(self.params, trained)
+            self._swap()
+
+    @torch.no_grad()
+    def _swap(self) -> None:
+        for p, a in zip(self.params, self.average, strict=True):
+            held = p.clone()
+            p.copy_(a)
+            a.copy_(held)
 
 
 def start(modules: Iterable[nn.Module], decay: float, state: dict[str, Any] | None) -> WeightAverage | None:

@@ -111,7 +111,8 @@ class ModelSpec:
     def memory_bytes(self, params: dict[str, Any]) -> int:
         """Bytes one device needs to train this model with validated `params`."""
         n_params, activations = self.estimate(params)
-        return n_params * BYTES_PER_PARAM + activations + OVERHEAD
+        averaged = FLOAT if params.get("ema_decay") else 0  # the weights' average a kind shows (genq.core.ema)
+        return n_params * (BYTES_PER_PARAM + averaged) + activations + OVERHEAD
 
     def load_recipe(self):
         """The Recipe subclass (imports torch)."""

@@ -30,11 +30,12 @@ def test_the_average_follows_the_weights_and_swaps_in_and_out():
         if (step + 1) % ema.EVERY == 0:  # the weights of every EVERY-th step, at decay**EVERY
             expected = [0.9**ema.EVERY * e + (1 - 0.9**ema.EVERY) * p for e, p in zip(expected, params, strict=True)]
     assert all(torch.allclose(a, e) for a, e in zip(average.average, expected, strict=True))
-    weights = [p.clone() for p in params]
+    weights, averaged = [p.clone() for p in params], [a.clone() for a in average.average]
     with average.swapped_in() as trained:
-        assert torch.equal(first.weight, average.average[0]) and torch.equal(shared.weight, first.weight)
+        assert torch.equal(first.weight, averaged[0]) and torch.equal(shared.weight, first.weight)
         assert all(torch.equal(t, w) for t, w in zip(trained, weights, strict=True))
     assert all(torch.equal(p, w) for p, w in zip(params, weights, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(average.average, averaged, strict=True))
 
 
 def _val_loss(workdir, text_file, tensors) -> float:

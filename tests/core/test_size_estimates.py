@@ -50,3 +50,12 @@ def test_gpt2_small_on_a_gpu_is_bounded_without_being_inflated():
     p = model.train_params({"tokenizer": "word", "vocab_size": 50304, "n_layer": 12, "n_head": 12, "n_embd": 768,
                             "block_size": 1024, "batch_size": 16})
     assert 19.1e9 < model.memory_bytes(p) < 1.5 * 19.1e9
+
+
+def test_the_weights_average_is_counted_where_a_job_keeps_one():
+    # genq.core.ema keeps the average, one more float32 copy of the weights (swapped with them a tensor at a time)
+    model = spec.get("gpt")
+    averaged = model.train_params({})
+    plain = model.train_params({"ema_decay": 0.0})
+    n_params, _ = model.estimate(plain)
+    assert model.memory_bytes(averaged) - model.memory_bytes(plain) == 4 * n_params

@@ -45,8 +45,8 @@ def test_gpt_weights_dominate_a_large_model():
             "vocab_size": 50257,
         },
     )
-    # GPT-2 XL has ~1.5e9 parameters: 16 bytes each with Adam, about 24 GB.
-    assert 20e9 < estimate_train_memory("gpt", params) < 30e9
+    # GPT-2 XL has ~1.5e9 parameters: 16 bytes each with Adam and 4 for the weights' average, about 31 GB.
+    assert 25e9 < estimate_train_memory("gpt", params) < 35e9
 
 
 def test_limit_comes_from_online_workers_of_the_pool(db, monkeypatch):
