@@ -12,6 +12,10 @@ from genq.core.api import DataSource, Hooks
 
 torch.set_num_threads(1)
 
+# A gpt small enough to train 60 steps in a second, evaluating twice (test_text_recipes, test_ema)
+TINY_GPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 8, "lr": 3e-3,
+            "max_steps": 60, "eval_interval": 30, "eval_iters": 2, "checkpoint_interval": 1000, "warmup_steps": 5}
+
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
     "All:\nSpeak, speak.\n\n"

@@ -10,9 +10,7 @@ from genq.core import api, checkpoint, ema
 from genq.core.data.text import TextData, load_text, tokenizer_from_state
 from genq.core.eval.text import eval_rows, val_loss
 from genq.core.models.gpt.recipe import GPTRecipe
-
-GPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 8, "lr": 3e-3,
-       "max_steps": 60, "eval_interval": 30, "eval_iters": 2, "checkpoint_interval": 1000, "warmup_steps": 5}
+from tests.core.conftest import TINY_GPT as GPT
 
 
 def test_the_average_follows_the_weights_and_swaps_in_and_out():

@@ -9,9 +9,8 @@ from genq.core import api, checkpoint
 from genq.core.data.text import TextData, load_text, tokenizer_from_state
 from genq.core.errors import ParamError
 from genq.core.models.gpt import recipe as gpt
+from tests.core.conftest import TINY_GPT as GPT
 
-GPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 8, "lr": 3e-3,
-       "max_steps": 60, "eval_interval": 30, "eval_iters": 2, "checkpoint_interval": 1000, "warmup_steps": 5}
 GRU = {"n_embd": 16, "hidden_size": 48, "block_size": 16, "batch_size": 8, "lr": 1e-2, "max_steps": 60,
        "eval_interval": 30, "eval_iters": 2, "checkpoint_interval": 1000}
 
