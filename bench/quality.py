@@ -116,20 +116,33 @@ def wait_until_settled(client: Client, timeout: float = 120.0) -> None:
         pass
 
 
+def _cpu_times() -> list[int]:
+    """The machine's CPU time so far by state, in clock ticks (Linux /proc/stat: user, nice, system, idle,
+    iowait, irq, softirq, steal, ...); empty elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return []
+
+
 def cpu_busy(seconds: float) -> float:
     """The share of the machine's CPU time spent busy over the next `seconds` (Linux /proc/stat; 0 elsewhere)."""
     def sample() -> tuple[int, int]:
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(v) for v in f.readline().split()[1:]]
-        except OSError:
-            return 0, 0
-        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+        fields = _cpu_times()
+        return (sum(fields), fields[3] + fields[4]) if fields else (0, 0)  # all, idle + iowait
 
     total0, idle0 = sample()
     time.sleep(seconds)
     total1, idle1 = sample()
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def stolen_seconds() -> float:
+    """CPU seconds the hypervisor has so far given to other guests while this machine's CPUs had work (steal
+    time, all CPUs together; 0 where /proc/stat has none): the drift a virtual machine's timings carry."""
+    fields = _cpu_times()
+    return fields[7] / os.sysconf("SC_CLK_TCK") if len(fields) > 7 else 0.0
 
 
 def meets(value: float, target: float, better: str) -> bool:
