@@ -14,8 +14,8 @@ from typing import NoReturn
 
 import click
 
-from genq import strict_json
 from genq.config import Settings
+from genq.core import strict_json
 from genq.errors import GenqError
 
 

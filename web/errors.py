@@ -62,17 +62,23 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         status = exc.code or 500
-        message = exc.description or exc.name
-        if status == 404 and not request.url_rule:
+        message, headers = exc.description or exc.name, {}
+        # /jobs/0: no route takes an id out of range (genq.web.IdConverter). werkzeug checks a rule's methods
+        # before its converters, so DELETE /datasets/0 fails as a 405 when another method's rule has that path.
+        wrong = [part for part in request.path.split("/") if part.isascii() and part.isdigit()
+                 and not 1 <= int(part) <= MAX_ID]
+        if status in (404, 405) and not request.url_rule and wrong:
+            status, message = 404, f"nothing has the id {wrong[0]}: ids run from 1 to {MAX_ID}"
+        elif status == 404 and not request.url_rule:
             message = f"no such page or endpoint: {request.method} {request.path}"
-            # /jobs/0: no route takes an id out of range (genq.web.IdConverter)
-            wrong = [part for part in request.path.split("/") if part.isascii() and part.isdigit()
-                     and not 1 <= int(part) <= MAX_ID]
-            if wrong:
-                message = f"nothing has the id {wrong[0]}: ids run from 1 to {MAX_ID}"
+        elif status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+            message = f"{request.method} is not allowed on {request.path}: it takes {headers['Allow']}"
         if status == 413:
             message = "the request is larger than the upload limit"
-        return error_response(status, CODES.get(status, exc.name.lower().replace(" ", "_")), message)
+        response, status, more = error_response(status, CODES.get(status, exc.name.lower().replace(" ", "_")),
+                                                message)
+        return response, status, {**headers, **more}
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):

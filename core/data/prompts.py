@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from genq.core import strict_json
 from genq.core.errors import DataError
 from genq.core.spec import (
     MAX_NEW_TOKENS,
@@ -313,8 +314,8 @@ def parse_prompts(data: bytes, fmt: str, template: str | None = None, template_l
                 continue
             lines.append(number)
             try:
-                obj = json.loads(line, parse_constant=_no_constant)
-            except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+                obj = strict_json.loads(line)
+            except ValueError as exc:
                 parsed.append(RowError(f"it is not JSON ({exc})"))
                 continue
             try:
@@ -355,5 +356,3 @@ def _usable(check: Callable[[Any], str | None], value: object) -> str | None:
         return None
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")

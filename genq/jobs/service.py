@@ -15,10 +15,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from genq import strict_json
 from genq.api_tokens import team_named
 from genq.config import Settings
-from genq.core import base_models, spec
+from genq.core import base_models, spec, strict_json
 from genq.core.errors import DataError
 from genq.datasets import (
     BUILTIN_DATASETS,
@@ -88,8 +87,11 @@ def _dataset(session: Session, dataset_id: int, team: Team, operator: bool) -> D
 
 
 def _dataset_id(value: int | str) -> int | str:
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
-        return int(value.strip())
+    """A dataset id given as a string ("12") as the int it names; a name (or anything else) as it is."""
+    text = value.strip() if isinstance(value, str) else ""
+    # ASCII digits only: str.isdigit() also takes "²" and "١", which int() refuses or reads as another id
+    if text.isascii() and text.isdigit() and len(text) <= 12:
+        return int(text)
     return value
 
 

@@ -145,6 +145,12 @@ def test_json_nested_past_the_parsers_depth_is_a_bad_row():
     assert "not JSON" in rows[0].error and rows[1].prompt == "ok"
 
 
+def test_a_number_of_thousands_of_digits_is_a_bad_row_said_without_python():
+    rows = parse_prompts(jsonl('{"prompt": "a", "seed": ' + "9" * 5000 + "}", {"prompt": "ok"}), "jsonl")
+    assert rows[0].error.endswith("it is not JSON (a number of 5000 digits is past any limit)"), rows[0].error
+    assert rows[1].prompt == "ok"
+
+
 def test_a_csv_row_of_more_or_fewer_cells_than_its_header_is_a_bad_row():
     rows = parse_prompts(b"name,features\nA,B,C,D\nE\nF,G\n\nH,I,,\n", "csv", "{name} {features}")
     assert [r.error for r in rows] == [

@@ -348,5 +348,20 @@ def test_a_file_part_whose_name_is_not_utf8_is_said_to_be_unread(client, auth, d
     body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="\xff.txt"\r\nContent-Type: text/plain\r\n'
             b"\r\nhello\r\n--b--\r\n")
     answer = client.post("/api/v1/datasets", headers=auth, data=body, content_type="multipart/form-data; boundary=b")
-    assert answer.status_code == 422 and "not UTF-8 is not read" in answer.json["message"], answer.json
+    assert answer.status_code == 422 and "are not UTF-8" in answer.json["message"], answer.json
+    assert count(db, Dataset) == 0
+
+
+@pytest.mark.parametrize("content_type, body, words", [
+    ("application/json", b'{"file": "x"}', "send the file as multipart/form-data, in a field named 'file' (this "
+                                           "request's Content-Type is 'application/json')"),
+    ("multipart/form-data", b"x", "multipart/form-data Content-Type has no boundary"),
+    ("multipart/form-data; boundary=b", b"garbage", "the request holds no readable part of that name"),
+    ("multipart/form-data; boundary=b", b"".join(
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="%d.txt"\r\n\r\nhello\r\n' % i
+        for i in range(2)) + b"--b--\r\n", "one file an upload: the request holds 2 parts named 'file'"),
+])
+def test_an_upload_not_of_one_file_part_says_what_it_is(client, auth, db, content_type, body, words):
+    answer = client.post("/api/v1/datasets", headers=auth, data=body, content_type=content_type)
+    assert answer.status_code == 422 and words in answer.json["message"], answer.json
     assert count(db, Dataset) == 0

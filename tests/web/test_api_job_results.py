@@ -188,6 +188,12 @@ def test_unknown_routes_and_methods_are_json(client, auth):
     ]:
         answer = getattr(client, method)(path, headers=auth)
         assert answer.status_code == status and answer.is_json and answer.json["error"]
-    for path, number in [("/api/v1/jobs/0", "0"), ("/api/v1/jobs/99999999999999999999/logs", "99999999999999999999")]:
-        message = client.get(path, headers=auth).json["message"]
-        assert message == f"nothing has the id {number}: ids run from 1 to 2147483647", message
+    for method, path, number in [("get", "/api/v1/jobs/0", "0"),
+                                 ("get", "/api/v1/jobs/99999999999999999999/logs", "99999999999999999999"),
+                                 ("delete", "/api/v1/datasets/0", "0")]:  # not a 405: the GET rule has that path
+        answer = getattr(client, method)(path, headers=auth)
+        assert answer.status_code == 404, answer.json
+        assert answer.json["message"] == f"nothing has the id {number}: ids run from 1 to 2147483647", answer.json
+    refused = client.post("/api/v1/jobs/1/logs", headers=auth)
+    assert refused.status_code == 405 and refused.headers["Allow"] == "GET, HEAD, OPTIONS", refused.headers
+    assert refused.json["message"] == "POST is not allowed on /api/v1/jobs/1/logs: it takes GET, HEAD, OPTIONS"

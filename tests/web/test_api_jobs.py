@@ -82,6 +82,8 @@ def test_submit_on_uploaded_dataset(client, auth):
         ({"dataset": 999}, 404, "dataset 999 not found"),
         ({"dataset": ""}, 404, "not found"),
         ({"dataset": 10**30}, 404, "not found"),
+        ({"dataset": "\u00b2"}, 404, "dataset '\u00b2' not found"),  # str.isdigit() says yes; int() refuses
+        ({"dataset": "\u0661"}, 404, "dataset '\u0661' not found"),  # an Arabic-Indic 1 names no dataset 1
         ({"dataset": "digits"}, 422, "trains on text data"),
         ({"type": "bake"}, 422, "'type'"),
         ({"priority": 10**40}, 422, "priority"),

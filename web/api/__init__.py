@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, g, request
 
-from genq import strict_json
+from genq.core import strict_json
 from genq.db.models import utcnow
 from genq.errors import BadRequest, InvalidInput
 from genq.jobs.schemas import MAX_ID
@@ -37,7 +37,7 @@ def read_json() -> Any:
         raise BadRequest("the request body is empty: send a JSON object")
     try:
         body = strict_json.loads(data)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError; strict_json says nesting too deep as one
         raise BadRequest(f"the request body is not valid JSON: {str(exc)[:200]}") from None
     try:
         check_clean(body, "body")

@@ -19,11 +19,19 @@ bp = api_blueprint("api_datasets")
 
 def store_request_file(team_id: int) -> dict:
     """Store the request's `file` (optional `name`, `kind`) as a dataset of `team_id`; its JSON form."""
-    upload = request.files.get("file")
-    if upload is None:
+    if request.mimetype != "multipart/form-data":
+        raise InvalidInput("send the file as multipart/form-data, in a field named 'file' (this request's "
+                           f"Content-Type is '{request.mimetype[:60] or 'none'}')")
+    if not request.mimetype_params.get("boundary"):
+        raise InvalidInput("the request's multipart/form-data Content-Type has no boundary: its parts cannot be read")
+    uploads = request.files.getlist("file")
+    if len(uploads) > 1:
+        raise InvalidInput(f"one file an upload: the request holds {len(uploads)} parts named 'file'")
+    if not uploads:
         # werkzeug drops a part whose headers are not UTF-8: a file named in another encoding arrives as no file
-        raise InvalidInput("multipart field 'file' is required (a part whose headers, its filename say, are not "
-                           "UTF-8 is not read)")
+        raise InvalidInput("multipart field 'file' is required: the request holds no readable part of that name "
+                           "(a body not in multipart form, or a part whose headers, its filename say, are not UTF-8)")
+    upload = uploads[0]
     kind = request.form.get("kind") or None
     if kind is not None and kind not in KINDS:
         raise InvalidInput(f"unknown dataset kind '{kind[:40]}' (known: {', '.join(KINDS)})")
