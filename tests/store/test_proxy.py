@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import requests
 
@@ -85,11 +86,26 @@ def test_bad_uploads_are_refused_with_the_reason_and_store_nothing(web_url, work
     assert bad_key.status_code == 422 and bad_key.json()["error"] == "invalid_input"
     assert not (settings.artifacts / "jobs").exists()
     assert list((settings.home / "store-incoming").iterdir()) == []
+
     # and a good one, then a range past its end
     assert put(b"hello", **{"X-Content-SHA256": digest, "Content-Range": "bytes 0-4/5"}).status_code == 201
     assert requests.get(key_url, headers={**headers, "Range": "bytes=9-"}, timeout=30).status_code == 400
     reply = requests.get(key_url, headers={**headers, "Range": "bytes=2-"}, timeout=30)
     assert reply.status_code == 206 and reply.content == b"llo"
+
+
+def test_the_pieces_of_an_upload_nobody_went_on_with_go_when_another_begins(web_url, worker_token, settings):
+    data = b"hello, world"
+    digest = hashlib.sha256(data).hexdigest()
+    reply = put_piece(web_url, worker_token, "jobs/1/left.bin", data, 0, 4, len(data), digest)
+    assert reply.status_code == 202, reply.text
+    [left] = (settings.home / "store-incoming").iterdir()
+    a_day_ago = time.time() - 24 * 3600 - 60
+    os.utime(left, (a_day_ago, a_day_ago))
+    reply = put_piece(web_url, worker_token, "jobs/1/next.bin", data, 0, 4, len(data), digest)
+    assert reply.status_code == 202, reply.text
+    [held] = (settings.home / "store-incoming").iterdir()
+    assert held != left and held.stat().st_size == 5
 
 
 def test_a_folder_key_is_answered_404_or_409_never_500(web_url, worker_token, db, settings):

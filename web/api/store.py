@@ -11,9 +11,12 @@ last piece checks the hash and moves the file into the store (201). A key names 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import time
+from pathlib import Path
 
 from flask import Response, g, jsonify, request
 
@@ -27,6 +30,7 @@ bp = api_blueprint("api_store")
 CONTENT_RANGE = re.compile(r"^bytes (?:(\d{1,15})-(\d{1,15})|\*)/(\d{1,15})$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARTIFACT_BYTES = 1 << 40  # a bound on what one PUT may announce, far above any checkpoint
+ABANDONED_SECONDS = 24 * 3600  # an upload's pieces are kept this long for it to go on
 
 
 def _allowed() -> None:
@@ -105,6 +109,8 @@ def upload(key: str):
     incoming = state().settings.home / "store-incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     part = incoming / hashlib.sha256(f"{key}\0{digest}\0{total}".encode()).hexdigest()
+    if not part.exists():  # an upload begins: the pieces of those nobody went on with are dropped
+        _drop_abandoned(incoming)
     held = part.stat().st_size if part.exists() else 0
     if match[1] is not None:
         start, end = int(match[1]), int(match[2])
@@ -142,6 +148,15 @@ def delete(key: str):
         raise _missing(key)
     store.delete(key)
     return Response(status=204)
+
+
+def _drop_abandoned(incoming: Path) -> None:
+    """Remove the pieces of uploads not continued for ABANDONED_SECONDS (a worker resumes within minutes)."""
+    before = time.time() - ABANDONED_SECONDS
+    for part in incoming.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another request finished or dropped it meanwhile
+            if part.stat().st_mtime < before:
+                part.unlink()
 
 
 def _offset(held: int, message: str):
