@@ -20,6 +20,7 @@ CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "too_large",
+    416: "range_not_satisfiable",
     415: "unsupported_media_type",
     422: "invalid_input",
     429: "too_many_requests",
@@ -76,6 +77,8 @@ def register(app: Flask) -> None:
             message = f"{request.method} is not allowed on {request.path}: it takes {headers['Allow']}"
         if status == 413:
             message = "the request is larger than the upload limit"
+        if status == 416:
+            message = f"the Range header '{request.headers.get('Range', '')[:60]}' asks for bytes past the file's end"
         response, status, more = error_response(status, CODES.get(status, exc.name.lower().replace(" ", "_")),
                                                 message)
         return response, status, {**headers, **more}

@@ -113,6 +113,15 @@ def test_outputs_artifacts_and_download(client, auth, db, settings):
                           "row": None, "row_id": None, "status": "ok", "error": None}
     got = client.get(outputs[0]["url"], headers=auth)
     assert got.status_code == 200 and got.data == image and got.mimetype == "image/png"
+    part = client.get(outputs[0]["url"], headers={**auth, "Range": "bytes=1-3"})
+    assert part.status_code == 206 and part.data == image[1:4]
+    for unread in ("bytes=abc", "items=0-1", "bytes=3-1"):  # ignored (RFC 9110): the whole file
+        whole = client.get(outputs[0]["url"], headers={**auth, "Range": unread})
+        assert whole.status_code == 200 and whole.data == image, unread
+    past = client.get(outputs[0]["url"], headers={**auth, "Range": f"bytes={len(image)}-"})
+    assert past.status_code == 416 and past.json == {
+        "error": "range_not_satisfiable",
+        "message": f"the Range header 'bytes={len(image)}-' asks for bytes past the file's end"}
     assert client.get(outputs[1]["url"], headers=auth).mimetype == "audio/wav"
     listed = client.get(f"/api/v1/jobs/{job_id}/artifacts", headers=auth).json["artifacts"]
     assert [(a["id"], a["name"], a["media_type"]) for a in listed] == [

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Response, g, send_file
+from flask import Response, g, request, send_file
 from sqlalchemy import select
+from werkzeug.http import parse_range_header
 
 from genq.db.models import Artifact, Job
 from genq.errors import InvalidInput, NotFound
@@ -36,6 +37,9 @@ def download(artifact_id: int):
     if local is not None:
         if not local.is_file():
             raise NotFound(f"artifact {artifact_id} has no stored file")
+        range_ = parse_range_header(request.headers.get("Range"))
+        if range_ is None or range_.units != "bytes":  # RFC 9110 14.2: a Range not read is ignored, not a 416
+            request.environ.pop("HTTP_RANGE", None)
         response = send_file(local, mimetype=artifact.media_type, download_name=name, conditional=True, max_age=0)
     else:
         size = store.size(key)
