@@ -22,13 +22,20 @@ from genq.errors import GenqError
 def connect():
     """A client of the API this environment names: GENQ_URL (else GENQ_HOST and GENQ_PORT) and GENQ_TOKEN (else
     the admin token in GENQ_HOME)."""
-    from genq.client import Client
+    from genq.client import ApiError, Client
 
     settings = Settings.from_env()
     token = os.environ.get("GENQ_TOKEN")
-    if not token and (settings.home / "admin-token").exists():
-        token = (settings.home / "admin-token").read_text().strip()
-    return Client(os.environ.get("GENQ_URL", f"http://{settings.host}:{settings.port}"), token)
+    if token is not None and not token.strip():  # a script's variable left empty must not act as the operator
+        raise ApiError("GENQ_TOKEN is set but empty: give it a token, or unset it to use the admin token of "
+                       "GENQ_HOME")
+    admin = settings.home / "admin-token"
+    if token is None and admin.exists():
+        token = admin.read_text().strip()
+    if not token:
+        raise ApiError(f"no token: set GENQ_TOKEN, or run where GENQ_HOME holds the admin-token `genq up` writes "
+                       f"(there is none in {settings.home})")
+    return Client(os.environ.get("GENQ_URL", f"http://{settings.host}:{settings.port}"), token.strip())
 
 
 TIMED_OUT = 124  # genq wait's exit status when --timeout runs out, as timeout(1)'s: a script tells it from failed (1)
@@ -69,7 +76,6 @@ def submit() -> None:
 @click.option("--gpus", default=1, show_default=True)
 def submit_train(model, dataset, params, team, priority, gpus) -> None:
     """Submit a training job."""
-    client = connect()
     payload = {"type": "train", "model": model, "params": _parse_params(params), "priority": priority,
                "gpus": gpus}
     if team:
@@ -78,6 +84,7 @@ def submit_train(model, dataset, params, team, priority, gpus) -> None:
     if path.is_dir():
         raise click.BadParameter(f"'{dataset}' is a directory: give a file (a text file, or a zip of images or "
                                  "WAV files), a dataset id or a built-in name", param_hint="--dataset")
+    client = connect()  # the arguments first: a bad one is said whatever the environment
     if path.is_file():
         click.echo(_submit_uploading(client, payload, path))
     else:
@@ -121,8 +128,8 @@ def submit_generate(source, base, prompts, prompts_file, params) -> None:
         raise click.UsageError("give --prompt or --prompts, not both")
     if (source is None) == (base is None):
         raise click.UsageError("give --from JOB_ID or --base NAME (one of them)")
-    client = connect()
     payload = {"type": "generate", "params": _parse_params(params)}
+    client = connect()
     payload.update({"source_job": source} if source is not None else {"base": base})
     if prompts_file:
         click.echo(_submit_uploading(client, payload, prompts_file, kind="prompts"))

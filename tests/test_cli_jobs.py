@@ -340,3 +340,14 @@ def test_a_refused_submission_whose_upload_stays_says_so(monkeypatch, tmp_path):
     assert result.exception.message == ("model 'vae' trains on images data, but other.txt (uploaded as dataset 5) "
                                         "holds text (not dataset 55)")
     assert "the upload stays as dataset 5: deleting it failed (the server is restarting)" in result.stderr
+
+
+def test_an_empty_or_missing_token_is_said_not_replaced_by_the_operators(api, settings):
+    env, requested = api
+    (settings.home / "admin-token").write_text("the-operators-token")
+    empty = genq(env | {"GENQ_TOKEN": " "}, "jobs")
+    assert empty.returncode == 2 and "GENQ_TOKEN is set but empty" in empty.stderr, empty.stderr
+    (settings.home / "admin-token").unlink()
+    missing = genq({k: v for k, v in env.items() if k != "GENQ_TOKEN"}, "jobs")
+    assert missing.returncode == 2 and "no token: set GENQ_TOKEN" in missing.stderr, missing.stderr
+    assert requested == []  # neither reached the server

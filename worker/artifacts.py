@@ -25,6 +25,7 @@ from pathlib import Path
 from genq.core import checkpoint
 from genq.core.api import Sample
 from genq.core.checkpoint_files import META, STATE, WEIGHTS
+from genq.core.errors import DataError
 from genq.db import Artifact
 from genq.store import ArtifactStore, StoreError, place, sha256_file
 
@@ -63,11 +64,19 @@ class ContentCache:
             os.utime(hit)  # recently used
             return hit
         incoming = self.root / "incoming" / hashlib.sha256(key.encode()).hexdigest()
-        store.get(key, incoming)  # resumes incoming.part after a broken download
-        found = sha256_file(incoming)
-        if sha256 and found != sha256:
+        found = ""
+        for _ in range(2):  # a download damaged on its way is fetched again; a stored file that changed stays wrong
+            try:
+                store.get(key, incoming)  # resumes incoming.part after a broken download
+            except FileNotFoundError:
+                raise ArtifactUnusable(f"{key} is not in the artifact store") from None
+            found = sha256_file(incoming)
+            if not sha256 or found == sha256:
+                break
             incoming.unlink(missing_ok=True)
-            raise StoreError(f"artifact {key}: its content hash is {found[:12]}..., the database says {sha256[:12]}...")
+        else:
+            raise ArtifactUnusable(f"{key} in the artifact store is damaged: its content hash is {found[:12]}..., "
+                                   f"not the {sha256[:12]}... recorded when it was stored")
         target = self.path(found)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(incoming, target)
@@ -154,6 +163,10 @@ class JobFiles:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+class ArtifactUnusable(DataError):
+    """A stored file a job needs is missing or damaged: no retry brings it back, so the job fails saying which."""
+
+
 def checkpoint_keys(artifact: Artifact) -> dict[str, tuple[str, str | None]]:
     """A checkpoint artifact's step folder: file name -> (key, sha256 or None for rows from before hashes)."""
     folder = artifact.path.rsplit("/", 1)[0]
@@ -169,7 +182,11 @@ def restore_checkpoint(store: ArtifactStore, cache: ContentCache, artifact: Arti
     shutil.rmtree(partial, ignore_errors=True)
     for name, (key, sha256) in checkpoint_keys(artifact).items():
         local = store.local_path(key)
-        source = local if local is not None and sha256 is None else cache.fetch(store, key, sha256)
+        try:
+            source = local if local is not None and sha256 is None else cache.fetch(store, key, sha256)
+        except ArtifactUnusable as exc:
+            raise ArtifactUnusable(f"the checkpoint of job {artifact.job_id} at {step_folder} cannot be read: {exc}; "
+                                   "train the model again") from None
         link_or_copy(source, partial / name)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)  # whole or not at all: core only loads complete step folders

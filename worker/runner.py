@@ -28,7 +28,7 @@ from genq.errors import GenqError
 from genq.events import Publisher
 from genq.store import StoreError, place
 from genq.worker import rows
-from genq.worker.artifacts import ContentCache, JobFiles, model_in_use, restore_checkpoint
+from genq.worker.artifacts import ArtifactUnusable, ContentCache, JobFiles, model_in_use, restore_checkpoint
 from genq.worker.devices import detect_devices, device_usage
 from genq.worker.heartbeat import Heartbeat
 from genq.worker.hooks import JobHooks, LeaseLost, RowCounts, hold
@@ -337,7 +337,10 @@ class WorkerContext:
         local = self.store.local_path(key)
         if local is not None and local.is_file():
             return core.DataSource(kind=kind, path=local)  # a folder store: read in place
-        cached = self.cache.fetch(self.store, key, sha256)
+        try:
+            cached = self.cache.fetch(self.store, key, sha256)
+        except ArtifactUnusable as exc:
+            raise ArtifactUnusable(f"dataset {job.dataset_id} cannot be read: {exc}; upload it again") from None
         path = workdir / "dataset" / key.rsplit("/", 1)[-1]  # keeps the extension the reader goes by
         place(cached, path)
         return core.DataSource(kind=kind, path=path)

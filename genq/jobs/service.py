@@ -260,18 +260,18 @@ def retry_job(session: Session, job: Job, body: object) -> Job:
         raise Conflict(f"job {pending.id} already retries rows of job {job.id} ({pending.status}); wait for it to "
                        "finish, or cancel it")
     rows = job.only_rows if job.only_rows is not None else list(range(job.rows_total or len(job.prompts or [None])))
+    ok = set(session.scalars(select(Output.row).where(Output.job_id == job.id, Output.status == "ok")))
     if only_failed:
-        ok = set(session.scalars(select(Output.row).where(Output.job_id == job.id, Output.status == "ok")))
         rows = [r for r in rows if r not in ok]
         if not rows:
             raise Conflict(f"job {job.id} has no failed rows to retry")
-        # A row fails alone only on its input (a bad row of the file, a prompt the model cannot read): the same
-        # rows, model and params fail the same way again. A retry of nothing else would be a job sure to fail.
-        errors = (Output.job_id == job.id, Output.status == "error")
-        if len(set(session.scalars(select(Output.row).where(*errors))) - ok) == len(rows):
-            first = session.scalar(select(Output.error).where(*errors).order_by(Output.row).limit(1))
-            raise Conflict(f"every failed row of job {job.id} failed on its input, and would again (the first: "
-                           f"{clean(first or 'no message')}); fix the prompts and submit a new job")
+    # A row fails alone only on its input (a bad row of the file, a prompt the model cannot read): the same
+    # rows, model and params fail the same way again. A retry of nothing else would be a job sure to fail.
+    errors = (Output.job_id == job.id, Output.status == "error")
+    if set(rows) <= set(session.scalars(select(Output.row).where(*errors))) - ok:
+        first = session.scalar(select(Output.error).where(*errors).order_by(Output.row).limit(1))
+        raise Conflict(f"every row of job {job.id} to retry failed on its input, and would again (the first: "
+                       f"{clean(first or 'no message')}); fix the prompts and submit a new job")
     new = Job(team_id=job.team_id, type="generate", model=job.model, source_job_id=job.source_job_id,
               base=job.base, dataset_id=job.dataset_id, params=job.params, prompts=job.prompts,
               priority=job.priority, preemptible=job.preemptible, gpus=job.gpus, pool=job.pool, status="queued",
@@ -303,7 +303,9 @@ def cancel_job(session: Session, job: Job) -> Job:
             update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True)
         )
         if asked.rowcount:
-            session.add(JobLog(job_id=job.id, message="cancel requested; stopping at the next checkpoint"))
+            then = ("it saves a checkpoint and stops" if job.type == "train"
+                    else "it stops, keeping the outputs stored so far")
+            session.add(JobLog(job_id=job.id, message=f"cancel requested; {then}"))
     session.flush()
     session.refresh(job)
     if not done.rowcount and not asked.rowcount:

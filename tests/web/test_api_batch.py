@@ -140,7 +140,8 @@ def test_retry_all_rows_or_the_failed_ones(client, auth, db):
 
 
 def test_a_retry_of_rows_that_failed_on_their_input_alone_is_refused(client, auth, db):
-    """Rows fail alone only on their input: a retry of those rows only would fail them again; all rows may run."""
+    """Rows fail alone only on their input: a retry of those rows only would fail them again; all rows may run,
+    unless all of them failed so."""
     source = add_job(db, status="succeeded", model="gpt")
     job = add_job(db, type="generate", status="failed", source_job_id=source, prompts=["a", "b", "c"],
                   rows_total=3)
@@ -154,6 +155,14 @@ def test_a_retry_of_rows_that_failed_on_their_input_alone_is_refused(client, aut
     assert "row 1: no tokens" in answer.json["message"] and count(db, Job) == jobs
     every = client.post(f"/api/v1/jobs/{job}/retry", headers=auth, json={"only_failed": False})
     assert every.status_code == 201 and every.json["rows_total"] == 3, every.json
+    # a job whose every row failed on its input: all of them again would fail as surely
+    only = add_job(db, type="generate", status="failed", source_job_id=source, prompts=["x"], rows_total=1)
+    with db.session() as s:
+        s.add(Output(job_id=only, index=0, row=0, kind="text", status="error", error="row 0: no tokens"))
+    for body in ({}, {"only_failed": False}):
+        answer = client.post(f"/api/v1/jobs/{only}/retry", headers=auth, json=body)
+        assert answer.status_code == 409 and "row 0: no tokens" in answer.json["message"], answer.json
+    assert count(db, Job) == jobs + 2
 
 
 def test_one_retry_at_a_time_even_of_two_sent_together(client, auth, db):

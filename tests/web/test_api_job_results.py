@@ -68,6 +68,12 @@ def test_cancel_running_job_asks_the_worker(client, auth, db):
     assert answer.json["status"] == "running" and answer.json["cancel_requested"] is True
     with db.session() as s:
         assert s.get(Job, job_id).cancel_requested
+    generating = add_job(db, type="generate", status="running", worker_id="w1")
+    assert client.post(f"/api/v1/jobs/{generating}/cancel", headers=auth).status_code == 202
+    said = {job: [line["message"] for line in client.get(f"/api/v1/jobs/{job}/logs", headers=auth).json["logs"]]
+            for job in (job_id, generating)}
+    assert said == {job_id: ["cancel requested; it saves a checkpoint and stops"],
+                    generating: ["cancel requested; it stops, keeping the outputs stored so far"]}, said
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])

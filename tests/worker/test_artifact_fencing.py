@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from genq.core import checkpoint
 from genq.db import Artifact, Job
-from genq.store import LocalStore
+from genq.store import LocalStore, sha256_file
 from genq.worker import artifacts
-from genq.worker.artifacts import ContentCache, JobFiles, restore_checkpoint, restore_model
+from genq.worker.artifacts import ArtifactUnusable, ContentCache, JobFiles, restore_checkpoint, restore_model
 from genq.worker.hooks import JobHooks, LeaseLost
 from tests.worker.test_scheduler import add_jobs
 
@@ -80,9 +80,35 @@ def test_a_run_that_lost_the_job_cannot_replace_its_checkpoint_and_leaves_no_fil
     for name in ("model.safetensors", "state.pt", "meta.json"):
         assert (restored / name).read_bytes() == (source / name).read_bytes()
     (tmp_path / "store" / row.path).write_bytes(b"corrupted in the store")
-    with pytest.raises(Exception, match="content hash"):
+    with pytest.raises(ArtifactUnusable, match=f"the checkpoint of job {job_id} at step-00000100 cannot be read: "
+                                               f"{row.path} in the artifact store is damaged: its content hash is"):
         restore_checkpoint(LocalStore(tmp_path / "store"), ContentCache(tmp_path / "c4", 1 << 30), row,
                            tmp_path / "fourth")
+    (tmp_path / "store" / row.path).unlink()
+    with pytest.raises(ArtifactUnusable, match=f"{row.path} is not in the artifact store; train the model again"):
+        restore_checkpoint(LocalStore(tmp_path / "store"), ContentCache(tmp_path / "c5", 1 << 30), row,
+                           tmp_path / "fifth")
+
+
+def test_a_download_damaged_on_its_way_is_fetched_again(tmp_path):
+    class Flaky(LocalStore):
+        """Delivers the first copy of each key with its first byte flipped."""
+        damaged: set[str] = set()
+
+        def get(self, key, target, retries=3):
+            super().get(key, target, retries)
+            if key not in self.damaged:
+                self.damaged.add(key)
+                data = target.read_bytes()
+                target.unlink()  # a hard link to the stored file: the store's copy stays whole
+                target.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+
+    store = Flaky(tmp_path / "store")
+    stored = tmp_path / "store" / "jobs" / "1" / "data.txt"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"to be or not to be")
+    cached = ContentCache(tmp_path / "cache", 1 << 30).fetch(store, "jobs/1/data.txt", sha256_file(stored))
+    assert cached.read_bytes() == b"to be or not to be" and store.damaged == {"jobs/1/data.txt"}
 
 
 def test_workers_of_one_host_restoring_a_model_at_once_each_get_it_whole(db, tmp_path, monkeypatch):

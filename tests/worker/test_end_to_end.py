@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from genq.db.models import Dataset
 from tests.web.test_api_metrics import brute_force
 from tests.worker.platform import CORPUS, tiny_gpt
 
@@ -58,6 +59,16 @@ def test_a_job_failing_in_the_worker_shows_its_error(platform):
     assert job["status"] == "failed"
     assert "block_size" in job["error"] or "too short" in job["error"], job["error"]
     assert job["finished_at"] is not None
+
+    # a dataset whose stored file is gone fails at once, saying so: no retries, no "stopped answering"
+    lost = platform.upload_text(CORPUS.read_text(), name="lost.txt")
+    with platform.db.session() as s:
+        (platform.home / "artifacts" / s.get(Dataset, lost).path).unlink()
+    job_id = platform.submit({"type": "train", "model": "gpt", "dataset": lost, "params": tiny_gpt()})
+    job = platform.wait_status(job_id, ("succeeded", "failed"), timeout=60)
+    assert job["status"] == "failed" and job["attempts"] == 1, job
+    assert job["error"].startswith(f"dataset {lost} cannot be read: datasets/") and job["error"].endswith(
+        "is not in the artifact store; upload it again"), job["error"]
 
 
 def test_a_worker_with_two_slots_runs_two_jobs_at_once_and_stops_cleanly(platform):
