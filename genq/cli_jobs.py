@@ -172,7 +172,7 @@ def show(job_id: int) -> None:
     """Show a job, its latest metrics and its outputs."""
     client = connect()
     job = client.job(job_id)
-    click.echo(json.dumps(job, indent=2))
+    click.echo(json.dumps(job, indent=2, ensure_ascii=False))  # an error in any language reads as written
     series = client.metrics(job_id, points=1)
     if series:
         click.echo("metrics (latest):")

@@ -207,7 +207,7 @@ def test_show_prints_each_rows_error(monkeypatch):
 
     class Stub:
         def job(self, job_id):
-            return {"id": job_id, "status": "succeeded"}
+            return {"id": job_id, "status": "succeeded", "error": "a row's prompt holds \u201cÉ\u201d"}
 
         def metrics(self, job_id, points):
             return {}
@@ -220,6 +220,7 @@ def test_show_prints_each_rows_error(monkeypatch):
     monkeypatch.setattr(cli_jobs, "connect", Stub)
     out = CliRunner().invoke(cli_jobs.show, ["7"]).output
     assert "hi there" in out and "error: row 1 (line 2): it is not JSON" in out
+    assert '"error": "a row\'s prompt holds \u201cÉ\u201d"' in out  # as written, not as \\u escapes
 
 
 def test_a_server_that_is_not_genq_is_named_as_such(tmp_path):
