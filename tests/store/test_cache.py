@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from genq.store import LocalStore, StoreError, sha256_file
-from genq.worker.artifacts import ContentCache
+from genq.store import LocalStore, sha256_file
+from genq.worker.artifacts import ArtifactUnusable, ContentCache
 
 
 def test_the_cache_serves_a_hash_it_holds_without_asking_the_store_and_checks_what_it_downloads(tmp_path):
@@ -23,7 +23,7 @@ def test_the_cache_serves_a_hash_it_holds_without_asking_the_store_and_checks_wh
     path.unlink()  # the store lost it: the cache still answers by hash
     assert cache.fetch(store, "datasets/1/data.txt", digest) == first
     path.write_bytes(b"tampered\n")
-    with pytest.raises(StoreError, match="content hash"):
+    with pytest.raises(ArtifactUnusable, match="data.txt in the artifact store is damaged: its content hash"):
         cache.fetch(store, "datasets/1/data.txt", "0" * 64)
 
 
