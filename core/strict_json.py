@@ -24,6 +24,6 @@ def _refuse(name: str) -> None:
 
 def _int(digits: str) -> int:
     # Python refuses to read 4,300 digits and more, in a message that tells of sys.set_int_max_str_digits()
-    if len(digits.lstrip("-")) > MAX_DIGITS:
-        raise ValueError(f"a number of {len(digits.lstrip('-'))} digits is past any limit")
+    if (count := len(digits.lstrip("-"))) > MAX_DIGITS:
+        raise ValueError(f"a number of {count} digits is past any limit")
     return int(digits)

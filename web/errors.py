@@ -50,6 +50,13 @@ def error_response(status: int, code: str, message: str, details: object = None)
     return response, status, headers
 
 
+def _out_of_range_id(path: str) -> str | None:
+    """The first number in `path` that is no row id (IdConverter's range), else None."""
+    # by length first: int() refuses 4,300 digits and more
+    return next((part for part in path.split("/") if part.isascii() and part.isdigit()
+                 and (len(part) > len(str(MAX_ID)) or not 1 <= int(part) <= MAX_ID)), None)
+
+
 def register(app: Flask) -> None:
     """Install the handlers on `app`."""
 
@@ -66,10 +73,8 @@ def register(app: Flask) -> None:
         message, headers = exc.description or exc.name, {}
         # /jobs/0: no route takes an id out of range (genq.web.IdConverter). werkzeug checks a rule's methods
         # before its converters, so DELETE /datasets/0 fails as a 405 when another method's rule has that path.
-        wrong = [part for part in request.path.split("/") if part.isascii() and part.isdigit()
-                 and not 1 <= int(part) <= MAX_ID]
-        if status in (404, 405) and not request.url_rule and wrong:
-            status, message = 404, f"nothing has the id {wrong[0]}: ids run from 1 to {MAX_ID}"
+        if status in (404, 405) and not request.url_rule and (wrong := _out_of_range_id(request.path)):
+            status, message = 404, f"nothing has the id {wrong}: ids run from 1 to {MAX_ID}"
         elif status == 404 and not request.url_rule:
             message = f"no such page or endpoint: {request.method} {request.path}"
         elif status == 405 and getattr(exc, "valid_methods", None):

@@ -205,7 +205,8 @@ def test_unknown_routes_and_methods_are_json(client, auth):
         assert answer.status_code == status and answer.is_json and answer.json["error"]
     for method, path, number in [("get", "/api/v1/jobs/0", "0"),
                                  ("get", "/api/v1/jobs/99999999999999999999/logs", "99999999999999999999"),
-                                 ("delete", "/api/v1/datasets/0", "0")]:  # not a 405: the GET rule has that path
+                                 ("delete", "/api/v1/datasets/0", "0"),  # not a 405: the GET rule has that path
+                                 ("get", "/api/v1/jobs/" + "9" * 5000, "9" * 5000)]:  # more digits than int() reads
         answer = getattr(client, method)(path, headers=auth)
         assert answer.status_code == 404, answer.json
         assert answer.json["message"] == f"nothing has the id {number}: ids run from 1 to 2147483647", answer.json
