@@ -296,6 +296,7 @@ def main() -> int:
     if not args.no_job and not (args.corpus and Path(args.corpus).is_file()):
         ap.error("the job comparison trains on tinyshakespeare.txt: pass --corpus PATH (or --no-job)")
     torch.set_num_threads(args.threads)
+    dev.keep_freed_heap()  # the worker's malloc setting (genq.worker.celery_app): the bare loop allocates as a job
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores", flush=True)
     met = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -68,8 +68,10 @@ from celery import signals  # noqa: E402
 
 @signals.worker_ready.connect
 def _worker_online(**_):
+    from genq.core import device
     from genq.worker import runner
 
+    device.keep_freed_heap()
     threads = os.environ.get("GENQ_TORCH_THREADS")
     if threads:
         import torch

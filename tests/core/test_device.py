@@ -3,6 +3,8 @@ every CPU job records its peak memory and no MFU."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from contextlib import nullcontext
 
 import pytest
@@ -200,3 +202,16 @@ def test_the_heap_is_trimmed_only_when_much_of_it_is_free(monkeypatch):
     libc.free = dev.TRIM_FREE_ABOVE
     dev._release_free_heap()
     assert trims == [0]
+
+
+@pytest.mark.skipif(dev._libc() is None or not hasattr(dev._libc(), "mallinfo2"), reason="glibc 2.33+ only")
+@pytest.mark.parametrize("kept", [False, True])
+def test_a_worker_keeps_freed_blocks_in_its_heap(kept):
+    # In a process of its own: the setting is the whole process'. An 8 MB block is mapped apart by default (and
+    # unmapped when freed); once a worker keeps its freed heap, it comes from the heap.
+    script = ("import ctypes; from genq.core import device as dev; libc = dev._libc()\n"
+              f"if {kept}: dev.keep_freed_heap()\n"
+              "libc.malloc.restype = ctypes.c_void_p; before = libc.mallinfo2().hblks\n"
+              "block = libc.malloc(8 << 20); print(libc.mallinfo2().hblks - before)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert int(out) == (0 if kept else 1)

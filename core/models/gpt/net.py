@@ -134,11 +134,18 @@ def cpu_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, drop
         return weights @ v.to(dtype)
 
 
-@functools.cache
 def _causal_bias(T: int, dtype: torch.dtype) -> torch.Tensor:
     """(T, T): 0 where a query may see the key (at or before it), -inf after it."""
+    # torch.compile builds it into the graph: dynamo warns where it has to trace through functools.cache
+    return _build_causal_bias(T, dtype) if torch.compiler.is_compiling() else _cached_causal_bias(T, dtype)
+
+
+def _build_causal_bias(T: int, dtype: torch.dtype) -> torch.Tensor:
     future = torch.ones(T, T, dtype=torch.bool).triu(1)
     return torch.zeros(T, T, dtype=dtype).masked_fill(future, float("-inf"))
+
+
+_cached_causal_bias = functools.cache(_build_causal_bias)
 
 
 def rope_frequencies(hs: int, base: float, device: str | torch.device) -> torch.Tensor:
