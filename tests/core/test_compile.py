@@ -3,6 +3,8 @@ the eager model does, and its checkpoints hold the plain module's weights."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -63,3 +65,15 @@ def test_rotary_positions_compile_without_a_graph_break_and_match_eager(inductor
     cos, sin = rope.unbind(-1)
     by_hand = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
     assert torch.allclose(rotate(x, rope), by_hand, atol=1e-6)
+
+
+def test_causal_attention_compiles_without_a_warning_and_matches_eager(inductor):
+    # dynamo warns (into a compiled job's log) where it traces through functools.cache: the causal bias's
+    from genq.core.models.gpt.net import cpu_causal_attention
+
+    q, k, v = (torch.randn(2, 2, 8, 4) for _ in range(3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = torch.compile(cpu_causal_attention, fullgraph=True)(q, k, v, 0.0, torch.float32)
+    assert [str(w.message) for w in caught] == []
+    assert torch.allclose(out, cpu_causal_attention(q, k, v, 0.0, torch.float32), atol=1e-5)
