@@ -175,8 +175,9 @@ def _release_free_heap() -> None:
 # glibc's malloc hands a freed block above its mmap threshold (128 KB at first, raised as such blocks are freed) back
 # to the kernel at once, and the heap's free top beyond its trim threshold: the next forward's activations then
 # fault in again page by page (~3 us a 4 KB page on a 2-core EPYC). With both fixed high, a 300-step gpt job on
-# the CPU took 17,000 minor faults instead of 22,000-53,000, and its evaluations and samples 0.52 s instead of
-# 0.68 s (medians of six; bench/train.py's job row). Blocks above 32 MB (glibc's ceiling) are still mapped apart.
+# the CPU took 17,000 minor faults instead of 22,000-53,000, and its time besides the steps (evaluations, samples,
+# checkpoints) 0.53 s instead of 0.69 s (medians of six, alternating with a platform without the setting: see
+# docs/speed.md). Blocks above 32 MB (glibc's ceiling) are still mapped apart.
 MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 1024 * 1024 * 1024
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
