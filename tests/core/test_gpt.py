@@ -126,11 +126,13 @@ def test_causal_attention_under_cpu_bf16_autocast_is_bf16_products_close_to_exac
     assert torch.equal(y2[:, :, :-1], y[:, :, :-1]) and not torch.equal(y2[:, :, -1], y[:, :, -1])
 
 
-def test_small_causal_attention_in_float32_is_two_products_and_flash_beyond_the_bound(monkeypatch):
+def test_small_causal_attention_in_float32_is_two_products_in_training_and_flash_beyond_the_bound(monkeypatch):
     q, k, v = (torch.randn(3, 4, 40, 16, requires_grad=True) for _ in range(3))
     grad = torch.randn(3, 4, 40, 16)
     y, flash = attention(q, k, v, None, True, 0.0), F.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert not torch.equal(y, flash) and torch.allclose(y, flash, atol=1e-5)  # the products: same numbers
+    with torch.no_grad():  # outside training (evaluation, prompts): the flash kernel, the faster forward alone
+        assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
     for g, e in zip(torch.autograd.grad(y, (q, k, v), grad), torch.autograd.grad(flash, (q, k, v), grad),
                     strict=True):
         assert torch.allclose(g, e, atol=1e-4)
