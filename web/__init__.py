@@ -17,7 +17,7 @@ from genq.config import Settings
 from genq.core import base_models
 from genq.db import Database
 from genq.events import Publisher
-from genq.jobs.schemas import MAX_ID
+from genq.jobs.schemas import is_row_id
 
 csrf = CSRFProtect()
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -55,10 +55,9 @@ class IdConverter(BaseConverter):
     regex = r"[0-9]{1,10}"
 
     def to_python(self, value: str) -> int:
-        number = int(value)
-        if not 1 <= number <= MAX_ID:
+        if not is_row_id(value):
             raise ValidationError()
-        return number
+        return int(value)
 
     def to_url(self, value: Any) -> str:
         return str(int(value))

@@ -8,7 +8,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from genq.errors import GenqError, Unavailable
-from genq.jobs.schemas import MAX_ID
+from genq.jobs.schemas import MAX_ID, is_row_id
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,8 @@ def error_response(status: int, code: str, message: str, details: object = None)
 
 def _out_of_range_id(path: str) -> str | None:
     """The first number in `path` that is no row id (IdConverter's range), else None."""
-    # by length first: int() refuses 4,300 digits and more
-    return next((part for part in path.split("/") if part.isascii() and part.isdigit()
-                 and (len(part) > len(str(MAX_ID)) or not 1 <= int(part) <= MAX_ID)), None)
+    return next((part for part in path.split("/") if part.isascii() and part.isdigit() and not is_row_id(part)),
+                None)
 
 
 def register(app: Flask) -> None:

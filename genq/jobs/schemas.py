@@ -18,6 +18,12 @@ GPUS_LIMIT = 1024  # beyond any worker: refused as a number before the pool's wo
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
+def is_row_id(digits: str) -> bool:
+    """Whether a string of ASCII digits names a possible row: 1..MAX_ID (checked by length first: int() refuses
+    4,300 digits and more)."""
+    return len(digits) <= len(str(MAX_ID)) and 1 <= int(digits) <= MAX_ID
+
+
 class _JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
