@@ -126,18 +126,33 @@ def test_causal_attention_under_cpu_bf16_autocast_is_bf16_products_close_to_exac
     assert torch.equal(y2[:, :, :-1], y[:, :, :-1]) and not torch.equal(y2[:, :, -1], y[:, :, -1])
 
 
-def test_small_causal_attention_in_float32_is_two_products_in_training_and_flash_beyond_the_bound(monkeypatch):
+def test_small_causal_attention_in_float32_trains_in_the_kernel_this_cpu_runs_faster(monkeypatch):
     q, k, v = (torch.randn(3, 4, 40, 16, requires_grad=True) for _ in range(3))
     grad = torch.randn(3, 4, 40, 16)
-    y, flash = attention(q, k, v, None, True, 0.0), F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    flash = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    monkeypatch.setattr(net_module, "_products_faster", lambda shape, keys: True)
+    y = attention(q, k, v, None, True, 0.0)
     assert not torch.equal(y, flash) and torch.allclose(y, flash, atol=1e-5)  # the products: same numbers
-    with torch.no_grad():  # outside training (evaluation, prompts): the flash kernel, the faster forward alone
-        assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
     for g, e in zip(torch.autograd.grad(y, (q, k, v), grad), torch.autograd.grad(flash, (q, k, v), grad),
                     strict=True):
         assert torch.allclose(g, e, atol=1e-4)
-    monkeypatch.setattr(net_module, "FLOAT32_SCORES_BELOW", 3 * 4 * 40 * 40)
+    with torch.no_grad():  # outside training (evaluation, prompts): the flash kernel, the faster forward alone
+        assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
+    monkeypatch.setattr(net_module, "FLOAT32_SCORES_BELOW", 3 * 4 * 40 * 40)  # beyond the bound: flash
     assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
+    monkeypatch.undo()
+    monkeypatch.setattr(net_module, "_products_faster", lambda shape, keys: False)
+    assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
+
+
+def test_which_float32_kernel_is_faster_is_timed_once_per_shape_drawing_no_random_numbers():
+    net_module._products_faster.cache_clear()
+    rng = torch.get_rng_state()
+    with torch.no_grad():  # it times the backward too, whatever the caller's mode
+        first = net_module._products_faster((2, 4, 40, 16), 40)
+    assert isinstance(first, bool) and torch.equal(torch.get_rng_state(), rng)
+    assert net_module._products_faster((2, 4, 40, 16), 40) is first
+    assert net_module._products_faster.cache_info().hits == 1
 
 
 def test_attention_with_more_scores_than_the_bound_stays_in_float32(monkeypatch):
