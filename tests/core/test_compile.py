@@ -69,7 +69,7 @@ def test_rotary_positions_compile_without_a_graph_break_and_match_eager(inductor
 
 def test_causal_attention_compiles_without_a_warning_and_matches_eager(inductor):
     # dynamo warns (into a compiled job's log) where it traces through functools.cache: the causal bias's
-    from genq.core.models.gpt.net import cpu_causal_attention
+    from genq.core.models.gpt.attention import cpu_causal_attention
 
     q, k, v = (torch.randn(2, 2, 8, 4) for _ in range(3))
     with warnings.catch_warnings(record=True) as caught:

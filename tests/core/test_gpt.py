@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genq.core.models.gpt import net as net_module
-from genq.core.models.gpt.net import GPT, GPTConfig, KVCache, attention
+from genq.core.models.gpt import attention as attention_module
+from genq.core.models.gpt.attention import attention
+from genq.core.models.gpt.net import GPT, GPTConfig, KVCache
 from genq.core.sample import generate
 from tests.core.conftest import fit_one_batch
 
@@ -130,7 +131,7 @@ def test_small_causal_attention_in_float32_trains_in_the_kernel_this_cpu_runs_fa
     q, k, v = (torch.randn(3, 4, 40, 16, requires_grad=True) for _ in range(3))
     grad = torch.randn(3, 4, 40, 16)
     flash = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    monkeypatch.setattr(net_module, "_products_faster", lambda shape, keys: True)
+    monkeypatch.setattr(attention_module, "_products_faster", lambda shape, keys: True)
     y = attention(q, k, v, None, True, 0.0)
     assert not torch.equal(y, flash) and torch.allclose(y, flash, atol=1e-5)  # the products: same numbers
     for g, e in zip(torch.autograd.grad(y, (q, k, v), grad), torch.autograd.grad(flash, (q, k, v), grad),
@@ -138,25 +139,25 @@ def test_small_causal_attention_in_float32_trains_in_the_kernel_this_cpu_runs_fa
         assert torch.allclose(g, e, atol=1e-4)
     with torch.no_grad():  # outside training (evaluation, prompts): the flash kernel, the faster forward alone
         assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
-    monkeypatch.setattr(net_module, "FLOAT32_SCORES_BELOW", 3 * 4 * 40 * 40)  # beyond the bound: flash
+    monkeypatch.setattr(attention_module, "FLOAT32_SCORES_BELOW", 3 * 4 * 40 * 40)  # beyond the bound: flash
     assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
     monkeypatch.undo()
-    monkeypatch.setattr(net_module, "_products_faster", lambda shape, keys: False)
+    monkeypatch.setattr(attention_module, "_products_faster", lambda shape, keys: False)
     assert torch.equal(attention(q, k, v, None, True, 0.0), flash)
 
 
 def test_which_float32_kernel_is_faster_is_timed_once_per_shape_drawing_no_random_numbers():
-    net_module._products_faster.cache_clear()
+    attention_module._products_faster.cache_clear()
     rng = torch.get_rng_state()
     with torch.no_grad():  # it times the backward too, whatever the caller's mode
-        first = net_module._products_faster((2, 4, 40, 16), 40)
+        first = attention_module._products_faster((2, 4, 40, 16), 40)
     assert isinstance(first, bool) and torch.equal(torch.get_rng_state(), rng)
-    assert net_module._products_faster((2, 4, 40, 16), 40) is first
-    assert net_module._products_faster.cache_info().hits == 1
+    assert attention_module._products_faster((2, 4, 40, 16), 40) is first
+    assert attention_module._products_faster.cache_info().hits == 1
 
 
 def test_attention_with_more_scores_than_the_bound_stays_in_float32(monkeypatch):
-    monkeypatch.setattr(net_module, "BF16_SCORES_BELOW", 3 * 4 * 40 * 40)
+    monkeypatch.setattr(attention_module, "BF16_SCORES_BELOW", 3 * 4 * 40 * 40)
     q, k, v = (torch.randn(3, 4, 40, 16) for _ in range(3))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = attention(q, k, v, None, True, 0.0)
@@ -173,9 +174,9 @@ def test_attention_on_a_gpu_leaves_cudnn_out_outside_training(monkeypatch):
         cudnn_on.append(torch.backends.cuda.cudnn_sdp_enabled())
         return q
 
-    monkeypatch.setattr(net_module.F, "scaled_dot_product_attention", sdpa)
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", sdpa)
     q = torch.zeros(1, 2, 3, 4, device="meta")
     with torch.no_grad():
-        net_module.attention(q, q, q, None, False, 0.0)
-    net_module.attention(q, q, q, None, True, 0.0)
+        attention_module.attention(q, q, q, None, False, 0.0)
+    attention_module.attention(q, q, q, None, True, 0.0)
     assert cudnn_on == [False, True] and torch.backends.cuda.cudnn_sdp_enabled()

@@ -42,8 +42,8 @@ class GPTParams(TextParams):
         return self
 
 
-# Attention's scores per layer below which a CPU under bf16 autocast keeps them (net.cpu_causal_attention); above,
-# and on a GPU at any size, flash kernels keep none.
+# Attention's scores per layer below which a CPU under bf16 autocast keeps them (attention.cpu_causal_attention);
+# above, and on a GPU at any size, flash kernels keep none.
 BF16_SCORES_BELOW = 1 << 24
 
 
