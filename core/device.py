@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
@@ -190,6 +192,23 @@ def keep_freed_heap() -> None:
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
+# A thread working beside training (the checkpoint writer) takes a core from training's own threads on a machine
+# with none to spare, and each of training's parallel regions then waits for the thread that lost its core: on a
+# 2-core EPYC, copying the weights after a checkpoint's snapshot took 45 ms instead of 0.3 (8 ms a copy) while the
+# writer ran. At the lowest priority the writer runs when training leaves a core idle.
+BACKGROUND_NICE = 19
+
+
+def background_thread() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: this thread alone; nothing elsewhere): for work
+    beside training that holds no lock another process waits for, so it may wait for an idle core."""
+    if sys.platform == "linux":  # where setpriority takes a thread id; elsewhere it would renice the process
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        except OSError:  # not permitted here: the thread runs as before
+            pass
 
 
 class PeakMemory:

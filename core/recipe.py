@@ -177,8 +177,9 @@ def fit(recipe: type[Recipe], params: dict[str, Any], data: DataSource, workdir:
 
     # Checkpoints are written in a thread of their own: at the step the weights are copied to the CPU and the
     # state serialized, and training goes on while the files are written, fsynced and uploaded
-    # (hooks.checkpoint_written): seconds for a large model (bench/checkpoint_stall.py).
-    writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+    # (hooks.checkpoint_written): seconds for a large model (bench/checkpoint_stall.py). At the lowest priority
+    # (genq.core.device.background_thread): the end of the run, or the next checkpoint, waits for it if need be.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint", initializer=dev.background_thread)
 
     def write(snap: checkpoint.Snapshot) -> Path:
         path = checkpoint.write(workdir, snap)

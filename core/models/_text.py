@@ -26,9 +26,8 @@ from genq.core.eval.text import eval_rows, sample_metrics, val_loss
 from genq.core.recipe import GALLERY_SEED, Recipe
 from genq.core.spec import generate_params
 
-FINAL_SAMPLES = 3
-GALLERY_SAMPLES = 3
-GALLERY_TOKENS = 100  # new characters per gallery sample (a third as many word or bpe tokens, as in finish)
+FINAL_SAMPLES, FINAL_CHARS = 3, 200  # new characters per sample (a third as many word or bpe tokens)
+GALLERY_SAMPLES, GALLERY_CHARS = 3, 100
 GEN_BATCH = 64  # rows decoded at once when a prompt asks for many samples
 
 
@@ -67,6 +66,7 @@ class TextRecipe(Recipe):
         else:
             self.tok = build_tokenizer(p["tokenizer"], text, p["vocab_size"])
             self.hooks.log(f"{p['tokenizer']} tokenizer: {self.tok.vocab_size} tokens")
+        self._final_texts: list[str] | None = None  # the final samples, when the last gallery drew them
         self.ds = TextData(self.tok.encode_corpus(text), p["block_size"], p["batch_size"], p["seed"], self.device)
         self.config = resumed.config if resumed is not None else self.network_config(p, self.tok.vocab_size)
         self.net = self.network(self.config).to(self.device)
@@ -117,26 +117,38 @@ class TextRecipe(Recipe):
             return val_loss(self.net, self.ds.val_batches(p["eval_iters"], rows))
 
     def gallery(self, step: int, folder: Path) -> list[Sample]:
-        """A few short unconditional texts, from the same seed at every step."""
-        max_new = GALLERY_TOKENS if self.p["tokenizer"] == "char" else GALLERY_TOKENS // 3
-        texts = self._unconditional(GALLERY_SAMPLES, self.p["seed"] + GALLERY_SEED, max_new)
-        return [Sample(kind="text", prompt=None, text=t) for t in texts]
+        """A few short unconditional texts, from the same seed at every step. At the last step the final samples are
+        decoded beside them, in the same batch, and kept for finish(): one pass of the decoder, not two (a row's
+        text does not depend on the rows beside it, genq.core.batch)."""
+        groups = [(self.p["seed"] + GALLERY_SEED, GALLERY_SAMPLES, self._tokens(GALLERY_CHARS))]
+        if step == self.p["max_steps"]:
+            groups.append(self._final_group())
+        texts = self._unconditional(groups)
+        self._final_texts = texts[1] if len(texts) > 1 else None
+        return [Sample(kind="text", prompt=None, text=t) for t in texts[0]]
 
     def finish(self, result: TrainResult, folder: Path) -> list[Sample]:
-        texts = self._unconditional(FINAL_SAMPLES, self.p["seed"], 200 if self.p["tokenizer"] == "char" else 60)
+        texts = self._final_texts or self._unconditional([self._final_group()])[0]
         extra = sample_metrics(texts)
         self.hooks.metrics(result.step, extra)
         result.metrics = {**result.metrics, **extra}
         return [Sample(kind="text", prompt=None, text=t) for t in texts]
 
-    def _unconditional(self, n: int, seed: int, max_new: int) -> list[str]:
-        """n texts from the start token at temperature 0.8, each row from its own seed derived from `seed`, decoded
-        by the continuous-batching engine with the network in eval mode meanwhile. A CPU runs the engine's traced
-        step: a gallery of 3 x 100 characters took 0.42 s through the modules' step (the 4-layer 128-wide gpt),
-        more than the evaluation before it, and the end's 3 x 200 twice that."""
-        engine = self._engine(self.net, self.tok, self.device, n)
-        start, texts = self.tok.start_ids(), {}
-        requests = [batch.Request(i, start, max_new, seed=seed * 1_000_003 + i, temperature=0.8) for i in range(n)]
+    def _tokens(self, chars: int) -> int:
+        """New tokens for about `chars` characters: a third as many word or bpe tokens."""
+        return chars if self.p["tokenizer"] == "char" else chars // 3
+
+    def _final_group(self) -> tuple[int, int, int]:
+        return self.p["seed"], FINAL_SAMPLES, self._tokens(FINAL_CHARS)
+
+    def _unconditional(self, groups: list[tuple[int, int, int]]) -> list[list[str]]:
+        """For each group (seed, n, max_new), n texts from the start token at temperature 0.8, each row from its own
+        seed derived from the group's, all decoded together by the continuous-batching engine with the network in
+        eval mode meanwhile. A CPU runs the engine's traced step: a gallery of 3 x 100 characters took 0.42 s
+        through the modules' step (the 4-layer 128-wide gpt), more than the evaluation before it."""
+        requests = [batch.Request((g, i), self.tok.start_ids(), max_new, seed=seed * 1_000_003 + i, temperature=0.8)
+                    for g, (seed, n, max_new) in enumerate(groups) for i in range(n)]
+        engine, texts = self._engine(self.net, self.tok, self.device, len(requests)), {}
         training = self.net.training
         self.net.eval()
         try:
@@ -144,7 +156,7 @@ class TextRecipe(Recipe):
                 engine.run(requests, lambda out: texts.__setitem__(out.key, out.text))
         finally:
             self.net.train(training)
-        return [texts[i] for i in range(n)]
+        return [[texts[g, i] for i in range(n)] for g, (_, n, _) in enumerate(groups)]
 
     @classmethod
     def generate(cls, source_workdir: Path, prompts: list[str | None], params: dict[str, Any], out_dir: Path,

@@ -3,8 +3,10 @@ every CPU job records its peak memory and no MFU."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 from contextlib import nullcontext
 
 import pytest
@@ -143,6 +145,23 @@ def test_a_cpu_training_and_generation_job_record_peak_memory_and_no_mfu(text_fi
                  gen)
     # a generation this small may fit in memory the process already holds: present, perhaps 0
     assert [s for s, _ in gen.series["memory/peak_bytes"]] == [0] and gen.series["memory/peak_bytes"][0][1] >= 0
+
+
+def own_priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own priority is Linux's")
+def test_checkpoints_are_written_at_the_lowest_priority_and_training_keeps_its_own(text_file, tmp_path, make_hooks):
+    """The checkpoint writer yields its core to training's threads (genq.core.device.background_thread)."""
+    class Hooks(make_hooks):
+        def checkpoint_written(self, step, path):  # in the writer's thread
+            self.writer_priority = own_priority()
+
+    training = own_priority()
+    hooks = Hooks()
+    api.train("gpt", GPT_PARAMS, text_file, tmp_path / "job", hooks)
+    assert hooks.writer_priority == dev.BACKGROUND_NICE > training == own_priority()
 
 
 def test_tf32_is_turned_on_for_a_gpu_only():

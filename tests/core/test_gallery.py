@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from genq.core import api, checkpoint, spec
+from genq.core.models._text import TextRecipe
 from genq.core.recipe import Recipe, gallery_folder
 
 # Tiny jobs of 4 steps, evaluated (and so drawn) at steps 2 and 4. Dropout on the text models: their
@@ -108,3 +109,22 @@ def test_a_steps_gallery_depends_only_on_the_weights_at_that_step(kind, text_fil
 
 def content(samples) -> list[tuple]:
     return [(s.kind, s.prompt, s.text, s.path and s.path.read_bytes()) for s in samples]
+
+
+@pytest.mark.parametrize("kind", ["gpt", "gru"])
+def test_the_last_gallery_decodes_the_final_samples_beside_its_own(kind, text_file, tmp_path, make_hooks,
+                                                                      monkeypatch):
+    """One pass of the decoder at the end, not two: the final samples come out as finish() draws them alone."""
+    calls = []
+    decode = TextRecipe._unconditional
+
+    def spy(self, groups):
+        calls.append((self, [(n, max_new) for _, n, max_new in groups]))
+        return decode(self, groups)
+
+    monkeypatch.setattr(TextRecipe, "_unconditional", spy)
+    result = api.train(kind, {**PARAMS[kind], **STEPS, "ema_decay": 0.0}, text_file, tmp_path / "job", make_hooks())
+    assert [groups for _, groups in calls] == [[(3, 100)], [(3, 100), (3, 200)]]  # finish() decoded nothing
+    recipe = calls[-1][0]
+    alone = decode(recipe, [recipe._final_group()])[0]
+    assert [s.text for s in result.samples] == alone and len(set(alone)) == 3
