@@ -185,7 +185,13 @@ class LocalStore(ArtifactStore):
     def put(self, key: str, source: Path) -> None:
         self._refuse_folder(key)
         target = self.path(key)
-        if Path(source).resolve() != target:
+        if Path(source).resolve() == target:
+            return
+        try:
+            place(Path(source), target)
+        except FileNotFoundError:  # its folder, just made, emptied out and removed by a delete(): make it again
+            if not Path(source).is_file():
+                raise
             place(Path(source), target)
 
     def open(self, key: str, offset: int = 0) -> BinaryIO:
@@ -210,7 +216,18 @@ class LocalStore(ArtifactStore):
         try:
             path.unlink(missing_ok=True)
         except NotADirectoryError:
-            pass
+            return
+        # the folders it leaves empty go too (a replaced checkpoint's step folder, a deleted job's): rmdir removes
+        # only an empty one, and a put() racing to fill one makes it again
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()
+            except FileNotFoundError:  # another delete removed it: its parent may be empty now
+                continue
+            except OSError:  # not empty: the folders above are not either
+                break
 
     def get(self, key: str, target: Path, retries: int = 3) -> None:
         source = self.path(key)

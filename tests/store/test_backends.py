@@ -97,3 +97,32 @@ def test_a_key_naming_a_folder_is_no_stored_file(store, tmp_path):
     assert store.size("jobs/5/a1/out.bin/inner") is None, "a path through a file is no stored file either"
     with pytest.raises(FileNotFoundError):
         store.open("jobs/5/a1/out.bin/inner")
+
+
+def test_a_folder_store_removes_the_folders_a_delete_empties_and_a_put_makes_them_again(tmp_path, monkeypatch):
+    store = open_store(str(tmp_path / "store"))
+    source = random_file(tmp_path / "src", 10)
+    keys = ["jobs/5/a1/checkpoints/step-00000100/model.safetensors", "jobs/5/a1/checkpoints/step-00000100/state.pt",
+            "jobs/5/a1/checkpoints/step-00000200/model.safetensors"]
+    for key in keys:
+        store.put(key, source)
+    root = tmp_path / "store"
+    store.delete(keys[0])
+    assert (root / "jobs/5/a1/checkpoints/step-00000100").is_dir()  # still holds state.pt
+    store.delete(keys[1])
+    assert not (root / "jobs/5/a1/checkpoints/step-00000100").exists()  # emptied: gone
+    assert (root / "jobs/5/a1/checkpoints/step-00000200/model.safetensors").is_file()
+    store.delete(keys[2])
+    assert list(root.iterdir()) == []  # every folder under the store's own, which stays
+    # a delete that removes the folder a put has just made, before its file lands: the put makes it again
+    real_link, raced = os.link, []
+
+    def link_after_a_delete(source, target):
+        if not raced:
+            raced.append(target)
+            os.rmdir(os.path.dirname(target))
+        return real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link_after_a_delete)
+    store.put(keys[0], source)
+    assert raced and (root / keys[0]).read_bytes() == source.read_bytes()
