@@ -196,8 +196,8 @@ def keep_freed_heap() -> None:
 
 # A thread working beside training (the checkpoint writer) takes a core from training's own threads on a machine
 # with none to spare, and each of training's parallel regions then waits for the thread that lost its core: on a
-# 2-core EPYC, copying the weights after a checkpoint's snapshot took 45 ms instead of 0.3 (8 ms a copy) while the
-# writer ran. At the lowest priority the writer runs when training leaves a core idle.
+# 2-core EPYC, copying the weights after a checkpoint's snapshot took 34-59 ms instead of 0.3 (about 8 ms a copy)
+# while the writer ran. At the lowest priority the writer runs when training leaves a core idle.
 BACKGROUND_NICE = 19
 
 
