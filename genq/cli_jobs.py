@@ -44,8 +44,7 @@ JOB_ID = click.IntRange(min=1)  # ids start at 1: -1 is named here, not sent
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
-    """KEY=VALUE pairs, each KEY once; a VALUE that reads as JSON (3, 1e-3, true) keeps its type, else it is a
-    string."""
+    """KEY=VALUE pairs; a VALUE that reads as JSON (3, 1e-3, true) keeps its type, else it is a string."""
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -59,10 +58,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
             json.dumps(parsed, allow_nan=False)
         except ValueError:  # 1e400 reads as inf, which no JSON request can carry
             raise click.BadParameter(f"'{pair}': {value} is not a finite number", param_hint="--param") from None
-        key = key.strip()
-        if key in params:  # the last silently winning would hide a typo in a long command line
-            raise click.BadParameter(f"'{key}' is given twice", param_hint="--param")
-        params[key] = parsed
+        params[key.strip()] = parsed
     return params
 
 
