@@ -44,7 +44,8 @@ JOB_ID = click.IntRange(min=1)  # ids start at 1: -1 is named here, not sent
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
-    """KEY=VALUE pairs; a VALUE that reads as JSON (3, 1e-3, true) keeps its type, else it is a string."""
+    """KEY=VALUE pairs, the last of a KEY given twice counting (a script overrides its base params); a VALUE that
+    reads as JSON (3, 1e-3, true) keeps its type, else it is a string."""
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
