@@ -219,11 +219,9 @@ class LocalStore(ArtifactStore):
             return
         # the folders it leaves empty go too (a replaced checkpoint's step folder, a deleted job's): rmdir removes
         # only an empty one, and a put() racing to fill one makes it again
-        for folder in path.parents:
-            if folder == self.root or not folder.is_relative_to(self.root):
-                break
+        for parent in path.relative_to(self.root).parents[:-1]:  # deepest first, the store's own folder left
             try:
-                folder.rmdir()
+                (self.root / parent).rmdir()
             except FileNotFoundError:  # another delete removed it: its parent may be empty now
                 continue
             except OSError:  # not empty: the folders above are not either
